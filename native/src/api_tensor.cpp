@@ -1,0 +1,112 @@
+// The tensor-type section of the C API (dgemma.h): type info, row (de)quantization, dot products
+// and the CPU instruction-set choice.
+#include <cstring>
+#include <string>
+#include <vector>
+
+#include "cpu/dispatch.h"
+#include "dgemma.h"
+#include "error.h"
+#include "quant/types.h"
+
+namespace {
+
+using dg::Error;
+
+const dg::TypeTraits &known_type(int32_t type) {
+    const dg::TypeTraits *tt = type >= 0 ? dg::type_traits(static_cast<uint32_t>(type)) : nullptr;
+    if (!tt) throw Error(DGEMMA_ERR_UNSUPPORTED, "unknown tensor type id " + std::to_string(type));
+    return *tt;
+}
+
+void check_row(const dg::TypeTraits &tt, int64_t n) {
+    if (n < 0 || n % tt.block_size != 0) {
+        throw Error(DGEMMA_ERR_INVALID_ARGUMENT, "row length " + std::to_string(n) + " is not a multiple of the " +
+                                                     tt.name + " block size " + std::to_string(tt.block_size));
+    }
+}
+
+void check_pointer(const void *p, const char *what) {
+    if (!p) throw Error(DGEMMA_ERR_INVALID_ARGUMENT, std::string(what) + " is NULL");
+}
+
+}  // namespace
+
+extern "C" {
+
+DGEMMA_API const char *dgemma_cpu_features(void) { return dg::isa_features_string(); }
+
+DGEMMA_API dgemma_status dgemma_type_info(int32_t type, int64_t *block_size, int64_t *type_size, const char **name) {
+    return dg::guarded([&] {
+        const dg::TypeTraits &tt = known_type(type);
+        if (block_size) *block_size = tt.block_size;
+        if (type_size) *type_size = static_cast<int64_t>(tt.type_size);
+        if (name) *name = tt.name;
+    });
+}
+
+DGEMMA_API dgemma_status dgemma_quantize_row(int32_t type, const float *src, int64_t n, void *dst) {
+    return dg::guarded([&] {
+        const dg::TypeTraits &tt = known_type(type);
+        check_row(tt, n);
+        check_pointer(src, "src");
+        check_pointer(dst, "dst");
+        if (!tt.from_float) throw Error(DGEMMA_ERR_UNSUPPORTED, std::string("no quantizer for type ") + tt.name);
+        tt.from_float(src, dst, n);
+    });
+}
+
+DGEMMA_API dgemma_status dgemma_dequantize_row(int32_t type, const void *src, int64_t n, float *dst) {
+    return dg::guarded([&] {
+        const dg::TypeTraits &tt = known_type(type);
+        check_row(tt, n);
+        check_pointer(src, "src");
+        check_pointer(dst, "dst");
+        if (!tt.to_float) throw Error(DGEMMA_ERR_UNSUPPORTED, std::string("type ") + tt.name + " cannot be read by this build");
+        tt.to_float(src, dst, n);
+    });
+}
+
+DGEMMA_API dgemma_status dgemma_matvec(int32_t type, const void *w, int64_t n_rows, const float *x, int64_t n,
+                                       float *out) {
+    return dg::guarded([&] {
+        const dg::TypeTraits &tt = known_type(type);
+        check_row(tt, n);
+        check_pointer(w, "w");
+        check_pointer(x, "x");
+        check_pointer(out, "out");
+        if (n_rows < 0) throw Error(DGEMMA_ERR_INVALID_ARGUMENT, "n_rows " + std::to_string(n_rows) + " is negative");
+        if (!tt.vec_dot) throw Error(DGEMMA_ERR_UNSUPPORTED, std::string("type ") + tt.name + " has no integer dot product");
+        const dg::TypeTraits &xt = *dg::type_traits(tt.vec_dot_type);
+        check_row(xt, n);
+        std::vector<unsigned char> xq(dg::row_bytes(xt, n));
+        xt.from_float(x, xq.data(), n);
+        const size_t stride = dg::row_bytes(tt, n);
+        for (int64_t r = 0; r < n_rows; ++r) out[r] = tt.vec_dot(static_cast<const unsigned char *>(w) + r * stride, xq.data(), n);
+    });
+}
+
+DGEMMA_API dgemma_status dgemma_vec_dot(int32_t type, const void *w_row, const float *x, int64_t n, float *out) {
+    return dgemma_matvec(type, w_row, 1, x, n, out);
+}
+
+DGEMMA_API dgemma_status dgemma_set_cpu_isa(const char *isa) {
+    return dg::guarded([&] {
+        check_pointer(isa, "isa");
+        dg::Isa chosen;
+        if (std::strcmp(isa, "auto") == 0) chosen = dg::best_isa();
+        else if (std::strcmp(isa, "generic") == 0) chosen = dg::Isa::Generic;
+        else if (std::strcmp(isa, "avx2") == 0) chosen = dg::Isa::Avx2;
+        else if (std::strcmp(isa, "avx512") == 0) chosen = dg::Isa::Avx512;
+        else throw Error(DGEMMA_ERR_INVALID_ARGUMENT, std::string("unknown instruction set \"") + isa +
+                                                          "\" (expected auto, generic, avx2 or avx512)");
+        if (!dg::set_isa(chosen)) {
+            throw Error(DGEMMA_ERR_UNSUPPORTED, std::string("this CPU does not support ") + isa + " (features: \"" +
+                                                    dg::isa_features_string() + "\")");
+        }
+    });
+}
+
+DGEMMA_API const char *dgemma_cpu_isa(void) { return dg::isa_name(dg::active_isa()); }
+
+}  // extern "C"

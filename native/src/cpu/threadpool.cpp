@@ -1,0 +1,76 @@
+#include "cpu/threadpool.h"
+
+namespace dg {
+
+ThreadPool::ThreadPool(int n_threads) : n_threads_(n_threads < 1 ? 1 : n_threads) {
+    for (int t = 1; t < n_threads_; ++t) workers_.emplace_back([this, t] { worker(t); });
+}
+
+ThreadPool::~ThreadPool() {
+    {
+        std::lock_guard<std::mutex> lock(mu_);
+        stop_ = true;
+    }
+    wake_.notify_all();
+    for (auto &w : workers_) w.join();
+}
+
+void ThreadPool::drain(int thread) {
+    for (;;) {
+        const int64_t task = next_.fetch_add(1, std::memory_order_relaxed);
+        if (task >= n_tasks_) return;
+        try {
+            (*fn_)(task, thread);
+        } catch (...) {
+            std::lock_guard<std::mutex> lock(mu_);
+            if (!error_) error_ = std::current_exception();
+            next_.store(n_tasks_);  // skip what is left
+        }
+    }
+}
+
+void ThreadPool::worker(int thread) {
+    uint64_t seen = 0;
+    for (;;) {
+        {
+            std::unique_lock<std::mutex> lock(mu_);
+            wake_.wait(lock, [&] { return stop_ || generation_ != seen; });
+            if (stop_) return;
+            seen = generation_;
+        }
+        drain(thread);
+        {
+            std::lock_guard<std::mutex> lock(mu_);
+            if (--active_ == 0) done_.notify_one();
+        }
+    }
+}
+
+void ThreadPool::run(int64_t n_tasks, const std::function<void(int64_t, int)> &fn) {
+    if (n_tasks <= 0) return;
+    if (n_threads_ == 1 || n_tasks == 1) {
+        for (int64_t t = 0; t < n_tasks; ++t) fn(t, 0);
+        return;
+    }
+    {
+        std::lock_guard<std::mutex> lock(mu_);
+        fn_ = &fn;
+        n_tasks_ = n_tasks;
+        next_.store(0);
+        active_ = n_threads_ - 1;
+        error_ = nullptr;
+        ++generation_;
+    }
+    wake_.notify_all();
+    drain(0);
+    std::exception_ptr error;
+    {
+        std::unique_lock<std::mutex> lock(mu_);
+        done_.wait(lock, [&] { return active_ == 0; });
+        fn_ = nullptr;
+        error = error_;
+    }
+    if (error) std::rethrow_exception(error);
+}
+
+}  // namespace dg

@@ -1,0 +1,264 @@
+// Loading: hyperparameters from the `diffusion-gemma.*` keys, weights bound by name and checked
+// against them. Every problem is a dg::Error naming the key or tensor.
+#include "model.h"
+
+#include <cmath>
+#include <cstdio>
+#include <sstream>
+
+#include "error.h"
+
+namespace dg {
+
+namespace {
+
+const char *kArch = "diffusion-gemma";
+
+std::string key(const std::string &suffix) { return std::string(kArch) + "." + suffix; }
+
+std::string shape_str(const GgufTensor &t) {
+    std::string s = "[";
+    for (uint32_t d = 0; d < t.n_dims; ++d) s += (d ? ", " : "") + std::to_string(t.ne[d]);
+    return s + "]";
+}
+
+std::string shape_str(std::initializer_list<int64_t> ne) {
+    std::string s = "[";
+    bool first = true;
+    for (int64_t v : ne) { s += (first ? "" : ", ") + std::to_string(v); first = false; }
+    return s + "]";
+}
+
+// Binds tensors of one file, checking presence, shape and readability.
+class Binder {
+public:
+    explicit Binder(const GgufFile &f) : f_(f) {}
+
+    const GgufTensor *find(const std::string &name) const { return f_.tensor(name); }
+
+    const GgufTensor &require(const std::string &name, std::initializer_list<int64_t> ne) const {
+        const GgufTensor *t = f_.tensor(name);
+        if (!t) throw Error(DGEMMA_ERR_MODEL, f_.path() + ": missing tensor '" + name + "'");
+        bool ok = true;
+        size_t d = 0;
+        for (int64_t v : ne) ok = ok && t->ne[d++] == v;
+        for (; d < 4; ++d) ok = ok && t->ne[d] == 1;
+        if (!ok) throw Error(DGEMMA_ERR_MODEL, f_.path() + ": tensor '" + name + "' has shape " + shape_str(*t) +
+                                                   ", expected " + shape_str(ne));
+        if (!t->type->to_float)
+            throw Error(DGEMMA_ERR_UNSUPPORTED, f_.path() + ": tensor '" + name + "' has type " + t->type->name +
+                                                    ", which this build cannot read");
+        return *t;
+    }
+
+    Matrix matrix(const std::string &name, int64_t n_cols, int64_t n_rows) const {
+        const GgufTensor &t = require(name, {n_cols, n_rows});
+        return {t.data, t.type, n_cols, n_rows, row_bytes(*t.type, n_cols)};
+    }
+
+    ExpertMatrices experts(const std::string &name, int64_t n_cols, int64_t n_rows, int64_t n_expert) const {
+        const GgufTensor &t = require(name, {n_cols, n_rows, n_expert});
+        const size_t rb = row_bytes(*t.type, n_cols);
+        return {{t.data, t.type, n_cols, n_rows, rb}, rb * static_cast<size_t>(n_rows), n_expert};
+    }
+
+    std::vector<float> vector(const std::string &name, int64_t n) const {
+        const GgufTensor &t = require(name, {n});
+        std::vector<float> out(static_cast<size_t>(n));
+        t.type->to_float(t.data, out.data(), n);
+        for (float v : out)
+            if (!std::isfinite(v)) throw Error(DGEMMA_ERR_MODEL, f_.path() + ": tensor '" + name + "' holds a non-finite value");
+        return out;
+    }
+
+    float scalar(const std::string &name) const { return vector(name, 1)[0]; }
+
+private:
+    const GgufFile &f_;
+};
+
+}  // namespace
+
+Model::Model(const std::string &path, int n_threads) {
+    file_ = std::make_unique<GgufFile>(path);
+    const GgufValue *arch = file_->find("general.architecture");
+    if (!arch || arch->type != GgufValueType::STRING)
+        throw Error(DGEMMA_ERR_MODEL, path + ": missing key 'general.architecture'");
+    if (arch->str != kArch)
+        throw Error(DGEMMA_ERR_UNSUPPORTED, path + ": architecture '" + std::string(arch->str) +
+                                                "' is not supported (expected '" + kArch + "')");
+    load_hparams();
+    load_weights();
+    build_config_json();
+    backend_ = make_cpu_backend(n_threads);
+}
+
+Model::~Model() = default;
+
+void Model::load_hparams() {
+    const GgufFile &f = *file_;
+    const std::string &p = f.path();
+    auto positive = [&](const std::string &k, int64_t v) {
+        if (v <= 0) throw Error(DGEMMA_ERR_MODEL, p + ": key '" + k + "' must be positive, got " + std::to_string(v));
+        return v;
+    };
+    hp_.n_layer = positive(key("block_count"), f.get_int(key("block_count")));
+    if (hp_.n_layer > 4096) throw Error(DGEMMA_ERR_MODEL, p + ": implausible block_count " + std::to_string(hp_.n_layer));
+    hp_.n_embd = positive(key("embedding_length"), f.get_int(key("embedding_length")));
+    hp_.n_ctx = positive(key("context_length"), f.get_int(key("context_length")));
+    hp_.n_head = positive(key("attention.head_count"), f.get_int_array(key("attention.head_count"), hp_.n_layer)[0]);
+    const auto ff = f.get_int_array(key("feed_forward_length"), hp_.n_layer);
+    hp_.n_ff = positive(key("feed_forward_length"), ff[0]);
+    for (int64_t v : ff)
+        if (v != hp_.n_ff) throw Error(DGEMMA_ERR_UNSUPPORTED, p + ": per-layer feed_forward_length is not supported");
+    hp_.n_expert = positive(key("expert_count"), f.get_int(key("expert_count")));
+    hp_.n_expert_used = positive(key("expert_used_count"), f.get_int(key("expert_used_count")));
+    if (hp_.n_expert_used > hp_.n_expert)
+        throw Error(DGEMMA_ERR_MODEL, p + ": expert_used_count exceeds expert_count");
+    hp_.n_ff_exp = positive(key("expert_feed_forward_length"), f.get_int(key("expert_feed_forward_length")));
+    hp_.eps = static_cast<float>(f.get_float(key("attention.layer_norm_rms_epsilon"), 1e-6));
+    hp_.softcap = static_cast<float>(f.get_float(key("final_logit_softcapping"), 30.0));
+    if (!(hp_.eps > 0) || !(hp_.softcap > 0)) throw Error(DGEMMA_ERR_MODEL, p + ": epsilon and soft-capping must be positive");
+    hp_.sliding_window = f.get_int(key("attention.sliding_window"), 0);
+    hp_.canvas_length = positive("diffusion.canvas_length", f.get_int("diffusion.canvas_length", 256));
+
+    SamplerDefaults &s = hp_.sampler;
+    s.max_steps = static_cast<int>(f.get_int("diffusion.eb_max_steps", s.max_steps));
+    s.t_min = static_cast<float>(f.get_float("diffusion.eb_t_min", s.t_min));
+    s.t_max = static_cast<float>(f.get_float("diffusion.eb_t_max", s.t_max));
+    s.entropy_bound = static_cast<float>(f.get_float("diffusion.eb_entropy_bound", s.entropy_bound));
+    s.stability_threshold = static_cast<int>(f.get_int("diffusion.eb_stability_threshold", s.stability_threshold));
+    s.confidence_threshold = static_cast<float>(f.get_float("diffusion.eb_confidence_threshold", s.confidence_threshold));
+
+    const auto head_kv = f.get_int_array(key("attention.head_count_kv"), hp_.n_layer);
+    std::vector<bool> sliding(hp_.n_layer, false);
+    if (f.has(key("attention.sliding_window_pattern"))) {
+        sliding = f.get_bool_array(key("attention.sliding_window_pattern"));
+        if (static_cast<int64_t>(sliding.size()) != hp_.n_layer)
+            throw Error(DGEMMA_ERR_MODEL, p + ": attention.sliding_window_pattern has " + std::to_string(sliding.size()) +
+                                              " entries for " + std::to_string(hp_.n_layer) + " layers");
+    }
+    const int64_t hd_full = f.get_int(key("attention.key_length"));
+    const int64_t hd_swa = f.get_int(key("attention.key_length_swa"), hd_full);
+    if (f.get_int(key("attention.value_length"), hd_full) != hd_full || f.get_int(key("attention.value_length_swa"), hd_swa) != hd_swa)
+        throw Error(DGEMMA_ERR_UNSUPPORTED, p + ": value_length different from key_length is not supported");
+    const int64_t rot_full = f.get_int(key("rope.dimension_count"), hd_full);
+    const int64_t rot_swa = f.get_int(key("rope.dimension_count_swa"), hd_swa);
+    const double base_full = f.get_float(key("rope.freq_base"), 1e6);
+    const double base_swa = f.get_float(key("rope.freq_base_swa"), 1e4);
+
+    std::vector<float> freq_factors;
+    if (file_->tensor("rope_freqs.weight")) freq_factors = Binder(f).vector("rope_freqs.weight", rot_full / 2);
+
+    bool any_sliding = false;
+    for (int64_t i = 0; i < hp_.n_layer; ++i) {
+        LayerHparams L;
+        L.sliding = sliding[i];
+        any_sliding = any_sliding || L.sliding;
+        L.head_dim = static_cast<int>(L.sliding ? hd_swa : hd_full);
+        L.n_head_kv = static_cast<int>(head_kv[i]);
+        L.n_rot = static_cast<int>(L.sliding ? rot_swa : rot_full);
+        const std::string li = "layer " + std::to_string(i);
+        if (L.head_dim <= 0 || L.head_dim % 2 || L.n_head_kv <= 0 || hp_.n_head % L.n_head_kv != 0)
+            throw Error(DGEMMA_ERR_MODEL, p + ": " + li + ": head_dim " + std::to_string(L.head_dim) + " and " +
+                                              std::to_string(L.n_head_kv) + " KV heads do not fit " + std::to_string(hp_.n_head) + " query heads");
+        if (L.n_rot <= 0 || L.n_rot % 2 || L.n_rot > L.head_dim)
+            throw Error(DGEMMA_ERR_MODEL, p + ": " + li + ": rope dimension count " + std::to_string(L.n_rot) + " does not fit head_dim " + std::to_string(L.head_dim));
+        const double base = L.sliding ? base_swa : base_full;
+        L.inv_freq.resize(L.n_rot / 2);
+        for (int j = 0; j < L.n_rot / 2; ++j) {
+            // float32 exponent and power, as the reference computes them.
+            const float expo = static_cast<float>(2 * j) / static_cast<float>(L.n_rot);
+            float inv = 1.0f / static_cast<float>(std::pow(base, static_cast<double>(expo)));
+            // llama.cpp's proportional RoPE: a factor divides the frequency; 1e30 turns it off.
+            if (!L.sliding && !freq_factors.empty()) inv = freq_factors[j] >= 1e20f ? 0.0f : inv / freq_factors[j];
+            L.inv_freq[j] = inv;
+        }
+        hp_.layers.push_back(std::move(L));
+    }
+    if (any_sliding && hp_.sliding_window <= 0)
+        throw Error(DGEMMA_ERR_MODEL, p + ": sliding layers need a positive attention.sliding_window");
+}
+
+void Model::load_weights() {
+    const Binder b(*file_);
+    const int64_t E = hp_.n_embd;
+    const std::string &p = file_->path();
+    const GgufTensor *te = b.find("token_embd.weight");
+    if (!te) throw Error(DGEMMA_ERR_MODEL, p + ": missing tensor 'token_embd.weight'");
+    hp_.n_vocab = te->ne[1];
+    w_.token_embd = b.matrix("token_embd.weight", E, hp_.n_vocab);
+    if (b.find("output.weight"))
+        throw Error(DGEMMA_ERR_UNSUPPORTED, p + ": a separate output.weight is not supported (the lm_head is tied)");
+    w_.output_norm = b.vector("output_norm.weight", E);
+    w_.sc_pre_norm = b.vector("self_cond_pre_norm.weight", E);
+    w_.sc_gate = b.matrix("self_cond_gate.weight", E, hp_.n_ff);
+    w_.sc_up = b.matrix("self_cond_up.weight", E, hp_.n_ff);
+    w_.sc_down = b.matrix("self_cond_down.weight", hp_.n_ff, E);
+
+    for (int64_t i = 0; i < hp_.n_layer; ++i) {
+        LayerHparams &L = hp_.layers[i];
+        const std::string pre = "blk." + std::to_string(i) + ".";
+        LayerWeights lw;
+        const int64_t hd = L.head_dim, nq = hp_.n_head * hd, nkv = L.n_head_kv * hd;
+        lw.attn_norm = b.vector(pre + "attn_norm.weight", E);
+        lw.wq = b.matrix(pre + "attn_q.weight", E, nq);
+        lw.wk = b.matrix(pre + "attn_k.weight", E, nkv);
+        L.has_v = b.find(pre + "attn_v.weight") != nullptr;
+        if (L.has_v) lw.wv = b.matrix(pre + "attn_v.weight", E, nkv);
+        lw.wo = b.matrix(pre + "attn_output.weight", nq, E);
+        lw.q_norm = b.vector(pre + "attn_q_norm.weight", hd);
+        lw.k_norm = b.vector(pre + "attn_k_norm.weight", hd);
+        lw.post_attn_norm = b.vector(pre + "post_attention_norm.weight", E);
+        lw.ffn_norm = b.vector(pre + "ffn_norm.weight", E);
+        lw.ffn_gate = b.matrix(pre + "ffn_gate.weight", E, hp_.n_ff);
+        lw.ffn_up = b.matrix(pre + "ffn_up.weight", E, hp_.n_ff);
+        lw.ffn_down = b.matrix(pre + "ffn_down.weight", hp_.n_ff, E);
+        lw.post_ffw_norm_1 = b.vector(pre + "post_ffw_norm_1.weight", E);
+        lw.router = b.matrix(pre + "ffn_gate_inp.weight", E, hp_.n_expert);
+        lw.router_scale = b.vector(pre + "ffn_gate_inp.scale", E);
+        lw.pre_ffw_norm_2 = b.vector(pre + "pre_ffw_norm_2.weight", E);
+        const int64_t F = hp_.n_ff_exp, X = hp_.n_expert;
+        if (b.find(pre + "ffn_gate_up_exps.weight")) {
+            const ExpertMatrices gu = b.experts(pre + "ffn_gate_up_exps.weight", E, 2 * F, X);
+            lw.experts.gate = gu;
+            lw.experts.gate.first.n_rows = F;
+            lw.experts.up = lw.experts.gate;
+            lw.experts.up.first.data += static_cast<size_t>(F) * gu.first.row_stride;
+        } else {
+            lw.experts.gate = b.experts(pre + "ffn_gate_exps.weight", E, F, X);
+            lw.experts.up = b.experts(pre + "ffn_up_exps.weight", E, F, X);
+        }
+        lw.experts.down = b.experts(pre + "ffn_down_exps.weight", F, E, X);
+        lw.per_expert_scale = b.vector(pre + "ffn_down_exps.scale", X);
+        lw.post_ffw_norm_2 = b.vector(pre + "post_ffw_norm_2.weight", E);
+        lw.post_ffw_norm = b.vector(pre + "post_ffw_norm.weight", E);
+        lw.decoder_scalar = b.scalar(pre + "layer_output_scale.weight");
+        lw.encoder_scalar = b.scalar(pre + "enc_layer_output_scale.weight");
+        w_.layers.push_back(std::move(lw));
+    }
+}
+
+void Model::build_config_json() {
+    std::ostringstream o;
+    o.precision(9);
+    const SamplerDefaults &s = hp_.sampler;
+    o << "{\"architecture\":\"" << kArch << "\",\"n_vocab\":" << hp_.n_vocab << ",\"n_embd\":" << hp_.n_embd
+      << ",\"n_layer\":" << hp_.n_layer << ",\"n_head\":" << hp_.n_head << ",\"n_ff\":" << hp_.n_ff
+      << ",\"n_expert\":" << hp_.n_expert << ",\"n_expert_used\":" << hp_.n_expert_used
+      << ",\"n_ff_exp\":" << hp_.n_ff_exp << ",\"n_ctx\":" << hp_.n_ctx << ",\"sliding_window\":" << hp_.sliding_window
+      << ",\"canvas_length\":" << hp_.canvas_length << ",\"rms_norm_eps\":" << hp_.eps
+      << ",\"final_logit_softcapping\":" << hp_.softcap << ",\"token_embd_type\":\"" << w_.token_embd.type->name << "\""
+      << ",\"sampler\":{\"max_steps\":" << s.max_steps << ",\"t_min\":" << s.t_min << ",\"t_max\":" << s.t_max
+      << ",\"entropy_bound\":" << s.entropy_bound << ",\"stability_threshold\":" << s.stability_threshold
+      << ",\"confidence_threshold\":" << s.confidence_threshold << "},\"layers\":[";
+    for (size_t i = 0; i < hp_.layers.size(); ++i) {
+        const LayerHparams &L = hp_.layers[i];
+        o << (i ? "," : "") << "{\"sliding\":" << (L.sliding ? "true" : "false") << ",\"head_dim\":" << L.head_dim
+          << ",\"n_head_kv\":" << L.n_head_kv << ",\"has_v\":" << (L.has_v ? "true" : "false") << ",\"n_rot\":" << L.n_rot << "}";
+    }
+    o << "]}";
+    config_json_ = o.str();
+}
+
+}  // namespace dg

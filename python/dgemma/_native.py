@@ -1,0 +1,78 @@
+"""cffi (ABI mode) bindings to the native core, libdgemma.
+
+The cdef below mirrors native/include/dgemma.h; tests/test_api.py checks that every function the
+header exports is declared here. Set DGEMMA_LIBRARY to load a library from another place (a
+development build, a sanitizer build).
+"""
+
+import os
+import sys
+
+import cffi
+
+from .errors import error_for_status
+
+CDEF = """
+typedef int dgemma_status;
+const char *dgemma_last_error(void);
+int32_t dgemma_api_version(void);
+const char *dgemma_cpu_features(void);
+
+typedef struct dgemma_model dgemma_model;
+typedef struct dgemma_session dgemma_session;
+typedef struct dgemma_model_params { int32_t n_threads; } dgemma_model_params;
+
+dgemma_model_params dgemma_model_default_params(void);
+dgemma_status dgemma_model_load(const char *path, const dgemma_model_params *params, dgemma_model **out_model);
+void dgemma_model_free(dgemma_model *model);
+const char *dgemma_model_config_json(const dgemma_model *model);
+
+dgemma_status dgemma_session_new(dgemma_model *model, dgemma_session **out_session);
+void dgemma_session_free(dgemma_session *session);
+int64_t dgemma_session_n_past(const dgemma_session *session);
+dgemma_status dgemma_session_prefill(dgemma_session *session, const int32_t *ids, int64_t n_tokens);
+dgemma_status dgemma_session_denoise(dgemma_session *session, const int32_t *canvas, int64_t n_canvas,
+                                     const float *sc_logits, float *out_logits);
+"""
+# Further sections of the header append their declarations here.
+CDEF_EXTRA = [
+    # Tensor types and kernels (dgemma/kernels.py).
+    """
+    dgemma_status dgemma_type_info(int32_t type, int64_t *block_size, int64_t *type_size, const char **name);
+    dgemma_status dgemma_quantize_row(int32_t type, const float *src, int64_t n, void *dst);
+    dgemma_status dgemma_dequantize_row(int32_t type, const void *src, int64_t n, float *dst);
+    dgemma_status dgemma_vec_dot(int32_t type, const void *w_row, const float *x, int64_t n, float *out);
+    dgemma_status dgemma_matvec(int32_t type, const void *w, int64_t n_rows, const float *x, int64_t n, float *out);
+    dgemma_status dgemma_set_cpu_isa(const char *isa);
+    const char *dgemma_cpu_isa(void);
+    """,
+]
+
+API_VERSION = 1
+
+ffi = cffi.FFI()
+ffi.cdef(CDEF + "\n".join(CDEF_EXTRA))
+
+
+def _library_path() -> str:
+    override = os.environ.get("DGEMMA_LIBRARY")
+    if override:
+        return override
+    here = os.path.dirname(os.path.abspath(__file__))
+    names = {"win32": "dgemma.dll", "darwin": "libdgemma.dylib"}
+    return os.path.join(here, names.get(sys.platform, "libdgemma.so"))
+
+
+lib = ffi.dlopen(_library_path())
+if lib.dgemma_api_version() != API_VERSION:
+    raise ImportError(f"libdgemma API version {lib.dgemma_api_version()} does not match the bindings ({API_VERSION})")
+
+
+def last_error() -> str:
+    return ffi.string(lib.dgemma_last_error()).decode("utf-8", "replace")
+
+
+def check(status: int) -> None:
+    """Raises the typed DgemmaError for a failing status, with the core's message."""
+    if status != 0:
+        raise error_for_status(status, last_error())

@@ -1,0 +1,111 @@
+"""The `dgemma` command."""
+
+from __future__ import annotations
+
+import argparse
+import sys
+
+from .errors import DgemmaError
+
+
+def _cmd_convert(args) -> int:
+    from .convert.hf_to_gguf import convert
+
+    convert(args.hf_dir, args.output, args.type, progress=None if args.quiet else sys.stderr)
+    print(f"wrote {args.output}", file=sys.stderr)
+    return 0
+
+
+def _cmd_info(args) -> int:
+    from .model import Model
+
+    with Model(args.model) as m:
+        c = m.config
+        print(f"{args.model}: {c.n_layer} layers, n_embd {c.n_embd}, vocab {c.n_vocab}, {c.n_expert} experts "
+              f"(top {c.n_expert_used}), canvas {c.canvas_length}, context {c.n_ctx}, token_embd {c.token_embd_type}")
+    return 0
+
+
+def _cmd_demo(args) -> int:
+    """Offline smoke run: a random-weight model built here, encoder prefill and decoder steps timed."""
+    import tempfile
+    import time
+
+    import numpy as np
+
+    from .convert.random_model import write_random_gguf
+    from .model import Model
+
+    with tempfile.TemporaryDirectory() as tmp:
+        path = f"{tmp}/random-{args.preset}.gguf"
+        print(f"building a random-weight '{args.preset}' model (no download; its text is noise) ...", file=sys.stderr)
+        write_random_gguf(path, args.preset, "F32", seed=args.seed)
+        with Model(path, threads=args.threads) as m:
+            c = m.config
+            rng = np.random.default_rng(args.seed)
+            s = m.session()
+            prompt = rng.integers(0, c.n_vocab, args.prompt_tokens)
+            t0 = time.perf_counter()
+            s.prefill(prompt)
+            t_prefill = time.perf_counter() - t0
+            canvas = rng.integers(0, c.n_vocab, c.canvas_length)
+            sc = None
+            times = []
+            for _ in range(args.steps):
+                t0 = time.perf_counter()
+                logits = s.denoise(canvas, sc)
+                times.append(time.perf_counter() - t0)
+                sc = logits / c.sampler.t_max
+                canvas = logits.argmax(axis=-1)
+            print(f"model: {c.n_layer} layers, n_embd {c.n_embd}, {c.n_expert} experts, vocab {c.n_vocab}")
+            print(f"prefill: {args.prompt_tokens} tokens in {t_prefill * 1e3:.1f} ms "
+                  f"({args.prompt_tokens / t_prefill:.0f} tokens/s)")
+            print(f"denoise: {args.steps} steps over a {c.canvas_length}-token canvas, median "
+                  f"{np.median(times) * 1e3:.1f} ms/step")
+            print(f"canvas after {args.steps} greedy steps: {canvas[:16].tolist()} ...")
+    return 0
+
+
+def build_parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(prog="dgemma", description="Run Google's DiffusionGemma locally.")
+    sub = p.add_subparsers(dest="command", required=True)
+
+    c = sub.add_parser("convert", help="convert a Hugging Face checkpoint to GGUF")
+    c.add_argument("hf_dir", help="checkpoint directory (config.json, *.safetensors, tokenizer files)")
+    c.add_argument("-o", "--output", required=True, help="GGUF file to write")
+    c.add_argument("--type", default="bf16", choices=["f32", "f16", "bf16", "q8_0"], help="weight type (default bf16)")
+    c.add_argument("-q", "--quiet", action="store_true", help="no progress output")
+    c.set_defaults(func=_cmd_convert)
+
+    i = sub.add_parser("info", help="print a GGUF model's hyperparameters")
+    i.add_argument("model")
+    i.set_defaults(func=_cmd_info)
+
+    d = sub.add_parser("demo", help="offline smoke run on a random-weight model built on the spot")
+    d.add_argument("--preset", default="mini", choices=["tiny", "mini", "medium"])
+    d.add_argument("--steps", type=int, default=8)
+    d.add_argument("--prompt-tokens", type=int, default=128)
+    d.add_argument("--threads", type=int, default=None)
+    d.add_argument("--seed", type=int, default=0)
+    d.set_defaults(func=_cmd_demo)
+
+    from . import cli_tokenize
+
+    cli_tokenize.register(sub)
+    return p
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    try:
+        return args.func(args)
+    except DgemmaError as e:
+        print(f"dgemma: error: {e}", file=sys.stderr)
+        return 1
+    except KeyboardInterrupt:
+        print("dgemma: interrupted", file=sys.stderr)
+        return 130
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,196 @@
+"""The Python face of the native core: Model (a loaded GGUF file) and Session (a sequence)."""
+
+from __future__ import annotations
+
+import json
+import os
+from dataclasses import dataclass, field
+
+import numpy as np
+
+from ._native import check, ffi, lib
+from .errors import InvalidArgumentError
+
+
+@dataclass(frozen=True)
+class LayerConfig:
+    sliding: bool
+    head_dim: int
+    n_head_kv: int
+    has_v: bool
+    n_rot: int
+
+
+@dataclass(frozen=True)
+class SamplerDefaults:
+    max_steps: int
+    t_min: float
+    t_max: float
+    entropy_bound: float
+    stability_threshold: int
+    confidence_threshold: float
+
+
+@dataclass(frozen=True)
+class ModelConfig:
+    """Hyperparameters read from the GGUF file (see dgemma_model_config_json)."""
+
+    n_vocab: int
+    n_embd: int
+    n_layer: int
+    n_head: int
+    n_ff: int
+    n_expert: int
+    n_expert_used: int
+    n_ff_exp: int
+    n_ctx: int
+    sliding_window: int
+    canvas_length: int
+    rms_norm_eps: float
+    final_logit_softcapping: float
+    token_embd_type: str
+    sampler: SamplerDefaults
+    layers: tuple[LayerConfig, ...] = field(repr=False)
+
+    @classmethod
+    def from_json(cls, text: str) -> "ModelConfig":
+        d = json.loads(text)
+        d.pop("architecture", None)
+        d["sampler"] = SamplerDefaults(**d["sampler"])
+        d["layers"] = tuple(LayerConfig(**layer) for layer in d["layers"])
+        return cls(**d)
+
+
+def _as_ids(ids, what: str) -> np.ndarray:
+    arr = np.asarray(ids)
+    if arr.ndim != 1:
+        raise InvalidArgumentError(f"{what} must be a 1-D sequence of token ids, got shape {arr.shape}")
+    if arr.size and not np.issubdtype(arr.dtype, np.integer):
+        raise InvalidArgumentError(f"{what} must hold integers, got {arr.dtype}")
+    if arr.size and (arr.min() < -2**31 or arr.max() >= 2**31):
+        raise InvalidArgumentError(f"{what} holds ids outside the int32 range")
+    return np.ascontiguousarray(arr, dtype=np.int32)
+
+
+class Model:
+    """A DiffusionGemma GGUF file, memory-mapped and validated by the native core.
+
+    >>> with dgemma.Model("model.gguf") as model:
+    ...     s = model.session(); s.prefill(ids); logits = s.denoise(canvas)
+    """
+
+    def __init__(self, path: str | os.PathLike, *, threads: int | None = None):
+        if threads is not None and (not isinstance(threads, int) or threads < 1):
+            raise InvalidArgumentError(f"threads must be a positive integer or None, got {threads!r}")
+        self.path = os.fspath(path)
+        params = ffi.new("dgemma_model_params *", lib.dgemma_model_default_params())
+        params.n_threads = threads or 0
+        out = ffi.new("dgemma_model **")
+        check(lib.dgemma_model_load(self.path.encode(), params, out))
+        self._ptr = out[0]
+        self._sessions: list = []
+        self.config = ModelConfig.from_json(ffi.string(lib.dgemma_model_config_json(self._ptr)).decode())
+        self._tokenizer = None
+
+    @property
+    def tokenizer(self):
+        """The tokenizer stored in the GGUF file (loaded on first use)."""
+        if self._tokenizer is None:
+            from .tokenizer import Tokenizer
+
+            self._tokenizer = Tokenizer.from_gguf(self.path)
+        return self._tokenizer
+
+    def _handle(self):
+        if self._ptr is None:
+            raise InvalidArgumentError("the model is closed")
+        return self._ptr
+
+    def session(self) -> "Session":
+        """A new sequence with an empty KV cache."""
+        return Session(self)
+
+    def close(self) -> None:
+        """Frees the model and every session still open on it."""
+        if self._ptr is None:
+            return
+        for s in list(self._sessions):
+            s.close()
+        lib.dgemma_model_free(self._ptr)
+        self._ptr = None
+
+    def __enter__(self):
+        return self
+
+    def __exit__(self, *exc):
+        self.close()
+
+    def __del__(self):
+        try:
+            self.close()
+        except Exception:
+            pass
+
+
+class Session:
+    """One sequence: a KV cache filled by `prefill` (encoder mode) and read by `denoise` (decoder mode)."""
+
+    def __init__(self, model: Model):
+        out = ffi.new("dgemma_session **")
+        check(lib.dgemma_session_new(model._handle(), out))
+        self._ptr = out[0]
+        self.model = model
+        model._sessions.append(self)
+
+    def _handle(self):
+        if self._ptr is None:
+            raise InvalidArgumentError("the session is closed")
+        return self._ptr
+
+    @property
+    def n_past(self) -> int:
+        """Tokens in the KV cache."""
+        return int(lib.dgemma_session_n_past(self._handle()))
+
+    def prefill(self, ids) -> None:
+        """Encoder mode over new tokens (the prompt, or a finished canvas to commit)."""
+        arr = _as_ids(ids, "ids")
+        check(lib.dgemma_session_prefill(self._handle(), ffi.from_buffer("int32_t[]", arr), arr.size))
+
+    def denoise(self, canvas_ids, sc_logits: np.ndarray | None = None, *, out: np.ndarray | None = None) -> np.ndarray:
+        """One decoder step: float32 logits [len(canvas_ids), vocab]. The cache is not modified.
+
+        `sc_logits` are the previous step's processed logits (same shape) for self-conditioning.
+        `out` may supply the result array (C-contiguous float32 of that shape) to avoid an allocation.
+        """
+        canvas = _as_ids(canvas_ids, "canvas_ids")
+        shape = (canvas.size, self.model.config.n_vocab)
+        if out is None:
+            out = np.empty(shape, dtype=np.float32)
+        elif out.shape != shape or out.dtype != np.float32 or not out.flags.c_contiguous or not out.flags.writeable:
+            raise InvalidArgumentError(f"out must be a writeable C-contiguous float32 array of shape {shape}")
+        sc_ptr = ffi.NULL
+        if sc_logits is not None:
+            sc = np.ascontiguousarray(sc_logits, dtype=np.float32)
+            if sc.shape != shape:
+                raise InvalidArgumentError(f"sc_logits must have shape {shape}, got {sc.shape}")
+            if np.shares_memory(sc, out):
+                raise InvalidArgumentError("sc_logits and out must not share memory")
+            sc_ptr = ffi.from_buffer("float[]", sc)
+        check(lib.dgemma_session_denoise(self._handle(), ffi.from_buffer("int32_t[]", canvas), canvas.size, sc_ptr,
+                                         ffi.from_buffer("float[]", out)))
+        return out
+
+    def close(self) -> None:
+        if self._ptr is None:
+            return
+        lib.dgemma_session_free(self._ptr)
+        self._ptr = None
+        if self in self.model._sessions:
+            self.model._sessions.remove(self)
+
+    def __enter__(self):
+        return self
+
+    def __exit__(self, *exc):
+        self.close()

@@ -1,0 +1,283 @@
+"""Quantized tensor types of the core against gguf.quants (the oracle) and against float64 math.
+
+Build the library first (cmake --build build/dev) and point DGEMMA_LIBRARY at it until the package is installed.
+"""
+
+import numpy as np
+import pytest
+from gguf import GGMLQuantizationType as T
+from gguf import quants
+
+from dgemma import kernels
+from dgemma._native import ffi, lib
+from dgemma.errors import InvalidArgumentError, UnsupportedError
+
+SMALL_BLOCK = [T.Q4_0, T.Q4_1, T.Q5_0, T.Q5_1, T.Q8_0]
+K_QUANTS = [T.Q2_K, T.Q3_K, T.Q4_K, T.Q5_K, T.Q6_K, T.IQ4_XS]
+DOT_TYPES = SMALL_BLOCK + K_QUANTS
+
+# Byte offsets of the f16 scale fields in each block (ggml's layouts, see native/src/quant/*.h).
+F16_FIELDS = {
+    T.Q4_0: [0], T.Q4_1: [0, 2], T.Q5_0: [0], T.Q5_1: [0, 2], T.Q8_0: [0],
+    T.Q2_K: [80, 82], T.Q3_K: [108], T.Q4_K: [0, 2], T.Q5_K: [0, 2], T.Q6_K: [208], T.IQ4_XS: [0],
+}
+
+
+def info(t):
+    return kernels.type_info(int(t))
+
+
+def f16_values(kind, rng, size):
+    """f16 bit patterns of a kind of scale; never inf or NaN."""
+    sign = rng.integers(0, 2, size, dtype=np.uint16) << 15
+    if kind == "normal":      # any finite normal exponent, 6.1e-5 .. 65504
+        bits = rng.integers(0x0400, 0x7c00, size, dtype=np.uint16)
+    elif kind == "moderate":  # 2^-8 .. 2: keeps dot products well inside float32
+        bits = rng.integers(0x1c00, 0x4000, size, dtype=np.uint16)
+    elif kind == "subnormal":
+        bits = rng.integers(0x0001, 0x0400, size, dtype=np.uint16)
+    elif kind == "tiny":
+        bits = np.full(size, 0x0001, dtype=np.uint16)
+    elif kind == "huge":
+        bits = np.full(size, 0x7bff, dtype=np.uint16)
+    elif kind == "zero":
+        bits = np.zeros(size, dtype=np.uint16)
+    else:
+        raise ValueError(kind)
+    return bits | sign
+
+
+def random_blocks(t, n_blocks, rng, scale_kind):
+    """n_blocks random blocks of type t, with the f16 scales replaced by `scale_kind` values."""
+    raw = rng.integers(0, 256, (n_blocks, info(t).type_size), dtype=np.uint8)
+    for off in F16_FIELDS[t]:
+        raw[:, off:off + 2] = f16_values(scale_kind, rng, n_blocks).view(np.uint8).reshape(n_blocks, 2)
+    return raw.reshape(-1)
+
+
+def same_floats(a, b):
+    """Bitwise equality of float32 arrays (so -0.0 != 0.0)."""
+    return np.array_equal(np.asarray(a, np.float32).view(np.uint32), np.asarray(b, np.float32).view(np.uint32))
+
+
+# ---- dequantization: exact against gguf.quants ----
+
+@pytest.mark.parametrize("scale_kind", ["normal", "moderate", "subnormal", "tiny", "huge", "zero"])
+@pytest.mark.parametrize("t", DOT_TYPES, ids=lambda t: t.name)
+def test_dequantize_matches_gguf(t, scale_kind):
+    rng = np.random.default_rng([int(t), len(scale_kind)])
+    data = random_blocks(t, 64, rng, scale_kind)
+    ours = kernels.dequantize_row(t, data)
+    ref = quants.dequantize(data, t).reshape(-1)
+    assert same_floats(ours, ref)
+
+
+@pytest.mark.parametrize("t", DOT_TYPES, ids=lambda t: t.name)
+def test_dequantize_zero_blocks(t):
+    data = np.zeros(3 * info(t).type_size, dtype=np.uint8)
+    assert same_floats(kernels.dequantize_row(t, data), quants.dequantize(data, t).reshape(-1))
+
+
+def test_q8_k_dequantize():
+    rng = np.random.default_rng(15)
+    n_blocks = 8
+    blocks = np.zeros(n_blocks, dtype=[("d", "<f4"), ("qs", "i1", 256), ("bsums", "<i2", 16)])
+    blocks["d"] = rng.standard_normal(n_blocks).astype(np.float32) * 10.0 ** rng.integers(-30, 30, n_blocks)
+    blocks["qs"] = rng.integers(-128, 128, (n_blocks, 256))
+    ref = (blocks["d"][:, None] * blocks["qs"].astype(np.float32)).reshape(-1)
+    assert same_floats(kernels.dequantize_row(T.Q8_K, blocks.view(np.uint8)), ref)
+
+
+# ---- quantization ----
+
+def sample_rows(rng, n):
+    """Rows that exercise the quantizers: Gaussian at several magnitudes, ties, zeros, constants, outliers."""
+    rows = [rng.standard_normal(n) * s for s in (1.0, 1e-6, 1e-20, 3e4)]
+    rows.append(rng.integers(-8, 9, n) * 0.25)  # many exact ties and repeated maxima
+    rows.append(np.zeros(n))
+    rows.append(np.full(n, -1.5))
+    outlier = rng.standard_normal(n) * 1e-3
+    outlier[::97] = 50.0
+    rows.append(outlier)
+    return np.stack(rows).astype(np.float32)
+
+
+@pytest.mark.filterwarnings("ignore:overflow encountered in cast:RuntimeWarning")  # f16 min overflows: inf both sides
+@pytest.mark.parametrize("t", SMALL_BLOCK, ids=lambda t: t.name)
+def test_quantize_bit_exact_with_gguf(t):
+    rows = sample_rows(np.random.default_rng(int(t)), 1024)
+    for row in rows:
+        ref = quants.quantize(row[None, :], t).reshape(-1)
+        assert np.array_equal(kernels.quantize_row(t, row), ref)
+
+
+# Bounds on RMS(x - dequantize(quantize(x))) / RMS(x) for standard-normal rows. A uniform grid of step
+# D has RMS error D / sqrt(12). Expected group ranges of N(0,1): about 3.5 for 16 values and 4.1 for
+# 32 (E[max - min]); symmetric types use the largest |x|, about 1.8 (16) and 2.1 (32). So:
+#   Q2_K: 4 levels over 3.5 -> D = 1.17, 0.34; the fitted scale/min gets ~0.28
+#   Q3_K: 8 levels over 2*1.8 -> D = 0.45, 0.13; 6-bit group scales add a little (~0.14)
+#   Q4_K: 16 levels over 4.1 -> D = 0.27, 0.079 (~0.071)
+#   Q5_K: 32 levels over 4.1 -> D = 0.13, 0.038 (~0.036)
+#   Q6_K: 64 levels over 2*1.8 -> D = 0.056, 0.016 (~0.018 with 8-bit group scales)
+#   IQ4_XS: 16 non-uniform levels, 32 values, like Q4_K (~0.075)
+# Each bound is the estimate plus about 25% (the fits must not do worse than a plain grid).
+K_RMS_BOUND = {T.Q2_K: 0.36, T.Q3_K: 0.17, T.Q4_K: 0.095, T.Q5_K: 0.047, T.Q6_K: 0.022, T.IQ4_XS: 0.095}
+
+
+@pytest.mark.parametrize("t", K_QUANTS, ids=lambda t: t.name)
+def test_k_quantizer_error_bound(t):
+    rng = np.random.default_rng(int(t))
+    for scale in (1.0, 1e-3, 1e3):  # scale invariance while d stays a normal f16
+        x = (rng.standard_normal(256 * 64) * scale).astype(np.float32)
+        q = kernels.quantize_row(t, x)
+        y = quants.dequantize(q, t).reshape(-1)  # the oracle reads our layout
+        assert same_floats(y, kernels.dequantize_row(t, q))
+        rel = np.sqrt(np.mean((x.astype(np.float64) - y) ** 2)) / np.sqrt(np.mean(x.astype(np.float64) ** 2))
+        assert rel < K_RMS_BOUND[t], f"{t.name} scale {scale}: relative RMS error {rel:.4f}"
+
+
+@pytest.mark.parametrize("t", K_QUANTS, ids=lambda t: t.name)
+def test_k_quantizer_edge_rows(t):
+    rng = np.random.default_rng(100 + int(t))
+    for row in sample_rows(rng, 512):
+        y = kernels.dequantize_row(t, kernels.quantize_row(t, row))
+        assert np.all(np.isfinite(y))
+        if not row.any():
+            assert not y.any()
+        # No value may move by more than the block's largest magnitude (a coarse sanity bound). Only
+        # where the f16 super-scales (about amax / 63) stay normal: below, the format itself loses them.
+        blocks, yb = row.reshape(-1, 256).astype(np.float64), y.reshape(-1, 256)
+        amax = np.abs(blocks).max(axis=1, keepdims=True)
+        ok = np.abs(blocks - yb) <= amax * 1.01
+        assert np.all(ok | (amax < 1e-2))
+
+
+def test_q8_k_quantize():
+    rng = np.random.default_rng(8)
+    x = (rng.standard_normal(256 * 4) * np.repeat([1.0, 1e-8, 0.0, 1e8], 256)).astype(np.float32)
+    raw = kernels.quantize_row(T.Q8_K, x)
+    blocks = raw.view([("d", "<f4"), ("qs", "i1", 256), ("bsums", "<i2", 16)])
+    assert np.array_equal(blocks["bsums"], blocks["qs"].reshape(-1, 16, 16).astype(np.int32).sum(axis=2))
+    assert np.all(np.abs(blocks["qs"].astype(int)) <= 127)
+    amax = np.abs(x.reshape(-1, 256)).max(axis=1)
+    y = kernels.dequantize_row(T.Q8_K, raw).reshape(-1, 256)
+    err = np.abs(y - x.reshape(-1, 256)).max(axis=1)
+    assert np.all(err <= amax / 254 * 1.0001)
+
+
+# ---- dot products, per instruction set ----
+
+def isa_params():
+    out = []
+    for isa in kernels.ISAS:
+        try:
+            kernels.set_cpu_isa(isa)
+            out.append(isa)
+        except UnsupportedError:
+            out.append(pytest.param(isa, marks=pytest.mark.skip(reason=f"this CPU lacks {isa} ({kernels.cpu_features()!r})")))
+    kernels.set_cpu_isa("auto")
+    return out
+
+
+@pytest.fixture
+def isa(request):
+    kernels.set_cpu_isa(request.param)
+    yield request.param
+    kernels.set_cpu_isa("auto")
+
+
+def dot_bound(w, x, block):
+    """Worst-case error of the integer dot product: each activation moves by at most half a step of its
+    block's quantization (amax / 254 for Q8_0 and Q8_K), plus float32 rounding of the sums."""
+    half_step = np.repeat(np.abs(x.reshape(-1, block)).max(axis=1) / 254.0, block)
+    return float(np.sum(np.abs(w) * half_step)) * 1.001 + 1e-5 * float(np.sum(np.abs(w * x))) + 1e-30
+
+
+@pytest.mark.parametrize("isa", isa_params(), indirect=True)
+@pytest.mark.parametrize("t", DOT_TYPES, ids=lambda t: t.name)
+def test_vec_dot(t, isa):
+    rng = np.random.default_rng(int(t) * 7 + len(isa))
+    bs = info(t).block_size
+    act_block = 32 if bs == 32 else 256
+    for trial in range(6):
+        n = bs * int(rng.integers(1, 33))
+        x = rng.standard_normal(n).astype(np.float32) * np.float32(10.0 ** rng.integers(-3, 4))
+        if trial % 2 == 0:  # a quantized Gaussian row
+            w_row = kernels.quantize_row(t, rng.standard_normal(n).astype(np.float32))
+        else:  # arbitrary codes and scale bits
+            w_row = random_blocks(t, n // bs, rng, "moderate")
+        w = quants.dequantize(w_row, t).reshape(-1).astype(np.float64)
+        ref = float(np.dot(w, x.astype(np.float64)))
+        got = kernels.vec_dot(t, w_row, x)
+        assert abs(got - ref) <= dot_bound(w, x.astype(np.float64), act_block), (n, got, ref)
+
+
+@pytest.mark.parametrize("isa", isa_params(), indirect=True)
+@pytest.mark.parametrize("t", DOT_TYPES, ids=lambda t: t.name)
+def test_vec_dot_agrees_with_generic(t, isa):
+    """The SIMD kernels do the same integer math: results agree to float32 rounding of the block sums."""
+    rng = np.random.default_rng(int(t))
+    n = info(t).block_size * 24
+    w_row = random_blocks(t, 24, rng, "moderate")
+    x = rng.standard_normal(n).astype(np.float32)
+    got = kernels.vec_dot(t, w_row, x)
+    kernels.set_cpu_isa("generic")
+    ref = kernels.vec_dot(t, w_row, x)
+    scale = float(np.sum(np.abs(quants.dequantize(w_row, t).reshape(-1).astype(np.float64) * x)))
+    assert abs(got - ref) <= 1e-6 * scale
+
+
+def test_matvec_rows_match_vec_dot():
+    rng = np.random.default_rng(3)
+    n, rows = 512, 5
+    w = np.stack([kernels.quantize_row(T.Q4_K, rng.standard_normal(n).astype(np.float32)) for _ in range(rows)])
+    x = rng.standard_normal(n).astype(np.float32)
+    assert np.array_equal(kernels.matvec(T.Q4_K, w, x), [kernels.vec_dot(T.Q4_K, r, x) for r in w])
+
+
+# ---- errors ----
+
+def test_type_info():
+    assert kernels.type_info(T.Q4_K) == (256, 144, "Q4_K")
+    assert kernels.type_info("q8_0") == (32, 34, "Q8_0")
+    with pytest.raises(UnsupportedError, match="99"):
+        kernels.type_info(99)
+
+
+def test_bad_inputs_raise():
+    x = np.zeros(48, dtype=np.float32)
+    with pytest.raises(InvalidArgumentError, match="multiple"):
+        kernels.quantize_row(T.Q4_0, x)
+    with pytest.raises(InvalidArgumentError):
+        kernels.dequantize_row(T.Q4_K, np.zeros(100, dtype=np.uint8))
+    with pytest.raises(InvalidArgumentError):
+        kernels.vec_dot(T.Q4_0, np.zeros(18, dtype=np.uint8), np.zeros(64, dtype=np.float32))
+    with pytest.raises(UnsupportedError, match="Q8_1"):
+        kernels.dequantize_row(T.Q8_1, np.zeros(36, dtype=np.uint8))
+    with pytest.raises(UnsupportedError, match="F32"):
+        kernels.vec_dot(T.F32, np.zeros(4 * 32, dtype=np.uint8), np.zeros(32, dtype=np.float32))
+    with pytest.raises(UnsupportedError):
+        kernels.quantize_row(-1, np.zeros(32, dtype=np.float32))
+    with pytest.raises(InvalidArgumentError, match="sse9"):
+        kernels.set_cpu_isa("sse9")
+
+
+def test_null_pointers_and_lengths_at_the_c_boundary():
+    buf = ffi.new("float[32]")
+    assert lib.dgemma_quantize_row(int(T.Q8_0), ffi.NULL, 32, buf) == InvalidArgumentError.status
+    assert lib.dgemma_dequantize_row(int(T.Q8_0), buf, -32, buf) == InvalidArgumentError.status
+    assert lib.dgemma_vec_dot(int(T.Q8_0), buf, buf, 32, ffi.NULL) == InvalidArgumentError.status
+    assert "NULL" in ffi.string(lib.dgemma_last_error()).decode()
+    assert lib.dgemma_set_cpu_isa(ffi.NULL) == InvalidArgumentError.status
+
+
+def test_set_cpu_isa_reports_unsupported_sets():
+    for isa in kernels.ISAS:
+        try:
+            kernels.set_cpu_isa(isa)
+        except UnsupportedError as e:
+            assert isa in str(e)
+            continue
+        assert kernels.cpu_isa() == isa
+    kernels.set_cpu_isa("auto")
+    assert kernels.cpu_isa() in kernels.ISAS
