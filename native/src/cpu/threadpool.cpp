@@ -29,6 +29,9 @@ void ThreadPool::drain(int thread) {
     }
 }
 
+// A worker joins a loop only while it is open. The caller closes it once every task has been
+// handed out and then waits only for the workers that joined (and so are running), never for one
+// that has not been scheduled yet: on a busy machine the caller finishes the loop itself.
 void ThreadPool::worker(int thread) {
     uint64_t seen = 0;
     for (;;) {
@@ -37,6 +40,8 @@ void ThreadPool::worker(int thread) {
             wake_.wait(lock, [&] { return stop_ || generation_ != seen; });
             if (stop_) return;
             seen = generation_;
+            if (!open_) continue;
+            ++active_;
         }
         drain(thread);
         {
@@ -57,7 +62,8 @@ void ThreadPool::run(int64_t n_tasks, const std::function<void(int64_t, int)> &f
         fn_ = &fn;
         n_tasks_ = n_tasks;
         next_.store(0);
-        active_ = n_threads_ - 1;
+        active_ = 0;
+        open_ = true;
         error_ = nullptr;
         ++generation_;
     }
@@ -66,6 +72,7 @@ void ThreadPool::run(int64_t n_tasks, const std::function<void(int64_t, int)> &f
     std::exception_ptr error;
     {
         std::unique_lock<std::mutex> lock(mu_);
+        open_ = false;
         done_.wait(lock, [&] { return active_ == 0; });
         fn_ = nullptr;
         error = error_;

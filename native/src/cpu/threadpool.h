@@ -37,7 +37,8 @@ private:
     const std::function<void(int64_t, int)> *fn_ = nullptr;
     int64_t n_tasks_ = 0;
     std::atomic<int64_t> next_{0};
-    int active_ = 0;
+    int active_ = 0;     // workers inside the current loop
+    bool open_ = false;  // the current loop still accepts workers
     uint64_t generation_ = 0;
     bool stop_ = false;
     std::exception_ptr error_;
