@@ -35,8 +35,9 @@ def shared_config(name: str) -> dict:
     raise FileNotFoundError("models.json not found")
 
 
-def build_model(text_config: dict, *, seed: int, max_position_embeddings: int = 4096):
-    """A tamed random DiffusionGemmaForBlockDiffusion (float32, eval mode)."""
+def build_model(text_config: dict, *, seed: int, max_position_embeddings: int = 4096, embed_std: float = 2.0):
+    """A tamed random DiffusionGemmaForBlockDiffusion (float32, eval mode). `embed_std` (times
+    hidden^-1/2) sets how peaked the output distributions are: larger gives decisive logits."""
     import torch
     from transformers import DiffusionGemmaConfig, DiffusionGemmaForBlockDiffusion
 
@@ -60,7 +61,7 @@ def build_model(text_config: dict, *, seed: int, max_position_embeddings: int = 
             if "vision" in name:
                 continue
             if name.endswith("embed_tokens.weight"):
-                p.copy_(torch.randn(p.shape, generator=g) * (2.0 / hidden ** 0.5))
+                p.copy_(torch.randn(p.shape, generator=g) * (embed_std / hidden ** 0.5))
             elif "router.proj" in name:
                 p.copy_(torch.randn(p.shape, generator=g))
             elif name.endswith(("q_norm.weight", "k_norm.weight")):
@@ -176,3 +177,42 @@ class QuantizedActivations:
         import torch.nn.functional as F
 
         F.linear = self._orig
+
+
+class SharedRandom:
+    """One deterministic stream of randomness served in the order it is asked for: the test hook
+    for dgemma's sampler (`fill(kind, n)`) and, through `patch_torch`, the reference's
+    torch.randint and torch.multinomial. Two instances with the same seed serve identical values."""
+
+    def __init__(self, seed: int, n_vocab: int):
+        self.rng = np.random.default_rng(seed)
+        self.n_vocab = n_vocab
+
+    def fill(self, kind: int, n: int) -> np.ndarray:
+        if kind == 0:
+            return self.rng.integers(0, self.n_vocab, n).astype(np.int32)
+        return self.rng.random(n, dtype=np.float32)
+
+    def patch_torch(self, monkeypatch):
+        import torch
+
+        def randint(*args, low=0, high=None, size=None, **kw):
+            if high is None:
+                low, high = (0, args[0]) if len(args) == 1 else args[:2]
+                size = args[-1] if size is None and len(args) > 2 else size
+            assert high == self.n_vocab, high
+            n = int(np.prod(size))
+            return torch.from_numpy(self.fill(0, n).astype(np.int64)).view(*size)
+
+        def multinomial(probs, num_samples, **kw):
+            # Inverse CDF with the stream's uniforms: the first index whose cumulative
+            # probability exceeds u times the total (the rule dgemma's sampler uses).
+            assert num_samples == 1
+            p = probs.detach().double().numpy()
+            u = self.fill(1, p.shape[0]).astype(np.float64)
+            cum = np.cumsum(p, axis=-1)
+            idx = (cum > (u * cum[:, -1])[:, None]).argmax(axis=-1)
+            return torch.from_numpy(idx.astype(np.int64))[:, None]
+
+        monkeypatch.setattr(torch, "randint", randint)
+        monkeypatch.setattr(torch, "multinomial", multinomial)

@@ -101,6 +101,80 @@ DGEMMA_API dgemma_status dgemma_session_prefill(dgemma_session *session, const i
 DGEMMA_API dgemma_status dgemma_session_denoise(dgemma_session *session, const int32_t *canvas, int64_t n_canvas,
                                                 const float *sc_logits, float *out_logits);
 
+/* ---- Generation ---------------------------------------------------------------------------------
+ * The entropy-bound sampler and the multi-canvas loop (contract: Generation). Defaults come from the
+ * GGUF `diffusion.*` keys; every field can be overridden per call.
+ */
+typedef struct dgemma_sampler_params {
+    int32_t max_steps;            /* N, denoising steps per canvas at most (> 0) */
+    float t_min;                  /* temperature at the last step (> 0) */
+    float t_max;                  /* temperature at the first step (> t_min) */
+    float entropy_bound;          /* accept while cumulative entropy minus the largest <= bound (>= 0) */
+    int32_t stability_threshold;  /* early stop: argmax unchanged over this many steps (>= 0) ... */
+    float confidence_threshold;   /* ... and mean entropy below this (>= 0) */
+    uint64_t seed;                /* seed of the built-in random generator */
+} dgemma_sampler_params;
+
+DGEMMA_API dgemma_sampler_params dgemma_model_sampler_defaults(const dgemma_model *model);
+
+/* Test hook: fills `n` random values, kind 0 = token ids (int32, in [0, n_vocab)), kind 1 = uniforms
+ * (float, in [0, 1)). Consumed in the reference's order: n_canvas ids to start a canvas, then per
+ * step n_canvas uniforms (the draws) and n_canvas ids (re-noise candidates). */
+typedef void (*dgemma_random_fn)(void *user, int32_t kind, int64_t n, void *out);
+/* After every denoising step: the current argmax canvas; return nonzero to cancel. */
+typedef int32_t (*dgemma_step_fn)(void *user, int32_t step, const int32_t *draft, int64_t n_canvas);
+/* After every finished canvas: its new output tokens; return nonzero to stop after it. */
+typedef int32_t (*dgemma_canvas_fn)(void *user, const int32_t *tokens, int64_t n_tokens);
+
+typedef struct dgemma_generate_options {
+    const int32_t *eos_ids;  /* generation ends at the first of these ids (not output) */
+    int64_t n_eos;
+    dgemma_step_fn on_step;     /* may be NULL */
+    dgemma_canvas_fn on_canvas; /* may be NULL */
+    dgemma_random_fn random;    /* NULL: the built-in generator seeded by params.seed */
+    void *user;                 /* passed to the callbacks */
+} dgemma_generate_options;
+
+typedef enum dgemma_finish_reason {
+    DGEMMA_FINISH_LENGTH = 0,    /* max_new_tokens reached */
+    DGEMMA_FINISH_EOS = 1,       /* an EOS id was committed */
+    DGEMMA_FINISH_STOPPED = 2,   /* on_canvas asked to stop */
+    DGEMMA_FINISH_CANCELLED = 3  /* on_step asked to cancel (the canvas in progress is dropped) */
+} dgemma_finish_reason;
+
+typedef struct dgemma_generate_result {
+    int64_t n_tokens;      /* tokens written to out_tokens */
+    int32_t n_steps;       /* decoder steps run */
+    int32_t n_canvases;    /* canvases finished */
+    int32_t finish_reason; /* dgemma_finish_reason */
+    double decode_seconds; /* decoder forward passes */
+    double sample_seconds; /* the sampler */
+    double commit_seconds; /* encoder passes committing canvases */
+} dgemma_generate_result;
+
+/*
+ * Generates after what the session has cached (prefill the prompt first): canvas after canvas of the
+ * model's canvas length, each denoised by the sampler and its argmax committed through encoder mode
+ * before the next. Writes at most `max_new_tokens` (> 0) ids to `out_tokens`, stopping before the
+ * first EOS id. Fails before any work if the canvases needed would pass the context length.
+ */
+DGEMMA_API dgemma_status dgemma_session_generate(dgemma_session *session, const dgemma_sampler_params *params,
+                                                 int64_t max_new_tokens, const dgemma_generate_options *options,
+                                                 int32_t *out_tokens, dgemma_generate_result *result);
+
+/* The sampler alone, on caller-supplied logits (tests, custom loops). */
+typedef struct dgemma_sampler dgemma_sampler;
+DGEMMA_API dgemma_status dgemma_sampler_new(int64_t n_canvas, int64_t n_vocab, const dgemma_sampler_params *params,
+                                            dgemma_random_fn random, void *user, dgemma_sampler **out_sampler);
+DGEMMA_API void dgemma_sampler_free(dgemma_sampler *sampler);
+/* Writes a fresh uniform random canvas [n_canvas] and resets the stopping history. */
+DGEMMA_API dgemma_status dgemma_sampler_init_canvas(dgemma_sampler *sampler, int32_t *canvas);
+/* Step `step` (N .. 1): logits [n_canvas][n_vocab] raw in, processed (divided by the temperature)
+ * out; canvas current in, next out; argmax [n_canvas] and accepted [n_canvas] (0/1) out; *stop set
+ * when the stable-and-confident criterion fires. */
+DGEMMA_API dgemma_status dgemma_sampler_step(dgemma_sampler *sampler, int32_t step, float *logits, int32_t *canvas,
+                                             int32_t *argmax, uint8_t *accepted, int32_t *stop);
+
 /* ---- Tensor types and kernels ----------------------------------------------------------------
  * Direct access to the quantized tensor types (ggml type ids and block layouts, e.g. 2 = Q4_0,
  * 12 = Q4_K) and to the CPU dot-product kernels, for tests, tools and benchmarks. Rows hold n
@@ -113,6 +187,12 @@ DGEMMA_API dgemma_status dgemma_type_info(int32_t type, int64_t *block_size, int
 
 /* Quantizes n floats into `dst` with the type's reference quantizer (ggml's rules). */
 DGEMMA_API dgemma_status dgemma_quantize_row(int32_t type, const float *src, int64_t n, void *dst);
+
+/* Quantizes n_rows consecutive rows of n_cols floats (row-major) into consecutive quantized rows,
+ * with the same quantizer as dgemma_quantize_row, on n_threads threads (<= 0: one per core). The
+ * result does not depend on the thread count. For tools that quantize whole tensors. */
+DGEMMA_API dgemma_status dgemma_quantize_rows(int32_t type, const float *src, int64_t n_rows, int64_t n_cols, void *dst,
+                                              int32_t n_threads);
 
 /* Dequantizes a row of n elements to float32. */
 DGEMMA_API dgemma_status dgemma_dequantize_row(int32_t type, const void *src, int64_t n, float *dst);

@@ -3,18 +3,12 @@
 #include <mutex>
 #include <string>
 
+#include "api_types.h"
 #include "dgemma.h"
 #include "error.h"
 #include "model.h"
 #include "session.h"
 
-struct dgemma_model {
-    std::unique_ptr<dg::Model> model;
-};
-
-struct dgemma_session {
-    std::unique_ptr<dg::Session> session;
-};
 
 namespace {
 

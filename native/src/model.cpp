@@ -2,7 +2,9 @@
 // against them. Every problem is a dg::Error naming the key or tensor.
 #include "model.h"
 
+#include <algorithm>
 #include <cmath>
+#include <thread>
 #include <cstdio>
 #include <sstream>
 
@@ -79,7 +81,11 @@ private:
 
 }  // namespace
 
-Model::Model(const std::string &path, int n_threads) {
+namespace {
+int resolve_threads(int n) { return n > 0 ? n : static_cast<int>(std::max(1u, std::thread::hardware_concurrency())); }
+}  // namespace
+
+Model::Model(const std::string &path, int n_threads) : host_pool_(resolve_threads(n_threads)) {
     file_ = std::make_unique<GgufFile>(path);
     const GgufValue *arch = file_->find("general.architecture");
     if (!arch || arch->type != GgufValueType::STRING)
@@ -90,7 +96,7 @@ Model::Model(const std::string &path, int n_threads) {
     load_hparams();
     load_weights();
     build_config_json();
-    backend_ = make_cpu_backend(n_threads);
+    backend_ = make_cpu_backend(host_pool_.size());
 }
 
 Model::~Model() = default;

@@ -8,6 +8,7 @@
 #include <vector>
 
 #include "backend.h"
+#include "cpu/threadpool.h"
 #include "gguf.h"
 #include "tensor.h"
 
@@ -67,6 +68,8 @@ public:
     const std::string &config_json() const { return config_json_; }
     Backend &backend() { return *backend_; }
     std::mutex &mutex() { return mu_; }
+    // Threads for host-side work outside the backend (the sampler).
+    ThreadPool &host_pool() { return host_pool_; }
 
     // Encoder mode: ids[n] at positions s.n_past.. ; appends to the session's cache.
     void encode(Session &s, const int32_t *ids, int64_t n);
@@ -86,6 +89,7 @@ private:
     Weights w_;
     std::string config_json_;
     std::unique_ptr<Backend> backend_;
+    ThreadPool host_pool_;
     std::mutex mu_;
 };
 

@@ -34,6 +34,9 @@ struct Session {
     Buffer x, xn, q, k, v, attn, proj, ff_gate, ff_up, dense, moe_out, router_logits, sc, sc_h;
     Buffer expert_weight;
     std::vector<int32_t> expert_ids;
+    // Generation: this step's logits and the previous step's processed logits [canvas][n_vocab],
+    // allocated by the first generate call and reused.
+    std::vector<float> logits, sc_logits;
 };
 
 }  // namespace dg

@@ -33,6 +33,33 @@ int64_t dgemma_session_n_past(const dgemma_session *session);
 dgemma_status dgemma_session_prefill(dgemma_session *session, const int32_t *ids, int64_t n_tokens);
 dgemma_status dgemma_session_denoise(dgemma_session *session, const int32_t *canvas, int64_t n_canvas,
                                      const float *sc_logits, float *out_logits);
+
+typedef struct dgemma_sampler_params {
+    int32_t max_steps; float t_min; float t_max; float entropy_bound; int32_t stability_threshold;
+    float confidence_threshold; uint64_t seed;
+} dgemma_sampler_params;
+dgemma_sampler_params dgemma_model_sampler_defaults(const dgemma_model *model);
+typedef void (*dgemma_random_fn)(void *user, int32_t kind, int64_t n, void *out);
+typedef int32_t (*dgemma_step_fn)(void *user, int32_t step, const int32_t *draft, int64_t n_canvas);
+typedef int32_t (*dgemma_canvas_fn)(void *user, const int32_t *tokens, int64_t n_tokens);
+typedef struct dgemma_generate_options {
+    const int32_t *eos_ids; int64_t n_eos; dgemma_step_fn on_step; dgemma_canvas_fn on_canvas;
+    dgemma_random_fn random; void *user;
+} dgemma_generate_options;
+typedef struct dgemma_generate_result {
+    int64_t n_tokens; int32_t n_steps; int32_t n_canvases; int32_t finish_reason;
+    double decode_seconds; double sample_seconds; double commit_seconds;
+} dgemma_generate_result;
+dgemma_status dgemma_session_generate(dgemma_session *session, const dgemma_sampler_params *params,
+                                      int64_t max_new_tokens, const dgemma_generate_options *options,
+                                      int32_t *out_tokens, dgemma_generate_result *result);
+typedef struct dgemma_sampler dgemma_sampler;
+dgemma_status dgemma_sampler_new(int64_t n_canvas, int64_t n_vocab, const dgemma_sampler_params *params,
+                                 dgemma_random_fn random, void *user, dgemma_sampler **out_sampler);
+void dgemma_sampler_free(dgemma_sampler *sampler);
+dgemma_status dgemma_sampler_init_canvas(dgemma_sampler *sampler, int32_t *canvas);
+dgemma_status dgemma_sampler_step(dgemma_sampler *sampler, int32_t step, float *logits, int32_t *canvas,
+                                  int32_t *argmax, uint8_t *accepted, int32_t *stop);
 """
 # Further sections of the header append their declarations here.
 CDEF_EXTRA = [
@@ -40,6 +67,8 @@ CDEF_EXTRA = [
     """
     dgemma_status dgemma_type_info(int32_t type, int64_t *block_size, int64_t *type_size, const char **name);
     dgemma_status dgemma_quantize_row(int32_t type, const float *src, int64_t n, void *dst);
+    dgemma_status dgemma_quantize_rows(int32_t type, const float *src, int64_t n_rows, int64_t n_cols, void *dst,
+                                       int32_t n_threads);
     dgemma_status dgemma_dequantize_row(int32_t type, const void *src, int64_t n, float *dst);
     dgemma_status dgemma_vec_dot(int32_t type, const void *w_row, const float *x, int64_t n, float *out);
     dgemma_status dgemma_matvec(int32_t type, const void *w, int64_t n_rows, const float *x, int64_t n, float *out);

@@ -66,6 +66,55 @@ def _cmd_demo(args) -> int:
     return 0
 
 
+def _cmd_generate(args) -> int:
+    import json
+
+    from .generate import Draft, Generation
+    from .model import Model
+
+    if args.model is None:
+        print("dgemma: error: no model given (-m MODEL.gguf); convert one with `dgemma convert`", file=sys.stderr)
+        return 2
+    prompt = args.prompt if args.prompt is not None else (args.text or sys.stdin.read())
+    if args.chat:
+        prompt = [{"role": "user", "content": prompt}]
+    sampler = {k: getattr(args, k) for k in ("max_denoising_steps", "t_min", "t_max", "entropy_bound",
+                                              "stability_threshold", "confidence_threshold")}
+    tty = sys.stderr.isatty()
+    with Model(args.model, threads=args.threads) as m:
+        result = None
+        printed_draft = False
+        for item in m.stream(prompt, drafts=args.visual or tty, max_new_tokens=args.n, seed=args.seed,
+                             stop=args.stop, **sampler):
+            if isinstance(item, Generation):
+                result = item
+            elif isinstance(item, Draft):
+                if args.visual:  # the canvas settling, redrawn in place
+                    text = item.text if item.text is not None else " ".join(map(str, item.tokens))
+                    print(f"\x1b[2J\x1b[H[canvas {item.canvas + 1} step {item.step}]\n{text}", end="",
+                          file=sys.stderr, flush=True)
+                    printed_draft = True
+                elif tty:
+                    print(f"\rcanvas {item.canvas + 1}, step {item.step} ", end="", file=sys.stderr, flush=True)
+            elif not args.json:
+                if tty and not args.visual:
+                    print("\r\x1b[K", end="", file=sys.stderr)
+                print(item if isinstance(item, str) else " ".join(map(str, item)), end="", flush=True)
+        if printed_draft:
+            print("\x1b[2J\x1b[H", end="", file=sys.stderr)
+        if tty and not args.visual:
+            print("\r\x1b[K", end="", file=sys.stderr)
+        if args.json:
+            print(json.dumps(result.as_dict(), ensure_ascii=False))
+        else:
+            if args.visual and result.text is not None:
+                print(result.text, end="")
+            print()
+            print(f"[{len(result.tokens)} tokens, {result.steps} steps, {result.tokens_per_forward:.2f} tokens/forward, "
+                  f"{result.ms_per_step:.1f} ms/step, {result.finish_reason}]", file=sys.stderr)
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="dgemma", description="Run Google's DiffusionGemma locally.")
     sub = p.add_subparsers(dest="command", required=True)
@@ -81,6 +130,25 @@ def build_parser() -> argparse.ArgumentParser:
     i.add_argument("model")
     i.set_defaults(func=_cmd_info)
 
+    g = sub.add_parser("generate", help="generate text with the entropy-bound diffusion sampler")
+    g.add_argument("text", nargs="?", help="the prompt (or -p; read from stdin when neither is given)")
+    g.add_argument("-m", "--model", help="GGUF model file")
+    g.add_argument("-p", "--prompt", help="the prompt")
+    g.add_argument("-n", "--max-new-tokens", dest="n", type=int, default=256, help="at most this many tokens (256)")
+    g.add_argument("--seed", type=int, default=None, help="random seed (same seed, same output)")
+    g.add_argument("--steps", dest="max_denoising_steps", type=int, default=None, help="max denoising steps per canvas")
+    g.add_argument("--t-min", type=float, default=None)
+    g.add_argument("--t-max", type=float, default=None)
+    g.add_argument("--entropy-bound", type=float, default=None)
+    g.add_argument("--stability-threshold", type=int, default=None)
+    g.add_argument("--confidence-threshold", type=float, default=None)
+    g.add_argument("--stop", action="append", default=None, help="stop string (repeatable)")
+    g.add_argument("--chat", action="store_true", help="wrap the prompt as a user turn of the chat template")
+    g.add_argument("--visual", action="store_true", help="show the canvas settling step by step")
+    g.add_argument("--json", action="store_true", help="print text, tokens, steps, tokens/forward and timings as JSON")
+    g.add_argument("--threads", type=int, default=None)
+    g.set_defaults(func=_cmd_generate)
+
     d = sub.add_parser("demo", help="offline smoke run on a random-weight model built on the spot")
     d.add_argument("--preset", default="mini", choices=["tiny", "mini", "medium"])
     d.add_argument("--steps", type=int, default=8)
@@ -89,9 +157,10 @@ def build_parser() -> argparse.ArgumentParser:
     d.add_argument("--seed", type=int, default=0)
     d.set_defaults(func=_cmd_demo)
 
-    from . import cli_tokenize
+    from . import cli_quantize, cli_tokenize
 
     cli_tokenize.register(sub)
+    cli_quantize.register(sub)
     return p
 
 

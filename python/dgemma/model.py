@@ -72,6 +72,14 @@ def _as_ids(ids, what: str) -> np.ndarray:
     return np.ascontiguousarray(arr, dtype=np.int32)
 
 
+def _is_batch(prompt) -> bool:
+    """A list of prompts (texts, id lists or conversations), as opposed to one prompt."""
+    if isinstance(prompt, (str, np.ndarray)) or not isinstance(prompt, (list, tuple)) or not prompt:
+        return False
+    first = prompt[0]
+    return isinstance(first, (str, list, tuple, np.ndarray))
+
+
 class Model:
     """A DiffusionGemma GGUF file, memory-mapped and validated by the native core.
 
@@ -105,6 +113,30 @@ class Model:
         if self._ptr is None:
             raise InvalidArgumentError("the model is closed")
         return self._ptr
+
+    def generate(self, prompt, *, max_new_tokens: int = 256, seed: int | None = None, max_denoising_steps=None,
+                 t_min=None, t_max=None, entropy_bound=None, stability_threshold=None, confidence_threshold=None,
+                 stop=None, eos_ids=None, random_source=None):
+        """Generates after `prompt` — text, a list of token ids, or a list of chat messages
+        ({"role", "content"}) — or after each of several prompts (a list of those), returning a
+        `Generation` (a list of them). Sampler options default to the GGUF's `diffusion.*` values.
+        The same seed gives the same output. `random_source` is a test hook (see generate.py)."""
+        from . import generate as g
+
+        kwargs = dict(max_new_tokens=max_new_tokens, seed=seed, stop=stop, eos_ids=eos_ids,
+                      random_source=random_source, max_denoising_steps=max_denoising_steps, t_min=t_min,
+                      t_max=t_max, entropy_bound=entropy_bound, stability_threshold=stability_threshold,
+                      confidence_threshold=confidence_threshold)
+        if _is_batch(prompt):
+            return [g.run(self, p, **kwargs) for p in prompt]
+        return g.run(self, prompt, **kwargs)
+
+    def stream(self, prompt, *, drafts: bool = False, **kwargs):
+        """Like generate() for one prompt, as an iterator: each committed canvas's new text, each
+        step's `Draft` when `drafts` is set, and last the `Generation`. Closing it cancels the work."""
+        from . import generate as g
+
+        return g.stream(self, prompt, drafts=drafts, **kwargs)
 
     def session(self) -> "Session":
         """A new sequence with an empty KV cache."""

@@ -27,7 +27,6 @@ inline float gelu_tanh(float x) {
 struct Scratch {
     std::vector<float> tile;    // dequantized weight rows
     std::vector<float> scores;  // attention scores
-    std::vector<float> partial; // soft-embedding partial sums
     float *get(std::vector<float> &v, size_t n) {
         if (v.size() < n) v.resize(n);
         return v.data();
@@ -323,15 +322,17 @@ public:
             row_max_[t] = mx;
             row_inv_sum_[t] = static_cast<float>(1.0 / sum);
         });
-        // Each thread sums its share of the vocabulary into its own partial [n][E]; then reduce.
-        const int T = pool_.size();
-        for (int th = 0; th < T; ++th) std::fill_n(scratch_[th].get(scratch_[th].partial, static_cast<size_t>(n * E)), n * E, 0.0f);
-        constexpr int64_t kVocabChunk = 256;
-        pool_.run((V + kVocabChunk - 1) / kVocabChunk, [&](int64_t chunk, int thread) {
-            float *partial = scratch_[thread].partial.data();
+        // The vocabulary is split into a fixed number of ranges, each summed into its own partial
+        // [n][E] and reduced in range order, so results do not depend on scheduling or thread count.
+        constexpr int64_t kParts = 16;
+        if (soft_partial_.size() < static_cast<size_t>(kParts * n * E)) soft_partial_.resize(static_cast<size_t>(kParts * n * E));
+        std::fill_n(soft_partial_.data(), kParts * n * E, 0.0f);
+        const int64_t per_part = (V + kParts - 1) / kParts;
+        pool_.run(kParts, [&](int64_t part, int thread) {
+            float *partial = soft_partial_.data() + part * n * E;
             float *row = scratch_[thread].get(scratch_[thread].tile, static_cast<size_t>(E));
-            const int64_t v1 = std::min(V, (chunk + 1) * kVocabChunk);
-            for (int64_t v = chunk * kVocabChunk; v < v1; ++v) {
+            const int64_t v1 = std::min(V, (part + 1) * per_part);
+            for (int64_t v = part * per_part; v < v1; ++v) {
                 e.type->to_float(e.row(v), row, E);
                 for (int64_t t = 0; t < n; ++t) {
                     const float p = std::exp(logits[t * V + v] - row_max_[t]) * row_inv_sum_[t];
@@ -342,7 +343,7 @@ public:
         elementwise(n * E, [&](int64_t i0, int64_t i1) {
             for (int64_t i = i0; i < i1; ++i) {
                 float acc = 0.0f;
-                for (int th = 0; th < T; ++th) acc += scratch_[th].partial[i];
+                for (int64_t part = 0; part < kParts; ++part) acc += soft_partial_[part * n * E + i];
                 out[i] = acc * s;
             }
         });
@@ -404,7 +405,7 @@ private:
     std::vector<int64_t> offsets_, order_, slot_of_, fill_;
     struct TaskRec { int64_t e, r0, r1; };
     std::vector<TaskRec> tasks_;
-    std::vector<float> moe_x_, moe_gate_, moe_up_, moe_y_, router_in_, row_max_, row_inv_sum_;
+    std::vector<float> moe_x_, moe_gate_, moe_up_, moe_y_, router_in_, row_max_, row_inv_sum_, soft_partial_;
 };
 
 }  // namespace

@@ -1,0 +1,126 @@
+"""Prefill, one decoder step and the sampler, dgemma against transformers on the same weights.
+
+Protocol (shared/bench/models.json): a 512-token prompt, one canvas of the configuration's length,
+self-conditioning on, median of >= 5 steps after a warm-up, threads = all cores, F32 weights on both
+sides (the reference's CPU path is float32). The sampler is timed on the same logits: dgemma's native
+sampler against transformers' EntropyBoundSampler + temperature + multinomial + stopping classes.
+
+    python bench/bench_step.py [--config medium] [--steps 5]
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import statistics
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import numpy as np
+import torch
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "tests"))
+from reference import ReferenceSequence, build_model, save_checkpoint, shared_config  # noqa: E402
+
+import dgemma  # noqa: E402
+from dgemma.convert.hf_to_gguf import convert  # noqa: E402
+from dgemma.sampler import Sampler  # noqa: E402
+
+
+def median_time(fn, reps):
+    fn()
+    times = []
+    for _ in range(reps):
+        t0 = time.perf_counter()
+        fn()
+        times.append(time.perf_counter() - t0)
+    return statistics.median(times)
+
+
+def reference_sampler_step(z, n, N):
+    from transformers.models.diffusion_gemma.generation_diffusion_gemma import (
+        EntropyBoundSampler, EntropyBoundSamplerConfig, LinearTemperatureScheduleLogitsProcessor,
+        StableAndConfidentStoppingCriteria)
+
+    C, V = z.shape[1:]
+    sampler = EntropyBoundSampler(EntropyBoundSamplerConfig(entropy_bound=0.1), C, V, N)
+    proc = LinearTemperatureScheduleLogitsProcessor(0.4, 0.8, N)
+    stop = StableAndConfidentStoppingCriteria(1, 0.005)
+    canvas = sampler.initialize_canvas(1, "cpu")
+
+    def step():
+        y = proc(None, z, cur_step=torch.tensor(n, dtype=torch.int32))
+        probs = torch.softmax(y, dim=-1, dtype=torch.float32)
+        draw = torch.multinomial(probs.view(-1, V), num_samples=1).view(1, C)
+        amax = torch.argmax(y, dim=-1)
+        acc = sampler.accept_canvas(canvas, draw, y, n)
+        sampler.renoise_canvas(acc, n)
+        stop(amax, y)
+    return step
+
+
+def main():
+    ap = argparse.ArgumentParser()
+    ap.add_argument("--config", default="medium")
+    ap.add_argument("--steps", type=int, default=5)
+    ap.add_argument("--prompt", type=int, default=512)
+    args = ap.parse_args()
+    threads = os.cpu_count()
+    torch.set_num_threads(threads)
+    cfg = shared_config(args.config)
+    C, V = cfg["canvas_length"], cfg["vocab_size"]
+    rng = np.random.default_rng(0)
+    prompt = rng.integers(0, V, args.prompt)
+    canvas = rng.integers(0, V, C)
+    with tempfile.TemporaryDirectory() as tmp:
+        model = build_model(cfg, seed=0, max_position_embeddings=4096)
+        hf = save_checkpoint(model, Path(tmp) / "hf")
+        gguf = Path(tmp) / "m.gguf"
+        convert(hf, gguf, "f32", progress=None)
+
+        ref = ReferenceSequence(model)
+        t_ref_prefill = median_time(lambda: (setattr(ref, "cache", ReferenceSequence(model).cache), ref.prefill(prompt)),
+                                    max(1, args.steps // 2))
+        z_ref = ref.denoise(canvas)
+        t_ref_step = median_time(lambda: ref.denoise(canvas, z_ref / 0.8), args.steps)
+
+        with dgemma.Model(gguf, threads=threads) as m:
+            def ours_prefill():
+                s = m.session()
+                s.prefill(prompt)
+                s.close()
+            t_prefill = median_time(ours_prefill, max(1, args.steps // 2))
+            s = m.session()
+            s.prefill(prompt)
+            z = s.denoise(canvas)
+            out = np.empty_like(z)
+            sc = z / 0.8
+            t_step = median_time(lambda: s.denoise(canvas, sc, out=out), args.steps)
+
+        N = 48
+        ours_sampler = Sampler(C, V, seed=1)
+        ours_sampler.init_canvas()
+        t_sampler = median_time(lambda: ours_sampler.step(N, z), args.steps)
+        t_ref_sampler = median_time(reference_sampler_step(torch.from_numpy(z)[None], N, N), args.steps)
+
+    rows = [
+        ("prefill (tokens/s)", args.prompt / t_prefill, args.prompt / t_ref_prefill, "higher"),
+        ("decoder step, sc on (ms)", t_step * 1e3, t_ref_step * 1e3, "lower"),
+        ("sampler step (ms)", t_sampler * 1e3, t_ref_sampler * 1e3, "lower"),
+        ("sampler share of a step (%)", 100 * t_sampler / (t_step + t_sampler),
+         100 * t_ref_sampler / (t_ref_step + t_ref_sampler), "lower"),
+    ]
+    print(f"config {args.config} (canvas {C}, vocab {V}), F32 weights, {threads} threads, prompt {args.prompt}, "
+          f"median of {args.steps}")
+    print(f"| {'measure':<30} | {'dgemma':>10} | {'transformers':>12} | {'ratio':>6} |")
+    print(f"|{'-' * 32}|{'-' * 12}|{'-' * 14}|{'-' * 8}|")
+    for name, ours, theirs, better in rows:
+        ratio = ours / theirs if better == "higher" else theirs / ours
+        print(f"| {name:<30} | {ours:>10.1f} | {theirs:>12.1f} | {ratio:>5.2f}x |")
+    print("ratio: how many times better dgemma is (speed-up; for the share, transformers' share / ours)")
+
+
+if __name__ == "__main__":
+    main()

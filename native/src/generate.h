@@ -1,0 +1,31 @@
+// The multi-canvas generation loop: denoise a canvas with the sampler, commit its argmax through
+// encoder mode, move on (contract: Generation).
+#pragma once
+
+#include <cstdint>
+#include <functional>
+#include <vector>
+
+#include "sampler.h"
+#include "session.h"
+
+namespace dg {
+
+enum class Finish { Length = 0, Eos = 1, Stopped = 2, Cancelled = 3 };
+
+struct GenerateHooks {
+    std::function<bool(int step, const int32_t *draft, int64_t n)> on_step;     // true: cancel
+    std::function<bool(const int32_t *tokens, int64_t n)> on_canvas;            // true: stop
+};
+
+struct GenerateStats {
+    int64_t n_tokens = 0;
+    int n_steps = 0, n_canvases = 0;
+    Finish finish = Finish::Length;
+    double decode_seconds = 0, sample_seconds = 0, commit_seconds = 0;
+};
+
+GenerateStats generate(Session &s, const SamplerParams &params, RandomSource &random, int64_t max_new_tokens,
+                       const std::vector<int32_t> &eos_ids, const GenerateHooks &hooks, int32_t *out_tokens);
+
+}  // namespace dg

@@ -1,0 +1,305 @@
+"""Text generation on top of the native sampler: prompts in, `Generation` out, or a stream.
+
+The sampler and the multi-canvas loop run in the core (dgemma_session_generate); this module turns
+prompts into ids, maps the sampler options, watches for stop strings and detokenizes.
+"""
+
+from __future__ import annotations
+
+import os
+import queue
+import threading
+import time
+from collections.abc import Callable, Iterator, Sequence
+from dataclasses import dataclass, field
+
+import numpy as np
+
+from ._native import check, ffi, lib
+from .errors import DgemmaError, InvalidArgumentError, TokenizerError
+
+FINISH_REASONS = {0: "length", 1: "eos", 2: "stop", 3: "cancelled"}
+SAMPLER_FIELDS = {"max_denoising_steps": "max_steps", "t_min": "t_min", "t_max": "t_max",
+                  "entropy_bound": "entropy_bound", "stability_threshold": "stability_threshold",
+                  "confidence_threshold": "confidence_threshold"}
+
+# A random source for tests: called as fill(kind, n) -> array; kind 0 = n token ids, 1 = n uniforms.
+RandomSource = Callable[[int, int], np.ndarray]
+
+
+@dataclass
+class Generation:
+    """One sequence's result."""
+
+    text: str | None          # None when the model file has no tokenizer
+    tokens: list[int]         # generated ids, stopped before the first EOS (or the stop string)
+    steps: int                # decoder steps run
+    canvases: int             # canvases denoised
+    finish_reason: str        # "length", "eos", "stop" or "cancelled"
+    prompt_tokens: int
+    prefill_seconds: float
+    decode_seconds: float
+    sample_seconds: float
+    commit_seconds: float
+    total_seconds: float
+    eos_generated: bool = field(default=False, repr=False)
+
+    @property
+    def tokens_per_forward(self) -> float:
+        """Generated tokens (the EOS included) per decoder step: the figure diffusion papers quote."""
+        return (len(self.tokens) + int(self.eos_generated)) / self.steps if self.steps else 0.0
+
+    @property
+    def ms_per_step(self) -> float:
+        return 1e3 * (self.decode_seconds + self.sample_seconds) / self.steps if self.steps else 0.0
+
+    def as_dict(self) -> dict:
+        return {"text": self.text, "tokens": self.tokens, "steps": self.steps, "canvases": self.canvases,
+                "tokens_per_forward": self.tokens_per_forward, "finish_reason": self.finish_reason,
+                "prompt_tokens": self.prompt_tokens,
+                "timings": {"prefill_s": self.prefill_seconds, "decode_s": self.decode_seconds,
+                            "sample_s": self.sample_seconds, "commit_s": self.commit_seconds,
+                            "total_s": self.total_seconds, "ms_per_step": self.ms_per_step}}
+
+
+@dataclass
+class Draft:
+    """A live view of the canvas being denoised (stream(..., drafts=True))."""
+
+    canvas: int
+    step: int
+    tokens: list[int]
+    text: str | None
+
+
+def sampler_params(model, seed: int | None, **overrides) -> "ffi.CData":
+    """The GGUF's sampler defaults with per-call overrides (None keeps the default)."""
+    p = ffi.new("dgemma_sampler_params *", lib.dgemma_model_sampler_defaults(model._handle()))
+    for name, value in overrides.items():
+        if name not in SAMPLER_FIELDS:
+            raise InvalidArgumentError(f"unknown sampler option {name!r}")
+        if value is None:
+            continue
+        if name in ("max_denoising_steps", "stability_threshold"):
+            if isinstance(value, bool) or not isinstance(value, (int, np.integer)):
+                raise InvalidArgumentError(f"{name} must be an integer, got {value!r}")
+        elif not isinstance(value, (int, float, np.floating, np.integer)) or isinstance(value, bool):
+            raise InvalidArgumentError(f"{name} must be a number, got {value!r}")
+        setattr(p, SAMPLER_FIELDS[name], value)
+    if seed is None:
+        seed = int.from_bytes(os.urandom(8), "little")
+    if not isinstance(seed, (int, np.integer)) or seed < 0:
+        raise InvalidArgumentError(f"seed must be a non-negative integer, got {seed!r}")
+    p.seed = int(seed) & (2**64 - 1)
+    return p
+
+
+class _Prompt:
+    """A prompt as ids plus the EOS set that applies to it."""
+
+    def __init__(self, model, prompt, eos_ids):
+        tok = _tokenizer_or_none(model)
+        chat = isinstance(prompt, Sequence) and not isinstance(prompt, str) and len(prompt) > 0 \
+            and isinstance(prompt[0], dict)
+        if isinstance(prompt, str):
+            if tok is None:
+                raise TokenizerError("text prompts need a tokenizer, and this GGUF has none: pass token ids")
+            self.ids = tok.encode(prompt, add_bos=tok.add_bos and tok.bos is not None)
+        elif chat:
+            if tok is None:
+                raise TokenizerError("chat prompts need a tokenizer, and this GGUF has none")
+            text = tok.apply_chat_template(list(prompt), add_generation_prompt=True)
+            self.ids = tok.encode(text, add_bos=False)
+        else:
+            arr = np.asarray(prompt)
+            if arr.ndim != 1 or (arr.size and not np.issubdtype(arr.dtype, np.integer)):
+                raise InvalidArgumentError("prompt must be text, a list of token ids, or a list of chat messages")
+            self.ids = [int(i) for i in arr]
+        if not self.ids:
+            raise InvalidArgumentError("the prompt is empty")
+        if eos_ids is None:
+            eos = list(tok.eos) if tok is not None else []
+            if chat and tok.end_of_turn is not None and tok.end_of_turn not in eos:
+                eos.append(tok.end_of_turn)
+        else:
+            eos = [int(e) for e in eos_ids]
+        self.eos = eos
+
+
+def _tokenizer_or_none(model):
+    try:
+        return model.tokenizer
+    except (TokenizerError, KeyError):
+        return None
+
+
+def _trim_at_stop(tok, tokens: list[int], stop: Sequence[str]) -> tuple[list[int], str, bool]:
+    """(tokens, text) cut before the first stop string, and whether one was found."""
+    text = tok.decode(tokens, skip_special=True)
+    cuts = [i for i in (text.find(s) for s in stop) if i >= 0]
+    if not cuts:
+        return tokens, text, False
+    cut = min(cuts)
+    text = text[:cut]
+    lo, hi = 0, len(tokens)  # the longest token prefix whose text stays within the cut text
+    while lo < hi:
+        mid = (lo + hi + 1) // 2
+        if len(tok.decode(tokens[:mid], skip_special=True)) <= cut:
+            lo = mid
+        else:
+            hi = mid - 1
+    return tokens[:lo], text, True
+
+
+def run(model, prompt, *, max_new_tokens: int = 256, seed: int | None = None, stop: Sequence[str] | None = None,
+        eos_ids: Sequence[int] | None = None, random_source: RandomSource | None = None,
+        on_canvas: Callable[[list[int]], None] | None = None,
+        on_step: Callable[[int, np.ndarray], bool] | None = None, **sampler) -> Generation:
+    """One generation. Callbacks: on_canvas(new tokens) after each canvas; on_step(step, draft)
+    after each denoising step, returning True to cancel."""
+    if isinstance(max_new_tokens, bool) or not isinstance(max_new_tokens, (int, np.integer)) or max_new_tokens <= 0:
+        raise InvalidArgumentError(f"max_new_tokens must be a positive integer, got {max_new_tokens!r}")
+    if isinstance(stop, str):
+        stop = [stop]
+    stop = [s for s in (stop or []) if s]
+    params = sampler_params(model, seed, **sampler)
+    p = _Prompt(model, prompt, eos_ids)
+    tok = _tokenizer_or_none(model)
+    if stop and tok is None:
+        raise TokenizerError("stop strings need a tokenizer, and this GGUF has none")
+
+    t_start = time.perf_counter()
+    session = model.session()
+    try:
+        session.prefill(p.ids)
+        t_prefill = time.perf_counter() - t_start
+        out = np.empty(max_new_tokens, dtype=np.int32)
+        eos_arr = np.asarray(p.eos, dtype=np.int32)
+        state = {"n": 0, "error": None}
+
+        def canvas_cb(user, tokens, n):
+            try:
+                new = [tokens[i] for i in range(n)]
+                state["n"] += n
+                if on_canvas is not None:
+                    on_canvas(new)
+                if stop:
+                    return int(_trim_at_stop(tok, out[:state["n"]].tolist(), stop)[2])
+                return 0
+            except BaseException as e:  # never let an exception unwind through C
+                state["error"] = e
+                return 1
+
+        def step_cb(user, step, draft, n):
+            try:
+                if on_step is None:
+                    return 0
+                return int(bool(on_step(step, np.frombuffer(ffi.buffer(draft, n * 4), dtype=np.int32).copy())))
+            except BaseException as e:
+                state["error"] = e
+                return 1
+
+        def random_cb(user, kind, n, dst):
+            try:
+                values = np.asarray(random_source(kind, n), dtype=np.int32 if kind == 0 else np.float32)
+                if values.shape != (n,):
+                    raise InvalidArgumentError(f"random source returned shape {values.shape}, expected ({n},)")
+                ffi.memmove(dst, values.tobytes(), values.nbytes)
+            except BaseException as e:
+                state["error"] = e
+                # leave `dst` untouched: a prior fill or zeros; the call is aborted below
+
+        keep = []  # callbacks must outlive the call
+        opts = ffi.new("dgemma_generate_options *")
+        opts.eos_ids = ffi.from_buffer("int32_t[]", eos_arr) if eos_arr.size else ffi.NULL
+        opts.n_eos = eos_arr.size
+        keep.append(ffi.callback("dgemma_canvas_fn", canvas_cb))
+        opts.on_canvas = keep[-1]
+        if on_step is not None:
+            keep.append(ffi.callback("dgemma_step_fn", step_cb))
+            opts.on_step = keep[-1]
+        if random_source is not None:
+            keep.append(ffi.callback("dgemma_random_fn", random_cb))
+            opts.random = keep[-1]
+        result = ffi.new("dgemma_generate_result *")
+        status = lib.dgemma_session_generate(session._handle(), params, max_new_tokens, opts,
+                                             ffi.from_buffer("int32_t[]", out), result)
+        if state["error"] is not None:  # a callback failed: its exception, not the abort it caused
+            raise state["error"]
+        check(status)
+        tokens = out[:result.n_tokens].tolist()
+        finish = FINISH_REASONS[result.finish_reason]
+        text = None
+        if tok is not None:
+            if stop:
+                tokens, text, found = _trim_at_stop(tok, tokens, stop)
+                if found:
+                    finish = "stop"
+            else:
+                text = tok.decode(tokens, skip_special=True)
+        return Generation(text=text, tokens=tokens, steps=result.n_steps, canvases=result.n_canvases,
+                          finish_reason=finish, prompt_tokens=len(p.ids), prefill_seconds=t_prefill,
+                          decode_seconds=result.decode_seconds, sample_seconds=result.sample_seconds,
+                          commit_seconds=result.commit_seconds, total_seconds=time.perf_counter() - t_start,
+                          eos_generated=finish == "eos")
+    finally:
+        session.close()
+
+
+def stream(model, prompt, *, drafts: bool = False, **kwargs) -> Iterator[str | Draft | Generation]:
+    """Yields each committed canvas's new text (str; token id lists without a tokenizer) as it is
+    committed, each step's Draft when `drafts` is set, and finally the Generation. The texts joined
+    equal Generation.text. Closing the iterator cancels the work."""
+    events: queue.Queue = queue.Queue()
+    cancel = threading.Event()
+    tok = _tokenizer_or_none(model)
+    decoder = tok.stream_decoder(skip_special=True) if tok is not None else None
+    stop = kwargs.get("stop") or []
+    stop = [stop] if isinstance(stop, str) else [s for s in stop if s]
+    holdback = max((len(s) for s in stop), default=1) - 1  # a stop string may straddle two canvases
+    canvas_no = [0]
+
+    def on_canvas(tokens):
+        canvas_no[0] += 1
+        events.put(decoder.push(tokens) if decoder is not None else list(tokens))
+
+    def on_step(step, draft):
+        if drafts:
+            text = tok.decode(draft.tolist(), skip_special=True) if tok is not None else None
+            events.put(Draft(canvas=canvas_no[0], step=step, tokens=draft.tolist(), text=text))
+        return cancel.is_set()
+
+    def work():
+        try:
+            events.put(run(model, prompt, on_canvas=on_canvas, on_step=on_step, **kwargs))
+        except BaseException as e:
+            events.put(e)
+
+    worker = threading.Thread(target=work, daemon=True)
+    worker.start()
+    full, emitted = "", 0
+    try:
+        while True:
+            item = events.get()
+            if isinstance(item, BaseException):
+                raise item
+            if isinstance(item, Draft):
+                yield item
+            elif isinstance(item, Generation):
+                if item.text is not None and len(item.text) > emitted:
+                    yield item.text[emitted:]
+                yield item
+                return
+            elif isinstance(item, list):
+                if item:
+                    yield item
+            else:
+                full += item
+                cuts = [i for i in (full.find(s) for s in stop) if i >= 0]
+                safe = min(cuts) if cuts else max(emitted, len(full) - holdback)
+                if safe > emitted:
+                    yield full[emitted:safe]
+                    emitted = safe
+    finally:
+        cancel.set()
+        worker.join()
