@@ -10,18 +10,41 @@ namespace dg {
 
 namespace {
 
-constexpr int kLanes = 16;
+// 8 float lanes as a GCC/Clang vector: one AVX register, two SSE registers on the default clone.
+typedef float v8 __attribute__((vector_size(32)));
+constexpr int kLanes = 8;
 
-inline float dot(const float *a, const float *b, int64_t k) {
-    float acc[kLanes] = {};
+__attribute__((always_inline)) inline v8 load8(const float *p) {
+    v8 v;
+    __builtin_memcpy(&v, p, sizeof(v));
+    return v;
+}
+
+__attribute__((always_inline)) inline float hsum(v8 v) {
+    float s = 0.0f;
+    for (int l = 0; l < kLanes; ++l) s += v[l];
+    return s;
+}
+
+// y[t][r] for a block of up to 2 tokens x 4 rows: each x vector is used 4 times and each w vector
+// twice per load, so the loop is bound by arithmetic rather than by loads.
+template <int NT, int NR>
+__attribute__((always_inline)) inline void block(const float *x, int64_t ldx, const float *w, int64_t ldw, int64_t k, float *y, int64_t ldy) {
+    v8 acc[NT][NR] = {};
     int64_t i = 0;
-    for (; i + kLanes <= k; i += kLanes)
-        for (int l = 0; l < kLanes; ++l) acc[l] += a[i + l] * b[i + l];
-    float tail = 0.0f;
-    for (; i < k; ++i) tail += a[i] * b[i];
-    float sum = 0.0f;
-    for (int l = 0; l < kLanes; ++l) sum += acc[l];
-    return sum + tail;
+    for (; i + kLanes <= k; i += kLanes) {
+        v8 xv[NT], wv[NR];
+        for (int a = 0; a < NT; ++a) xv[a] = load8(x + a * ldx + i);
+        for (int b = 0; b < NR; ++b) wv[b] = load8(w + b * ldw + i);
+        for (int a = 0; a < NT; ++a)
+            for (int b = 0; b < NR; ++b) acc[a][b] += xv[a] * wv[b];
+    }
+    for (int a = 0; a < NT; ++a)
+        for (int b = 0; b < NR; ++b) {
+            float tail = 0.0f;
+            for (int64_t j = i; j < k; ++j) tail += x[a * ldx + j] * w[b * ldw + j];
+            y[a * ldy + b] = hsum(acc[a][b]) + tail;
+        }
 }
 
 }  // namespace
@@ -29,9 +52,16 @@ inline float dot(const float *a, const float *b, int64_t k) {
 DG_MULTIVERSION
 void dot_tile(const float *x, int64_t ldx, int64_t n_tokens, const float *w, int64_t ldw, int64_t n_rows, int64_t k,
               float *y, int64_t ldy) {
-    for (int64_t t = 0; t < n_tokens; ++t) {
-        const float *xt = x + t * ldx;
-        for (int64_t r = 0; r < n_rows; ++r) y[t * ldy + r] = dot(xt, w + r * ldw, k);
+    int64_t t = 0;
+    for (; t + 2 <= n_tokens; t += 2) {
+        int64_t r = 0;
+        for (; r + 4 <= n_rows; r += 4) block<2, 4>(x + t * ldx, ldx, w + r * ldw, ldw, k, y + t * ldy + r, ldy);
+        for (; r < n_rows; ++r) block<2, 1>(x + t * ldx, ldx, w + r * ldw, ldw, k, y + t * ldy + r, ldy);
+    }
+    for (; t < n_tokens; ++t) {
+        int64_t r = 0;
+        for (; r + 4 <= n_rows; r += 4) block<1, 4>(x + t * ldx, ldx, w + r * ldw, ldw, k, y + t * ldy + r, ldy);
+        for (; r < n_rows; ++r) block<1, 1>(x + t * ldx, ldx, w + r * ldw, ldw, k, y + t * ldy + r, ldy);
     }
 }
 

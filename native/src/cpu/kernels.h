@@ -1,7 +1,7 @@
 // Float32 inner kernels of the CPU backend. Compiled for several instruction sets and chosen by
 // the loader at run time (GCC/Clang function multi-versioning); the "default" clone is the
-// portable path. Each keeps 16 independent partial sums so that the compiler can vectorise
-// without reassociating, which keeps results identical across the clones up to FMA contraction.
+// portable path. Sums run in 8 fixed lanes (GCC vector extensions), so the clones agree up to FMA
+// contraction and results do not depend on the instruction set's width.
 #pragma once
 
 #include <cstdint>
