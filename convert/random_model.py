@@ -88,11 +88,21 @@ def write_random_gguf(path, preset: str | dict = "tiny", wtype: str = "F32", see
         w.write_header()
         w.write_tensor_data("rope_freqs.weight", freqs)
         for n in names:
-            shape = shapes[n]
-            if len(shape) == 1:
-                data = rng.uniform(0.7, 1.3, shape).astype(np.float32)
-            else:
-                data = (rng.standard_normal(shape, dtype=np.float32) / np.sqrt(shape[-1])).astype(np.float32)
-                if n == "token_embd.weight" or n.endswith("ffn_gate_inp.weight"):
-                    data *= 2.0
-            w.write_tensor_data(n, encode(data, types[n]))
+            w.write_tensor_data(n, encode(random_tensor(n, shapes[n], rng), types[n]))
+
+
+def random_tensor(name: str, shape: tuple[int, ...], rng: np.random.Generator) -> np.ndarray:
+    """Weights tamed as in tests/reference.py, so that the model is not chaotic (a chaotic random model
+    turns any rounding into O(1) output changes and would make quantization quality unmeasurable):
+    q/k norm weights scaled by head_dim^-1/4 (attention scale is 1.0), a router of std 1, and experts
+    that share a common component (a flipped near-tie between two experts then moves the output a little)."""
+    if len(shape) == 1:
+        data = rng.uniform(0.7, 1.3, shape)
+        return (data * shape[0] ** -0.25 if name.endswith(("attn_q_norm.weight", "attn_k_norm.weight")) else data).astype(np.float32)
+    if name.endswith("ffn_gate_inp.weight"):
+        return rng.standard_normal(shape, dtype=np.float32)
+    if name.endswith("_exps.weight"):
+        data = rng.standard_normal(shape[1:], dtype=np.float32) + 0.15 * rng.standard_normal(shape, dtype=np.float32)
+    else:
+        data = rng.standard_normal(shape, dtype=np.float32) * (2.0 if name == "token_embd.weight" else 1.0)
+    return (data / np.float32(np.sqrt(shape[-1]))).astype(np.float32)

@@ -1,7 +1,9 @@
 // The tensor-type section of the C API (dgemma.h): type info, row (de)quantization, dot products
 // and the CPU instruction-set choice.
+#include <algorithm>
 #include <cstring>
 #include <string>
+#include <thread>
 #include <vector>
 
 #include "cpu/dispatch.h"
@@ -53,6 +55,30 @@ DGEMMA_API dgemma_status dgemma_quantize_row(int32_t type, const float *src, int
         check_pointer(dst, "dst");
         if (!tt.from_float) throw Error(DGEMMA_ERR_UNSUPPORTED, std::string("no quantizer for type ") + tt.name);
         tt.from_float(src, dst, n);
+    });
+}
+
+DGEMMA_API dgemma_status dgemma_quantize_rows(int32_t type, const float *src, int64_t n_rows, int64_t n_cols, void *dst,
+                                              int32_t n_threads) {
+    return dg::guarded([&] {
+        const dg::TypeTraits &tt = known_type(type);
+        check_row(tt, n_cols);
+        check_pointer(src, "src");
+        check_pointer(dst, "dst");
+        if (n_rows < 0) throw Error(DGEMMA_ERR_INVALID_ARGUMENT, "n_rows " + std::to_string(n_rows) + " is negative");
+        if (!tt.from_float) throw Error(DGEMMA_ERR_UNSUPPORTED, std::string("no quantizer for type ") + tt.name);
+        const int64_t hw = std::max<int64_t>(1, std::thread::hardware_concurrency());
+        const int64_t n_workers = std::min<int64_t>(n_threads > 0 ? n_threads : hw, std::max<int64_t>(1, n_rows));
+        const size_t stride = dg::row_bytes(tt, n_cols);
+        // Rows are independent; worker w takes the contiguous rows [n_rows * w / n, n_rows * (w + 1) / n).
+        auto work = [&](int64_t w) {
+            for (int64_t r = n_rows * w / n_workers; r < n_rows * (w + 1) / n_workers; ++r)
+                tt.from_float(src + r * n_cols, static_cast<unsigned char *>(dst) + r * stride, n_cols);
+        };
+        std::vector<std::thread> workers;
+        for (int64_t w = 1; w < n_workers; ++w) workers.emplace_back(work, w);
+        work(0);
+        for (std::thread &t : workers) t.join();
     });
 }
 

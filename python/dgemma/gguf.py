@@ -108,8 +108,12 @@ class GGUFFile:
         self._parse()
 
     def close(self) -> None:
+        """Unmaps the file; while arrays from raw() or array() are still alive, the mapping lives on until they go."""
         self._buf.release()
-        self._mm.close()
+        try:
+            self._mm.close()
+        except BufferError:
+            pass
 
     def __enter__(self):
         return self

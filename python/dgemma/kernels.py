@@ -4,6 +4,8 @@ Types are ggml type ids (``gguf.GGMLQuantizationType`` members work) or their na
 row is a 1-D uint8 array of ``n // block_size * type_size`` bytes in ggml's block layout.
 """
 
+from __future__ import annotations
+
 from typing import NamedTuple, Union
 
 import numpy as np
@@ -50,6 +52,17 @@ def quantize_row(t: TypeLike, x: np.ndarray) -> np.ndarray:
     x = np.ascontiguousarray(x, dtype=np.float32).reshape(-1)
     out = np.empty(row_bytes(t, x.size) if x.size % type_info(t).block_size == 0 else 0, dtype=np.uint8)
     check(lib.dgemma_quantize_row(_type_id(t), ffi.from_buffer("float[]", x), x.size, ffi.from_buffer(out)))
+    return out
+
+
+def quantize_rows(t: TypeLike, x: np.ndarray, threads: int | None = None) -> np.ndarray:
+    """Quantizes the rows of a 2-D float array on `threads` threads (None: one per core); uint8 [rows, row_bytes]."""
+    x = np.ascontiguousarray(x, dtype=np.float32)
+    if x.ndim != 2:
+        raise InvalidArgumentError(f"expected a 2-D array of rows, got shape {x.shape}")
+    out = np.empty((x.shape[0], row_bytes(t, x.shape[1]) if x.shape[1] % type_info(t).block_size == 0 else 0), np.uint8)
+    check(lib.dgemma_quantize_rows(_type_id(t), ffi.from_buffer("float[]", x), x.shape[0], x.shape[1],
+                                   ffi.from_buffer(out), threads or 0))
     return out
 
 
