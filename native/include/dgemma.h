@@ -162,6 +162,18 @@ DGEMMA_API dgemma_status dgemma_session_generate(dgemma_session *session, const 
                                                  int64_t max_new_tokens, const dgemma_generate_options *options,
                                                  int32_t *out_tokens, dgemma_generate_result *result);
 
+/*
+ * Several sequences as one batch: every denoising step decodes the canvases of all sequences still
+ * denoising in one pass, so the weights are read once for all. Each sequence has its own session,
+ * parameters (params[i]), options (options[i]; options may be NULL), output buffer and result, and
+ * stops on its own; its tokens equal what dgemma_session_generate gives it alone. The sessions
+ * belong to one model and are distinct.
+ */
+DGEMMA_API dgemma_status dgemma_generate_batch(dgemma_session *const *sessions, int32_t n_sequences,
+                                               const dgemma_sampler_params *params, int64_t max_new_tokens,
+                                               const dgemma_generate_options *options, int32_t *const *out_tokens,
+                                               dgemma_generate_result *results);
+
 /* The sampler alone, on caller-supplied logits (tests, custom loops). */
 typedef struct dgemma_sampler dgemma_sampler;
 DGEMMA_API dgemma_status dgemma_sampler_new(int64_t n_canvas, int64_t n_vocab, const dgemma_sampler_params *params,

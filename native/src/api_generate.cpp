@@ -52,27 +52,61 @@ DGEMMA_API dgemma_sampler_params dgemma_model_sampler_defaults(const dgemma_mode
     return p;
 }
 
+namespace {
+
+// Everything one sequence of a generate call needs beyond the core's job: its random source.
+struct JobOwner {
+    std::unique_ptr<dg::RandomSource> random;
+};
+
+dg::GenerateJob make_job(dgemma_session *session, const dgemma_sampler_params &params, int64_t max_new_tokens,
+                         const dgemma_generate_options *options, int32_t *out_tokens, JobOwner &owner) {
+    require(session && out_tokens, "dgemma generate: session and out_tokens must not be NULL");
+    dgemma_generate_options opt{};
+    if (options) opt = *options;
+    require(opt.n_eos >= 0 && (opt.eos_ids || opt.n_eos == 0), "dgemma generate: bad EOS list");
+    dg::Session &s = *session->session;
+    owner.random = std::make_unique<dg::RandomSource>(params.seed, s.model.hparams().n_vocab);
+    install_override(*owner.random, opt.random, opt.user);
+    dg::GenerateJob job{&s, to_internal(params), owner.random.get(), max_new_tokens,
+                        std::vector<int32_t>(opt.eos_ids, opt.eos_ids + opt.n_eos), {}, out_tokens, {}};
+    if (opt.on_step)
+        job.hooks.on_step = [opt](int step, const int32_t *d, int64_t n) { return opt.on_step(opt.user, step, d, n) != 0; };
+    if (opt.on_canvas)
+        job.hooks.on_canvas = [opt](const int32_t *t, int64_t n) { return opt.on_canvas(opt.user, t, n) != 0; };
+    return job;
+}
+
+void store(const dg::GenerateStats &st, dgemma_generate_result *result) {
+    *result = {st.n_tokens, st.n_steps, st.n_canvases, static_cast<int32_t>(st.finish),
+               st.decode_seconds, st.sample_seconds, st.commit_seconds};
+}
+
+}  // namespace
+
 DGEMMA_API dgemma_status dgemma_session_generate(dgemma_session *session, const dgemma_sampler_params *params,
                                                  int64_t max_new_tokens, const dgemma_generate_options *options,
                                                  int32_t *out_tokens, dgemma_generate_result *result) {
+    dgemma_session *sessions[1] = {session};
+    int32_t *outs[1] = {out_tokens};
+    return dgemma_generate_batch(sessions, 1, params, max_new_tokens, options, outs, result);
+}
+
+DGEMMA_API dgemma_status dgemma_generate_batch(dgemma_session *const *sessions, int32_t n_sequences,
+                                               const dgemma_sampler_params *params, int64_t max_new_tokens,
+                                               const dgemma_generate_options *options, int32_t *const *out_tokens,
+                                               dgemma_generate_result *results) {
     return dg::guarded([&] {
-        require(session && params && out_tokens && result, "dgemma_session_generate: session, params, out_tokens and result must not be NULL");
-        dg::Session &s = *session->session;
-        dgemma_generate_options opt{};
-        if (options) opt = *options;
-        require(opt.n_eos >= 0 && (opt.eos_ids || opt.n_eos == 0), "dgemma_session_generate: bad EOS list");
-        std::vector<int32_t> eos(opt.eos_ids, opt.eos_ids + opt.n_eos);
-        dg::RandomSource random(params->seed, s.model.hparams().n_vocab);
-        install_override(random, opt.random, opt.user);
-        dg::GenerateHooks hooks;
-        if (opt.on_step)
-            hooks.on_step = [&](int step, const int32_t *d, int64_t n) { return opt.on_step(opt.user, step, d, n) != 0; };
-        if (opt.on_canvas)
-            hooks.on_canvas = [&](const int32_t *t, int64_t n) { return opt.on_canvas(opt.user, t, n) != 0; };
-        std::lock_guard<std::mutex> lock(s.model.mutex());
-        const dg::GenerateStats st = dg::generate(s, to_internal(*params), random, max_new_tokens, eos, hooks, out_tokens);
-        *result = {st.n_tokens, st.n_steps, st.n_canvases, static_cast<int32_t>(st.finish),
-                   st.decode_seconds, st.sample_seconds, st.commit_seconds};
+        require(sessions && params && out_tokens && results && n_sequences > 0,
+                "dgemma generate: sessions, params, out_tokens and results must not be NULL; n_sequences > 0");
+        std::vector<JobOwner> owners(static_cast<size_t>(n_sequences));
+        std::vector<dg::GenerateJob> jobs;
+        for (int32_t i = 0; i < n_sequences; ++i)
+            jobs.push_back(make_job(sessions[i], params[i], max_new_tokens, options ? &options[i] : nullptr,
+                                    out_tokens[i], owners[i]));
+        std::lock_guard<std::mutex> lock(jobs[0].s->model.mutex());
+        dg::generate(jobs);
+        for (int32_t i = 0; i < n_sequences; ++i) store(jobs[i].stats, &results[i]);
     });
 }
 

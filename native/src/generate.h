@@ -1,5 +1,6 @@
 // The multi-canvas generation loop: denoise a canvas with the sampler, commit its argmax through
-// encoder mode, move on (contract: Generation).
+// encoder mode, move on (contract: Generation). Several sequences run as one batch: their
+// denoising steps share one decoder pass (one read of the weights), each stops on its own.
 #pragma once
 
 #include <cstdint>
@@ -22,10 +23,21 @@ struct GenerateStats {
     int64_t n_tokens = 0;
     int n_steps = 0, n_canvases = 0;
     Finish finish = Finish::Length;
-    double decode_seconds = 0, sample_seconds = 0, commit_seconds = 0;
+    double decode_seconds = 0, sample_seconds = 0, commit_seconds = 0;  // batched passes count fully
 };
 
-GenerateStats generate(Session &s, const SamplerParams &params, RandomSource &random, int64_t max_new_tokens,
-                       const std::vector<int32_t> &eos_ids, const GenerateHooks &hooks, int32_t *out_tokens);
+// One sequence of a generate call. All sequences of a call belong to one model.
+struct GenerateJob {
+    Session *s;
+    SamplerParams params;
+    RandomSource *random;
+    int64_t max_new_tokens;
+    std::vector<int32_t> eos_ids;
+    GenerateHooks hooks;
+    int32_t *out_tokens;  // capacity max_new_tokens
+    GenerateStats stats;  // out
+};
+
+void generate(std::vector<GenerateJob> &jobs);
 
 }  // namespace dg

@@ -58,6 +58,23 @@ struct Weights {
 };
 
 struct Session;
+struct Workspace;
+
+// One sequence's rows in a forward pass: rows row0 .. row0 + n - 1 of the workspace, at positions
+// s->n_past .. s->n_past + n - 1, attending to s's cache.
+struct Segment {
+    Session *s;
+    int64_t row0, n;
+};
+
+// One canvas of a batched denoising step.
+struct DenoiseItem {
+    Session *s;
+    const int32_t *canvas;
+    int64_t n;
+    const float *sc_logits;  // nullptr: no self-conditioning
+    float *logits;           // out: [n][n_vocab]
+};
 
 class Model {
 public:
@@ -75,14 +92,18 @@ public:
     void encode(Session &s, const int32_t *ids, int64_t n);
     // Decoder mode: canvas[n] at positions s.n_past.. ; writes logits[n][n_vocab].
     void decode(Session &s, const int32_t *canvas, int64_t n, const float *sc_logits, float *logits);
+    // Decoder mode for several sequences in one pass (the weights are read once for all of them).
+    // Each item's logits equal what decode() gives it alone. ws holds at least the total rows.
+    void decode_batch(Workspace &ws, const std::vector<DenoiseItem> &items);
 
 private:
     void load_hparams();
     void load_weights();
     void build_config_json();
     void check_ids(const int32_t *ids, int64_t n, const char *what) const;
-    // Runs every layer over s.x (n tokens at pos0). Encoder mode appends to the cache.
-    void layers_forward(Session &s, int64_t n, int64_t pos0, bool encoder);
+    void check_canvas(const Session &s, const int32_t *canvas, int64_t n) const;
+    // Runs every layer over ws.x (the segments' rows). Encoder mode appends to the caches.
+    void layers_forward(Workspace &ws, const std::vector<Segment> &segments, bool encoder);
 
     std::unique_ptr<GgufFile> file_;
     Hparams hp_;

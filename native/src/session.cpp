@@ -8,20 +8,18 @@ namespace {
 constexpr int64_t kEncoderChunk = 512;  // tokens per encoder pass; longer prompts run in chunks
 }
 
-Session::Session(Model &m) : model(m), be(m.backend()) {
+Workspace::Workspace(Model &m, int64_t rows) : be(m.backend()), n_max(rows) {
     const Hparams &hp = m.hparams();
-    n_max = std::max(hp.canvas_length, kEncoderChunk);
     int64_t max_q = 0, max_kv = 0;
     for (const LayerHparams &L : hp.layers) {
         max_q = std::max<int64_t>(max_q, hp.n_head * L.head_dim);
         max_kv = std::max<int64_t>(max_kv, static_cast<int64_t>(L.n_head_kv) * L.head_dim);
     }
-    const int64_t k = hp.n_expert_used;
     auto alloc = [&](Buffer &b, int64_t per_token) { b = be.alloc(static_cast<size_t>(n_max * per_token)); };
     alloc(x, hp.n_embd);
     alloc(xn, hp.n_embd);
     alloc(q, max_q);
-    alloc(this->k, max_kv);
+    alloc(k, max_kv);
     alloc(v, max_kv);
     alloc(attn, max_q);
     alloc(proj, hp.n_embd);
@@ -32,9 +30,19 @@ Session::Session(Model &m) : model(m), be(m.backend()) {
     alloc(router_logits, hp.n_expert);
     alloc(sc, hp.n_embd);
     alloc(sc_h, hp.n_embd);
-    alloc(expert_weight, k);
-    expert_ids.resize(static_cast<size_t>(n_max * k));
+    alloc(expert_weight, hp.n_expert_used);
+    expert_ids.resize(static_cast<size_t>(n_max * hp.n_expert_used));
+}
 
+Workspace::~Workspace() {
+    for (Buffer *b : {&x, &xn, &q, &k, &v, &attn, &proj, &ff_gate, &ff_up, &dense, &moe_out, &router_logits, &sc,
+                      &sc_h, &expert_weight})
+        be.free(*b);
+}
+
+Session::Session(Model &m)
+    : model(m), be(m.backend()), ws(m, std::max(m.hparams().canvas_length, kEncoderChunk)) {
+    const Hparams &hp = m.hparams();
     cache.resize(hp.layers.size());
     for (size_t i = 0; i < hp.layers.size(); ++i) {
         const LayerHparams &L = hp.layers[i];
@@ -52,9 +60,6 @@ Session::Session(Model &m) : model(m), be(m.backend()) {
 }
 
 Session::~Session() {
-    for (Buffer *b : {&x, &xn, &q, &k, &v, &attn, &proj, &ff_gate, &ff_up, &dense, &moe_out, &router_logits, &sc,
-                      &sc_h, &expert_weight})
-        be.free(*b);
     for (LayerCache &c : cache) {
         be.free(c.k);
         be.free(c.v);

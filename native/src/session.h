@@ -1,5 +1,5 @@
-// A sequence: its KV cache and the scratch buffers of one forward pass, all allocated up front
-// (the cache of full-attention layers grows in encode, never in a denoising step).
+// A sequence (its KV cache) and the scratch of forward passes (a Workspace), all allocated up
+// front: the cache of full-attention layers grows in encode, never in a denoising step.
 #pragma once
 
 #include <cstdint>
@@ -10,13 +10,26 @@
 
 namespace dg {
 
+// Scratch for one forward pass over up to n_max token rows (one sequence, or a batch of canvases).
+struct Workspace {
+    Workspace(Model &model, int64_t n_max);
+    ~Workspace();
+    Workspace(const Workspace &) = delete;
+    Workspace &operator=(const Workspace &) = delete;
+
+    Backend &be;
+    int64_t n_max;
+    Buffer x, xn, q, k, v, attn, proj, ff_gate, ff_up, dense, moe_out, router_logits, sc, sc_h, expert_weight;
+    std::vector<int32_t> expert_ids;
+};
+
 struct LayerCache {
     Buffer k, v;           // [capacity][n_head_kv][head_dim]
     int64_t capacity = 0;  // sliding layers: window - 1 slots used as a ring; full layers: grows
 };
 
 struct Session {
-    Session(Model &model);
+    explicit Session(Model &model);
     ~Session();
     Session(const Session &) = delete;
     Session &operator=(const Session &) = delete;
@@ -27,13 +40,8 @@ struct Session {
     Model &model;
     Backend &be;
     int64_t n_past = 0;
-    int64_t n_max = 0;  // tokens per forward chunk (max of canvas length and encoder micro-batch)
     std::vector<LayerCache> cache;
-
-    // Scratch, sized for n_max tokens.
-    Buffer x, xn, q, k, v, attn, proj, ff_gate, ff_up, dense, moe_out, router_logits, sc, sc_h;
-    Buffer expert_weight;
-    std::vector<int32_t> expert_ids;
+    Workspace ws;  // max(canvas length, encoder chunk) rows
     // Generation: this step's logits and the previous step's processed logits [canvas][n_vocab],
     // allocated by the first generate call and reused.
     std::vector<float> logits, sc_logits;

@@ -53,6 +53,10 @@ typedef struct dgemma_generate_result {
 dgemma_status dgemma_session_generate(dgemma_session *session, const dgemma_sampler_params *params,
                                       int64_t max_new_tokens, const dgemma_generate_options *options,
                                       int32_t *out_tokens, dgemma_generate_result *result);
+dgemma_status dgemma_generate_batch(dgemma_session *const *sessions, int32_t n_sequences,
+                                    const dgemma_sampler_params *params, int64_t max_new_tokens,
+                                    const dgemma_generate_options *options, int32_t *const *out_tokens,
+                                    dgemma_generate_result *results);
 typedef struct dgemma_sampler dgemma_sampler;
 dgemma_status dgemma_sampler_new(int64_t n_canvas, int64_t n_vocab, const dgemma_sampler_params *params,
                                  dgemma_random_fn random, void *user, dgemma_sampler **out_sampler);

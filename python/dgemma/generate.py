@@ -151,99 +151,128 @@ def _trim_at_stop(tok, tokens: list[int], stop: Sequence[str]) -> tuple[list[int
     return tokens[:lo], text, True
 
 
-def run(model, prompt, *, max_new_tokens: int = 256, seed: int | None = None, stop: Sequence[str] | None = None,
-        eos_ids: Sequence[int] | None = None, random_source: RandomSource | None = None,
-        on_canvas: Callable[[list[int]], None] | None = None,
-        on_step: Callable[[int, np.ndarray], bool] | None = None, **sampler) -> Generation:
-    """One generation. Callbacks: on_canvas(new tokens) after each canvas; on_step(step, draft)
-    after each denoising step, returning True to cancel."""
+def run(model, prompt, **kwargs) -> Generation:
+    """One generation (see run_batch for the options)."""
+    return run_batch(model, [prompt], **kwargs)[0]
+
+
+def run_batch(model, prompts: Sequence, *, max_new_tokens: int = 256, seed: int | None = None,
+              stop: Sequence[str] | None = None, eos_ids: Sequence[int] | None = None,
+              random_source: RandomSource | None = None,
+              on_canvas: Callable[[list[int]], None] | None = None,
+              on_step: Callable[[int, np.ndarray], bool] | None = None, **sampler) -> list[Generation]:
+    """Generations for several prompts as one batch: each denoising step decodes every canvas still
+    denoising in one pass. Each sequence stops on its own and gets what it would get alone (same
+    seed, same tokens). Callbacks (single prompts only): on_canvas(new tokens) after each canvas;
+    on_step(step, draft) after each denoising step, returning True to cancel."""
     if isinstance(max_new_tokens, bool) or not isinstance(max_new_tokens, (int, np.integer)) or max_new_tokens <= 0:
         raise InvalidArgumentError(f"max_new_tokens must be a positive integer, got {max_new_tokens!r}")
+    if len(prompts) > 1 and (on_canvas or on_step or random_source):
+        raise InvalidArgumentError("callbacks and random_source apply to a single prompt")
     if isinstance(stop, str):
         stop = [stop]
     stop = [s for s in (stop or []) if s]
-    params = sampler_params(model, seed, **sampler)
-    p = _Prompt(model, prompt, eos_ids)
+    base = sampler_params(model, seed, **sampler)
+    parsed = [_Prompt(model, p, eos_ids) for p in prompts]
     tok = _tokenizer_or_none(model)
     if stop and tok is None:
         raise TokenizerError("stop strings need a tokenizer, and this GGUF has none")
-
+    n = len(parsed)
     t_start = time.perf_counter()
-    session = model.session()
+    sessions = []
     try:
-        session.prefill(p.ids)
-        t_prefill = time.perf_counter() - t_start
-        out = np.empty(max_new_tokens, dtype=np.int32)
-        eos_arr = np.asarray(p.eos, dtype=np.int32)
-        state = {"n": 0, "error": None}
-
-        def canvas_cb(user, tokens, n):
-            try:
-                new = [tokens[i] for i in range(n)]
-                state["n"] += n
-                if on_canvas is not None:
-                    on_canvas(new)
-                if stop:
-                    return int(_trim_at_stop(tok, out[:state["n"]].tolist(), stop)[2])
-                return 0
-            except BaseException as e:  # never let an exception unwind through C
-                state["error"] = e
-                return 1
-
-        def step_cb(user, step, draft, n):
-            try:
-                if on_step is None:
-                    return 0
-                return int(bool(on_step(step, np.frombuffer(ffi.buffer(draft, n * 4), dtype=np.int32).copy())))
-            except BaseException as e:
-                state["error"] = e
-                return 1
-
-        def random_cb(user, kind, n, dst):
-            try:
-                values = np.asarray(random_source(kind, n), dtype=np.int32 if kind == 0 else np.float32)
-                if values.shape != (n,):
-                    raise InvalidArgumentError(f"random source returned shape {values.shape}, expected ({n},)")
-                ffi.memmove(dst, values.tobytes(), values.nbytes)
-            except BaseException as e:
-                state["error"] = e
-                # leave `dst` untouched: a prior fill or zeros; the call is aborted below
-
-        keep = []  # callbacks must outlive the call
-        opts = ffi.new("dgemma_generate_options *")
-        opts.eos_ids = ffi.from_buffer("int32_t[]", eos_arr) if eos_arr.size else ffi.NULL
-        opts.n_eos = eos_arr.size
-        keep.append(ffi.callback("dgemma_canvas_fn", canvas_cb))
-        opts.on_canvas = keep[-1]
+        prefill_s = []
+        for p in parsed:
+            t0 = time.perf_counter()
+            sessions.append(model.session())
+            sessions[-1].prefill(p.ids)
+            prefill_s.append(time.perf_counter() - t0)
+        outs = [np.empty(max_new_tokens, dtype=np.int32) for _ in range(n)]
+        eos_arrays = [np.asarray(p.eos, dtype=np.int32) for p in parsed]
+        states = [{"n": 0, "error": None} for _ in range(n)]
+        keep = []  # buffers and callbacks must outlive the call
+        params = ffi.new("dgemma_sampler_params[]", n)
+        opts = ffi.new("dgemma_generate_options[]", n)
+        for i in range(n):
+            params[i] = base[0]
+            opts[i].eos_ids = ffi.from_buffer("int32_t[]", eos_arrays[i]) if eos_arrays[i].size else ffi.NULL
+            opts[i].n_eos = eos_arrays[i].size
+            keep.append(ffi.callback("dgemma_canvas_fn", _canvas_callback(states[i], outs[i], on_canvas, stop, tok)))
+            opts[i].on_canvas = keep[-1]
         if on_step is not None:
-            keep.append(ffi.callback("dgemma_step_fn", step_cb))
-            opts.on_step = keep[-1]
+            keep.append(ffi.callback("dgemma_step_fn", _step_callback(states[0], on_step)))
+            opts[0].on_step = keep[-1]
         if random_source is not None:
-            keep.append(ffi.callback("dgemma_random_fn", random_cb))
-            opts.random = keep[-1]
-        result = ffi.new("dgemma_generate_result *")
-        status = lib.dgemma_session_generate(session._handle(), params, max_new_tokens, opts,
-                                             ffi.from_buffer("int32_t[]", out), result)
-        if state["error"] is not None:  # a callback failed: its exception, not the abort it caused
-            raise state["error"]
+            keep.append(ffi.callback("dgemma_random_fn", _random_callback(states[0], random_source)))
+            opts[0].random = keep[-1]
+        out_ptrs = ffi.new("int32_t *[]", [ffi.from_buffer("int32_t[]", o) for o in outs])
+        handles = ffi.new("dgemma_session *[]", [s._handle() for s in sessions])
+        results = ffi.new("dgemma_generate_result[]", n)
+        status = lib.dgemma_generate_batch(handles, n, params, max_new_tokens, opts, out_ptrs, results)
+        for st in states:  # a callback failed: its exception, not the abort it caused
+            if st["error"] is not None:
+                raise st["error"]
         check(status)
-        tokens = out[:result.n_tokens].tolist()
-        finish = FINISH_REASONS[result.finish_reason]
-        text = None
-        if tok is not None:
-            if stop:
-                tokens, text, found = _trim_at_stop(tok, tokens, stop)
-                if found:
-                    finish = "stop"
-            else:
-                text = tok.decode(tokens, skip_special=True)
-        return Generation(text=text, tokens=tokens, steps=result.n_steps, canvases=result.n_canvases,
-                          finish_reason=finish, prompt_tokens=len(p.ids), prefill_seconds=t_prefill,
-                          decode_seconds=result.decode_seconds, sample_seconds=result.sample_seconds,
-                          commit_seconds=result.commit_seconds, total_seconds=time.perf_counter() - t_start,
-                          eos_generated=finish == "eos")
+        total = time.perf_counter() - t_start
+        gens = []
+        for i in range(n):
+            r = results[i]
+            tokens = outs[i][:r.n_tokens].tolist()
+            finish = FINISH_REASONS[r.finish_reason]
+            text = None
+            if tok is not None:
+                if stop:
+                    tokens, text, found = _trim_at_stop(tok, tokens, stop)
+                    finish = "stop" if found else finish
+                else:
+                    text = tok.decode(tokens, skip_special=True)
+            gens.append(Generation(text=text, tokens=tokens, steps=r.n_steps, canvases=r.n_canvases,
+                                   finish_reason=finish, prompt_tokens=len(parsed[i].ids),
+                                   prefill_seconds=prefill_s[i], decode_seconds=r.decode_seconds,
+                                   sample_seconds=r.sample_seconds, commit_seconds=r.commit_seconds,
+                                   total_seconds=total, eos_generated=finish == "eos"))
+        return gens
     finally:
-        session.close()
+        for s in sessions:
+            s.close()
+
+
+def _canvas_callback(state, out, on_canvas, stop, tok):
+    def cb(user, tokens, n):
+        try:
+            new = [tokens[i] for i in range(n)]
+            state["n"] += n
+            if on_canvas is not None:
+                on_canvas(new)
+            if stop:
+                return int(_trim_at_stop(tok, out[:state["n"]].tolist(), stop)[2])
+            return 0
+        except BaseException as e:  # never let an exception unwind through C
+            state["error"] = e
+            return 1
+    return cb
+
+
+def _step_callback(state, on_step):
+    def cb(user, step, draft, n):
+        try:
+            return int(bool(on_step(step, np.frombuffer(ffi.buffer(draft, n * 4), dtype=np.int32).copy())))
+        except BaseException as e:
+            state["error"] = e
+            return 1
+    return cb
+
+
+def _random_callback(state, random_source):
+    def cb(user, kind, n, dst):
+        try:
+            values = np.asarray(random_source(kind, n), dtype=np.int32 if kind == 0 else np.float32)
+            if values.shape != (n,):
+                raise InvalidArgumentError(f"random source returned shape {values.shape}, expected ({n},)")
+            ffi.memmove(dst, values.tobytes(), values.nbytes)
+        except BaseException as e:
+            state["error"] = e  # `dst` keeps its old contents; the core's checks abort the call
+    return cb
 
 
 def stream(model, prompt, *, drafts: bool = False, **kwargs) -> Iterator[str | Draft | Generation]:

@@ -119,7 +119,8 @@ class Model:
                  stop=None, eos_ids=None, random_source=None):
         """Generates after `prompt` — text, a list of token ids, or a list of chat messages
         ({"role", "content"}) — or after each of several prompts (a list of those), returning a
-        `Generation` (a list of them). Sampler options default to the GGUF's `diffusion.*` values.
+        `Generation` (a list of them: one batch, each denoising step decoding all canvases in one
+        pass). Sampler options default to the GGUF's `diffusion.*` values.
         The same seed gives the same output. `random_source` is a test hook (see generate.py)."""
         from . import generate as g
 
@@ -128,7 +129,7 @@ class Model:
                       t_max=t_max, entropy_bound=entropy_bound, stability_threshold=stability_threshold,
                       confidence_threshold=confidence_threshold)
         if _is_batch(prompt):
-            return [g.run(self, p, **kwargs) for p in prompt]
+            return g.run_batch(self, list(prompt), **kwargs)
         return g.run(self, prompt, **kwargs)
 
     def stream(self, prompt, *, drafts: bool = False, **kwargs):

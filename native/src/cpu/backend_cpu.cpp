@@ -223,56 +223,62 @@ public:
         });
     }
 
+    // Per task: one head and a block of queries. Scores for the block against every key any of its
+    // queries may see come from the vectorised dot_tile (cached keys in at most two contiguous ring
+    // runs, then the current keys); keys a query may not see are masked before the softmax.
     void attention(const AttentionArgs &a) override {
         const int group = a.n_head / a.n_head_kv;
         const int d = a.head_dim;
-        const int64_t kv_row = static_cast<int64_t>(a.n_head_kv) * d;
+        const int64_t kv_row = static_cast<int64_t>(a.n_head_kv) * d, q_stride = static_cast<int64_t>(a.n_head) * d;
         constexpr int64_t kQueriesPerTask = 8;
         const int64_t q_blocks = (a.n_q + kQueriesPerTask - 1) / kQueriesPerTask;
         pool_.run(q_blocks * a.n_head, [&](int64_t task, int thread) {
             const int h = static_cast<int>(task % a.n_head);
             const int kvh = h / group;
             const int64_t i0 = (task / a.n_head) * kQueriesPerTask, i1 = std::min(a.n_q, i0 + kQueriesPerTask);
-            float *scores = scratch_[thread].get(scratch_[thread].scores, static_cast<size_t>(a.n_cache + a.n_q));
+            const int64_t nb = i1 - i0;
+            // Keys visible to some query of the block: cached [c_lo, cache_end), current [0, cur_hi).
+            const int64_t cache_end = a.cache_pos0 + a.n_cache;
+            int64_t c_lo = a.cache_pos0;
+            if (a.window > 0) c_lo = std::max(c_lo, a.q_pos0 + i0 - a.window + 1);
+            c_lo = std::min(c_lo, cache_end);
+            const int64_t n_c = cache_end - c_lo;
+            const int64_t cur_hi = a.causal ? i1 : a.n_q;
+            const int64_t n_keys = n_c + cur_hi;
+            float *scores = scratch_[thread].get(scratch_[thread].scores, static_cast<size_t>(nb * n_keys));
+            const float *q = a.q + i0 * q_stride + h * d;
+            for (int64_t j = c_lo; j < cache_end;) {  // ring runs of contiguous slots
+                const int64_t slot = j % a.cache_capacity;
+                const int64_t run = std::min(cache_end - j, a.cache_capacity - slot);
+                dot_tile(q, q_stride, nb, a.k_cache + slot * kv_row + kvh * d, kv_row, run, d, scores + (j - c_lo), n_keys);
+                j += run;
+            }
+            if (cur_hi > 0) dot_tile(q, q_stride, nb, a.k + kvh * d, kv_row, cur_hi, d, scores + n_c, n_keys);
             for (int64_t i = i0; i < i1; ++i) {
+                float *sr = scores + (i - i0) * n_keys;
                 const int64_t p = a.q_pos0 + i;
-                const float *q = a.q + (i * a.n_head + h) * d;
-                // Visible keys: cached [c0, cache end), current [0, cur_end) minus the window's start.
-                int64_t c0 = a.cache_pos0, cur0 = 0;
-                if (a.window > 0) {
-                    c0 = std::max(c0, p - a.window + 1);
-                    cur0 = std::max<int64_t>(0, p - a.window + 1 - a.q_pos0);
-                }
+                // Visible: cached j >= c0 (window), current j <= i (causal) and j > p - window.
+                const int64_t c0 = a.window > 0 ? std::max(c_lo, p - a.window + 1) : c_lo;
+                const int64_t cur0 = a.window > 0 ? std::max<int64_t>(0, p - a.window + 1 - a.q_pos0) : 0;
                 const int64_t cur_end = a.causal ? i + 1 : a.n_q;
-                const int64_t cache_end = a.cache_pos0 + a.n_cache;
                 float mx = -INFINITY;
-                int64_t m = 0;
-                for (int64_t j = c0; j < cache_end; ++j, ++m) {
-                    const float *kk = a.k_cache + (j % a.cache_capacity) * kv_row + kvh * d;
-                    float s = 0.0f;
-                    for (int e = 0; e < d; ++e) s += q[e] * kk[e];
-                    scores[m] = s;
-                    mx = std::max(mx, s);
-                }
-                for (int64_t j = cur0; j < cur_end; ++j, ++m) {
-                    const float *kk = a.k + j * kv_row + kvh * d;
-                    float s = 0.0f;
-                    for (int e = 0; e < d; ++e) s += q[e] * kk[e];
-                    scores[m] = s;
-                    mx = std::max(mx, s);
+                for (int64_t m = 0; m < n_keys; ++m) {
+                    const bool visible = m < n_c ? (c_lo + m >= c0) : (m - n_c >= cur0 && m - n_c < cur_end);
+                    if (!visible) sr[m] = -INFINITY;
+                    mx = std::max(mx, sr[m]);
                 }
                 double sum = 0.0;
-                for (int64_t j = 0; j < m; ++j) {
-                    scores[j] = std::exp(scores[j] - mx);
-                    sum += scores[j];
+                for (int64_t m = 0; m < n_keys; ++m) {
+                    sr[m] = std::exp(sr[m] - mx);
+                    sum += sr[m];
                 }
                 const float inv = static_cast<float>(1.0 / sum);
-                float *o = a.out + (i * a.n_head + h) * d;
+                float *o = a.out + i * q_stride + h * d;
                 std::fill(o, o + d, 0.0f);
-                m = 0;
-                for (int64_t j = c0; j < cache_end; ++j, ++m)
-                    axpy(scores[m] * inv, a.v_cache + (j % a.cache_capacity) * kv_row + kvh * d, o, d);
-                for (int64_t j = cur0; j < cur_end; ++j, ++m) axpy(scores[m] * inv, a.v + j * kv_row + kvh * d, o, d);
+                for (int64_t m = 0; m < n_c; ++m)
+                    if (sr[m] != 0.0f) axpy(sr[m] * inv, a.v_cache + ((c_lo + m) % a.cache_capacity) * kv_row + kvh * d, o, d);
+                for (int64_t m = n_c; m < n_keys; ++m)
+                    if (sr[m] != 0.0f) axpy(sr[m] * inv, a.v + (m - n_c) * kv_row + kvh * d, o, d);
             }
         });
     }
