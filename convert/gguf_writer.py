@@ -135,6 +135,9 @@ class GGUFWriter:
         os.fsync(self._file.fileno())
         self._file.close()
         self._file = None
+        umask = os.umask(0)
+        os.umask(umask)
+        os.chmod(self._tmp, 0o666 & ~umask)  # mkstemp creates 0600; give the file the usual mode
         os.replace(self._tmp, self.path)
         self._tmp = None
 

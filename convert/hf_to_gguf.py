@@ -273,16 +273,21 @@ def convert(hf_dir: str | Path, out_path: str | Path, out_type: str = "f16", *, 
             start = time.time()
             total = sum(int(np.prod(p[2])) for p in plan)
             done = 0
+            live = progress is not None and progress.isatty()  # redraw one line; else a line per tenth
+            shown = 0
             for idx, (name, hf_name, shape, t) in enumerate(plan):
                 if hf_name is None:
                     w.write_tensor_data(name, encode(g_freqs, t))
                 else:
                     w.write_tensor_data(name, _stream(ckpt, hf_name, t))
                 done += int(np.prod(shape))
-                if progress is not None:
-                    print(f"\r[{idx + 1}/{len(plan)}] {done / total:6.1%} {name:<40} {t:<5} "
-                          f"{time.time() - start:6.1f}s", end="", file=progress, flush=True)
-            if progress is not None:
+                line = f"[{idx + 1}/{len(plan)}] {done / total:6.1%} {name:<40} {t:<5} {time.time() - start:6.1f}s"
+                if live:
+                    print("\r" + line, end="", file=progress, flush=True)
+                elif progress is not None and (done * 10 // total > shown or idx + 1 == len(plan)):
+                    shown = done * 10 // total
+                    print(line, file=progress, flush=True)
+            if live:
                 print(file=progress)
     finally:
         ckpt.close()

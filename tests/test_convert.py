@@ -4,6 +4,7 @@ dialect's keys, atomic writes. The gguf package's reader and gguf.quants are the
 from __future__ import annotations
 
 import json
+import os
 import shutil
 
 import numpy as np
@@ -143,6 +144,9 @@ def test_cli_convert(workdir, tiny_checkpoint):
 
     out = workdir / "cli.gguf"
     assert main(["convert", str(tiny_checkpoint), "-o", str(out), "--type", "f16", "-q"]) == 0
+    umask = os.umask(0)
+    os.umask(umask)
+    assert out.stat().st_mode & 0o777 == 0o666 & ~umask  # not the 0600 of the temporary file
     with dgemma.Model(out, threads=1) as m:
         assert m.config.token_embd_type == "F16"
     assert main(["convert", str(workdir / "nope"), "-o", str(out), "-q"]) == 1
