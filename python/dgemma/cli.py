@@ -72,16 +72,17 @@ def _cmd_generate(args) -> int:
     from .generate import Draft, Generation
     from .model import Model
 
-    if args.model is None:
-        print("dgemma: error: no model given (-m MODEL.gguf); convert one with `dgemma convert`", file=sys.stderr)
-        return 2
+    from . import demo_model_path
+
+    demo = args.model is None
+    model_path = demo_model_path() if demo else args.model
     prompt = args.prompt if args.prompt is not None else (args.text or sys.stdin.read())
-    if args.chat:
+    if args.chat or demo:  # the demo model only knows the chat format it was trained on
         prompt = [{"role": "user", "content": prompt}]
     sampler = {k: getattr(args, k) for k in ("max_denoising_steps", "t_min", "t_max", "entropy_bound",
                                               "stability_threshold", "confidence_threshold")}
     tty = sys.stderr.isatty()
-    with Model(args.model, threads=args.threads) as m:
+    with Model(model_path, threads=args.threads) as m:
         result = None
         printed_draft = False
         for item in m.stream(prompt, drafts=args.visual or tty, max_new_tokens=args.n, seed=args.seed,
@@ -132,7 +133,7 @@ def build_parser() -> argparse.ArgumentParser:
 
     g = sub.add_parser("generate", help="generate text with the entropy-bound diffusion sampler")
     g.add_argument("text", nargs="?", help="the prompt (or -p; read from stdin when neither is given)")
-    g.add_argument("-m", "--model", help="GGUF model file")
+    g.add_argument("-m", "--model", help="GGUF model file (default: the small demo model in the package)")
     g.add_argument("-p", "--prompt", help="the prompt")
     g.add_argument("-n", "--max-new-tokens", dest="n", type=int, default=256, help="at most this many tokens (256)")
     g.add_argument("--seed", type=int, default=None, help="random seed (same seed, same output)")
