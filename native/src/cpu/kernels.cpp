@@ -1,41 +1,44 @@
 #include "cpu/kernels.h"
 
-namespace dg {
+#include "cpu/dispatch.h"
 
-#if defined(__x86_64__) && (defined(__GNUC__) || defined(__clang__)) && !defined(_WIN32)
-#define DG_MULTIVERSION __attribute__((target_clones("avx512f", "avx2,fma", "default")))
-#else
-#define DG_MULTIVERSION
-#endif
+namespace dg {
 
 namespace {
 
-// 8 float lanes as a GCC/Clang vector: one AVX register, two SSE registers on the default clone.
+// Lanes as GCC/Clang vector extensions; each ISA's kernel instantiates the block code with its
+// register width. Sums run lane-wise then across lanes, so results are identical for any thread
+// count and differ between ISAs only in summation order.
 typedef float v8 __attribute__((vector_size(32)));
-constexpr int kLanes = 8;
+typedef float v16 __attribute__((vector_size(64)));
 
-__attribute__((always_inline)) inline v8 load8(const float *p) {
-    v8 v;
-    __builtin_memcpy(&v, p, sizeof(v));
+template <typename V>
+__attribute__((always_inline)) inline V load(const float *p) {
+    V v;
+    __builtin_memcpy(&v, p, sizeof(V));
     return v;
 }
 
-__attribute__((always_inline)) inline float hsum(v8 v) {
+template <typename V>
+__attribute__((always_inline)) inline float hsum(V v) {
+    constexpr int L = sizeof(V) / sizeof(float);
     float s = 0.0f;
-    for (int l = 0; l < kLanes; ++l) s += v[l];
+    for (int l = 0; l < L; ++l) s += v[l];
     return s;
 }
 
-// y[t][r] for a block of up to 2 tokens x 4 rows: each x vector is used 4 times and each w vector
-// twice per load, so the loop is bound by arithmetic rather than by loads.
-template <int NT, int NR>
-__attribute__((always_inline)) inline void block(const float *x, int64_t ldx, const float *w, int64_t ldw, int64_t k, float *y, int64_t ldy) {
-    v8 acc[NT][NR] = {};
+// y[t][r] for a block of NT tokens x NR rows: each x vector is used NR times and each w vector NT
+// times per load, so the loop is bound by arithmetic rather than by loads.
+template <typename V, int NT, int NR>
+__attribute__((always_inline)) inline void block(const float *x, int64_t ldx, const float *w, int64_t ldw, int64_t k,
+                                                 float *y, int64_t ldy) {
+    constexpr int L = sizeof(V) / sizeof(float);
+    V acc[NT][NR] = {};
     int64_t i = 0;
-    for (; i + kLanes <= k; i += kLanes) {
-        v8 xv[NT], wv[NR];
-        for (int a = 0; a < NT; ++a) xv[a] = load8(x + a * ldx + i);
-        for (int b = 0; b < NR; ++b) wv[b] = load8(w + b * ldw + i);
+    for (; i + L <= k; i += L) {
+        V xv[NT], wv[NR];
+        for (int a = 0; a < NT; ++a) xv[a] = load<V>(x + a * ldx + i);
+        for (int b = 0; b < NR; ++b) wv[b] = load<V>(w + b * ldw + i);
         for (int a = 0; a < NT; ++a)
             for (int b = 0; b < NR; ++b) acc[a][b] += xv[a] * wv[b];
     }
@@ -47,27 +50,78 @@ __attribute__((always_inline)) inline void block(const float *x, int64_t ldx, co
         }
 }
 
-}  // namespace
-
-DG_MULTIVERSION
-void dot_tile(const float *x, int64_t ldx, int64_t n_tokens, const float *w, int64_t ldw, int64_t n_rows, int64_t k,
-              float *y, int64_t ldy) {
-    int64_t t = 0;
-    for (; t + 2 <= n_tokens; t += 2) {
-        int64_t r = 0;
-        for (; r + 4 <= n_rows; r += 4) block<2, 4>(x + t * ldx, ldx, w + r * ldw, ldw, k, y + t * ldy + r, ldy);
-        for (; r < n_rows; ++r) block<2, 1>(x + t * ldx, ldx, w + r * ldw, ldw, k, y + t * ldy + r, ldy);
+// Blocks of NT tokens x NR rows with edge blocks for the remainders. Rows run in the outer loop so
+// that one block's NR weight rows stay in L1 while the tokens stream past them.
+template <typename V, int NT, int NR>
+__attribute__((always_inline)) inline void tile(const float *x, int64_t ldx, int64_t n_tokens, const float *w,
+                                                int64_t ldw, int64_t n_rows, int64_t k, float *y, int64_t ldy) {
+    int64_t r = 0;
+    for (; r + NR <= n_rows; r += NR) {
+        int64_t t = 0;
+        for (; t + NT <= n_tokens; t += NT) block<V, NT, NR>(x + t * ldx, ldx, w + r * ldw, ldw, k, y + t * ldy + r, ldy);
+        for (; t < n_tokens; ++t) block<V, 1, NR>(x + t * ldx, ldx, w + r * ldw, ldw, k, y + t * ldy + r, ldy);
     }
-    for (; t < n_tokens; ++t) {
-        int64_t r = 0;
-        for (; r + 4 <= n_rows; r += 4) block<1, 4>(x + t * ldx, ldx, w + r * ldw, ldw, k, y + t * ldy + r, ldy);
-        for (; r < n_rows; ++r) block<1, 1>(x + t * ldx, ldx, w + r * ldw, ldw, k, y + t * ldy + r, ldy);
+    for (; r < n_rows; ++r) {
+        int64_t t = 0;
+        for (; t + NT <= n_tokens; t += NT) block<V, NT, 1>(x + t * ldx, ldx, w + r * ldw, ldw, k, y + t * ldy + r, ldy);
+        for (; t < n_tokens; ++t) block<V, 1, 1>(x + t * ldx, ldx, w + r * ldw, ldw, k, y + t * ldy + r, ldy);
     }
 }
 
-DG_MULTIVERSION
-void axpy(float a, const float *x, float *y, int64_t n) {
+void tile_generic(const float *x, int64_t ldx, int64_t n, const float *w, int64_t ldw, int64_t rows, int64_t k,
+                  float *y, int64_t ldy) {
+    tile<v8, 2, 4>(x, ldx, n, w, ldw, rows, k, y, ldy);
+}
+
+#if defined(__x86_64__) && (defined(__GNUC__) || defined(__clang__))
+#define DG_X86_KERNELS 1
+__attribute__((target("avx2,fma"))) void tile_avx2(const float *x, int64_t ldx, int64_t n, const float *w, int64_t ldw,
+                                                   int64_t rows, int64_t k, float *y, int64_t ldy) {
+    tile<v8, 2, 4>(x, ldx, n, w, ldw, rows, k, y, ldy);  // 8 accumulators + 6 loads of 16 registers
+}
+
+__attribute__((target("avx512f,avx512bw,avx512vl,fma"))) void tile_avx512(const float *x, int64_t ldx, int64_t n,
+                                                                          const float *w, int64_t ldw, int64_t rows,
+                                                                          int64_t k, float *y, int64_t ldy) {
+    tile<v16, 4, 4>(x, ldx, n, w, ldw, rows, k, y, ldy);  // 16 accumulators + 8 loads of 32 registers
+}
+
+__attribute__((target("avx2,fma"))) void axpy_avx2(float a, const float *x, float *y, int64_t n) {
     for (int64_t i = 0; i < n; ++i) y[i] += a * x[i];
+}
+
+__attribute__((target("avx512f,avx512bw,avx512vl,fma"))) void axpy_avx512(float a, const float *x, float *y, int64_t n) {
+    for (int64_t i = 0; i < n; ++i) y[i] += a * x[i];
+}
+#endif
+
+void axpy_generic(float a, const float *x, float *y, int64_t n) {
+    for (int64_t i = 0; i < n; ++i) y[i] += a * x[i];
+}
+
+}  // namespace
+
+void dot_tile(const float *x, int64_t ldx, int64_t n_tokens, const float *w, int64_t ldw, int64_t n_rows, int64_t k,
+              float *y, int64_t ldy) {
+#ifdef DG_X86_KERNELS
+    switch (active_isa()) {
+        case Isa::Avx512: return tile_avx512(x, ldx, n_tokens, w, ldw, n_rows, k, y, ldy);
+        case Isa::Avx2: return tile_avx2(x, ldx, n_tokens, w, ldw, n_rows, k, y, ldy);
+        case Isa::Generic: break;
+    }
+#endif
+    tile_generic(x, ldx, n_tokens, w, ldw, n_rows, k, y, ldy);
+}
+
+void axpy(float a, const float *x, float *y, int64_t n) {
+#ifdef DG_X86_KERNELS
+    switch (active_isa()) {
+        case Isa::Avx512: return axpy_avx512(a, x, y, n);
+        case Isa::Avx2: return axpy_avx2(a, x, y, n);
+        case Isa::Generic: break;
+    }
+#endif
+    axpy_generic(a, x, y, n);
 }
 
 }  // namespace dg

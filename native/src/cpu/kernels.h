@@ -1,7 +1,6 @@
-// Float32 inner kernels of the CPU backend. Compiled for several instruction sets and chosen by
-// the loader at run time (GCC/Clang function multi-versioning); the "default" clone is the
-// portable path. Sums run in 8 fixed lanes (GCC vector extensions), so the clones agree up to FMA
-// contraction and results do not depend on the instruction set's width.
+// Float32 inner kernels of the CPU backend, compiled per instruction set (generic, AVX2, AVX-512)
+// and chosen at run time by the active ISA (cpu/dispatch.h, dgemma_set_cpu_isa), like the
+// quantized dot products. The generic version is the portable reference path.
 #pragma once
 
 #include <cstdint>
