@@ -169,3 +169,46 @@ def test_thread_count_does_not_change_results(checkpoint, workdir):
     three = run_ours(gguf_path, cfg, prompt_len, seed=11, threads=3)
     for a, b in zip(one, three):
         np.testing.assert_allclose(a, b, rtol=0, atol=1e-5 * np.abs(a).max())
+
+
+def isa_params():
+    from dgemma import kernels
+
+    out = []
+    for isa in kernels.ISAS:
+        try:
+            kernels.set_cpu_isa(isa)
+            out.append(isa)
+        except dgemma.UnsupportedError:
+            out.append(pytest.param(isa, marks=pytest.mark.skip(reason=f"this CPU lacks {isa}")))
+    kernels.set_cpu_isa("auto")
+    return out
+
+
+@pytest.mark.parametrize("isa", isa_params())
+@pytest.mark.parametrize("wtype", ["f32", "q8_0"])
+def test_every_instruction_set_matches_transformers(checkpoint, isa, wtype, workdir):
+    """The float and integer kernels of each ISA (generic is the portable reference path)."""
+    from dgemma import kernels
+
+    name, cfg, prompt_len, model, path = checkpoint
+    gguf_path = workdir / f"{name}-isa-{wtype}.gguf"
+    convert(path, gguf_path, wtype, progress=None)
+    if wtype == "q8_0":
+        model = build_model(cfg, seed=zlib.crc32(name.encode()) % 1000)
+        load_weights_from_gguf(model, gguf_path)
+        quantized = [p for n, p in model.named_parameters()
+                     if p.ndim >= 2 and p.shape[-1] % 32 == 0 and "vision" not in n and "router" not in n]
+        with QuantizedActivations(quantized):
+            reference = run_reference(model, cfg, prompt_len, seed=5)
+    else:
+        reference = run_reference(model, cfg, prompt_len, seed=5)
+    kernels.set_cpu_isa(isa)
+    try:
+        ours = run_ours(gguf_path, cfg, prompt_len, seed=5, feed=reference)
+    finally:
+        kernels.set_cpu_isa("auto")
+    for r, o in zip(reference, ours):
+        scale = np.abs(r).max()
+        assert np.abs(o - r).max() / scale <= REL_TOL[wtype]
+        assert np.median(np.abs(o - r)) / scale <= MEDIAN_REL_TOL[wtype]
