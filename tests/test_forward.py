@@ -12,6 +12,8 @@ import zlib
 import numpy as np
 import pytest
 
+from test_quants import isa_params
+
 from reference import (QuantizedActivations, ReferenceSequence, build_model, load_weights_from_gguf, save_checkpoint,
                        shared_config)
 
@@ -93,6 +95,20 @@ def run_reference(model, cfg, prompt_len, seed):
                     prompt_len)
 
 
+def same_weight_reference(name, cfg, prompt_len, gguf_path, wtype, seed):
+    """The reference on exactly the weights of `gguf_path` (dequantized); for Q8_0 with its
+    activations rounded as our integer dot products round them."""
+    model = build_model(cfg, seed=zlib.crc32(name.encode()) % 1000)
+    load_weights_from_gguf(model, gguf_path)
+    if wtype != "q8_0":
+        return run_reference(model, cfg, prompt_len, seed=seed)
+    # The converter keeps the router in F32 and matrices whose rows are not a multiple of 32 in F16.
+    quantized = [p for n, p in model.named_parameters()
+                 if p.ndim >= 2 and p.shape[-1] % 32 == 0 and "vision" not in n and "router" not in n]
+    with QuantizedActivations(quantized):
+        return run_reference(model, cfg, prompt_len, seed=seed)
+
+
 def run_ours(gguf_path, cfg, prompt_len, seed, threads=2, feed=None):
     with dgemma.Model(gguf_path, threads=threads) as m:
         s = m.session()
@@ -110,18 +126,9 @@ def test_logits_match_transformers(checkpoint, wtype, workdir, record_property):
     gguf_path = workdir / f"{name}-{wtype}.gguf"
     convert(path, gguf_path, wtype, progress=None)
     f32_reference = run_reference(model, cfg, prompt_len, seed=7) if wtype != "f32" else None
-    if wtype != "f32":
-        # Same rounded weights on both sides: the comparison checks our kernels, not quantization.
-        model = build_model(cfg, seed=zlib.crc32(name.encode()) % 1000)
-        load_weights_from_gguf(model, gguf_path)
-    if wtype == "q8_0":
-        # The converter keeps the router in F32 and matrices whose rows are not a multiple of 32 in F16.
-        quantized = [p for n, p in model.named_parameters()
-                     if p.ndim >= 2 and p.shape[-1] % 32 == 0 and "vision" not in n and "router" not in n]
-        with QuantizedActivations(quantized):
-            reference = run_reference(model, cfg, prompt_len, seed=7)
-    else:
-        reference = run_reference(model, cfg, prompt_len, seed=7)
+    # Same rounded weights on both sides: the comparison checks our kernels, not quantization.
+    reference = (run_reference(model, cfg, prompt_len, seed=7) if wtype == "f32"
+                 else same_weight_reference(name, cfg, prompt_len, gguf_path, wtype, seed=7))
     ours = run_ours(gguf_path, cfg, prompt_len, seed=7, feed=reference)
     worst = 0.0
     for step, (r, o) in enumerate(zip(reference, ours)):
@@ -171,20 +178,6 @@ def test_thread_count_does_not_change_results(checkpoint, workdir):
         np.testing.assert_allclose(a, b, rtol=0, atol=1e-5 * np.abs(a).max())
 
 
-def isa_params():
-    from dgemma import kernels
-
-    out = []
-    for isa in kernels.ISAS:
-        try:
-            kernels.set_cpu_isa(isa)
-            out.append(isa)
-        except dgemma.UnsupportedError:
-            out.append(pytest.param(isa, marks=pytest.mark.skip(reason=f"this CPU lacks {isa}")))
-    kernels.set_cpu_isa("auto")
-    return out
-
-
 @pytest.mark.parametrize("isa", isa_params())
 @pytest.mark.parametrize("wtype", ["f32", "q8_0"])
 def test_every_instruction_set_matches_transformers(checkpoint, isa, wtype, workdir):
@@ -194,15 +187,8 @@ def test_every_instruction_set_matches_transformers(checkpoint, isa, wtype, work
     name, cfg, prompt_len, model, path = checkpoint
     gguf_path = workdir / f"{name}-isa-{wtype}.gguf"
     convert(path, gguf_path, wtype, progress=None)
-    if wtype == "q8_0":
-        model = build_model(cfg, seed=zlib.crc32(name.encode()) % 1000)
-        load_weights_from_gguf(model, gguf_path)
-        quantized = [p for n, p in model.named_parameters()
-                     if p.ndim >= 2 and p.shape[-1] % 32 == 0 and "vision" not in n and "router" not in n]
-        with QuantizedActivations(quantized):
-            reference = run_reference(model, cfg, prompt_len, seed=5)
-    else:
-        reference = run_reference(model, cfg, prompt_len, seed=5)
+    reference = (run_reference(model, cfg, prompt_len, seed=5) if wtype == "f32"
+                 else same_weight_reference(name, cfg, prompt_len, gguf_path, wtype, seed=5))
     kernels.set_cpu_isa(isa)
     try:
         ours = run_ours(gguf_path, cfg, prompt_len, seed=5, feed=reference)
