@@ -273,13 +273,20 @@ public:
                     sum += sr[m];
                 }
                 const float inv = static_cast<float>(1.0 / sum);
+                for (int64_t m = 0; m < n_keys; ++m) sr[m] *= inv;
                 float *o = a.out + i * q_stride + h * d;
                 std::fill(o, o + d, 0.0f);
-                for (int64_t m = 0; m < n_c; ++m)
-                    if (sr[m] != 0.0f) axpy(sr[m] * inv, a.v_cache + ((c_lo + m) % a.cache_capacity) * kv_row + kvh * d, o, d);
-                for (int64_t m = n_c; m < n_keys; ++m)
-                    if (sr[m] != 0.0f) axpy(sr[m] * inv, a.v + (m - n_c) * kv_row + kvh * d, o, d);
             }
+            // out = P . V for the whole block, value rows in the same runs as the keys.
+            float *o = a.out + i0 * q_stride + h * d;
+            for (int64_t j = c_lo; j < cache_end;) {
+                const int64_t slot = j % a.cache_capacity;
+                const int64_t run = std::min(cache_end - j, a.cache_capacity - slot);
+                accumulate_rows(scores + (j - c_lo), n_keys, nb, a.v_cache + slot * kv_row + kvh * d, kv_row, run, d, o,
+                                q_stride);
+                j += run;
+            }
+            if (cur_hi > 0) accumulate_rows(scores + n_c, n_keys, nb, a.v + kvh * d, kv_row, cur_hi, d, o, q_stride);
         });
     }
 

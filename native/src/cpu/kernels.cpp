@@ -68,6 +68,33 @@ __attribute__((always_inline)) inline void tile(const float *x, int64_t ldx, int
     }
 }
 
+// o[a][:] += sum_m p[a][m] * v[m][:] for a < nb queries and m < n rows: each value row is loaded
+// once for all queries of the block.
+template <typename V>
+__attribute__((always_inline)) inline void accumulate(const float *p, int64_t ldp, int64_t nb, const float *v,
+                                                      int64_t ldv, int64_t n, int64_t d, float *o, int64_t ldo) {
+    constexpr int L = sizeof(V) / sizeof(float);
+    for (int64_t m = 0; m < n; ++m) {
+        const float *vr = v + m * ldv;
+        for (int64_t a = 0; a < nb; ++a) {
+            const float w = p[a * ldp + m];
+            if (w == 0.0f) continue;
+            float *oa = o + a * ldo;
+            int64_t i = 0;
+            for (; i + L <= d; i += L) {
+                V acc = load<V>(oa + i) + w * load<V>(vr + i);
+                __builtin_memcpy(oa + i, &acc, sizeof(V));
+            }
+            for (; i < d; ++i) oa[i] += w * vr[i];
+        }
+    }
+}
+
+void accumulate_generic(const float *p, int64_t ldp, int64_t nb, const float *v, int64_t ldv, int64_t n, int64_t d,
+                        float *o, int64_t ldo) {
+    accumulate<v8>(p, ldp, nb, v, ldv, n, d, o, ldo);
+}
+
 void tile_generic(const float *x, int64_t ldx, int64_t n, const float *w, int64_t ldw, int64_t rows, int64_t k,
                   float *y, int64_t ldy) {
     tile<v8, 2, 4>(x, ldx, n, w, ldw, rows, k, y, ldy);
@@ -84,6 +111,17 @@ __attribute__((target("avx512f,avx512bw,avx512vl,fma"))) void tile_avx512(const 
                                                                           const float *w, int64_t ldw, int64_t rows,
                                                                           int64_t k, float *y, int64_t ldy) {
     tile<v16, 4, 4>(x, ldx, n, w, ldw, rows, k, y, ldy);  // 16 accumulators + 8 loads of 32 registers
+}
+
+__attribute__((target("avx2,fma"))) void accumulate_avx2(const float *p, int64_t ldp, int64_t nb, const float *v,
+                                                         int64_t ldv, int64_t n, int64_t d, float *o, int64_t ldo) {
+    accumulate<v8>(p, ldp, nb, v, ldv, n, d, o, ldo);
+}
+
+__attribute__((target("avx512f,avx512bw,avx512vl,fma"))) void accumulate_avx512(const float *p, int64_t ldp, int64_t nb,
+                                                                                const float *v, int64_t ldv, int64_t n,
+                                                                                int64_t d, float *o, int64_t ldo) {
+    accumulate<v16>(p, ldp, nb, v, ldv, n, d, o, ldo);
 }
 
 __attribute__((target("avx2,fma"))) void axpy_avx2(float a, const float *x, float *y, int64_t n) {
@@ -111,6 +149,18 @@ void dot_tile(const float *x, int64_t ldx, int64_t n_tokens, const float *w, int
     }
 #endif
     tile_generic(x, ldx, n_tokens, w, ldw, n_rows, k, y, ldy);
+}
+
+void accumulate_rows(const float *p, int64_t ldp, int64_t nb, const float *v, int64_t ldv, int64_t n, int64_t d,
+                     float *o, int64_t ldo) {
+#ifdef DG_X86_KERNELS
+    switch (active_isa()) {
+        case Isa::Avx512: return accumulate_avx512(p, ldp, nb, v, ldv, n, d, o, ldo);
+        case Isa::Avx2: return accumulate_avx2(p, ldp, nb, v, ldv, n, d, o, ldo);
+        case Isa::Generic: break;
+    }
+#endif
+    accumulate_generic(p, ldp, nb, v, ldv, n, d, o, ldo);
 }
 
 void axpy(float a, const float *x, float *y, int64_t n) {
