@@ -179,19 +179,46 @@ class QuantizedActivations:
         F.linear = self._orig
 
 
-class SharedRandom:
-    """One deterministic stream of randomness served in the order it is asked for: the test hook
-    for dgemma's sampler (`fill(kind, n)`) and, through `patch_torch`, the reference's
-    torch.randint and torch.multinomial. Two instances with the same seed serve identical values."""
+class DrawTable:
+    """A table of raw 64-bit draws, the test hook of dgemma's sampler (`draws=`), and the same values
+    served to the reference's torch.randint and torch.multinomial through `patch_torch`. The mapping
+    is written here from dgemma.h ("Randomness") independently of the core:
+      k = ((canvas * (N + 1) + s) * 2 + kind) * C + position
+    s = 0 for a canvas's initial ids, s = 1, 2, .. for its steps; kind 0 = the initial id or the step's
+    uniform, 1 = the step's re-noise id; an id is (r * V) >> 64, a uniform (r >> 40) / 2^24."""
 
-    def __init__(self, seed: int, n_vocab: int):
-        self.rng = np.random.default_rng(seed)
-        self.n_vocab = n_vocab
+    def __init__(self, seed: int, n_vocab: int, n_canvas: int, max_steps: int, n_canvases: int = 1):
+        self.n_vocab, self.C, self.N = n_vocab, n_canvas, max_steps
+        n = n_canvases * (max_steps + 1) * 2 * n_canvas
+        self.raw = np.random.default_rng(seed).integers(0, 2**64, n, dtype=np.uint64, endpoint=False)
+        self._canvas, self._s, self._state = -1, 0, "init"
 
-    def fill(self, kind: int, n: int) -> np.ndarray:
-        if kind == 0:
-            return self.rng.integers(0, self.n_vocab, n).astype(np.int32)
-        return self.rng.random(n, dtype=np.float32)
+    def index(self, canvas: int, s: int, kind: int) -> np.ndarray:
+        return ((canvas * (self.N + 1) + s) * 2 + kind) * self.C + np.arange(self.C)
+
+    def ids(self, canvas: int, s: int, kind: int) -> np.ndarray:
+        r = self.raw[self.index(canvas, s, kind)]
+        hi, lo, v = r >> np.uint64(32), r & np.uint64(0xFFFFFFFF), np.uint64(self.n_vocab)
+        return ((hi * v + ((lo * v) >> np.uint64(32))) >> np.uint64(32)).astype(np.int64)
+
+    def uniforms(self, canvas: int, s: int) -> np.ndarray:
+        return (self.raw[self.index(canvas, s, 0)] >> np.uint64(40)).astype(np.float64) / 2.0**24
+
+    # The reference asks, per canvas: C initial ids (randint), then per step C draws (multinomial)
+    # and C re-noise ids (randint). A randint after a step's re-noise starts the next canvas.
+    def _next_ids(self) -> np.ndarray:
+        if self._state in ("init", "after_renoise"):
+            self._canvas, self._s, self._state = self._canvas + 1, 0, "after_init"
+            return self.ids(self._canvas, 0, 0)
+        assert self._state == "after_draw", self._state
+        self._state = "after_renoise"
+        return self.ids(self._canvas, self._s, 1)
+
+    def _next_uniforms(self) -> np.ndarray:
+        assert self._state in ("after_init", "after_renoise"), self._state
+        self._s += 1
+        self._state = "after_draw"
+        return self.uniforms(self._canvas, self._s)
 
     def patch_torch(self, monkeypatch):
         import torch
@@ -201,15 +228,16 @@ class SharedRandom:
                 low, high = (0, args[0]) if len(args) == 1 else args[:2]
                 size = args[-1] if size is None and len(args) > 2 else size
             assert high == self.n_vocab, high
-            n = int(np.prod(size))
-            return torch.from_numpy(self.fill(0, n).astype(np.int64)).view(*size)
+            assert int(np.prod(size)) == self.C, size
+            return torch.from_numpy(self._next_ids()).view(*size)
 
         def multinomial(probs, num_samples, **kw):
-            # Inverse CDF with the stream's uniforms: the first index whose cumulative
-            # probability exceeds u times the total (the rule dgemma's sampler uses).
+            # Inverse CDF with the table's uniforms: the first index whose cumulative probability
+            # exceeds u times the total (the rule dgemma's sampler uses).
             assert num_samples == 1
             p = probs.detach().double().numpy()
-            u = self.fill(1, p.shape[0]).astype(np.float64)
+            assert p.shape[0] == self.C, p.shape
+            u = self._next_uniforms()
             cum = np.cumsum(p, axis=-1)
             idx = (cum > (u * cum[:, -1])[:, None]).argmax(axis=-1)
             return torch.from_numpy(idx.astype(np.int64))[:, None]

@@ -10,7 +10,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from reference import ReferenceSequence, SharedRandom, build_model, load_weights_from_gguf
+from reference import DrawTable, ReferenceSequence, build_model, load_weights_from_gguf
 
 import dgemma
 
@@ -69,7 +69,8 @@ def test_generation_matches_transformers(demo, reference, monkeypatch):
 
     ids = chat_ids(demo, "Write a sentence: red car, runs")
     s = demo.config.sampler
-    SharedRandom(3, demo.config.n_vocab).patch_torch(monkeypatch)
+    table = DrawTable(3, demo.config.n_vocab, demo.config.canvas_length, s.max_steps, n_canvases=-(-64 // demo.config.canvas_length))
+    table.patch_torch(monkeypatch)
     out = reference.generate(torch.tensor([ids]), max_new_tokens=64, eos_token_id=list(demo.tokenizer.eos),
                              pad_token_id=0, sampler_config=EntropyBoundSamplerConfig(entropy_bound=s.entropy_bound),
                              max_denoising_steps=s.max_steps, t_min=s.t_min, t_max=s.t_max,
@@ -77,7 +78,7 @@ def test_generation_matches_transformers(demo, reference, monkeypatch):
     monkeypatch.undo()
     new = out.sequences[0, len(ids):].tolist()
     eos = next(i for i, t in enumerate(new) if t in demo.tokenizer.eos)
-    ours = demo.generate(ids, max_new_tokens=64, random_source=SharedRandom(3, demo.config.n_vocab).fill)
+    ours = demo.generate(ids, max_new_tokens=64, draws=table.raw)
     assert ours.tokens == new[:eos] and ours.finish_reason == "eos"
 
 

@@ -11,7 +11,7 @@ import pytest
 import torch
 from transformers.models.diffusion_gemma.generation_diffusion_gemma import EntropyBoundSamplerConfig
 
-from reference import SharedRandom, build_model, save_checkpoint, shared_config
+from reference import DrawTable, build_model, save_checkpoint, shared_config
 from test_tokenizer import GENERATION_CONFIG, TOKENIZER_CONFIG, train_spm
 from tokenizer_corpus import GEMMA4_STYLE_CHAT_TEMPLATE
 
@@ -53,8 +53,13 @@ def with_tokenizer(workdir):
     return gguf
 
 
+def draw_table(seed, vocab, max_new_tokens):
+    C = shared_config("tiny")["canvas_length"]
+    return DrawTable(seed, vocab, C, SAMPLER["max_denoising_steps"], n_canvases=-(-max_new_tokens // C))
+
+
 def reference_generate(model, prompt, max_new_tokens, eos, seed, monkeypatch):
-    SharedRandom(seed, model.config.text_config.vocab_size).patch_torch(monkeypatch)
+    draw_table(seed, model.config.text_config.vocab_size, max_new_tokens).patch_torch(monkeypatch)
     p = dict(SAMPLER)
     out = model.generate(torch.tensor([prompt]), max_new_tokens=max_new_tokens, eos_token_id=eos, pad_token_id=0,
                          sampler_config=EntropyBoundSamplerConfig(entropy_bound=p.pop("entropy_bound")), **p)
@@ -70,8 +75,8 @@ def reference_generate(model, prompt, max_new_tokens, eos, seed, monkeypatch):
 
 def ours_generate(gguf, prompt, max_new_tokens, eos, seed, vocab):
     with dgemma.Model(gguf, threads=2) as m:
-        return m.generate(prompt, max_new_tokens=max_new_tokens, eos_ids=eos or [], random_source=SharedRandom(seed, vocab).fill,
-                          **SAMPLER)
+        return m.generate(prompt, max_new_tokens=max_new_tokens, eos_ids=eos or [],
+                          draws=draw_table(seed, vocab, max_new_tokens).raw, **SAMPLER)
 
 
 @pytest.mark.parametrize("max_new_tokens", [48, 37])
@@ -112,7 +117,8 @@ def test_same_seed_same_output_and_batches(decisive):
         assert len(a.tokens) == 20 and a.steps >= 2 and a.prompt_tokens == 3
         # A batch: each sequence as if alone, finishing in its own canvas.
         free = m.generate([4, 5], max_new_tokens=40, seed=3)
-        eos = [free.tokens[18]]
+        C = cfg["canvas_length"]  # an EOS that first appears in the second canvas
+        eos = [next(t for t in free.tokens[C:2 * C] if t not in free.tokens[:C])]
         batch = m.generate([[1, 2, 3], [4, 5]], max_new_tokens=40, seed=3, eos_ids=eos)
         alone = [m.generate(p, max_new_tokens=40, seed=3, eos_ids=eos) for p in ([1, 2, 3], [4, 5])]
         assert [g.tokens for g in batch] == [g.tokens for g in alone]

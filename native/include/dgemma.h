@@ -31,7 +31,7 @@ extern "C" {
 #define DGEMMA_API __attribute__((visibility("default")))
 #endif
 
-#define DGEMMA_API_VERSION 1
+#define DGEMMA_API_VERSION 2
 
 typedef enum dgemma_status {
     DGEMMA_OK = 0,
@@ -58,7 +58,9 @@ typedef struct dgemma_model dgemma_model;
 typedef struct dgemma_session dgemma_session;
 
 typedef struct dgemma_model_params {
-    int32_t n_threads; /* worker threads for the CPU backend; <= 0 means one per core */
+    int32_t n_threads;   /* worker threads for the CPU backend; <= 0 means one per core */
+    int32_t kv_type;     /* KV cache element type, a ggml type id: 0 = F32 (default), 1 = F16, 30 = BF16 */
+    const char *backend; /* NULL or "cpu"; "opaque" is the test backend (host-opaque memory, transfers counted) */
 } dgemma_model_params;
 
 DGEMMA_API dgemma_model_params dgemma_model_default_params(void);
@@ -77,6 +79,27 @@ DGEMMA_API void dgemma_model_free(dgemma_model *model);
  *  "sampler":{"max_steps":..,"t_min":..,...}, "file_type": .., ...}
  */
 DGEMMA_API const char *dgemma_model_config_json(const dgemma_model *model);
+
+/* Memory a model needs (bytes): the weights, one session holding `n_ctx_tokens` positions, and the
+ * workspace and sampler state of a batch of `n_batch` canvases; total = weights + n_sessions
+ * sessions + the batch. What `dgemma info`, admission control and offload planning read. */
+typedef struct dgemma_memory {
+    uint64_t weights_mapped; /* file bytes used in place (the CPU maps them and pages them in on demand) */
+    uint64_t weights_owned;  /* weight bytes the backend holds beyond the file (uploads, repacked copies) */
+    uint64_t per_session;    /* KV cache of one session */
+    uint64_t per_batch;      /* workspace (activations, logits) and sampler state of the batch */
+    uint64_t total;
+} dgemma_memory;
+DGEMMA_API dgemma_status dgemma_model_memory(const dgemma_model *model, int64_t n_ctx_tokens, int32_t n_batch,
+                                             int32_t n_sessions, dgemma_memory *out);
+
+/* Bytes that crossed between the host and the backend's memory since load (the "opaque" test
+ * backend counts them; the CPU backend reports zeros). */
+typedef struct dgemma_transfers {
+    uint64_t bytes_to_host, bytes_to_device;
+    int64_t downloads, uploads;
+} dgemma_transfers;
+DGEMMA_API dgemma_status dgemma_model_transfers(const dgemma_model *model, dgemma_transfers *out);
 
 /* A sequence with its own KV cache. */
 DGEMMA_API dgemma_status dgemma_session_new(dgemma_model *model, dgemma_session **out_session);
@@ -117,11 +140,15 @@ typedef struct dgemma_sampler_params {
 
 DGEMMA_API dgemma_sampler_params dgemma_model_sampler_defaults(const dgemma_model *model);
 
-/* Test hook: fills `n` random values, kind 0 = token ids (int32, in [0, n_vocab)), kind 1 = uniforms
- * (float, in [0, 1)). Consumed in the reference's order: n_canvas ids to start a canvas, then per
- * step n_canvas uniforms (the draws) and n_canvas ids (re-noise candidates). */
-typedef void (*dgemma_random_fn)(void *user, int32_t kind, int64_t n, void *out);
-/* After every denoising step: the current argmax canvas; return nonzero to cancel. */
+/* Randomness. Every random value of a sequence is a raw 64-bit draw r_k, k fixed by what it is for:
+ *   k = ((canvas * (max_steps + 1) + s) * 2 + kind) * n_canvas + position
+ * with canvas 0, 1, .. in the generation; s = 0 for the canvas's initial ids, s = max_steps - n + 1
+ * for the step counting down n; kind 0 = initial id (s = 0) or the step's uniform, 1 = the step's
+ * re-noise id. r_k is output k of splitmix64 seeded with `seed` (z = seed + (k + 1) * 0x9e3779b97f4a7c15,
+ * then the splitmix64 mix), or entry k of a caller's table of raw draws (tests feed a reference the
+ * same values). An id is (r * n_vocab) >> 64; a uniform is (r >> 40) / 2^24. Any backend draws the
+ * same values in any order. */
+/* After every denoising step: the argmax canvas when drafts are asked for, else NULL; return nonzero to cancel. */
 typedef int32_t (*dgemma_step_fn)(void *user, int32_t step, const int32_t *draft, int64_t n_canvas);
 /* After every finished canvas: its new output tokens; return nonzero to stop after it. */
 typedef int32_t (*dgemma_canvas_fn)(void *user, const int32_t *tokens, int64_t n_tokens);
@@ -131,7 +158,11 @@ typedef struct dgemma_generate_options {
     int64_t n_eos;
     dgemma_step_fn on_step;     /* may be NULL */
     dgemma_canvas_fn on_canvas; /* may be NULL */
-    dgemma_random_fn random;    /* NULL: the built-in generator seeded by params.seed */
+    int32_t drafts;             /* nonzero: on_step receives each step's argmax canvas (a copy to the host per step) */
+    const uint64_t *draws;      /* NULL: the generator seeded by params.seed; else a table of raw draws (see above) */
+    int64_t n_draws;            /* entries in `draws`; a draw past the end fails the call */
+    const uint8_t *fixed;       /* NULL, or [canvas_length]: nonzero = position fixed in the first canvas (infill) */
+    const int32_t *fixed_tokens;/* [canvas_length]: the tokens of the fixed positions */
     void *user;                 /* passed to the callbacks */
 } dgemma_generate_options;
 
@@ -174,12 +205,21 @@ DGEMMA_API dgemma_status dgemma_generate_batch(dgemma_session *const *sessions, 
                                                const dgemma_generate_options *options, int32_t *const *out_tokens,
                                                dgemma_generate_result *results);
 
-/* The sampler alone, on caller-supplied logits (tests, custom loops). */
+/* The sampler alone, on caller-supplied logits (tests, custom loops): the reference every backend's
+ * sampler reproduces bit for bit (entropies, softmax sums and the inverse-CDF draw summed over
+ * vocabulary chunks of 1024 by a halving tree, the chunks in order; exp and log in plain double
+ * arithmetic; positions ordered by (entropy, position)). `draws` as in dgemma_generate_options
+ * (NULL: the generator seeded by params->seed); the table is copied. */
 typedef struct dgemma_sampler dgemma_sampler;
 DGEMMA_API dgemma_status dgemma_sampler_new(int64_t n_canvas, int64_t n_vocab, const dgemma_sampler_params *params,
-                                            dgemma_random_fn random, void *user, dgemma_sampler **out_sampler);
+                                            const uint64_t *draws, int64_t n_draws, dgemma_sampler **out_sampler);
 DGEMMA_API void dgemma_sampler_free(dgemma_sampler *sampler);
-/* Writes a fresh uniform random canvas [n_canvas] and resets the stopping history. */
+/* Fixed positions for the following canvases: mask [n_canvas], nonzero = fixed; NULL clears. A fixed
+ * position keeps the token the caller put in `canvas`, takes no part in the entropy budget or the
+ * stop test, and its argmax is that token. */
+DGEMMA_API dgemma_status dgemma_sampler_set_fixed(dgemma_sampler *sampler, const uint8_t *mask);
+/* Starts the next canvas (canvas 0, 1, ..): writes a fresh id at every free position of `canvas`
+ * [n_canvas] and resets the stopping history. */
 DGEMMA_API dgemma_status dgemma_sampler_init_canvas(dgemma_sampler *sampler, int32_t *canvas);
 /* Step `step` (N .. 1): logits [n_canvas][n_vocab] raw in, processed (divided by the temperature)
  * out; canvas current in, next out; argmax [n_canvas] and accepted [n_canvas] (0/1) out; *stop set

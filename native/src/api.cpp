@@ -25,6 +25,8 @@ DGEMMA_API int32_t dgemma_api_version(void) { return DGEMMA_API_VERSION; }
 DGEMMA_API dgemma_model_params dgemma_model_default_params(void) {
     dgemma_model_params p;
     p.n_threads = 0;
+    p.kv_type = static_cast<int32_t>(dg::TensorType::F32);
+    p.backend = nullptr;
     return p;
 }
 
@@ -33,9 +35,15 @@ DGEMMA_API dgemma_status dgemma_model_load(const char *path, const dgemma_model_
     return dg::guarded([&] {
         require(path != nullptr && out_model != nullptr, "dgemma_model_load: path and out_model must not be NULL");
         *out_model = nullptr;
-        const int n_threads = params ? params->n_threads : 0;
+        dg::ModelOptions o;
+        if (params) {
+            o.n_threads = params->n_threads;
+            require(params->kv_type >= 0, "dgemma_model_load: kv_type must be a ggml type id (0 F32, 1 F16, 30 BF16)");
+            o.kv_type = static_cast<dg::TensorType>(params->kv_type);
+            if (params->backend) o.backend = params->backend;
+        }
         auto m = std::make_unique<dgemma_model>();
-        m->model = std::make_unique<dg::Model>(path, n_threads);
+        m->model = std::make_unique<dg::Model>(path, o);
         *out_model = m.release();
     });
 }
@@ -44,6 +52,24 @@ DGEMMA_API void dgemma_model_free(dgemma_model *model) { delete model; }
 
 DGEMMA_API const char *dgemma_model_config_json(const dgemma_model *model) {
     return model ? model->model->config_json().c_str() : "";
+}
+
+DGEMMA_API dgemma_status dgemma_model_memory(const dgemma_model *model, int64_t n_ctx_tokens, int32_t n_batch,
+                                             int32_t n_sessions, dgemma_memory *out) {
+    return dg::guarded([&] {
+        require(model && out, "dgemma_model_memory: model and out must not be NULL");
+        require(n_ctx_tokens >= 0 && n_batch >= 0 && n_sessions >= 0, "dgemma_model_memory: counts must not be negative");
+        const dg::MemoryPlan p = model->model->memory_plan(n_ctx_tokens, n_batch, n_sessions);
+        *out = {p.weights_mapped, p.weights_owned, p.per_session, p.per_batch, p.total};
+    });
+}
+
+DGEMMA_API dgemma_status dgemma_model_transfers(const dgemma_model *model, dgemma_transfers *out) {
+    return dg::guarded([&] {
+        require(model && out, "dgemma_model_transfers: model and out must not be NULL");
+        const dg::TransferCounts &t = model->model->transfers();
+        *out = {t.bytes_to_host, t.bytes_to_device, t.downloads, t.uploads};
+    });
 }
 
 DGEMMA_API dgemma_status dgemma_session_new(dgemma_model *model, dgemma_session **out_session) {
@@ -86,7 +112,11 @@ DGEMMA_API dgemma_status dgemma_session_denoise(dgemma_session *session, const i
         require(session != nullptr && canvas != nullptr && out_logits != nullptr,
                 "dgemma_session_denoise: session, canvas and out_logits must not be NULL");
         dg::Session &s = *session->session;
-        const size_t bytes = static_cast<size_t>(n_canvas > 0 ? n_canvas : 0) * s.model.hparams().n_vocab * sizeof(float);
+        const int64_t C = s.model.hparams().canvas_length;
+        if (n_canvas <= 0 || n_canvas > C)
+            throw dg::Error(DGEMMA_ERR_OUT_OF_RANGE, "canvas of " + std::to_string(n_canvas) +
+                                                         " tokens; the model's canvas length is " + std::to_string(C));
+        const size_t bytes = static_cast<size_t>(n_canvas) * static_cast<size_t>(s.model.hparams().n_vocab) * sizeof(float);
         if (sc_logits) {
             const char *a = reinterpret_cast<const char *>(sc_logits), *b = reinterpret_cast<const char *>(out_logits);
             require(a + bytes <= b || b + bytes <= a, "dgemma_session_denoise: out_logits must not overlap sc_logits");

@@ -13,9 +13,30 @@
 
 
 struct dgemma_sampler {
+    int64_t n_canvas = 0, n_vocab = 0, canvas_no = -1;
+    dg::SamplerParams params;
+    uint64_t seed = 0;
+    std::vector<uint64_t> table;
+    bool has_table = false;
+    std::vector<int8_t> fixed;  // empty: none
+    std::vector<int32_t> argmax, history;
+    std::vector<int8_t> accepted;
     dg::ThreadPool pool{1};
-    std::unique_ptr<dg::RandomSource> random;
-    std::unique_ptr<dg::Sampler> sampler;
+    dg::SamplerScratch scratch;
+
+    dg::SamplerView view() {
+        dg::SamplerView v;
+        v.n_canvas = n_canvas;
+        v.n_vocab = n_vocab;
+        v.params = &params;
+        v.draws = {seed, has_table ? table.data() : nullptr, static_cast<int64_t>(table.size())};
+        v.canvas_no = canvas_no;
+        v.argmax = argmax.data();
+        v.fixed = fixed.empty() ? nullptr : fixed.data();
+        v.history = history.data();
+        v.accepted = accepted.data();
+        return v;
+    }
 };
 
 namespace {
@@ -31,10 +52,6 @@ dg::SamplerParams to_internal(const dgemma_sampler_params &p) {
     return s;
 }
 
-void install_override(dg::RandomSource &r, dgemma_random_fn fn, void *user) {
-    if (fn) r.set_override([fn, user](int kind, int64_t n, void *out) { fn(user, kind, n, out); });
-}
-
 void require(bool ok, const char *message) {
     if (!ok) throw dg::Error(DGEMMA_ERR_INVALID_ARGUMENT, message);
 }
@@ -44,19 +61,15 @@ void require(bool ok, const char *message) {
 extern "C" {
 
 DGEMMA_API dgemma_sampler_params dgemma_model_sampler_defaults(const dgemma_model *model) {
-    dgemma_sampler_params p{48, 0.4f, 0.8f, 0.1f, 1, 0.005f, 0};
-    if (model) {
-        const dg::SamplerDefaults &d = model->model->hparams().sampler;
-        p = {d.max_steps, d.t_min, d.t_max, d.entropy_bound, d.stability_threshold, d.confidence_threshold, 0};
-    }
-    return p;
+    const dg::SamplerParams d = model ? model->model->hparams().sampler : dg::SamplerParams{};
+    return {d.max_steps, d.t_min, d.t_max, d.entropy_bound, d.stability_threshold, d.confidence_threshold, 0};
 }
 
 namespace {
 
-// Everything one sequence of a generate call needs beyond the core's job: its random source.
+// What one sequence of a generate call holds beyond the core's job: its fixed mask as int8.
 struct JobOwner {
-    std::unique_ptr<dg::RandomSource> random;
+    std::vector<int8_t> fixed;
 };
 
 dg::GenerateJob make_job(dgemma_session *session, const dgemma_sampler_params &params, int64_t max_new_tokens,
@@ -65,11 +78,24 @@ dg::GenerateJob make_job(dgemma_session *session, const dgemma_sampler_params &p
     dgemma_generate_options opt{};
     if (options) opt = *options;
     require(opt.n_eos >= 0 && (opt.eos_ids || opt.n_eos == 0), "dgemma generate: bad EOS list");
+    require(opt.n_draws >= 0 && (opt.draws || opt.n_draws == 0), "dgemma generate: bad draw table");
+    require(!opt.fixed || opt.fixed_tokens, "dgemma generate: fixed positions need fixed_tokens");
     dg::Session &s = *session->session;
-    owner.random = std::make_unique<dg::RandomSource>(params.seed, s.model.hparams().n_vocab);
-    install_override(*owner.random, opt.random, opt.user);
-    dg::GenerateJob job{&s, to_internal(params), owner.random.get(), max_new_tokens,
-                        std::vector<int32_t>(opt.eos_ids, opt.eos_ids + opt.n_eos), {}, out_tokens, {}};
+    dg::GenerateJob job;
+    job.s = &s;
+    job.params = to_internal(params);
+    job.draws = {params.seed, opt.draws, opt.n_draws};
+    if (opt.fixed) {
+        const int64_t C = s.model.hparams().canvas_length;
+        owner.fixed.assign(opt.fixed, opt.fixed + C);
+        for (int8_t &f : owner.fixed) f = f ? 1 : 0;
+        job.fixed = owner.fixed.data();
+        job.fixed_tokens = opt.fixed_tokens;
+    }
+    job.max_new_tokens = max_new_tokens;
+    job.eos_ids.assign(opt.eos_ids, opt.eos_ids + opt.n_eos);
+    job.out_tokens = out_tokens;
+    job.hooks.drafts = opt.drafts != 0;
     if (opt.on_step)
         job.hooks.on_step = [opt](int step, const int32_t *d, int64_t n) { return opt.on_step(opt.user, step, d, n) != 0; };
     if (opt.on_canvas)
@@ -111,25 +137,47 @@ DGEMMA_API dgemma_status dgemma_generate_batch(dgemma_session *const *sessions, 
 }
 
 DGEMMA_API dgemma_status dgemma_sampler_new(int64_t n_canvas, int64_t n_vocab, const dgemma_sampler_params *params,
-                                            dgemma_random_fn random, void *user, dgemma_sampler **out_sampler) {
+                                            const uint64_t *draws, int64_t n_draws, dgemma_sampler **out_sampler) {
     return dg::guarded([&] {
         require(params && out_sampler, "dgemma_sampler_new: params and out_sampler must not be NULL");
-        require(n_canvas > 0 && n_vocab > 0 && n_vocab <= INT32_MAX, "dgemma_sampler_new: sizes must be positive");
+        require(n_canvas > 0 && n_canvas <= (1 << 20) && n_vocab > 0 && n_vocab <= INT32_MAX,
+                "dgemma_sampler_new: n_canvas must be in 1..2^20 and n_vocab in 1..2^31-1");
+        require(n_draws >= 0 && (draws || n_draws == 0), "dgemma_sampler_new: bad draw table");
         *out_sampler = nullptr;
         auto s = std::make_unique<dgemma_sampler>();
-        s->random = std::make_unique<dg::RandomSource>(params->seed, n_vocab);
-        install_override(*s->random, random, user);
-        s->sampler = std::make_unique<dg::Sampler>(n_canvas, n_vocab, to_internal(*params), *s->random, s->pool);
+        s->n_canvas = n_canvas;
+        s->n_vocab = n_vocab;
+        s->params = to_internal(*params);
+        dg::check_sampler_params(s->params);
+        s->seed = params->seed;
+        s->has_table = draws != nullptr;
+        if (draws) s->table.assign(draws, draws + n_draws);
+        s->argmax.assign(static_cast<size_t>(n_canvas), 0);
+        s->accepted.assign(static_cast<size_t>(n_canvas), 0);
+        s->history.assign(static_cast<size_t>(std::max(1, s->params.stability_threshold) * n_canvas), -1);
+        s->scratch.reserve(n_canvas, n_vocab, s->pool.size());
         *out_sampler = s.release();
     });
 }
 
 DGEMMA_API void dgemma_sampler_free(dgemma_sampler *sampler) { delete sampler; }
 
+DGEMMA_API dgemma_status dgemma_sampler_set_fixed(dgemma_sampler *sampler, const uint8_t *mask) {
+    return dg::guarded([&] {
+        require(sampler, "dgemma_sampler_set_fixed: sampler must not be NULL");
+        sampler->fixed.clear();
+        if (mask)
+            for (int64_t i = 0; i < sampler->n_canvas; ++i) sampler->fixed.push_back(mask[i] ? 1 : 0);
+    });
+}
+
 DGEMMA_API dgemma_status dgemma_sampler_init_canvas(dgemma_sampler *sampler, int32_t *canvas) {
     return dg::guarded([&] {
         require(sampler && canvas, "dgemma_sampler_init_canvas: arguments must not be NULL");
-        sampler->sampler->init_canvas(canvas);
+        ++sampler->canvas_no;
+        dg::SamplerView v = sampler->view();
+        v.canvas = canvas;
+        dg::sampler_init_host(v);
     });
 }
 
@@ -137,10 +185,14 @@ DGEMMA_API dgemma_status dgemma_sampler_step(dgemma_sampler *sampler, int32_t st
                                              int32_t *argmax, uint8_t *accepted, int32_t *stop) {
     return dg::guarded([&] {
         require(sampler && logits && canvas, "dgemma_sampler_step: sampler, logits and canvas must not be NULL");
-        const dg::StepResult r = sampler->sampler->step(step, logits, canvas);
-        if (argmax) std::copy(sampler->sampler->argmax().begin(), sampler->sampler->argmax().end(), argmax);
-        if (accepted) std::copy(sampler->sampler->accepted().begin(), sampler->sampler->accepted().end(), accepted);
-        if (stop) *stop = r.stop ? 1 : 0;
+        require(sampler->canvas_no >= 0, "dgemma_sampler_step: call dgemma_sampler_init_canvas first");
+        dg::SamplerView v = sampler->view();
+        v.canvas = canvas;
+        const bool r = dg::sample_step_host(v, step, logits, sampler->pool, sampler->scratch);
+        if (argmax) std::copy(sampler->argmax.begin(), sampler->argmax.end(), argmax);
+        if (accepted)
+            for (int64_t i = 0; i < sampler->n_canvas; ++i) accepted[i] = sampler->accepted[i] ? 1 : 0;
+        if (stop) *stop = r ? 1 : 0;
     });
 }
 

@@ -1,85 +1,175 @@
-// The compute interface the model is written against. Every buffer argument is backend memory
-// obtained from alloc(); weights are views into the mapped file (a device backend uploads them once
-// in prepare()). The CPU backend (cpu/) is always present; the model never calls a backend's
-// kernels directly.
+// The compute seam: every op the model and the generation loop run, over typed tensors in backend
+// memory. The model is written against this interface only; a backend (cpu/, a device backend,
+// the host-opaque test backend) implements it. Design: docs/backends.md.
+//
+// Rules every backend keeps:
+//   - Ops are enqueued on the backend's stream in call order and may run asynchronously; only
+//     download() and synchronize() wait. The CPU backend runs each op before returning.
+//   - Ops never allocate: scratch is sized once by reserve() (a pass of up to max_rows rows
+//     attending to up to max_keys keys) before the first pass that needs it.
+//   - Host memory crosses only through upload() and download() (and weights at load); the
+//     description of a pass (Pass, AttentionArgs) is small host data every op may read.
 #pragma once
 
 #include <cstddef>
 #include <cstdint>
 #include <memory>
+#include <string>
+#include <vector>
 
+#include "sampler.h"
 #include "tensor.h"
 
 namespace dg {
 
-struct Buffer {
-    float *data = nullptr;
-    size_t n = 0;  // floats
+enum class PassMode : int32_t { Decoder = 0, Encoder = 1 };
+
+// One layer's KV cache of one sequence: a ring of `capacity` slots (slot = position % capacity),
+// k and v of ne = {n_head_kv * head_dim, capacity}, in the cache type (F32, F16 or BF16).
+struct KvLayer {
+    Tensor k, v;
+    int64_t capacity = 0;
 };
 
-// Which keys a block of queries may see. Queries are at positions q_pos0 .. q_pos0 + n_q - 1; the
-// current keys (computed with them) at the same positions; cached keys at positions
-// cache_pos0 .. cache_pos0 + n_cache - 1, stored in a ring of `cache_capacity` slots (slot = pos % capacity).
+// One sequence's rows in a pass: rows row0 .. row0 + n - 1 at positions n_past .. n_past + n - 1.
+// Encoder rows attend causally and append to the cache; decoder rows attend to the cached prefix
+// and to every row of their segment, and leave the cache untouched.
+struct PassSegment {
+    int64_t row0 = 0, n = 0, n_past = 0;
+    PassMode mode = PassMode::Decoder;
+    const std::vector<KvLayer> *cache = nullptr;  // per layer
+};
+
+// The batch description every op of a pass reads. positions and row_mode are backend tensors
+// (I32 [n_rows]) so that RoPE and the layer scalar run once over all rows of any mix of segments.
+struct Pass {
+    int64_t n_rows = 0;
+    std::vector<PassSegment> segments;
+    Tensor positions;  // I32 [n_rows]
+    Tensor row_mode;   // I32 [n_rows], PassMode per row
+};
+
 struct AttentionArgs {
-    const float *q;  // [n_q][n_head][head_dim]
-    const float *k;  // [n_q][n_head_kv][head_dim] current keys
-    const float *v;  // [n_q][n_head_kv][head_dim] current values
-    const float *k_cache;  // [cache_capacity][n_head_kv][head_dim]
-    const float *v_cache;
-    int64_t cache_capacity;
-    int64_t cache_pos0;
-    int64_t n_cache;
-    int64_t n_q;
-    int64_t q_pos0;
-    int n_head;
-    int n_head_kv;
-    int head_dim;
-    bool causal;         // encoder: a query sees current keys at positions <= its own
-    int64_t window;      // > 0: a query at p sees only keys at positions > p - window (encoder sliding)
-    float *out;          // [n_q][n_head][head_dim]
+    Tensor q;    // F32 [n_rows][n_head][head_dim]
+    Tensor k;    // F32 [n_rows][n_head_kv][head_dim], current keys (after RoPE)
+    Tensor v;    // F32 [n_rows][n_head_kv][head_dim]
+    Tensor out;  // F32 [n_rows][n_head][head_dim]
+    int n_head = 0, n_head_kv = 0, head_dim = 0;
+    int64_t window = 0;  // > 0: sliding layer; an encoder query at p sees keys at positions > p - window
+    int layer = 0;       // index into each segment's cache
+    const Pass *pass = nullptr;
+};
+
+// One step of the entropy-bound sampler on one canvas, as an op on logits where they lie
+// (contract in sampler.h: the draw mapping, the blocked reductions, fixed positions).
+struct SampleArgs {
+    Tensor logits;        // F32 [C][V]: raw in, processed (divided by the temperature) out
+    const SamplerParams *params = nullptr;
+    int step = 0;         // n, counting down N .. 1
+    int64_t canvas_no = 0;
+    uint64_t seed = 0;
+    Tensor draw_table;    // I64 [n] raw draws replacing the generator (tests); empty: the generator
+    Tensor canvas;        // I32 [C]: current in, next out
+    Tensor argmax;        // I32 [C] out
+    Tensor fixed;         // I8 [C]: 1 = fixed position (kept, outside the budget and stop test); may be empty
+    Tensor history;       // I32 [stability][C]: the last argmax canvases, -1 before filled
+    Tensor stop;          // I32 [1] out: 1 when the stable-and-confident stop fires
+    Tensor accepted;      // I8 [C] out, may be empty
+};
+
+// The largest pass a backend's scratch must serve.
+struct PassLimits {
+    int64_t rows = 0;        // token rows in one pass
+    int64_t keys = 0;        // keys one query may see (cached + current)
+    int64_t n_embd = 0;
+    int64_t max_cols = 0;    // the widest weight row (elements)
+    int64_t max_head_dim = 0;
+    int64_t n_expert = 0, n_expert_used = 0, n_ff_exp = 0;
+    int64_t canvas = 0, n_vocab = 0;  // the sampler's canvas
+};
+
+// Bytes a model, a sequence and a batch need, per backend (see Model::memory_plan).
+struct MemoryPlan {
+    size_t weights_mapped = 0;   // file bytes the backend uses in place (CPU: mapped, paged on demand)
+    size_t weights_owned = 0;    // bytes the backend holds (uploaded, repacked)
+    size_t per_session = 0;      // KV cache of one sequence at the requested context
+    size_t per_batch = 0;        // workspace and sampler state of the requested batch
+    size_t total = 0;            // weights + n sessions + the batch
 };
 
 class Backend {
 public:
     virtual ~Backend() = default;
-    virtual const char *name() const = 0;
+    virtual std::string name() const = 0;
 
-    virtual Buffer alloc(size_t n_floats) = 0;
-    virtual void free(Buffer &b) = 0;
+    // --- memory ----------------------------------------------------------------------------------
+    virtual Tensor alloc(TensorType type, int64_t ne0, int64_t ne1 = 1, int64_t ne2 = 1, int64_t ne3 = 1) = 0;
+    virtual void free(Tensor &t) = 0;
+    // A weight placed once at load from `host`, a view of the mapped file. The backend may use it
+    // in place, copy it or repack its blocks; the result is only ever passed back to its own ops.
+    virtual Tensor load_weight(const Tensor &host) = 0;
+    // Bytes held by the weights loaded so far, beyond the mapped file (uploads, repacked copies).
+    virtual size_t weight_bytes_owned() const = 0;
+    virtual void upload(const Tensor &dst, const void *src, size_t bytes, size_t offset = 0) = 0;
+    virtual void download(const Tensor &src, void *dst, size_t bytes, size_t offset = 0) = 0;
+    // dst[rows of dst_row0..] = src[rows of src_row0..], n rows of equal byte width; tensors of this backend.
+    virtual void copy_rows(const Tensor &src, int64_t src_row0, const Tensor &dst, int64_t dst_row0, int64_t n) = 0;
+    // Sizes the scratch of every op for passes within `limits`. Called before the first pass of a
+    // size (Model::workspace), never from inside an op.
+    virtual void reserve(const PassLimits &limits) = 0;
+    // Waits for every op enqueued so far (no-op on the CPU).
+    virtual void synchronize() = 0;
 
-    // y[n][w.n_rows] = x[n][w.n_cols] . W^T
-    virtual void matmul(const Matrix &w, const float *x, int64_t n, float *y) = 0;
-    // out[t] = sum_j weight[t][j] * down_e(gelu_tanh(gate_e x_t) * up_e x_t), e = expert[t][j], j < k
-    virtual void moe(const MoeWeights &w, const float *x, int64_t n, const int32_t *expert, const float *weight,
-                     int k, float *out) = 0;
-    // y = x * (mean(x^2) + eps)^-1/2 (* w when w is given), per row of `dim`; y may alias x
-    virtual void rmsnorm(const float *x, const float *w, int64_t rows, int64_t dim, float eps, float *y) = 0;
-    // Rotate-half RoPE in place on x[n][n_heads][head_dim] for positions pos0 + i; dims [0, n_rot)
-    // rotate in pairs (i, i + n_rot/2) with angle pos * inv_freq[i].
-    virtual void rope(float *x, int64_t n, int n_heads, int head_dim, int64_t pos0, const float *inv_freq,
-                      int n_rot) = 0;
+    // --- ops -------------------------------------------------------------------------------------
+    // y[n][w.rows] = x[n][w.cols] . W^T; x and y F32.
+    virtual void matmul(const Tensor &w, const Tensor &x, const Tensor &y) = 0;
+    // out[t] = sum_j weight[t][j] * down_e(gelu_tanh(gate_e x_t) * up_e x_t), e = expert[t][j], j < k,
+    // summed in increasing expert id. expert I32 [n][k], weight F32 [n][k].
+    virtual void moe(const MoeWeights &w, const Tensor &x, const Tensor &expert, const Tensor &weight, const Tensor &out) = 0;
+    // y = x * (mean(x^2) + eps)^-1/2 (* w when w is given), per row of x.ne[0]; y may alias x.
+    virtual void rmsnorm(const Tensor &x, const Tensor *w, float eps, const Tensor &y) = 0;
+    // Rotate-half RoPE in place on x [n][n_heads][head_dim] at positions pos[n]; dimension pairs
+    // (i, i + n_rot/2), i < n_rot/2, rotate by angle pos * inv_freq[i].
+    virtual void rope(const Tensor &x, int n_heads, int head_dim, const Tensor &pos, const Tensor &inv_freq, int n_rot) = 0;
+    // Every segment of the pass at once (see PassSegment for who sees what).
     virtual void attention(const AttentionArgs &a) = 0;
-    // out = gelu_tanh(gate) * up, elementwise over count values
-    virtual void gelu_mul(const float *gate, const float *up, int64_t count, float *out) = 0;
-    // y += x, elementwise
-    virtual void add(float *y, const float *x, int64_t count) = 0;
-    // y *= s
-    virtual void scale(float *y, float s, int64_t count) = 0;
-    // out[i] = embed[ids[i]] * s
-    virtual void embed(const Matrix &embed, const int32_t *ids, int64_t n, float s, float *out) = 0;
-    // out[t] = s * sum_v softmax(logits[t])[v] * embed[v]: the soft (expected) embedding
-    virtual void soft_embed(const Matrix &embed, const float *logits, int64_t n, float s, float *out) = 0;
-    // Router: z = rmsnorm_noscale(x) * scale * n_embd^-1/2; p = softmax(W z); top-k of p renormalised
-    // to sum 1, times per_expert_scale[e]. Writes expert[n][k] and weight[n][k].
-    virtual void route(const Matrix &w, const float *x, int64_t n, const float *scale, const float *per_expert_scale,
-                       float eps, int k, int32_t *expert, float *weight, float *scratch_logits) = 0;
+    // Appends rows [row0, row0 + n) of k and v at positions pos0.. to a ring cache; only the last
+    // `capacity` rows are kept when n exceeds it. Converts to the cache type.
+    virtual void cache_store(const KvLayer &c, const Tensor &k, const Tensor &v, int64_t row0, int64_t n, int64_t pos0) = 0;
+    // out = gelu_tanh(gate) * up, elementwise; out may alias gate.
+    virtual void gelu_mul(const Tensor &gate, const Tensor &up, const Tensor &out) = 0;
+    // t = 0
+    virtual void zero(const Tensor &t) = 0;
+    // y += x
+    virtual void add(const Tensor &y, const Tensor &x) = 0;
+    // Row r of x [n][w] *= scalars[row_mode[r]] (the layer scalar of each row's mode).
+    virtual void scale_rows(const Tensor &x, const Tensor &row_mode, const float scalars[2]) = 0;
     // x = cap * tanh(x / cap)
-    virtual void softcap(float *x, int64_t count, float cap) = 0;
-    // Copies keys/values of n new tokens at positions pos0.. into a ring cache of `capacity` slots.
-    virtual void cache_store(float *cache, int64_t capacity, const float *src, int64_t n, int64_t pos0,
-                             int64_t row) = 0;
+    virtual void softcap(const Tensor &x, float cap) = 0;
+    // out[i] = table[ids[i]] * s; ids I32 [n].
+    virtual void embed(const Tensor &table, const Tensor &ids, float s, const Tensor &out) = 0;
+    // out[t] = s * sum_v softmax(logits[t])[v] * table[v]: the soft (expected) embedding, summed
+    // over fixed vocabulary ranges so the result does not depend on scheduling.
+    virtual void soft_embed(const Tensor &table, const Tensor &logits, float s, const Tensor &out) = 0;
+    // Router: z = rmsnorm_noscale(x) * scale * n_embd^-1/2; p = softmax(W z); top-k of p (ties to the
+    // lower id) renormalised to sum 1, times per_expert_scale[e]. Writes expert I32 [n][k], weight F32 [n][k].
+    virtual void route(const Tensor &w, const Tensor &x, const Tensor &scale, const Tensor &per_expert_scale, float eps,
+                       int k, const Tensor &expert, const Tensor &weight) = 0;
+    // canvas[i] = fixed[i] ? (unchanged) : draw_token(draw(canvas_no, 0, 0, i)); resets history to -1.
+    virtual void sampler_init(const Tensor &canvas, const Tensor &fixed, const Tensor &history, uint64_t seed,
+                              const Tensor &draw_table, int64_t canvas_no, const SamplerParams &params,
+                              int64_t n_vocab) = 0;
+    virtual void sample(const SampleArgs &a) = 0;
 };
 
+// CPU backend over `n_threads` threads (<= 0: one per core).
 std::unique_ptr<Backend> make_cpu_backend(int n_threads);
+// Test backend: the CPU backend behind tensors whose data pointers are tagged handles the host
+// cannot dereference, counting every byte that crosses to the host. See cpu/backend_opaque.cpp.
+struct TransferCounts {
+    size_t bytes_to_host = 0, bytes_to_device = 0;
+    int64_t downloads = 0, uploads = 0;
+};
+std::unique_ptr<Backend> make_opaque_test_backend(int n_threads, TransferCounts *counts);
 
 }  // namespace dg

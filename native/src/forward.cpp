@@ -1,7 +1,9 @@
-// The forward pass, both modes, top to bottom. Shapes: n token rows, E = n_embd, H = query heads,
-// Hkv = KV heads, d = head_dim of the layer, F = dense MLP width, X = experts, k = experts per token.
-// A pass may hold several sequences (segments): everything but attention is row-wise, so rows from
-// different sequences share the weight reads and get the same results as alone.
+// The forward pass, top to bottom, over one Pass: decoder segments (rows 0 .. D-1, logits out) and
+// encoder segments (after them, KV appended) of any number of sequences. Shapes: n token rows,
+// E = n_embd, H = query heads, Hkv = KV heads, d = head_dim of the layer, F = dense MLP width.
+// Everything but attention and the cache store is row-wise, so rows of different sequences and
+// modes share each weight read and get the same results as alone; the layer scalar is chosen per
+// row by its mode.
 #include <algorithm>
 #include <cmath>
 #include <string>
@@ -12,6 +14,16 @@
 
 namespace dg {
 
+namespace {
+
+// The first `rows` rows of a workspace buffer viewed as F32 [rows][width].
+Tensor rows_of(const TensorBuffer &b, int64_t width, int64_t rows, int64_t row0 = 0) {
+    return make_tensor(b->bytes_at(static_cast<size_t>(row0 * width) * sizeof(float)), TensorType::F32, width, rows, 1, 1,
+                       b->backend);
+}
+
+}  // namespace
+
 void Model::check_ids(const int32_t *ids, int64_t n, const char *what) const {
     for (int64_t i = 0; i < n; ++i)
         if (ids[i] < 0 || ids[i] >= hp_.n_vocab)
@@ -20,154 +32,182 @@ void Model::check_ids(const int32_t *ids, int64_t n, const char *what) const {
                                                      std::to_string(hp_.n_vocab) + ")");
 }
 
-void Model::layers_forward(Workspace &ws, const std::vector<Segment> &segments, bool encoder) {
+void Model::check_room(const Session &s, int64_t n, const char *what) const {
+    if (n > hp_.n_ctx - s.n_past)
+        throw Error(DGEMMA_ERR_OUT_OF_RANGE, std::string(what) + " of " + std::to_string(n) + " tokens after " +
+                                                 std::to_string(s.n_past) + " cached exceeds the context length " +
+                                                 std::to_string(hp_.n_ctx));
+}
+
+void Model::forward(Workspace &ws, const std::vector<PassItem> &items) {
     Backend &be = *backend_;
     const int64_t E = hp_.n_embd, H = hp_.n_head, k = hp_.n_expert_used;
-    int64_t n = 0;
-    for (const Segment &g : segments) n = std::max(n, g.row0 + g.n);
-    float *x = ws.x.data;  // [n][E], the residual stream h
+    const float embed_scale = static_cast<float>(std::sqrt(static_cast<double>(E)));
 
+    // --- the pass description: segments, positions and modes per row
+    Pass pass;
+    int64_t D = 0;  // decoder rows
+    bool any_sc = false;
+    std::vector<int32_t> pos, mode;
+    for (const PassItem &it : items) {
+        const int64_t row0 = pass.n_rows;
+        if (it.mode == PassMode::Decoder) {
+            if (row0 != D) throw Error(DGEMMA_ERR_INTERNAL, "decoder segments must precede encoder segments");
+            D += it.n;
+            any_sc = any_sc || static_cast<bool>(it.sc_embed);
+        } else {
+            for (size_t il = 0; il < it.s->cache.size(); ++il)
+                if (!hp_.layers[il].sliding && it.s->cache[il].capacity < it.s->n_past + it.n)
+                    throw Error(DGEMMA_ERR_INTERNAL, "encoder segment without a reserved cache");
+        }
+        pass.segments.push_back({row0, it.n, it.s->n_past, it.mode, &it.s->cache});
+        for (int64_t i = 0; i < it.n; ++i) {
+            pos.push_back(static_cast<int32_t>(it.s->n_past + i));
+            mode.push_back(static_cast<int32_t>(it.mode));
+        }
+        pass.n_rows += it.n;
+    }
+    const int64_t n = pass.n_rows;
+    if (n > ws.n_rows || D > ws.n_logit_rows) throw Error(DGEMMA_ERR_INTERNAL, "pass larger than its workspace");
+    pass.positions = ws.positions->rows(0, n);
+    pass.row_mode = ws.row_mode->rows(0, n);
+    be.upload(pass.positions, pos.data(), pos.size() * sizeof(int32_t));
+    be.upload(pass.row_mode, mode.data(), mode.size() * sizeof(int32_t));
+
+    // --- input: embed[ids] * sqrt(E); decoder rows add the self-conditioning MLP, then a plain norm:
+    // x = rmsnorm_noscale(e + sc_down(gelu(sc_gate(m)) * sc_up(m))), m = sc_pre_norm(soft embedding);
+    // a decoder row without self-conditioning has m = 0, whose MLP term is exactly zero.
+    const Tensor x = rows_of(ws.x, E, n);  // [n][E], the residual stream h
+    for (const PassSegment &g : pass.segments) {
+        const PassItem &it = items[&g - pass.segments.data()];
+        be.embed(w_.token_embd, it.ids, embed_scale, rows_of(ws.x, E, g.n, g.row0));
+    }
+    if (any_sc) {
+        for (const PassSegment &g : pass.segments) {
+            const PassItem &it = items[&g - pass.segments.data()];
+            if (g.mode != PassMode::Decoder) continue;
+            if (it.sc_embed) be.copy_rows(it.sc_embed, 0, rows_of(ws.sc, E, g.n, g.row0), 0, g.n);
+            else be.zero(rows_of(ws.sc, E, g.n, g.row0));
+        }
+        const Tensor sc = rows_of(ws.sc, E, D), gate = rows_of(ws.ff_gate, hp_.n_ff, D), up = rows_of(ws.ff_up, hp_.n_ff, D);
+        be.rmsnorm(sc, &*w_.sc_pre_norm, hp_.eps, sc);
+        be.matmul(w_.sc_gate, sc, gate);
+        be.matmul(w_.sc_up, sc, up);
+        be.gelu_mul(gate, up, gate);
+        be.matmul(w_.sc_down, gate, rows_of(ws.sc_h, E, D));
+        be.add(rows_of(ws.x, E, D), rows_of(ws.sc_h, E, D));
+    }
+    if (D) be.rmsnorm(rows_of(ws.x, E, D), nullptr, hp_.eps, rows_of(ws.x, E, D));
+
+    const Tensor xn = rows_of(ws.xn, E, n);
     for (int64_t il = 0; il < hp_.n_layer; ++il) {
         const LayerHparams &L = hp_.layers[il];
         const LayerWeights &w = w_.layers[il];
         const int d = L.head_dim, Hkv = L.n_head_kv;
-        const int64_t q_row = H * d, kv_row = static_cast<int64_t>(Hkv) * d;
+        const Tensor q = rows_of(ws.q, H * d, n), kk = rows_of(ws.k, static_cast<int64_t>(Hkv) * d, n),
+                     v = rows_of(ws.v, static_cast<int64_t>(Hkv) * d, n), attn = rows_of(ws.attn, H * d, n);
 
         // --- attention: h = h + post_attn_norm(Wo . attn(q, k, v))
-        be.rmsnorm(x, w.attn_norm.data(), n, E, hp_.eps, ws.xn.data);
-        be.matmul(w.wq, ws.xn.data, n, ws.q.data);  // [n][H][d]
-        be.matmul(w.wk, ws.xn.data, n, ws.k.data);  // [n][Hkv][d]
+        be.rmsnorm(x, &*w.attn_norm, hp_.eps, xn);
+        be.matmul(w.wq, xn, q);   // [n][H][d]
+        be.matmul(w.wk, xn, kk);  // [n][Hkv][d]
         // Full layers have no V projection: V is the raw K projection, before k_norm and RoPE.
-        be.matmul(L.has_v ? w.wv : w.wk, ws.xn.data, n, ws.v.data);
-        be.rmsnorm(ws.q.data, w.q_norm.data(), n * H, d, hp_.eps, ws.q.data);
-        be.rmsnorm(ws.k.data, w.k_norm.data(), n * Hkv, d, hp_.eps, ws.k.data);
-        be.rmsnorm(ws.v.data, nullptr, n * Hkv, d, hp_.eps, ws.v.data);
-        for (const Segment &g : segments) {
-            Session &s = *g.s;
-            LayerCache &c = s.cache[il];
-            be.rope(ws.q.data + g.row0 * q_row, g.n, static_cast<int>(H), d, s.n_past, L.inv_freq.data(), L.n_rot);
-            be.rope(ws.k.data + g.row0 * kv_row, g.n, Hkv, d, s.n_past, L.inv_freq.data(), L.n_rot);
-            AttentionArgs a{};
-            a.q = ws.q.data + g.row0 * q_row;
-            a.k = ws.k.data + g.row0 * kv_row;
-            a.v = ws.v.data + g.row0 * kv_row;
-            a.k_cache = c.k.data;
-            a.v_cache = c.v.data;
-            a.cache_capacity = c.capacity;
-            // Cached positions visible: sliding layers keep (and see) the last window - 1.
-            const int64_t first_cached = L.sliding ? std::max<int64_t>(0, s.n_past - c.capacity) : 0;
-            a.cache_pos0 = first_cached;
-            a.n_cache = s.n_past - first_cached;
-            a.n_q = g.n;
-            a.q_pos0 = s.n_past;
-            a.n_head = static_cast<int>(H);
-            a.n_head_kv = Hkv;
-            a.head_dim = d;
-            a.causal = encoder;
-            a.window = (encoder && L.sliding) ? hp_.sliding_window : 0;
-            a.out = ws.attn.data + g.row0 * q_row;
-            be.attention(a);
-            if (encoder && c.capacity > 0) {
-                // A ring keeps only the last `capacity` of the new positions.
-                const int64_t skip = std::max<int64_t>(0, g.n - c.capacity);
-                be.cache_store(c.k.data, c.capacity, a.k + skip * kv_row, g.n - skip, s.n_past + skip, kv_row);
-                be.cache_store(c.v.data, c.capacity, a.v + skip * kv_row, g.n - skip, s.n_past + skip, kv_row);
-            }
-        }
-        be.matmul(w.wo, ws.attn.data, n, ws.proj.data);
-        be.rmsnorm(ws.proj.data, w.post_attn_norm.data(), n, E, hp_.eps, ws.proj.data);
-        be.add(x, ws.proj.data, n * E);
+        be.matmul(L.has_v ? w.wv : w.wk, xn, v);
+        be.rmsnorm(rows_of(ws.q, d, n * H), &*w.q_norm, hp_.eps, rows_of(ws.q, d, n * H));
+        be.rmsnorm(rows_of(ws.k, d, n * Hkv), &*w.k_norm, hp_.eps, rows_of(ws.k, d, n * Hkv));
+        be.rmsnorm(rows_of(ws.v, d, n * Hkv), nullptr, hp_.eps, rows_of(ws.v, d, n * Hkv));
+        be.rope(q, static_cast<int>(H), d, pass.positions, *w.inv_freq, L.n_rot);
+        be.rope(kk, Hkv, d, pass.positions, *w.inv_freq, L.n_rot);
+        AttentionArgs a;
+        a.q = q;
+        a.k = kk;
+        a.v = v;
+        a.out = attn;
+        a.n_head = static_cast<int>(H);
+        a.n_head_kv = Hkv;
+        a.head_dim = d;
+        a.window = L.sliding ? hp_.sliding_window : 0;
+        a.layer = static_cast<int>(il);
+        a.pass = &pass;
+        be.attention(a);
+        for (const PassSegment &g : pass.segments)
+            if (g.mode == PassMode::Encoder) be.cache_store((*g.cache)[il], kk, v, g.row0, g.n, g.n_past);
+        be.matmul(w.wo, attn, rows_of(ws.proj, E, n));
+        be.rmsnorm(rows_of(ws.proj, E, n), &*w.post_attn_norm, hp_.eps, rows_of(ws.proj, E, n));
+        be.add(x, rows_of(ws.proj, E, n));
 
         // --- dense MLP and experts, in parallel on the same h
-        be.rmsnorm(x, w.ffn_norm.data(), n, E, hp_.eps, ws.xn.data);
-        be.matmul(w.ffn_gate, ws.xn.data, n, ws.ff_gate.data);
-        be.matmul(w.ffn_up, ws.xn.data, n, ws.ff_up.data);
-        be.gelu_mul(ws.ff_gate.data, ws.ff_up.data, n * hp_.n_ff, ws.ff_gate.data);
-        be.matmul(w.ffn_down, ws.ff_gate.data, n, ws.dense.data);
-        be.rmsnorm(ws.dense.data, w.post_ffw_norm_1.data(), n, E, hp_.eps, ws.dense.data);
+        const Tensor gate = rows_of(ws.ff_gate, hp_.n_ff, n), up = rows_of(ws.ff_up, hp_.n_ff, n);
+        const Tensor dense = rows_of(ws.dense, E, n), moe_out = rows_of(ws.moe_out, E, n);
+        be.rmsnorm(x, &*w.ffn_norm, hp_.eps, xn);
+        be.matmul(w.ffn_gate, xn, gate);
+        be.matmul(w.ffn_up, xn, up);
+        be.gelu_mul(gate, up, gate);
+        be.matmul(w.ffn_down, gate, dense);
+        be.rmsnorm(dense, &*w.post_ffw_norm_1, hp_.eps, dense);
 
         // The router reads h itself; the experts read pre_ffw_norm_2(h).
-        be.route(w.router, x, n, w.router_scale.data(), w.per_expert_scale.data(), hp_.eps, static_cast<int>(k),
-                 ws.expert_ids.data(), ws.expert_weight.data, ws.router_logits.data);
-        be.rmsnorm(x, w.pre_ffw_norm_2.data(), n, E, hp_.eps, ws.xn.data);
-        be.moe(w.experts, ws.xn.data, n, ws.expert_ids.data(), ws.expert_weight.data, static_cast<int>(k), ws.moe_out.data);
-        be.rmsnorm(ws.moe_out.data, w.post_ffw_norm_2.data(), n, E, hp_.eps, ws.moe_out.data);
+        const Tensor ids = make_tensor(ws.expert_ids->data, TensorType::I32, k, n, 1, 1, &be);
+        const Tensor wts = make_tensor(ws.expert_weight->data, TensorType::F32, k, n, 1, 1, &be);
+        be.route(w.router, x, *w.router_scale, *w.per_expert_scale, hp_.eps, static_cast<int>(k), ids, wts);
+        be.rmsnorm(x, &*w.pre_ffw_norm_2, hp_.eps, xn);
+        be.moe(w.experts, xn, ids, wts, moe_out);
+        be.rmsnorm(moe_out, &*w.post_ffw_norm_2, hp_.eps, moe_out);
 
-        be.add(ws.dense.data, ws.moe_out.data, n * E);
-        be.rmsnorm(ws.dense.data, w.post_ffw_norm.data(), n, E, hp_.eps, ws.dense.data);
-        be.add(x, ws.dense.data, n * E);
-        be.scale(x, encoder ? w.encoder_scalar : w.decoder_scalar, n * E);
+        be.add(dense, moe_out);
+        be.rmsnorm(dense, &*w.post_ffw_norm, hp_.eps, dense);
+        be.add(x, dense);
+        be.scale_rows(x, pass.row_mode, w.scalars);
     }
+
+    // --- decoder rows: softcap(lm_head(final_norm(h))), the tied embedding read once for all
+    if (D) {
+        const Tensor logits = ws.logits->rows(0, D);
+        be.rmsnorm(rows_of(ws.x, E, D), &*w_.output_norm, hp_.eps, rows_of(ws.xn, E, D));
+        be.matmul(w_.token_embd, rows_of(ws.xn, E, D), logits);
+        be.softcap(logits, hp_.softcap);
+    }
+    for (const PassItem &it : items)
+        if (it.mode == PassMode::Encoder) it.s->n_past += it.n;
 }
 
 void Model::encode(Session &s, const int32_t *ids, int64_t n) {
     check_ids(ids, n, "prompt");
-    if (n > hp_.n_ctx - s.n_past)
-        throw Error(DGEMMA_ERR_OUT_OF_RANGE, "prefill of " + std::to_string(n) + " tokens after " + std::to_string(s.n_past) +
-                                                 " cached exceeds the context length " + std::to_string(hp_.n_ctx));
-    s.reserve_cache(s.n_past + n);
-    const float embed_scale = static_cast<float>(std::sqrt(static_cast<double>(hp_.n_embd)));
+    check_room(s, n, "prefill");
+    s.reserve(s.n_past + n);
+    Workspace &ws = workspace(std::min(n, kEncoderChunk), 0);
     for (int64_t done = 0; done < n;) {
-        const int64_t m = std::min(n - done, s.ws.n_max);
-        backend_->embed(w_.token_embd, ids + done, m, embed_scale, s.ws.x.data);
-        layers_forward(s.ws, {{&s, 0, m}}, /*encoder=*/true);
-        s.n_past += m;
+        const int64_t m = std::min(n - done, kEncoderChunk);
+        const Tensor t = ws.ids->rows(0, m);
+        backend_->upload(t, ids + done, static_cast<size_t>(m) * sizeof(int32_t));
+        forward(ws, {{&s, PassMode::Encoder, t, m, {}}});
         done += m;
     }
 }
 
-void Model::check_canvas(const Session &s, const int32_t *canvas, int64_t n) const {
+void Model::decode(Session &s, const int32_t *canvas, int64_t n, const float *sc_logits, float *logits) {
     if (n <= 0 || n > hp_.canvas_length)
         throw Error(DGEMMA_ERR_OUT_OF_RANGE, "canvas of " + std::to_string(n) + " tokens; the model's canvas length is " +
                                                  std::to_string(hp_.canvas_length));
-    if (n > hp_.n_ctx - s.n_past)
-        throw Error(DGEMMA_ERR_OUT_OF_RANGE, "canvas of " + std::to_string(n) + " tokens after " + std::to_string(s.n_past) +
-                                                 " cached exceeds the context length " + std::to_string(hp_.n_ctx));
+    check_room(s, n, "canvas");
     check_ids(canvas, n, "canvas");
+    Workspace &ws = workspace(n, n);
+    const Tensor ids = ws.ids->rows(0, n), out = ws.logits->rows(0, n);
+    backend_->upload(ids, canvas, static_cast<size_t>(n) * sizeof(int32_t));
+    Tensor sc;
+    if (sc_logits) {
+        // The logits rows serve as staging for the host logits; the soft embedding is taken from
+        // them before the pass overwrites them.
+        sc = make_tensor(ws.sc_h->data, TensorType::F32, hp_.n_embd, n, 1, 1, backend_.get());
+        backend_->upload(out, sc_logits, out.bytes());
+        soft_embedding(out, sc);
+    }
+    forward(ws, {{&s, PassMode::Decoder, ids, n, sc}});
+    backend_->download(out, logits, out.bytes());
 }
 
-void Model::decode(Session &s, const int32_t *canvas, int64_t n, const float *sc_logits, float *logits) {
-    decode_batch(s.ws, {{&s, canvas, n, sc_logits, logits}});
-}
-
-void Model::decode_batch(Workspace &ws, const std::vector<DenoiseItem> &items) {
-    Backend &be = *backend_;
-    const int64_t E = hp_.n_embd;
-    const float embed_scale = static_cast<float>(std::sqrt(static_cast<double>(E)));
-    std::vector<Segment> segments;
-    int64_t rows = 0;
-    for (const DenoiseItem &it : items) {
-        check_canvas(*it.s, it.canvas, it.n);
-        segments.push_back({it.s, rows, it.n});
-        rows += it.n;
-    }
-    if (rows > ws.n_max) throw Error(DGEMMA_ERR_INTERNAL, "batch larger than its workspace");
-
-    // x = rmsnorm_noscale(e + sc_down(gelu(sc_gate(m)) * sc_up(m))), m = sc_pre_norm(soft embedding);
-    // without self-conditioning the MLP term is exactly zero.
-    for (size_t i = 0; i < items.size(); ++i) {
-        const DenoiseItem &it = items[i];
-        float *x = ws.x.data + segments[i].row0 * E;
-        be.embed(w_.token_embd, it.canvas, it.n, embed_scale, x);
-        if (!it.sc_logits) continue;
-        be.soft_embed(w_.token_embd, it.sc_logits, it.n, embed_scale, ws.sc.data);
-        be.rmsnorm(ws.sc.data, w_.sc_pre_norm.data(), it.n, E, hp_.eps, ws.sc.data);
-        be.matmul(w_.sc_gate, ws.sc.data, it.n, ws.ff_gate.data);
-        be.matmul(w_.sc_up, ws.sc.data, it.n, ws.ff_up.data);
-        be.gelu_mul(ws.ff_gate.data, ws.ff_up.data, it.n * hp_.n_ff, ws.ff_gate.data);
-        be.matmul(w_.sc_down, ws.ff_gate.data, it.n, ws.sc_h.data);
-        be.add(x, ws.sc_h.data, it.n * E);
-    }
-    be.rmsnorm(ws.x.data, nullptr, rows, E, hp_.eps, ws.x.data);
-
-    layers_forward(ws, segments, /*encoder=*/false);
-
-    be.rmsnorm(ws.x.data, w_.output_norm.data(), rows, E, hp_.eps, ws.xn.data);
-    for (size_t i = 0; i < items.size(); ++i) {
-        // Tied lm_head: [n][n_vocab], written straight into each item's buffer.
-        be.matmul(w_.token_embd, ws.xn.data + segments[i].row0 * E, items[i].n, items[i].logits);
-        be.softcap(items[i].logits, items[i].n * hp_.n_vocab, hp_.softcap);
-    }
+void Model::soft_embedding(const Tensor &logits, const Tensor &out) {
+    backend_->soft_embed(w_.token_embd, logits, static_cast<float>(std::sqrt(static_cast<double>(hp_.n_embd))), out);
 }
 
 }  // namespace dg

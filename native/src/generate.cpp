@@ -2,7 +2,6 @@
 
 #include <algorithm>
 #include <chrono>
-#include <memory>
 #include <set>
 #include <string>
 
@@ -15,16 +14,18 @@ namespace {
 using Clock = std::chrono::steady_clock;
 double seconds_since(Clock::time_point t0) { return std::chrono::duration<double>(Clock::now() - t0).count(); }
 
-// Per-sequence state across canvases.
+// Per-sequence state across canvases; the sampler state lives on the backend.
 struct Running {
     GenerateJob *job;
-    std::unique_ptr<Sampler> sampler;
-    std::vector<int32_t> canvas;
+    TensorBuffer canvas, argmax, fixed, history, stop, sc, table;  // see SampleArgs
+    std::vector<int32_t> committed;  // the finished canvas's argmax, on the host
     int64_t written = 0;
-    int step = 0;            // steps remaining in the canvas being denoised (N .. 1)
+    int64_t canvas_no = 0;
+    int step = 0;             // the step to run next, counting down N .. 1
     bool denoising = false;
     bool done = false;
-    const float *sc = nullptr;
+    int64_t sc_row = -1;      // >= 0: rows of the last pass's logits to condition the next step on
+    bool has_sc = false;
 };
 
 void validate(const GenerateJob &j, const Hparams &hp) {
@@ -33,17 +34,21 @@ void validate(const GenerateJob &j, const Hparams &hp) {
         throw Error(DGEMMA_ERR_INVALID_ARGUMENT, "max_new_tokens must be positive, got " + std::to_string(j.max_new_tokens));
     for (int32_t e : j.eos_ids)
         if (e < 0 || e >= hp.n_vocab) throw Error(DGEMMA_ERR_OUT_OF_RANGE, "EOS id " + std::to_string(e) + " is outside the vocabulary");
-    const int64_t C = hp.canvas_length, n_canvases = (j.max_new_tokens + C - 1) / C;
+    const int64_t C = hp.canvas_length, n_canvases = j.max_new_tokens / C + (j.max_new_tokens % C != 0);
     if (n_canvases > (hp.n_ctx - j.s->n_past) / C)
         throw Error(DGEMMA_ERR_OUT_OF_RANGE, std::to_string(j.max_new_tokens) + " new tokens (" + std::to_string(n_canvases) +
                                                  " canvases of " + std::to_string(C) + ") after " + std::to_string(j.s->n_past) +
                                                  " cached exceed the context length " + std::to_string(hp.n_ctx));
+    if (j.fixed && j.fixed_tokens)
+        for (int64_t i = 0; i < C; ++i)
+            if (j.fixed[i] && (j.fixed_tokens[i] < 0 || j.fixed_tokens[i] >= hp.n_vocab))
+                throw Error(DGEMMA_ERR_OUT_OF_RANGE, "fixed token at canvas position " + std::to_string(i) + " is outside the vocabulary");
 }
 
 // Takes the finished canvas's argmax into the output; true when the sequence is complete.
 bool finish_canvas(Running &r, int64_t C) {
     GenerateJob &j = *r.job;
-    const std::vector<int32_t> &amax = r.sampler->argmax();
+    const std::vector<int32_t> &amax = r.committed;
     auto is_eos = [&](int32_t t) { return std::find(j.eos_ids.begin(), j.eos_ids.end(), t) != j.eos_ids.end(); };
     const int64_t room = std::min(C, j.max_new_tokens - r.written);
     int64_t k = 0;
@@ -67,82 +72,139 @@ bool finish_canvas(Running &r, int64_t C) {
 void generate(std::vector<GenerateJob> &jobs) {
     if (jobs.empty()) return;
     Model &m = jobs[0].s->model;
+    Backend &be = m.backend();
     const Hparams &hp = m.hparams();
-    const int64_t C = hp.canvas_length, V = hp.n_vocab;
+    const int64_t C = hp.canvas_length, E = hp.n_embd;
     std::set<Session *> seen;
     for (GenerateJob &j : jobs) {
         if (&j.s->model != &m) throw Error(DGEMMA_ERR_INVALID_ARGUMENT, "all sequences of a batch must use one model");
         if (!seen.insert(j.s).second) throw Error(DGEMMA_ERR_INVALID_ARGUMENT, "a session appears twice in one batch");
         validate(j, hp);
     }
+    // Everything a generation touches is placed before its first step: the caches of every
+    // canvas it may commit, the workspace of the whole batch, each sequence's sampler state.
+    const int64_t n_jobs = static_cast<int64_t>(jobs.size());
+    Workspace &ws = m.workspace(C * n_jobs, C * n_jobs);
     std::vector<Running> run(jobs.size());
     for (size_t i = 0; i < jobs.size(); ++i) {
         Running &r = run[i];
-        r.job = &jobs[i];
-        r.job->stats = GenerateStats{};
-        r.sampler = std::make_unique<Sampler>(C, V, r.job->params, *r.job->random, m.host_pool());
-        r.canvas.resize(static_cast<size_t>(C));
-        // This step's logits, and the previous step's processed logits for self-conditioning.
-        r.job->s->logits.resize(static_cast<size_t>(C * V));
-        r.job->s->sc_logits.resize(static_cast<size_t>(C * V));
+        GenerateJob &j = jobs[i];
+        r.job = &j;
+        j.stats = GenerateStats{};
+        j.s->reserve(j.s->n_past + (j.max_new_tokens + C - 1) / C * C);
+        const int S = std::max(1, j.params.stability_threshold);
+        r.canvas = TensorBuffer(be.alloc(TensorType::I32, C));
+        r.argmax = TensorBuffer(be.alloc(TensorType::I32, C));
+        r.history = TensorBuffer(be.alloc(TensorType::I32, C, S));
+        r.stop = TensorBuffer(be.alloc(TensorType::I32, 1));
+        r.sc = TensorBuffer(be.alloc(TensorType::F32, E, C));
+        if (j.fixed) {
+            r.fixed = TensorBuffer(be.alloc(TensorType::I8, C));
+            be.upload(*r.fixed, j.fixed, static_cast<size_t>(C));
+        }
+        if (j.draws.table) {
+            r.table = TensorBuffer(be.alloc(TensorType::I64, j.draws.table_size));
+            be.upload(*r.table, j.draws.table, static_cast<size_t>(j.draws.table_size) * sizeof(uint64_t));
+        }
+        r.committed.resize(static_cast<size_t>(C));
     }
-    // One sequence decodes in its session's workspace; a batch needs rows for every canvas.
-    std::unique_ptr<Workspace> batch_ws;
-    if (jobs.size() > 1) batch_ws = std::make_unique<Workspace>(m, C * static_cast<int64_t>(jobs.size()));
-    Workspace &ws = batch_ws ? *batch_ws : jobs[0].s->ws;
+    const Tensor no_fixed{};
 
     for (;;) {
         // Start a canvas for every sequence still generating.
         bool any = false;
         for (Running &r : run) {
             if (r.done) continue;
-            r.sampler->init_canvas(r.canvas.data());
-            r.step = r.job->params.max_steps;
+            GenerateJob &j = *r.job;
+            const bool fixed = r.fixed && r.canvas_no == 0;  // the fixed mask applies to the first canvas
+            if (fixed) be.upload(*r.canvas, j.fixed_tokens, static_cast<size_t>(C) * sizeof(int32_t));
+            be.sampler_init(*r.canvas, fixed ? *r.fixed : no_fixed, *r.history, j.draws.seed,
+                            r.table ? *r.table : Tensor{}, r.canvas_no, j.params, hp.n_vocab);
+            r.step = j.params.max_steps;
             r.denoising = true;
-            r.sc = nullptr;
+            r.has_sc = false;
+            r.sc_row = -1;
             any = true;
         }
         if (!any) break;
         // Denoise: every step decodes the canvases still denoising together.
         for (;;) {
-            std::vector<DenoiseItem> items;
+            std::vector<PassItem> items;
             std::vector<Running *> active;
-            for (Running &r : run)
-                if (r.denoising) {
-                    items.push_back({r.job->s, r.canvas.data(), C, r.sc, r.job->s->logits.data()});
-                    active.push_back(&r);
-                }
-            if (items.empty()) break;
             auto t0 = Clock::now();
-            m.decode_batch(ws, items);
+            for (Running &r : run) {
+                if (!r.denoising) continue;
+                if (r.sc_row >= 0) {  // the previous step's processed logits, before the pass overwrites them
+                    m.soft_embedding(ws.logits->rows(r.sc_row, C), *r.sc);
+                    r.has_sc = true;
+                }
+                items.push_back({r.job->s, PassMode::Decoder, *r.canvas, C, r.has_sc ? *r.sc : Tensor{}});
+                active.push_back(&r);
+            }
+            if (items.empty()) break;
+            m.forward(ws, items);
             const double dt = seconds_since(t0);
-            for (Running *r : active) {
-                GenerateJob &j = *r->job;
+            for (size_t a = 0; a < active.size(); ++a) {
+                Running &r = *active[a];
+                GenerateJob &j = *r.job;
+                const int64_t row0 = static_cast<int64_t>(a) * C;
                 j.stats.decode_seconds += dt;
                 t0 = Clock::now();
-                const StepResult sr = r->sampler->step(r->step, j.s->logits.data(), r->canvas.data());
+                SampleArgs sa;
+                sa.logits = ws.logits->rows(row0, C);
+                sa.params = &j.params;
+                sa.step = r.step;
+                sa.canvas_no = r.canvas_no;
+                sa.seed = j.draws.seed;
+                sa.draw_table = r.table ? *r.table : Tensor{};
+                sa.canvas = *r.canvas;
+                sa.argmax = *r.argmax;
+                sa.fixed = r.fixed && r.canvas_no == 0 ? *r.fixed : Tensor{};
+                sa.history = *r.history;
+                sa.stop = *r.stop;
+                be.sample(sa);
+                int32_t stop = 0;
+                be.download(*r.stop, &stop, sizeof stop);
                 j.stats.sample_seconds += seconds_since(t0);
                 ++j.stats.n_steps;
-                std::swap(j.s->logits, j.s->sc_logits);  // this step's processed logits condition the next
-                r->sc = j.s->sc_logits.data();
-                const int step_no = j.params.max_steps - r->step + 1;
-                if (j.hooks.on_step && j.hooks.on_step(step_no, r->sampler->argmax().data(), C)) {
-                    j.stats.finish = Finish::Cancelled;  // the canvas in progress is dropped
-                    r->denoising = false;
-                    r->done = true;
-                    continue;
+                r.sc_row = row0;  // this step's processed logits condition the next
+                const int step_no = j.params.max_steps - r.step + 1;
+                if (j.hooks.on_step) {
+                    const int32_t *draft = nullptr;
+                    if (j.hooks.drafts) {
+                        be.download(*r.argmax, r.committed.data(), static_cast<size_t>(C) * sizeof(int32_t));
+                        draft = r.committed.data();
+                    }
+                    if (j.hooks.on_step(step_no, draft, C)) {
+                        j.stats.finish = Finish::Cancelled;  // the canvas in progress is dropped
+                        r.denoising = false;
+                        r.done = true;
+                        continue;
+                    }
                 }
-                if (sr.stop || --r->step == 0) r->denoising = false;
+                if (stop || --r.step == 0) {
+                    r.denoising = false;
+                    r.sc_row = -1;
+                }
             }
         }
-        // Finish the canvases; commit those of sequences that go on (encoder mode, per sequence).
+        // Finish the canvases; commit those of sequences that go on, in one encoder pass.
+        std::vector<PassItem> commits;
+        std::vector<Running *> committing;
         for (Running &r : run) {
             if (r.done) continue;
+            be.download(*r.argmax, r.committed.data(), static_cast<size_t>(C) * sizeof(int32_t));
+            ++r.canvas_no;
             r.done = finish_canvas(r, C);
             if (r.done) continue;
+            commits.push_back({r.job->s, PassMode::Encoder, *r.argmax, C, {}});  // the argmax, not the last draw
+            committing.push_back(&r);
+        }
+        if (!commits.empty()) {
             const auto t0 = Clock::now();
-            m.encode(*r.job->s, r.sampler->argmax().data(), C);  // the argmax, not the last draw
-            r.job->stats.commit_seconds += seconds_since(t0);
+            m.forward(ws, commits);
+            const double dt = seconds_since(t0);
+            for (Running *r : committing) r->job->stats.commit_seconds += dt;
         }
     }
     for (Running &r : run) r.job->stats.n_tokens = r.written;

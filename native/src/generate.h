@@ -1,6 +1,8 @@
-// The multi-canvas generation loop: denoise a canvas with the sampler, commit its argmax through
+// The multi-canvas generation loop: denoise a canvas with the sampler op, commit its argmax through
 // encoder mode, move on (contract: Generation). Several sequences run as one batch: their
-// denoising steps share one decoder pass (one read of the weights), each stops on its own.
+// denoising steps share one decoder pass, their commits one encoder pass, each stops on its own.
+// Per step only each sequence's stop flag reaches the host (and its draft when asked); per canvas
+// only the committed ids.
 #pragma once
 
 #include <cstdint>
@@ -15,8 +17,10 @@ namespace dg {
 enum class Finish { Length = 0, Eos = 1, Stopped = 2, Cancelled = 3 };
 
 struct GenerateHooks {
-    std::function<bool(int step, const int32_t *draft, int64_t n)> on_step;     // true: cancel
-    std::function<bool(const int32_t *tokens, int64_t n)> on_canvas;            // true: stop
+    // After every step; draft is the step's argmax canvas when `drafts` is set, else null. true: cancel.
+    std::function<bool(int step, const int32_t *draft, int64_t n)> on_step;
+    bool drafts = false;
+    std::function<bool(const int32_t *tokens, int64_t n)> on_canvas;  // true: stop
 };
 
 struct GenerateStats {
@@ -30,12 +34,14 @@ struct GenerateStats {
 struct GenerateJob {
     Session *s;
     SamplerParams params;
-    RandomSource *random;
-    int64_t max_new_tokens;
+    DrawSource draws;                  // seed, or a table of raw draws (tests)
+    const int8_t *fixed = nullptr;     // [C] fixed positions of the first canvas (infill), or null
+    const int32_t *fixed_tokens = nullptr;  // [C] their tokens
+    int64_t max_new_tokens = 0;
     std::vector<int32_t> eos_ids;
     GenerateHooks hooks;
-    int32_t *out_tokens;  // capacity max_new_tokens
-    GenerateStats stats;  // out
+    int32_t *out_tokens = nullptr;     // capacity max_new_tokens
+    GenerateStats stats;               // out
 };
 
 void generate(std::vector<GenerateJob> &jobs);

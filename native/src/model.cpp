@@ -53,15 +53,10 @@ public:
         return *t;
     }
 
-    Matrix matrix(const std::string &name, int64_t n_cols, int64_t n_rows) const {
-        const GgufTensor &t = require(name, {n_cols, n_rows});
-        return {t.data, t.type, n_cols, n_rows, row_bytes(*t.type, n_cols)};
-    }
-
-    ExpertMatrices experts(const std::string &name, int64_t n_cols, int64_t n_rows, int64_t n_expert) const {
-        const GgufTensor &t = require(name, {n_cols, n_rows, n_expert});
-        const size_t rb = row_bytes(*t.type, n_cols);
-        return {{t.data, t.type, n_cols, n_rows, rb}, rb * static_cast<size_t>(n_rows), n_expert};
+    // A view of the mapped tensor [n_expert][n_rows][n_cols] (n_expert = 1: a matrix).
+    Tensor host_view(const std::string &name, int64_t n_cols, int64_t n_rows, int64_t n_expert = 1) const {
+        const GgufTensor &t = n_expert == 1 ? require(name, {n_cols, n_rows}) : require(name, {n_cols, n_rows, n_expert});
+        return make_tensor(const_cast<uint8_t *>(t.data), static_cast<TensorType>(t.type_id), n_cols, n_rows, n_expert);
     }
 
     std::vector<float> vector(const std::string &name, int64_t n) const {
@@ -85,7 +80,12 @@ namespace {
 int resolve_threads(int n) { return n > 0 ? n : static_cast<int>(std::max(1u, std::thread::hardware_concurrency())); }
 }  // namespace
 
-Model::Model(const std::string &path, int n_threads) : host_pool_(resolve_threads(n_threads)) {
+Model::Model(const std::string &path, const ModelOptions &options) : kv_type_(options.kv_type) {
+    if (kv_type_ != TensorType::F32 && kv_type_ != TensorType::F16 && kv_type_ != TensorType::BF16)
+        throw Error(DGEMMA_ERR_INVALID_ARGUMENT, "the KV cache type must be F32, F16 or BF16");
+    if (options.backend == "cpu") backend_ = make_cpu_backend(resolve_threads(options.n_threads));
+    else if (options.backend == "opaque") backend_ = make_opaque_test_backend(resolve_threads(options.n_threads), &transfers_);
+    else throw Error(DGEMMA_ERR_INVALID_ARGUMENT, "unknown backend '" + options.backend + "' (expected cpu)");
     file_ = std::make_unique<GgufFile>(path);
     const GgufValue *arch = file_->find("general.architecture");
     if (!arch || arch->type != GgufValueType::STRING)
@@ -96,7 +96,6 @@ Model::Model(const std::string &path, int n_threads) : host_pool_(resolve_thread
     load_hparams();
     load_weights();
     build_config_json();
-    backend_ = make_cpu_backend(host_pool_.size());
 }
 
 Model::~Model() = default;
@@ -128,7 +127,7 @@ void Model::load_hparams() {
     hp_.sliding_window = f.get_int(key("attention.sliding_window"), 0);
     hp_.canvas_length = positive("diffusion.canvas_length", f.get_int("diffusion.canvas_length", 256));
 
-    SamplerDefaults &s = hp_.sampler;
+    SamplerParams &s = hp_.sampler;
     s.max_steps = static_cast<int>(f.get_int("diffusion.eb_max_steps", s.max_steps));
     s.t_min = static_cast<float>(f.get_float("diffusion.eb_t_min", s.t_min));
     s.t_max = static_cast<float>(f.get_float("diffusion.eb_t_max", s.t_max));
@@ -186,61 +185,73 @@ void Model::load_hparams() {
         throw Error(DGEMMA_ERR_MODEL, p + ": sliding layers need a positive attention.sliding_window");
 }
 
+TensorBuffer Model::upload_vector(const std::vector<float> &v) {
+    TensorBuffer t(backend_->alloc(TensorType::F32, static_cast<int64_t>(v.size())));
+    backend_->upload(*t, v.data(), v.size() * sizeof(float));
+    return t;
+}
+
 void Model::load_weights() {
     const Binder b(*file_);
+    auto matrix = [&](const std::string &name, int64_t n_cols, int64_t n_rows) {
+        return backend_->load_weight(b.host_view(name, n_cols, n_rows));
+    };
+    auto vec = [&](const std::string &name, int64_t n) { return upload_vector(b.vector(name, n)); };
     const int64_t E = hp_.n_embd;
     const std::string &p = file_->path();
     const GgufTensor *te = b.find("token_embd.weight");
     if (!te) throw Error(DGEMMA_ERR_MODEL, p + ": missing tensor 'token_embd.weight'");
     hp_.n_vocab = te->ne[1];
-    w_.token_embd = b.matrix("token_embd.weight", E, hp_.n_vocab);
+    w_.token_embd = matrix("token_embd.weight", E, hp_.n_vocab);
     if (b.find("output.weight"))
         throw Error(DGEMMA_ERR_UNSUPPORTED, p + ": a separate output.weight is not supported (the lm_head is tied)");
-    w_.output_norm = b.vector("output_norm.weight", E);
-    w_.sc_pre_norm = b.vector("self_cond_pre_norm.weight", E);
-    w_.sc_gate = b.matrix("self_cond_gate.weight", E, hp_.n_ff);
-    w_.sc_up = b.matrix("self_cond_up.weight", E, hp_.n_ff);
-    w_.sc_down = b.matrix("self_cond_down.weight", hp_.n_ff, E);
+    w_.output_norm = vec("output_norm.weight", E);
+    w_.sc_pre_norm = vec("self_cond_pre_norm.weight", E);
+    w_.sc_gate = matrix("self_cond_gate.weight", E, hp_.n_ff);
+    w_.sc_up = matrix("self_cond_up.weight", E, hp_.n_ff);
+    w_.sc_down = matrix("self_cond_down.weight", hp_.n_ff, E);
 
     for (int64_t i = 0; i < hp_.n_layer; ++i) {
         LayerHparams &L = hp_.layers[i];
         const std::string pre = "blk." + std::to_string(i) + ".";
         LayerWeights lw;
         const int64_t hd = L.head_dim, nq = hp_.n_head * hd, nkv = L.n_head_kv * hd;
-        lw.attn_norm = b.vector(pre + "attn_norm.weight", E);
-        lw.wq = b.matrix(pre + "attn_q.weight", E, nq);
-        lw.wk = b.matrix(pre + "attn_k.weight", E, nkv);
+        lw.attn_norm = vec(pre + "attn_norm.weight", E);
+        lw.wq = matrix(pre + "attn_q.weight", E, nq);
+        lw.wk = matrix(pre + "attn_k.weight", E, nkv);
         L.has_v = b.find(pre + "attn_v.weight") != nullptr;
-        if (L.has_v) lw.wv = b.matrix(pre + "attn_v.weight", E, nkv);
-        lw.wo = b.matrix(pre + "attn_output.weight", nq, E);
-        lw.q_norm = b.vector(pre + "attn_q_norm.weight", hd);
-        lw.k_norm = b.vector(pre + "attn_k_norm.weight", hd);
-        lw.post_attn_norm = b.vector(pre + "post_attention_norm.weight", E);
-        lw.ffn_norm = b.vector(pre + "ffn_norm.weight", E);
-        lw.ffn_gate = b.matrix(pre + "ffn_gate.weight", E, hp_.n_ff);
-        lw.ffn_up = b.matrix(pre + "ffn_up.weight", E, hp_.n_ff);
-        lw.ffn_down = b.matrix(pre + "ffn_down.weight", hp_.n_ff, E);
-        lw.post_ffw_norm_1 = b.vector(pre + "post_ffw_norm_1.weight", E);
-        lw.router = b.matrix(pre + "ffn_gate_inp.weight", E, hp_.n_expert);
-        lw.router_scale = b.vector(pre + "ffn_gate_inp.scale", E);
-        lw.pre_ffw_norm_2 = b.vector(pre + "pre_ffw_norm_2.weight", E);
+        if (L.has_v) lw.wv = matrix(pre + "attn_v.weight", E, nkv);
+        lw.wo = matrix(pre + "attn_output.weight", nq, E);
+        lw.q_norm = vec(pre + "attn_q_norm.weight", hd);
+        lw.k_norm = vec(pre + "attn_k_norm.weight", hd);
+        lw.post_attn_norm = vec(pre + "post_attention_norm.weight", E);
+        lw.ffn_norm = vec(pre + "ffn_norm.weight", E);
+        lw.ffn_gate = matrix(pre + "ffn_gate.weight", E, hp_.n_ff);
+        lw.ffn_up = matrix(pre + "ffn_up.weight", E, hp_.n_ff);
+        lw.ffn_down = matrix(pre + "ffn_down.weight", hp_.n_ff, E);
+        lw.post_ffw_norm_1 = vec(pre + "post_ffw_norm_1.weight", E);
+        lw.router = matrix(pre + "ffn_gate_inp.weight", E, hp_.n_expert);
+        lw.router_scale = vec(pre + "ffn_gate_inp.scale", E);
+        lw.pre_ffw_norm_2 = vec(pre + "pre_ffw_norm_2.weight", E);
         const int64_t F = hp_.n_ff_exp, X = hp_.n_expert;
         if (b.find(pre + "ffn_gate_up_exps.weight")) {
-            const ExpertMatrices gu = b.experts(pre + "ffn_gate_up_exps.weight", E, 2 * F, X);
+            // Fused: each expert's 2F rows are gate then up; two views over one placed tensor.
+            const Tensor gu = backend_->load_weight(b.host_view(pre + "ffn_gate_up_exps.weight", E, 2 * F, X));
             lw.experts.gate = gu;
-            lw.experts.gate.first.n_rows = F;
+            lw.experts.gate.ne[1] = F;
             lw.experts.up = lw.experts.gate;
-            lw.experts.up.first.data += static_cast<size_t>(F) * gu.first.row_stride;
+            lw.experts.up.data = gu.bytes_at(static_cast<size_t>(F) * gu.nb[1]);
         } else {
-            lw.experts.gate = b.experts(pre + "ffn_gate_exps.weight", E, F, X);
-            lw.experts.up = b.experts(pre + "ffn_up_exps.weight", E, F, X);
+            lw.experts.gate = backend_->load_weight(b.host_view(pre + "ffn_gate_exps.weight", E, F, X));
+            lw.experts.up = backend_->load_weight(b.host_view(pre + "ffn_up_exps.weight", E, F, X));
         }
-        lw.experts.down = b.experts(pre + "ffn_down_exps.weight", F, E, X);
-        lw.per_expert_scale = b.vector(pre + "ffn_down_exps.scale", X);
-        lw.post_ffw_norm_2 = b.vector(pre + "post_ffw_norm_2.weight", E);
-        lw.post_ffw_norm = b.vector(pre + "post_ffw_norm.weight", E);
-        lw.decoder_scalar = b.scalar(pre + "layer_output_scale.weight");
-        lw.encoder_scalar = b.scalar(pre + "enc_layer_output_scale.weight");
+        lw.experts.down = backend_->load_weight(b.host_view(pre + "ffn_down_exps.weight", F, E, X));
+        lw.per_expert_scale = vec(pre + "ffn_down_exps.scale", X);
+        lw.post_ffw_norm_2 = vec(pre + "post_ffw_norm_2.weight", E);
+        lw.post_ffw_norm = vec(pre + "post_ffw_norm.weight", E);
+        lw.scalars[static_cast<int>(PassMode::Decoder)] = b.scalar(pre + "layer_output_scale.weight");
+        lw.scalars[static_cast<int>(PassMode::Encoder)] = b.scalar(pre + "enc_layer_output_scale.weight");
+        lw.inv_freq = upload_vector(L.inv_freq);
         w_.layers.push_back(std::move(lw));
     }
 }
@@ -248,7 +259,7 @@ void Model::load_weights() {
 void Model::build_config_json() {
     std::ostringstream o;
     o.precision(9);
-    const SamplerDefaults &s = hp_.sampler;
+    const SamplerParams &s = hp_.sampler;
     o << "{\"architecture\":\"" << kArch << "\",\"n_vocab\":" << hp_.n_vocab << ",\"n_embd\":" << hp_.n_embd
       << ",\"n_layer\":" << hp_.n_layer << ",\"n_head\":" << hp_.n_head << ",\"n_ff\":" << hp_.n_ff
       << ",\"n_expert\":" << hp_.n_expert << ",\"n_expert_used\":" << hp_.n_expert_used

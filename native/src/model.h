@@ -1,4 +1,5 @@
-// DiffusionGemma: hyperparameters, weights bound to the mapped GGUF file, and the two forward modes.
+// DiffusionGemma: hyperparameters, weights placed on a backend, and the forward pass over a batch
+// of segments (encoder and decoder rows of several sequences in one pass).
 #pragma once
 
 #include <cstdint>
@@ -8,8 +9,8 @@
 #include <vector>
 
 #include "backend.h"
-#include "cpu/threadpool.h"
 #include "gguf.h"
+#include "sampler.h"
 #include "tensor.h"
 
 namespace dg {
@@ -23,94 +24,114 @@ struct LayerHparams {
     std::vector<float> inv_freq;  // [n_rot / 2]; 0 where a dimension pair is not rotated
 };
 
-struct SamplerDefaults {
-    int max_steps = 48;
-    float t_min = 0.4f, t_max = 0.8f, entropy_bound = 0.1f;
-    int stability_threshold = 1;
-    float confidence_threshold = 0.005f;
-};
-
 struct Hparams {
     int64_t n_vocab = 0, n_embd = 0, n_layer = 0, n_head = 0, n_ff = 0;
     int64_t n_expert = 0, n_expert_used = 0, n_ff_exp = 0;
     int64_t n_ctx = 0, sliding_window = 0, canvas_length = 0;
     float eps = 1e-6f, softcap = 30.0f;
     std::vector<LayerHparams> layers;
-    SamplerDefaults sampler;
+    SamplerParams sampler;  // the file's diffusion.* defaults
 };
 
 struct LayerWeights {
-    std::vector<float> attn_norm, q_norm, k_norm, post_attn_norm;
-    Matrix wq, wk, wv, wo;  // wv empty in full layers
-    std::vector<float> ffn_norm, post_ffw_norm_1;
-    Matrix ffn_gate, ffn_up, ffn_down;
-    Matrix router;  // [n_expert][n_embd]
-    std::vector<float> router_scale, per_expert_scale, pre_ffw_norm_2, post_ffw_norm_2, post_ffw_norm;
+    TensorBuffer attn_norm, q_norm, k_norm, post_attn_norm;  // F32 vectors on the backend
+    Tensor wq, wk, wv, wo;  // wv empty in full layers
+    TensorBuffer ffn_norm, post_ffw_norm_1;
+    Tensor ffn_gate, ffn_up, ffn_down;
+    Tensor router;  // [n_expert][n_embd]
+    TensorBuffer router_scale, per_expert_scale, pre_ffw_norm_2, post_ffw_norm_2, post_ffw_norm;
+    TensorBuffer inv_freq;  // F32 [n_rot / 2]
     MoeWeights experts;
-    float decoder_scalar = 1.0f, encoder_scalar = 1.0f;
+    float scalars[2] = {1.0f, 1.0f};  // layer scalar per PassMode: decoder, encoder
 };
 
 struct Weights {
-    Matrix token_embd;  // [n_vocab][n_embd]; also the tied lm_head
-    std::vector<float> output_norm, sc_pre_norm;
-    Matrix sc_gate, sc_up, sc_down;
+    Tensor token_embd;  // [n_vocab][n_embd]; also the tied lm_head
+    TensorBuffer output_norm, sc_pre_norm;
+    Tensor sc_gate, sc_up, sc_down;
     std::vector<LayerWeights> layers;
 };
 
 struct Session;
-struct Workspace;
 
-// One sequence's rows in a forward pass: rows row0 .. row0 + n - 1 of the workspace, at positions
-// s->n_past .. s->n_past + n - 1, attending to s's cache.
-struct Segment {
-    Session *s;
-    int64_t row0, n;
+// Scratch of forward passes over up to n_rows rows, of which up to n_logit_rows decoder rows
+// (one per model, grown between passes, never during one). Activations are F32 [rows][width].
+struct Workspace {
+    int64_t n_rows = 0, n_logit_rows = 0;
+    TensorBuffer x, xn, q, k, v, attn, proj, ff_gate, ff_up, dense, moe_out, sc, sc_h;
+    TensorBuffer expert_ids, expert_weight;  // I32 / F32 [rows][k]
+    TensorBuffer ids, positions, row_mode;   // I32 [rows]
+    TensorBuffer logits;                     // F32 [logit rows][n_vocab]
 };
 
-// One canvas of a batched denoising step.
-struct DenoiseItem {
-    Session *s;
-    const int32_t *canvas;
-    int64_t n;
-    const float *sc_logits;  // nullptr: no self-conditioning
-    float *logits;           // out: [n][n_vocab]
+// One sequence's part of a pass: `ids` (backend I32 [n]) at the session's next positions.
+// Decoder segments may carry a soft embedding for self-conditioning (F32 [n][n_embd]).
+struct PassItem {
+    Session *s = nullptr;
+    PassMode mode = PassMode::Decoder;
+    Tensor ids;
+    int64_t n = 0;
+    Tensor sc_embed;  // decoder only; empty: no self-conditioning
+};
+
+struct ModelOptions {
+    int n_threads = 0;                   // <= 0: one per core
+    TensorType kv_type = TensorType::F32;
+    std::string backend = "cpu";         // "cpu", or "opaque" (the test backend)
 };
 
 class Model {
 public:
-    Model(const std::string &path, int n_threads);
+    Model(const std::string &path, const ModelOptions &options);
     ~Model();
 
     const Hparams &hparams() const { return hp_; }
     const std::string &config_json() const { return config_json_; }
     Backend &backend() { return *backend_; }
+    TensorType kv_type() const { return kv_type_; }
     std::mutex &mutex() { return mu_; }
-    // Threads for host-side work outside the backend (the sampler).
-    ThreadPool &host_pool() { return host_pool_; }
+    const TransferCounts &transfers() const { return transfers_; }
 
-    // Encoder mode: ids[n] at positions s.n_past.. ; appends to the session's cache.
+    // Scratch for a pass of `rows` rows with up to `logit_rows` decoder rows.
+    Workspace &workspace(int64_t rows, int64_t logit_rows);
+
+    // One pass over several segments (decoder items first, then encoder items, in the order
+    // given). Encoder rows append to their sessions' caches and advance n_past; decoder rows
+    // leave them untouched and write soft-capped logits to the workspace's logits rows, decoder
+    // item i at the rows after items 0 .. i-1. The workspace must hold every row.
+    void forward(Workspace &ws, const std::vector<PassItem> &items);
+
+    // Encoder mode over host ids (the prompt, a committed canvas): chunks of at most kEncoderChunk.
     void encode(Session &s, const int32_t *ids, int64_t n);
-    // Decoder mode: canvas[n] at positions s.n_past.. ; writes logits[n][n_vocab].
+    // Decoder mode over a host canvas, optional host self-conditioning logits; logits to the host.
     void decode(Session &s, const int32_t *canvas, int64_t n, const float *sc_logits, float *logits);
-    // Decoder mode for several sequences in one pass (the weights are read once for all of them).
-    // Each item's logits equal what decode() gives it alone. ws holds at least the total rows.
-    void decode_batch(Workspace &ws, const std::vector<DenoiseItem> &items);
+
+    // The soft embedding of processed logits [n][V] for self-conditioning: F32 [n][n_embd].
+    void soft_embedding(const Tensor &logits, const Tensor &out);
+
+    // Bytes the weights, one session at n_ctx_tokens of context and a batch of n_batch canvases need.
+    MemoryPlan memory_plan(int64_t n_ctx_tokens, int64_t n_batch, int64_t n_sessions) const;
+
+    void check_ids(const int32_t *ids, int64_t n, const char *what) const;
+    void check_room(const Session &s, int64_t n, const char *what) const;
+
+    static constexpr int64_t kEncoderChunk = 512;  // rows per encoder pass
 
 private:
     void load_hparams();
     void load_weights();
     void build_config_json();
-    void check_ids(const int32_t *ids, int64_t n, const char *what) const;
-    void check_canvas(const Session &s, const int32_t *canvas, int64_t n) const;
-    // Runs every layer over ws.x (the segments' rows). Encoder mode appends to the caches.
-    void layers_forward(Workspace &ws, const std::vector<Segment> &segments, bool encoder);
+    TensorBuffer upload_vector(const std::vector<float> &v);
+    size_t workspace_bytes(int64_t rows, int64_t logit_rows) const;
 
     std::unique_ptr<GgufFile> file_;
     Hparams hp_;
-    Weights w_;
-    std::string config_json_;
+    TransferCounts transfers_;
     std::unique_ptr<Backend> backend_;
-    ThreadPool host_pool_;
+    Weights w_;
+    TensorType kv_type_ = TensorType::F32;
+    std::string config_json_;
+    Workspace ws_;
     std::mutex mu_;
 };
 

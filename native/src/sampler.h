@@ -1,4 +1,5 @@
-// The entropy-bound block-diffusion sampler (contract: Generation), on one canvas.
+// The entropy-bound block-diffusion sampler (contract: Generation), the reference every backend's
+// `sample` op reproduces bit for bit.
 //
 // Per step n = N..1 over raw soft-capped logits z[C][V]:
 //   y = z / t with t = t_min + (t_max - t_min) * n / N       (processed logits, written back into z)
@@ -6,12 +7,25 @@
 //   accept the lowest-entropy positions while (cumulative H) - H_i <= entropy_bound
 //   canvas_i = accepted ? draw_i : fresh uniform id              (everything else is re-noised)
 //   stop when amax equals each of the last `stability` amax canvases and mean(H) < confidence
-// Randomness is consumed in the reference's order: C ids to initialise a canvas; per step C
-// uniforms (one draw per position) then C ids (the re-noise candidates, drawn for every position).
+//
+// Fixed reduction order (sampler_math.h): per row, m = max y (NaN counts as -inf), argmax = the
+// lowest index holding m; e_v = exp(y_v - m) and a_v = e_v (y_v - m) in double; S and A are tree
+// sums over chunks of kSamplerChunk values, the chunk sums added in order; H = log S - A / S. The
+// draw with uniform u: target = u S; walk the chunk sums in order until one passes the target, then
+// that chunk's e_v in order; the first index whose running sum exceeds the target is drawn (if
+// rounding leaves none, the chunk's last index with e_v > 0). A row with no finite maximum has
+// argmax = draw = 0 and H = +inf. Positions sort by (H, position).
+//
+// Randomness: value k of the sequence's splitmix64 stream (draw_value), k = draw_index(canvas,
+// step, kind, position), or entry k of a table of raw values (tests): the same values whatever
+// the order or backend that consumes them.
+//
+// Fixed positions (infill): kept as they are, never re-noised, their argmax is their token, they
+// take no part in the entropy budget or the confidence mean; a canvas with no free position stops
+// at once. Their draws are still consumed, so the stream does not depend on the mask.
 #pragma once
 
 #include <cstdint>
-#include <functional>
 #include <vector>
 
 #include "cpu/threadpool.h"
@@ -28,52 +42,53 @@ struct SamplerParams {
 // Validates parameters; throws DGEMMA_ERR_INVALID_ARGUMENT naming the first bad one.
 void check_sampler_params(const SamplerParams &p);
 
-// Source of randomness: a seeded generator, or a caller-supplied function (test hook).
-class RandomSource {
-public:
-    using Fill = std::function<void(int kind, int64_t n, void *out)>;  // kind 0: int32 ids, 1: float uniforms
-    RandomSource(uint64_t seed, int64_t n_vocab) : state_(seed), n_vocab_(n_vocab) {}
-    void set_override(Fill fill) { override_ = std::move(fill); }
-    void tokens(int32_t *out, int64_t n);   // uniform ids in [0, n_vocab)
-    void uniforms(float *out, int64_t n);   // uniform in [0, 1)
+// t_min + (t_max - t_min) * (n / N) in the reference's float32 order.
+float sampler_temperature(const SamplerParams &p, int n);
 
-private:
-    uint64_t next();
-    uint64_t state_;
-    int64_t n_vocab_;
-    Fill override_;
+// Where the raw draws come from: the generator seeded by `seed`, or `table[k]` when a table is given.
+struct DrawSource {
+    uint64_t seed = 0;
+    const uint64_t *table = nullptr;
+    int64_t table_size = 0;
+    uint64_t raw(uint64_t k) const;  // throws OUT_OF_RANGE past the end of a table
 };
 
-struct StepResult {
-    bool stop = false;
-    int n_accepted = 0;
-    double mean_entropy = 0.0;
+// One position: processes y[V] in place (y /= t) and returns its argmax, draw and entropy.
+struct PositionResult {
+    int32_t argmax = 0, draw = 0;
+    double entropy = 0.0;
+};
+// scratch: sampler_scratch_per_thread(n_vocab) doubles.
+PositionResult sample_position(float *y, int64_t n_vocab, float t, float u, double *scratch);
+int64_t sampler_scratch_per_thread(int64_t n_vocab);
+
+// Host views of one canvas's sampler state (the CPU backend's tensors, or the standalone sampler's).
+struct SamplerView {
+    int64_t n_canvas = 0, n_vocab = 0;
+    const SamplerParams *params = nullptr;
+    DrawSource draws;
+    int64_t canvas_no = 0;
+    int32_t *canvas = nullptr;      // [C]
+    int32_t *argmax = nullptr;      // [C]
+    const int8_t *fixed = nullptr;  // [C] or null
+    int32_t *history = nullptr;     // [stability][C]
+    int8_t *accepted = nullptr;     // [C] or null
 };
 
-class Sampler {
-public:
-    Sampler(int64_t n_canvas, int64_t n_vocab, const SamplerParams &params, RandomSource &random, ThreadPool &pool);
-
-    // A fresh canvas of uniform random ids; resets the stopping history.
-    void init_canvas(int32_t *canvas);
-    // One step `n` (N..1): logits[C][V] raw in, processed out; canvas current in, next out.
-    StepResult step(int n, float *logits, int32_t *canvas);
-
-    const std::vector<int32_t> &argmax() const { return argmax_; }
-    const std::vector<uint8_t> &accepted() const { return accepted_; }
-    const std::vector<double> &entropy() const { return entropy_; }
-    float temperature(int n) const;
-
-private:
-    int64_t C_, V_;
-    SamplerParams p_;
-    RandomSource &random_;
-    ThreadPool &pool_;
-    std::vector<int32_t> argmax_, draw_, renoise_, order_;
-    std::vector<float> uniform_;
-    std::vector<double> entropy_;
-    std::vector<uint8_t> accepted_;
-    std::vector<int32_t> history_;  // [stability][C], -1 before filled
+// canvas[i] = fresh id for every free position; history = -1.
+void sampler_init_host(const SamplerView &v);
+// Per-step work arrays, sized once for a canvas of C positions on a pool of n_threads.
+struct SamplerScratch {
+    int64_t per_thread = 0;
+    std::vector<double> chunks;   // [n_threads][sampler_scratch_per_thread(V)]
+    std::vector<double> entropy;  // [C]
+    std::vector<int32_t> draw, order;
+    std::vector<uint64_t> raws;   // [C][2]: the step's uniform and re-noise draws
+    void reserve(int64_t n_canvas, int64_t n_vocab, int n_threads);
 };
+
+// One step over logits[C][V] (raw in, processed out); returns the stop flag. Positions run in
+// parallel on `pool`; `scratch` must have been reserved for C and the pool.
+bool sample_step_host(const SamplerView &v, int step, float *logits, ThreadPool &pool, SamplerScratch &scratch);
 
 }  // namespace dg

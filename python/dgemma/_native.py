@@ -20,12 +20,21 @@ const char *dgemma_cpu_features(void);
 
 typedef struct dgemma_model dgemma_model;
 typedef struct dgemma_session dgemma_session;
-typedef struct dgemma_model_params { int32_t n_threads; } dgemma_model_params;
+typedef struct dgemma_model_params { int32_t n_threads; int32_t kv_type; const char *backend; } dgemma_model_params;
 
 dgemma_model_params dgemma_model_default_params(void);
 dgemma_status dgemma_model_load(const char *path, const dgemma_model_params *params, dgemma_model **out_model);
 void dgemma_model_free(dgemma_model *model);
 const char *dgemma_model_config_json(const dgemma_model *model);
+typedef struct dgemma_memory {
+    uint64_t weights_mapped; uint64_t weights_owned; uint64_t per_session; uint64_t per_batch; uint64_t total;
+} dgemma_memory;
+dgemma_status dgemma_model_memory(const dgemma_model *model, int64_t n_ctx_tokens, int32_t n_batch,
+                                  int32_t n_sessions, dgemma_memory *out);
+typedef struct dgemma_transfers {
+    uint64_t bytes_to_host; uint64_t bytes_to_device; int64_t downloads; int64_t uploads;
+} dgemma_transfers;
+dgemma_status dgemma_model_transfers(const dgemma_model *model, dgemma_transfers *out);
 
 dgemma_status dgemma_session_new(dgemma_model *model, dgemma_session **out_session);
 void dgemma_session_free(dgemma_session *session);
@@ -39,12 +48,12 @@ typedef struct dgemma_sampler_params {
     float confidence_threshold; uint64_t seed;
 } dgemma_sampler_params;
 dgemma_sampler_params dgemma_model_sampler_defaults(const dgemma_model *model);
-typedef void (*dgemma_random_fn)(void *user, int32_t kind, int64_t n, void *out);
 typedef int32_t (*dgemma_step_fn)(void *user, int32_t step, const int32_t *draft, int64_t n_canvas);
 typedef int32_t (*dgemma_canvas_fn)(void *user, const int32_t *tokens, int64_t n_tokens);
 typedef struct dgemma_generate_options {
     const int32_t *eos_ids; int64_t n_eos; dgemma_step_fn on_step; dgemma_canvas_fn on_canvas;
-    dgemma_random_fn random; void *user;
+    int32_t drafts; const uint64_t *draws; int64_t n_draws; const uint8_t *fixed; const int32_t *fixed_tokens;
+    void *user;
 } dgemma_generate_options;
 typedef struct dgemma_generate_result {
     int64_t n_tokens; int32_t n_steps; int32_t n_canvases; int32_t finish_reason;
@@ -59,8 +68,9 @@ dgemma_status dgemma_generate_batch(dgemma_session *const *sessions, int32_t n_s
                                     dgemma_generate_result *results);
 typedef struct dgemma_sampler dgemma_sampler;
 dgemma_status dgemma_sampler_new(int64_t n_canvas, int64_t n_vocab, const dgemma_sampler_params *params,
-                                 dgemma_random_fn random, void *user, dgemma_sampler **out_sampler);
+                                 const uint64_t *draws, int64_t n_draws, dgemma_sampler **out_sampler);
 void dgemma_sampler_free(dgemma_sampler *sampler);
+dgemma_status dgemma_sampler_set_fixed(dgemma_sampler *sampler, const uint8_t *mask);
 dgemma_status dgemma_sampler_init_canvas(dgemma_sampler *sampler, int32_t *canvas);
 dgemma_status dgemma_sampler_step(dgemma_sampler *sampler, int32_t step, float *logits, int32_t *canvas,
                                   int32_t *argmax, uint8_t *accepted, int32_t *stop);
@@ -81,7 +91,7 @@ CDEF_EXTRA = [
     """,
 ]
 
-API_VERSION = 1
+API_VERSION = 2
 
 ffi = cffi.FFI()
 ffi.cdef(CDEF + "\n".join(CDEF_EXTRA))

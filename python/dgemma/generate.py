@@ -23,9 +23,6 @@ SAMPLER_FIELDS = {"max_denoising_steps": "max_steps", "t_min": "t_min", "t_max":
                   "entropy_bound": "entropy_bound", "stability_threshold": "stability_threshold",
                   "confidence_threshold": "confidence_threshold"}
 
-# A random source for tests: called as fill(kind, n) -> array; kind 0 = n token ids, 1 = n uniforms.
-RandomSource = Callable[[int, int], np.ndarray]
-
 
 @dataclass
 class Generation:
@@ -158,17 +155,24 @@ def run(model, prompt, **kwargs) -> Generation:
 
 def run_batch(model, prompts: Sequence, *, max_new_tokens: int = 256, seed: int | None = None,
               stop: Sequence[str] | None = None, eos_ids: Sequence[int] | None = None,
-              random_source: RandomSource | None = None,
+              draws: np.ndarray | None = None,
               on_canvas: Callable[[list[int]], None] | None = None,
-              on_step: Callable[[int, np.ndarray], bool] | None = None, **sampler) -> list[Generation]:
+              on_step: Callable[[int, np.ndarray | None], bool] | None = None, drafts: bool = False,
+              **sampler) -> list[Generation]:
     """Generations for several prompts as one batch: each denoising step decodes every canvas still
     denoising in one pass. Each sequence stops on its own and gets what it would get alone (same
     seed, same tokens). Callbacks (single prompts only): on_canvas(new tokens) after each canvas;
-    on_step(step, draft) after each denoising step, returning True to cancel."""
+    on_step(step, draft) after each denoising step, returning True to cancel; draft is the step's
+    argmax canvas when `drafts` is set (a copy to the host per step), else None. `draws` (tests):
+    raw 64-bit draws replacing the seeded generator (dgemma.h, "Randomness")."""
     if isinstance(max_new_tokens, bool) or not isinstance(max_new_tokens, (int, np.integer)) or max_new_tokens <= 0:
         raise InvalidArgumentError(f"max_new_tokens must be a positive integer, got {max_new_tokens!r}")
-    if len(prompts) > 1 and (on_canvas or on_step or random_source):
-        raise InvalidArgumentError("callbacks and random_source apply to a single prompt")
+    if len(prompts) > 1 and (on_canvas or on_step or draws is not None):
+        raise InvalidArgumentError("callbacks and draws apply to a single prompt")
+    if draws is not None:
+        draws = np.ascontiguousarray(draws, dtype=np.uint64)
+        if draws.ndim != 1:
+            raise InvalidArgumentError("draws must be a 1-D array of raw 64-bit values")
     if isinstance(stop, str):
         stop = [stop]
     stop = [s for s in (stop or []) if s]
@@ -202,9 +206,10 @@ def run_batch(model, prompts: Sequence, *, max_new_tokens: int = 256, seed: int 
         if on_step is not None:
             keep.append(ffi.callback("dgemma_step_fn", _step_callback(states[0], on_step)))
             opts[0].on_step = keep[-1]
-        if random_source is not None:
-            keep.append(ffi.callback("dgemma_random_fn", _random_callback(states[0], random_source)))
-            opts[0].random = keep[-1]
+            opts[0].drafts = int(bool(drafts))
+        if draws is not None:
+            opts[0].draws = ffi.from_buffer("uint64_t[]", draws)
+            opts[0].n_draws = draws.size
         out_ptrs = ffi.new("int32_t *[]", [ffi.from_buffer("int32_t[]", o) for o in outs])
         handles = ffi.new("dgemma_session *[]", [s._handle() for s in sessions])
         results = ffi.new("dgemma_generate_result[]", n)
@@ -256,22 +261,11 @@ def _canvas_callback(state, out, on_canvas, stop, tok):
 def _step_callback(state, on_step):
     def cb(user, step, draft, n):
         try:
-            return int(bool(on_step(step, np.frombuffer(ffi.buffer(draft, n * 4), dtype=np.int32).copy())))
+            d = None if draft == ffi.NULL else np.frombuffer(ffi.buffer(draft, n * 4), dtype=np.int32).copy()
+            return int(bool(on_step(step, d)))
         except BaseException as e:
             state["error"] = e
             return 1
-    return cb
-
-
-def _random_callback(state, random_source):
-    def cb(user, kind, n, dst):
-        try:
-            values = np.asarray(random_source(kind, n), dtype=np.int32 if kind == 0 else np.float32)
-            if values.shape != (n,):
-                raise InvalidArgumentError(f"random source returned shape {values.shape}, expected ({n},)")
-            ffi.memmove(dst, values.tobytes(), values.nbytes)
-        except BaseException as e:
-            state["error"] = e  # `dst` keeps its old contents; the core's checks abort the call
     return cb
 
 
@@ -300,7 +294,7 @@ def stream(model, prompt, *, drafts: bool = False, **kwargs) -> Iterator[str | D
 
     def work():
         try:
-            events.put(run(model, prompt, on_canvas=on_canvas, on_step=on_step, **kwargs))
+            events.put(run(model, prompt, on_canvas=on_canvas, on_step=on_step, drafts=drafts, **kwargs))
         except BaseException as e:
             events.put(e)
 

@@ -80,6 +80,10 @@ def _is_batch(prompt) -> bool:
     return isinstance(first, (str, list, tuple, np.ndarray))
 
 
+# KV cache element types by name: ggml type ids.
+KV_TYPES = {"f32": 0, "f16": 1, "bf16": 30}
+
+
 class Model:
     """A DiffusionGemma GGUF file, memory-mapped and validated by the native core.
 
@@ -87,12 +91,22 @@ class Model:
     ...     s = model.session(); s.prefill(ids); logits = s.denoise(canvas)
     """
 
-    def __init__(self, path: str | os.PathLike, *, threads: int | None = None):
+    def __init__(self, path: str | os.PathLike, *, threads: int | None = None, kv_type: str = "f32",
+                 backend: str = "cpu"):
+        """`kv_type`: the KV cache's element type, "f32", "f16" or "bf16". `backend`: "cpu", or
+        "opaque", the test backend whose memory the host cannot read (it counts transfers)."""
         if threads is not None and (not isinstance(threads, int) or threads < 1):
             raise InvalidArgumentError(f"threads must be a positive integer or None, got {threads!r}")
+        if kv_type not in KV_TYPES:
+            raise InvalidArgumentError(f"kv_type must be one of {', '.join(KV_TYPES)}, got {kv_type!r}")
+        if not isinstance(backend, str):
+            raise InvalidArgumentError(f"backend must be a string, got {backend!r}")
         self.path = os.fspath(path)
         params = ffi.new("dgemma_model_params *", lib.dgemma_model_default_params())
         params.n_threads = threads or 0
+        params.kv_type = KV_TYPES[kv_type]
+        backend_name = ffi.new("char[]", backend.encode())
+        params.backend = backend_name
         out = ffi.new("dgemma_model **")
         check(lib.dgemma_model_load(self.path.encode(), params, out))
         self._ptr = out[0]
@@ -109,6 +123,22 @@ class Model:
             self._tokenizer = Tokenizer.from_gguf(self.path)
         return self._tokenizer
 
+    def memory(self, n_ctx_tokens: int | None = None, n_batch: int = 1, n_sessions: int = 1) -> dict:
+        """Bytes the weights, `n_sessions` sessions of `n_ctx_tokens` positions (default: the full
+        context) and a batch of `n_batch` canvases need: weights_mapped, weights_owned, per_session,
+        per_batch, total."""
+        out = ffi.new("dgemma_memory *")
+        n_ctx = self.config.n_ctx if n_ctx_tokens is None else n_ctx_tokens
+        check(lib.dgemma_model_memory(self._handle(), n_ctx, n_batch, n_sessions, out))
+        return {k: getattr(out, k) for k in ("weights_mapped", "weights_owned", "per_session", "per_batch", "total")}
+
+    def transfers(self) -> dict:
+        """Bytes and calls that crossed between the host and the backend since load (the "opaque"
+        test backend counts them; the CPU backend reports zeros)."""
+        out = ffi.new("dgemma_transfers *")
+        check(lib.dgemma_model_transfers(self._handle(), out))
+        return {k: getattr(out, k) for k in ("bytes_to_host", "bytes_to_device", "downloads", "uploads")}
+
     def _handle(self):
         if self._ptr is None:
             raise InvalidArgumentError("the model is closed")
@@ -116,16 +146,17 @@ class Model:
 
     def generate(self, prompt, *, max_new_tokens: int = 256, seed: int | None = None, max_denoising_steps=None,
                  t_min=None, t_max=None, entropy_bound=None, stability_threshold=None, confidence_threshold=None,
-                 stop=None, eos_ids=None, random_source=None):
+                 stop=None, eos_ids=None, draws=None):
         """Generates after `prompt` — text, a list of token ids, or a list of chat messages
         ({"role", "content"}) — or after each of several prompts (a list of those), returning a
         `Generation` (a list of them: one batch, each denoising step decoding all canvases in one
         pass). Sampler options default to the GGUF's `diffusion.*` values.
-        The same seed gives the same output. `random_source` is a test hook (see generate.py)."""
+        The same seed gives the same output. `draws` is a test hook: a table of raw 64-bit draws
+        replacing the seeded generator (the mapping is in dgemma.h, "Randomness")."""
         from . import generate as g
 
         kwargs = dict(max_new_tokens=max_new_tokens, seed=seed, stop=stop, eos_ids=eos_ids,
-                      random_source=random_source, max_denoising_steps=max_denoising_steps, t_min=t_min,
+                      draws=draws, max_denoising_steps=max_denoising_steps, t_min=t_min,
                       t_max=t_max, entropy_bound=entropy_bound, stability_threshold=stability_threshold,
                       confidence_threshold=confidence_threshold)
         if _is_batch(prompt):
@@ -174,6 +205,22 @@ class Session:
         self._ptr = out[0]
         self.model = model
         model._sessions.append(self)
+
+    def memory(self, n_ctx_tokens: int | None = None, n_batch: int = 1, n_sessions: int = 1) -> dict:
+        """Bytes the weights, `n_sessions` sessions of `n_ctx_tokens` positions (default: the full
+        context) and a batch of `n_batch` canvases need: weights_mapped, weights_owned, per_session,
+        per_batch, total."""
+        out = ffi.new("dgemma_memory *")
+        n_ctx = self.config.n_ctx if n_ctx_tokens is None else n_ctx_tokens
+        check(lib.dgemma_model_memory(self._handle(), n_ctx, n_batch, n_sessions, out))
+        return {k: getattr(out, k) for k in ("weights_mapped", "weights_owned", "per_session", "per_batch", "total")}
+
+    def transfers(self) -> dict:
+        """Bytes and calls that crossed between the host and the backend since load (the "opaque"
+        test backend counts them; the CPU backend reports zeros)."""
+        out = ffi.new("dgemma_transfers *")
+        check(lib.dgemma_model_transfers(self._handle(), out))
+        return {k: getattr(out, k) for k in ("bytes_to_host", "bytes_to_device", "downloads", "uploads")}
 
     def _handle(self):
         if self._ptr is None:

@@ -1,4 +1,5 @@
 // The CPU backend: every op of backend.h over host memory, parallelised with one ThreadPool.
+// Tensors' data pointers are host addresses; weights are used in place in the mapped file.
 #include <algorithm>
 #include <cmath>
 #include <cstdlib>
@@ -10,6 +11,7 @@
 #include "cpu/kernels.h"
 #include "cpu/threadpool.h"
 #include "error.h"
+#include "sampler.h"
 
 namespace dg {
 
@@ -17,152 +19,216 @@ namespace {
 
 constexpr int64_t kRowTile = 16;          // weight rows per matmul task
 constexpr int64_t kElementwiseChunk = 1 << 16;
+constexpr int64_t kQueriesPerTask = 8;    // attention queries per task (one head)
+constexpr int64_t kSoftParts = 16;        // soft_embed: fixed vocabulary ranges, reduced in order
+constexpr int64_t kSoftChunk = 64;        // soft_embed: vocabulary rows dequantized at a time
+constexpr int64_t kKvChunk = 256;         // attention: cached rows converted to F32 at a time
 
 inline float gelu_tanh(float x) {
     const float c = 0.7978845608028654f;  // sqrt(2 / pi)
     return 0.5f * x * (1.0f + std::tanh(c * (x + 0.044715f * x * x * x)));
 }
 
-// Per-thread scratch that grows to the largest request and is then reused.
+// Scratch sized by reserve(); an op that finds it too small has a bug in its caller's reserve.
+template <typename T>
+T *reserved(std::vector<T> &v, size_t n) {
+    if (v.size() < n) throw Error(DGEMMA_ERR_INTERNAL, "backend scratch used before reserve()");
+    return v.data();
+}
+
+template <typename T>
+T *host(const Tensor &t) { return static_cast<T *>(t.data); }
+
+// Per-thread scratch.
 struct Scratch {
-    std::vector<float> tile;    // dequantized weight rows
-    std::vector<float> scores;  // attention scores
-    float *get(std::vector<float> &v, size_t n) {
-        if (v.size() < n) v.resize(n);
-        return v.data();
-    }
+    std::vector<float> tile;    // dequantized weight rows; soft_embed's vocabulary rows
+    std::vector<float> scores;  // attention scores [queries per task][keys]; RoPE's cos/sin
+    std::vector<float> kv;      // a run of cached keys or values converted to F32
 };
 
 class CpuBackend final : public Backend {
 public:
     explicit CpuBackend(int n_threads) : pool_(n_threads), scratch_(static_cast<size_t>(pool_.size())) {}
+    int threads() const { return pool_.size(); }
 
-    const char *name() const override { return "cpu"; }
+    std::string name() const override { return "cpu"; }
 
-    Buffer alloc(size_t n) override {
-        Buffer b;
-        b.n = n;
-        if (n == 0) return b;
-        const size_t bytes = (n * sizeof(float) + 63) / 64 * 64;
-        b.data = static_cast<float *>(std::aligned_alloc(64, bytes));
-        if (!b.data) throw std::bad_alloc();
-        return b;
+    Tensor alloc(TensorType type, int64_t ne0, int64_t ne1, int64_t ne2, int64_t ne3) override {
+        Tensor t = make_tensor(nullptr, type, ne0, ne1, ne2, ne3, this);
+        const size_t bytes = (t.bytes() + 63) / 64 * 64;
+        if (bytes) {
+            t.data = std::aligned_alloc(64, bytes);
+            if (!t.data) throw std::bad_alloc();
+        }
+        return t;
     }
 
-    void free(Buffer &b) override {
-        std::free(b.data);
-        b = Buffer{};
+    void free(Tensor &t) override {
+        std::free(t.data);
+        t = Tensor{};
+    }
+
+    Tensor load_weight(const Tensor &h) override {
+        Tensor t = h;
+        t.backend = this;
+        return t;
+    }
+    size_t weight_bytes_owned() const override { return 0; }
+
+    void upload(const Tensor &dst, const void *src, size_t bytes, size_t offset) override {
+        if (bytes) std::memcpy(dst.bytes_at(offset), src, bytes);
+    }
+    void download(const Tensor &src, void *dst, size_t bytes, size_t offset) override {
+        if (bytes) std::memcpy(dst, src.bytes_at(offset), bytes);
+    }
+    void copy_rows(const Tensor &src, int64_t s0, const Tensor &dst, int64_t d0, int64_t n) override {
+        for (int64_t r = 0; r < n; ++r)
+            std::memcpy(dst.bytes_at(static_cast<size_t>(d0 + r) * dst.nb[1]), src.bytes_at(static_cast<size_t>(s0 + r) * src.nb[1]),
+                        src.nb[1]);
+    }
+    void synchronize() override {}
+
+    void reserve(const PassLimits &l) override {
+        auto grow = [](auto &v, int64_t n) {
+            if (v.size() < static_cast<size_t>(n)) v.resize(static_cast<size_t>(n));
+        };
+        for (Scratch &sc : scratch_) {
+            grow(sc.tile, std::max(kRowTile * l.max_cols, kSoftChunk * l.n_embd));
+            grow(sc.scores, std::max(kQueriesPerTask * l.keys, l.max_head_dim));
+            grow(sc.kv, kKvChunk * l.max_head_dim);
+        }
+        const int64_t slots = l.rows * l.n_expert_used;
+        // Quantized activations take at most 292 bytes per 256 values (Q8_K): 2 bytes per value bounds them.
+        grow(qx_, 2 * std::max(slots, l.rows) * l.max_cols);
+        grow(qx_up_, 2 * slots * l.max_cols);
+        grow(offsets_, l.n_expert + 1);
+        grow(fill_, l.n_expert + 1);
+        grow(order_, slots);
+        grow(slot_of_, slots);
+        grow(tasks_, l.n_expert * ((l.max_cols + kRowTile - 1) / kRowTile));
+        grow(moe_x_, slots * l.n_embd);
+        grow(moe_gate_, slots * l.n_ff_exp);
+        grow(moe_up_, slots * l.n_ff_exp);
+        grow(moe_y_, slots * l.n_embd);
+        grow(router_in_, l.rows * l.n_embd);
+        grow(router_p_, l.rows * l.n_expert);
+        grow(row_max_, l.rows);
+        grow(row_inv_sum_, l.rows);
+        grow(soft_partial_, kSoftParts * l.rows * l.n_embd);
+        if (l.canvas > 0 && l.n_vocab > 0) sampler_scratch_.reserve(l.canvas, l.n_vocab, pool_.size());
     }
 
     // --- matrix products ------------------------------------------------------------------------
 
     // Activations in the form the weight type consumes: quantized to its vec_dot_type when it has an
     // integer dot product, else nullptr (the float path reads x directly).
-    const uint8_t *quantize_activations(const Matrix &w, const float *x, int64_t n, std::vector<uint8_t> &buf,
+    const uint8_t *quantize_activations(const Tensor &w, const float *x, int64_t n, std::vector<uint8_t> &buf,
                                         size_t *row_size) {
         if (!w.type->vec_dot) return nullptr;
         const TypeTraits &qt = *type_traits(w.type->vec_dot_type);
-        *row_size = row_bytes(qt, w.n_cols);
-        if (buf.size() < *row_size * static_cast<size_t>(n)) buf.resize(*row_size * static_cast<size_t>(n));
-        uint8_t *out = buf.data();
+        const int64_t K = w.n_cols();
+        *row_size = row_bytes(qt, K);
+        uint8_t *out = reserved(buf, *row_size * static_cast<size_t>(n));
         const size_t rs = *row_size;
-        pool_.run(n, [&](int64_t t, int) { qt.from_float(x + t * w.n_cols, out + t * rs, w.n_cols); });
+        pool_.run(n, [&](int64_t t, int) { qt.from_float(x + t * K, out + t * rs, K); });
         return out;
     }
 
     // y[t][r] for rows [r0, r1) of w and n contiguous activation rows (float x, or quantized xq).
-    void rows(const Matrix &w, const float *x, const uint8_t *xq, size_t xq_row, int64_t n, float *y, int64_t ldy,
+    void rows(const Tensor &w, const float *x, const uint8_t *xq, size_t xq_row, int64_t n, float *y, int64_t ldy,
               int64_t r0, int64_t r1, int thread) {
-        const int64_t K = w.n_cols;
+        const int64_t K = w.n_cols();
+        const size_t rs = w.row_stride();
         if (xq) {
             for (int64_t r = r0; r < r1; ++r) {
-                const uint8_t *wr = w.row(r);
+                const uint8_t *wr = w.bytes_at(static_cast<size_t>(r) * rs);
                 for (int64_t t = 0; t < n; ++t) y[t * ldy + r] = w.type->vec_dot(wr, xq + t * xq_row, K);
             }
             return;
         }
         const float *wt;
         int64_t ldw;
-        if (w.type == type_traits(TensorType::F32)) {
-            wt = reinterpret_cast<const float *>(w.row(r0));
-            ldw = static_cast<int64_t>(w.row_stride / sizeof(float));
+        if (w.type_id == TensorType::F32) {
+            wt = reinterpret_cast<const float *>(w.bytes_at(static_cast<size_t>(r0) * rs));
+            ldw = static_cast<int64_t>(rs / sizeof(float));
         } else {
-            float *tile = scratch_[thread].get(scratch_[thread].tile, static_cast<size_t>((r1 - r0) * K));
-            for (int64_t r = r0; r < r1; ++r) w.type->to_float(w.row(r), tile + (r - r0) * K, K);
+            float *tile = reserved(scratch_[thread].tile, static_cast<size_t>((r1 - r0) * K));
+            for (int64_t r = r0; r < r1; ++r) w.type->to_float(w.bytes_at(static_cast<size_t>(r) * rs), tile + (r - r0) * K, K);
             wt = tile;
             ldw = K;
         }
         dot_tile(x, K, n, wt, ldw, r1 - r0, K, y + r0, ldy);
     }
 
-    void matmul(const Matrix &w, const float *x, int64_t n, float *y) override {
+    void matmul(const Tensor &w, const Tensor &xt, const Tensor &yt) override {
+        const int64_t n = xt.n_rows();
         if (n <= 0) return;
+        const float *x = host<float>(xt);
+        float *y = host<float>(yt);
         size_t xq_row = 0;
         const uint8_t *xq = quantize_activations(w, x, n, qx_, &xq_row);
-        const int64_t n_tiles = (w.n_rows + kRowTile - 1) / kRowTile;
+        const int64_t n_tiles = (w.n_rows() + kRowTile - 1) / kRowTile;
         pool_.run(n_tiles, [&](int64_t tile, int thread) {
-            const int64_t r0 = tile * kRowTile, r1 = std::min(w.n_rows, r0 + kRowTile);
-            rows(w, x, xq, xq_row, n, y, w.n_rows, r0, r1, thread);
+            const int64_t r0 = tile * kRowTile, r1 = std::min(w.n_rows(), r0 + kRowTile);
+            rows(w, x, xq, xq_row, n, y, w.n_rows(), r0, r1, thread);
         });
     }
 
-    void moe(const MoeWeights &w, const float *x, int64_t n, const int32_t *expert, const float *weight, int k,
-             float *out) override {
-        const int64_t E = w.down.first.n_rows, F = w.gate.first.n_rows, X = w.gate.n_experts;
+    void moe(const MoeWeights &w, const Tensor &xt, const Tensor &expert_t, const Tensor &weight_t, const Tensor &out_t) override {
+        const float *x = host<float>(xt);
+        const int32_t *expert = host<int32_t>(expert_t);
+        const float *weight = host<float>(weight_t);
+        float *out = host<float>(out_t);
+        const int64_t n = xt.n_rows(), k = expert_t.ne[0];
+        const int64_t E = w.down.n_rows(), F = w.gate.n_rows(), X = w.gate.ne[2], K = w.gate.n_cols();
         const int64_t total = n * k;
         // Group the (token, slot) assignments by expert: slots offsets[e] .. offsets[e+1].
-        offsets_.assign(static_cast<size_t>(X + 1), 0);
-        for (int64_t i = 0; i < total; ++i) ++offsets_[static_cast<size_t>(expert[i]) + 1];
-        for (int64_t e = 0; e < X; ++e) offsets_[e + 1] += offsets_[e];
-        order_.resize(static_cast<size_t>(total));
-        slot_of_.resize(static_cast<size_t>(total));
-        {
-            fill_.assign(offsets_.begin(), offsets_.end() - 1);
-            for (int64_t i = 0; i < total; ++i) {
-                const int64_t s = fill_[expert[i]]++;
-                order_[s] = i;  // assignment i = t * k + j
-                slot_of_[i] = s;
-            }
+        int64_t *offsets = reserved(offsets_, static_cast<size_t>(X + 1)), *fill = reserved(fill_, static_cast<size_t>(X + 1));
+        int64_t *order = reserved(order_, static_cast<size_t>(total)), *slot_of = reserved(slot_of_, static_cast<size_t>(total));
+        std::fill(offsets, offsets + X + 1, 0);
+        for (int64_t i = 0; i < total; ++i) ++offsets[expert[i] + 1];
+        for (int64_t e = 0; e < X; ++e) offsets[e + 1] += offsets[e];
+        std::copy(offsets, offsets + X, fill);
+        for (int64_t i = 0; i < total; ++i) {
+            const int64_t s = fill[expert[i]]++;
+            order[s] = i;  // assignment i = t * k + j
+            slot_of[i] = s;
         }
-        auto grow = [](std::vector<float> &v, int64_t count) {
-            if (v.size() < static_cast<size_t>(count)) v.resize(static_cast<size_t>(count));
-            return v.data();
-        };
-        float *xg = grow(moe_x_, total * w.gate.first.n_cols);  // gathered inputs [slot][n_embd]
-        float *gate = grow(moe_gate_, total * F);               // [slot][F], then the activation
-        float *up = grow(moe_up_, total * F);
-        float *yd = grow(moe_y_, total * E);                    // [slot][n_embd]
-        const int64_t K = w.gate.first.n_cols;
-        pool_.run(total, [&](int64_t s, int) { std::memcpy(xg + s * K, x + (order_[s] / k) * K, K * sizeof(float)); });
+        float *xg = reserved(moe_x_, static_cast<size_t>(total * K));      // gathered inputs [slot][n_embd]
+        float *gate = reserved(moe_gate_, static_cast<size_t>(total * F));  // [slot][F], then the activation
+        float *up = reserved(moe_up_, static_cast<size_t>(total * F));
+        float *yd = reserved(moe_y_, static_cast<size_t>(total * E));       // [slot][n_embd]
+        pool_.run(total, [&](int64_t s, int) { std::memcpy(xg + s * K, x + (order[s] / k) * K, K * sizeof(float)); });
 
         // Tasks: (expert, row tile) over the experts that received tokens.
+        int64_t n_tasks = 0;
         auto make_tasks = [&](int64_t n_rows) {
-            tasks_.clear();
+            TaskRec *tasks = reserved(tasks_, static_cast<size_t>(X * ((n_rows + kRowTile - 1) / kRowTile)));
+            n_tasks = 0;
             for (int64_t e = 0; e < X; ++e)
-                if (offsets_[e + 1] > offsets_[e])
-                    for (int64_t r0 = 0; r0 < n_rows; r0 += kRowTile)
-                        tasks_.push_back({e, r0, std::min(n_rows, r0 + kRowTile)});
+                if (offsets[e + 1] > offsets[e])
+                    for (int64_t r0 = 0; r0 < n_rows; r0 += kRowTile) tasks[n_tasks++] = {e, r0, std::min(n_rows, r0 + kRowTile)};
         };
         size_t q_row = 0;
-        const uint8_t *xq = quantize_activations(w.gate.first, xg, total, qx_, &q_row);
+        const uint8_t *xq = quantize_activations(w.gate, xg, total, qx_, &q_row);
         const uint8_t *xq_up = xq;
         size_t q_row_up = q_row;
-        if (w.up.first.type != w.gate.first.type) xq_up = quantize_activations(w.up.first, xg, total, qx_up_, &q_row_up);
+        if (w.up.type_id != w.gate.type_id) xq_up = quantize_activations(w.up, xg, total, qx_up_, &q_row_up);
         make_tasks(F);
-        pool_.run(static_cast<int64_t>(tasks_.size()), [&](int64_t ti, int thread) {
+        pool_.run(n_tasks, [&](int64_t ti, int thread) {
             const TaskRec &t = tasks_[ti];
-            const int64_t s0 = offsets_[t.e], m = offsets_[t.e + 1] - s0;
-            rows(w.gate.expert(t.e), xg + s0 * K, xq ? xq + s0 * q_row : nullptr, q_row, m, gate + s0 * F, F, t.r0, t.r1, thread);
-            rows(w.up.expert(t.e), xg + s0 * K, xq_up ? xq_up + s0 * q_row_up : nullptr, q_row_up, m, up + s0 * F, F, t.r0, t.r1, thread);
+            const int64_t s0 = offsets[t.e], m = offsets[t.e + 1] - s0;
+            rows(w.gate.slice(t.e), xg + s0 * K, xq ? xq + s0 * q_row : nullptr, q_row, m, gate + s0 * F, F, t.r0, t.r1, thread);
+            rows(w.up.slice(t.e), xg + s0 * K, xq_up ? xq_up + s0 * q_row_up : nullptr, q_row_up, m, up + s0 * F, F, t.r0, t.r1, thread);
             for (int64_t s = s0; s < s0 + m; ++s)
                 for (int64_t r = t.r0; r < t.r1; ++r) gate[s * F + r] = gelu_tanh(gate[s * F + r]) * up[s * F + r];
         });
-        xq = quantize_activations(w.down.first, gate, total, qx_, &q_row);
+        xq = quantize_activations(w.down, gate, total, qx_, &q_row);
         make_tasks(E);
-        pool_.run(static_cast<int64_t>(tasks_.size()), [&](int64_t ti, int thread) {
+        pool_.run(n_tasks, [&](int64_t ti, int thread) {
             const TaskRec &t = tasks_[ti];
-            const int64_t s0 = offsets_[t.e], m = offsets_[t.e + 1] - s0;
-            rows(w.down.expert(t.e), gate + s0 * F, xq ? xq + s0 * q_row : nullptr, q_row, m, yd + s0 * E, E, t.r0, t.r1, thread);
+            const int64_t s0 = offsets[t.e], m = offsets[t.e + 1] - s0;
+            rows(w.down.slice(t.e), gate + s0 * F, xq ? xq + s0 * q_row : nullptr, q_row, m, yd + s0 * E, E, t.r0, t.r1, thread);
         });
         // out[t] = sum_j weight[t][j] * yd[slot(t, j)].
         pool_.run(n, [&](int64_t t, int) {
@@ -175,7 +241,7 @@ public:
                 for (int c = 0; c < k; ++c)
                     if (expert[t * k + c] > last && (j < 0 || expert[t * k + c] < expert[t * k + j])) j = c;
                 last = expert[t * k + j];
-                const float *src = yd + slot_of_[t * k + j] * E;
+                const float *src = yd + slot_of[t * k + j] * E;
                 const float a = weight[t * k + j];
                 for (int64_t i = 0; i < E; ++i) o[i] += src[i] * a;
             }
@@ -184,7 +250,10 @@ public:
 
     // --- normalisation and elementwise ----------------------------------------------------------
 
-    void rmsnorm(const float *x, const float *w, int64_t rows, int64_t dim, float eps, float *y) override {
+    void rmsnorm(const Tensor &xt, const Tensor *wt, float eps, const Tensor &yt) override {
+        const int64_t dim = xt.ne[0], rows = xt.count() / dim;
+        const float *x = host<float>(xt), *w = wt ? host<float>(*wt) : nullptr;
+        float *y = host<float>(yt);
         const int64_t per_task = std::max<int64_t>(1, kElementwiseChunk / dim);
         pool_.run((rows + per_task - 1) / per_task, [&](int64_t task, int) {
             const int64_t r1 = std::min(rows, (task + 1) * per_task);
@@ -202,13 +271,16 @@ public:
         });
     }
 
-    void rope(float *x, int64_t n, int n_heads, int head_dim, int64_t pos0, const float *inv_freq, int n_rot) override {
+    void rope(const Tensor &xt, int n_heads, int head_dim, const Tensor &pos_t, const Tensor &freq_t, int n_rot) override {
+        float *x = host<float>(xt);
+        const int32_t *pos = host<int32_t>(pos_t);
+        const float *inv_freq = host<float>(freq_t);
         const int half = n_rot / 2;
-        pool_.run(n, [&](int64_t t, int thread) {
-            float *cs = scratch_[thread].get(scratch_[thread].scores, static_cast<size_t>(2 * half));
-            const float pos = static_cast<float>(pos0 + t);
+        pool_.run(pos_t.count(), [&](int64_t t, int thread) {
+            float *cs = reserved(scratch_[thread].scores, static_cast<size_t>(2 * half));
+            const float p = static_cast<float>(pos[t]);
             for (int j = 0; j < half; ++j) {
-                const float angle = pos * inv_freq[j];
+                const float angle = p * inv_freq[j];
                 cs[j] = std::cos(angle);
                 cs[half + j] = std::sin(angle);
             }
@@ -223,44 +295,76 @@ public:
         });
     }
 
-    // Per task: one head and a block of queries. Scores for the block against every key any of its
-    // queries may see come from the vectorised dot_tile (cached keys in at most two contiguous ring
-    // runs, then the current keys); keys a query may not see are masked before the softmax.
+    // Per task: one segment, one head and a block of queries. Scores for the block against every key
+    // any of its queries may see come from the vectorised dot_tile (cached keys in at most two
+    // contiguous ring runs, converted to F32 when the cache is F16/BF16, then the current keys);
+    // keys a query may not see are masked before the softmax.
     void attention(const AttentionArgs &a) override {
+        const Pass &pass = *a.pass;
         const int group = a.n_head / a.n_head_kv;
         const int d = a.head_dim;
         const int64_t kv_row = static_cast<int64_t>(a.n_head_kv) * d, q_stride = static_cast<int64_t>(a.n_head) * d;
-        constexpr int64_t kQueriesPerTask = 8;
-        const int64_t q_blocks = (a.n_q + kQueriesPerTask - 1) / kQueriesPerTask;
-        pool_.run(q_blocks * a.n_head, [&](int64_t task, int thread) {
+        // Tasks of all segments in one loop: segment g owns tasks [first[g], first[g + 1]).
+        int64_t n_tasks = 0;
+        for (const PassSegment &g : pass.segments) n_tasks += (g.n + kQueriesPerTask - 1) / kQueriesPerTask * a.n_head;
+        pool_.run(n_tasks, [&](int64_t task, int thread) {
+            size_t gi = 0;
+            for (;; ++gi) {
+                const int64_t nt = (pass.segments[gi].n + kQueriesPerTask - 1) / kQueriesPerTask * a.n_head;
+                if (task < nt) break;
+                task -= nt;
+            }
+            const PassSegment &g = pass.segments[gi];
+            const KvLayer &c = (*g.cache)[static_cast<size_t>(a.layer)];
+            const bool causal = g.mode == PassMode::Encoder;
+            const int64_t window = causal ? a.window : 0;
             const int h = static_cast<int>(task % a.n_head);
             const int kvh = h / group;
-            const int64_t i0 = (task / a.n_head) * kQueriesPerTask, i1 = std::min(a.n_q, i0 + kQueriesPerTask);
+            const int64_t i0 = (task / a.n_head) * kQueriesPerTask, i1 = std::min(g.n, i0 + kQueriesPerTask);
             const int64_t nb = i1 - i0;
+            const float *qs = host<float>(a.q) + g.row0 * q_stride, *ks = host<float>(a.k) + g.row0 * kv_row,
+                        *vs = host<float>(a.v) + g.row0 * kv_row;
+            // Cached positions visible: sliding layers keep (and see) the last capacity = window - 1.
+            const int64_t cache_pos0 = a.window > 0 ? std::max<int64_t>(0, g.n_past - c.capacity) : 0;
+            const int64_t cache_end = g.n_past;
             // Keys visible to some query of the block: cached [c_lo, cache_end), current [0, cur_hi).
-            const int64_t cache_end = a.cache_pos0 + a.n_cache;
-            int64_t c_lo = a.cache_pos0;
-            if (a.window > 0) c_lo = std::max(c_lo, a.q_pos0 + i0 - a.window + 1);
+            int64_t c_lo = cache_pos0;
+            if (window > 0) c_lo = std::max(c_lo, g.n_past + i0 - window + 1);
             c_lo = std::min(c_lo, cache_end);
             const int64_t n_c = cache_end - c_lo;
-            const int64_t cur_hi = a.causal ? i1 : a.n_q;
+            const int64_t cur_hi = causal ? i1 : g.n;
             const int64_t n_keys = n_c + cur_hi;
-            float *scores = scratch_[thread].get(scratch_[thread].scores, static_cast<size_t>(nb * n_keys));
-            const float *q = a.q + i0 * q_stride + h * d;
-            for (int64_t j = c_lo; j < cache_end;) {  // ring runs of contiguous slots
-                const int64_t slot = j % a.cache_capacity;
-                const int64_t run = std::min(cache_end - j, a.cache_capacity - slot);
-                dot_tile(q, q_stride, nb, a.k_cache + slot * kv_row + kvh * d, kv_row, run, d, scores + (j - c_lo), n_keys);
+            float *scores = reserved(scratch_[thread].scores, static_cast<size_t>(nb * n_keys));
+            const float *q = qs + i0 * q_stride + h * d;
+            // A ring run of cached rows of one KV head as F32 rows with stride ld.
+            auto cached = [&](const Tensor &cache, int64_t slot, int64_t run, int64_t *ld) -> const float * {
+                if (cache.type_id == TensorType::F32) {
+                    *ld = kv_row;
+                    return host<float>(cache) + slot * kv_row + kvh * d;
+                }
+                float *buf = reserved(scratch_[thread].kv, static_cast<size_t>(run * d));
+                for (int64_t r = 0; r < run; ++r)
+                    cache.type->to_float(cache.bytes_at(static_cast<size_t>(slot + r) * cache.nb[1] + static_cast<size_t>(kvh * d) * cache.nb[0]),
+                                         buf + r * d, d);
+                *ld = d;
+                return buf;
+            };
+            for (int64_t j = c_lo; j < cache_end;) {  // ring runs of contiguous slots, kKvChunk at most
+                const int64_t slot = j % c.capacity;
+                const int64_t run = std::min({cache_end - j, c.capacity - slot, kKvChunk});
+                int64_t ld;
+                const float *kc = cached(c.k, slot, run, &ld);
+                dot_tile(q, q_stride, nb, kc, ld, run, d, scores + (j - c_lo), n_keys);
                 j += run;
             }
-            if (cur_hi > 0) dot_tile(q, q_stride, nb, a.k + kvh * d, kv_row, cur_hi, d, scores + n_c, n_keys);
+            if (cur_hi > 0) dot_tile(q, q_stride, nb, ks + kvh * d, kv_row, cur_hi, d, scores + n_c, n_keys);
             for (int64_t i = i0; i < i1; ++i) {
                 float *sr = scores + (i - i0) * n_keys;
-                const int64_t p = a.q_pos0 + i;
+                const int64_t p = g.n_past + i;
                 // Visible: cached j >= c0 (window), current j <= i (causal) and j > p - window.
-                const int64_t c0 = a.window > 0 ? std::max(c_lo, p - a.window + 1) : c_lo;
-                const int64_t cur0 = a.window > 0 ? std::max<int64_t>(0, p - a.window + 1 - a.q_pos0) : 0;
-                const int64_t cur_end = a.causal ? i + 1 : a.n_q;
+                const int64_t c0 = window > 0 ? std::max(c_lo, p - window + 1) : c_lo;
+                const int64_t cur0 = window > 0 ? std::max<int64_t>(0, p - window + 1 - g.n_past) : 0;
+                const int64_t cur_end = causal ? i + 1 : g.n;
                 float mx = -INFINITY;
                 for (int64_t m = 0; m < n_keys; ++m) {
                     const bool visible = m < n_c ? (c_lo + m >= c0) : (m - n_c >= cur0 && m - n_c < cur_end);
@@ -274,87 +378,116 @@ public:
                 }
                 const float inv = static_cast<float>(1.0 / sum);
                 for (int64_t m = 0; m < n_keys; ++m) sr[m] *= inv;
-                float *o = a.out + i * q_stride + h * d;
+                float *o = host<float>(a.out) + (g.row0 + i) * q_stride + h * d;
                 std::fill(o, o + d, 0.0f);
             }
             // out = P . V for the whole block, value rows in the same runs as the keys.
-            float *o = a.out + i0 * q_stride + h * d;
+            float *o = host<float>(a.out) + (g.row0 + i0) * q_stride + h * d;
             for (int64_t j = c_lo; j < cache_end;) {
-                const int64_t slot = j % a.cache_capacity;
-                const int64_t run = std::min(cache_end - j, a.cache_capacity - slot);
-                accumulate_rows(scores + (j - c_lo), n_keys, nb, a.v_cache + slot * kv_row + kvh * d, kv_row, run, d, o,
-                                q_stride);
+                const int64_t slot = j % c.capacity;
+                const int64_t run = std::min({cache_end - j, c.capacity - slot, kKvChunk});
+                int64_t ld;
+                const float *vc = cached(c.v, slot, run, &ld);
+                accumulate_rows(scores + (j - c_lo), n_keys, nb, vc, ld, run, d, o, q_stride);
                 j += run;
             }
-            if (cur_hi > 0) accumulate_rows(scores + n_c, n_keys, nb, a.v + kvh * d, kv_row, cur_hi, d, o, q_stride);
+            if (cur_hi > 0) accumulate_rows(scores + n_c, n_keys, nb, vs + kvh * d, kv_row, cur_hi, d, o, q_stride);
         });
     }
 
-    void gelu_mul(const float *gate, const float *up, int64_t count, float *out) override {
-        elementwise(count, [&](int64_t i0, int64_t i1) {
-            for (int64_t i = i0; i < i1; ++i) out[i] = gelu_tanh(gate[i]) * up[i];
+    void cache_store(const KvLayer &c, const Tensor &k, const Tensor &v, int64_t row0, int64_t n, int64_t pos0) override {
+        if (c.capacity <= 0) return;
+        const int64_t skip = std::max<int64_t>(0, n - c.capacity);  // a ring keeps the last `capacity`
+        const int64_t row = c.k.ne[0];
+        for (const auto &[src, dst] : {std::pair<const Tensor *, const Tensor *>{&k, &c.k}, {&v, &c.v}})
+            pool_.run(n - skip, [&](int64_t i, int) {
+                const int64_t p = pos0 + skip + i;
+                const float *s = host<float>(*src) + (row0 + skip + i) * row;
+                void *o = dst->bytes_at(static_cast<size_t>(p % c.capacity) * dst->nb[1]);
+                if (dst->type_id == TensorType::F32) std::memcpy(o, s, static_cast<size_t>(row) * sizeof(float));
+                else dst->type->from_float(s, o, row);
+            });
+    }
+
+    void gelu_mul(const Tensor &gate, const Tensor &up, const Tensor &out) override {
+        const float *g = host<float>(gate), *u = host<float>(up);
+        float *o = host<float>(out);
+        elementwise(out.count(), [&](int64_t i0, int64_t i1) {
+            for (int64_t i = i0; i < i1; ++i) o[i] = gelu_tanh(g[i]) * u[i];
         });
     }
 
-    void add(float *y, const float *x, int64_t count) override {
-        elementwise(count, [&](int64_t i0, int64_t i1) {
+    void zero(const Tensor &t) override { std::memset(t.data, 0, t.bytes()); }
+
+    void add(const Tensor &yt, const Tensor &xt) override {
+        float *y = host<float>(yt);
+        const float *x = host<float>(xt);
+        elementwise(yt.count(), [&](int64_t i0, int64_t i1) {
             for (int64_t i = i0; i < i1; ++i) y[i] += x[i];
         });
     }
 
-    void scale(float *y, float s, int64_t count) override {
-        elementwise(count, [&](int64_t i0, int64_t i1) {
-            for (int64_t i = i0; i < i1; ++i) y[i] *= s;
+    void scale_rows(const Tensor &xt, const Tensor &mode_t, const float scalars[2]) override {
+        float *x = host<float>(xt);
+        const int32_t *mode = host<int32_t>(mode_t);
+        const int64_t w = xt.ne[0];
+        const float s0 = scalars[0], s1 = scalars[1];
+        pool_.run(xt.n_rows(), [&](int64_t r, int) {
+            const float s = mode[r] ? s1 : s0;
+            for (int64_t i = 0; i < w; ++i) x[r * w + i] *= s;
         });
     }
 
-    void softcap(float *x, int64_t count, float cap) override {
-        elementwise(count, [&](int64_t i0, int64_t i1) {
+    void softcap(const Tensor &xt, float cap) override {
+        float *x = host<float>(xt);
+        elementwise(xt.count(), [&](int64_t i0, int64_t i1) {
             for (int64_t i = i0; i < i1; ++i) x[i] = std::tanh(x[i] / cap) * cap;
         });
     }
 
-    void embed(const Matrix &e, const int32_t *ids, int64_t n, float s, float *out) override {
-        pool_.run(n, [&](int64_t t, int) {
-            float *o = out + t * e.n_cols;
-            e.type->to_float(e.row(ids[t]), o, e.n_cols);
-            for (int64_t i = 0; i < e.n_cols; ++i) o[i] *= s;
+    void embed(const Tensor &e, const Tensor &ids_t, float s, const Tensor &out_t) override {
+        const int32_t *ids = host<int32_t>(ids_t);
+        float *out = host<float>(out_t);
+        const int64_t E = e.n_cols();
+        pool_.run(ids_t.count(), [&](int64_t t, int) {
+            float *o = out + t * E;
+            e.type->to_float(e.bytes_at(static_cast<size_t>(ids[t]) * e.row_stride()), o, E);
+            for (int64_t i = 0; i < E; ++i) o[i] *= s;
         });
     }
 
-    void soft_embed(const Matrix &e, const float *logits, int64_t n, float s, float *out) override {
-        const int64_t V = e.n_rows, E = e.n_cols;
-        row_max_.resize(static_cast<size_t>(n));
-        row_inv_sum_.resize(static_cast<size_t>(n));
+    void soft_embed(const Tensor &e, const Tensor &logits_t, float s, const Tensor &out_t) override {
+        const float *logits = host<float>(logits_t);
+        float *out = host<float>(out_t);
+        const int64_t V = e.n_rows(), E = e.n_cols(), n = logits_t.n_rows();
+        float *row_max = reserved(row_max_, static_cast<size_t>(n)), *row_inv_sum = reserved(row_inv_sum_, static_cast<size_t>(n));
         pool_.run(n, [&](int64_t t, int) {
             const float *z = logits + t * V;
             float mx = -INFINITY;
             for (int64_t v = 0; v < V; ++v) mx = std::max(mx, z[v]);
             double sum = 0.0;
             for (int64_t v = 0; v < V; ++v) sum += std::exp(z[v] - mx);
-            row_max_[t] = mx;
-            row_inv_sum_[t] = static_cast<float>(1.0 / sum);
+            row_max[t] = mx;
+            row_inv_sum[t] = static_cast<float>(1.0 / sum);
         });
         // The vocabulary is split into a fixed number of ranges, each summed into its own partial
         // [n][E] and reduced in range order, so results do not depend on scheduling or thread count.
-        constexpr int64_t kParts = 16;
-        if (soft_partial_.size() < static_cast<size_t>(kParts * n * E)) soft_partial_.resize(static_cast<size_t>(kParts * n * E));
-        std::fill_n(soft_partial_.data(), kParts * n * E, 0.0f);
-        const int64_t per_part = (V + kParts - 1) / kParts;
+        float *partials = reserved(soft_partial_, static_cast<size_t>(kSoftParts * n * E));
+        std::fill_n(partials, kSoftParts * n * E, 0.0f);
+        const int64_t per_part = (V + kSoftParts - 1) / kSoftParts;
         // Within a range, vocabulary rows are taken 64 at a time (dequantized once) and every token
         // row sweeps them while its partial sum stays in L1.
-        constexpr int64_t kChunk = 64;
-        pool_.run(kParts, [&](int64_t part, int thread) {
-            float *partial = soft_partial_.data() + part * n * E;
-            float *rows = scratch_[thread].get(scratch_[thread].tile, static_cast<size_t>(kChunk * E));
+        pool_.run(kSoftParts, [&](int64_t part, int thread) {
+            float *partial = partials + part * n * E;
+            float *rows = reserved(scratch_[thread].tile, static_cast<size_t>(kSoftChunk * E));
             const int64_t v_end = std::min(V, (part + 1) * per_part);
-            for (int64_t c0 = part * per_part; c0 < v_end; c0 += kChunk) {
-                const int64_t c1 = std::min(v_end, c0 + kChunk);
-                for (int64_t v = c0; v < c1; ++v) e.type->to_float(e.row(v), rows + (v - c0) * E, E);
+            for (int64_t c0 = part * per_part; c0 < v_end; c0 += kSoftChunk) {
+                const int64_t c1 = std::min(v_end, c0 + kSoftChunk);
+                for (int64_t v = c0; v < c1; ++v) e.type->to_float(e.bytes_at(static_cast<size_t>(v) * e.row_stride()), rows + (v - c0) * E, E);
                 for (int64_t t = 0; t < n; ++t) {
                     const float *z = logits + t * V;
                     for (int64_t v = c0; v < c1; ++v) {
-                        const float p = std::exp(z[v] - row_max_[t]) * row_inv_sum_[t];
+                        const float p = std::exp(z[v] - row_max[t]) * row_inv_sum[t];
                         if (p != 0.0f) axpy(p, rows + (v - c0) * E, partial + t * E, E);
                     }
                 }
@@ -363,23 +496,27 @@ public:
         elementwise(n * E, [&](int64_t i0, int64_t i1) {
             for (int64_t i = i0; i < i1; ++i) {
                 float acc = 0.0f;
-                for (int64_t part = 0; part < kParts; ++part) acc += soft_partial_[part * n * E + i];
+                for (int64_t part = 0; part < kSoftParts; ++part) acc += partials[part * n * E + i];
                 out[i] = acc * s;
             }
         });
     }
 
-    void route(const Matrix &w, const float *x, int64_t n, const float *scale, const float *per_expert_scale, float eps,
-               int k, int32_t *expert, float *weight, float *logits) override {
-        const int64_t E = w.n_cols, X = w.n_rows;
-        if (router_in_.size() < static_cast<size_t>(n * E)) router_in_.resize(static_cast<size_t>(n * E));
-        float *z = router_in_.data();
-        rmsnorm(x, nullptr, n, E, eps, z);
+    void route(const Tensor &w, const Tensor &xt, const Tensor &scale_t, const Tensor &pes_t, float eps, int k,
+               const Tensor &expert_t, const Tensor &weight_t) override {
+        const int64_t E = w.n_cols(), X = w.n_rows(), n = xt.n_rows();
+        const float *scale = host<float>(scale_t), *per_expert_scale = host<float>(pes_t);
+        int32_t *expert = host<int32_t>(expert_t);
+        float *weight = host<float>(weight_t);
+        float *z = reserved(router_in_, static_cast<size_t>(n * E));
+        const Tensor zt = make_tensor(z, TensorType::F32, E, n, 1, 1, this);
+        rmsnorm(xt, nullptr, eps, zt);
         const float root = static_cast<float>(1.0 / std::sqrt(static_cast<double>(E)));
         elementwise(n * E, [&](int64_t i0, int64_t i1) {
             for (int64_t i = i0; i < i1; ++i) z[i] = z[i] * scale[i % E] * root;
         });
-        matmul(w, z, n, logits);
+        float *logits = reserved(router_p_, static_cast<size_t>(n * X));
+        matmul(w, zt, make_tensor(logits, TensorType::F32, X, n, 1, 1, this));
         pool_.run(n, [&](int64_t t, int) {
             float *p = logits + t * X;
             float mx = -INFINITY;
@@ -407,9 +544,35 @@ public:
         });
     }
 
-    void cache_store(float *cache, int64_t capacity, const float *src, int64_t n, int64_t pos0, int64_t row) override {
-        for (int64_t i = 0; i < n; ++i)
-            std::memcpy(cache + ((pos0 + i) % capacity) * row, src + i * row, static_cast<size_t>(row) * sizeof(float));
+    // --- the sampler (the reference in sampler.cpp, on this backend's host tensors) ----------------
+
+    static SamplerView view(const Tensor &canvas, const Tensor &fixed, const Tensor &history, const SamplerParams &p,
+                            uint64_t seed, const Tensor &table, int64_t canvas_no, int64_t V) {
+        SamplerView v;
+        v.n_canvas = canvas.ne[0];
+        v.n_vocab = V;
+        v.params = &p;
+        v.draws = {seed, table ? host<uint64_t>(table) : nullptr, table ? table.ne[0] : 0};
+        v.canvas_no = canvas_no;
+        v.canvas = host<int32_t>(canvas);
+        v.fixed = fixed ? host<int8_t>(fixed) : nullptr;
+        v.history = history ? host<int32_t>(history) : nullptr;
+        return v;
+    }
+
+    void sampler_init(const Tensor &canvas, const Tensor &fixed, const Tensor &history, uint64_t seed,
+                      const Tensor &table, int64_t canvas_no, const SamplerParams &p, int64_t n_vocab) override {
+        sampler_init_host(view(canvas, fixed, history, p, seed, table, canvas_no, n_vocab));
+    }
+
+    void sample(const SampleArgs &a) override {
+        SamplerView v = view(a.canvas, a.fixed, a.history, *a.params, a.seed, a.draw_table, a.canvas_no, a.logits.ne[0]);
+        v.argmax = host<int32_t>(a.argmax);
+        v.accepted = a.accepted ? host<int8_t>(a.accepted) : nullptr;
+        if (sampler_scratch_.entropy.size() < static_cast<size_t>(v.n_canvas) ||
+            sampler_scratch_.per_thread < sampler_scratch_per_thread(v.n_vocab))
+            throw Error(DGEMMA_ERR_INTERNAL, "sampler scratch used before reserve()");
+        host<int32_t>(a.stop)[0] = sample_step_host(v, a.step, host<float>(a.logits), pool_, sampler_scratch_) ? 1 : 0;
     }
 
 private:
@@ -425,7 +588,8 @@ private:
     std::vector<int64_t> offsets_, order_, slot_of_, fill_;
     struct TaskRec { int64_t e, r0, r1; };
     std::vector<TaskRec> tasks_;
-    std::vector<float> moe_x_, moe_gate_, moe_up_, moe_y_, router_in_, row_max_, row_inv_sum_, soft_partial_;
+    std::vector<float> moe_x_, moe_gate_, moe_up_, moe_y_, router_in_, router_p_, row_max_, row_inv_sum_, soft_partial_;
+    SamplerScratch sampler_scratch_;
 };
 
 }  // namespace

@@ -31,6 +31,13 @@ TypeTraits make_table_entry(uint32_t id) {
         case TensorType::Q5_K: return {"Q5_K", 256, 176, q5_k_row_to_float, q5_k_row_from_float, TensorType::Q8_K, vec_dot_entry(TensorType::Q5_K)};
         case TensorType::Q6_K: return {"Q6_K", 256, 210, q6_k_row_to_float, q6_k_row_from_float, TensorType::Q8_K, vec_dot_entry(TensorType::Q6_K)};
         case TensorType::Q8_K: return {"Q8_K", 256, 292, q8_k_row_to_float, q8_k_row_from_float, TensorType::F32, nullptr};
+        // Integer and double tensors (token ids, expert ids, draw tables, sampler sums): backend
+        // memory only, never weights, so they have no float conversion.
+        case TensorType::I8: return {"I8", 1, 1, nullptr, nullptr, TensorType::F32, nullptr};
+        case TensorType::I16: return {"I16", 1, 2, nullptr, nullptr, TensorType::F32, nullptr};
+        case TensorType::I32: return {"I32", 1, 4, nullptr, nullptr, TensorType::F32, nullptr};
+        case TensorType::I64: return {"I64", 1, 8, nullptr, nullptr, TensorType::F32, nullptr};
+        case TensorType::F64: return {"F64", 1, 8, nullptr, nullptr, TensorType::F32, nullptr};
         case TensorType::IQ4_XS: return {"IQ4_XS", 256, 136, iq4_xs_row_to_float, iq4_xs_row_from_float, TensorType::Q8_K, vec_dot_entry(TensorType::IQ4_XS)};
     }
     return kUnknown;
