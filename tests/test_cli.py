@@ -340,6 +340,12 @@ def test_no_carriage_return_progress_into_a_log_file(tmp_path):
     text = log.read_text()
     assert "\r" not in text and "\x1b" not in text
     assert len(text.splitlines()) == 1  # the stats line
+    with open(log, "w") as f:
+        r = subprocess.run([sys.executable, "-m", "dgemma.cli", "quantize", DEMO, tmp_path / "q8.gguf", "Q8_0"],
+                           env=cli_env(), stdin=subprocess.DEVNULL, stdout=subprocess.PIPE, stderr=f, timeout=300)
+    assert r.returncode == 0
+    text = log.read_text()
+    assert "\r" not in text and text.startswith("wrote ")
 
 
 # -- 10 and Also: dgemma info ---------------------------------------------------------------------------
