@@ -17,6 +17,7 @@ import numpy as np
 
 from dgemma.errors import ConversionError
 from dgemma.gguf import ValueType
+from dgemma.metadata import PROMPT_FORMAT_KEY
 
 from .gguf_writer import GGUFWriter
 from .quantize import TYPE_IDS, encode
@@ -316,3 +317,5 @@ def _add_tokenizer(w: GGUFWriter, hf_dir: Path, gen_raw: dict, progress) -> None
 
     if not add_tokenizer_metadata(w, hf_dir, gen_raw) and progress is not None:
         print(f"note: {hf_dir} has no tokenizer; the GGUF will hold none", file=progress)
+    # A checkpoint with a chat template is an instruction-tuned one: plain prompts go in as a user turn.
+    w.add_string(PROMPT_FORMAT_KEY, "chat" if "tokenizer.chat_template" in w._keys else "raw")

@@ -21,18 +21,15 @@ from pathlib import Path
 
 import numpy as np
 
-MODELS_JSON = Path(__file__).resolve().parents[1] / ".." / "shared" / "bench" / "models.json"
+MODELS_JSON = Path(__file__).resolve().parents[1] / "bench" / "models.json"  # the repository's own copy
 
 TINY_VISION = dict(model_type="gemma4_vision", hidden_size=16, intermediate_size=32, num_hidden_layers=1,
                    num_attention_heads=1, num_key_value_heads=1, head_dim=16)
 
 
 def shared_config(name: str) -> dict:
-    """A configuration from shared/bench/models.json (falls back to the copy in bench/)."""
-    for path in (MODELS_JSON, Path(__file__).resolve().parents[1] / "bench" / "models.json"):
-        if path.exists():
-            return dict(json.loads(path.read_text())[name])
-    raise FileNotFoundError("models.json not found")
+    """A benchmark configuration from bench/models.json (shared by the tests and the benchmarks)."""
+    return dict(json.loads(MODELS_JSON.read_text())[name])
 
 
 def build_model(text_config: dict, *, seed: int, max_position_embeddings: int = 4096, embed_std: float = 2.0):

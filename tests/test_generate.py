@@ -193,4 +193,4 @@ def test_cli_generate_json(with_tokenizer, capsys):
     assert main(["generate", "-m", str(with_tokenizer), "-p", "Hello", "-n", "20", "--seed", "4", "--json"]) == 0
     out = json.loads(capsys.readouterr().out)
     assert set(out) >= {"text", "tokens", "steps", "tokens_per_forward", "timings"} and len(out["tokens"]) <= 20
-    assert main(["generate", "-m", str(with_tokenizer), "-p", "Hello", "--t-min", "2", "--t-max", "1"]) == 1
+    assert main(["generate", "-m", str(with_tokenizer), "-p", "Hello", "--t-min", "2", "--t-max", "1"]) == 2  # a usage error

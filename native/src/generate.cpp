@@ -53,9 +53,9 @@ bool finish_canvas(Running &r, int64_t C) {
     const int64_t room = std::min(C, j.max_new_tokens - r.written);
     int64_t k = 0;
     bool eos = false;
+    // Only the kept tokens (the first `room`) decide: an EOS past max_new_tokens was cut off with
+    // the rest, so such a canvas finishes by length.
     for (; k < room && !(eos = is_eos(amax[k])); ++k) j.out_tokens[r.written + k] = amax[k];
-    // An EOS in the part of the canvas past max_new_tokens ends the text there all the same.
-    for (int64_t i = k; !eos && i < C; ++i) eos = is_eos(amax[i]);
     const int32_t *fresh = j.out_tokens + r.written;
     r.written += k;
     ++j.stats.n_canvases;

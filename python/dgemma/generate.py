@@ -29,7 +29,7 @@ class Generation:
     """One sequence's result."""
 
     text: str | None          # None when the model file has no tokenizer
-    tokens: list[int]         # generated ids, stopped before the first EOS (or the stop string)
+    tokens: list[int]         # the text's ids: pad dropped, stopped before the first EOS (or the stop string)
     steps: int                # decoder steps run
     canvases: int             # canvases denoised
     finish_reason: str        # "length", "eos", "stop" or "cancelled"
@@ -42,16 +42,23 @@ class Generation:
     eos_generated: bool = field(default=False, repr=False)
 
     @property
+    def n_generated(self) -> int:
+        """Generated non-pad tokens: the text's tokens plus the EOS that ended it, if one did."""
+        return len(self.tokens) + int(self.eos_generated)
+
+    @property
     def tokens_per_forward(self) -> float:
-        """Generated tokens (the EOS included) per decoder step: the figure diffusion papers quote."""
-        return (len(self.tokens) + int(self.eos_generated)) / self.steps if self.steps else 0.0
+        """Generated non-pad tokens (`n_generated`: the EOS counts, pad does not) per decoder step,
+        the figure diffusion papers quote and the model contract defines."""
+        return self.n_generated / self.steps if self.steps else 0.0
 
     @property
     def ms_per_step(self) -> float:
         return 1e3 * (self.decode_seconds + self.sample_seconds) / self.steps if self.steps else 0.0
 
     def as_dict(self) -> dict:
-        return {"text": self.text, "tokens": self.tokens, "steps": self.steps, "canvases": self.canvases,
+        return {"text": self.text, "tokens": self.tokens, "generated_tokens": self.n_generated, "steps": self.steps,
+                "canvases": self.canvases,
                 "tokens_per_forward": self.tokens_per_forward, "finish_reason": self.finish_reason,
                 "prompt_tokens": self.prompt_tokens,
                 "timings": {"prefill_s": self.prefill_seconds, "decode_s": self.decode_seconds,
@@ -223,6 +230,8 @@ def run_batch(model, prompts: Sequence, *, max_new_tokens: int = 256, seed: int 
         for i in range(n):
             r = results[i]
             tokens = outs[i][:r.n_tokens].tolist()
+            if tok is not None and tok.pad is not None:  # pad is not text (a prompt out of the model's format)
+                tokens = [t for t in tokens if t != tok.pad]
             finish = FINISH_REASONS[r.finish_reason]
             text = None
             if tok is not None:

@@ -113,6 +113,25 @@ class Model:
         self._sessions: list = []
         self.config = ModelConfig.from_json(ffi.string(lib.dgemma_model_config_json(self._ptr)).decode())
         self._tokenizer = None
+        self._metadata = None
+
+    @property
+    def metadata(self) -> dict:
+        """The GGUF file's key-value metadata (read on first use)."""
+        if self._metadata is None:
+            from .gguf import GGUFFile
+
+            with GGUFFile(self.path) as f:
+                self._metadata = dict(f.kv)
+        return self._metadata
+
+    @property
+    def prompt_format(self) -> str:
+        """How the file wants plain prompts (its `dgemma.prompt_format` key): "chat" — pass them
+        as chat messages, [{"role": "user", "content": text}], as `dgemma generate` does — or "raw"."""
+        from .metadata import prompt_format
+
+        return prompt_format(self.metadata)
 
     @property
     def tokenizer(self):

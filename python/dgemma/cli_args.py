@@ -1,0 +1,82 @@
+"""Argument checking shared by the `dgemma` subcommands: typed values that name the flag, usage
+errors on one line, and core / API messages rewritten to name the flags the user typed."""
+
+from __future__ import annotations
+
+import argparse
+import math
+import os
+import re
+import sys
+
+INT32_MAX = 2**31 - 1
+
+
+class Parser(argparse.ArgumentParser):
+    """argparse with one-line usage errors (exit 2) that name the spelling of a flag the user typed."""
+
+    def error(self, message: str):
+        message = re.sub(r"argument ((?:-\S+/)+-\S+):", lambda m: f"argument {typed_flag(m.group(1).split('/'))}:",
+                         message)
+        self.exit(2, f"{self.prog}: error: {message}\n")
+
+
+def typed_flag(option_strings, argv=None) -> str:
+    """The spelling among `option_strings` that appears on the command line (else the longest)."""
+    argv = sys.argv[1:] if argv is None else argv
+    for arg in argv:
+        for opt in option_strings:
+            if arg == opt or (opt.startswith("--") and arg.startswith(opt + "=")) or \
+                    (not opt.startswith("--") and arg.startswith(opt) and len(opt) == 2):
+                return opt
+    return max(option_strings, key=len)
+
+
+def int_in(lo: int, hi: int = INT32_MAX):
+    """An argparse type: an integer in [lo, hi]."""
+    def parse(text: str) -> int:
+        try:
+            value = int(text)
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"expected an integer, got {text!r}") from None
+        if not lo <= value <= hi:
+            raise argparse.ArgumentTypeError(f"must be from {lo} to {hi}, got {text}")
+        return value
+    return parse
+
+
+positive_int = int_in(1)
+
+
+def finite_float(text: str) -> float:
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a number, got {text!r}") from None
+    if not math.isfinite(value):
+        raise argparse.ArgumentTypeError(f"must be a finite number, got {text}")
+    return value
+
+
+def nonnegative_float(text: str) -> float:
+    value = finite_float(text)
+    if value < 0:
+        raise argparse.ArgumentTypeError(f"must not be negative, got {text}")
+    return value
+
+
+def warn_threads(threads: int | None, flag: str = "--threads") -> None:
+    """More threads than cores only makes each step wait on the slowest: say so, once."""
+    cores = os.cpu_count() or 1
+    if threads is not None and threads > cores:
+        print(f"dgemma: warning: {flag} {threads} is more than the {cores} cores of this machine; "
+              f"expect it to run slower than with {cores}", file=sys.stderr)
+
+
+def name_flags(message: str, parser: argparse.ArgumentParser, argv=None) -> str:
+    """`message` with each Python parameter name that is also this command's option dest replaced by
+    the flag the user typed (e.g. max_new_tokens -> -n)."""
+    for action in parser._actions:
+        if action.option_strings and ("_" in action.dest or action.dest in ("seed", "threads")):
+            message = re.sub(rf"\b{action.dest}\b", typed_flag(action.option_strings, argv), message)
+    return message
