@@ -68,15 +68,16 @@ PositionResult sample_position(float *y, int64_t V, float t, float u, double *sc
         return r;
     }
     const double m = mx;
-    double *e = scratch, *a = scratch + kSamplerChunk, *chunk_sum = scratch + 2 * kSamplerChunk;
+    double *__restrict e = scratch, *__restrict a = scratch + kSamplerChunk, *chunk_sum = scratch + 2 * kSamplerChunk;
     const int64_t n_chunks = (V + kSamplerChunk - 1) / kSamplerChunk;
     double S = 0.0, A = 0.0;
     for (int64_t c = 0; c < n_chunks; ++c) {
         const int64_t v0 = c * kSamplerChunk, n = std::min(V - v0, kSamplerChunk);
-        for (int64_t j = 0; j < n; ++j) {
-            const double d = static_cast<double>(y[v0 + j]) - m;
-            e[j] = sampler_exp(d);
-            a[j] = e[j] > 0.0 ? e[j] * d : 0.0;  // also keeps NaN and -inf logits out of A
+        const float *__restrict yc = y + v0;
+        for (int64_t j = 0; j < n; ++j) e[j] = sampler_exp(static_cast<double>(yc[j]) - m);
+        for (int64_t j = 0; j < n; ++j) {  // where e = 0 (d < -708, -inf, NaN) the product is 0 * 0
+            const double d = static_cast<double>(yc[j]) - m;
+            a[j] = e[j] * (d >= -708.0 ? d : 0.0);
         }
         std::fill(e + n, e + kSamplerChunk, 0.0);
         std::fill(a + n, a + kSamplerChunk, 0.0);

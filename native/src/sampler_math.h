@@ -56,14 +56,15 @@ DG_HD double bits_to_double(uint64_t u) {
 }
 
 // e^x for x <= 0 (the shifted logits), 0 below -708 and for NaN. Relative error below 2e-16.
+// Branch-free (selects only), so a loop over a chunk vectorises; results do not depend on that.
 DG_HD double sampler_exp(double x) {
-    if (!(x >= -708.0)) return 0.0;
+    const bool in_range = x >= -708.0;  // false for NaN
+    const double xc = in_range ? x : -708.0;
     const double log2e = 1.4426950408889634, ln2_hi = 6.93147180369123816490e-01, ln2_lo = 1.90821492927058770002e-10;
-    const double t = x * log2e;
-    // n = round-half-away of t (t <= 0): integer part of t - 0.5, computed exactly by a cast.
-    const int64_t n = static_cast<int64_t>(t - 0.5);
+    // n = round-half-away of xc * log2e (<= 0): the integer part of t - 0.5, exact by a cast.
+    const int32_t n = static_cast<int32_t>(xc * log2e - 0.5);
     const double nd = static_cast<double>(n);
-    const double r = (x - nd * ln2_hi) - nd * ln2_lo;  // |r| <= 0.35
+    const double r = (xc - nd * ln2_hi) - nd * ln2_lo;  // |r| <= 0.35
     // Taylor to r^13 / 13!, Horner.
     double p = 1.0 / 6227020800.0;
     p = p * r + 1.0 / 479001600.0;
@@ -79,7 +80,8 @@ DG_HD double sampler_exp(double x) {
     p = p * r + 0.5;
     p = p * r + 1.0;
     p = p * r + 1.0;
-    return p * bits_to_double(static_cast<uint64_t>(n + 1023) << 52);  // 2^n, n >= -1022
+    const double e = p * bits_to_double(static_cast<uint64_t>(static_cast<int64_t>(n) + 1023) << 52);  // 2^n, n >= -1022
+    return in_range ? e : 0.0;
 }
 
 // Natural log of s >= 1 (a softmax normaliser: its largest term is e^0 = 1). Error below 2e-16.

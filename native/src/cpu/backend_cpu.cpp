@@ -399,13 +399,17 @@ public:
         if (c.capacity <= 0) return;
         const int64_t skip = std::max<int64_t>(0, n - c.capacity);  // a ring keeps the last `capacity`
         const int64_t row = c.k.ne[0];
+        // Rows are small: tasks of many rows, so a short store runs inline instead of waking the pool.
+        const int64_t per_task = std::max<int64_t>(1, kElementwiseChunk / row);
         for (const auto &[src, dst] : {std::pair<const Tensor *, const Tensor *>{&k, &c.k}, {&v, &c.v}})
-            pool_.run(n - skip, [&](int64_t i, int) {
-                const int64_t p = pos0 + skip + i;
-                const float *s = host<float>(*src) + (row0 + skip + i) * row;
-                void *o = dst->bytes_at(static_cast<size_t>(p % c.capacity) * dst->nb[1]);
-                if (dst->type_id == TensorType::F32) std::memcpy(o, s, static_cast<size_t>(row) * sizeof(float));
-                else dst->type->from_float(s, o, row);
+            pool_.run((n - skip + per_task - 1) / per_task, [&](int64_t task, int) {
+                for (int64_t i = task * per_task; i < std::min(n - skip, (task + 1) * per_task); ++i) {
+                    const int64_t p = pos0 + skip + i;
+                    const float *s = host<float>(*src) + (row0 + skip + i) * row;
+                    void *o = dst->bytes_at(static_cast<size_t>(p % c.capacity) * dst->nb[1]);
+                    if (dst->type_id == TensorType::F32) std::memcpy(o, s, static_cast<size_t>(row) * sizeof(float));
+                    else dst->type->from_float(s, o, row);
+                }
             });
     }
 
@@ -431,10 +435,8 @@ public:
         float *x = host<float>(xt);
         const int32_t *mode = host<int32_t>(mode_t);
         const int64_t w = xt.ne[0];
-        const float s0 = scalars[0], s1 = scalars[1];
-        pool_.run(xt.n_rows(), [&](int64_t r, int) {
-            const float s = mode[r] ? s1 : s0;
-            for (int64_t i = 0; i < w; ++i) x[r * w + i] *= s;
+        elementwise(xt.count(), [&](int64_t i0, int64_t i1) {
+            for (int64_t i = i0; i < i1; ++i) x[i] *= scalars[mode[i / w]];
         });
     }
 
