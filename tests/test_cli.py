@@ -367,19 +367,19 @@ def test_info_describes_the_file():
             f"t_max {kv['diffusion.eb_t_max']:g}") in out
     for name, sizes in by_type.items():
         assert re.search(rf"\n  {name}\s+{len(sizes)} tensors\s+{sum(sizes) / 1e6:.1f} MB\n", out), out
-    assert re.search(rf"memory: {os.path.getsize(DEMO) / 1e6:.1f} MB file.*estimated", out)
+    assert re.search(rf"memory: {os.path.getsize(DEMO) / 1e6:.1f} MB file.*per session: KV cache at full context", out)
 
 
-def test_info_session_estimate_counts_the_full_context_cache():
-    from dgemma.cli_info import session_bytes
-
+def test_info_memory_counts_the_full_context_cache():
     with dgemma.Model(DEMO) as m:
         c = m.config
-    est = session_bytes(c)
+        mem = m.memory()
     # by hand for the demo model: 5 sliding layers (2 KV heads x 32, window 63) and 1 full layer (1 x 64)
     assert [(layer.sliding, layer.n_head_kv, layer.head_dim) for layer in c.layers] == [(True, 2, 32)] * 5 + [(False, 1, 64)]
-    assert est["KV cache at full context"] == 4 * 2 * (5 * 63 * 2 * 32 + c.n_ctx * 1 * 64)
-    assert est["logits"] == 4 * 2 * c.canvas_length * c.n_vocab
+    assert mem["per_session"] == 4 * 2 * (5 * 63 * 2 * 32 + c.n_ctx * 1 * 64)
+    assert mem["per_batch"] >= 4 * c.canvas_length * c.n_vocab  # one canvas of logits at least
+    out = run_cli("info").stdout
+    assert f"KV cache at full context {mem['per_session'] / 1e3:.1f} kB" in out
 
 
 def test_every_prompt_example_gets_an_answer():

@@ -6,7 +6,6 @@ import argparse
 import os
 from collections import Counter
 
-FLOAT_BYTES = 4  # the CPU backend keeps the KV cache, activations and logits in float32
 
 
 def register(subparsers) -> argparse.ArgumentParser:
@@ -15,21 +14,6 @@ def register(subparsers) -> argparse.ArgumentParser:
     p.add_argument("model", nargs="?", help="GGUF file (default: the small demo model in the package)")
     p.set_defaults(func=run, parser=p)
     return p
-
-
-def session_bytes(c) -> dict[str, int]:
-    """Estimated bytes one session allocates (as native/src/session.cpp sizes them): the KV cache at
-    the full context, the forward workspace, and the two [canvas, vocab] logits buffers."""
-    kv = 0
-    for layer in c.layers:
-        slots = c.sliding_window - 1 if layer.sliding else c.n_ctx
-        kv += 2 * slots * layer.n_head_kv * layer.head_dim
-    rows = max(c.canvas_length, 512)  # the workspace holds a canvas or one 512-token encoder chunk
-    q = max(c.n_head * layer.head_dim for layer in c.layers)
-    kv_row = max(layer.n_head_kv * layer.head_dim for layer in c.layers)
-    per_row = 7 * c.n_embd + 2 * q + 2 * kv_row + 2 * c.n_ff + c.n_expert + c.n_expert_used
-    return {"KV cache at full context": kv * FLOAT_BYTES, "workspace": rows * per_row * FLOAT_BYTES,
-            "logits": 2 * c.canvas_length * c.n_vocab * FLOAT_BYTES}
 
 
 def _size(n: int) -> str:
@@ -48,6 +32,7 @@ def run(args: argparse.Namespace) -> int:
     path = args.model or demo_model_path()
     with Model(path, threads=1) as m:
         c = m.config
+        mem = m.memory(n_ctx_tokens=c.n_ctx, n_batch=1, n_sessions=1)
     with GGUFFile(path) as f:
         kv = f.kv
         types = Counter(t.type_name for t in f.tensors.values())
@@ -72,8 +57,8 @@ def run(args: argparse.Namespace) -> int:
     print(f"tensors: {sum(types.values())}")
     for name in sorted(types, key=lambda t: -type_bytes[t]):
         print(f"  {name:<7} {types[name]:>5} tensors {_size(type_bytes[name]):>10}")
-    file_bytes = os.path.getsize(path)
-    parts = session_bytes(c)
-    print(f"memory: {_size(file_bytes)} file, memory-mapped (pages are read as used); per session, estimated: "
-          f"{_size(sum(parts.values()))} (" + ", ".join(f"{k} {_size(v)}" for k, v in parts.items()) + ")")
+    owned = f", {_size(mem['weights_owned'])} held by the backend" if mem["weights_owned"] else ""
+    print(f"memory: {_size(mem['weights_mapped'])} file, memory-mapped (pages are read as used){owned}; "
+          f"per session: KV cache at full context {_size(mem['per_session'])}; "
+          f"per generating canvas: workspace and logits {_size(mem['per_batch'])}")
     return 0
