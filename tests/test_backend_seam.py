@@ -124,3 +124,37 @@ def test_memory_accounting(tiny_random):
 def test_unknown_backend_is_a_clear_error(tiny_random):
     with pytest.raises(dgemma.InvalidArgumentError, match="unknown backend"):
         dgemma.Model(tiny_random, backend="tpu")
+
+
+def test_expert_offload_runs_the_experts_on_a_host_backend(tiny_random):
+    """The experts of the last two layers on a CPU backend beside the (opaque) main one: the same
+    logits bit for bit and the same tokens as all on the CPU; their MoE rows cross explicitly each
+    pass (input rows, expert ids and weights out, the result back); the accounting names their bytes."""
+    from dgemma.gguf import GGUFFile
+
+    canvas = np.random.default_rng(5).integers(0, 1024, 16)
+    prompt = list(range(3, 40))
+    logits = {}
+    for name, kw in (("cpu", {}), ("offload", dict(backend="opaque", host_expert_layers=2))):
+        with dgemma.Model(tiny_random, threads=2, **kw) as m:
+            s = m.session()
+            s.prefill(prompt)
+            before = m.transfers()
+            logits[name] = s.denoise(canvas)
+            moved = {k: m.transfers()[k] - before[k] for k in before}
+            gen = m.generate(prompt, max_new_tokens=32, seed=4)
+            logits[name + "-tokens"] = gen.tokens
+            mem = m.memory()
+            c = m.config
+    np.testing.assert_array_equal(logits["cpu"], logits["offload"])
+    assert logits["cpu-tokens"] == logits["offload-tokens"]
+    E, k, C, V = c.n_embd, c.n_expert_used, c.canvas_length, c.n_vocab
+    # One decoder pass: per offloaded layer x, ids and weights down; the logits once.
+    assert moved["bytes_to_host"] == 2 * C * (4 * E + 4 * k + 4 * k) + 4 * C * V
+    f = GGUFFile(str(tiny_random))
+    n = c.n_layer
+    expert_bytes = sum(t.nbytes for name, t in f.tensors.items()
+                       if "_exps.weight" in name and int(name.split(".")[1]) >= n - 2)
+    assert mem["weights_on_host"] == expert_bytes > 0
+    with pytest.raises(dgemma.InvalidArgumentError):
+        dgemma.Model(tiny_random, host_expert_layers=-1)

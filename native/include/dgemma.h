@@ -61,6 +61,8 @@ typedef struct dgemma_model_params {
     int32_t n_threads;   /* worker threads for the CPU backend; <= 0 means one per core */
     int32_t kv_type;     /* KV cache element type, a ggml type id: 0 = F32 (default), 1 = F16, 30 = BF16 */
     const char *backend; /* NULL or "cpu"; "opaque" is the test backend (host-opaque memory, transfers counted) */
+    int32_t host_expert_layers; /* expert offload: the experts of the last N layers stay on a CPU backend
+                                   (their MoE runs there, its rows copied explicitly); 0: none */
 } dgemma_model_params;
 
 DGEMMA_API dgemma_model_params dgemma_model_default_params(void);
@@ -86,6 +88,7 @@ DGEMMA_API const char *dgemma_model_config_json(const dgemma_model *model);
 typedef struct dgemma_memory {
     uint64_t weights_mapped; /* file bytes used in place (the CPU maps them and pages them in on demand) */
     uint64_t weights_owned;  /* weight bytes the backend holds beyond the file (uploads, repacked copies) */
+    uint64_t weights_on_host;/* of weights_mapped, the offloaded experts a host backend serves */
     uint64_t per_session;    /* KV cache of one session */
     uint64_t per_batch;      /* workspace (activations, logits) and sampler state of the batch */
     uint64_t total;

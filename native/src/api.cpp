@@ -27,6 +27,7 @@ DGEMMA_API dgemma_model_params dgemma_model_default_params(void) {
     p.n_threads = 0;
     p.kv_type = static_cast<int32_t>(dg::TensorType::F32);
     p.backend = nullptr;
+    p.host_expert_layers = 0;
     return p;
 }
 
@@ -41,6 +42,7 @@ DGEMMA_API dgemma_status dgemma_model_load(const char *path, const dgemma_model_
             require(params->kv_type >= 0, "dgemma_model_load: kv_type must be a ggml type id (0 F32, 1 F16, 30 BF16)");
             o.kv_type = static_cast<dg::TensorType>(params->kv_type);
             if (params->backend) o.backend = params->backend;
+            o.host_expert_layers = params->host_expert_layers;
         }
         auto m = std::make_unique<dgemma_model>();
         m->model = std::make_unique<dg::Model>(path, o);
@@ -60,7 +62,7 @@ DGEMMA_API dgemma_status dgemma_model_memory(const dgemma_model *model, int64_t 
         require(model && out, "dgemma_model_memory: model and out must not be NULL");
         require(n_ctx_tokens >= 0 && n_batch >= 0 && n_sessions >= 0, "dgemma_model_memory: counts must not be negative");
         const dg::MemoryPlan p = model->model->memory_plan(n_ctx_tokens, n_batch, n_sessions);
-        *out = {p.weights_mapped, p.weights_owned, p.per_session, p.per_batch, p.total};
+        *out = {p.weights_mapped, p.weights_owned, p.weights_on_host, p.per_session, p.per_batch, p.total};
     });
 }
 

@@ -92,6 +92,7 @@ struct PassLimits {
 struct MemoryPlan {
     size_t weights_mapped = 0;   // file bytes the backend uses in place (CPU: mapped, paged on demand)
     size_t weights_owned = 0;    // bytes the backend holds (uploaded, repacked)
+    size_t weights_on_host = 0;  // of the mapped bytes, those a host backend serves (offloaded experts)
     size_t per_session = 0;      // KV cache of one sequence at the requested context
     size_t per_batch = 0;        // workspace and sampler state of the requested batch
     size_t total = 0;            // weights + n sessions + the batch

@@ -151,7 +151,7 @@ void Model::forward(Workspace &ws, const std::vector<PassItem> &items) {
         const Tensor wts = make_tensor(ws.expert_weight->data, TensorType::F32, k, n, 1, 1, &be);
         be.route(w.router, x, *w.router_scale, *w.per_expert_scale, hp_.eps, static_cast<int>(k), ids, wts);
         be.rmsnorm(x, &*w.pre_ffw_norm_2, hp_.eps, xn);
-        be.moe(w.experts, xn, ids, wts, moe_out);
+        moe(w, xn, ids, wts, moe_out);
         be.rmsnorm(moe_out, &*w.post_ffw_norm_2, hp_.eps, moe_out);
 
         be.add(dense, moe_out);
@@ -169,6 +169,23 @@ void Model::forward(Workspace &ws, const std::vector<PassItem> &items) {
     }
     for (const PassItem &it : items)
         if (it.mode == PassMode::Encoder) it.s->n_past += it.n;
+}
+
+void Model::moe(const LayerWeights &w, const Tensor &xn, const Tensor &ids, const Tensor &wts, const Tensor &out) {
+    if (!w.experts_on_host) {
+        backend_->moe(w.experts, xn, ids, wts, out);
+        return;
+    }
+    // Offloaded experts: the rows go to the host backend and the result comes back, explicitly.
+    // Host tensors are host memory, so the main backend's download/upload read and write them.
+    const int64_t n = xn.n_rows();
+    HostMoeScratch &h = host_moe_;
+    const Tensor x = h.x->rows(0, n), hi = h.ids->rows(0, n), hw = h.weights->rows(0, n), o = h.out->rows(0, n);
+    backend_->download(xn, x.data, x.bytes());
+    backend_->download(ids, hi.data, hi.bytes());
+    backend_->download(wts, hw.data, hw.bytes());
+    host_->moe(w.experts, x, hi, hw, o);
+    backend_->upload(out, o.data, o.bytes());
 }
 
 void Model::encode(Session &s, const int32_t *ids, int64_t n) {

@@ -86,6 +86,10 @@ Model::Model(const std::string &path, const ModelOptions &options) : kv_type_(op
     if (options.backend == "cpu") backend_ = make_cpu_backend(resolve_threads(options.n_threads));
     else if (options.backend == "opaque") backend_ = make_opaque_test_backend(resolve_threads(options.n_threads), &transfers_);
     else throw Error(DGEMMA_ERR_INVALID_ARGUMENT, "unknown backend '" + options.backend + "' (expected cpu)");
+    if (options.host_expert_layers < 0)
+        throw Error(DGEMMA_ERR_INVALID_ARGUMENT, "the number of layers with experts on the host must not be negative");
+    host_expert_layers_ = options.host_expert_layers;
+    if (host_expert_layers_ > 0) host_ = make_cpu_backend(resolve_threads(options.n_threads));
     file_ = std::make_unique<GgufFile>(path);
     const GgufValue *arch = file_->find("general.architecture");
     if (!arch || arch->type != GgufValueType::STRING)
@@ -234,18 +238,23 @@ void Model::load_weights() {
         lw.router_scale = vec(pre + "ffn_gate_inp.scale", E);
         lw.pre_ffw_norm_2 = vec(pre + "pre_ffw_norm_2.weight", E);
         const int64_t F = hp_.n_ff_exp, X = hp_.n_expert;
+        // The last host_expert_layers layers keep their experts on the host backend.
+        lw.experts_on_host = host_ && i >= hp_.n_layer - host_expert_layers_;
+        Backend &xb = lw.experts_on_host ? *host_ : *backend_;
         if (b.find(pre + "ffn_gate_up_exps.weight")) {
             // Fused: each expert's 2F rows are gate then up; two views over one placed tensor.
-            const Tensor gu = backend_->load_weight(b.host_view(pre + "ffn_gate_up_exps.weight", E, 2 * F, X));
+            const Tensor gu = xb.load_weight(b.host_view(pre + "ffn_gate_up_exps.weight", E, 2 * F, X));
             lw.experts.gate = gu;
             lw.experts.gate.ne[1] = F;
             lw.experts.up = lw.experts.gate;
             lw.experts.up.data = gu.bytes_at(static_cast<size_t>(F) * gu.nb[1]);
         } else {
-            lw.experts.gate = backend_->load_weight(b.host_view(pre + "ffn_gate_exps.weight", E, F, X));
-            lw.experts.up = backend_->load_weight(b.host_view(pre + "ffn_up_exps.weight", E, F, X));
+            lw.experts.gate = xb.load_weight(b.host_view(pre + "ffn_gate_exps.weight", E, F, X));
+            lw.experts.up = xb.load_weight(b.host_view(pre + "ffn_up_exps.weight", E, F, X));
         }
-        lw.experts.down = backend_->load_weight(b.host_view(pre + "ffn_down_exps.weight", F, E, X));
+        lw.experts.down = xb.load_weight(b.host_view(pre + "ffn_down_exps.weight", F, E, X));
+        for (const char *name : {"ffn_gate_up_exps.weight", "ffn_gate_exps.weight", "ffn_up_exps.weight", "ffn_down_exps.weight"})
+            if (const GgufTensor *t = b.find(pre + name)) lw.expert_bytes += t->nbytes;
         lw.per_expert_scale = vec(pre + "ffn_down_exps.scale", X);
         lw.post_ffw_norm_2 = vec(pre + "post_ffw_norm_2.weight", E);
         lw.post_ffw_norm = vec(pre + "post_ffw_norm.weight", E);

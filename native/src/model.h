@@ -42,6 +42,8 @@ struct LayerWeights {
     TensorBuffer router_scale, per_expert_scale, pre_ffw_norm_2, post_ffw_norm_2, post_ffw_norm;
     TensorBuffer inv_freq;  // F32 [n_rot / 2]
     MoeWeights experts;
+    bool experts_on_host = false;     // placed on the model's host backend (expert offload)
+    size_t expert_bytes = 0;          // file bytes of the expert tensors
     float scalars[2] = {1.0f, 1.0f};  // layer scalar per PassMode: decoder, encoder
 };
 
@@ -78,6 +80,17 @@ struct ModelOptions {
     int n_threads = 0;                   // <= 0: one per core
     TensorType kv_type = TensorType::F32;
     std::string backend = "cpu";         // "cpu", or "opaque" (the test backend)
+    // Expert offload: the experts of the last `host_expert_layers` layers live on a CPU backend
+    // beside the main one (for cards that cannot hold them); their MoE runs there, its input and
+    // output rows copied explicitly. 0: every weight on the main backend.
+    int64_t host_expert_layers = 0;
+};
+
+// The MoE of offloaded layers: rows copied to the host backend and back (F32 [rows][E], the
+// router's I32/F32 [rows][k]).
+struct HostMoeScratch {
+    TensorBuffer x, ids, weights, out;
+    int64_t n_rows = 0;
 };
 
 class Model {
@@ -88,6 +101,8 @@ public:
     const Hparams &hparams() const { return hp_; }
     const std::string &config_json() const { return config_json_; }
     Backend &backend() { return *backend_; }
+    // The CPU backend holding offloaded experts, or null.
+    Backend *host_backend() { return host_.get(); }
     TensorType kv_type() const { return kv_type_; }
     std::mutex &mutex() { return mu_; }
     const TransferCounts &transfers() const { return transfers_; }
@@ -123,15 +138,20 @@ private:
     void build_config_json();
     TensorBuffer upload_vector(const std::vector<float> &v);
     size_t workspace_bytes(int64_t rows, int64_t logit_rows) const;
+    // out = the MoE of layer w on rows of xn, on the backend that holds its experts.
+    void moe(const LayerWeights &w, const Tensor &xn, const Tensor &ids, const Tensor &wts, const Tensor &out);
 
     std::unique_ptr<GgufFile> file_;
     Hparams hp_;
     TransferCounts transfers_;
     std::unique_ptr<Backend> backend_;
+    std::unique_ptr<Backend> host_;  // expert offload
     Weights w_;
     TensorType kv_type_ = TensorType::F32;
+    int64_t host_expert_layers_ = 0;
     std::string config_json_;
     Workspace ws_;
+    HostMoeScratch host_moe_;
     std::mutex mu_;
 };
 

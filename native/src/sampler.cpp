@@ -118,6 +118,7 @@ bool sample_step_host(const SamplerView &v, int n, float *logits, ThreadPool &po
     if (n < 1 || n > p.max_steps)
         throw Error(DGEMMA_ERR_INVALID_ARGUMENT, "step " + std::to_string(n) + " is outside 1.." + std::to_string(p.max_steps));
     const int64_t C = v.n_canvas, V = v.n_vocab;
+    if (C <= 0) return true;
     const float t = sampler_temperature(p, n);
     const int64_t s = p.max_steps - n + 1;
     // Raw values first (a table may be short: fail before touching anything).
@@ -146,7 +147,7 @@ bool sample_step_host(const SamplerView &v, int n, float *logits, ThreadPool &po
     std::sort(sc.order.begin(), sc.order.begin() + n_free, [&](int32_t a, int32_t b) {
         return sc.entropy[a] < sc.entropy[b] || (sc.entropy[a] == sc.entropy[b] && a < b);
     });
-    if (v.accepted) std::fill(v.accepted, v.accepted + C, 0);
+    if (v.accepted) std::fill_n(v.accepted, static_cast<size_t>(C), int8_t{0});
     double cum = 0.0, total = 0.0;
     for (int64_t k = 0; k < n_free; ++k) {
         const int32_t i = sc.order[k];

@@ -78,6 +78,15 @@ Workspace &Model::workspace(int64_t rows, int64_t logit_rows) {
     l.canvas = hp_.canvas_length;
     l.n_vocab = hp_.n_vocab;
     be.reserve(l);
+    if (host_) {
+        host_moe_ = HostMoeScratch{};
+        host_moe_.x = TensorBuffer(host_->alloc(TensorType::F32, hp_.n_embd, rows));
+        host_moe_.out = TensorBuffer(host_->alloc(TensorType::F32, hp_.n_embd, rows));
+        host_moe_.ids = TensorBuffer(host_->alloc(TensorType::I32, hp_.n_expert_used, rows));
+        host_moe_.weights = TensorBuffer(host_->alloc(TensorType::F32, hp_.n_expert_used, rows));
+        host_moe_.n_rows = rows;
+        host_->reserve(l);
+    }
     return ws_;
 }
 
@@ -85,6 +94,8 @@ MemoryPlan Model::memory_plan(int64_t n_ctx_tokens, int64_t n_batch, int64_t n_s
     MemoryPlan m;
     m.weights_mapped = file_->size();
     m.weights_owned = backend_->weight_bytes_owned();
+    for (const LayerWeights &w : w_.layers)
+        if (w.experts_on_host) m.weights_on_host += w.expert_bytes;
     m.per_session = session_cache_bytes(hp_, kv_type_, std::min(n_ctx_tokens, hp_.n_ctx));
     const int64_t C = hp_.canvas_length, rows = std::max(C * n_batch, std::min(n_ctx_tokens, kEncoderChunk));
     // Per generating sequence: canvas, argmax, fixed mask, history, stop flag and the soft embedding.

@@ -20,14 +20,16 @@ const char *dgemma_cpu_features(void);
 
 typedef struct dgemma_model dgemma_model;
 typedef struct dgemma_session dgemma_session;
-typedef struct dgemma_model_params { int32_t n_threads; int32_t kv_type; const char *backend; } dgemma_model_params;
+typedef struct dgemma_model_params {
+    int32_t n_threads; int32_t kv_type; const char *backend; int32_t host_expert_layers;
+} dgemma_model_params;
 
 dgemma_model_params dgemma_model_default_params(void);
 dgemma_status dgemma_model_load(const char *path, const dgemma_model_params *params, dgemma_model **out_model);
 void dgemma_model_free(dgemma_model *model);
 const char *dgemma_model_config_json(const dgemma_model *model);
 typedef struct dgemma_memory {
-    uint64_t weights_mapped; uint64_t weights_owned; uint64_t per_session; uint64_t per_batch; uint64_t total;
+    uint64_t weights_mapped; uint64_t weights_owned; uint64_t weights_on_host; uint64_t per_session; uint64_t per_batch; uint64_t total;
 } dgemma_memory;
 dgemma_status dgemma_model_memory(const dgemma_model *model, int64_t n_ctx_tokens, int32_t n_batch,
                                   int32_t n_sessions, dgemma_memory *out);

@@ -92,9 +92,10 @@ class Model:
     """
 
     def __init__(self, path: str | os.PathLike, *, threads: int | None = None, kv_type: str = "f32",
-                 backend: str = "cpu"):
+                 backend: str = "cpu", host_expert_layers: int = 0):
         """`kv_type`: the KV cache's element type, "f32", "f16" or "bf16". `backend`: "cpu", or
-        "opaque", the test backend whose memory the host cannot read (it counts transfers)."""
+        "opaque", the test backend whose memory the host cannot read (it counts transfers).
+        `host_expert_layers`: expert offload, the experts of the last N layers stay on a CPU backend."""
         if threads is not None and (not isinstance(threads, int) or threads < 1):
             raise InvalidArgumentError(f"threads must be a positive integer or None, got {threads!r}")
         if kv_type not in KV_TYPES:
@@ -107,6 +108,9 @@ class Model:
         params.kv_type = KV_TYPES[kv_type]
         backend_name = ffi.new("char[]", backend.encode())
         params.backend = backend_name
+        if isinstance(host_expert_layers, bool) or not isinstance(host_expert_layers, int) or host_expert_layers < 0:
+            raise InvalidArgumentError(f"host_expert_layers must be a non-negative integer, got {host_expert_layers!r}")
+        params.host_expert_layers = host_expert_layers
         out = ffi.new("dgemma_model **")
         check(lib.dgemma_model_load(self.path.encode(), params, out))
         self._ptr = out[0]
@@ -144,12 +148,12 @@ class Model:
 
     def memory(self, n_ctx_tokens: int | None = None, n_batch: int = 1, n_sessions: int = 1) -> dict:
         """Bytes the weights, `n_sessions` sessions of `n_ctx_tokens` positions (default: the full
-        context) and a batch of `n_batch` canvases need: weights_mapped, weights_owned, per_session,
-        per_batch, total."""
+        context) and a batch of `n_batch` canvases need: weights_mapped, weights_owned, weights_on_host
+        (offloaded experts), per_session, per_batch, total."""
         out = ffi.new("dgemma_memory *")
         n_ctx = self.config.n_ctx if n_ctx_tokens is None else n_ctx_tokens
         check(lib.dgemma_model_memory(self._handle(), n_ctx, n_batch, n_sessions, out))
-        return {k: getattr(out, k) for k in ("weights_mapped", "weights_owned", "per_session", "per_batch", "total")}
+        return {k: getattr(out, k) for k in ("weights_mapped", "weights_owned", "weights_on_host", "per_session", "per_batch", "total")}
 
     def transfers(self) -> dict:
         """Bytes and calls that crossed between the host and the backend since load (the "opaque"
@@ -227,12 +231,12 @@ class Session:
 
     def memory(self, n_ctx_tokens: int | None = None, n_batch: int = 1, n_sessions: int = 1) -> dict:
         """Bytes the weights, `n_sessions` sessions of `n_ctx_tokens` positions (default: the full
-        context) and a batch of `n_batch` canvases need: weights_mapped, weights_owned, per_session,
-        per_batch, total."""
+        context) and a batch of `n_batch` canvases need: weights_mapped, weights_owned, weights_on_host
+        (offloaded experts), per_session, per_batch, total."""
         out = ffi.new("dgemma_memory *")
         n_ctx = self.config.n_ctx if n_ctx_tokens is None else n_ctx_tokens
         check(lib.dgemma_model_memory(self._handle(), n_ctx, n_batch, n_sessions, out))
-        return {k: getattr(out, k) for k in ("weights_mapped", "weights_owned", "per_session", "per_batch", "total")}
+        return {k: getattr(out, k) for k in ("weights_mapped", "weights_owned", "weights_on_host", "per_session", "per_batch", "total")}
 
     def transfers(self) -> dict:
         """Bytes and calls that crossed between the host and the backend since load (the "opaque"
