@@ -158,16 +158,21 @@ def build_parser() -> argparse.ArgumentParser:
     d.add_argument("--seed", type=int, default=0)
     d.set_defaults(func=_cmd_demo)
 
-    from . import cli_quantize, cli_tokenize
+    from . import cli_pull, cli_quantize, cli_tokenize
 
     cli_tokenize.register(sub)
     cli_quantize.register(sub)
+    cli_pull.register(sub)
     return p
 
 
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     try:
+        if getattr(args, "model", None):  # OWNER/REPO[:TYPE] names a model `dgemma pull` cached
+            from .hub import resolve_model
+
+            args.model = resolve_model(args.model)
         return args.func(args)
     except DgemmaError as e:
         print(f"dgemma: error: {e}", file=sys.stderr)
