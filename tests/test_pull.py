@@ -182,11 +182,14 @@ def test_resolve_model_lists_the_types_in_the_cache(offline, gguf_repo):
         hub.resolve_model("someone/dg-tiny-GGUF:Q6_K")
 
 
-def test_bad_names_and_types(offline):
+def test_bad_names_and_types(offline, tiny_checkpoint):
     with pytest.raises(dgemma.InvalidArgumentError, match="not a Hugging Face model name"):
         hub.pull("just-a-name", progress=False)
     with pytest.raises(dgemma.InvalidArgumentError, match="names type Q8_0 but --type is Q4_K_M"):
         hub.pull("google/x:Q8_0", type="Q4_K_M", progress=False)
+    lay_out_repo(offline[0], "google/dg-tiny", checkpoint_files(tiny_checkpoint))
+    with pytest.raises(dgemma.InvalidArgumentError, match="--type IQ4_XS: cannot be made from a checkpoint"):
+        hub.pull("google/dg-tiny", type="IQ4_XS", progress=False)
 
 
 # -- errors ----------------------------------------------------------------------------------------------
@@ -318,3 +321,30 @@ def test_release_twin_cli_at_tiny_scale(tmp_path):
 
     assert main([str(tmp_path / "t"), "--scale", "tiny", "--shards", "2"]) == 0
     assert len(list((tmp_path / "t").glob("*.safetensors"))) == 2
+
+
+def _rss_file_bytes() -> int:
+    """This process's resident file-backed pages (Linux)."""
+    for line in Path("/proc/self/status").read_text().splitlines():
+        if line.startswith("RssFile:"):
+            return int(line.split()[1]) * 1024
+    pytest.skip("no RssFile in /proc/self/status")
+
+
+def test_converter_drops_each_tensors_pages_once_read(tmp_path):
+    """Mapped pages count toward the resident set once read: without release() converting the twin
+    peaked at the whole checkpoint (docs/pull.md)."""
+    from safetensors.numpy import save_file
+
+    save_file({"big": np.ones((4096, 4096), np.float32)}, str(tmp_path / "model.safetensors"))
+    ckpt = SafetensorsCheckpoint(tmp_path)
+    try:
+        before = _rss_file_bytes()
+        assert ckpt.float32("big").sum() == 4096 * 4096
+        read = _rss_file_bytes()
+        assert read - before > 48 << 20
+        ckpt.release("big")
+        assert read - _rss_file_bytes() > 48 << 20
+        assert ckpt.float32("big").sum() == 4096 * 4096  # still readable afterwards
+    finally:
+        ckpt.close()

@@ -129,7 +129,7 @@ def _convert_checkpoint(repo_id: str, type_name: str, files: dict[str, int | Non
     from .convert.quantize_gguf import RECIPES
 
     if type_name.lower() not in OUT_TYPES and type_name not in RECIPES:
-        raise InvalidArgumentError(f"cannot make {type_name} from a checkpoint; choose one of "
+        raise InvalidArgumentError(f"--type {type_name}: cannot be made from a checkpoint; choose one of "
                                    f"{', '.join([*RECIPES, *(t.upper() for t in OUT_TYPES)])}")
     wanted = {f: s for f, s in files.items() if any(fnmatch.fnmatch(f, p) for p in CHECKPOINT_FILES)}
     weights = sum(s or 0 for f, s in wanted.items() if f.endswith(".safetensors"))
