@@ -1,7 +1,10 @@
 """Hugging Face DiffusionGemma checkpoint -> GGUF in llama.cpp's `diffusion-gemma` dialect.
 
 Streams tensors one at a time (large ones in slices of their first axis), so memory stays near the
-largest slice, not the model. Writes to a temporary file renamed into place on success.
+largest slice, not the model: each tensor's mapped pages are released once it is written. Writes to a
+temporary file renamed into place on success. Besides the plain types (OUT_TYPES) it writes any of
+`dgemma quantize`'s recipes (Q4_K_M, ...) straight from the checkpoint, with the quantizer's tensor
+types, so a checkpoint becomes a quantized file without an intermediate one.
 """
 
 from __future__ import annotations
@@ -16,7 +19,7 @@ from pathlib import Path
 import numpy as np
 
 from dgemma.errors import ConversionError
-from dgemma.gguf import ValueType
+from dgemma.gguf import GGML_TYPE_IDS, ValueType
 from dgemma.metadata import PROMPT_FORMAT_KEY
 
 from .gguf_writer import GGUFWriter
@@ -189,12 +192,14 @@ def tensor_type(name: str, shape: tuple[int, ...], out_type: str) -> str:
     return out_type
 
 
-def write_metadata(w: GGUFWriter, cfg: TextConfig, sampler: dict, file_type: str, name: str) -> None:
+def write_metadata(w: GGUFWriter, cfg: TextConfig, sampler: dict, file_type: str, name: str,
+                   file_type_id: int | None = None) -> None:
+    """`file_type` names a FILE_TYPES type; a quantize recipe passes its own `file_type_id` instead."""
     a = ARCH
     w.add_string("general.architecture", a)
     w.add_string("general.name", name)
-    w.add_u32("general.file_type", FILE_TYPES[file_type])
-    if file_type == "Q8_0":
+    w.add_u32("general.file_type", FILE_TYPES[file_type] if file_type_id is None else file_type_id)
+    if file_type_id is not None or file_type == "Q8_0":
         w.add_u32("general.quantization_version", 2)
     full = [t == "full_attention" for t in cfg.layer_types]
     g_hd = next((hd for hd, f in zip(cfg.head_dims, full) if f), cfg.head_dims[0])
@@ -241,11 +246,21 @@ def rope_freqs(cfg: TextConfig) -> np.ndarray:
     return f
 
 
-def convert(hf_dir: str | Path, out_path: str | Path, out_type: str = "f16", *, progress=sys.stderr) -> None:
+def convert(hf_dir: str | Path, out_path: str | Path, out_type: str = "f16", *, progress=sys.stderr,
+            threads: int | None = None) -> None:
+    """Writes checkpoint `hf_dir` as GGUF at `out_path`. `out_type`: an OUT_TYPES key, or a RECIPES key of
+    convert/quantize_gguf.py (quantized on `threads` threads with the core's quantizers)."""
     hf_dir = Path(hf_dir)
-    if out_type not in OUT_TYPES:
-        raise ConversionError(f"unknown output type {out_type!r}; choose one of {', '.join(OUT_TYPES)}")
-    file_type = OUT_TYPES[out_type]
+    recipe = None
+    if out_type.lower() in OUT_TYPES:
+        file_type = OUT_TYPES[out_type.lower()]
+    else:
+        from .quantize_gguf import RECIPES
+
+        if out_type.upper() not in RECIPES:
+            raise ConversionError(f"unknown output type {out_type!r}; choose one of "
+                                  f"{', '.join([*OUT_TYPES, *RECIPES])}")
+        file_type, recipe = out_type.upper(), RECIPES[out_type.upper()]
     cfg = read_text_config(hf_dir)
     sampler, gen_raw = read_generation_config(hf_dir)
     ckpt = SafetensorsCheckpoint(hf_dir)
@@ -256,7 +271,16 @@ def convert(hf_dir: str | Path, out_path: str | Path, out_type: str = "f16", *, 
             if name is None:
                 continue
             shape = entry.shape if entry.shape != () else (1,)
-            plan.append((name, hf_name, tuple(reversed(shape)), tensor_type(name, shape, file_type)))
+            ggml_shape = tuple(reversed(shape))
+            if recipe is None:
+                t = tensor_type(name, shape, file_type)
+            else:
+                from .quantize_gguf import tensor_type as quantized_type
+
+                t, note = quantized_type(name, ggml_shape, recipe)
+                if note and progress is not None:
+                    print(f"note: {name}: {note}", file=progress)
+            plan.append((name, hf_name, ggml_shape, t))
         present = {p[0] for p in plan}
         for i in range(cfg.num_hidden_layers):
             if f"blk.{i}.enc_layer_output_scale.weight" not in present:
@@ -266,10 +290,10 @@ def convert(hf_dir: str | Path, out_path: str | Path, out_type: str = "f16", *, 
         plan.sort(key=lambda p: _order_key(p[0]))
 
         with GGUFWriter(out_path) as w:
-            write_metadata(w, cfg, sampler, file_type, hf_dir.name)
+            write_metadata(w, cfg, sampler, file_type, hf_dir.name, None if recipe is None else recipe.file_type)
             _add_tokenizer(w, hf_dir, gen_raw, progress)
             for name, _, shape, t in plan:
-                w.add_tensor_info(name, shape, TYPE_IDS[t])
+                w.add_tensor_info(name, shape, GGML_TYPE_IDS[t])
             w.write_header()
             start = time.time()
             total = sum(int(np.prod(p[2])) for p in plan)
@@ -280,7 +304,8 @@ def convert(hf_dir: str | Path, out_path: str | Path, out_type: str = "f16", *, 
                 if hf_name is None:
                     w.write_tensor_data(name, encode(g_freqs, t))
                 else:
-                    w.write_tensor_data(name, _stream(ckpt, hf_name, t))
+                    w.write_tensor_data(name, _stream(ckpt, hf_name, _encoder(t, threads)))
+                    ckpt.release(hf_name)
                 done += int(np.prod(shape))
                 line = f"[{idx + 1}/{len(plan)}] {done / total:6.1%} {name:<40} {t:<5} {time.time() - start:6.1f}s"
                 if live:
@@ -294,16 +319,25 @@ def convert(hf_dir: str | Path, out_path: str | Path, out_type: str = "f16", *, 
         ckpt.close()
 
 
-def _stream(ckpt: SafetensorsCheckpoint, hf_name: str, t: str):
+def _encoder(t: str, threads: int | None):
+    """float32 rows -> the bytes of type `t`: numpy for the converter's own types, else the core's quantizer."""
+    if t in TYPE_IDS:
+        return lambda x: encode(x, t)
+    from dgemma import kernels
+
+    return lambda x: kernels.quantize_rows(t, x.reshape(-1, x.shape[-1]), threads)
+
+
+def _stream(ckpt: SafetensorsCheckpoint, hf_name: str, encoder):
     """Yields the encoded tensor in slices of its first axis, so memory stays bounded."""
     entry = ckpt.entries[hf_name]
     if len(entry.shape) < 2:
-        yield encode(ckpt.float32(hf_name).reshape(-1), t)
+        yield encoder(ckpt.float32(hf_name).reshape(-1))
         return
     per_row = int(np.prod(entry.shape[1:])) * 4
     step = max(1, SLICE_BYTES // per_row)
     for r0 in range(0, entry.shape[0], step):
-        yield encode(ckpt.float32(hf_name, slice(r0, r0 + step)), t)
+        yield encoder(ckpt.float32(hf_name, slice(r0, r0 + step)))
 
 
 def _order_key(name: str):

@@ -103,6 +103,19 @@ class SafetensorsCheckpoint:
             return (a.astype(np.uint32) << 16).view(np.float32)
         return a.astype(np.float32)
 
+    def release(self, name: str) -> None:
+        """Drops the tensor's pages from this process's memory (they stay in the page cache): mapped pages
+        once read count toward the resident set until unmapped, so a converter that reads every tensor
+        would otherwise end up holding the whole checkpoint."""
+        e = self.entries[name]
+        m = self._maps.get(e.path)
+        if m is None or not hasattr(mmap, "MADV_DONTNEED"):
+            return
+        begin = e.start // mmap.PAGESIZE * mmap.PAGESIZE
+        end = min(len(m), e.start + e.nbytes)
+        if end > begin:
+            m.madvise(mmap.MADV_DONTNEED, begin, end - begin)
+
     def close(self) -> None:
         for m in self._maps.values():
             m.close()

@@ -80,18 +80,23 @@ def build_parser() -> argparse.ArgumentParser:
     d.add_argument("--seed", type=int_in(0, 2**32 - 1), default=0)
     d.set_defaults(func=_cmd_demo, parser=d)
 
-    from . import cli_generate, cli_info, cli_quantize, cli_tokenize
+    from . import cli_generate, cli_info, cli_pull, cli_quantize, cli_tokenize
 
     cli_generate.register(sub)
     cli_info.register(sub)
     cli_tokenize.register(sub)
     cli_quantize.register(sub)
+    cli_pull.register(sub)
     return p
 
 
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     try:
+        if getattr(args, "model", None):  # OWNER/REPO[:TYPE] names a model `dgemma pull` cached
+            from .hub import resolve_model
+
+            args.model = resolve_model(args.model)
         return args.func(args)
     except DgemmaError as e:
         # The core and the API name their parameters; the user typed flags.
