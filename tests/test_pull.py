@@ -197,7 +197,7 @@ def test_offline_with_nothing_cached(offline):
     with pytest.raises(dgemma.FileIOError, match=r"google/absent is not in the Hugging Face cache .*HF_HUB_OFFLINE"):
         hub.pull("google/absent", progress=False)
     r = cli(offline[2], "pull", "google/absent")
-    assert r.returncode == 1 and r.stderr.startswith("dgemma: error: google/absent is not in the Hugging Face cache")
+    assert r.returncode == 1 and r.stderr.startswith("dgemma pull: error: google/absent is not in the Hugging Face cache")
     assert "Traceback" not in r.stderr
 
 
