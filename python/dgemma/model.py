@@ -229,22 +229,6 @@ class Session:
         self.model = model
         model._sessions.append(self)
 
-    def memory(self, n_ctx_tokens: int | None = None, n_batch: int = 1, n_sessions: int = 1) -> dict:
-        """Bytes the weights, `n_sessions` sessions of `n_ctx_tokens` positions (default: the full
-        context) and a batch of `n_batch` canvases need: weights_mapped, weights_owned, weights_on_host
-        (offloaded experts), per_session, per_batch, total."""
-        out = ffi.new("dgemma_memory *")
-        n_ctx = self.config.n_ctx if n_ctx_tokens is None else n_ctx_tokens
-        check(lib.dgemma_model_memory(self._handle(), n_ctx, n_batch, n_sessions, out))
-        return {k: getattr(out, k) for k in ("weights_mapped", "weights_owned", "weights_on_host", "per_session", "per_batch", "total")}
-
-    def transfers(self) -> dict:
-        """Bytes and calls that crossed between the host and the backend since load (the "opaque"
-        test backend counts them; the CPU backend reports zeros)."""
-        out = ffi.new("dgemma_transfers *")
-        check(lib.dgemma_model_transfers(self._handle(), out))
-        return {k: getattr(out, k) for k in ("bytes_to_host", "bytes_to_device", "downloads", "uploads")}
-
     def _handle(self):
         if self._ptr is None:
             raise InvalidArgumentError("the session is closed")
