@@ -164,7 +164,11 @@ typedef struct dgemma_generate_options {
     int32_t drafts;             /* nonzero: on_step receives each step's argmax canvas (a copy to the host per step) */
     const uint64_t *draws;      /* NULL: the generator seeded by params.seed; else a table of raw draws (see above) */
     int64_t n_draws;            /* entries in `draws`; a draw past the end fails the call */
-    const uint8_t *fixed;       /* NULL, or [canvas_length]: nonzero = position fixed in the first canvas (infill) */
+    const uint8_t *fixed;       /* NULL, or [canvas_length]: nonzero = position fixed in the first canvas (infill).
+                                 * That canvas's output: fixed positions as given (an EOS there is text); an EOS
+                                 * at a free position drops the rest of its hole (run of free positions) and ends
+                                 * the generation only when no fixed position follows it. Dropped positions
+                                 * still count towards max_new_tokens. */
     const int32_t *fixed_tokens;/* [canvas_length]: the tokens of the fixed positions */
     void *user;                 /* passed to the callbacks */
 } dgemma_generate_options;

@@ -5,6 +5,7 @@
 #include <set>
 #include <string>
 
+#include "canvas_output.h"
 #include "error.h"
 
 namespace dg {
@@ -45,23 +46,24 @@ void validate(const GenerateJob &j, const Hparams &hp) {
                 throw Error(DGEMMA_ERR_OUT_OF_RANGE, "fixed token at canvas position " + std::to_string(i) + " is outside the vocabulary");
 }
 
-// Takes the finished canvas's argmax into the output; true when the sequence is complete.
+// Takes the finished canvas's argmax into the output; true when the sequence is complete. The
+// canvases consume max_new_tokens by position: a hole's positions after its EOS are dropped from
+// the output but still count.
 bool finish_canvas(Running &r, int64_t C) {
     GenerateJob &j = *r.job;
-    const std::vector<int32_t> &amax = r.committed;
-    auto is_eos = [&](int32_t t) { return std::find(j.eos_ids.begin(), j.eos_ids.end(), t) != j.eos_ids.end(); };
-    const int64_t room = std::min(C, j.max_new_tokens - r.written);
-    int64_t k = 0;
-    bool eos = false;
-    // Only the kept tokens (the first `room`) decide: an EOS past max_new_tokens was cut off with
-    // the rest, so such a canvas finishes by length.
-    for (; k < room && !(eos = is_eos(amax[k])); ++k) j.out_tokens[r.written + k] = amax[k];
+    const int64_t start = r.canvas_no * C;  // positions consumed by the canvases before this one
+    const int64_t room = std::min(C, j.max_new_tokens - start);
+    // Only the kept positions (the first `room`) decide: an EOS past max_new_tokens was cut off
+    // with the rest, so such a canvas finishes by length.
+    const int8_t *fixed = r.canvas_no == 0 ? j.fixed : nullptr;  // the mask applies to the first canvas
+    const CanvasOutput o = canvas_output(r.committed.data(), fixed, room, j.eos_ids, j.out_tokens + r.written);
     const int32_t *fresh = j.out_tokens + r.written;
-    r.written += k;
+    r.written += o.n_tokens;
+    ++r.canvas_no;
     ++j.stats.n_canvases;
-    const bool stop_requested = j.hooks.on_canvas && j.hooks.on_canvas(fresh, k);
-    if (eos) j.stats.finish = Finish::Eos;
-    else if (r.written >= j.max_new_tokens) j.stats.finish = Finish::Length;
+    const bool stop_requested = j.hooks.on_canvas && j.hooks.on_canvas(fresh, o.n_tokens);
+    if (o.eos) j.stats.finish = Finish::Eos;
+    else if (start + room >= j.max_new_tokens) j.stats.finish = Finish::Length;
     else if (stop_requested) j.stats.finish = Finish::Stopped;
     else return false;
     return true;
@@ -194,7 +196,6 @@ void generate(std::vector<GenerateJob> &jobs) {
         for (Running &r : run) {
             if (r.done) continue;
             be.download(*r.argmax, r.committed.data(), static_cast<size_t>(C) * sizeof(int32_t));
-            ++r.canvas_no;
             r.done = finish_canvas(r, C);
             if (r.done) continue;
             commits.push_back({r.job->s, PassMode::Encoder, *r.argmax, C, {}});  // the argmax, not the last draw

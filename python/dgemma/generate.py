@@ -162,7 +162,7 @@ def run(model, prompt, **kwargs) -> Generation:
 
 def run_batch(model, prompts: Sequence, *, max_new_tokens: int = 256, seed: int | None = None,
               stop: Sequence[str] | None = None, eos_ids: Sequence[int] | None = None,
-              draws: np.ndarray | None = None,
+              draws: np.ndarray | None = None, fixed_canvas: np.ndarray | None = None,
               on_canvas: Callable[[list[int]], None] | None = None,
               on_step: Callable[[int, np.ndarray | None], bool] | None = None, drafts: bool = False,
               **sampler) -> list[Generation]:
@@ -171,11 +171,15 @@ def run_batch(model, prompts: Sequence, *, max_new_tokens: int = 256, seed: int 
     seed, same tokens). Callbacks (single prompts only): on_canvas(new tokens) after each canvas;
     on_step(step, draft) after each denoising step, returning True to cancel; draft is the step's
     argmax canvas when `drafts` is set (a copy to the host per step), else None. `draws` (tests):
-    raw 64-bit draws replacing the seeded generator (dgemma.h, "Randomness")."""
+    raw 64-bit draws replacing the seeded generator (dgemma.h, "Randomness"). `fixed_canvas` (single
+    prompts): the first canvas's fixed positions, [canvas_length] ids with -1 at the free positions
+    (the holes); EOS counts only inside holes (dgemma.h, dgemma_generate_options.fixed)."""
     if isinstance(max_new_tokens, bool) or not isinstance(max_new_tokens, (int, np.integer)) or max_new_tokens <= 0:
         raise InvalidArgumentError(f"max_new_tokens must be a positive integer, got {max_new_tokens!r}")
-    if len(prompts) > 1 and (on_canvas or on_step or draws is not None):
-        raise InvalidArgumentError("callbacks and draws apply to a single prompt")
+    if len(prompts) > 1 and (on_canvas or on_step or draws is not None or fixed_canvas is not None):
+        raise InvalidArgumentError("callbacks, draws and fixed_canvas apply to a single prompt")
+    if fixed_canvas is not None:
+        fixed_canvas = _as_fixed_canvas(model, fixed_canvas)
     if draws is not None:
         draws = np.ascontiguousarray(draws, dtype=np.uint64)
         if draws.ndim != 1:
@@ -217,6 +221,12 @@ def run_batch(model, prompts: Sequence, *, max_new_tokens: int = 256, seed: int 
         if draws is not None:
             opts[0].draws = ffi.from_buffer("uint64_t[]", draws)
             opts[0].n_draws = draws.size
+        if fixed_canvas is not None:
+            mask = np.ascontiguousarray(fixed_canvas >= 0, dtype=np.uint8)
+            fixed_tokens = np.ascontiguousarray(np.maximum(fixed_canvas, 0), dtype=np.int32)
+            keep += [mask, fixed_tokens]
+            opts[0].fixed = ffi.from_buffer("uint8_t[]", mask)
+            opts[0].fixed_tokens = ffi.from_buffer("int32_t[]", fixed_tokens)
         out_ptrs = ffi.new("int32_t *[]", [ffi.from_buffer("int32_t[]", o) for o in outs])
         handles = ffi.new("dgemma_session *[]", [s._handle() for s in sessions])
         results = ffi.new("dgemma_generate_result[]", n)
@@ -249,6 +259,16 @@ def run_batch(model, prompts: Sequence, *, max_new_tokens: int = 256, seed: int 
     finally:
         for s in sessions:
             s.close()
+
+
+def _as_fixed_canvas(model, fixed_canvas) -> np.ndarray:
+    arr = np.asarray(fixed_canvas)
+    C = model.config.canvas_length
+    if arr.shape != (C,) or (arr.size and not np.issubdtype(arr.dtype, np.integer)):
+        raise InvalidArgumentError(f"fixed_canvas must hold {C} integer ids (-1 at free positions), got shape {arr.shape}")
+    if arr.min() < -1 or arr.max() >= model.config.n_vocab:
+        raise InvalidArgumentError(f"fixed_canvas holds an id outside -1..{model.config.n_vocab - 1}")
+    return arr.astype(np.int64)
 
 
 def _canvas_callback(state, out, on_canvas, stop, tok):
