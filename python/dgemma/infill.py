@@ -16,7 +16,7 @@ the first EOS the model writes in it (the core drops the rest of the hole); with
 length 1..max_tokens is denoised exactly and the canvas with the highest decoder log-likelihood
 wins (single-hole documents only: one generation and one decoder pass per length). The default
 (None) scores a single hole and uses EOS for several: on the demo model, which was never trained
-to end a hole, scoring found the held-out word 40-100% of the time and EOS 10-40%
+to end a hole, scoring found the held-out word 23-100% of the time per task and EOS 10-40%
 (train/evaluate_infill.py, README "Infill and edit"); a model trained with EOS inside holes
 would make "eos" the cheaper choice.
 """
