@@ -77,7 +77,7 @@ struct PassItem {
 struct ModelOptions {
     int n_threads = 0;                   // <= 0: one per core
     TensorType kv_type = TensorType::F32;
-    std::string backend = "cpu";         // "cpu", or "opaque" (the test backend)
+    std::string backend = "cpu";         // "cpu", "cuda", "cuda:N", or "opaque" (the test backend)
 };
 
 class Model {
