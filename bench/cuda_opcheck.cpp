@@ -205,7 +205,7 @@ void matrix_ops(Harness &h) {
         // Experts: one token (most experts empty), a ragged batch, the fused gate/up layout.
         for (auto [n_tok, fused] : {std::pair<int64_t, bool>{1, false}, {37, false}, {37, true}}) {
             const int64_t Ke = 256, F = 256, X = 8, k = 2;
-            h.check("moe", tn, dims({Ke, F, X, n_tok}) + (fused ? " fused" : ""), quantized(wt) ? 2e-2 : 1e-5,
+            h.check("moe", tn, dims({Ke, F, X, n_tok}) + (fused ? "-fused" : ""), quantized(wt) ? 2e-2 : 1e-5,
                     [&](Backend &be, std::mt19937_64 &rng) {
                 MoeWeights mw;
                 Buf gu = weight(be, wt, randn(rng, Ke * 2 * F * X, 0.2f), Ke, 2 * F, X), g2, u2;
@@ -241,7 +241,7 @@ void matrix_ops(Harness &h) {
     }
     const int64_t E = 256, X = 16, n = 37, k = 4;
     for (bool ids_only : {true, false})
-        h.check("route", ids_only ? "F32 ids" : "F32 weights", dims({E, X, n, k}), 1e-5, [&](Backend &be, std::mt19937_64 &rng) {
+        h.check("route", ids_only ? "F32-ids" : "F32-weights", dims({E, X, n, k}), 1e-5, [&](Backend &be, std::mt19937_64 &rng) {
             Buf w = weight(be, TensorType::F32, randn(rng, E * X), E, X);
             Buf x = tensor(be, TensorType::F32, randn(rng, E * n).data(), E, n);
             std::vector<float> sc = randn(rng, E), pes = randn(rng, X);
@@ -259,7 +259,7 @@ void matrix_ops(Harness &h) {
 void row_ops(Harness &h) {
     for (auto [dim, n] : {std::pair<int64_t, int64_t>{64, 1}, {1000, 37}, {2816, 256}})
         for (bool with_w : {false, true})
-            h.check("rmsnorm", with_w ? "F32 w" : "F32", dims({dim, n}), 1e-5, [&](Backend &be, std::mt19937_64 &rng) {
+            h.check("rmsnorm", with_w ? "F32-w" : "F32", dims({dim, n}), 1e-5, [&](Backend &be, std::mt19937_64 &rng) {
                 Buf x = tensor(be, TensorType::F32, randn(rng, dim * n).data(), dim, n);
                 Buf w = tensor(be, TensorType::F32, randn(rng, dim).data(), dim);
                 Buf y = poisoned(be, TensorType::F32, dim, n);
@@ -378,7 +378,7 @@ void sampler_ops(Harness &h) {
     const Case cases[] = {{64, 3000, false, false, 1}, {64, 3000, true, true, 2}, {16, 1024, true, false, 0},
                           {256, 262144, false, false, 1}};
     for (const Case &c : cases)
-        h.check("sampler", std::string(c.table ? "table" : "seed") + (c.fixed ? " fixed" : ""),
+        h.check("sampler", std::string(c.table ? "table" : "seed") + (c.fixed ? "-fixed" : ""),
                 dims({c.C, c.V, c.stability}), 0, [&](Backend &be, std::mt19937_64 &rng) {
             SamplerParams p;
             p.max_steps = 6;
@@ -438,6 +438,7 @@ void sampler_ops(Harness &h) {
         }, true);
 }
 
+// One check per line, fields without spaces (bench/gpu_check_report.py splits them).
 void print_table(const std::vector<Row> &rows, std::FILE *f) {
     std::fprintf(f, "%-12s %-14s %-28s %-6s %11s %9s %10s\n", "op", "type", "shape", "result", "error", "tolerance", "cuda ms");
     for (const Row &r : rows)
