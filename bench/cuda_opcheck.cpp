@@ -180,6 +180,7 @@ void matrix_ops(Harness &h) {
                 Buf w = weight(be, wt, randn(rng, K * R), K, R);
                 Buf x = tensor(be, TensorType::F32, randn(rng, K * n).data(), K, n);
                 Buf y = poisoned(be, TensorType::F32, R, n);
+                be.reserve(PassLimits{n, 1, K, K, 1, 1, 1, 1, 0, 0});
                 be.matmul(w.t, x.t, y.t);
                 return fetch<float>(be, y.t);
             });
@@ -248,6 +249,7 @@ void matrix_ops(Harness &h) {
             for (float &v : sc) v = 1.0f + 0.1f * v;
             Buf s = tensor(be, TensorType::F32, sc.data(), E), p = tensor(be, TensorType::F32, pes.data(), X);
             Buf ids = poisoned(be, TensorType::I32, k, n), wts = poisoned(be, TensorType::F32, k, n);
+            be.reserve(PassLimits{n, 1, E, E, 1, X, k, 1, 0, 0});
             be.route(w.t, x.t, s.t, p.t, 1e-6f, int(k), ids.t, wts.t);
             if (!ids_only) return fetch<float>(be, wts.t);
             std::vector<float> out;
@@ -274,6 +276,7 @@ void row_ops(Harness &h) {
             std::vector<float> f(n_rot / 2);
             for (int j = 0; j < n_rot / 2; ++j) f[j] = j % 5 == 4 ? 0.0f : std::pow(10000.0f, -2.0f * j / n_rot);
             Buf p = tensor(be, TensorType::I32, pos.data(), n), fr = tensor(be, TensorType::F32, f.data(), n_rot / 2);
+            be.reserve(PassLimits{n, 1, d, d, d, 1, 1, 1, 0, 0});
             be.rope(x.t, heads, d, p.t, fr.t, n_rot);
             return fetch<float>(be, x.t);
         });
@@ -448,13 +451,18 @@ void print_table(const std::vector<Row> &rows, std::FILE *f) {
 
 }  // namespace
 
+// --self-test runs the harness with a second CPU backend in place of CUDA (every check must pass,
+// the exact ones included): a rehearsal of the harness itself on machines without a GPU.
 int main(int argc, char **argv) {
     std::string out_dir = ".";
-    for (int i = 1; i + 1 < argc; ++i)
-        if (std::string(argv[i]) == "--out") out_dir = argv[i + 1];
+    bool self_test = false;
+    for (int i = 1; i < argc; ++i) {
+        if (std::string(argv[i]) == "--out" && i + 1 < argc) out_dir = argv[++i];
+        else if (std::string(argv[i]) == "--self-test") self_test = true;
+    }
     std::unique_ptr<Backend> gpu;
     try {
-        gpu = make_cuda_backend_direct(0);
+        gpu = self_test ? make_cpu_backend(1) : make_cuda_backend_direct(0);
     } catch (const std::exception &e) {
         std::printf("no CUDA device: %s\n", e.what());
         return 3;
@@ -462,7 +470,7 @@ int main(int argc, char **argv) {
     std::unique_ptr<Backend> cpu = make_cpu_backend(0);
     Harness h(*cpu, *gpu);
     h.failures.open(out_dir + "/failures.txt");
-    std::printf("CUDA backend: %s\n", gpu->name().c_str());
+    std::printf("checked backend: %s\n", gpu->name().c_str());
     matrix_ops(h);
     row_ops(h);
     attention_ops(h);

@@ -78,7 +78,10 @@ public:
         return t;
     }
     void free(Tensor &t) override {
-        if (t.data) cudaFree(t.data);
+        if (t.data) {
+            cudaStreamSynchronize(stream_);  // ops still queued may read it
+            cudaFree(t.data);
+        }
         t = Tensor{};
     }
     Tensor load_weight(const Tensor &host) override {
@@ -89,7 +92,8 @@ public:
         t.backend = this;
         t.data = device_malloc(host.bytes(), "weights");
         weights_.push_back(t.data);
-        check(cudaMemcpy(t.data, host.data, host.bytes(), cudaMemcpyHostToDevice), "cudaMemcpy (weights)");
+        // On the op stream: it does not wait on the legacy default stream's copies.
+        check(cudaMemcpyAsync(t.data, host.data, host.bytes(), cudaMemcpyHostToDevice, stream_), "upload (weights)");
         owned_ += host.bytes();
         return t;
     }
@@ -112,6 +116,7 @@ public:
     void synchronize() override { check(cudaStreamSynchronize(stream_), "a kernel (at synchronize)"); }
 
     void reserve(const PassLimits &l) override {
+        synchronize();  // scratch that grows is freed: nothing queued may still use it
         const size_t slots = static_cast<size_t>(l.rows * l.n_expert_used);
         moe_offsets_.grow(static_cast<size_t>(l.n_expert + 1));
         moe_fill_.grow(static_cast<size_t>(l.n_expert + 1));
