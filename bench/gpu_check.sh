@@ -19,6 +19,9 @@
 #   bench/gpu_check.sh           on the device: run(command="bench/gpu_check.sh", carry=["build/gpu-pack"],
 #                                timeout_s=540); well under 8 minutes on an H100.
 #   bench/gpu_check.sh --no-gpu  CI: --build, then every step up to the GPU checks, then exit 0 saying so.
+# After a device run, commit what came back (summary.txt, opcheck.txt, failures.txt, the logs) under
+# bench/results/<card>-<date>-<commit>/ (run.txt names all three).
+# `dgemma_cuda_opcheck --self-test` rehearses the op harness with the CPU in place of CUDA (~4 min on 2 cores).
 #
 # The device's python3 (3.12; KINDS.md, 2026-11: numpy, pytest, tokenizers, jinja2, safetensors
 # present) lacks cffi and pycparser: their wheels (bench/wheels, 0.3 MB) are installed into /tmp/site

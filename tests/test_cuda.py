@@ -15,6 +15,7 @@ amplify: the random models are tamed, convert/random_model.py).
 from __future__ import annotations
 
 import os
+import re
 import shutil
 import subprocess
 import sys
@@ -88,6 +89,27 @@ def test_a_missing_cuda_library_is_a_clear_error():
         env["PYTHONPATH"] = str(ROOT / "python")
     out = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True, check=True).stdout
     assert "built without CUDA support" in out and "/nonexistent/libdgemma_cuda.so" in out
+
+
+def _cli(*args) -> subprocess.CompletedProcess:
+    env = dict(os.environ, PYTHONPATH=os.pathsep.join([str(Path(dgemma.__file__).resolve().parents[1]),
+                                                       os.environ.get("PYTHONPATH", "")]))
+    return subprocess.run([sys.executable, "-m", "dgemma.cli", *args], env=env, capture_output=True, text=True,
+                          timeout=300)
+
+
+def test_cli_device_flag_and_info_say_what_cuda_can_do():
+    bad = _cli("generate", "Copy: a b", "--device", "gpu")
+    assert bad.returncode == 2 and "argument --device: expected auto, cpu, cuda or cuda:N, got 'gpu'" in bad.stderr
+    cpu = _cli("generate", "Copy: cat dog", "--seed", "0", "--device", "cpu")
+    assert cpu.returncode == 0 and cpu.stdout.strip() == "cat dog"
+    info = _cli("info").stdout
+    if NO_CUDA:
+        assert f"GPU: none usable ({NO_CUDA})" in info
+        missing = _cli("generate", "Copy: a b", "--device", "cuda")
+        assert missing.returncode == 1 and missing.stderr.strip() == f"dgemma generate: error: {NO_CUDA}"
+    else:
+        assert re.search(r"GPU cuda:0: .* free of .*; this model needs about .* there: fits", info)
 
 
 # --- on a GPU -----------------------------------------------------------------------------------
