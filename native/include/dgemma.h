@@ -60,12 +60,26 @@ typedef struct dgemma_session dgemma_session;
 typedef struct dgemma_model_params {
     int32_t n_threads;   /* worker threads for the CPU backend; <= 0 means one per core */
     int32_t kv_type;     /* KV cache element type, a ggml type id: 0 = F32 (default), 1 = F16, 30 = BF16 */
-    const char *backend; /* NULL or "cpu"; "opaque" is the test backend (host-opaque memory, transfers counted) */
+    const char *backend; /* NULL or "cpu"; "cuda" (device 0) or "cuda:N"; "opaque" is the test backend
+                            (host-opaque memory, transfers counted). CUDA loads libdgemma_cuda on first use;
+                            a missing library, driver or device is DGEMMA_ERR_UNSUPPORTED saying which, a
+                            weight type without a CUDA kernel too (naming the tensor and type). */
     int32_t host_expert_layers; /* expert offload: the experts of the last N layers stay on a CPU backend
                                    (their MoE runs there, its rows copied explicitly); 0: none */
 } dgemma_model_params;
 
 DGEMMA_API dgemma_model_params dgemma_model_default_params(void);
+
+/* CUDA devices this library can run on. Fails with DGEMMA_ERR_UNSUPPORTED, the message saying
+ * which, when the CUDA backend library (libdgemma_cuda beside libdgemma, or $DGEMMA_CUDA_LIBRARY),
+ * the driver or any device is missing; never loads CUDA before the first of these calls. */
+typedef struct dgemma_cuda_device {
+    char name[256];
+    uint64_t total_memory, free_memory; /* bytes, free at the time of the call */
+    int32_t major, minor;               /* compute capability */
+} dgemma_cuda_device;
+DGEMMA_API dgemma_status dgemma_cuda_device_count(int32_t *count);
+DGEMMA_API dgemma_status dgemma_cuda_device_info(int32_t device, dgemma_cuda_device *out);
 
 /* Memory-maps and validates a GGUF file of architecture "diffusion-gemma". */
 DGEMMA_API dgemma_status dgemma_model_load(const char *path, const dgemma_model_params *params,

@@ -1,9 +1,11 @@
 // The C API (dgemma.h): argument checks, then the model. Exceptions stop here (error.h: guarded).
+#include <cstring>
 #include <memory>
 #include <mutex>
 #include <string>
 
 #include "api_types.h"
+#include "cuda_plugin.h"
 #include "dgemma.h"
 #include "error.h"
 #include "model.h"
@@ -29,6 +31,27 @@ DGEMMA_API dgemma_model_params dgemma_model_default_params(void) {
     p.backend = nullptr;
     p.host_expert_layers = 0;
     return p;
+}
+
+DGEMMA_API dgemma_status dgemma_cuda_device_count(int32_t *count) {
+    return dg::guarded([&] {
+        require(count != nullptr, "dgemma_cuda_device_count: count must not be NULL");
+        *count = 0;
+        *count = dg::cuda_device_count();
+    });
+}
+
+DGEMMA_API dgemma_status dgemma_cuda_device_info(int32_t device, dgemma_cuda_device *out) {
+    return dg::guarded([&] {
+        require(out != nullptr, "dgemma_cuda_device_info: out must not be NULL");
+        const dg::CudaDeviceInfo d = dg::cuda_device_info(device);
+        static_assert(sizeof out->name == sizeof d.name, "device name buffers differ");
+        std::memcpy(out->name, d.name, sizeof d.name);
+        out->total_memory = d.total_memory;
+        out->free_memory = d.free_memory;
+        out->major = d.major;
+        out->minor = d.minor;
+    });
 }
 
 DGEMMA_API dgemma_status dgemma_model_load(const char *path, const dgemma_model_params *params,

@@ -173,4 +173,11 @@ struct TransferCounts {
 };
 std::unique_ptr<Backend> make_opaque_test_backend(int n_threads, TransferCounts *counts);
 
+// CUDA (cuda_loader.cpp): the backend library is loaded on first use; each throws
+// DGEMMA_ERR_UNSUPPORTED naming what is missing (the library, the driver, a device).
+struct CudaDeviceInfo;
+int cuda_device_count();
+CudaDeviceInfo cuda_device_info(int device);
+std::unique_ptr<Backend> make_cuda_backend(int device);
+
 }  // namespace dg

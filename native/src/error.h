@@ -5,11 +5,12 @@
 #include <stdexcept>
 #include <string>
 
+#include "core_export.h"
 #include "dgemma.h"
 
 namespace dg {
 
-class Error : public std::runtime_error {
+class DG_CORE_EXPORT Error : public std::runtime_error {
 public:
     Error(dgemma_status status, const std::string &message) : std::runtime_error(message), status_(status) {}
     dgemma_status status() const { return status_; }

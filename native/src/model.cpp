@@ -78,6 +78,15 @@ private:
 
 namespace {
 int resolve_threads(int n) { return n > 0 ? n : static_cast<int>(std::max(1u, std::thread::hardware_concurrency())); }
+
+// "cuda" -> 0, "cuda:N" -> N, anything else -> -1.
+int cuda_device_index(const std::string &name) {
+    if (name == "cuda") return 0;
+    if (name.rfind("cuda:", 0) != 0 || name.size() == 5 || name.size() > 9) return -1;
+    for (size_t i = 5; i < name.size(); ++i)
+        if (name[i] < '0' || name[i] > '9') return -1;
+    return std::stoi(name.substr(5));
+}
 }  // namespace
 
 Model::Model(const std::string &path, const ModelOptions &options) : kv_type_(options.kv_type) {
@@ -85,7 +94,8 @@ Model::Model(const std::string &path, const ModelOptions &options) : kv_type_(op
         throw Error(DGEMMA_ERR_INVALID_ARGUMENT, "the KV cache type must be F32, F16 or BF16");
     if (options.backend == "cpu") backend_ = make_cpu_backend(resolve_threads(options.n_threads));
     else if (options.backend == "opaque") backend_ = make_opaque_test_backend(resolve_threads(options.n_threads), &transfers_);
-    else throw Error(DGEMMA_ERR_INVALID_ARGUMENT, "unknown backend '" + options.backend + "' (expected cpu)");
+    else if (const int device = cuda_device_index(options.backend); device >= 0) backend_ = make_cuda_backend(device);
+    else throw Error(DGEMMA_ERR_INVALID_ARGUMENT, "unknown backend '" + options.backend + "' (expected cpu, cuda or cuda:N)");
     if (options.host_expert_layers < 0)
         throw Error(DGEMMA_ERR_INVALID_ARGUMENT, "the number of layers with experts on the host must not be negative");
     host_expert_layers_ = options.host_expert_layers;
@@ -197,8 +207,16 @@ TensorBuffer Model::upload_vector(const std::vector<float> &v) {
 
 void Model::load_weights() {
     const Binder b(*file_);
+    // A backend may refuse a weight (a type without a kernel): the message names the tensor.
+    auto place = [&](Backend &be, const std::string &name, const Tensor &host) {
+        try {
+            return be.load_weight(host);
+        } catch (const Error &e) {
+            throw Error(e.status(), file_->path() + ": tensor '" + name + "': " + e.what() + " (backend " + be.name() + ")");
+        }
+    };
     auto matrix = [&](const std::string &name, int64_t n_cols, int64_t n_rows) {
-        return backend_->load_weight(b.host_view(name, n_cols, n_rows));
+        return place(*backend_, name, b.host_view(name, n_cols, n_rows));
     };
     auto vec = [&](const std::string &name, int64_t n) { return upload_vector(b.vector(name, n)); };
     const int64_t E = hp_.n_embd;
@@ -243,16 +261,16 @@ void Model::load_weights() {
         Backend &xb = lw.experts_on_host ? *host_ : *backend_;
         if (b.find(pre + "ffn_gate_up_exps.weight")) {
             // Fused: each expert's 2F rows are gate then up; two views over one placed tensor.
-            const Tensor gu = xb.load_weight(b.host_view(pre + "ffn_gate_up_exps.weight", E, 2 * F, X));
+            const Tensor gu = place(xb, pre + "ffn_gate_up_exps.weight", b.host_view(pre + "ffn_gate_up_exps.weight", E, 2 * F, X));
             lw.experts.gate = gu;
             lw.experts.gate.ne[1] = F;
             lw.experts.up = lw.experts.gate;
             lw.experts.up.data = gu.bytes_at(static_cast<size_t>(F) * gu.nb[1]);
         } else {
-            lw.experts.gate = xb.load_weight(b.host_view(pre + "ffn_gate_exps.weight", E, F, X));
-            lw.experts.up = xb.load_weight(b.host_view(pre + "ffn_up_exps.weight", E, F, X));
+            lw.experts.gate = place(xb, pre + "ffn_gate_exps.weight", b.host_view(pre + "ffn_gate_exps.weight", E, F, X));
+            lw.experts.up = place(xb, pre + "ffn_up_exps.weight", b.host_view(pre + "ffn_up_exps.weight", E, F, X));
         }
-        lw.experts.down = xb.load_weight(b.host_view(pre + "ffn_down_exps.weight", F, E, X));
+        lw.experts.down = place(xb, pre + "ffn_down_exps.weight", b.host_view(pre + "ffn_down_exps.weight", F, E, X));
         for (const char *name : {"ffn_gate_up_exps.weight", "ffn_gate_exps.weight", "ffn_up_exps.weight", "ffn_down_exps.weight"})
             if (const GgufTensor *t = b.find(pre + name)) lw.expert_bytes += t->nbytes;
         lw.per_expert_scale = vec(pre + "ffn_down_exps.scale", X);

@@ -79,7 +79,7 @@ struct PassItem {
 struct ModelOptions {
     int n_threads = 0;                   // <= 0: one per core
     TensorType kv_type = TensorType::F32;
-    std::string backend = "cpu";         // "cpu", or "opaque" (the test backend)
+    std::string backend = "cpu";         // "cpu", "cuda", "cuda:N", or "opaque" (the test backend)
     // Expert offload: the experts of the last `host_expert_layers` layers live on a CPU backend
     // beside the main one (for cards that cannot hold them); their MoE runs there, its input and
     // output rows copied explicitly. 0: every weight on the main backend.

@@ -28,6 +28,7 @@
 #include <cstdint>
 #include <vector>
 
+#include "core_export.h"
 #include "cpu/threadpool.h"
 
 namespace dg {
@@ -43,7 +44,7 @@ struct SamplerParams {
 void check_sampler_params(const SamplerParams &p);
 
 // t_min + (t_max - t_min) * (n / N) in the reference's float32 order.
-float sampler_temperature(const SamplerParams &p, int n);
+DG_CORE_EXPORT float sampler_temperature(const SamplerParams &p, int n);
 
 // Where the raw draws come from: the generator seeded by `seed`, or `table[k]` when a table is given.
 struct DrawSource {

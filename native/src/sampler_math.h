@@ -8,11 +8,7 @@
 #include <cstdint>
 #include <cstring>
 
-#if defined(__CUDACC__)
-#define DG_HD __host__ __device__ inline
-#else
-#define DG_HD inline
-#endif
+#include "host_device.h"
 
 namespace dg {
 

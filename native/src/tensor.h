@@ -8,6 +8,7 @@
 #include <cstdint>
 #include <utility>
 
+#include "core_export.h"
 #include "quant/types.h"
 
 namespace dg {
@@ -40,7 +41,7 @@ struct Tensor {
 };
 
 // A contiguous tensor of type t and shape ne over `data` (strides filled in).
-Tensor make_tensor(void *data, TensorType t, int64_t ne0, int64_t ne1 = 1, int64_t ne2 = 1, int64_t ne3 = 1,
+DG_CORE_EXPORT Tensor make_tensor(void *data, TensorType t, int64_t ne0, int64_t ne1 = 1, int64_t ne2 = 1, int64_t ne3 = 1,
                    Backend *backend = nullptr);
 
 // Backend memory owned by the holder: freed by its backend on destruction. Move-only.

@@ -7,6 +7,7 @@ from .tokenizer import StreamDecoder, Tokenizer
 # The native library loads on first use of the model API, so that the tokenizer and the converter
 # work without it.
 _LAZY = {"Model", "Session", "demo_model_path", "ModelConfig", "LayerConfig", "SamplerDefaults"}
+_LAZY_DEVICES = {"cuda_devices", "CudaDevice"}
 
 
 def __getattr__(name):
@@ -14,6 +15,10 @@ def __getattr__(name):
         from . import model
 
         return getattr(model, name)
+    if name in _LAZY_DEVICES:
+        from . import devices
+
+        return getattr(devices, name)
     raise AttributeError(f"module 'dgemma' has no attribute {name!r}")
 
 
@@ -31,7 +36,7 @@ def demo_model_path() -> str:
     return path
 
 __all__ = [
-    "Model", "Session", "demo_model_path", "ModelConfig", "LayerConfig", "SamplerDefaults", "Tokenizer", "StreamDecoder",
+    "Model", "Session", "demo_model_path", "cuda_devices", "CudaDevice", "ModelConfig", "LayerConfig", "SamplerDefaults", "Tokenizer", "StreamDecoder",
     "DgemmaError", "InvalidArgumentError", "FileIOError", "FormatError", "UnsupportedError", "ModelError",
     "OutOfRangeError", "OutOfMemoryError", "InternalError", "TokenizerError", "ConversionError",
 ]

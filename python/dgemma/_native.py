@@ -25,6 +25,11 @@ typedef struct dgemma_model_params {
 } dgemma_model_params;
 
 dgemma_model_params dgemma_model_default_params(void);
+typedef struct dgemma_cuda_device {
+    char name[256]; uint64_t total_memory; uint64_t free_memory; int32_t major; int32_t minor;
+} dgemma_cuda_device;
+dgemma_status dgemma_cuda_device_count(int32_t *count);
+dgemma_status dgemma_cuda_device_info(int32_t device, dgemma_cuda_device *out);
 dgemma_status dgemma_model_load(const char *path, const dgemma_model_params *params, dgemma_model **out_model);
 void dgemma_model_free(dgemma_model *model);
 const char *dgemma_model_config_json(const dgemma_model *model);

@@ -5,7 +5,7 @@ from __future__ import annotations
 import argparse
 import sys
 
-from .cli_args import Parser, int_in, name_flags, positive_int, warn_threads
+from .cli_args import Parser, device_arg, int_in, name_flags, positive_int, warn_threads
 from .errors import DgemmaError, InvalidArgumentError
 
 
@@ -32,7 +32,7 @@ def _cmd_demo(args) -> int:
         path = f"{tmp}/random-{args.preset}.gguf"
         print(f"building a random-weight '{args.preset}' model (no download; its text is noise) ...", file=sys.stderr)
         write_random_gguf(path, args.preset, "F32", seed=args.seed)
-        with Model(path, threads=args.threads) as m:
+        with Model(path, threads=args.threads, device=args.device) as m:
             c = m.config
             rng = np.random.default_rng(args.seed)
             s = m.session()
@@ -49,6 +49,7 @@ def _cmd_demo(args) -> int:
                 times.append(time.perf_counter() - t0)
                 sc = logits / c.sampler.t_max
                 canvas = logits.argmax(axis=-1)
+            print(f"device: {m.device}")
             print(f"model: {c.n_layer} layers, n_embd {c.n_embd}, {c.n_expert} experts, vocab {c.n_vocab}")
             print(f"prefill: {args.prompt_tokens} tokens in {t_prefill * 1e3:.1f} ms "
                   f"({args.prompt_tokens / t_prefill:.0f} tokens/s)")
@@ -78,6 +79,7 @@ def build_parser() -> argparse.ArgumentParser:
     d.add_argument("--prompt-tokens", type=positive_int, default=128, help="prompt length (128)")
     d.add_argument("--threads", type=positive_int, default=None, help="threads (default: one per core)")
     d.add_argument("--seed", type=int_in(0, 2**32 - 1), default=0)
+    device_arg(d)
     d.set_defaults(func=_cmd_demo, parser=d)
 
     from . import cli_generate, cli_info, cli_infill, cli_pull, cli_quantize, cli_tokenize

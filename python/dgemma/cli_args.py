@@ -65,6 +65,18 @@ def nonnegative_float(text: str) -> float:
     return value
 
 
+def device_arg(parser) -> None:
+    """--device on a command that runs a model."""
+    parser.add_argument("--device", type=device_name, default="auto",
+                        help='where to run: auto (a CUDA GPU when one can be used, else the CPU), cpu, cuda or cuda:N')
+
+
+def device_name(text: str) -> str:
+    if text in ("auto", "cpu", "cuda") or re.fullmatch(r"cuda:\d{1,4}", text):
+        return text
+    raise argparse.ArgumentTypeError(f"expected auto, cpu, cuda or cuda:N, got {text!r}")
+
+
 def warn_threads(threads: int | None, flag: str = "--threads") -> None:
     """More threads than cores only makes each step wait on the slowest: say so, once."""
     cores = os.cpu_count() or 1

@@ -6,7 +6,7 @@ import argparse
 import json
 import sys
 
-from .cli_args import finite_float, int_in, nonnegative_float, positive_int, typed_flag, warn_threads
+from .cli_args import device_arg, finite_float, int_in, nonnegative_float, positive_int, typed_flag, warn_threads
 
 SAMPLER_OPTIONS = ("max_denoising_steps", "t_min", "t_max", "entropy_bound", "stability_threshold",
                    "confidence_threshold")
@@ -37,6 +37,7 @@ def register(subparsers) -> argparse.ArgumentParser:
                    help="pause after each --visual frame (default 0.05)")
     g.add_argument("--json", action="store_true", help="print text, tokens, steps, tokens/forward and timings as JSON")
     g.add_argument("--threads", type=positive_int, default=None, help="threads (default: one per core)")
+    device_arg(g)
     g.set_defaults(func=run, parser=g)
     return g
 
@@ -97,7 +98,7 @@ def run(args: argparse.Namespace) -> int:
     prompt = _read_prompt(args)
     sampler = {k: getattr(args, k) for k in SAMPLER_OPTIONS}
     out, err = sys.stdout, sys.stderr
-    with Model(args.model or demo_model_path(), threads=args.threads) as m:
+    with Model(args.model or demo_model_path(), threads=args.threads, device=args.device) as m:
         if args.chat or (m.prompt_format == "chat" and not args.raw):
             prompt = [{"role": "user", "content": prompt}]
         _check_room(args, m, prompt)

@@ -30,7 +30,7 @@ def run(args: argparse.Namespace) -> int:
     from .model import Model
 
     path = args.model or demo_model_path()
-    with Model(path, threads=1) as m:
+    with Model(path, threads=1, device="cpu") as m:  # reads the file only: nothing to place on a GPU
         c = m.config
         mem = m.memory(n_ctx_tokens=c.n_ctx, n_batch=1, n_sessions=1)
     with GGUFFile(path) as f:
@@ -61,4 +61,23 @@ def run(args: argparse.Namespace) -> int:
     print(f"memory: {_size(mem['weights_mapped'])} file, memory-mapped (pages are read as used){owned}; "
           f"per session: KV cache at full context {_size(mem['per_session'])}; "
           f"per generating canvas: workspace and logits {_size(mem['per_batch'])}")
+    _print_gpus(mem)
     return 0
+
+
+def _print_gpus(mem: dict) -> None:
+    """The CUDA devices, their free memory and what this model needs there (the CUDA backend holds
+    the weights, one session's KV cache at full context and one canvas's workspace)."""
+    from .devices import cuda_devices
+    from .errors import UnsupportedError
+
+    try:
+        gpus = cuda_devices()
+    except UnsupportedError as e:
+        print(f"GPU: none usable ({e})")
+        return
+    need = mem["weights_mapped"] + mem["per_session"] + mem["per_batch"]
+    for g in gpus:
+        fits = "fits" if need <= g.free_memory else "does NOT fit"
+        print(f"GPU {g.device}: {g.name} (compute {g.compute_capability[0]}.{g.compute_capability[1]}), "
+              f"{_size(g.free_memory)} free of {_size(g.total_memory)}; this model needs about {_size(need)} there: {fits}")

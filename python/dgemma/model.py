@@ -92,16 +92,24 @@ class Model:
     """
 
     def __init__(self, path: str | os.PathLike, *, threads: int | None = None, kv_type: str = "f32",
-                 backend: str = "cpu", host_expert_layers: int = 0):
-        """`kv_type`: the KV cache's element type, "f32", "f16" or "bf16". `backend`: "cpu", or
-        "opaque", the test backend whose memory the host cannot read (it counts transfers).
+                 device: str = "auto", backend: str | None = None, host_expert_layers: int = 0):
+        """`kv_type`: the KV cache's element type, "f32", "f16" or "bf16". `device`: "auto" (a CUDA
+        device when one can be used, else the CPU), "cpu", "cuda" or "cuda:N"; the device in use is
+        `model.device`. `backend` replaces `device` with a backend by name, for tests: "opaque" is
+        the backend whose memory the host cannot read (it counts transfers). `threads`: CPU threads.
         `host_expert_layers`: expert offload, the experts of the last N layers stay on a CPU backend."""
+        from .devices import resolve_device
+
         if threads is not None and (not isinstance(threads, int) or threads < 1):
             raise InvalidArgumentError(f"threads must be a positive integer or None, got {threads!r}")
         if kv_type not in KV_TYPES:
             raise InvalidArgumentError(f"kv_type must be one of {', '.join(KV_TYPES)}, got {kv_type!r}")
-        if not isinstance(backend, str):
+        if backend is not None and not isinstance(backend, str):
             raise InvalidArgumentError(f"backend must be a string, got {backend!r}")
+        if backend is not None and device != "auto":
+            raise InvalidArgumentError("give device or backend, not both")
+        backend = backend if backend is not None else resolve_device(device)
+        self.device = backend
         self.path = os.fspath(path)
         params = ffi.new("dgemma_model_params *", lib.dgemma_model_default_params())
         params.n_threads = threads or 0

@@ -21,6 +21,8 @@
 
 #include <cstdint>
 
+#include "host_device.h"
+
 namespace dg {
 
 constexpr int64_t kQK_K = 256;
@@ -40,7 +42,7 @@ static_assert(sizeof(BlockQ8_K) == 292, "Q8_K size");
 constexpr int8_t kIq4nlValues[16] = {-127, -104, -83, -65, -49, -35, -22, -10, 1, 13, 25, 38, 53, 69, 89, 113};
 
 // Q4_K / Q5_K: the 6-bit scale and min of group j (0..7) from the 12 packed bytes.
-inline void k4_scale_min(const uint8_t *s, int j, int *sc, int *m) {
+DG_HD void k4_scale_min(const uint8_t *s, int j, int *sc, int *m) {
     if (j < 4) {
         *sc = s[j] & 63;
         *m = s[j + 4] & 63;

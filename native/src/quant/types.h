@@ -7,6 +7,9 @@
 #include <cstddef>
 #include <cstdint>
 
+#include "core_export.h"
+#include "quant/float_bits.h"
+
 namespace dg {
 
 // ggml's numbering (stable across GGUF files).
@@ -32,19 +35,10 @@ struct TypeTraits {
 };
 
 // nullptr for an id this build does not know.
-const TypeTraits *type_traits(uint32_t type_id);
+DG_CORE_EXPORT const TypeTraits *type_traits(uint32_t type_id);
 inline const TypeTraits *type_traits(TensorType t) { return type_traits(static_cast<uint32_t>(t)); }
 
 // Bytes of a row of n elements; n must be a multiple of the block size.
 inline size_t row_bytes(const TypeTraits &tt, int64_t n) { return static_cast<size_t>(n / tt.block_size) * tt.type_size; }
-
-// IEEE half and bfloat16 conversions (exact for f16/bf16 -> f32; round-to-nearest-even back).
-float f16_to_f32(uint16_t h);
-uint16_t f32_to_f16(float f);
-inline float bf16_to_f32(uint16_t h) {
-    union { uint32_t u; float f; } v{static_cast<uint32_t>(h) << 16};
-    return v.f;
-}
-uint16_t f32_to_bf16(float f);
 
 }  // namespace dg

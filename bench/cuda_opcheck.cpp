@@ -1,0 +1,487 @@
+// Every op of backend.h on the CUDA backend against the CPU backend, on fresh random inputs, for
+// each weight and cache type and odd shapes (one row, rows that fill no tile, experts without
+// tokens), outputs poisoned (NaN) before each run. Every check runs on its own: an exception or a
+// mismatch is one failed row, written to OUT/failures.txt with op, type, shape and error, and the
+// run goes on. Prints one table (op, type, shape, error, tolerance, CUDA time) and exits 1 when any
+// check failed, 3 when there is no CUDA device. Built with the CUDA backend (cmake/cuda.cmake);
+// run by bench/gpu_check.sh.
+//
+// Tolerances (relative L2 error of CUDA against CPU): float paths 1e-5 (same operations, other
+// summation order); products with quantized weights 2e-2, because the CPU quantizes activations
+// to Q8_0/Q8_K for its integer dot products while the CUDA kernels read them in float; attention
+// 1e-4 (online softmax against two passes). Embedding lookups, cache stores, copies, route ids and
+// the whole sampler must match exactly (the sampler bit for bit, processed logits included).
+#include <algorithm>
+#include <chrono>
+#include <cmath>
+#include <cstdio>
+#include <cstring>
+#include <fstream>
+#include <functional>
+#include <limits>
+#include <random>
+#include <string>
+#include <vector>
+
+#include "backend.h"
+#include "cuda/backend_cuda.h"
+#include "error.h"
+#include "sampler_math.h"
+
+using namespace dg;
+
+namespace {
+
+struct Row {
+    std::string op, type, shape, error;
+    double err = 0, tol = 0, ms = 0;
+    bool ok = false;
+};
+
+using Clock = std::chrono::steady_clock;
+
+// A tensor on a backend, freed with it.
+struct Buf {
+    Backend *be = nullptr;
+    Tensor t;
+    std::vector<uint8_t> host;  // the mapped-file stand-in of a weight (the CPU uses it in place)
+    Buf() = default;
+    Buf(const Buf &) = delete;
+    Buf(Buf &&o) noexcept : be(o.be), t(o.t), host(std::move(o.host)) { o.t = Tensor{}; }
+    Buf &operator=(Buf &&o) noexcept {
+        std::swap(be, o.be);
+        std::swap(t, o.t);
+        std::swap(host, o.host);
+        return *this;
+    }
+    ~Buf() {
+        if (be && t && host.empty()) be->free(t);
+    }
+};
+
+Buf tensor(Backend &be, TensorType type, const void *data, int64_t ne0, int64_t ne1 = 1, int64_t ne2 = 1) {
+    Buf b;
+    b.be = &be;
+    b.t = be.alloc(type, ne0, ne1, ne2);
+    if (data) be.upload(b.t, data, b.t.bytes());
+    return b;
+}
+
+Buf poisoned(Backend &be, TensorType type, int64_t ne0, int64_t ne1 = 1) {
+    Buf b = tensor(be, type, nullptr, ne0, ne1);
+    std::vector<uint8_t> nan(b.t.bytes(), 0xff);  // NaN as float, -1 as an integer
+    be.upload(b.t, nan.data(), nan.size());
+    return b;
+}
+
+Buf weight(Backend &be, TensorType type, const std::vector<float> &values, int64_t cols, int64_t rows, int64_t n_expert = 1) {
+    const TypeTraits &tt = *type_traits(type);
+    Buf b;
+    b.be = &be;
+    b.host.resize(row_bytes(tt, cols) * static_cast<size_t>(rows * n_expert));
+    for (int64_t r = 0; r < rows * n_expert; ++r)
+        tt.from_float(values.data() + r * cols, b.host.data() + static_cast<size_t>(r) * row_bytes(tt, cols), cols);
+    b.t = be.load_weight(make_tensor(b.host.data(), type, cols, rows, n_expert));
+    return b;
+}
+
+template <typename T>
+std::vector<T> fetch(Backend &be, const Tensor &t) {
+    std::vector<T> out(t.bytes() / sizeof(T));
+    be.download(t, out.data(), t.bytes());
+    return out;
+}
+
+std::vector<float> randn(std::mt19937_64 &rng, size_t n, float scale = 1.0f) {
+    std::normal_distribution<float> d(0.0f, scale);
+    std::vector<float> v(n);
+    for (float &x : v) x = d(rng);
+    return v;
+}
+
+// Relative L2 error of a against the reference b; infinity when a holds a non-finite value b lacks.
+double rel_err(const std::vector<float> &a, const std::vector<float> &b) {
+    if (a.size() != b.size()) return INFINITY;
+    double num = 0, den = 0;
+    for (size_t i = 0; i < a.size(); ++i) {
+        if (std::isfinite(a[i]) != std::isfinite(b[i])) return INFINITY;
+        if (!std::isfinite(b[i])) continue;
+        num += (double(a[i]) - b[i]) * (double(a[i]) - b[i]);
+        den += double(b[i]) * b[i];
+    }
+    return den > 0 ? std::sqrt(num / den) : std::sqrt(num);
+}
+
+template <typename T>
+double mismatches(const std::vector<T> &a, const std::vector<T> &b) {
+    if (a.size() != b.size()) return INFINITY;
+    double n = 0;
+    for (size_t i = 0; i < a.size(); ++i) n += std::memcmp(&a[i], &b[i], sizeof(T)) != 0;
+    return n;
+}
+
+const TensorType kWeightTypes[] = {TensorType::F32, TensorType::F16, TensorType::BF16, TensorType::Q8_0,
+                                   TensorType::Q4_K, TensorType::Q5_K, TensorType::Q6_K};
+const TensorType kCacheTypes[] = {TensorType::F32, TensorType::F16, TensorType::BF16};
+
+bool quantized(TensorType t) { return t != TensorType::F32 && t != TensorType::F16 && t != TensorType::BF16; }
+
+struct Harness {
+    Harness(Backend &c, Backend &g) : cpu(c), gpu(g) {}
+    Backend &cpu, &gpu;
+    std::vector<Row> rows;
+    std::ofstream failures;
+    uint64_t seed = 1;
+
+    // body(be) runs the op on one backend and returns its outputs as floats; compare() decides.
+    void check(const std::string &op, const std::string &type, const std::string &shape, double tol,
+               const std::function<std::vector<float>(Backend &, std::mt19937_64 &)> &body, bool exact = false) {
+        Row r;
+        r.op = op;
+        r.type = type;
+        r.shape = shape;
+        r.tol = tol;
+        const uint64_t s = seed++;
+        try {
+            std::mt19937_64 rc(s), rg(s);
+            const std::vector<float> ref = body(cpu, rc);
+            body(gpu, rg);  // warm-up (module load, first-touch)
+            gpu.synchronize();
+            std::mt19937_64 rg2(s);
+            const auto t0 = Clock::now();
+            const std::vector<float> out = body(gpu, rg2);
+            gpu.synchronize();
+            r.ms = std::chrono::duration<double, std::milli>(Clock::now() - t0).count();
+            r.err = exact ? mismatches(out, ref) : rel_err(out, ref);
+            r.ok = exact ? r.err == 0 : r.err <= tol;
+            if (!r.ok) r.error = exact ? std::to_string(int64_t(r.err)) + " values differ" : "relative error above tolerance";
+        } catch (const std::exception &e) {
+            r.err = INFINITY;
+            r.error = e.what();
+        }
+        if (!r.ok) failures << r.op << "\t" << r.type << "\t" << r.shape << "\t" << r.error << "\terr=" << r.err << "\n";
+        failures.flush();
+        rows.push_back(r);
+    }
+};
+
+std::string dims(std::initializer_list<int64_t> v) {
+    std::string s;
+    for (int64_t x : v) s += (s.empty() ? "" : "x") + std::to_string(x);
+    return s;
+}
+
+void matrix_ops(Harness &h) {
+    for (TensorType wt : kWeightTypes) {
+        const char *tn = type_traits(wt)->name;
+        const double tol = quantized(wt) ? 2e-2 : 1e-5;
+        for (auto [K, R, n] : {std::tuple<int64_t, int64_t, int64_t>{256, 37, 1}, {512, 300, 67}, {2816, 2816, 256}}) {
+            h.check("matmul", tn, dims({K, R, n}), tol, [&](Backend &be, std::mt19937_64 &rng) {
+                Buf w = weight(be, wt, randn(rng, K * R), K, R);
+                Buf x = tensor(be, TensorType::F32, randn(rng, K * n).data(), K, n);
+                Buf y = poisoned(be, TensorType::F32, R, n);
+                be.reserve(PassLimits{n, 1, K, K, 1, 1, 1, 1, 0, 0});
+                be.matmul(w.t, x.t, y.t);
+                return fetch<float>(be, y.t);
+            });
+        }
+        const int64_t V = 1000, E = 256, n = 19;
+        h.check("embed", tn, dims({E, V, n}), 0, [&](Backend &be, std::mt19937_64 &rng) {
+            Buf w = weight(be, wt, randn(rng, E * V), E, V);
+            std::vector<int32_t> ids(n);
+            for (auto &i : ids) i = int32_t(rng() % V);
+            Buf it = tensor(be, TensorType::I32, ids.data(), n);
+            Buf o = poisoned(be, TensorType::F32, E, n);
+            be.embed(w.t, it.t, 1.7f, o.t);
+            return fetch<float>(be, o.t);
+        }, true);
+        h.check("soft_embed", tn, dims({E, V, n}), 1e-5, [&](Backend &be, std::mt19937_64 &rng) {
+            Buf w = weight(be, wt, randn(rng, E * V), E, V);
+            Buf z = tensor(be, TensorType::F32, randn(rng, V * n, 3.0f).data(), V, n);
+            Buf o = poisoned(be, TensorType::F32, E, n);
+            be.reserve(PassLimits{n, 1, E, E, 1, 1, 1, 1, 0, 0});
+            be.soft_embed(w.t, z.t, 16.0f, o.t);
+            return fetch<float>(be, o.t);
+        });
+        // Experts: one token (most experts empty), a ragged batch, the fused gate/up layout.
+        for (auto [n_tok, fused] : {std::pair<int64_t, bool>{1, false}, {37, false}, {37, true}}) {
+            const int64_t Ke = 256, F = 256, X = 8, k = 2;
+            h.check("moe", tn, dims({Ke, F, X, n_tok}) + (fused ? "-fused" : ""), quantized(wt) ? 2e-2 : 1e-5,
+                    [&](Backend &be, std::mt19937_64 &rng) {
+                MoeWeights mw;
+                Buf gu = weight(be, wt, randn(rng, Ke * 2 * F * X, 0.2f), Ke, 2 * F, X), g2, u2;
+                if (fused) {
+                    mw.gate = gu.t;
+                    mw.gate.ne[1] = F;
+                    mw.up = mw.gate;
+                    mw.up.data = gu.t.bytes_at(static_cast<size_t>(F) * gu.t.nb[1]);
+                } else {
+                    g2 = weight(be, wt, randn(rng, Ke * F * X, 0.2f), Ke, F, X);
+                    u2 = weight(be, wt, randn(rng, Ke * F * X, 0.2f), Ke, F, X);
+                    mw.gate = g2.t;
+                    mw.up = u2.t;
+                }
+                Buf d = weight(be, wt, randn(rng, F * Ke * X, 0.2f), F, Ke, X);
+                mw.down = d.t;
+                std::vector<int32_t> ids(n_tok * k);
+                std::vector<float> wts(n_tok * k);
+                for (int64_t t = 0; t < n_tok; ++t) {
+                    ids[t * k] = int32_t(rng() % X);
+                    ids[t * k + 1] = int32_t((ids[t * k] + 1 + rng() % (X - 1)) % X);
+                    wts[t * k] = 0.3f + float(rng() % 100) / 200.0f;
+                    wts[t * k + 1] = 1.0f - wts[t * k];
+                }
+                Buf x = tensor(be, TensorType::F32, randn(rng, Ke * n_tok).data(), Ke, n_tok);
+                Buf it = tensor(be, TensorType::I32, ids.data(), k, n_tok), wt_ = tensor(be, TensorType::F32, wts.data(), k, n_tok);
+                Buf o = poisoned(be, TensorType::F32, Ke, n_tok);
+                be.reserve(PassLimits{n_tok, 1, Ke, std::max(Ke, F), 1, X, k, F, 0, 0});
+                be.moe(mw, x.t, it.t, wt_.t, o.t);
+                return fetch<float>(be, o.t);
+            });
+        }
+    }
+    const int64_t E = 256, X = 16, n = 37, k = 4;
+    for (bool ids_only : {true, false})
+        h.check("route", ids_only ? "F32-ids" : "F32-weights", dims({E, X, n, k}), 1e-5, [&](Backend &be, std::mt19937_64 &rng) {
+            Buf w = weight(be, TensorType::F32, randn(rng, E * X), E, X);
+            Buf x = tensor(be, TensorType::F32, randn(rng, E * n).data(), E, n);
+            std::vector<float> sc = randn(rng, E), pes = randn(rng, X);
+            for (float &v : sc) v = 1.0f + 0.1f * v;
+            Buf s = tensor(be, TensorType::F32, sc.data(), E), p = tensor(be, TensorType::F32, pes.data(), X);
+            Buf ids = poisoned(be, TensorType::I32, k, n), wts = poisoned(be, TensorType::F32, k, n);
+            be.reserve(PassLimits{n, 1, E, E, 1, X, k, 1, 0, 0});
+            be.route(w.t, x.t, s.t, p.t, 1e-6f, int(k), ids.t, wts.t);
+            if (!ids_only) return fetch<float>(be, wts.t);
+            std::vector<float> out;
+            for (int32_t i : fetch<int32_t>(be, ids.t)) out.push_back(float(i));
+            return out;
+        }, ids_only);
+}
+
+void row_ops(Harness &h) {
+    for (auto [dim, n] : {std::pair<int64_t, int64_t>{64, 1}, {1000, 37}, {2816, 256}})
+        for (bool with_w : {false, true})
+            h.check("rmsnorm", with_w ? "F32-w" : "F32", dims({dim, n}), 1e-5, [&](Backend &be, std::mt19937_64 &rng) {
+                Buf x = tensor(be, TensorType::F32, randn(rng, dim * n).data(), dim, n);
+                Buf w = tensor(be, TensorType::F32, randn(rng, dim).data(), dim);
+                Buf y = poisoned(be, TensorType::F32, dim, n);
+                be.rmsnorm(x.t, with_w ? &w.t : nullptr, 1e-6f, y.t);
+                return fetch<float>(be, y.t);
+            });
+    for (auto [heads, d, n_rot, n] : {std::tuple<int, int, int, int64_t>{4, 64, 16, 1}, {4, 128, 128, 37}, {16, 256, 64, 256}})
+        h.check("rope", "F32", dims({heads, d, n_rot, n}), 1e-5, [&](Backend &be, std::mt19937_64 &rng) {
+            Buf x = tensor(be, TensorType::F32, randn(rng, heads * d * n).data(), int64_t(heads) * d, n);
+            std::vector<int32_t> pos(n);
+            for (int64_t i = 0; i < n; ++i) pos[i] = int32_t(rng() % 5000);
+            std::vector<float> f(n_rot / 2);
+            for (int j = 0; j < n_rot / 2; ++j) f[j] = j % 5 == 4 ? 0.0f : std::pow(10000.0f, -2.0f * j / n_rot);
+            Buf p = tensor(be, TensorType::I32, pos.data(), n), fr = tensor(be, TensorType::F32, f.data(), n_rot / 2);
+            be.reserve(PassLimits{n, 1, d, d, d, 1, 1, 1, 0, 0});
+            be.rope(x.t, heads, d, p.t, fr.t, n_rot);
+            return fetch<float>(be, x.t);
+        });
+    const int64_t w = 333, n = 17;
+    auto elementwise = [&](const char *op, std::function<void(Backend &, Buf &, Buf &, Buf &)> f, bool exact = false) {
+        h.check(op, "F32", dims({w, n}), 1e-5, [&](Backend &be, std::mt19937_64 &rng) {
+            Buf a = tensor(be, TensorType::F32, randn(rng, w * n, 3.0f).data(), w, n);
+            Buf b = tensor(be, TensorType::F32, randn(rng, w * n, 3.0f).data(), w, n);
+            Buf o = poisoned(be, TensorType::F32, w, n);
+            f(be, a, b, o);
+            return fetch<float>(be, o.t);
+        }, exact);
+    };
+    elementwise("gelu_mul", [](Backend &be, Buf &a, Buf &b, Buf &o) { be.gelu_mul(a.t, b.t, o.t); });
+    elementwise("add", [](Backend &be, Buf &a, Buf &b, Buf &o) { be.copy_rows(a.t, 0, o.t, 0, a.t.n_rows()); be.add(o.t, b.t); });
+    elementwise("softcap", [](Backend &be, Buf &a, Buf &, Buf &o) { be.copy_rows(a.t, 0, o.t, 0, a.t.n_rows()); be.softcap(o.t, 30.0f); });
+    elementwise("scale_rows", [](Backend &be, Buf &a, Buf &, Buf &o) {
+        std::vector<int32_t> mode(a.t.n_rows());
+        for (size_t i = 0; i < mode.size(); ++i) mode[i] = int32_t(i % 3 == 0);
+        Buf m = tensor(be, TensorType::I32, mode.data(), int64_t(mode.size()));
+        const float s[2] = {0.75f, 1.25f};
+        be.copy_rows(a.t, 0, o.t, 0, a.t.n_rows());
+        be.scale_rows(o.t, m.t, s);
+    });
+    elementwise("copy_rows", [](Backend &be, Buf &a, Buf &b, Buf &o) {
+        be.copy_rows(b.t, 0, o.t, 0, o.t.n_rows());
+        be.copy_rows(a.t, 3, o.t, 5, 7);
+    }, true);
+    elementwise("zero", [](Backend &be, Buf &a, Buf &, Buf &o) { be.zero(o.t); }, true);
+}
+
+// A pass of one decoder segment and one encoder segment over caches holding n_past positions.
+void attention_ops(Harness &h) {
+    struct Case { int heads, kv_heads, d; int64_t window, capacity, n_past, n_dec, n_enc; };
+    const Case cases[] = {{4, 2, 16, 8, 7, 5, 1, 1},       {4, 2, 64, 64, 63, 200, 64, 37},
+                          {4, 1, 128, 0, 512, 300, 64, 37}, {8, 4, 256, 0, 4096, 3800, 256, 0}};
+    for (TensorType ct : kCacheTypes)
+        for (const Case &c : cases) {
+            const std::string shape = dims({c.heads, c.kv_heads, c.d, c.window, c.capacity, c.n_past, c.n_dec, c.n_enc});
+            h.check("attention", type_traits(ct)->name, shape, 1e-4, [&](Backend &be, std::mt19937_64 &rng) {
+                const int64_t n = c.n_dec + c.n_enc, kv = int64_t(c.kv_heads) * c.d, q = int64_t(c.heads) * c.d;
+                std::vector<KvLayer> caches[2];
+                std::vector<Buf> keep;
+                for (auto &layers : caches) {  // one cache per segment, filled through cache_store
+                    KvLayer l;
+                    keep.push_back(tensor(be, ct, nullptr, kv, c.capacity));
+                    keep.push_back(tensor(be, ct, nullptr, kv, c.capacity));
+                    l.k = keep[keep.size() - 2].t;
+                    l.v = keep.back().t;
+                    l.capacity = c.capacity;
+                    Buf ks = tensor(be, TensorType::F32, randn(rng, kv * c.n_past).data(), kv, c.n_past);
+                    Buf vs = tensor(be, TensorType::F32, randn(rng, kv * c.n_past).data(), kv, c.n_past);
+                    be.cache_store(l, ks.t, vs.t, 0, c.n_past, 0);
+                    layers.push_back(l);
+                }
+                Buf qt = tensor(be, TensorType::F32, randn(rng, q * n, 0.5f).data(), q, n);
+                Buf kt = tensor(be, TensorType::F32, randn(rng, kv * n, 0.5f).data(), kv, n);
+                Buf vt = tensor(be, TensorType::F32, randn(rng, kv * n).data(), kv, n);
+                Buf out = poisoned(be, TensorType::F32, q, n);
+                Pass pass;
+                pass.n_rows = n;
+                pass.segments.push_back({0, c.n_dec, c.n_past, PassMode::Decoder, &caches[0]});
+                if (c.n_enc) pass.segments.push_back({c.n_dec, c.n_enc, c.n_past, PassMode::Encoder, &caches[1]});
+                be.reserve(PassLimits{n, c.n_past + n, 64, 64, c.d, 1, 1, 1, 0, 0});
+                AttentionArgs a;
+                a.q = qt.t;
+                a.k = kt.t;
+                a.v = vt.t;
+                a.out = out.t;
+                a.n_head = c.heads;
+                a.n_head_kv = c.kv_heads;
+                a.head_dim = c.d;
+                a.window = c.window;
+                a.layer = 0;
+                a.pass = &pass;
+                be.attention(a);
+                return fetch<float>(be, out.t);
+            });
+        }
+    for (TensorType ct : kCacheTypes)
+        for (auto [cap, n, pos0] : {std::tuple<int64_t, int64_t, int64_t>{7, 3, 5}, {7, 20, 40}, {512, 300, 100}})
+            h.check("cache_store", type_traits(ct)->name, dims({cap, n, pos0}), 0, [&](Backend &be, std::mt19937_64 &rng) {
+                const int64_t kv = 96;
+                Buf k = tensor(be, ct, nullptr, kv, cap), v = tensor(be, ct, nullptr, kv, cap);
+                std::vector<uint8_t> fill(k.t.bytes(), 0x7b);
+                be.upload(k.t, fill.data(), fill.size());
+                be.upload(v.t, fill.data(), fill.size());
+                Buf ks = tensor(be, TensorType::F32, randn(rng, kv * (n + 2)).data(), kv, n + 2);
+                Buf vs = tensor(be, TensorType::F32, randn(rng, kv * (n + 2)).data(), kv, n + 2);
+                be.cache_store({k.t, v.t, cap}, ks.t, vs.t, 2, n, pos0);
+                std::vector<float> out;
+                for (const Tensor *t : {&k.t, &v.t})
+                    for (uint8_t b : fetch<uint8_t>(be, *t)) out.push_back(float(b));
+                return out;
+            }, true);
+}
+
+// The sampler, bit for bit: several steps over logits with NaN, -inf and +inf rows, a fixed mask,
+// the generator and a draw table; every output of every step is compared.
+void sampler_ops(Harness &h) {
+    struct Case { int64_t C, V; bool fixed, table; int stability; };
+    const Case cases[] = {{64, 3000, false, false, 1}, {64, 3000, true, true, 2}, {16, 1024, true, false, 0},
+                          {256, 262144, false, false, 1}};
+    for (const Case &c : cases)
+        h.check("sampler", std::string(c.table ? "table" : "seed") + (c.fixed ? "-fixed" : ""),
+                dims({c.C, c.V, c.stability}), 0, [&](Backend &be, std::mt19937_64 &rng) {
+            SamplerParams p;
+            p.max_steps = 6;
+            p.stability_threshold = c.stability;
+            p.entropy_bound = 2.0f;
+            p.confidence_threshold = 50.0f;
+            const int64_t C = c.C, V = c.V, S = std::max(1, c.stability);
+            std::vector<int8_t> fixed(C, 0);
+            std::vector<int32_t> canvas0(C, 7);
+            if (c.fixed)
+                for (int64_t i = 0; i < C; i += 3) fixed[i] = 1;
+            std::vector<uint64_t> table(2 * C * (p.max_steps + 1) * 2);
+            for (auto &t : table) t = rng();
+            Buf canvas = tensor(be, TensorType::I32, canvas0.data(), C), argmax = poisoned(be, TensorType::I32, C);
+            Buf hist = poisoned(be, TensorType::I32, C, S), stop = poisoned(be, TensorType::I32, 1);
+            Buf acc = poisoned(be, TensorType::I8, C), fx = tensor(be, TensorType::I8, fixed.data(), C);
+            Buf tab = tensor(be, TensorType::I64, table.data(), int64_t(table.size()));
+            be.reserve(PassLimits{C, 1, 64, 64, 64, 1, 1, 1, C, V});
+            be.sampler_init(canvas.t, c.fixed ? fx.t : Tensor{}, hist.t, 1234, c.table ? tab.t : Tensor{}, 1, p, V);
+            std::vector<float> out;
+            auto take = [&](const Tensor &t, bool as_int) {
+                if (as_int)
+                    for (int32_t v : fetch<int32_t>(be, t)) out.push_back(float(v));
+                else
+                    for (int8_t v : fetch<int8_t>(be, t)) out.push_back(float(v));
+            };
+            take(canvas.t, true);
+            for (int step = p.max_steps; step >= 1; --step) {
+                std::vector<float> z = randn(rng, C * V, step > 3 ? 4.0f : 0.3f);
+                z[5 * V + 3] = NAN;                              // a NaN among finite values
+                for (int64_t v = 0; v < V; ++v) z[2 * V + v] = -INFINITY;  // a row without a finite maximum
+                z[3 * V + 17] = INFINITY;                        // +inf: no distribution
+                for (int64_t v = 0; v < V; v += 7) z[V + v] = z[V];  // ties for the argmax
+                Buf logits = tensor(be, TensorType::F32, z.data(), V, C);
+                SampleArgs a;
+                a.logits = logits.t;
+                a.params = &p;
+                a.step = step;
+                a.canvas_no = 1;
+                a.seed = 1234;
+                a.draw_table = c.table ? tab.t : Tensor{};
+                a.canvas = canvas.t;
+                a.argmax = argmax.t;
+                a.fixed = c.fixed ? fx.t : Tensor{};
+                a.history = hist.t;
+                a.stop = stop.t;
+                a.accepted = acc.t;
+                be.sample(a);
+                take(canvas.t, true);
+                take(argmax.t, true);
+                take(hist.t, true);
+                take(stop.t, true);
+                take(acc.t, false);
+                for (float v : fetch<float>(be, logits.t)) out.push_back(v);
+            }
+            return out;
+        }, true);
+}
+
+// One check per line, fields without spaces (bench/gpu_check_report.py splits them).
+void print_table(const std::vector<Row> &rows, std::FILE *f) {
+    std::fprintf(f, "%-12s %-14s %-28s %-6s %11s %9s %10s\n", "op", "type", "shape", "result", "error", "tolerance", "cuda ms");
+    for (const Row &r : rows)
+        std::fprintf(f, "%-12s %-14s %-28s %-6s %11.3g %9.1g %10.3f\n", r.op.c_str(), r.type.c_str(), r.shape.c_str(),
+                     r.ok ? "pass" : "FAIL", r.err, r.tol, r.ms);
+}
+
+}  // namespace
+
+// --self-test runs the harness with a second CPU backend in place of CUDA (every check must pass,
+// the exact ones included): a rehearsal of the harness itself on machines without a GPU.
+int main(int argc, char **argv) {
+    std::string out_dir = ".";
+    bool self_test = false;
+    for (int i = 1; i < argc; ++i) {
+        if (std::string(argv[i]) == "--out" && i + 1 < argc) out_dir = argv[++i];
+        else if (std::string(argv[i]) == "--self-test") self_test = true;
+    }
+    std::unique_ptr<Backend> gpu;
+    try {
+        gpu = self_test ? make_cpu_backend(1) : make_cuda_backend_direct(0);
+    } catch (const std::exception &e) {
+        std::printf("no CUDA device: %s\n", e.what());
+        return 3;
+    }
+    std::unique_ptr<Backend> cpu = make_cpu_backend(0);
+    Harness h(*cpu, *gpu);
+    h.failures.open(out_dir + "/failures.txt");
+    std::printf("checked backend: %s\n", gpu->name().c_str());
+    matrix_ops(h);
+    row_ops(h);
+    attention_ops(h);
+    sampler_ops(h);
+    std::FILE *tsv = std::fopen((out_dir + "/opcheck.txt").c_str(), "w");
+    if (tsv) {
+        print_table(h.rows, tsv);
+        std::fclose(tsv);
+    }
+    print_table(h.rows, stdout);
+    const auto failed = std::count_if(h.rows.begin(), h.rows.end(), [](const Row &r) { return !r.ok; });
+    std::printf("%zu checks, %ld failed\n", h.rows.size(), static_cast<long>(failed));
+    return failed ? 1 : 0;
+}

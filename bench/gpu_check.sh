@@ -1,0 +1,121 @@
+#!/usr/bin/env bash
+# The CUDA backend against the CPU backend on a lent GPU, in one call that cannot fail on setup.
+#
+# What it checks (every check on its own; a failure is written to $OUT and the run goes on):
+#   1. op by op: dgemma_cuda_opcheck (bench/cuda_opcheck.cpp) runs every op of backend.h on the CUDA
+#      and CPU backends on fresh random inputs, each weight type (F32 F16 BF16 Q8_0 Q4_K Q5_K Q6_K)
+#      and cache type, odd shapes, outputs poisoned; the sampler bit for bit. Also times each op.
+#   2. the models: tests/test_cuda.py (logits of tiny/mini files per type, prefill past the sliding
+#      window, two committed canvases, self-conditioning on and off; generate = CPU tokens; batches;
+#      draw tables; refused types);
+#   3. compute-sanitizer memcheck of a mini-model prefill and denoise, when the tool is there.
+# It ends with one table (bench/gpu_check_report.py): checks passed/failed per op and type, CUDA
+# times, model tests. Everything goes to $OUT (bench/results/local when $OUT is unset).
+#
+# Usage
+#   bench/gpu_check.sh --build   here, on a machine with nvcc: builds build/gpu for sm_90 and packs
+#                                build/gpu-pack (libdgemma.so, libdgemma_cuda.so, dgemma_cuda_opcheck,
+#                                COMMIT). Nothing is built on the device.
+#   bench/gpu_check.sh           on the device: run(command="bench/gpu_check.sh", carry=["build/gpu-pack"],
+#                                timeout_s=540); well under 8 minutes on an H100.
+#   bench/gpu_check.sh --no-gpu  CI: --build, then every step up to the GPU checks, then exit 0 saying so.
+# After a device run, commit what came back (summary.txt, opcheck.txt, failures.txt, the logs) under
+# bench/results/<card>-<date>-<commit>/ (run.txt names all three).
+# `dgemma_cuda_opcheck --self-test` rehearses the op harness with the CPU in place of CUDA (~4 min on 2 cores).
+#
+# The device's python3 (3.12; KINDS.md, 2026-11: numpy, pytest, tokenizers, jinja2, safetensors
+# present) lacks cffi and pycparser: their wheels (bench/wheels, 0.3 MB) are installed into /tmp/site
+# when `import cffi` fails. The library is loaded through DGEMMA_LIBRARY; nothing is pip-installed.
+set -uo pipefail
+cd "$(dirname "$0")/.."
+ROOT=$PWD
+PACK=$ROOT/build/gpu-pack
+MODE=device
+case "${1:-}" in
+  --build) MODE=build ;;
+  --no-gpu) MODE=no-gpu ;;
+  "") ;;
+  *) echo "usage: bench/gpu_check.sh [--build | --no-gpu]" >&2; exit 2 ;;
+esac
+OUT=${OUT:-$ROOT/bench/results/local}
+mkdir -p "$OUT"
+LOG=$OUT/gpu_check.log
+: > "$LOG"
+say() { echo "$*" | tee -a "$LOG"; }
+
+build() {
+  say "== building build/gpu (CUDA for sm_90) and packing build/gpu-pack"
+  local t0=$SECONDS
+  cmake -S . -B build/gpu -G Ninja -DDGEMMA_CUDA=ON -DDGEMMA_CUDA_ARCHS=90 >>"$LOG" 2>&1 &&
+    cmake --build build/gpu >>"$LOG" 2>&1 || { say "FAILED: the CUDA build (see $LOG)"; exit 1; }
+  rm -rf "$PACK" && mkdir -p "$PACK"
+  cp build/gpu/libdgemma.so build/gpu/libdgemma_cuda.so build/gpu/dgemma_cuda_opcheck "$PACK/"
+  git rev-parse HEAD > "$PACK/COMMIT" 2>/dev/null || echo unknown > "$PACK/COMMIT"
+  say "built in $((SECONDS - t0)) s; pack: $(du -sh "$PACK" | cut -f1) ($(ls "$PACK" | tr '\n' ' '))"
+}
+
+if [ "$MODE" != device ]; then
+  build
+  [ "$MODE" = build ] && exit 0
+fi
+
+# --- the pack and the Python environment (the same on every machine)
+for f in libdgemma.so libdgemma_cuda.so dgemma_cuda_opcheck COMMIT; do
+  [ -e "$PACK/$f" ] || { say "FAILED: $PACK/$f is missing: run bench/gpu_check.sh --build here and carry build/gpu-pack"; exit 1; }
+done
+# The package's converter is a link to convert/ that git ignores, so a copied tree may lack it.
+[ -e python/dgemma/convert ] || ln -s ../../convert python/dgemma/convert
+export DGEMMA_LIBRARY=$PACK/libdgemma.so DGEMMA_DEV=1 PYTHONUNBUFFERED=1
+export PYTHONPATH=$ROOT/python${PYTHONPATH:+:$PYTHONPATH}
+if ! python3 -c "import cffi" 2>/dev/null; then
+  say "== installing the carried wheels (cffi, pycparser) into /tmp/site"
+  python3 -m pip install -q --no-index --no-deps --no-compile --no-cache-dir --upgrade --target /tmp/site bench/wheels/*.whl \
+    >>"$LOG" 2>&1 || { say "FAILED: installing bench/wheels"; exit 1; }
+  export PYTHONPATH=/tmp/site:$PYTHONPATH
+fi
+python3 -c "import dgemma, numpy; from dgemma import _native" >>"$LOG" 2>&1 ||
+  { say "FAILED: the package does not import with $DGEMMA_LIBRARY (see $LOG)"; exit 1; }
+{
+  echo "commit: $(cat "$PACK/COMMIT")"
+  echo "date: $(date -u +%Y-%m-%dT%H:%M:%SZ)"
+  echo "python: $(python3 --version 2>&1)"
+  echo "card: $(nvidia-smi --query-gpu=name,driver_version,memory.total --format=csv,noheader 2>/dev/null || echo none)"
+} | tee "$OUT/run.txt" | tee -a "$LOG"
+
+# --- the GPU check
+if [ "$MODE" = no-gpu ] || ! nvidia-smi -L >/dev/null 2>&1; then
+  "$PACK/dgemma_cuda_opcheck" --out "$OUT" >>"$LOG" 2>&1
+  rc=$?
+  [ $rc -eq 3 ] || { say "FAILED: without a GPU the op check should report 'no CUDA device' (exit 3), got $rc"; exit 1; }
+  say "no GPU here: built, packed, imported; stopping before the GPU checks (exit 0)"
+  exit 0
+fi
+
+say "== 1. op by op (dgemma_cuda_opcheck)"
+timeout 240 "$PACK/dgemma_cuda_opcheck" --out "$OUT" >"$OUT/opcheck.log" 2>&1
+say "op check exit code $? (0: all passed, 1: failures in $OUT/failures.txt)"
+
+say "== 2. the models (tests/test_cuda.py)"
+timeout 270 python3 -m pytest -q -rfEs -p no:cacheprovider tests/test_cuda.py --junitxml="$OUT/test_cuda.xml" \
+  >"$OUT/test_cuda.log" 2>&1
+say "pytest exit code $?"
+
+say "== 3. compute-sanitizer memcheck (mini, prefill and denoise)"
+if command -v compute-sanitizer >/dev/null 2>&1; then
+  timeout 120 compute-sanitizer --tool memcheck --error-exitcode 9 python3 - >"$OUT/memcheck.log" 2>&1 <<'PY'
+import numpy as np, tempfile, dgemma
+from dgemma.convert.random_model import write_random_gguf
+with tempfile.TemporaryDirectory() as d:
+    write_random_gguf(f"{d}/m.gguf", "mini", "Q8_0", seed=1)
+    with dgemma.Model(f"{d}/m.gguf", device="cuda") as m:
+        s = m.session(); s.prefill(list(range(1, 90)))
+        z = s.denoise(np.arange(m.config.canvas_length)); s.denoise(np.arange(m.config.canvas_length), z)
+        m.generate([1, 2, 3], max_new_tokens=m.config.canvas_length, seed=1)
+PY
+  say "memcheck exit code $? (0: clean, 9: errors in $OUT/memcheck.log)"
+else
+  echo "compute-sanitizer: not found" > "$OUT/memcheck.log"
+  say "compute-sanitizer not found: memcheck not run"
+fi
+
+python3 bench/gpu_check_report.py "$OUT" | tee "$OUT/summary.txt"

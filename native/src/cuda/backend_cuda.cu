@@ -1,0 +1,282 @@
+// The CUDA backend: every op of backend.h on one device and one stream. Tensors are cudaMalloc'd;
+// weights are uploaded once at load (types without a kernel are refused there, naming the type:
+// no silent host fallback); upload() and download() are the only host crossings, and download()
+// and synchronize() the only waits. Kernels: cuda/*.cu; entry points for the core: plugin.cu.
+#include <algorithm>
+#include <string>
+#include <vector>
+
+#include "backend.h"
+#include "cuda/backend_cuda.h"
+#include "cuda/dequant.h"
+#include "cuda/kernels.h"
+#include "sampler_math.h"
+
+namespace dg {
+
+namespace {
+
+using cuda::check;
+
+template <typename T>
+T *dev(const Tensor &t) { return static_cast<T *>(t.data); }
+
+cuda::WeightView view(const Tensor &w) {
+    cuda::WeightView v;
+    v.data = static_cast<const uint8_t *>(w.data);
+    v.type = w.type_id;
+    v.cols = w.ne[0];
+    v.rows = w.ne[1];
+    v.row_stride = w.nb[1];
+    v.expert_stride = w.nb[2];
+    return v;
+}
+
+// Device scratch of one op, grown by reserve() only.
+template <typename T>
+struct Scratch {
+    T *ptr = nullptr;
+    size_t n = 0;
+    void grow(size_t want) {
+        if (want <= n) return;
+        if (ptr) check(cudaFree(ptr), "cudaFree");
+        ptr = nullptr;
+        n = 0;
+        check(cudaMalloc(&ptr, want * sizeof(T)), "cudaMalloc (op scratch)");
+        n = want;
+    }
+    T *get(size_t want) const {
+        if (want > n) throw Error(DGEMMA_ERR_INTERNAL, "CUDA backend scratch used before reserve()");
+        return ptr;
+    }
+    ~Scratch() {
+        if (ptr) cudaFree(ptr);
+    }
+};
+
+class CudaBackend final : public Backend {
+public:
+    explicit CudaBackend(int device) : device_(device) {
+        check(cudaSetDevice(device), "cudaSetDevice");
+        check(cudaStreamCreateWithFlags(&stream_, cudaStreamNonBlocking), "cudaStreamCreate");
+        cudaDeviceProp prop;
+        check(cudaGetDeviceProperties(&prop, device), "cudaGetDeviceProperties");
+        name_ = "cuda:" + std::to_string(device) + " (" + prop.name + ")";
+    }
+    ~CudaBackend() override {
+        cudaStreamSynchronize(stream_);
+        for (void *w : weights_) cudaFree(w);
+        cudaStreamDestroy(stream_);
+    }
+
+    std::string name() const override { return name_; }
+
+    // --- memory ----------------------------------------------------------------------------------
+    Tensor alloc(TensorType type, int64_t ne0, int64_t ne1, int64_t ne2, int64_t ne3) override {
+        Tensor t = make_tensor(nullptr, type, ne0, ne1, ne2, ne3, this);
+        if (t.bytes()) t.data = device_malloc(t.bytes(), "a tensor");
+        return t;
+    }
+    void free(Tensor &t) override {
+        if (t.data) {
+            cudaStreamSynchronize(stream_);  // ops still queued may read it
+            cudaFree(t.data);
+        }
+        t = Tensor{};
+    }
+    Tensor load_weight(const Tensor &host) override {
+        if (!cuda_weight_type_supported(host.type_id))
+            throw Error(DGEMMA_ERR_UNSUPPORTED, std::string("type ") + host.type->name +
+                                                    " has no CUDA kernel (CUDA runs F32, F16, BF16, Q8_0, Q4_K, Q5_K, Q6_K)");
+        Tensor t = host;
+        t.backend = this;
+        t.data = device_malloc(host.bytes(), "weights");
+        weights_.push_back(t.data);
+        // On the op stream: it does not wait on the legacy default stream's copies.
+        check(cudaMemcpyAsync(t.data, host.data, host.bytes(), cudaMemcpyHostToDevice, stream_), "upload (weights)");
+        owned_ += host.bytes();
+        return t;
+    }
+    size_t weight_bytes_owned() const override { return owned_; }
+    void upload(const Tensor &dst, const void *src, size_t bytes, size_t offset) override {
+        if (bytes) check(cudaMemcpyAsync(dst.bytes_at(offset), src, bytes, cudaMemcpyHostToDevice, stream_), "upload");
+    }
+    void download(const Tensor &src, void *dst, size_t bytes, size_t offset) override {
+        if (!bytes) return;
+        check(cudaMemcpyAsync(dst, src.bytes_at(offset), bytes, cudaMemcpyDeviceToHost, stream_), "download");
+        synchronize();
+    }
+    void copy_rows(const Tensor &src, int64_t s0, const Tensor &dst, int64_t d0, int64_t n) override {
+        if (n <= 0) return;
+        check(cudaMemcpy2DAsync(dst.bytes_at(static_cast<size_t>(d0) * dst.nb[1]), dst.nb[1],
+                                src.bytes_at(static_cast<size_t>(s0) * src.nb[1]), src.nb[1], src.nb[1],
+                                static_cast<size_t>(n), cudaMemcpyDeviceToDevice, stream_),
+              "copy_rows");
+    }
+    void synchronize() override { check(cudaStreamSynchronize(stream_), "a kernel (at synchronize)"); }
+
+    void reserve(const PassLimits &l) override {
+        synchronize();  // scratch that grows is freed: nothing queued may still use it
+        const size_t slots = static_cast<size_t>(l.rows * l.n_expert_used);
+        moe_offsets_.grow(static_cast<size_t>(l.n_expert + 1));
+        moe_fill_.grow(static_cast<size_t>(l.n_expert + 1));
+        moe_order_.grow(slots);
+        moe_slot_of_.grow(slots);
+        moe_act_.grow(slots * static_cast<size_t>(l.n_ff_exp));
+        moe_y_.grow(slots * static_cast<size_t>(l.n_embd));
+        row_max_.grow(static_cast<size_t>(l.rows));
+        row_inv_sum_.grow(static_cast<size_t>(l.rows));
+        if (l.canvas > 0) {
+            entropy_.grow(static_cast<size_t>(l.canvas));
+            draw_.grow(static_cast<size_t>(l.canvas));
+            order_.grow(static_cast<size_t>(l.canvas));
+        }
+    }
+
+    // --- ops -------------------------------------------------------------------------------------
+    void matmul(const Tensor &w, const Tensor &x, const Tensor &y) override {
+        cuda::matmul(stream_, view(w), dev<float>(x), x.n_rows(), dev<float>(y));
+    }
+    void moe(const MoeWeights &w, const Tensor &x, const Tensor &expert, const Tensor &weight, const Tensor &out) override {
+        const int64_t n = x.n_rows(), k = expert.ne[0], X = w.gate.ne[2];
+        const size_t slots = static_cast<size_t>(n * k);
+        cuda::MoeScratch m;
+        m.offsets = moe_offsets_.get(static_cast<size_t>(X + 1));
+        m.fill = moe_fill_.get(static_cast<size_t>(X));
+        m.order = moe_order_.get(slots);
+        m.slot_of = moe_slot_of_.get(slots);
+        m.act = moe_act_.get(slots * static_cast<size_t>(w.gate.n_rows()));
+        m.y = moe_y_.get(slots * static_cast<size_t>(w.down.n_rows()));
+        cuda::moe(stream_, view(w.gate), view(w.up), view(w.down), X, dev<float>(x), n, dev<int32_t>(expert),
+                  dev<float>(weight), static_cast<int>(k), dev<float>(out), m);
+    }
+    void rmsnorm(const Tensor &x, const Tensor *w, float eps, const Tensor &y) override {
+        cuda::rmsnorm(stream_, dev<float>(x), w ? dev<float>(*w) : nullptr, eps, x.count() / x.ne[0], x.ne[0], dev<float>(y));
+    }
+    void rope(const Tensor &x, int n_heads, int head_dim, const Tensor &pos, const Tensor &inv_freq, int n_rot) override {
+        cuda::rope(stream_, dev<float>(x), pos.count(), n_heads, head_dim, dev<int32_t>(pos), dev<float>(inv_freq), n_rot);
+    }
+    void attention(const AttentionArgs &a) override {
+        for (const PassSegment &g : a.pass->segments) {
+            const KvLayer &c = (*g.cache)[static_cast<size_t>(a.layer)];
+            cuda::AttentionSegment s;
+            s.row0 = g.row0;
+            s.n = g.n;
+            s.n_past = g.n_past;
+            s.causal = g.mode == PassMode::Encoder;
+            s.window = s.causal ? a.window : 0;
+            // Sliding layers keep (and see) the last capacity = window - 1 cached positions.
+            s.cache_pos0 = a.window > 0 ? std::max<int64_t>(0, g.n_past - c.capacity) : 0;
+            s.k_cache = static_cast<const uint8_t *>(c.k.data);
+            s.v_cache = static_cast<const uint8_t *>(c.v.data);
+            s.cache_type = c.k.type_id;
+            s.cache_row_bytes = c.k.nb[1];
+            s.capacity = c.capacity;
+            cuda::attention(stream_, dev<float>(a.q), dev<float>(a.k), dev<float>(a.v), dev<float>(a.out), a.n_head,
+                            a.n_head_kv, a.head_dim, s);
+        }
+    }
+    void cache_store(const KvLayer &c, const Tensor &k, const Tensor &v, int64_t row0, int64_t n, int64_t pos0) override {
+        if (c.capacity <= 0) return;
+        const int64_t skip = std::max<int64_t>(0, n - c.capacity);  // a ring keeps the last `capacity`
+        for (const auto &[src, dst] : {std::pair<const Tensor *, const Tensor *>{&k, &c.k}, {&v, &c.v}})
+            cuda::cache_store(stream_, dev<float>(*src), dst->ne[0], row0, skip, n, pos0, dev<uint8_t>(*dst), dst->type_id,
+                              dst->nb[1], c.capacity);
+    }
+    void gelu_mul(const Tensor &gate, const Tensor &up, const Tensor &out) override {
+        cuda::gelu_mul(stream_, dev<float>(gate), dev<float>(up), out.count(), dev<float>(out));
+    }
+    void zero(const Tensor &t) override {
+        if (t.bytes()) check(cudaMemsetAsync(t.data, 0, t.bytes(), stream_), "zero");
+    }
+    void add(const Tensor &y, const Tensor &x) override { cuda::add(stream_, dev<float>(y), dev<float>(x), y.count()); }
+    void scale_rows(const Tensor &x, const Tensor &row_mode, const float scalars[2]) override {
+        cuda::scale_rows(stream_, dev<float>(x), x.count() / x.ne[0], x.ne[0], dev<int32_t>(row_mode), scalars[0], scalars[1]);
+    }
+    void softcap(const Tensor &x, float cap) override { cuda::softcap(stream_, dev<float>(x), x.count(), cap); }
+    void embed(const Tensor &table, const Tensor &ids, float s, const Tensor &out) override {
+        cuda::embed(stream_, view(table), dev<int32_t>(ids), ids.count(), s, dev<float>(out));
+    }
+    void soft_embed(const Tensor &table, const Tensor &logits, float s, const Tensor &out) override {
+        const int64_t n = logits.n_rows();
+        cuda::soft_embed(stream_, view(table), dev<float>(logits), n, s, dev<float>(out), row_max_.get(static_cast<size_t>(n)),
+                         row_inv_sum_.get(static_cast<size_t>(n)));
+    }
+    void route(const Tensor &w, const Tensor &x, const Tensor &scale, const Tensor &per_expert_scale, float eps, int k,
+               const Tensor &expert, const Tensor &weight) override {
+        cuda::route(stream_, view(w), dev<float>(x), x.n_rows(), dev<float>(scale), dev<float>(per_expert_scale), eps, k,
+                    dev<int32_t>(expert), dev<float>(weight));
+    }
+
+    // --- the sampler -------------------------------------------------------------------------------
+    void sampler_init(const Tensor &canvas, const Tensor &fixed, const Tensor &history, uint64_t seed,
+                      const Tensor &table, int64_t canvas_no, const SamplerParams &p, int64_t n_vocab) override {
+        const int64_t C = canvas.ne[0];
+        for (int64_t i = 0; i < C; ++i) check_table(table, draw_index(canvas_no, 0, 0, i, C, p.max_steps));
+        cuda::sampler_init(stream_, dev<int32_t>(canvas), fixed ? dev<int8_t>(fixed) : nullptr, dev<int32_t>(history),
+                           static_cast<int64_t>(p.stability_threshold) * C, C, draws(seed, table), canvas_no, p.max_steps,
+                           n_vocab);
+    }
+    void sample(const SampleArgs &a) override {
+        const SamplerParams &p = *a.params;
+        if (a.step < 1 || a.step > p.max_steps)
+            throw Error(DGEMMA_ERR_INVALID_ARGUMENT, "step " + std::to_string(a.step) + " is outside 1.." + std::to_string(p.max_steps));
+        const int64_t C = a.canvas.ne[0], V = a.logits.ne[0], s = p.max_steps - a.step + 1;
+        // The CPU reads every draw of the step before any work: a short table fails first, alike.
+        for (int64_t i = 0; i < C; ++i) {
+            check_table(a.draw_table, draw_index(a.canvas_no, s, 0, i, C, p.max_steps));
+            check_table(a.draw_table, draw_index(a.canvas_no, s, 1, i, C, p.max_steps));
+        }
+        cuda::SampleScratch sc;
+        sc.entropy = entropy_.get(static_cast<size_t>(C));
+        sc.draw = draw_.get(static_cast<size_t>(C));
+        sc.order = order_.get(static_cast<size_t>(C));
+        cuda::sample(stream_, dev<float>(a.logits), C, V, sampler_temperature(p, a.step), p, a.step, a.canvas_no,
+                     draws(a.seed, a.draw_table), dev<int32_t>(a.canvas), dev<int32_t>(a.argmax),
+                     a.fixed ? dev<int8_t>(a.fixed) : nullptr, dev<int32_t>(a.history), dev<int32_t>(a.stop),
+                     a.accepted ? dev<int8_t>(a.accepted) : nullptr, sc);
+    }
+
+private:
+    void *device_malloc(size_t bytes, const char *what) {
+        void *p = nullptr;
+        const cudaError_t e = cudaMalloc(&p, bytes);
+        if (e == cudaSuccess) return p;
+        cudaGetLastError();  // clear the sticky-free error state of a failed allocation
+        size_t free_b = 0, total_b = 0;
+        cudaMemGetInfo(&free_b, &total_b);
+        if (e == cudaErrorMemoryAllocation)
+            throw Error(DGEMMA_ERR_OUT_OF_MEMORY, std::string("CUDA device ") + std::to_string(device_) + " is out of memory: " +
+                                                      std::to_string(bytes) + " bytes needed for " + what + ", " +
+                                                      std::to_string(free_b) + " of " + std::to_string(total_b) + " free");
+        check(e, "cudaMalloc");
+        return nullptr;
+    }
+    static cuda::DrawSpec draws(uint64_t seed, const Tensor &table) {
+        cuda::DrawSpec d;
+        d.seed = seed;
+        d.table = table ? dev<const uint64_t>(table) : nullptr;
+        return d;
+    }
+    // The CPU's DrawSource::raw message for a draw past the end of a table.
+    static void check_table(const Tensor &table, uint64_t k) {
+        if (table && k >= static_cast<uint64_t>(table.ne[0]))
+            throw Error(DGEMMA_ERR_OUT_OF_RANGE, "the draw table holds " + std::to_string(table.ne[0]) + " values; draw " +
+                                                     std::to_string(k) + " was needed");
+    }
+
+    int device_;
+    cudaStream_t stream_ = nullptr;
+    std::string name_;
+    size_t owned_ = 0;
+    std::vector<void *> weights_;
+    Scratch<int32_t> moe_offsets_, moe_fill_, moe_order_, moe_slot_of_, draw_, order_;
+    Scratch<float> moe_act_, moe_y_, row_max_, row_inv_sum_;
+    Scratch<double> entropy_;
+};
+
+}  // namespace
+
+std::unique_ptr<Backend> make_cuda_backend_direct(int device) { return std::make_unique<CudaBackend>(device); }
+
+}  // namespace dg

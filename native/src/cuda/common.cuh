@@ -1,0 +1,71 @@
+// Shared by the CUDA backend's translation units: error checks, block reductions and the views the
+// kernels take (plain structs of device pointers, passed by value).
+#pragma once
+
+#include <cuda_runtime.h>
+
+#include <cstdint>
+#include <string>
+
+#include "error.h"
+#include "quant/types.h"
+
+namespace dg::cuda {
+
+// Throws dg::Error for a failed CUDA call: out of memory as DGEMMA_ERR_OUT_OF_MEMORY, anything else
+// (a kernel fault, a lost device) as DGEMMA_ERR_INTERNAL naming the call.
+inline void check(cudaError_t e, const char *what) {
+    if (e == cudaSuccess) return;
+    const std::string msg = std::string("CUDA: ") + what + ": " + cudaGetErrorString(e);
+    throw Error(e == cudaErrorMemoryAllocation ? DGEMMA_ERR_OUT_OF_MEMORY : DGEMMA_ERR_INTERNAL, msg);
+}
+// After each launch: a bad configuration shows here; faults inside kernels at the next sync.
+inline void check_launch(const char *kernel) { check(cudaGetLastError(), kernel); }
+
+inline unsigned blocks_for(int64_t n, int threads) { return static_cast<unsigned>((n + threads - 1) / threads); }
+
+// A weight matrix (or a stack of experts) in device memory: row r of expert e starts at
+// data + e * expert_stride + r * row_stride.
+struct WeightView {
+    const uint8_t *data = nullptr;
+    TensorType type = TensorType::F32;
+    int64_t cols = 0, rows = 0;
+    size_t row_stride = 0, expert_stride = 0;
+};
+
+// Sum over the block (blockDim.x a multiple of 32, at most 1024); every thread gets the result.
+// `red` is shared scratch of 32 values; the call begins and ends with a barrier.
+template <typename T>
+__device__ T block_sum(T v, T *red) {
+    for (int o = 16; o > 0; o /= 2) v += __shfl_xor_sync(0xffffffffu, v, o);
+    __syncthreads();
+    if (threadIdx.x % 32 == 0) red[threadIdx.x / 32] = v;
+    __syncthreads();
+    T s = 0;
+    for (unsigned w = 0; w < blockDim.x / 32; ++w) s += red[w];
+    __syncthreads();
+    return s;
+}
+
+__device__ inline float block_max(float v, float *red) {
+    for (int o = 16; o > 0; o /= 2) v = fmaxf(v, __shfl_xor_sync(0xffffffffu, v, o));
+    __syncthreads();
+    if (threadIdx.x % 32 == 0) red[threadIdx.x / 32] = v;
+    __syncthreads();
+    float m = -INFINITY;
+    for (unsigned w = 0; w < blockDim.x / 32; ++w) m = fmaxf(m, red[w]);
+    __syncthreads();
+    return m;
+}
+
+__device__ inline float warp_sum(float v) {
+    for (int o = 16; o > 0; o /= 2) v += __shfl_xor_sync(0xffffffffu, v, o);
+    return v;
+}
+
+__device__ inline float gelu_tanh(float x) {
+    const float c = 0.7978845608028654f;  // sqrt(2 / pi)
+    return 0.5f * x * (1.0f + tanhf(c * (x + 0.044715f * x * x * x)));
+}
+
+}  // namespace dg::cuda

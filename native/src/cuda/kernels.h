@@ -1,0 +1,79 @@
+// Host launchers of the CUDA backend's kernels, one per op of backend.h (the reference for each is
+// the CPU backend, cpu/backend_cpu.cpp). All enqueue on `s` and return at once. Activations are
+// contiguous F32 [rows][width].
+#pragma once
+
+#include <cuda_runtime.h>
+
+#include <cstdint>
+
+#include "cuda/common.cuh"
+#include "sampler.h"
+
+namespace dg::cuda {
+
+// --- matrices (matmul.cu)
+// y[n][w.rows] = x[n][w.cols] . W^T
+void matmul(cudaStream_t s, const WeightView &w, const float *x, int64_t n, float *y);
+void embed(cudaStream_t s, const WeightView &table, const int32_t *ids, int64_t n, float scale, float *out);
+// row_max / row_inv_sum: scratch [n]
+void soft_embed(cudaStream_t s, const WeightView &table, const float *logits, int64_t n, float scale, float *out,
+                float *row_max, float *row_inv_sum);
+
+// --- experts (moe.cu)
+struct MoeScratch {
+    int32_t *offsets = nullptr;  // [n_expert + 1]
+    int32_t *fill = nullptr;     // [n_expert]
+    int32_t *order = nullptr;    // [slots]: assignment (t * k + j) in slot order
+    int32_t *slot_of = nullptr;  // [slots]
+    float *act = nullptr;        // [slots][n_ff_exp]
+    float *y = nullptr;          // [slots][n_embd]
+};
+void route(cudaStream_t s, const WeightView &w, const float *x, int64_t n, const float *scale,
+           const float *per_expert_scale, float eps, int k, int32_t *expert, float *weight);
+void moe(cudaStream_t s, const WeightView &gate, const WeightView &up, const WeightView &down, int64_t n_expert,
+         const float *x, int64_t n, const int32_t *expert, const float *weight, int k, float *out, const MoeScratch &m);
+
+// --- row-wise and elementwise (elementwise.cu)
+void rmsnorm(cudaStream_t s, const float *x, const float *w, float eps, int64_t rows, int64_t dim, float *y);
+void rope(cudaStream_t s, float *x, int64_t n, int n_heads, int head_dim, const int32_t *pos, const float *inv_freq,
+          int n_rot);
+void gelu_mul(cudaStream_t s, const float *gate, const float *up, int64_t count, float *out);
+void add(cudaStream_t s, float *y, const float *x, int64_t count);
+void scale_rows(cudaStream_t s, float *x, int64_t rows, int64_t width, const int32_t *row_mode, float s0, float s1);
+void softcap(cudaStream_t s, float *x, int64_t count, float cap);
+// Rows [row0 + skip, row0 + n) of src [.][row] to slots (pos0 + skip + i) % capacity, converted.
+void cache_store(cudaStream_t s, const float *src, int64_t row, int64_t row0, int64_t skip, int64_t n, int64_t pos0,
+                 uint8_t *dst, TensorType type, size_t dst_row_bytes, int64_t capacity);
+
+// --- attention (attention.cu): one segment of a pass
+struct AttentionSegment {
+    int64_t row0 = 0, n = 0, n_past = 0;
+    bool causal = false;
+    int64_t window = 0;      // > 0 only for encoder rows of sliding layers
+    int64_t cache_pos0 = 0;  // first cached position kept (sliding rings hold the last capacity)
+    const uint8_t *k_cache = nullptr, *v_cache = nullptr;
+    TensorType cache_type = TensorType::F32;
+    size_t cache_row_bytes = 0;
+    int64_t capacity = 0;
+};
+void attention(cudaStream_t s, const float *q, const float *k, const float *v, float *out, int n_head, int n_head_kv,
+               int head_dim, const AttentionSegment &g);
+
+// --- the sampler (sampler.cu, compiled without contraction: the contract's arithmetic)
+struct DrawSpec {
+    uint64_t seed = 0;
+    const uint64_t *table = nullptr;  // device, or null: the generator
+};
+void sampler_init(cudaStream_t s, int32_t *canvas, const int8_t *fixed, int32_t *history, int64_t n_history,
+                  int64_t C, DrawSpec draws, int64_t canvas_no, int max_steps, int64_t n_vocab);
+struct SampleScratch {
+    double *entropy = nullptr;  // [C]
+    int32_t *draw = nullptr;    // [C]
+    int32_t *order = nullptr;   // [C]
+};
+void sample(cudaStream_t s, float *logits, int64_t C, int64_t V, float t, const SamplerParams &p, int step,
+            int64_t canvas_no, DrawSpec draws, int32_t *canvas, int32_t *argmax, const int8_t *fixed, int32_t *history,
+            int32_t *stop, int8_t *accepted, const SampleScratch &scratch);
+
+}  // namespace dg::cuda

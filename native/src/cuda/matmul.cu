@@ -1,0 +1,112 @@
+// Matrix products over weights of any supported type, dequantized element by element in the
+// kernel (cuda/dequant.h): plain and obviously right; tensor-core tiles are a later issue.
+#include "cuda/dequant.h"
+#include "cuda/kernels.h"
+
+namespace dg::cuda {
+
+namespace {
+
+constexpr int kRowsPerBlock = 8;  // one warp per weight row
+constexpr int kTokens = 8;        // activation rows per warp
+
+__global__ void matmul_kernel(WeightView w, const float *x, int64_t n, float *y) {
+    const int warp = threadIdx.x / 32, lane = threadIdx.x % 32;
+    const int64_t r = static_cast<int64_t>(blockIdx.x) * kRowsPerBlock + warp;
+    const int64_t t0 = static_cast<int64_t>(blockIdx.y) * kTokens;
+    if (r >= w.rows) return;
+    const int nt = static_cast<int>(min(int64_t{kTokens}, n - t0));
+    const uint8_t *wr = w.data + r * w.row_stride;
+    float acc[kTokens] = {};
+    for (int64_t c = lane; c < w.cols; c += 32) {
+        const float wv = dequant(w.type, wr, c);
+#pragma unroll
+        for (int t = 0; t < kTokens; ++t)
+            if (t < nt) acc[t] += wv * x[(t0 + t) * w.cols + c];
+    }
+#pragma unroll
+    for (int t = 0; t < kTokens; ++t) {
+        const float v = warp_sum(acc[t]);
+        if (lane == 0 && t < nt) y[(t0 + t) * w.rows + r] = v;
+    }
+}
+
+__global__ void embed_kernel(WeightView table, const int32_t *ids, float scale, float *out) {
+    const int64_t t = blockIdx.x;
+    const uint8_t *row = table.data + static_cast<int64_t>(ids[t]) * table.row_stride;
+    for (int64_t i = threadIdx.x; i < table.cols; i += blockDim.x) out[t * table.cols + i] = dequant(table.type, row, i) * scale;
+}
+
+// Per logits row: its maximum and 1 / sum exp(z - max) (the sum in double, as the CPU).
+__global__ void softmax_stats_kernel(const float *logits, int64_t V, float *row_max, float *row_inv_sum) {
+    __shared__ float redf[32];
+    __shared__ double redd[32];
+    const float *z = logits + static_cast<int64_t>(blockIdx.x) * V;
+    float mx = -INFINITY;
+    for (int64_t v = threadIdx.x; v < V; v += blockDim.x) mx = fmaxf(mx, z[v]);
+    mx = block_max(mx, redf);
+    double sum = 0.0;
+    for (int64_t v = threadIdx.x; v < V; v += blockDim.x) sum += expf(z[v] - mx);
+    sum = block_sum(sum, redd);
+    if (threadIdx.x == 0) {
+        row_max[blockIdx.x] = mx;
+        row_inv_sum[blockIdx.x] = static_cast<float>(1.0 / sum);
+    }
+}
+
+constexpr int kSoftCols = 128;  // threads per block, one embedding column each
+constexpr int kSoftTokens = 8;
+
+__global__ void soft_embed_kernel(WeightView table, const float *logits, int64_t n, const float *row_max,
+                                  const float *row_inv_sum, float scale, float *out) {
+    __shared__ float p[kSoftTokens][kSoftCols];
+    const int64_t V = table.rows, E = table.cols;
+    const int64_t col = static_cast<int64_t>(blockIdx.x) * kSoftCols + threadIdx.x;
+    const int64_t t0 = static_cast<int64_t>(blockIdx.y) * kSoftTokens;
+    const int nt = static_cast<int>(min(int64_t{kSoftTokens}, n - t0));
+    float acc[kSoftTokens] = {};
+    for (int64_t v0 = 0; v0 < V; v0 += kSoftCols) {
+        const int64_t v = v0 + threadIdx.x;
+        for (int t = 0; t < kSoftTokens; ++t)
+            p[t][threadIdx.x] = (t < nt && v < V) ? expf(logits[(t0 + t) * V + v] - row_max[t0 + t]) * row_inv_sum[t0 + t] : 0.0f;
+        __syncthreads();
+        if (col < E) {
+            const int64_t m = min(int64_t{kSoftCols}, V - v0);
+            for (int64_t j = 0; j < m; ++j) {
+                const float w = dequant(table.type, table.data + (v0 + j) * table.row_stride, col);
+#pragma unroll
+                for (int t = 0; t < kSoftTokens; ++t) acc[t] += p[t][j] * w;
+            }
+        }
+        __syncthreads();
+    }
+    if (col < E)
+        for (int t = 0; t < nt; ++t) out[(t0 + t) * E + col] = acc[t] * scale;
+}
+
+}  // namespace
+
+void matmul(cudaStream_t s, const WeightView &w, const float *x, int64_t n, float *y) {
+    if (n <= 0 || w.rows <= 0) return;
+    const dim3 grid(blocks_for(w.rows, kRowsPerBlock), blocks_for(n, kTokens));
+    matmul_kernel<<<grid, 32 * kRowsPerBlock, 0, s>>>(w, x, n, y);
+    check_launch("matmul");
+}
+
+void embed(cudaStream_t s, const WeightView &table, const int32_t *ids, int64_t n, float scale, float *out) {
+    if (n <= 0) return;
+    embed_kernel<<<static_cast<unsigned>(n), 256, 0, s>>>(table, ids, scale, out);
+    check_launch("embed");
+}
+
+void soft_embed(cudaStream_t s, const WeightView &table, const float *logits, int64_t n, float scale, float *out,
+                float *row_max, float *row_inv_sum) {
+    if (n <= 0) return;
+    softmax_stats_kernel<<<static_cast<unsigned>(n), 256, 0, s>>>(logits, table.rows, row_max, row_inv_sum);
+    check_launch("soft_embed statistics");
+    const dim3 grid(blocks_for(table.cols, kSoftCols), blocks_for(n, kSoftTokens));
+    soft_embed_kernel<<<grid, kSoftCols, 0, s>>>(table, logits, n, row_max, row_inv_sum, scale, out);
+    check_launch("soft_embed");
+}
+
+}  // namespace dg::cuda

@@ -1,0 +1,180 @@
+// The router and the experts, all on the device: tokens grouped by expert on the device, one launch
+// per projection covering every expert (experts without tokens return at once), the weighted sum
+// in increasing expert id as the CPU. No host round trip.
+#include "cuda/dequant.h"
+#include "cuda/kernels.h"
+
+namespace dg::cuda {
+
+namespace {
+
+constexpr int kRouteThreads = 256;
+
+// One block per token: z = rmsnorm_noscale(x) * scale * E^-1/2; p = softmax(W z); top-k of p (ties to
+// the lower id) renormalised, times per_expert_scale. Shared: z [E] then p [X].
+__global__ void route_kernel(WeightView w, const float *x, const float *scale, const float *pes, float eps, int k,
+                             int32_t *expert, float *weight) {
+    extern __shared__ float sh[];
+    __shared__ double red[32];
+    const int64_t E = w.cols, X = w.rows, t = blockIdx.x;
+    float *z = sh, *p = sh + E;
+    const float *xr = x + t * E;
+    double ss = 0.0;
+    for (int64_t i = threadIdx.x; i < E; i += blockDim.x) ss += static_cast<double>(xr[i]) * xr[i];
+    ss = block_sum(ss, red);
+    const float inv_rms = static_cast<float>(1.0 / sqrt(ss / static_cast<double>(E) + eps));
+    const float root = static_cast<float>(1.0 / sqrt(static_cast<double>(E)));
+    for (int64_t i = threadIdx.x; i < E; i += blockDim.x) z[i] = xr[i] * inv_rms * scale[i] * root;
+    __syncthreads();
+    const int warp = threadIdx.x / 32, lane = threadIdx.x % 32;
+    for (int64_t e = warp; e < X; e += blockDim.x / 32) {
+        const uint8_t *row = w.data + e * w.row_stride;
+        float acc = 0.0f;
+        for (int64_t i = lane; i < E; i += 32) acc += dequant(w.type, row, i) * z[i];
+        acc = warp_sum(acc);
+        if (lane == 0) p[e] = acc;
+    }
+    __syncthreads();
+    if (threadIdx.x != 0) return;
+    float mx = -INFINITY;
+    for (int64_t e = 0; e < X; ++e) mx = fmaxf(mx, p[e]);
+    double sum = 0.0;
+    for (int64_t e = 0; e < X; ++e) sum += (p[e] = expf(p[e] - mx));
+    const float inv = static_cast<float>(1.0 / sum);
+    for (int64_t e = 0; e < X; ++e) p[e] *= inv;
+    int32_t *ids = expert + t * k;
+    float *wt = weight + t * k;
+    for (int j = 0; j < k; ++j) {
+        int64_t best = -1;
+        for (int64_t e = 0; e < X; ++e) {
+            bool taken = false;
+            for (int q = 0; q < j; ++q) taken = taken || ids[q] == e;
+            if (!taken && (best < 0 || p[e] > p[best])) best = e;
+        }
+        ids[j] = static_cast<int32_t>(best);
+        wt[j] = p[best];
+    }
+    float total = 0.0f;
+    for (int j = 0; j < k; ++j) total += wt[j];
+    for (int j = 0; j < k; ++j) wt[j] = wt[j] / total * pes[ids[j]];
+}
+
+// Groups the n * k assignments by expert (slots offsets[e] .. offsets[e + 1], in assignment order
+// within an expert, as the CPU). One thread: a few thousand assignments at most.
+__global__ void group_kernel(const int32_t *expert, int64_t total, int64_t X, int32_t *offsets, int32_t *fill,
+                             int32_t *order, int32_t *slot_of) {
+    for (int64_t e = 0; e <= X; ++e) offsets[e] = 0;
+    for (int64_t i = 0; i < total; ++i) ++offsets[expert[i] + 1];
+    for (int64_t e = 0; e < X; ++e) offsets[e + 1] += offsets[e];
+    for (int64_t e = 0; e < X; ++e) fill[e] = offsets[e];
+    for (int64_t i = 0; i < total; ++i) {
+        const int32_t s = fill[expert[i]]++;
+        order[s] = static_cast<int32_t>(i);
+        slot_of[i] = s;
+    }
+}
+
+constexpr int kRowsPerBlock = 8;  // one warp per weight row
+constexpr int kSlots = 8;         // slots per pass of a warp
+
+// act[s][r] = gelu(gate_e[r] . x_s) * (up_e[r] . x_s) for the slots s of expert e = blockIdx.y.
+__global__ void gate_up_kernel(WeightView gate, WeightView up, const float *x, int k, const int32_t *offsets,
+                               const int32_t *order, float *act) {
+    const int64_t e = blockIdx.y, F = gate.rows, K = gate.cols;
+    const int warp = threadIdx.x / 32, lane = threadIdx.x % 32;
+    const int64_t r = static_cast<int64_t>(blockIdx.x) * kRowsPerBlock + warp;
+    if (r >= F) return;
+    const uint8_t *gr = gate.data + e * gate.expert_stride + r * gate.row_stride;
+    const uint8_t *ur = up.data + e * up.expert_stride + r * up.row_stride;
+    for (int32_t s0 = offsets[e]; s0 < offsets[e + 1]; s0 += kSlots) {
+        const int ns = min(kSlots, offsets[e + 1] - s0);
+        float g[kSlots] = {}, u[kSlots] = {};
+        for (int64_t c = lane; c < K; c += 32) {
+            const float gv = dequant(gate.type, gr, c), uv = dequant(up.type, ur, c);
+#pragma unroll
+            for (int j = 0; j < kSlots; ++j)
+                if (j < ns) {
+                    const float xv = x[static_cast<int64_t>(order[s0 + j] / k) * K + c];
+                    g[j] += gv * xv;
+                    u[j] += uv * xv;
+                }
+        }
+#pragma unroll
+        for (int j = 0; j < kSlots; ++j) {
+            const float gs = warp_sum(g[j]), us = warp_sum(u[j]);
+            if (lane == 0 && j < ns) act[static_cast<int64_t>(s0 + j) * F + r] = gelu_tanh(gs) * us;
+        }
+    }
+}
+
+// y[s][r] = down_e[r] . act[s] for the slots s of expert e = blockIdx.y.
+__global__ void down_kernel(WeightView down, const float *act, const int32_t *offsets, float *y) {
+    const int64_t e = blockIdx.y, E = down.rows, F = down.cols;
+    const int warp = threadIdx.x / 32, lane = threadIdx.x % 32;
+    const int64_t r = static_cast<int64_t>(blockIdx.x) * kRowsPerBlock + warp;
+    if (r >= E) return;
+    const uint8_t *dr = down.data + e * down.expert_stride + r * down.row_stride;
+    for (int32_t s0 = offsets[e]; s0 < offsets[e + 1]; s0 += kSlots) {
+        const int ns = min(kSlots, offsets[e + 1] - s0);
+        float acc[kSlots] = {};
+        for (int64_t c = lane; c < F; c += 32) {
+            const float dv = dequant(down.type, dr, c);
+#pragma unroll
+            for (int j = 0; j < kSlots; ++j)
+                if (j < ns) acc[j] += dv * act[static_cast<int64_t>(s0 + j) * F + c];
+        }
+#pragma unroll
+        for (int j = 0; j < kSlots; ++j) {
+            const float v = warp_sum(acc[j]);
+            if (lane == 0 && j < ns) y[static_cast<int64_t>(s0 + j) * E + r] = v;
+        }
+    }
+}
+
+// out[t] = sum_j weight[t][j] * y[slot(t, j)], the slots taken in increasing expert id.
+__global__ void combine_kernel(const float *y, const int32_t *expert, const float *weight, const int32_t *slot_of, int k,
+                               int64_t E, float *out) {
+    const int64_t t = blockIdx.x;
+    for (int64_t i = threadIdx.x; i < E; i += blockDim.x) {
+        float o = 0.0f;
+        int32_t last = -1;
+        for (int jj = 0; jj < k; ++jj) {
+            int j = -1;
+            for (int c = 0; c < k; ++c)
+                if (expert[t * k + c] > last && (j < 0 || expert[t * k + c] < expert[t * k + j])) j = c;
+            last = expert[t * k + j];
+            o += y[static_cast<int64_t>(slot_of[t * k + j]) * E + i] * weight[t * k + j];
+        }
+        out[t * E + i] = o;
+    }
+}
+
+}  // namespace
+
+void route(cudaStream_t s, const WeightView &w, const float *x, int64_t n, const float *scale,
+           const float *per_expert_scale, float eps, int k, int32_t *expert, float *weight) {
+    if (n <= 0) return;
+    const size_t shared = static_cast<size_t>(w.cols + w.rows) * sizeof(float);
+    if (shared > 48 * 1024)
+        throw Error(DGEMMA_ERR_UNSUPPORTED, "CUDA route: n_embd + n_expert = " + std::to_string(w.cols + w.rows) +
+                                                " floats exceed the kernel's 48 KB of shared memory");
+    route_kernel<<<static_cast<unsigned>(n), kRouteThreads, shared, s>>>(w, x, scale, per_expert_scale, eps, k, expert, weight);
+    check_launch("route");
+}
+
+void moe(cudaStream_t s, const WeightView &gate, const WeightView &up, const WeightView &down, int64_t n_expert,
+         const float *x, int64_t n, const int32_t *expert, const float *weight, int k, float *out, const MoeScratch &m) {
+    if (n <= 0) return;
+    group_kernel<<<1, 1, 0, s>>>(expert, n * k, n_expert, m.offsets, m.fill, m.order, m.slot_of);
+    check_launch("moe grouping");
+    gate_up_kernel<<<dim3(blocks_for(gate.rows, kRowsPerBlock), static_cast<unsigned>(n_expert)), 32 * kRowsPerBlock, 0, s>>>(
+        gate, up, x, k, m.offsets, m.order, m.act);
+    check_launch("moe gate/up");
+    down_kernel<<<dim3(blocks_for(down.rows, kRowsPerBlock), static_cast<unsigned>(n_expert)), 32 * kRowsPerBlock, 0, s>>>(
+        down, m.act, m.offsets, m.y);
+    check_launch("moe down");
+    combine_kernel<<<static_cast<unsigned>(n), 256, 0, s>>>(m.y, expert, weight, m.slot_of, k, down.rows, out);
+    check_launch("moe combine");
+}
+
+}  // namespace dg::cuda

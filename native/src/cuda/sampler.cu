@@ -1,0 +1,186 @@
+// The entropy-bound sampler on the device, bit-identical to the CPU reference (sampler.h,
+// sampler.cpp): the same sampler_math.h functions, compiled with -fmad=false (CMakeLists.txt) so
+// that no multiply-add is fused; the same halving tree over chunks of kSamplerChunk values (one
+// thread per pair of a chunk's halves), chunk sums added in order, positions ordered by
+// (entropy, position), the inverse-CDF walk and the acceptance scan run sequentially in order.
+#include "cuda/kernels.h"
+#include "sampler_math.h"
+
+namespace dg::cuda {
+
+namespace {
+
+constexpr int kHalf = static_cast<int>(kSamplerChunk / 2);  // threads per position
+
+__device__ inline uint64_t raw_draw(const DrawSpec &d, uint64_t k) { return d.table ? d.table[k] : draw_value(d.seed, k); }
+
+__global__ void init_kernel(int32_t *canvas, const int8_t *fixed, int32_t *history, int64_t n_history, int64_t C,
+                            DrawSpec draws, int64_t canvas_no, int max_steps, int64_t V) {
+    const int64_t i = static_cast<int64_t>(blockIdx.x) * blockDim.x + threadIdx.x;
+    if (i < C && !(fixed && fixed[i])) canvas[i] = draw_token(raw_draw(draws, draw_index(canvas_no, 0, 0, i, C, max_steps)), V);
+    for (int64_t h = i; h < n_history; h += static_cast<int64_t>(gridDim.x) * blockDim.x) history[h] = -1;
+}
+
+// One block per position: y /= t in place, argmax (lowest index of the maximum; NaN never wins),
+// entropy and the categorical draw. Shared: e, a [kSamplerChunk] doubles, then the chunk sums.
+__global__ void position_kernel(float *logits, int64_t V, float t, DrawSpec draws, int64_t canvas_no, int64_t step_index,
+                                int64_t C, int max_steps, double *entropy, int32_t *draw, int32_t *argmax) {
+    extern __shared__ double shd[];
+    double *e = shd, *a = shd + kSamplerChunk, *chunk_sum = shd + 2 * kSamplerChunk;
+    __shared__ float best_v[kHalf / 32];
+    __shared__ int64_t best_i[kHalf / 32];
+    __shared__ double walk_cum;
+    __shared__ int64_t walk_chunk;
+    const int64_t i = blockIdx.x;
+    const int tid = threadIdx.x;
+    float *y = logits + i * V;
+    float mx = -INFINITY;
+    int64_t am = -1;
+    for (int64_t v = tid; v < V; v += kHalf) {
+        y[v] = y[v] / t;
+        if (y[v] > mx) { mx = y[v]; am = v; }
+    }
+    for (int o = 16; o > 0; o /= 2) {  // the larger value; on a tie the lower index; -1 never wins
+        const float ov = __shfl_xor_sync(0xffffffffu, mx, o);
+        const int64_t oi = __shfl_xor_sync(0xffffffffu, am, o);
+        if (oi >= 0 && (am < 0 || ov > mx || (ov == mx && oi < am))) { mx = ov; am = oi; }
+    }
+    if (tid % 32 == 0) { best_v[tid / 32] = mx; best_i[tid / 32] = am; }
+    __syncthreads();  // also publishes every thread's y /= t
+    mx = -INFINITY;
+    am = -1;
+    for (int w = 0; w < kHalf / 32; ++w)
+        if (best_i[w] >= 0 && (am < 0 || best_v[w] > mx || (best_v[w] == mx && best_i[w] < am))) { mx = best_v[w]; am = best_i[w]; }
+    if (am < 0 || !isfinite(mx)) {  // every value NaN or -inf, or a +inf: no distribution
+        if (tid == 0) { entropy[i] = INFINITY; draw[i] = 0; argmax[i] = 0; }
+        return;
+    }
+    const double m = mx;
+    const int64_t n_chunks = (V + kSamplerChunk - 1) / kSamplerChunk;
+    double S = 0.0, A = 0.0;  // meaningful in thread 0
+    for (int64_t c = 0; c < n_chunks; ++c) {
+        for (int64_t j = tid; j < kSamplerChunk; j += kHalf) {
+            const int64_t v = c * kSamplerChunk + j;
+            double ev = 0.0, av = 0.0;
+            if (v < V) {
+                const double dv = static_cast<double>(y[v]) - m;
+                ev = sampler_exp(dv);
+                av = ev * (dv >= -708.0 ? dv : 0.0);
+            }
+            e[j] = ev;
+            a[j] = av;
+        }
+        __syncthreads();
+        for (int h = kHalf; h >= 1; h /= 2) {
+            if (tid < h) {
+                e[tid] = e[tid] + e[tid + h];
+                a[tid] = a[tid] + a[tid + h];
+            }
+            __syncthreads();
+        }
+        if (tid == 0) {
+            chunk_sum[c] = e[0];
+            S = S + e[0];
+            A = A + a[0];
+        }
+        __syncthreads();
+    }
+    const double u = static_cast<double>(draw_uniform(raw_draw(draws, draw_index(canvas_no, step_index, 0, i, C, max_steps))));
+    if (tid == 0) {
+        entropy[i] = sampler_log(S) - A / S;
+        argmax[i] = static_cast<int32_t>(am);
+        const double target = u * S;
+        double cum = 0.0;
+        int64_t c = 0;
+        while (c < n_chunks - 1 && !(cum + chunk_sum[c] > target)) cum = cum + chunk_sum[c++];
+        walk_cum = cum;
+        walk_chunk = c;
+        chunk_sum[n_chunks] = target;
+    }
+    __syncthreads();
+    const int64_t v0 = walk_chunk * kSamplerChunk, v1 = min(V, v0 + kSamplerChunk);
+    for (int64_t v = v0 + tid; v < v1; v += kHalf) e[v - v0] = sampler_exp(static_cast<double>(y[v]) - m);
+    __syncthreads();
+    if (tid != 0) return;
+    const double target = chunk_sum[n_chunks];
+    double cum = walk_cum;
+    int64_t pick = -1, last_nonzero = -1;
+    for (int64_t v = v0; v < v1; ++v) {
+        const double ev = e[v - v0];
+        if (ev > 0.0) last_nonzero = v;
+        cum = cum + ev;
+        if (cum > target) { pick = v; break; }
+    }
+    draw[i] = static_cast<int32_t>(pick >= 0 ? pick : (last_nonzero >= 0 ? last_nonzero : am));
+}
+
+// Acceptance over the free positions in (entropy, position) order, re-noising, the stability and
+// confidence test, the history shift and the stop flag. Ranks in parallel; the scans in order.
+__global__ void finish_kernel(int64_t C, int64_t V, SamplerParams p, DrawSpec draws, int64_t canvas_no, int64_t step_index,
+                              int32_t *canvas, int32_t *argmax, const int8_t *fixed, int32_t *history, int32_t *stop,
+                              int8_t *accepted, const double *entropy, const int32_t *draw, int32_t *order) {
+    auto is_free = [&](int64_t i) { return !(fixed && fixed[i]); };
+    for (int64_t i = threadIdx.x; i < C; i += blockDim.x) {
+        if (!is_free(i)) {
+            argmax[i] = canvas[i];
+            continue;
+        }
+        int64_t rank = 0;
+        for (int64_t j = 0; j < C; ++j)
+            if (is_free(j) && (entropy[j] < entropy[i] || (entropy[j] == entropy[i] && j < i))) ++rank;
+        order[rank] = static_cast<int32_t>(i);
+    }
+    __syncthreads();
+    if (threadIdx.x != 0) return;
+    int64_t n_free = 0;
+    for (int64_t i = 0; i < C; ++i) n_free += is_free(i);
+    if (accepted)
+        for (int64_t i = 0; i < C; ++i) accepted[i] = 0;
+    double cum = 0.0, total = 0.0;
+    for (int64_t k = 0; k < n_free; ++k) {
+        const int32_t i = order[k];
+        const double h = entropy[i];
+        cum = cum + h;
+        const bool accept = cum - h <= p.entropy_bound;
+        if (accepted) accepted[i] = accept ? 1 : 0;
+        canvas[i] = accept ? draw[i] : draw_token(raw_draw(draws, draw_index(canvas_no, step_index, 1, i, C, p.max_steps)), V);
+        total = total + h;
+    }
+    bool stable = true;
+    const int S = p.stability_threshold;
+    for (int h = 0; h < S && stable; ++h)
+        for (int64_t i = 0; i < C && stable; ++i) stable = argmax[i] == history[static_cast<int64_t>(h) * C + i];
+    if (S > 0) {
+        for (int64_t j = 0; j < static_cast<int64_t>(S - 1) * C; ++j) history[j] = history[j + C];
+        for (int64_t i = 0; i < C; ++i) history[static_cast<int64_t>(S - 1) * C + i] = argmax[i];
+    }
+    stop[0] = n_free == 0 ? 1 : (stable && total / static_cast<double>(n_free) < p.confidence_threshold ? 1 : 0);
+}
+
+}  // namespace
+
+void sampler_init(cudaStream_t s, int32_t *canvas, const int8_t *fixed, int32_t *history, int64_t n_history, int64_t C,
+                  DrawSpec draws, int64_t canvas_no, int max_steps, int64_t n_vocab) {
+    const int64_t n = std::max(C, n_history);
+    if (n <= 0) return;
+    init_kernel<<<blocks_for(n, 256), 256, 0, s>>>(canvas, fixed, history, n_history, C, draws, canvas_no, max_steps, n_vocab);
+    check_launch("sampler_init");
+}
+
+void sample(cudaStream_t s, float *logits, int64_t C, int64_t V, float t, const SamplerParams &p, int step,
+            int64_t canvas_no, DrawSpec draws, int32_t *canvas, int32_t *argmax, const int8_t *fixed, int32_t *history,
+            int32_t *stop, int8_t *accepted, const SampleScratch &scratch) {
+    const int64_t step_index = p.max_steps - step + 1;
+    const int64_t n_chunks = (V + kSamplerChunk - 1) / kSamplerChunk;
+    const size_t shared = static_cast<size_t>(2 * kSamplerChunk + n_chunks + 1) * sizeof(double);
+    if (shared > 48 * 1024)
+        throw Error(DGEMMA_ERR_UNSUPPORTED, "CUDA sampler: a vocabulary of " + std::to_string(V) + " needs more shared memory than 48 KB");
+    position_kernel<<<static_cast<unsigned>(C), kHalf, shared, s>>>(logits, V, t, draws, canvas_no, step_index, C, p.max_steps,
+                                                                   scratch.entropy, scratch.draw, argmax);
+    check_launch("sampler positions");
+    finish_kernel<<<1, 256, 0, s>>>(C, V, p, draws, canvas_no, step_index, canvas, argmax, fixed, history, stop, accepted,
+                                    scratch.entropy, scratch.draw, scratch.order);
+    check_launch("sampler finish");
+}
+
+}  // namespace dg::cuda
