@@ -11,9 +11,24 @@
  *   - Every function that can fail returns a dgemma_status. On failure, dgemma_last_error()
  *     returns a message for the calling thread that names what was wrong (the key, the tensor,
  *     the value). No C++ exception crosses this API.
- *   - Objects are not thread-safe: use one model or session from one thread at a time. Several
- *     sessions of one model may exist; calls on them are serialised by the model.
+ *   - Threads: see "Thread safety" below.
  *   - Token ids are int32; logits are float32, row-major [n_tokens, n_vocab].
+ *
+ * Thread safety (one model, many sessions, many threads)
+ *   - Any thread may call any function on a model and on its sessions at any time. The model runs
+ *     one forward pass at a time (a model-wide lock, held for each pass and never across a
+ *     callback); calls on different sessions interleave between passes.
+ *   - A session serves one call at a time: a second call that needs it (prefill, denoise, a
+ *     generation) while another runs fails with DGEMMA_ERR_INVALID_ARGUMENT ("in use"), it does not
+ *     race. dgemma_session_n_past may be called at any time, also while the session generates.
+ *   - Callbacks (dgemma_step_fn, dgemma_canvas_fn) run on the thread that called the generation,
+ *     without the model lock: they may call any function of this API on the same model (new
+ *     sessions, prefill, another generation), except on the sessions of the call that invoked them.
+ *   - dgemma_session_free waits for the call using the session to return; called from that call's
+ *     own callback, the session is freed when the call returns. dgemma_model_free waits for every
+ *     call in flight on the model and its sessions to return; it must not be called from a callback
+ *     (it would wait for itself), and its sessions must be freed first. Using a handle after its
+ *     free has begun is the caller's error (the Python bindings refuse it with an exception).
  */
 #ifndef DGEMMA_H
 #define DGEMMA_H
@@ -69,7 +84,8 @@ DGEMMA_API dgemma_model_params dgemma_model_default_params(void);
 DGEMMA_API dgemma_status dgemma_model_load(const char *path, const dgemma_model_params *params,
                                            dgemma_model **out_model);
 
-/* Frees the model. Sessions of the model must be freed first. NULL is ignored. */
+/* Frees the model after every call in flight on it returns. Sessions of the model must be freed
+ * first; not from a callback. NULL is ignored. */
 DGEMMA_API void dgemma_model_free(dgemma_model *model);
 
 /*
@@ -103,9 +119,10 @@ DGEMMA_API dgemma_status dgemma_model_transfers(const dgemma_model *model, dgemm
 
 /* A sequence with its own KV cache. */
 DGEMMA_API dgemma_status dgemma_session_new(dgemma_model *model, dgemma_session **out_session);
+/* Frees the session once no call uses it (see Thread safety). NULL is ignored. */
 DGEMMA_API void dgemma_session_free(dgemma_session *session);
 
-/* Number of tokens in the session's KV cache. */
+/* Number of tokens in the session's KV cache (read under the model lock: never a prefill's midpoint). */
 DGEMMA_API int64_t dgemma_session_n_past(const dgemma_session *session);
 
 /*

@@ -130,8 +130,10 @@ DGEMMA_API dgemma_status dgemma_generate_batch(dgemma_session *const *sessions, 
         for (int32_t i = 0; i < n_sequences; ++i)
             jobs.push_back(make_job(sessions[i], params[i], max_new_tokens, options ? &options[i] : nullptr,
                                     out_tokens[i], owners[i]));
-        std::lock_guard<std::mutex> lock(jobs[0].s->model.mutex());
-        dg::generate(jobs);
+        std::vector<std::unique_ptr<dg::SessionCall>> calls;  // each session busy until the batch returns
+        for (int32_t i = 0; i < n_sequences; ++i) calls.push_back(std::make_unique<dg::SessionCall>(sessions[i]));
+        std::unique_lock<std::mutex> lock(jobs[0].s->model.mutex());
+        dg::generate(jobs, lock);
         for (int32_t i = 0; i < n_sequences; ++i) store(jobs[i].stats, &results[i]);
     });
 }

@@ -22,10 +22,10 @@ struct Running {
     int64_t written = 0;
     int64_t canvas_no = 0;
     int step = 0;             // the step to run next, counting down N .. 1
+    int step_no = 0;          // the step just run, counting up 1 .. N (what on_step reports)
     bool denoising = false;
     bool done = false;
-    int64_t sc_row = -1;      // >= 0: rows of the last pass's logits to condition the next step on
-    bool has_sc = false;
+    bool has_sc = false;      // `sc` holds the previous step's soft embedding
 };
 
 void validate(const GenerateJob &j, const Hparams &hp) {
@@ -69,7 +69,7 @@ bool finish_canvas(Running &r, int64_t C) {
 
 }  // namespace
 
-void generate(std::vector<GenerateJob> &jobs) {
+void generate(std::vector<GenerateJob> &jobs, std::unique_lock<std::mutex> &lock) {
     if (jobs.empty()) return;
     Model &m = jobs[0].s->model;
     Backend &be = m.backend();
@@ -84,7 +84,7 @@ void generate(std::vector<GenerateJob> &jobs) {
     // Everything a generation touches is placed before its first step: the caches of every
     // canvas it may commit, the workspace of the whole batch, each sequence's sampler state.
     const int64_t n_jobs = static_cast<int64_t>(jobs.size());
-    Workspace &ws = m.workspace(C * n_jobs, C * n_jobs);
+    m.workspace(C * n_jobs, C * n_jobs);
     std::vector<Running> run(jobs.size());
     for (size_t i = 0; i < jobs.size(); ++i) {
         Running &r = run[i];
@@ -123,7 +123,6 @@ void generate(std::vector<GenerateJob> &jobs) {
             r.step = j.params.max_steps;
             r.denoising = true;
             r.has_sc = false;
-            r.sc_row = -1;
             any = true;
         }
         if (!any) break;
@@ -131,17 +130,14 @@ void generate(std::vector<GenerateJob> &jobs) {
         for (;;) {
             std::vector<PassItem> items;
             std::vector<Running *> active;
-            auto t0 = Clock::now();
             for (Running &r : run) {
                 if (!r.denoising) continue;
-                if (r.sc_row >= 0) {  // the previous step's processed logits, before the pass overwrites them
-                    m.soft_embedding(ws.logits->rows(r.sc_row, C), *r.sc);
-                    r.has_sc = true;
-                }
                 items.push_back({r.job->s, PassMode::Decoder, *r.canvas, C, r.has_sc ? *r.sc : Tensor{}});
                 active.push_back(&r);
             }
             if (items.empty()) break;
+            auto t0 = Clock::now();
+            Workspace &ws = m.workspace(C * n_jobs, C * n_jobs);
             m.forward(ws, items);
             const double dt = seconds_since(t0);
             for (size_t a = 0; a < active.size(); ++a) {
@@ -167,42 +163,51 @@ void generate(std::vector<GenerateJob> &jobs) {
                 be.download(*r.stop, &stop, sizeof stop);
                 j.stats.sample_seconds += seconds_since(t0);
                 ++j.stats.n_steps;
-                r.sc_row = row0;  // this step's processed logits condition the next
-                const int step_no = j.params.max_steps - r.step + 1;
-                if (j.hooks.on_step) {
-                    const int32_t *draft = nullptr;
-                    if (j.hooks.drafts) {
-                        be.download(*r.argmax, r.committed.data(), static_cast<size_t>(C) * sizeof(int32_t));
-                        draft = r.committed.data();
-                    }
-                    if (j.hooks.on_step(step_no, draft, C)) {
-                        j.stats.finish = Finish::Cancelled;  // the canvas in progress is dropped
-                        r.denoising = false;
-                        r.done = true;
-                        continue;
-                    }
-                }
+                if (j.hooks.on_step && j.hooks.drafts)
+                    be.download(*r.argmax, r.committed.data(), static_cast<size_t>(C) * sizeof(int32_t));
+                r.step_no = j.params.max_steps - r.step + 1;
                 if (stop || --r.step == 0) {
                     r.denoising = false;
-                    r.sc_row = -1;
+                } else {  // this step's processed logits condition the next; taken now, before the
+                          // lock is released and another pass may overwrite the workspace
+                    m.soft_embedding(ws.logits->rows(row0, C), *r.sc);
+                    r.has_sc = true;
                 }
             }
+            // The callbacks run without the model lock: they may call back into the model.
+            lock.unlock();
+            for (Running *r : active) {
+                GenerateJob &j = *r->job;
+                if (!j.hooks.on_step) continue;
+                if (j.hooks.on_step(r->step_no, j.hooks.drafts ? r->committed.data() : nullptr, C)) {
+                    j.stats.finish = Finish::Cancelled;  // the canvas in progress is dropped
+                    r->denoising = false;
+                    r->done = true;
+                }
+            }
+            lock.lock();
         }
         // Finish the canvases; commit those of sequences that go on, in one encoder pass.
-        std::vector<PassItem> commits;
-        std::vector<Running *> committing;
+        std::vector<Running *> finishing;
         for (Running &r : run) {
             if (r.done) continue;
             be.download(*r.argmax, r.committed.data(), static_cast<size_t>(C) * sizeof(int32_t));
             ++r.canvas_no;
-            r.done = finish_canvas(r, C);
-            if (r.done) continue;
-            commits.push_back({r.job->s, PassMode::Encoder, *r.argmax, C, {}});  // the argmax, not the last draw
-            committing.push_back(&r);
+            finishing.push_back(&r);
+        }
+        lock.unlock();  // on_canvas may call back into the model
+        for (Running *r : finishing) r->done = finish_canvas(*r, C);
+        lock.lock();
+        std::vector<PassItem> commits;
+        std::vector<Running *> committing;
+        for (Running *r : finishing) {
+            if (r->done) continue;
+            commits.push_back({r->job->s, PassMode::Encoder, *r->argmax, C, {}});  // the argmax, not the last draw
+            committing.push_back(r);
         }
         if (!commits.empty()) {
             const auto t0 = Clock::now();
-            m.forward(ws, commits);
+            m.forward(m.workspace(C * n_jobs, C * n_jobs), commits);
             const double dt = seconds_since(t0);
             for (Running *r : committing) r->job->stats.commit_seconds += dt;
         }

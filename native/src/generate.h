@@ -7,6 +7,7 @@
 
 #include <cstdint>
 #include <functional>
+#include <mutex>
 #include <vector>
 
 #include "sampler.h"
@@ -44,6 +45,8 @@ struct GenerateJob {
     GenerateStats stats;               // out
 };
 
-void generate(std::vector<GenerateJob> &jobs);
+// Runs the jobs to completion. `lock` holds the model's mutex; it is released around the callbacks
+// (hooks), which may therefore call back into the model, and held for every pass.
+void generate(std::vector<GenerateJob> &jobs, std::unique_lock<std::mutex> &lock);
 
 }  // namespace dg

@@ -6,6 +6,7 @@ prompts into ids, maps the sampler options, watches for stop strings and detoken
 
 from __future__ import annotations
 
+import contextlib
 import os
 import queue
 import threading
@@ -78,7 +79,8 @@ class Draft:
 
 def sampler_params(model, seed: int | None, **overrides) -> "ffi.CData":
     """The GGUF's sampler defaults with per-call overrides (None keeps the default)."""
-    p = ffi.new("dgemma_sampler_params *", lib.dgemma_model_sampler_defaults(model._handle()))
+    with model._gate.use() as ptr:
+        p = ffi.new("dgemma_sampler_params *", lib.dgemma_model_sampler_defaults(ptr))
     for name, value in overrides.items():
         if name not in SAMPLER_FIELDS:
             raise InvalidArgumentError(f"unknown sampler option {name!r}")
@@ -188,6 +190,11 @@ def run_batch(model, prompts: Sequence, *, max_new_tokens: int = 256, seed: int 
     tok = _tokenizer_or_none(model)
     if stop and tok is None:
         raise TokenizerError("stop strings need a tokenizer, and this GGUF has none")
+    with model._gate.use():  # Model.close() waits for this call; the step callbacks see it closing
+        return _run_parsed(model, parsed, base, tok, stop, max_new_tokens, on_canvas, on_step, drafts, draws)
+
+
+def _run_parsed(model, parsed, base, tok, stop, max_new_tokens, on_canvas, on_step, drafts, draws):
     n = len(parsed)
     t_start = time.perf_counter()
     sessions = []
@@ -208,19 +215,21 @@ def run_batch(model, prompts: Sequence, *, max_new_tokens: int = 256, seed: int 
             params[i] = base[0]
             opts[i].eos_ids = ffi.from_buffer("int32_t[]", eos_arrays[i]) if eos_arrays[i].size else ffi.NULL
             opts[i].n_eos = eos_arrays[i].size
-            keep.append(ffi.callback("dgemma_canvas_fn", _canvas_callback(states[i], outs[i], on_canvas, stop, tok)))
+            keep.append(_canvas_callback(states[i], outs[i], on_canvas, stop, tok))
             opts[i].on_canvas = keep[-1]
-        if on_step is not None:
-            keep.append(ffi.callback("dgemma_step_fn", _step_callback(states[0], on_step)))
-            opts[0].on_step = keep[-1]
-            opts[0].drafts = int(bool(drafts))
+            # Every step returns to Python: Ctrl-C (KeyboardInterrupt raised in the callback) and
+            # Model.close() from another thread stop the work at the next step, not the next canvas.
+            keep.append(_step_callback(states[i], on_step if i == 0 else None, model))
+            opts[i].on_step = keep[-1]
+        opts[0].drafts = int(bool(drafts and on_step is not None))
         if draws is not None:
             opts[0].draws = ffi.from_buffer("uint64_t[]", draws)
             opts[0].n_draws = draws.size
         out_ptrs = ffi.new("int32_t *[]", [ffi.from_buffer("int32_t[]", o) for o in outs])
-        handles = ffi.new("dgemma_session *[]", [s._handle() for s in sessions])
         results = ffi.new("dgemma_generate_result[]", n)
-        status = lib.dgemma_generate_batch(handles, n, params, max_new_tokens, opts, out_ptrs, results)
+        with contextlib.ExitStack() as using:
+            handles = ffi.new("dgemma_session *[]", [using.enter_context(s._use()) for s in sessions])
+            status = lib.dgemma_generate_batch(handles, n, params, max_new_tokens, opts, out_ptrs, results)
         for st in states:  # a callback failed: its exception, not the abort it caused
             if st["error"] is not None:
                 raise st["error"]
@@ -251,31 +260,38 @@ def run_batch(model, prompts: Sequence, *, max_new_tokens: int = 256, seed: int 
             s.close()
 
 
+def _c_callback(ctype: str, fn, state):
+    """A C callback that never lets an exception unwind through C: whatever `fn` raises — also a
+    KeyboardInterrupt delivered on entry, before any of its code runs — is kept in state["error"]
+    and answered with 1 (stop), and run_batch raises it once the core returns."""
+    def onerror(exc_type, exc, tb):
+        if state["error"] is None:
+            state["error"] = exc
+        return 1
+    return ffi.callback(ctype, fn, onerror=onerror)
+
+
 def _canvas_callback(state, out, on_canvas, stop, tok):
     def cb(user, tokens, n):
-        try:
-            new = [tokens[i] for i in range(n)]
-            state["n"] += n
-            if on_canvas is not None:
-                on_canvas(new)
-            if stop:
-                return int(_trim_at_stop(tok, out[:state["n"]].tolist(), stop)[2])
-            return 0
-        except BaseException as e:  # never let an exception unwind through C
-            state["error"] = e
-            return 1
-    return cb
+        new = [tokens[i] for i in range(n)]
+        state["n"] += n
+        if on_canvas is not None:
+            on_canvas(new)
+        if stop:
+            return int(_trim_at_stop(tok, out[:state["n"]].tolist(), stop)[2])
+        return 0
+    return _c_callback("dgemma_canvas_fn", cb, state)
 
 
-def _step_callback(state, on_step):
+def _step_callback(state, on_step, model):
     def cb(user, step, draft, n):
-        try:
-            d = None if draft == ffi.NULL else np.frombuffer(ffi.buffer(draft, n * 4), dtype=np.int32).copy()
-            return int(bool(on_step(step, d)))
-        except BaseException as e:
-            state["error"] = e
+        if model._gate.closing:
             return 1
-    return cb
+        if on_step is None:
+            return 0
+        d = None if draft == ffi.NULL else np.frombuffer(ffi.buffer(draft, n * 4), dtype=np.int32).copy()
+        return int(bool(on_step(step, d)))
+    return _c_callback("dgemma_step_fn", cb, state)
 
 
 def stream(model, prompt, *, drafts: bool = False, **kwargs) -> Iterator[str | Draft | Generation]:
