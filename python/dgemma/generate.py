@@ -6,7 +6,6 @@ prompts into ids, maps the sampler options, watches for stop strings and detoken
 
 from __future__ import annotations
 
-import contextlib
 import os
 import queue
 import threading
@@ -16,7 +15,7 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
-from ._native import check, ffi, lib
+from ._native import ffi, lib
 from .errors import DgemmaError, InvalidArgumentError, TokenizerError
 
 FINISH_REASONS = {0: "length", 1: "eos", 2: "stop", 3: "cancelled"}
@@ -195,103 +194,60 @@ def run_batch(model, prompts: Sequence, *, max_new_tokens: int = 256, seed: int 
 
 
 def _run_parsed(model, parsed, base, tok, stop, max_new_tokens, on_canvas, on_step, drafts, draws):
-    n = len(parsed)
+    from .scheduler import Scheduler
+
     t_start = time.perf_counter()
-    sessions = []
-    try:
-        prefill_s = []
-        for p in parsed:
-            t0 = time.perf_counter()
-            sessions.append(model.session())
-            sessions[-1].prefill(p.ids)
-            prefill_s.append(time.perf_counter() - t0)
-        outs = [np.empty(max_new_tokens, dtype=np.int32) for _ in range(n)]
-        eos_arrays = [np.asarray(p.eos, dtype=np.int32) for p in parsed]
-        states = [{"n": 0, "error": None} for _ in range(n)]
-        keep = []  # buffers and callbacks must outlive the call
-        params = ffi.new("dgemma_sampler_params[]", n)
-        opts = ffi.new("dgemma_generate_options[]", n)
-        for i in range(n):
-            params[i] = base[0]
-            opts[i].eos_ids = ffi.from_buffer("int32_t[]", eos_arrays[i]) if eos_arrays[i].size else ffi.NULL
-            opts[i].n_eos = eos_arrays[i].size
-            keep.append(_canvas_callback(states[i], outs[i], on_canvas, stop, tok))
-            opts[i].on_canvas = keep[-1]
-            # Every step returns to Python: Ctrl-C (KeyboardInterrupt raised in the callback) and
-            # Model.close() from another thread stop the work at the next step, not the next canvas.
-            keep.append(_step_callback(states[i], on_step if i == 0 else None, model))
-            opts[i].on_step = keep[-1]
-        opts[0].drafts = int(bool(drafts and on_step is not None))
-        if draws is not None:
-            opts[0].draws = ffi.from_buffer("uint64_t[]", draws)
-            opts[0].n_draws = draws.size
-        out_ptrs = ffi.new("int32_t *[]", [ffi.from_buffer("int32_t[]", o) for o in outs])
-        results = ffi.new("dgemma_generate_result[]", n)
-        with contextlib.ExitStack() as using:
-            handles = ffi.new("dgemma_session *[]", [using.enter_context(s._use()) for s in sessions])
-            status = lib.dgemma_generate_batch(handles, n, params, max_new_tokens, opts, out_ptrs, results)
-        for st in states:  # a callback failed: its exception, not the abort it caused
-            if st["error"] is not None:
-                raise st["error"]
-        check(status)
-        total = time.perf_counter() - t_start
-        gens = []
-        for i in range(n):
-            r = results[i]
-            tokens = outs[i][:r.n_tokens].tolist()
-            if tok is not None and tok.pad is not None:  # pad is not text (a prompt out of the model's format)
-                tokens = [t for t in tokens if t != tok.pad]
-            finish = FINISH_REASONS[r.finish_reason]
-            text = None
-            if tok is not None:
-                if stop:
-                    tokens, text, found = _trim_at_stop(tok, tokens, stop)
-                    finish = "stop" if found else finish
-                else:
-                    text = tok.decode(tokens, skip_special=True)
-            gens.append(Generation(text=text, tokens=tokens, steps=r.n_steps, canvases=r.n_canvases,
-                                   finish_reason=finish, prompt_tokens=len(parsed[i].ids),
-                                   prefill_seconds=prefill_s[i], decode_seconds=r.decode_seconds,
-                                   sample_seconds=r.sample_seconds, commit_seconds=r.commit_seconds,
-                                   total_seconds=total, eos_generated=finish == "eos"))
-        return gens
-    finally:
-        for s in sessions:
-            s.close()
+    with Scheduler(model, max_batch=len(parsed)) as sched:
+        reqs = []
+        for i, p in enumerate(parsed):
+            reqs.append(sched.submit(
+                p.ids, base, max_new_tokens, p.eos,
+                on_canvas=_canvas_callback([], on_canvas if i == 0 else None, stop, tok),
+                # Every step returns to Python: Ctrl-C (a KeyboardInterrupt raised in the callback) and
+                # Model.close() from another thread stop the work at the next step, not the next canvas.
+                on_step=_step_callback(on_step if i == 0 else None, model),
+                drafts=bool(drafts and on_step is not None and i == 0), draws=draws if i == 0 else None))
+        sched.run()
+    for r in reqs:  # a callback failed: its exception, not the stop it caused
+        if r.error is not None:
+            raise r.error
+    total = time.perf_counter() - t_start
+    gens = []
+    for p, req in zip(parsed, reqs):
+        r = req.result
+        tokens = req.tokens()
+        if tok is not None and tok.pad is not None:  # pad is not text (a prompt out of the model's format)
+            tokens = [t for t in tokens if t != tok.pad]
+        finish = FINISH_REASONS[r.finish_reason]
+        text = None
+        if tok is not None:
+            if stop:
+                tokens, text, found = _trim_at_stop(tok, tokens, stop)
+                finish = "stop" if found else finish
+            else:
+                text = tok.decode(tokens, skip_special=True)
+        gens.append(Generation(text=text, tokens=tokens, steps=r.n_steps, canvases=r.n_canvases,
+                               finish_reason=finish, prompt_tokens=len(p.ids),
+                               prefill_seconds=r.prefill_seconds, decode_seconds=r.decode_seconds,
+                               sample_seconds=r.sample_seconds, commit_seconds=r.commit_seconds,
+                               total_seconds=total, eos_generated=finish == "eos"))
+    return gens
 
 
-def _c_callback(ctype: str, fn, state):
-    """A C callback that never lets an exception unwind through C: whatever `fn` raises — also a
-    KeyboardInterrupt delivered on entry, before any of its code runs — is kept in state["error"]
-    and answered with 1 (stop), and run_batch raises it once the core returns."""
-    def onerror(exc_type, exc, tb):
-        if state["error"] is None:
-            state["error"] = exc
-        return 1
-    return ffi.callback(ctype, fn, onerror=onerror)
-
-
-def _canvas_callback(state, out, on_canvas, stop, tok):
-    def cb(user, tokens, n):
-        new = [tokens[i] for i in range(n)]
-        state["n"] += n
+def _canvas_callback(out_so_far: list[int], on_canvas, stop, tok):
+    """After each canvas: the user's on_canvas, then whether a stop string has appeared."""
+    def cb(tokens):
+        out_so_far.extend(tokens)
         if on_canvas is not None:
-            on_canvas(new)
-        if stop:
-            return int(_trim_at_stop(tok, out[:state["n"]].tolist(), stop)[2])
-        return 0
-    return _c_callback("dgemma_canvas_fn", cb, state)
+            on_canvas(tokens)
+        return bool(stop) and _trim_at_stop(tok, out_so_far, stop)[2]
+    return cb
 
 
-def _step_callback(state, on_step, model):
-    def cb(user, step, draft, n):
-        if model._gate.closing:
-            return 1
-        if on_step is None:
-            return 0
-        d = None if draft == ffi.NULL else np.frombuffer(ffi.buffer(draft, n * 4), dtype=np.int32).copy()
-        return int(bool(on_step(step, d)))
-    return _c_callback("dgemma_step_fn", cb, state)
+def _step_callback(on_step, model):
+    def cb(step, draft):
+        return model._gate.closing or (on_step is not None and bool(on_step(step, draft)))
+    return cb
 
 
 def stream(model, prompt, *, drafts: bool = False, **kwargs) -> Iterator[str | Draft | Generation]:

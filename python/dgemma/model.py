@@ -113,6 +113,7 @@ class Model:
         check(lib.dgemma_model_load(self.path.encode(), params, out))
         self._gate = Gate(out[0], "model")
         self._sessions: list = []
+        self._schedulers: list = []  # closed before the model, like the sessions
         self.config = ModelConfig.from_json(ffi.string(lib.dgemma_model_config_json(out[0])).decode())
         self._tokenizer = None
         self._metadata = None
@@ -197,6 +198,8 @@ class Model:
         finish first (a generation stops at its next step, finish reason "cancelled"); later calls
         raise InvalidArgumentError. Not from inside one of the model's own callbacks."""
         def free(ptr):
+            for sched in list(self._schedulers):
+                sched.close()
             for s in list(self._sessions):
                 s.close()
             lib.dgemma_model_free(ptr)
