@@ -80,9 +80,10 @@ def build_parser() -> argparse.ArgumentParser:
     d.add_argument("--seed", type=int_in(0, 2**32 - 1), default=0)
     d.set_defaults(func=_cmd_demo, parser=d)
 
-    from . import cli_generate, cli_info, cli_quantize, cli_serve, cli_tokenize
+    from . import cli_chat, cli_generate, cli_info, cli_quantize, cli_serve, cli_tokenize
 
     cli_generate.register(sub)
+    cli_chat.register(sub)
     cli_serve.register(sub)
     cli_info.register(sub)
     cli_tokenize.register(sub)
