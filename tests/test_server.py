@@ -205,3 +205,14 @@ def test_sigterm_drains_then_exits():
     assert s.stop() == 0  # SIGTERM while the request runs
     t.join()
     assert got["steps"] == 150 and got["text"]  # its canvas ran all its steps, not cancelled
+
+
+def test_serve_flags_are_usage_errors():
+    env = dict(os.environ)
+    if os.environ.get("DGEMMA_DEV"):
+        env["PYTHONPATH"] = os.path.join(HERE, "..", "python") + os.pathsep + env.get("PYTHONPATH", "")
+    for flags, name in ((["--port", "70000"], "--port"), (["--parallel", "0"], "--parallel"),
+                        (["--queue", "-1"], "--queue")):
+        r = subprocess.run([sys.executable, "-m", "dgemma.cli", "serve", *flags], env=env, capture_output=True,
+                           text=True, timeout=60)
+        assert r.returncode == 2 and name in r.stderr and len(r.stderr.strip().splitlines()) <= 2, r.stderr
