@@ -110,6 +110,8 @@ void Scheduler::admit() {
         std::unique_ptr<Seq> q;
         {
             std::lock_guard<std::mutex> lock(mu_);
+            // Up to 4 x max_batch admitted: those prefilling or committing use no decoder rows, and
+            // beyond max_batch the canvases take turns; the rest wait without holding memory.
             if (waiting_.empty() || static_cast<int64_t>(running_.size()) >= 4 * static_cast<int64_t>(o_.max_batch)) break;
             uint64_t used = 0;
             for (const auto &r : running_) used += r->bytes;
@@ -142,6 +144,7 @@ void Scheduler::admit() {
             q->s = q->owned.get();
             q->prompt_pos = static_cast<int64_t>(q->tokens.size());
             j.stats.n_prompt_cached = q->prompt_pos;
+            std::lock_guard<std::mutex> lock(mu_);
             stats_.cached_tokens += q->prompt_pos;
         }
         const int64_t rest = j.s ? 0 : static_cast<int64_t>(j.prompt.size()) - q->prompt_pos;
@@ -261,6 +264,7 @@ bool Scheduler::step(std::unique_lock<std::mutex> &lock) {
             q.chunk = std::min<int64_t>(o_.prefill_chunk, static_cast<int64_t>(p.size()) - q.prompt_pos);
             be.upload(q.ids->rows(0, q.chunk), p.data() + q.prompt_pos, static_cast<size_t>(q.chunk) * sizeof(int32_t));
             items.push_back({q.s, PassMode::Encoder, q.ids->rows(0, q.chunk), q.chunk, {}});
+            std::lock_guard<std::mutex> g(mu_);
             stats_.prefill_tokens += q.chunk;
         } else {
             continue;
