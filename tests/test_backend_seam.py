@@ -55,11 +55,12 @@ def test_opaque_backend_generates_the_cpu_tokens_with_only_flags_and_ids_crossin
         g = run(m, ids, max_new_tokens=96, seed=5, on_step=on_step, drafts=drafts)
         moved = {k: m.transfers()[k] - before[k] for k in before}
     assert g.tokens == cpu.tokens and g.steps == cpu.steps and g.canvases == cpu.canvases
-    # Device to host: a 4-byte stop flag per step and the committed ids per canvas (plus the draft
-    # per step when asked for), nothing else.
-    per_step = 4 + (4 * C if drafts else 0)
-    assert moved["bytes_to_host"] == g.steps * per_step + g.canvases * 4 * C
-    assert moved["downloads"] == g.steps * (2 if drafts else 1) + g.canvases
+    # Device to host: a 4-byte stop flag per step and the argmax ids once per canvas (the committed
+    # ids) or, when drafts are asked for, once per step (the draft; the last step's is the committed
+    # canvas), nothing else.
+    argmax_copies = g.steps if drafts else g.canvases
+    assert moved["bytes_to_host"] == g.steps * 4 + argmax_copies * 4 * C
+    assert moved["downloads"] == g.steps + argmax_copies
     assert all((d is not None) == drafts for d in steps_seen)
 
 

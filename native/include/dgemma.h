@@ -11,9 +11,24 @@
  *   - Every function that can fail returns a dgemma_status. On failure, dgemma_last_error()
  *     returns a message for the calling thread that names what was wrong (the key, the tensor,
  *     the value). No C++ exception crosses this API.
- *   - Objects are not thread-safe: use one model or session from one thread at a time. Several
- *     sessions of one model may exist; calls on them are serialised by the model.
+ *   - Threads: see "Thread safety" below.
  *   - Token ids are int32; logits are float32, row-major [n_tokens, n_vocab].
+ *
+ * Thread safety (one model, many sessions, many threads)
+ *   - Any thread may call any function on a model and on its sessions at any time. The model runs
+ *     one forward pass at a time (a model-wide lock, held for each pass and never across a
+ *     callback); calls on different sessions interleave between passes.
+ *   - A session serves one call at a time: a second call that needs it (prefill, denoise, a
+ *     generation) while another runs fails with DGEMMA_ERR_INVALID_ARGUMENT ("in use"), it does not
+ *     race. dgemma_session_n_past may be called at any time, also while the session generates.
+ *   - Callbacks (dgemma_step_fn, dgemma_canvas_fn) run on the thread that called the generation,
+ *     without the model lock: they may call any function of this API on the same model (new
+ *     sessions, prefill, another generation), except on the sessions of the call that invoked them.
+ *   - dgemma_session_free waits for the call using the session to return; called from that call's
+ *     own callback, the session is freed when the call returns. dgemma_model_free waits for every
+ *     call in flight on the model and its sessions to return; it must not be called from a callback
+ *     (it would wait for itself), and its sessions must be freed first. Using a handle after its
+ *     free has begun is the caller's error (the Python bindings refuse it with an exception).
  */
 #ifndef DGEMMA_H
 #define DGEMMA_H
@@ -31,7 +46,7 @@ extern "C" {
 #define DGEMMA_API __attribute__((visibility("default")))
 #endif
 
-#define DGEMMA_API_VERSION 2
+#define DGEMMA_API_VERSION 3
 
 typedef enum dgemma_status {
     DGEMMA_OK = 0,
@@ -85,7 +100,8 @@ DGEMMA_API dgemma_status dgemma_cuda_device_info(int32_t device, dgemma_cuda_dev
 DGEMMA_API dgemma_status dgemma_model_load(const char *path, const dgemma_model_params *params,
                                            dgemma_model **out_model);
 
-/* Frees the model. Sessions of the model must be freed first. NULL is ignored. */
+/* Frees the model after every call in flight on it returns. Sessions of the model must be freed
+ * first; not from a callback. NULL is ignored. */
 DGEMMA_API void dgemma_model_free(dgemma_model *model);
 
 /*
@@ -120,9 +136,10 @@ DGEMMA_API dgemma_status dgemma_model_transfers(const dgemma_model *model, dgemm
 
 /* A sequence with its own KV cache. */
 DGEMMA_API dgemma_status dgemma_session_new(dgemma_model *model, dgemma_session **out_session);
+/* Frees the session once no call uses it (see Thread safety). NULL is ignored. */
 DGEMMA_API void dgemma_session_free(dgemma_session *session);
 
-/* Number of tokens in the session's KV cache. */
+/* Number of tokens in the session's KV cache (read under the model lock: never a prefill's midpoint). */
 DGEMMA_API int64_t dgemma_session_n_past(const dgemma_session *session);
 
 /*
@@ -170,6 +187,10 @@ typedef int32_t (*dgemma_step_fn)(void *user, int32_t step, const int32_t *draft
 /* After every finished canvas: its new output tokens; return nonzero to stop after it. */
 typedef int32_t (*dgemma_canvas_fn)(void *user, const int32_t *tokens, int64_t n_tokens);
 
+struct dgemma_generate_result;
+/* When a scheduler's request has finished (its result and output tokens are final). */
+typedef void (*dgemma_done_fn)(void *user, const struct dgemma_generate_result *result);
+
 typedef struct dgemma_generate_options {
     const int32_t *eos_ids;  /* generation ends at the first of these ids (not output) */
     int64_t n_eos;
@@ -185,6 +206,7 @@ typedef struct dgemma_generate_options {
                                  * still count towards max_new_tokens. */
     const int32_t *fixed_tokens;/* [canvas_length]: the tokens of the fixed positions */
     void *user;                 /* passed to the callbacks */
+    dgemma_done_fn on_done;     /* may be NULL; a scheduler's request calls it once its result is final */
 } dgemma_generate_options;
 
 typedef enum dgemma_finish_reason {
@@ -194,7 +216,7 @@ typedef enum dgemma_finish_reason {
     DGEMMA_FINISH_CANCELLED = 3  /* on_step asked to cancel (the canvas in progress is dropped) */
 } dgemma_finish_reason;
 
-typedef struct dgemma_generate_result {
+typedef struct dgemma_generate_result { /* times: a pass shared by several sequences counts fully for each */
     int64_t n_tokens;      /* tokens written to out_tokens */
     int32_t n_steps;       /* decoder steps run */
     int32_t n_canvases;    /* canvases finished */
@@ -202,6 +224,8 @@ typedef struct dgemma_generate_result {
     double decode_seconds; /* decoder forward passes */
     double sample_seconds; /* the sampler */
     double commit_seconds; /* encoder passes committing canvases */
+    double prefill_seconds; /* encoder passes over the prompt (scheduler requests) */
+    int64_t n_prompt_cached; /* prompt tokens taken from the prefix cache, not prefilled (scheduler requests) */
 } dgemma_generate_result;
 
 /*
@@ -215,16 +239,64 @@ DGEMMA_API dgemma_status dgemma_session_generate(dgemma_session *session, const 
                                                  int32_t *out_tokens, dgemma_generate_result *result);
 
 /*
- * Several sequences as one batch: every denoising step decodes the canvases of all sequences still
- * denoising in one pass, so the weights are read once for all. Each sequence has its own session,
- * parameters (params[i]), options (options[i]; options may be NULL), output buffer and result, and
- * stops on its own; its tokens equal what dgemma_session_generate gives it alone. The sessions
- * belong to one model and are distinct.
+ * Several sequences as one batch (a scheduler run to completion): every denoising step decodes the
+ * canvases of all sequences still denoising in one pass, so the weights are read once for all. Each
+ * sequence has its own session, parameters (params[i]), options (options[i]; options may be NULL),
+ * output buffer and result, and stops on its own; its tokens equal what dgemma_session_generate
+ * gives it alone. The sessions belong to one model and are distinct.
  */
 DGEMMA_API dgemma_status dgemma_generate_batch(dgemma_session *const *sessions, int32_t n_sequences,
                                                const dgemma_sampler_params *params, int64_t max_new_tokens,
                                                const dgemma_generate_options *options, int32_t *const *out_tokens,
                                                dgemma_generate_result *results);
+
+/* ---- Scheduler: continuous batching --------------------------------------------------------------
+ * Requests join and leave between decoder steps. Each step is one forward pass: the canvases being
+ * denoised (at most max_batch, taking turns), finished canvases being committed, and one chunk of a
+ * newcomer's prompt, so that running streams do not stall while a long prompt is read. A request
+ * gets exactly the tokens it would get alone (same seed, same tokens), whenever it arrives. Requests
+ * are admitted while the KV caches and sampler state of those running (and of cached conversations)
+ * fit memory_budget (dgemma_model_memory's accounting); one always runs. With prefix_cache > 0 a
+ * finished conversation keeps its session, keyed by its token ids (prompt, output, and the EOS that
+ * ended it), least recently used evicted: a later prompt that extends it prefills only its new tokens.
+ *
+ * Threads: submit, cancel and stats may be called from any thread; step from one thread at a time
+ * (it runs the callbacks, without the model lock). Free the scheduler before its model; requests not
+ * finished then are dropped without their on_done. */
+typedef struct dgemma_scheduler dgemma_scheduler;
+typedef struct dgemma_scheduler_params {
+    int32_t max_batch;      /* canvases per decoder pass at most (> 0; default 8) */
+    int32_t prefill_chunk;  /* prompt tokens per pass (1 .. 512; default 256) */
+    uint64_t memory_budget; /* bytes for running sequences and cached conversations; 0: no limit */
+    int32_t prefix_cache;   /* finished conversations kept (>= 0; default 0) */
+} dgemma_scheduler_params;
+typedef struct dgemma_scheduler_stats {
+    int64_t passes;          /* forward passes run */
+    int64_t decoder_passes;  /* passes with decoder rows */
+    int64_t canvas_steps;    /* denoising steps of all requests (each a canvas in some decoder pass) */
+    int64_t prefill_tokens;  /* prompt tokens encoded */
+    int64_t cached_tokens;   /* prompt tokens reused from the prefix cache */
+    int64_t waiting, running, cached;  /* requests queued, admitted; conversations cached */
+    uint64_t memory_used;    /* bytes held by running requests and cached conversations */
+} dgemma_scheduler_stats;
+
+DGEMMA_API dgemma_scheduler_params dgemma_scheduler_default_params(void);
+DGEMMA_API dgemma_status dgemma_scheduler_new(dgemma_model *model, const dgemma_scheduler_params *params,
+                                              dgemma_scheduler **out_scheduler);
+DGEMMA_API void dgemma_scheduler_free(dgemma_scheduler *scheduler);
+/* Queues a request: the prompt (copied), sampler parameters, up to max_new_tokens ids to write to
+ * out_tokens, options (copied; callbacks run in the thread calling step), and the result written
+ * before options->on_done. Fails at once (nothing queued) on a bad parameter or a prompt whose
+ * canvases would pass the context. out_tokens and result must stay valid until on_done. */
+DGEMMA_API dgemma_status dgemma_scheduler_submit(dgemma_scheduler *scheduler, const int32_t *prompt, int64_t n_prompt,
+                                                 const dgemma_sampler_params *params, int64_t max_new_tokens,
+                                                 const dgemma_generate_options *options, int32_t *out_tokens,
+                                                 dgemma_generate_result *result, int64_t *out_id);
+/* Cancels a request at the next step (finish reason cancelled; its canvas in progress is dropped). */
+DGEMMA_API dgemma_status dgemma_scheduler_cancel(dgemma_scheduler *scheduler, int64_t id);
+/* One pass; *out_pending (may be NULL) = requests not yet finished. */
+DGEMMA_API dgemma_status dgemma_scheduler_step(dgemma_scheduler *scheduler, int32_t *out_pending);
+DGEMMA_API dgemma_status dgemma_scheduler_stats_get(dgemma_scheduler *scheduler, dgemma_scheduler_stats *out);
 
 /* The sampler alone, on caller-supplied logits (tests, custom loops): the reference every backend's
  * sampler reproduces bit for bit (entropies, softmax sums and the inverse-CDF draw summed over

@@ -3,6 +3,7 @@
 #include <memory>
 #include <mutex>
 #include <string>
+#include <thread>
 
 #include "api_types.h"
 #include "cuda_plugin.h"
@@ -73,7 +74,14 @@ DGEMMA_API dgemma_status dgemma_model_load(const char *path, const dgemma_model_
     });
 }
 
-DGEMMA_API void dgemma_model_free(dgemma_model *model) { delete model; }
+DGEMMA_API void dgemma_model_free(dgemma_model *model) {
+    if (!model) return;
+    {
+        std::unique_lock<std::mutex> lock(model->calls_mu);
+        model->calls_done.wait(lock, [&] { return model->calls == 0; });
+    }
+    delete model;
+}
 
 DGEMMA_API const char *dgemma_model_config_json(const dgemma_model *model) {
     return model ? model->model->config_json().c_str() : "";
@@ -83,6 +91,7 @@ DGEMMA_API dgemma_status dgemma_model_memory(const dgemma_model *model, int64_t 
                                              int32_t n_sessions, dgemma_memory *out) {
     return dg::guarded([&] {
         require(model && out, "dgemma_model_memory: model and out must not be NULL");
+        dg::ModelCall call(const_cast<dgemma_model *>(model));
         require(n_ctx_tokens >= 0 && n_batch >= 0 && n_sessions >= 0, "dgemma_model_memory: counts must not be negative");
         const dg::MemoryPlan p = model->model->memory_plan(n_ctx_tokens, n_batch, n_sessions);
         *out = {p.weights_mapped, p.weights_owned, p.weights_on_host, p.per_session, p.per_batch, p.total};
@@ -92,7 +101,10 @@ DGEMMA_API dgemma_status dgemma_model_memory(const dgemma_model *model, int64_t 
 DGEMMA_API dgemma_status dgemma_model_transfers(const dgemma_model *model, dgemma_transfers *out) {
     return dg::guarded([&] {
         require(model && out, "dgemma_model_transfers: model and out must not be NULL");
-        const dg::TransferCounts &t = model->model->transfers();
+        auto *m = const_cast<dgemma_model *>(model);
+        dg::ModelCall call(m);
+        std::lock_guard<std::mutex> lock(m->model->mutex());
+        const dg::TransferCounts &t = m->model->transfers();
         *out = {t.bytes_to_host, t.bytes_to_device, t.downloads, t.uploads};
     });
 }
@@ -101,8 +113,10 @@ DGEMMA_API dgemma_status dgemma_session_new(dgemma_model *model, dgemma_session 
     return dg::guarded([&] {
         require(model != nullptr && out_session != nullptr, "dgemma_session_new: model and out_session must not be NULL");
         *out_session = nullptr;
+        dg::ModelCall call(model);
         std::lock_guard<std::mutex> lock(model->model->mutex());
         auto s = std::make_unique<dgemma_session>();
+        s->owner = model;
         s->session = std::make_unique<dg::Session>(*model->model);
         *out_session = s.release();
     });
@@ -110,13 +124,22 @@ DGEMMA_API dgemma_status dgemma_session_new(dgemma_model *model, dgemma_session 
 
 DGEMMA_API void dgemma_session_free(dgemma_session *session) {
     if (!session) return;
+    {
+        std::unique_lock<std::mutex> lock(session->owner->calls_mu);
+        if (session->busy && session->busy_thread == std::this_thread::get_id()) {
+            session->free_pending = true;  // from a callback of the call using it: freed when that call returns
+            return;
+        }
+        session->owner->calls_done.wait(lock, [&] { return session->busy == 0; });
+    }
     std::lock_guard<std::mutex> lock(session->session->model.mutex());
-    session->session.reset();
     delete session;
 }
 
 DGEMMA_API int64_t dgemma_session_n_past(const dgemma_session *session) {
-    return session ? session->session->n_past : 0;
+    if (!session) return 0;
+    std::lock_guard<std::mutex> lock(session->session->model.mutex());
+    return session->session->n_past;
 }
 
 DGEMMA_API dgemma_status dgemma_session_prefill(dgemma_session *session, const int32_t *ids, int64_t n_tokens) {
@@ -125,6 +148,7 @@ DGEMMA_API dgemma_status dgemma_session_prefill(dgemma_session *session, const i
         require(n_tokens >= 0, "dgemma_session_prefill: n_tokens must not be negative");
         require(ids != nullptr || n_tokens == 0, "dgemma_session_prefill: ids must not be NULL");
         if (n_tokens == 0) return;
+        dg::SessionCall call(session);
         dg::Session &s = *session->session;
         std::lock_guard<std::mutex> lock(s.model.mutex());
         s.model.encode(s, ids, n_tokens);
@@ -146,6 +170,7 @@ DGEMMA_API dgemma_status dgemma_session_denoise(dgemma_session *session, const i
             const char *a = reinterpret_cast<const char *>(sc_logits), *b = reinterpret_cast<const char *>(out_logits);
             require(a + bytes <= b || b + bytes <= a, "dgemma_session_denoise: out_logits must not overlap sc_logits");
         }
+        dg::SessionCall call(session);
         std::lock_guard<std::mutex> lock(s.model.mutex());
         s.model.decode(s, canvas, n_canvas, sc_logits, out_logits);
     });

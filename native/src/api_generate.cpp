@@ -3,14 +3,14 @@
 #include <mutex>
 #include <vector>
 
+#include "api_jobs.h"
 #include "api_types.h"
 #include "dgemma.h"
 #include "error.h"
-#include "generate.h"
 #include "model.h"
 #include "sampler.h"
+#include "scheduler.h"
 #include "session.h"
-
 
 struct dgemma_sampler {
     int64_t n_canvas = 0, n_vocab = 0, canvas_no = -1;
@@ -39,10 +39,14 @@ struct dgemma_sampler {
     }
 };
 
-namespace {
+namespace dg {
 
-dg::SamplerParams to_internal(const dgemma_sampler_params &p) {
-    dg::SamplerParams s;
+void require(bool ok, const char *message) {
+    if (!ok) throw Error(DGEMMA_ERR_INVALID_ARGUMENT, message);
+}
+
+SamplerParams to_internal(const dgemma_sampler_params &p) {
+    SamplerParams s;
     s.max_steps = p.max_steps;
     s.t_min = p.t_min;
     s.t_max = p.t_max;
@@ -52,44 +56,22 @@ dg::SamplerParams to_internal(const dgemma_sampler_params &p) {
     return s;
 }
 
-void require(bool ok, const char *message) {
-    if (!ok) throw dg::Error(DGEMMA_ERR_INVALID_ARGUMENT, message);
-}
-
-}  // namespace
-
-extern "C" {
-
-DGEMMA_API dgemma_sampler_params dgemma_model_sampler_defaults(const dgemma_model *model) {
-    const dg::SamplerParams d = model ? model->model->hparams().sampler : dg::SamplerParams{};
-    return {d.max_steps, d.t_min, d.t_max, d.entropy_bound, d.stability_threshold, d.confidence_threshold, 0};
-}
-
-namespace {
-
-// What one sequence of a generate call holds beyond the core's job: its fixed mask as int8.
-struct JobOwner {
-    std::vector<int8_t> fixed;
-};
-
-dg::GenerateJob make_job(dgemma_session *session, const dgemma_sampler_params &params, int64_t max_new_tokens,
-                         const dgemma_generate_options *options, int32_t *out_tokens, JobOwner &owner) {
-    require(session && out_tokens, "dgemma generate: session and out_tokens must not be NULL");
+GenerateJob make_job(const dgemma_model &model, const dgemma_sampler_params &params, int64_t max_new_tokens,
+                     const dgemma_generate_options *options, int32_t *out_tokens, std::vector<int8_t> &fixed_store) {
+    require(out_tokens != nullptr, "dgemma generate: out_tokens must not be NULL");
     dgemma_generate_options opt{};
     if (options) opt = *options;
     require(opt.n_eos >= 0 && (opt.eos_ids || opt.n_eos == 0), "dgemma generate: bad EOS list");
     require(opt.n_draws >= 0 && (opt.draws || opt.n_draws == 0), "dgemma generate: bad draw table");
     require(!opt.fixed || opt.fixed_tokens, "dgemma generate: fixed positions need fixed_tokens");
-    dg::Session &s = *session->session;
-    dg::GenerateJob job;
-    job.s = &s;
+    GenerateJob job;
     job.params = to_internal(params);
     job.draws = {params.seed, opt.draws, opt.n_draws};
     if (opt.fixed) {
-        const int64_t C = s.model.hparams().canvas_length;
-        owner.fixed.assign(opt.fixed, opt.fixed + C);
-        for (int8_t &f : owner.fixed) f = f ? 1 : 0;
-        job.fixed = owner.fixed.data();
+        const int64_t C = model.model->hparams().canvas_length;
+        fixed_store.assign(opt.fixed, opt.fixed + C);
+        for (int8_t &f : fixed_store) f = f ? 1 : 0;
+        job.fixed = fixed_store.data();
         job.fixed_tokens = opt.fixed_tokens;
     }
     job.max_new_tokens = max_new_tokens;
@@ -103,12 +85,23 @@ dg::GenerateJob make_job(dgemma_session *session, const dgemma_sampler_params &p
     return job;
 }
 
-void store(const dg::GenerateStats &st, dgemma_generate_result *result) {
-    *result = {st.n_tokens, st.n_steps, st.n_canvases, static_cast<int32_t>(st.finish),
-               st.decode_seconds, st.sample_seconds, st.commit_seconds};
+void store_result(const GenerateStats &st, dgemma_generate_result *result) {
+    *result = {st.n_tokens,        st.n_steps,        st.n_canvases,     static_cast<int32_t>(st.finish),
+               st.decode_seconds,  st.sample_seconds, st.commit_seconds, st.prefill_seconds,
+               st.n_prompt_cached};
 }
 
-}  // namespace
+}  // namespace dg
+
+using dg::require;
+using dg::to_internal;
+
+extern "C" {
+
+DGEMMA_API dgemma_sampler_params dgemma_model_sampler_defaults(const dgemma_model *model) {
+    const dg::SamplerParams d = model ? model->model->hparams().sampler : dg::SamplerParams{};
+    return {d.max_steps, d.t_min, d.t_max, d.entropy_bound, d.stability_threshold, d.confidence_threshold, 0};
+}
 
 DGEMMA_API dgemma_status dgemma_session_generate(dgemma_session *session, const dgemma_sampler_params *params,
                                                  int64_t max_new_tokens, const dgemma_generate_options *options,
@@ -125,14 +118,31 @@ DGEMMA_API dgemma_status dgemma_generate_batch(dgemma_session *const *sessions, 
     return dg::guarded([&] {
         require(sessions && params && out_tokens && results && n_sequences > 0,
                 "dgemma generate: sessions, params, out_tokens and results must not be NULL; n_sequences > 0");
-        std::vector<JobOwner> owners(static_cast<size_t>(n_sequences));
+        for (int32_t i = 0; i < n_sequences; ++i) {
+            require(sessions[i] != nullptr, "dgemma generate: session must not be NULL");
+            if (sessions[i]->owner != sessions[0]->owner)
+                throw dg::Error(DGEMMA_ERR_INVALID_ARGUMENT, "all sequences of a batch must use one model");
+            for (int32_t k = 0; k < i; ++k)
+                if (sessions[k] == sessions[i]) throw dg::Error(DGEMMA_ERR_INVALID_ARGUMENT, "a session appears twice in one batch");
+        }
+        dgemma_model &model = *sessions[0]->owner;
+        std::vector<std::vector<int8_t>> fixed(static_cast<size_t>(n_sequences));
         std::vector<dg::GenerateJob> jobs;
-        for (int32_t i = 0; i < n_sequences; ++i)
-            jobs.push_back(make_job(sessions[i], params[i], max_new_tokens, options ? &options[i] : nullptr,
-                                    out_tokens[i], owners[i]));
-        std::lock_guard<std::mutex> lock(jobs[0].s->model.mutex());
-        dg::generate(jobs);
-        for (int32_t i = 0; i < n_sequences; ++i) store(jobs[i].stats, &results[i]);
+        for (int32_t i = 0; i < n_sequences; ++i) {
+            jobs.push_back(dg::make_job(model, params[i], max_new_tokens, options ? &options[i] : nullptr, out_tokens[i],
+                                        fixed[i]));
+            jobs.back().s = sessions[i]->session.get();
+        }
+        std::vector<std::unique_ptr<dg::SessionCall>> calls;  // each session busy until the batch returns
+        for (int32_t i = 0; i < n_sequences; ++i) calls.push_back(std::make_unique<dg::SessionCall>(sessions[i]));
+        std::unique_lock<std::mutex> lock(model.model->mutex());
+        dg::SchedulerOptions so;
+        so.max_batch = n_sequences;
+        dg::Scheduler sched(*model.model, so);
+        for (dg::GenerateJob &j : jobs) sched.submit(&j);
+        while (sched.step(lock)) {
+        }
+        for (int32_t i = 0; i < n_sequences; ++i) dg::store_result(jobs[i].stats, &results[i]);
     });
 }
 

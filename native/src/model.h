@@ -126,6 +126,10 @@ public:
 
     // Bytes the weights, one session at n_ctx_tokens of context and a batch of n_batch canvases need.
     MemoryPlan memory_plan(int64_t n_ctx_tokens, int64_t n_batch, int64_t n_sessions) const;
+    // Bytes one generating sequence holds: its KV cache at n_tokens positions and its sampler state
+    // (what the scheduler admits by).
+    size_t sequence_bytes(int64_t n_tokens) const;
+    size_t sampler_state_bytes() const;
 
     void check_ids(const int32_t *ids, int64_t n, const char *what) const;
     void check_room(const Session &s, int64_t n, const char *what) const;

@@ -90,6 +90,17 @@ Workspace &Model::workspace(int64_t rows, int64_t logit_rows) {
     return ws_;
 }
 
+size_t Model::sampler_state_bytes() const {
+    // Per generating sequence: canvas, argmax, fixed mask, history, stop flag and the soft embedding.
+    const int64_t C = hp_.canvas_length;
+    return static_cast<size_t>(C) * (4 + 4 + 1 + 4 * std::max(1, hp_.sampler.stability_threshold)) + 4 +
+           static_cast<size_t>(C * hp_.n_embd) * sizeof(float);
+}
+
+size_t Model::sequence_bytes(int64_t n_tokens) const {
+    return session_cache_bytes(hp_, kv_type_, std::min(n_tokens, hp_.n_ctx)) + sampler_state_bytes();
+}
+
 MemoryPlan Model::memory_plan(int64_t n_ctx_tokens, int64_t n_batch, int64_t n_sessions) const {
     MemoryPlan m;
     m.weights_mapped = file_->size();
@@ -98,10 +109,7 @@ MemoryPlan Model::memory_plan(int64_t n_ctx_tokens, int64_t n_batch, int64_t n_s
         if (w.experts_on_host) m.weights_on_host += w.expert_bytes;
     m.per_session = session_cache_bytes(hp_, kv_type_, std::min(n_ctx_tokens, hp_.n_ctx));
     const int64_t C = hp_.canvas_length, rows = std::max(C * n_batch, std::min(n_ctx_tokens, kEncoderChunk));
-    // Per generating sequence: canvas, argmax, fixed mask, history, stop flag and the soft embedding.
-    const size_t sampler_state = static_cast<size_t>(C) * (4 + 4 + 1 + 4 * std::max(1, hp_.sampler.stability_threshold)) + 4 +
-                                 static_cast<size_t>(C * hp_.n_embd) * sizeof(float);
-    m.per_batch = workspace_bytes(rows, C * n_batch) + static_cast<size_t>(n_batch) * sampler_state;
+    m.per_batch = workspace_bytes(rows, C * n_batch) + static_cast<size_t>(n_batch) * sampler_state_bytes();
     m.total = m.weights_mapped + m.weights_owned + static_cast<size_t>(n_sessions) * m.per_session + m.per_batch;
     return m;
 }

@@ -57,14 +57,17 @@ typedef struct dgemma_sampler_params {
 dgemma_sampler_params dgemma_model_sampler_defaults(const dgemma_model *model);
 typedef int32_t (*dgemma_step_fn)(void *user, int32_t step, const int32_t *draft, int64_t n_canvas);
 typedef int32_t (*dgemma_canvas_fn)(void *user, const int32_t *tokens, int64_t n_tokens);
+struct dgemma_generate_result;
+typedef void (*dgemma_done_fn)(void *user, const struct dgemma_generate_result *result);
 typedef struct dgemma_generate_options {
     const int32_t *eos_ids; int64_t n_eos; dgemma_step_fn on_step; dgemma_canvas_fn on_canvas;
     int32_t drafts; const uint64_t *draws; int64_t n_draws; const uint8_t *fixed; const int32_t *fixed_tokens;
-    void *user;
+    void *user; dgemma_done_fn on_done;
 } dgemma_generate_options;
 typedef struct dgemma_generate_result {
     int64_t n_tokens; int32_t n_steps; int32_t n_canvases; int32_t finish_reason;
-    double decode_seconds; double sample_seconds; double commit_seconds;
+    double decode_seconds; double sample_seconds; double commit_seconds; double prefill_seconds;
+    int64_t n_prompt_cached;
 } dgemma_generate_result;
 dgemma_status dgemma_session_generate(dgemma_session *session, const dgemma_sampler_params *params,
                                       int64_t max_new_tokens, const dgemma_generate_options *options,
@@ -84,6 +87,28 @@ dgemma_status dgemma_sampler_step(dgemma_sampler *sampler, int32_t step, float *
 """
 # Further sections of the header append their declarations here.
 CDEF_EXTRA = [
+    # Scheduler (dgemma/scheduler.py).
+    """
+    typedef struct dgemma_scheduler dgemma_scheduler;
+    typedef struct dgemma_scheduler_params {
+        int32_t max_batch; int32_t prefill_chunk; uint64_t memory_budget; int32_t prefix_cache;
+    } dgemma_scheduler_params;
+    typedef struct dgemma_scheduler_stats {
+        int64_t passes; int64_t decoder_passes; int64_t canvas_steps; int64_t prefill_tokens; int64_t cached_tokens;
+        int64_t waiting; int64_t running; int64_t cached; uint64_t memory_used;
+    } dgemma_scheduler_stats;
+    dgemma_scheduler_params dgemma_scheduler_default_params(void);
+    dgemma_status dgemma_scheduler_new(dgemma_model *model, const dgemma_scheduler_params *params,
+                                       dgemma_scheduler **out_scheduler);
+    void dgemma_scheduler_free(dgemma_scheduler *scheduler);
+    dgemma_status dgemma_scheduler_submit(dgemma_scheduler *scheduler, const int32_t *prompt, int64_t n_prompt,
+                                          const dgemma_sampler_params *params, int64_t max_new_tokens,
+                                          const dgemma_generate_options *options, int32_t *out_tokens,
+                                          dgemma_generate_result *result, int64_t *out_id);
+    dgemma_status dgemma_scheduler_cancel(dgemma_scheduler *scheduler, int64_t id);
+    dgemma_status dgemma_scheduler_step(dgemma_scheduler *scheduler, int32_t *out_pending);
+    dgemma_status dgemma_scheduler_stats_get(dgemma_scheduler *scheduler, dgemma_scheduler_stats *out);
+    """,
     # Tensor types and kernels (dgemma/kernels.py).
     """
     dgemma_status dgemma_type_info(int32_t type, int64_t *block_size, int64_t *type_size, const char **name);
@@ -98,7 +123,7 @@ CDEF_EXTRA = [
     """,
 ]
 
-API_VERSION = 2
+API_VERSION = 3
 
 ffi = cffi.FFI()
 ffi.cdef(CDEF + "\n".join(CDEF_EXTRA))

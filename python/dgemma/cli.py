@@ -82,10 +82,12 @@ def build_parser() -> argparse.ArgumentParser:
     device_arg(d)
     d.set_defaults(func=_cmd_demo, parser=d)
 
-    from . import cli_generate, cli_info, cli_infill, cli_pull, cli_quantize, cli_tokenize
+    from . import cli_chat, cli_generate, cli_info, cli_infill, cli_pull, cli_quantize, cli_serve, cli_tokenize
 
     cli_generate.register(sub)
     cli_infill.register(sub)
+    cli_chat.register(sub)
+    cli_serve.register(sub)
     cli_info.register(sub)
     cli_tokenize.register(sub)
     cli_quantize.register(sub)

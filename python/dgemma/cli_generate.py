@@ -12,6 +12,17 @@ SAMPLER_OPTIONS = ("max_denoising_steps", "t_min", "t_max", "entropy_bound", "st
                    "confidence_threshold")
 
 
+def add_sampler_flags(p: argparse.ArgumentParser) -> None:
+    """The sampler options (SAMPLER_OPTIONS), defaulting to the file's diffusion.* keys."""
+    p.add_argument("--steps", dest="max_denoising_steps", type=positive_int, default=None,
+                   help="max denoising steps per canvas")
+    p.add_argument("--t-min", type=finite_float, default=None)
+    p.add_argument("--t-max", type=finite_float, default=None)
+    p.add_argument("--entropy-bound", type=finite_float, default=None)
+    p.add_argument("--stability-threshold", type=int_in(0), default=None)
+    p.add_argument("--confidence-threshold", type=finite_float, default=None)
+
+
 def register(subparsers) -> argparse.ArgumentParser:
     g = subparsers.add_parser("generate", help="generate text with the entropy-bound diffusion sampler")
     g.add_argument("text", nargs="?", help="the prompt (or -p; else read from stdin, without its final newline)")
@@ -20,13 +31,7 @@ def register(subparsers) -> argparse.ArgumentParser:
     g.add_argument("-n", "--max-new-tokens", dest="max_new_tokens", type=positive_int, default=256,
                    help="at most this many tokens (256); more than the context holds after the prompt is an error")
     g.add_argument("--seed", type=int_in(0, 2**64 - 1), default=None, help="random seed (same seed, same output)")
-    g.add_argument("--steps", dest="max_denoising_steps", type=positive_int, default=None,
-                   help="max denoising steps per canvas")
-    g.add_argument("--t-min", type=finite_float, default=None)
-    g.add_argument("--t-max", type=finite_float, default=None)
-    g.add_argument("--entropy-bound", type=finite_float, default=None)
-    g.add_argument("--stability-threshold", type=int_in(0), default=None)
-    g.add_argument("--confidence-threshold", type=finite_float, default=None)
+    add_sampler_flags(g)
     g.add_argument("--stop", action="append", default=None, help="stop string (repeatable)")
     fmt = g.add_mutually_exclusive_group()
     fmt.add_argument("--chat", action="store_true", help="wrap the prompt as a user turn of the chat template "

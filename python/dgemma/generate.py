@@ -15,7 +15,7 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
-from ._native import check, ffi, lib
+from ._native import ffi, lib
 from .errors import DgemmaError, InvalidArgumentError, TokenizerError
 
 FINISH_REASONS = {0: "length", 1: "eos", 2: "stop", 3: "cancelled"}
@@ -78,7 +78,8 @@ class Draft:
 
 def sampler_params(model, seed: int | None, **overrides) -> "ffi.CData":
     """The GGUF's sampler defaults with per-call overrides (None keeps the default)."""
-    p = ffi.new("dgemma_sampler_params *", lib.dgemma_model_sampler_defaults(model._handle()))
+    with model._gate.use() as ptr:
+        p = ffi.new("dgemma_sampler_params *", lib.dgemma_model_sampler_defaults(ptr))
     for name, value in overrides.items():
         if name not in SAMPLER_FIELDS:
             raise InvalidArgumentError(f"unknown sampler option {name!r}")
@@ -192,73 +193,51 @@ def run_batch(model, prompts: Sequence, *, max_new_tokens: int = 256, seed: int 
     tok = _tokenizer_or_none(model)
     if stop and tok is None:
         raise TokenizerError("stop strings need a tokenizer, and this GGUF has none")
-    n = len(parsed)
+    with model._gate.use():  # Model.close() waits for this call; the step callbacks see it closing
+        return _run_parsed(model, parsed, base, tok, stop, max_new_tokens, on_canvas, on_step, drafts, draws,
+                           fixed_canvas)
+
+
+def _run_parsed(model, parsed, base, tok, stop, max_new_tokens, on_canvas, on_step, drafts, draws, fixed_canvas):
+    from .scheduler import Scheduler
+
     t_start = time.perf_counter()
-    sessions = []
-    try:
-        prefill_s = []
-        for p in parsed:
-            t0 = time.perf_counter()
-            sessions.append(model.session())
-            sessions[-1].prefill(p.ids)
-            prefill_s.append(time.perf_counter() - t0)
-        outs = [np.empty(max_new_tokens, dtype=np.int32) for _ in range(n)]
-        eos_arrays = [np.asarray(p.eos, dtype=np.int32) for p in parsed]
-        states = [{"n": 0, "error": None} for _ in range(n)]
-        keep = []  # buffers and callbacks must outlive the call
-        params = ffi.new("dgemma_sampler_params[]", n)
-        opts = ffi.new("dgemma_generate_options[]", n)
-        for i in range(n):
-            params[i] = base[0]
-            opts[i].eos_ids = ffi.from_buffer("int32_t[]", eos_arrays[i]) if eos_arrays[i].size else ffi.NULL
-            opts[i].n_eos = eos_arrays[i].size
-            keep.append(ffi.callback("dgemma_canvas_fn", _canvas_callback(states[i], outs[i], on_canvas, stop, tok)))
-            opts[i].on_canvas = keep[-1]
-        if on_step is not None:
-            keep.append(ffi.callback("dgemma_step_fn", _step_callback(states[0], on_step)))
-            opts[0].on_step = keep[-1]
-            opts[0].drafts = int(bool(drafts))
-        if draws is not None:
-            opts[0].draws = ffi.from_buffer("uint64_t[]", draws)
-            opts[0].n_draws = draws.size
-        if fixed_canvas is not None:
-            mask = np.ascontiguousarray(fixed_canvas >= 0, dtype=np.uint8)
-            fixed_tokens = np.ascontiguousarray(np.maximum(fixed_canvas, 0), dtype=np.int32)
-            keep += [mask, fixed_tokens]
-            opts[0].fixed = ffi.from_buffer("uint8_t[]", mask)
-            opts[0].fixed_tokens = ffi.from_buffer("int32_t[]", fixed_tokens)
-        out_ptrs = ffi.new("int32_t *[]", [ffi.from_buffer("int32_t[]", o) for o in outs])
-        handles = ffi.new("dgemma_session *[]", [s._handle() for s in sessions])
-        results = ffi.new("dgemma_generate_result[]", n)
-        status = lib.dgemma_generate_batch(handles, n, params, max_new_tokens, opts, out_ptrs, results)
-        for st in states:  # a callback failed: its exception, not the abort it caused
-            if st["error"] is not None:
-                raise st["error"]
-        check(status)
-        total = time.perf_counter() - t_start
-        gens = []
-        for i in range(n):
-            r = results[i]
-            tokens = outs[i][:r.n_tokens].tolist()
-            if tok is not None and tok.pad is not None:  # pad is not text (a prompt out of the model's format)
-                tokens = [t for t in tokens if t != tok.pad]
-            finish = FINISH_REASONS[r.finish_reason]
-            text = None
-            if tok is not None:
-                if stop:
-                    tokens, text, found = _trim_at_stop(tok, tokens, stop)
-                    finish = "stop" if found else finish
-                else:
-                    text = tok.decode(tokens, skip_special=True)
-            gens.append(Generation(text=text, tokens=tokens, steps=r.n_steps, canvases=r.n_canvases,
-                                   finish_reason=finish, prompt_tokens=len(parsed[i].ids),
-                                   prefill_seconds=prefill_s[i], decode_seconds=r.decode_seconds,
-                                   sample_seconds=r.sample_seconds, commit_seconds=r.commit_seconds,
-                                   total_seconds=total, eos_generated=finish == "eos"))
-        return gens
-    finally:
-        for s in sessions:
-            s.close()
+    with Scheduler(model, max_batch=len(parsed)) as sched:
+        reqs = []
+        for i, p in enumerate(parsed):
+            reqs.append(sched.submit(
+                p.ids, base, max_new_tokens, p.eos,
+                on_canvas=_canvas_callback([], on_canvas if i == 0 else None, stop, tok),
+                # Every step returns to Python: Ctrl-C (a KeyboardInterrupt raised in the callback) and
+                # Model.close() from another thread stop the work at the next step, not the next canvas.
+                on_step=_step_callback(on_step if i == 0 else None, model),
+                drafts=bool(drafts and on_step is not None and i == 0), draws=draws if i == 0 else None,
+                fixed_canvas=fixed_canvas if i == 0 else None))
+        sched.run()
+    for r in reqs:  # a callback failed: its exception, not the stop it caused
+        if r.error is not None:
+            raise r.error
+    total = time.perf_counter() - t_start
+    gens = []
+    for p, req in zip(parsed, reqs):
+        r = req.result
+        tokens = req.tokens()
+        if tok is not None and tok.pad is not None:  # pad is not text (a prompt out of the model's format)
+            tokens = [t for t in tokens if t != tok.pad]
+        finish = FINISH_REASONS[r.finish_reason]
+        text = None
+        if tok is not None:
+            if stop:
+                tokens, text, found = _trim_at_stop(tok, tokens, stop)
+                finish = "stop" if found else finish
+            else:
+                text = tok.decode(tokens, skip_special=True)
+        gens.append(Generation(text=text, tokens=tokens, steps=r.n_steps, canvases=r.n_canvases,
+                               finish_reason=finish, prompt_tokens=len(p.ids),
+                               prefill_seconds=r.prefill_seconds, decode_seconds=r.decode_seconds,
+                               sample_seconds=r.sample_seconds, commit_seconds=r.commit_seconds,
+                               total_seconds=total, eos_generated=finish == "eos"))
+    return gens
 
 
 def _as_fixed_canvas(model, fixed_canvas) -> np.ndarray:
@@ -271,30 +250,19 @@ def _as_fixed_canvas(model, fixed_canvas) -> np.ndarray:
     return arr.astype(np.int64)
 
 
-def _canvas_callback(state, out, on_canvas, stop, tok):
-    def cb(user, tokens, n):
-        try:
-            new = [tokens[i] for i in range(n)]
-            state["n"] += n
-            if on_canvas is not None:
-                on_canvas(new)
-            if stop:
-                return int(_trim_at_stop(tok, out[:state["n"]].tolist(), stop)[2])
-            return 0
-        except BaseException as e:  # never let an exception unwind through C
-            state["error"] = e
-            return 1
+def _canvas_callback(out_so_far: list[int], on_canvas, stop, tok):
+    """After each canvas: the user's on_canvas, then whether a stop string has appeared."""
+    def cb(tokens):
+        out_so_far.extend(tokens)
+        if on_canvas is not None:
+            on_canvas(tokens)
+        return bool(stop) and _trim_at_stop(tok, out_so_far, stop)[2]
     return cb
 
 
-def _step_callback(state, on_step):
-    def cb(user, step, draft, n):
-        try:
-            d = None if draft == ffi.NULL else np.frombuffer(ffi.buffer(draft, n * 4), dtype=np.int32).copy()
-            return int(bool(on_step(step, d)))
-        except BaseException as e:
-            state["error"] = e
-            return 1
+def _step_callback(on_step, model):
+    def cb(step, draft):
+        return model._gate.closing or (on_step is not None and bool(on_step(step, draft)))
     return cb
 
 

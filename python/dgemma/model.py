@@ -4,10 +4,12 @@ from __future__ import annotations
 
 import json
 import os
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 
 import numpy as np
 
+from ._gate import Gate
 from ._native import check, ffi, lib
 from .errors import InvalidArgumentError
 
@@ -121,9 +123,10 @@ class Model:
         params.host_expert_layers = host_expert_layers
         out = ffi.new("dgemma_model **")
         check(lib.dgemma_model_load(self.path.encode(), params, out))
-        self._ptr = out[0]
+        self._gate = Gate(out[0], "model")
         self._sessions: list = []
-        self.config = ModelConfig.from_json(ffi.string(lib.dgemma_model_config_json(self._ptr)).decode())
+        self._schedulers: list = []  # closed before the model, like the sessions
+        self.config = ModelConfig.from_json(ffi.string(lib.dgemma_model_config_json(out[0])).decode())
         self._tokenizer = None
         self._metadata = None
 
@@ -160,20 +163,17 @@ class Model:
         (offloaded experts), per_session, per_batch, total."""
         out = ffi.new("dgemma_memory *")
         n_ctx = self.config.n_ctx if n_ctx_tokens is None else n_ctx_tokens
-        check(lib.dgemma_model_memory(self._handle(), n_ctx, n_batch, n_sessions, out))
+        with self._gate.use() as ptr:
+            check(lib.dgemma_model_memory(ptr, n_ctx, n_batch, n_sessions, out))
         return {k: getattr(out, k) for k in ("weights_mapped", "weights_owned", "weights_on_host", "per_session", "per_batch", "total")}
 
     def transfers(self) -> dict:
         """Bytes and calls that crossed between the host and the backend since load (the "opaque"
         test backend counts them; the CPU backend reports zeros)."""
         out = ffi.new("dgemma_transfers *")
-        check(lib.dgemma_model_transfers(self._handle(), out))
+        with self._gate.use() as ptr:
+            check(lib.dgemma_model_transfers(ptr, out))
         return {k: getattr(out, k) for k in ("bytes_to_host", "bytes_to_device", "downloads", "uploads")}
-
-    def _handle(self):
-        if self._ptr is None:
-            raise InvalidArgumentError("the model is closed")
-        return self._ptr
 
     def generate(self, prompt, *, max_new_tokens: int = 256, seed: int | None = None, max_denoising_steps=None,
                  t_min=None, t_max=None, entropy_bound=None, stability_threshold=None, confidence_threshold=None,
@@ -235,13 +235,17 @@ class Model:
         return Session(self)
 
     def close(self) -> None:
-        """Frees the model and every session still open on it."""
-        if self._ptr is None:
-            return
-        for s in list(self._sessions):
-            s.close()
-        lib.dgemma_model_free(self._ptr)
-        self._ptr = None
+        """Frees the model and every session still open on it. Calls in flight in other threads
+        finish first (a generation stops at its next step, finish reason "cancelled"); later calls
+        raise InvalidArgumentError. Not from inside one of the model's own callbacks."""
+        def free(ptr):
+            for sched in list(self._schedulers):
+                sched.close()
+            for s in list(self._sessions):
+                s.close()
+            lib.dgemma_model_free(ptr)
+
+        self._gate.close(free)
 
     def __enter__(self):
         return self
@@ -261,25 +265,29 @@ class Session:
 
     def __init__(self, model: Model):
         out = ffi.new("dgemma_session **")
-        check(lib.dgemma_session_new(model._handle(), out))
-        self._ptr = out[0]
-        self.model = model
-        model._sessions.append(self)
+        with model._gate.use() as ptr:
+            check(lib.dgemma_session_new(ptr, out))
+            self._gate = Gate(out[0], "session")
+            self.model = model
+            model._sessions.append(self)
 
-    def _handle(self):
-        if self._ptr is None:
-            raise InvalidArgumentError("the session is closed")
-        return self._ptr
+    @contextmanager
+    def _use(self):
+        """The session's handle for one call, counted on the session and on its model."""
+        with self.model._gate.use(), self._gate.use() as ptr:
+            yield ptr
 
     @property
     def n_past(self) -> int:
         """Tokens in the KV cache."""
-        return int(lib.dgemma_session_n_past(self._handle()))
+        with self._use() as ptr:
+            return int(lib.dgemma_session_n_past(ptr))
 
     def prefill(self, ids) -> None:
         """Encoder mode over new tokens (the prompt, or a finished canvas to commit)."""
         arr = _as_ids(ids, "ids")
-        check(lib.dgemma_session_prefill(self._handle(), ffi.from_buffer("int32_t[]", arr), arr.size))
+        with self._use() as ptr:
+            check(lib.dgemma_session_prefill(ptr, ffi.from_buffer("int32_t[]", arr), arr.size))
 
     def denoise(self, canvas_ids, sc_logits: np.ndarray | None = None, *, out: np.ndarray | None = None) -> np.ndarray:
         """One decoder step: float32 logits [len(canvas_ids), vocab]. The cache is not modified.
@@ -301,15 +309,14 @@ class Session:
             if np.shares_memory(sc, out):
                 raise InvalidArgumentError("sc_logits and out must not share memory")
             sc_ptr = ffi.from_buffer("float[]", sc)
-        check(lib.dgemma_session_denoise(self._handle(), ffi.from_buffer("int32_t[]", canvas), canvas.size, sc_ptr,
-                                         ffi.from_buffer("float[]", out)))
+        with self._use() as ptr:
+            check(lib.dgemma_session_denoise(ptr, ffi.from_buffer("int32_t[]", canvas), canvas.size, sc_ptr,
+                                             ffi.from_buffer("float[]", out)))
         return out
 
     def close(self) -> None:
-        if self._ptr is None:
-            return
-        lib.dgemma_session_free(self._ptr)
-        self._ptr = None
+        """Frees the session after any call in flight on it returns (not from its own callback)."""
+        self._gate.close(lib.dgemma_session_free)
         if self in self.model._sessions:
             self.model._sessions.remove(self)
 

@@ -1,0 +1,95 @@
+"""The page at / in a real headless browser (Debian's chromium), driven here over the DevTools
+protocol: it loads from the server alone (no network beyond it), sends a prompt to the demo model,
+shows the canvas while it denoises, then the answer."""
+
+from __future__ import annotations
+
+import json
+import re
+import shutil
+import subprocess
+import tempfile
+import time
+import urllib.request
+
+import pytest
+
+from test_server import CHAT, Server, free_port
+
+websockets_sync = pytest.importorskip("websockets.sync.client", reason="the browser test drives chromium with "
+                                                                      "the websockets package (pip install websockets)")
+CHROMIUM = shutil.which("chromium") or shutil.which("chromium-browser")
+pytestmark = pytest.mark.skipif(CHROMIUM is None, reason="no chromium on PATH (apt-get install chromium)")
+
+
+class Browser:
+    def __init__(self):
+        self.port = free_port()
+        self.profile = tempfile.TemporaryDirectory()
+        self.proc = subprocess.Popen([CHROMIUM, "--headless=new", "--no-sandbox", "--disable-gpu",
+                                      "--no-first-run", f"--remote-debugging-port={self.port}",
+                                      f"--user-data-dir={self.profile.name}", "about:blank"],
+                                     stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+        deadline = time.time() + 60
+        while True:
+            try:
+                with urllib.request.urlopen(f"http://127.0.0.1:{self.port}/json/list", timeout=5) as r:
+                    pages = [t for t in json.loads(r.read()) if t["type"] == "page"]
+                if pages:
+                    break
+            except OSError:
+                pass
+            assert time.time() < deadline, "chromium did not start"
+            time.sleep(0.2)
+        self.ws = websockets_sync.connect(pages[0]["webSocketDebuggerUrl"], max_size=None)
+        self.next_id = 0
+
+    def call(self, method: str, **params):
+        self.next_id += 1
+        self.ws.send(json.dumps({"id": self.next_id, "method": method, "params": params}))
+        while True:
+            msg = json.loads(self.ws.recv(timeout=30))
+            if msg.get("id") == self.next_id:
+                assert "error" not in msg, msg
+                return msg["result"]
+
+    def js(self, expr: str):
+        r = self.call("Runtime.evaluate", expression=expr, returnByValue=True)
+        assert "exceptionDetails" not in r, r
+        return r["result"].get("value")
+
+    def close(self):
+        self.ws.close()
+        self.proc.terminate()
+        self.proc.wait(timeout=30)
+        self.profile.cleanup()
+
+
+def test_page_sends_a_prompt_and_shows_the_canvas_then_the_answer():
+    import dgemma
+
+    with dgemma.Model(dgemma.demo_model_path(), threads=1) as m:
+        expect = m.generate(CHAT, max_new_tokens=256, seed=0).text
+    server = Server()
+    browser = Browser()
+    try:
+        browser.call("Page.enable")
+        browser.call("Page.navigate", url=server.base + "/?seed=0")
+        deadline = time.time() + 30
+        while browser.js("document.readyState") != "complete" or not browser.js("!!document.getElementById('send')"):
+            assert time.time() < deadline, "the page did not load"
+            time.sleep(0.1)
+        browser.js(f"document.getElementById('prompt').value = {json.dumps(CHAT[0]['content'])};"
+                   "document.getElementById('form').requestSubmit();")
+        deadline = time.time() + 60
+        while browser.js("(document.querySelector('#log .assistant') || {dataset: {}}).dataset.done") is None:
+            assert time.time() < deadline, "no answer on the page"
+            time.sleep(0.02)
+        assert browser.js("document.querySelector('#log .assistant').dataset.done") == "1"
+        assert browser.js("document.querySelector('#log .assistant').textContent") == "model: " + expect
+        # Only the diffusion events write the canvas box: the last step's canvas stays shown.
+        assert browser.js("document.getElementById('canvas').textContent")
+        assert re.fullmatch(r"done: [1-9]\d* steps, [1-9]\d* tokens", browser.js("document.getElementById('status').textContent"))
+    finally:
+        browser.close()
+        assert server.stop() == 0
