@@ -61,10 +61,12 @@ class Scheduler:
     def submit(self, prompt_ids: Sequence[int], params, max_new_tokens: int, eos_ids: Sequence[int] = (), *,
                on_canvas: Callable[[list[int]], bool] | None = None,
                on_step: Callable[[int, np.ndarray | None], bool] | None = None, drafts: bool = False,
-               draws: np.ndarray | None = None, on_done: Callable[[Request], None] | None = None) -> Request:
+               draws: np.ndarray | None = None, fixed_canvas: np.ndarray | None = None,
+               on_done: Callable[[Request], None] | None = None) -> Request:
         """Queues one generation (thread-safe). `params`: a dgemma_sampler_params (generate.sampler_params).
         Callbacks run in the thread calling step(): on_canvas(new tokens) -> True stops after this
-        canvas; on_step(step, draft) -> True cancels; on_done(request) once finished."""
+        canvas; on_step(step, draft) -> True cancels; on_done(request) once finished. `fixed_canvas`:
+        the first canvas's fixed ids, -1 at free positions (generate._as_fixed_canvas checks it)."""
         if isinstance(max_new_tokens, bool) or not isinstance(max_new_tokens, (int, np.integer)) or max_new_tokens <= 0:
             raise InvalidArgumentError(f"max_new_tokens must be a positive integer, got {max_new_tokens!r}")
         req = Request(int(max_new_tokens))
@@ -94,6 +96,12 @@ class Scheduler:
             opts.draws = ffi.from_buffer("uint64_t[]", draws)
             opts.n_draws = draws.size
             req._keep.append(draws)
+        if fixed_canvas is not None:
+            mask = np.ascontiguousarray(np.asarray(fixed_canvas) >= 0, dtype=np.uint8)
+            fixed_tokens = np.ascontiguousarray(np.maximum(fixed_canvas, 0), dtype=np.int32)
+            opts.fixed = ffi.from_buffer("uint8_t[]", mask)
+            opts.fixed_tokens = ffi.from_buffer("int32_t[]", fixed_tokens)
+            req._keep += [mask, fixed_tokens]
         done_cb = ffi.callback("dgemma_done_fn", lambda user, result: self._finished(req))
         opts.on_done = done_cb
         req._keep.append(done_cb)
