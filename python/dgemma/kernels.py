@@ -12,11 +12,8 @@ import numpy as np
 
 from ._native import check, ffi, lib
 from .errors import InvalidArgumentError
+from .gguf import GGML_TYPE_IDS
 
-TYPE_IDS = {
-    "F32": 0, "F16": 1, "Q4_0": 2, "Q4_1": 3, "Q5_0": 6, "Q5_1": 7, "Q8_0": 8, "Q8_1": 9, "Q2_K": 10, "Q3_K": 11,
-    "Q4_K": 12, "Q5_K": 13, "Q6_K": 14, "Q8_K": 15, "IQ4_XS": 23, "BF16": 30,
-}
 ISAS = ("generic", "avx2", "avx512")
 
 TypeLike = Union[int, str]
@@ -30,9 +27,9 @@ class TypeInfo(NamedTuple):
 
 def _type_id(t: TypeLike) -> int:
     if isinstance(t, str):
-        if t.upper() not in TYPE_IDS:
+        if t.upper() not in GGML_TYPE_IDS:
             raise InvalidArgumentError(f"unknown tensor type {t!r}")
-        return TYPE_IDS[t.upper()]
+        return GGML_TYPE_IDS[t.upper()]
     return int(t)
 
 
