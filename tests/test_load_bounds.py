@@ -7,6 +7,8 @@ from __future__ import annotations
 
 import os
 import struct
+import subprocess
+import sys
 
 import pytest
 
@@ -71,10 +73,11 @@ def test_heads_times_head_dim_is_bounded(workdir, tiny_gguf):
 
 
 def test_vocabulary_over_2_30_is_refused(workdir, tiny_gguf):
-    """token_embd.weight with 2^30 + 1 rows of one F32: a 4 GiB sparse file, never read."""
+    """token_embd.weight with 2^30 + 1 rows of one F32: a 4 GiB sparse file, never read. (The q_norm
+    tensors stay: the loader checks head_dim against them before it binds token_embd.)"""
     p = workdir / "vocab.gguf"
     with GGUFFile(tiny_gguf) as f:
-        others = [n for n in f.tensors if n != "token_embd.weight"]
+        others = [n for n in f.tensors if n != "token_embd.weight" and not n.endswith("attn_q_norm.weight")]
     rewrite(tiny_gguf, p, kv={f"{ARCH}.embedding_length": (1, ValueType.UINT32)}, drop_tensors=others,
             reshape={"token_embd.weight": (1, 8)})
     with GGUFFile(p) as f:
@@ -92,3 +95,25 @@ def test_vocabulary_over_2_30_is_refused(workdir, tiny_gguf):
             load(p)
     finally:
         os.unlink(p)
+
+
+def test_small_file_cannot_make_the_loader_allocate_by_head_dim(workdir, tiny_gguf):
+    """head_dim and rope dimensions of 2^26 in a file of a few hundred KB: refused before the rope
+    tables (6 layers x 2^25 floats, 768 MB) are built. Measured as the peak memory of a child process."""
+    p = workdir / "huge-rope.gguf"
+    big = 2**26
+    rewrite(tiny_gguf, p, kv={f"{ARCH}.{k}": (big, ValueType.UINT32) for k in (
+        "attention.key_length", "attention.value_length", "attention.key_length_swa", "attention.value_length_swa",
+        "rope.dimension_count", "rope.dimension_count_swa")}, drop_tensors={"rope_freqs.weight"})
+    # The child imports the dgemma this process runs (an editable install's hook would redirect it).
+    code = ("import sys\n"
+            "sys.meta_path[:] = [f for f in sys.meta_path if not type(f).__module__.startswith('_editable')]\n"
+            f"sys.path.insert(0, {os.path.dirname(os.path.dirname(dgemma.__file__))!r})\n"
+            "import dgemma\n"
+            "try:\n    dgemma.Model(sys.argv[1], threads=1)\nexcept dgemma.ModelError as e:\n    print('ModelError', e)\n"
+            # VmHWM: this process's peak resident memory (ru_maxrss would include the parent's, kept over exec)
+            "print('peak_kb', next(l.split()[1] for l in open('/proc/self/status') if l.startswith('VmHWM')))\n")
+    out = subprocess.run([sys.executable, "-c", code, str(p)], capture_output=True, text=True, timeout=120)
+    assert "ModelError" in out.stdout and "attn_q_norm.weight" in out.stdout, out.stdout + out.stderr
+    peak_mb = int(out.stdout.split("peak_kb")[1]) / 1024
+    assert peak_mb < 400, f"loading a small file peaked at {peak_mb:.0f} MB"

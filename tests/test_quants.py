@@ -281,3 +281,20 @@ def test_set_cpu_isa_reports_unsupported_sets():
         assert kernels.cpu_isa() == isa
     kernels.set_cpu_isa("auto")
     assert kernels.cpu_isa() in kernels.ISAS
+
+
+def test_python_type_table_is_the_cores_and_agrees_with_gguf():
+    """dgemma.gguf reads its type table from the core: every id the core knows, with gguf's name,
+    block size and bytes per block; ids the core does not know are not in it."""
+    from gguf.constants import GGML_QUANT_SIZES
+
+    from dgemma.gguf import GGML_TYPE_IDS, GGML_TYPES
+
+    assert set(GGML_TYPES) == {int(t) for t in T if lib.dgemma_type_info(int(t), ffi.NULL, ffi.NULL, ffi.NULL) == 0}
+    assert {T.F32, T.F16, T.BF16, T.Q8_0, T.Q4_K, T.IQ4_XS} <= set(GGML_TYPES)
+    # gguf-py still lists Q8_1 (an activation type, never stored) with float scales, 40 bytes; ggml's
+    # block_q8_1 holds two halves and 32 quants, 36 bytes (static_assert in ggml-common.h).
+    expected = {**GGML_QUANT_SIZES, T.Q8_1: (32, 2 + 2 + 32)}
+    for type_id, (name, block, size) in GGML_TYPES.items():
+        assert (T(type_id).name, (block, size)) == (name, expected[T(type_id)])
+        assert GGML_TYPE_IDS[name] == type_id

@@ -126,9 +126,12 @@ void GgufFile::parse() {
     if (version != 2 && version != 3) c.fail("unsupported GGUF version " + std::to_string(version));
     const uint64_t n_tensors = c.read<uint64_t>("tensor count");
     const uint64_t n_kv = c.read<uint64_t>("key count");
-    // Each entry needs at least 8 bytes of length prefix: counts beyond that cannot be genuine.
-    if (n_tensors > c.remaining() / 8 || n_kv > c.remaining() / 8)
-        c.fail("implausible counts: " + std::to_string(n_tensors) + " tensors, " + std::to_string(n_kv) + " keys");
+    // A key entry takes at least 13 bytes (name length, type, a one-byte value), a tensor entry 32
+    // (name length, dimension count, one dimension, type, offset): larger counts cannot be genuine,
+    // and the bound keeps what the directory allocates proportional to the file's size.
+    if (n_kv > c.remaining() / 13 || n_tensors > (c.remaining() - n_kv * 13) / 32)
+        c.fail("truncated file or implausible counts: " + std::to_string(n_tensors) + " tensors and " + std::to_string(n_kv) +
+               " keys cannot fit in the " + std::to_string(c.remaining()) + " bytes left");
 
     for (uint64_t i = 0; i < n_kv; ++i) {
         const std::string key(c.string("key #" + std::to_string(i)));

@@ -187,6 +187,9 @@ void Model::load_hparams() {
                                               std::to_string(L.n_head_kv) + " KV heads do not fit " + std::to_string(hp_.n_head) + " query heads");
         if (L.n_rot % 2 || L.n_rot > L.head_dim)
             throw Error(DGEMMA_ERR_MODEL, p + ": " + li + ": rope dimension count " + std::to_string(L.n_rot) + " does not fit head_dim " + std::to_string(L.head_dim));
+        // The frequency table is sized by head_dim: first make the file prove that size (the layer's
+        // q_norm holds head_dim values), so that a few bytes cannot ask for gigabytes.
+        Binder(f).require("blk." + std::to_string(i) + ".attn_q_norm.weight", {L.head_dim});
         const double base = L.sliding ? base_swa : base_full;
         L.inv_freq.resize(L.n_rot / 2);
         for (int j = 0; j < L.n_rot / 2; ++j) {
