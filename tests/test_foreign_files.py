@@ -1,6 +1,6 @@
 """GGUF files as other tools write them load, and files no tool should write fail at load with a
 FormatError that says why: unknown keys of every value type (arrays of arrays included), big-endian
-files, a data section one byte short. Alignments other than 32 and 64 and tensors in any order are
+files, alignments GGUF does not allow, a data section one byte short. Alignments other than 32 and 64 and tensors in any order are
 covered by tests/test_interop.py (identical logits after a relayout)."""
 
 from __future__ import annotations
@@ -10,7 +10,7 @@ import struct
 import numpy as np
 import pytest
 
-from gguf_edit import rewrite
+from gguf_edit import relayout, rewrite
 
 import dgemma
 from dgemma.gguf import GGUFFile, ValueType
@@ -105,3 +105,15 @@ def test_data_section_one_byte_short_fails_at_load(workdir, tiny_gguf):
         GGUFFile(p)
     p.write_bytes(tiny_gguf.read_bytes()[:end])  # the same file, not cut: loads
     load(p).close()
+
+
+@pytest.mark.parametrize("alignment", [1, 2, 4, 24])
+def test_alignment_gguf_does_not_allow_is_refused(workdir, tiny_gguf, alignment):
+    """GGUF asks for a power of two of at least 8: at alignment 1 the F16 scales of a quantized block
+    sat at odd addresses (undefined behaviour in the kernels, found by the sanitizer run)."""
+    p = workdir / f"align-{alignment}.gguf"
+    relayout(tiny_gguf, p, alignment=alignment)
+    with pytest.raises(dgemma.FormatError, match=f"general.alignment {alignment} is not a power of two of at least 8"):
+        load(p)
+    with pytest.raises(dgemma.FormatError, match=f"general.alignment {alignment} is not a power of two of at least 8"):
+        GGUFFile(p)

@@ -170,7 +170,10 @@ void GgufFile::parse() {
         if (a->type != GgufValueType::U32) c.fail("general.alignment must be a u32");
         uint32_t al;
         std::memcpy(&al, a->data, 4);
-        if (al == 0 || (al & (al - 1)) != 0) c.fail("general.alignment " + std::to_string(al) + " is not a power of two");
+        // The GGUF specification asks for a multiple of 8; every ggml block and float then starts at
+        // an address its type allows (alignment 1 put F16 scales at odd addresses).
+        if (al < 8 || (al & (al - 1)) != 0)
+            c.fail("general.alignment " + std::to_string(al) + " is not a power of two of at least 8");
         alignment = al;
     }
 

@@ -234,8 +234,8 @@ class GGUFFile:
         alignment = self.kv.get("general.alignment", DEFAULT_ALIGNMENT)
         if "general.alignment" in self.kv and self.kv_types["general.alignment"][0] != ValueType.UINT32:
             raise FormatError(f"{self.path}: general.alignment must be a u32")
-        if alignment == 0 or alignment & (alignment - 1):
-            raise FormatError(f"{self.path}: general.alignment {alignment} is not a power of two")
+        if alignment < 8 or alignment & (alignment - 1):  # the GGUF specification: a multiple of 8
+            raise FormatError(f"{self.path}: general.alignment {alignment} is not a power of two of at least 8")
         self.data_offset = (self._pos + alignment - 1) // alignment * alignment
         for name, shape, type_id, offset in infos:
             nbytes = tensor_nbytes(type_id, shape)
