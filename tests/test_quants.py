@@ -298,3 +298,26 @@ def test_python_type_table_is_the_cores_and_agrees_with_gguf():
     for type_id, (name, block, size) in GGML_TYPES.items():
         assert (T(type_id).name, (block, size)) == (name, expected[T(type_id)])
         assert GGML_TYPE_IDS[name] == type_id
+
+
+@pytest.mark.parametrize("t", [T.Q6_K, T.Q8_K, T.Q4_0, T.F16])
+def test_kernels_take_buffers_at_any_offset(t):
+    """Rows and vectors handed over at an odd address (a slice of a byte buffer) give the same results
+    as aligned ones. The core reads blocks in place: before, this was undefined behaviour, which the
+    sanitizer run of CI reports (k_quants.cpp bound a BlockQ6_K reference to an odd address)."""
+    rng = np.random.default_rng(5)
+    n = 512
+    x = rng.standard_normal(n).astype(np.float32)
+    row = kernels.quantize_row(int(t), rng.standard_normal(n).astype(np.float32))
+    shifted = np.empty(row.size + 1, np.uint8)[1:]
+    shifted[:] = row
+    xs = np.empty(4 * n + 1, np.uint8)[1:].view(np.float32)
+    xs[:] = x
+    assert shifted.ctypes.data % 2 == 1 and xs.ctypes.data % 4 == 1
+    np.testing.assert_array_equal(kernels.dequantize_row(int(t), shifted), kernels.dequantize_row(int(t), row))
+    if int(t) in (int(T.Q6_K), int(T.Q4_0)):
+        assert kernels.vec_dot(int(t), shifted, xs) == kernels.vec_dot(int(t), row, x)
+        rows = np.empty(2 * row.size + 1, np.uint8)[1:].reshape(2, -1)
+        rows[:] = row
+        np.testing.assert_array_equal(kernels.matvec(int(t), rows, xs), kernels.matvec(int(t), np.stack([row, row]), x))
+    np.testing.assert_array_equal(kernels.quantize_row(int(t), xs), kernels.quantize_row(int(t), x))
