@@ -15,6 +15,8 @@ import sys
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[2]
+# An editable install's import hook answers for `dgemma` before sys.path is searched: drop it.
+sys.meta_path[:] = [f for f in sys.meta_path if not type(f).__module__.startswith("_editable")]
 sys.path.insert(0, str(ROOT / "python"))
 
 from dgemma.convert.random_model import write_random_gguf  # noqa: E402
