@@ -6,6 +6,9 @@ import pytest
 # Tests import the installed package; DGEMMA_DEV=1 runs them against the source tree and a
 # development build instead (DGEMMA_LIBRARY names the library).
 if os.environ.get("DGEMMA_DEV"):
+    # An editable install's import hook (scikit-build-core's `_editable_*` finder) answers for `dgemma`
+    # before sys.path is searched; without dropping it the tests would run another tree's code.
+    sys.meta_path[:] = [f for f in sys.meta_path if not type(f).__module__.startswith("_editable")]
     sys.path.insert(0, os.path.join(os.path.dirname(__file__), "..", "python"))
 
 

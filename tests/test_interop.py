@@ -51,6 +51,9 @@ VARIANTS = {
     "hf-order": dict(order=hf_order),
     "reversed-order": dict(order=lambda n: [-ord(c) for c in n]),
     "align-64": dict(alignment=64),
+    # Other writers' alignments: the smallest GGUF allows (8) and a large one.
+    "align-8": dict(alignment=8),
+    "align-256": dict(alignment=256),
     "all": dict(split_experts=True, order=hf_order, alignment=64),
 }
 
@@ -62,8 +65,9 @@ def test_relayout_gives_identical_logits(ours, variant, tmp_path):
     relayout(path, out, **VARIANTS[variant])
     with GGUFFile(out) as f, GGUFFile(path) as g:
         assert f.kv["general.file_type"] == g.kv["general.file_type"]
-        if VARIANTS[variant].get("alignment") == 64:
-            assert f.kv["general.alignment"] == 64 and all(t.offset % 64 == 0 for t in f.tensors.values())
+        if alignment := VARIANTS[variant].get("alignment"):
+            assert f.kv["general.alignment"] == alignment and all(t.offset % alignment == 0 for t in f.tensors.values())
+            assert f.data_offset % alignment == 0
         if "order" in VARIANTS[variant]:
             assert list(f.tensors) != list(g.tensors)
         assert ("blk.0.ffn_gate_exps.weight" in f.tensors) == bool(VARIANTS[variant].get("split_experts"))

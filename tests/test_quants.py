@@ -281,3 +281,43 @@ def test_set_cpu_isa_reports_unsupported_sets():
         assert kernels.cpu_isa() == isa
     kernels.set_cpu_isa("auto")
     assert kernels.cpu_isa() in kernels.ISAS
+
+
+def test_python_type_table_is_the_cores_and_agrees_with_gguf():
+    """dgemma.gguf reads its type table from the core: every id the core knows, with gguf's name,
+    block size and bytes per block; ids the core does not know are not in it."""
+    from gguf.constants import GGML_QUANT_SIZES
+
+    from dgemma.gguf import GGML_TYPE_IDS, GGML_TYPES
+
+    assert set(GGML_TYPES) == {int(t) for t in T if lib.dgemma_type_info(int(t), ffi.NULL, ffi.NULL, ffi.NULL) == 0}
+    assert {T.F32, T.F16, T.BF16, T.Q8_0, T.Q4_K, T.IQ4_XS} <= set(GGML_TYPES)
+    # gguf-py still lists Q8_1 (an activation type, never stored) with float scales, 40 bytes; ggml's
+    # block_q8_1 holds two halves and 32 quants, 36 bytes (static_assert in ggml-common.h).
+    expected = {**GGML_QUANT_SIZES, T.Q8_1: (32, 2 + 2 + 32)}
+    for type_id, (name, block, size) in GGML_TYPES.items():
+        assert (T(type_id).name, (block, size)) == (name, expected[T(type_id)])
+        assert GGML_TYPE_IDS[name] == type_id
+
+
+@pytest.mark.parametrize("t", [T.Q6_K, T.Q8_K, T.Q4_0, T.F16])
+def test_kernels_take_buffers_at_any_offset(t):
+    """Rows and vectors handed over at an odd address (a slice of a byte buffer) give the same results
+    as aligned ones. The core reads blocks in place: before, this was undefined behaviour, which the
+    sanitizer run of CI reports (k_quants.cpp bound a BlockQ6_K reference to an odd address)."""
+    rng = np.random.default_rng(5)
+    n = 512
+    x = rng.standard_normal(n).astype(np.float32)
+    row = kernels.quantize_row(int(t), rng.standard_normal(n).astype(np.float32))
+    shifted = np.empty(row.size + 1, np.uint8)[1:]
+    shifted[:] = row
+    xs = np.empty(4 * n + 1, np.uint8)[1:].view(np.float32)
+    xs[:] = x
+    assert shifted.ctypes.data % 2 == 1 and xs.ctypes.data % 4 == 1
+    np.testing.assert_array_equal(kernels.dequantize_row(int(t), shifted), kernels.dequantize_row(int(t), row))
+    if int(t) in (int(T.Q6_K), int(T.Q4_0)):
+        assert kernels.vec_dot(int(t), shifted, xs) == kernels.vec_dot(int(t), row, x)
+        rows = np.empty(2 * row.size + 1, np.uint8)[1:].reshape(2, -1)
+        rows[:] = row
+        np.testing.assert_array_equal(kernels.matvec(int(t), rows, xs), kernels.matvec(int(t), np.stack([row, row]), x))
+    np.testing.assert_array_equal(kernels.quantize_row(int(t), xs), kernels.quantize_row(int(t), x))

@@ -8,6 +8,7 @@
 
 #include "cpu/dispatch.h"
 #include "dgemma.h"
+#include "cpu/threadpool.h"
 #include "error.h"
 #include "quant/types.h"
 
@@ -67,8 +68,7 @@ DGEMMA_API dgemma_status dgemma_quantize_rows(int32_t type, const float *src, in
         check_pointer(dst, "dst");
         if (n_rows < 0) throw Error(DGEMMA_ERR_INVALID_ARGUMENT, "n_rows " + std::to_string(n_rows) + " is negative");
         if (!tt.from_float) throw Error(DGEMMA_ERR_UNSUPPORTED, std::string("no quantizer for type ") + tt.name);
-        const int64_t hw = std::max<int64_t>(1, std::thread::hardware_concurrency());
-        const int64_t n_workers = std::min<int64_t>(n_threads > 0 ? n_threads : hw, std::max<int64_t>(1, n_rows));
+        const int64_t n_workers = std::min<int64_t>(dg::resolve_thread_count(n_threads), std::max<int64_t>(1, n_rows));
         const size_t stride = dg::row_bytes(tt, n_cols);
         // Rows are independent; worker w takes the contiguous rows [n_rows * w / n, n_rows * (w + 1) / n).
         auto work = [&](int64_t w) {

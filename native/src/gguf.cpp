@@ -60,6 +60,28 @@ private:
     const std::string &path_;
 };
 
+constexpr int kMaxArrayDepth = 8;
+
+// Steps over one nested array (element type, count, elements) at nesting `depth`.
+void skip_array(Cursor &c, const std::string &key, int depth) {
+    if (depth > kMaxArrayDepth) c.fail("array '" + key + "' nests deeper than " + std::to_string(kMaxArrayDepth) + " levels");
+    const auto elem_type = static_cast<GgufValueType>(c.read<uint32_t>("element type in '" + key + "'"));
+    const uint64_t count = c.read<uint64_t>("length of an array in '" + key + "'");
+    if (elem_type == GgufValueType::ARRAY || elem_type == GgufValueType::STRING) {
+        // Each element starts with at least 8 bytes (a length or a type and count).
+        if (count > c.remaining() / 8) c.fail("truncated file: array '" + key + "' runs past the end");
+        for (uint64_t j = 0; j < count; ++j) {
+            if (elem_type == GgufValueType::ARRAY) skip_array(c, key, depth + 1);
+            else c.string("element of '" + key + "'");
+        }
+        return;
+    }
+    const size_t es = scalar_size(elem_type);
+    if (es == 0) c.fail("array '" + key + "' has unsupported element type " + std::to_string(static_cast<uint32_t>(elem_type)));
+    if (count > c.remaining() / es) c.fail("truncated file: array '" + key + "' runs past the end");
+    c.take(count * es, "array in '" + key + "'");
+}
+
 }  // namespace
 
 GgufFile::GgufFile(const std::string &path) : path_(path) {
@@ -98,13 +120,18 @@ GgufFile::~GgufFile() {
 void GgufFile::parse() {
     Cursor c(base_, size_, path_);
     if (std::memcmp(c.take(4, "magic"), "GGUF", 4) != 0) c.fail("not a GGUF file (bad magic)");
-    version_ = c.read<uint32_t>("version");
-    if (version_ != 2 && version_ != 3) c.fail("unsupported GGUF version " + std::to_string(version_));
+    const uint32_t version = c.read<uint32_t>("version");
+    // A big-endian writer stores 2 or 3 with its bytes swapped; its numbers would all read wrong.
+    if (version == 0x02000000u || version == 0x03000000u) c.fail("big-endian GGUF files are not supported (only little-endian)");
+    if (version != 2 && version != 3) c.fail("unsupported GGUF version " + std::to_string(version));
     const uint64_t n_tensors = c.read<uint64_t>("tensor count");
     const uint64_t n_kv = c.read<uint64_t>("key count");
-    // Each entry needs at least 8 bytes of length prefix: counts beyond that cannot be genuine.
-    if (n_tensors > c.remaining() / 8 || n_kv > c.remaining() / 8)
-        c.fail("implausible counts: " + std::to_string(n_tensors) + " tensors, " + std::to_string(n_kv) + " keys");
+    // A key entry takes at least 13 bytes (name length, type, a one-byte value), a tensor entry 32
+    // (name length, dimension count, one dimension, type, offset): larger counts cannot be genuine,
+    // and the bound keeps what the directory allocates proportional to the file's size.
+    if (n_kv > c.remaining() / 13 || n_tensors > (c.remaining() - n_kv * 13) / 32)
+        c.fail("truncated file or implausible counts: " + std::to_string(n_tensors) + " tensors and " + std::to_string(n_kv) +
+               " keys cannot fit in the " + std::to_string(c.remaining()) + " bytes left");
 
     for (uint64_t i = 0; i < n_kv; ++i) {
         const std::string key(c.string("key #" + std::to_string(i)));
@@ -116,7 +143,11 @@ void GgufFile::parse() {
         } else if (v.type == GgufValueType::ARRAY) {
             v.elem_type = static_cast<GgufValueType>(c.read<uint32_t>("element type of '" + key + "'"));
             v.count = c.read<uint64_t>("length of '" + key + "'");
-            if (v.elem_type == GgufValueType::STRING) {
+            if (v.elem_type == GgufValueType::ARRAY) {
+                // Arrays of arrays are legal GGUF; no key this project reads holds one, so they are
+                // checked and skipped, and the getters refuse them.
+                for (uint64_t j = 0; j < v.count; ++j) skip_array(c, key, 1);
+            } else if (v.elem_type == GgufValueType::STRING) {
                 if (v.count > c.remaining() / 8) c.fail("array '" + key + "' claims more strings than the file holds");
                 v.strs.reserve(v.count);
                 for (uint64_t j = 0; j < v.count; ++j) v.strs.push_back(c.string("element " + std::to_string(j) + " of '" + key + "'"));
@@ -139,7 +170,10 @@ void GgufFile::parse() {
         if (a->type != GgufValueType::U32) c.fail("general.alignment must be a u32");
         uint32_t al;
         std::memcpy(&al, a->data, 4);
-        if (al == 0 || (al & (al - 1)) != 0) c.fail("general.alignment " + std::to_string(al) + " is not a power of two");
+        // The GGUF specification asks for a multiple of 8; every ggml block and float then starts at
+        // an address its type allows (alignment 1 put F16 scales at odd addresses).
+        if (al < 8 || (al & (al - 1)) != 0)
+            c.fail("general.alignment " + std::to_string(al) + " is not a power of two of at least 8");
         alignment = al;
     }
 
@@ -214,13 +248,6 @@ bool read_integer(GgufValueType t, const uint8_t *p, int64_t *out) {
 
 }  // namespace
 
-std::string GgufFile::get_string(const std::string &key) const {
-    const GgufValue *v = find(key);
-    if (!v) throw Error(DGEMMA_ERR_MODEL, path_ + ": missing key '" + key + "'");
-    if (v->type != GgufValueType::STRING) throw Error(DGEMMA_ERR_MODEL, path_ + ": key '" + key + "' is not a string");
-    return std::string(v->str);
-}
-
 int64_t GgufFile::get_int(const std::string &key) const {
     const GgufValue *v = find(key);
     if (!v) throw Error(DGEMMA_ERR_MODEL, path_ + ": missing key '" + key + "'");
@@ -243,13 +270,6 @@ double GgufFile::get_float(const std::string &key) const {
 }
 
 double GgufFile::get_float(const std::string &key, double fallback) const { return has(key) ? get_float(key) : fallback; }
-
-bool GgufFile::get_bool(const std::string &key, bool fallback) const {
-    const GgufValue *v = find(key);
-    if (!v) return fallback;
-    if (v->type != GgufValueType::BOOL) throw Error(DGEMMA_ERR_MODEL, path_ + ": key '" + key + "' is not a bool");
-    return *v->data != 0;
-}
 
 std::vector<int64_t> GgufFile::get_int_array(const std::string &key, size_t n) const {
     const GgufValue *v = find(key);

@@ -51,20 +51,17 @@ public:
     GgufFile &operator=(const GgufFile &) = delete;
 
     const std::string &path() const { return path_; }
-    uint32_t version() const { return version_; }
-    size_t size() const { return size_; }
+    size_t size() const { return size_; }  // bytes of the mapped file
 
     bool has(const std::string &key) const { return kv_.count(key) != 0; }
     const GgufValue *find(const std::string &key) const;
 
     // Typed getters; a missing key (getters without a default) or a value of the wrong kind
     // throws DGEMMA_ERR_MODEL naming the key. Integer getters accept any integer type in range.
-    std::string get_string(const std::string &key) const;
     int64_t get_int(const std::string &key) const;
     int64_t get_int(const std::string &key, int64_t fallback) const;
     double get_float(const std::string &key) const;
     double get_float(const std::string &key, double fallback) const;
-    bool get_bool(const std::string &key, bool fallback) const;
     // An integer array, or a scalar integer repeated `n` times (llama.cpp writes either).
     std::vector<int64_t> get_int_array(const std::string &key, size_t n) const;
     std::vector<bool> get_bool_array(const std::string &key) const;
@@ -79,7 +76,6 @@ private:
     int fd_ = -1;
     const uint8_t *base_ = nullptr;
     size_t size_ = 0;
-    uint32_t version_ = 0;
     std::map<std::string, GgufValue, std::less<>> kv_;
     std::vector<GgufTensor> tensors_;
     std::map<std::string, size_t, std::less<>> tensor_index_;

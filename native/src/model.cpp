@@ -4,8 +4,7 @@
 
 #include <algorithm>
 #include <cmath>
-#include <thread>
-#include <cstdio>
+#include <limits>
 #include <sstream>
 
 #include "error.h"
@@ -77,7 +76,6 @@ private:
 }  // namespace
 
 namespace {
-int resolve_threads(int n) { return n > 0 ? n : static_cast<int>(std::max(1u, std::thread::hardware_concurrency())); }
 
 // "cuda" -> 0, "cuda:N" -> N, anything else -> -1.
 int cuda_device_index(const std::string &name) {
@@ -92,14 +90,14 @@ int cuda_device_index(const std::string &name) {
 Model::Model(const std::string &path, const ModelOptions &options) : kv_type_(options.kv_type) {
     if (kv_type_ != TensorType::F32 && kv_type_ != TensorType::F16 && kv_type_ != TensorType::BF16)
         throw Error(DGEMMA_ERR_INVALID_ARGUMENT, "the KV cache type must be F32, F16 or BF16");
-    if (options.backend == "cpu") backend_ = make_cpu_backend(resolve_threads(options.n_threads));
-    else if (options.backend == "opaque") backend_ = make_opaque_test_backend(resolve_threads(options.n_threads), &transfers_);
+    if (options.backend == "cpu") backend_ = make_cpu_backend(resolve_thread_count(options.n_threads));
+    else if (options.backend == "opaque") backend_ = make_opaque_test_backend(resolve_thread_count(options.n_threads), &transfers_);
     else if (const int device = cuda_device_index(options.backend); device >= 0) backend_ = make_cuda_backend(device);
     else throw Error(DGEMMA_ERR_INVALID_ARGUMENT, "unknown backend '" + options.backend + "' (expected cpu, cuda or cuda:N)");
     if (options.host_expert_layers < 0)
         throw Error(DGEMMA_ERR_INVALID_ARGUMENT, "the number of layers with experts on the host must not be negative");
     host_expert_layers_ = options.host_expert_layers;
-    if (host_expert_layers_ > 0) host_ = make_cpu_backend(resolve_threads(options.n_threads));
+    if (host_expert_layers_ > 0) host_ = make_cpu_backend(resolve_thread_count(options.n_threads));
     file_ = std::make_unique<GgufFile>(path);
     const GgufValue *arch = file_->find("general.architecture");
     if (!arch || arch->type != GgufValueType::STRING)
@@ -114,40 +112,56 @@ Model::Model(const std::string &path, const ModelOptions &options) : kv_type_(op
 
 Model::~Model() = default;
 
+// Every count of positions (context, window, canvas) fits in int32, and every per-position width
+// (embedding, heads x head_dim, feed-forward, experts, vocabulary) in kMaxWidth, so that any buffer
+// the core sizes as positions x width x sizeof(float) stays below 2^63 bytes: the sessions, the
+// sampler and the C API multiply these without overflow checks of their own.
+constexpr int64_t kMaxPositions = std::numeric_limits<int32_t>::max();
+constexpr int64_t kMaxWidth = int64_t(1) << 30;
+static_assert(kMaxPositions * kMaxWidth * int64_t(sizeof(float)) > 0, "positions x width x 4 overflows");
+
 void Model::load_hparams() {
     const GgufFile &f = *file_;
     const std::string &p = f.path();
-    auto positive = [&](const std::string &k, int64_t v) {
-        if (v <= 0) throw Error(DGEMMA_ERR_MODEL, p + ": key '" + k + "' must be positive, got " + std::to_string(v));
+    auto in_range = [&](const std::string &k, int64_t v, int64_t lo, int64_t hi) {
+        if (v < lo || v > hi)
+            throw Error(DGEMMA_ERR_MODEL, p + ": key '" + k + "' is " + std::to_string(v) + ", outside [" + std::to_string(lo) +
+                                              ", " + std::to_string(hi) + "]");
         return v;
     };
-    hp_.n_layer = positive(key("block_count"), f.get_int(key("block_count")));
-    if (hp_.n_layer > 4096) throw Error(DGEMMA_ERR_MODEL, p + ": implausible block_count " + std::to_string(hp_.n_layer));
-    hp_.n_embd = positive(key("embedding_length"), f.get_int(key("embedding_length")));
-    hp_.n_ctx = positive(key("context_length"), f.get_int(key("context_length")));
-    hp_.n_head = positive(key("attention.head_count"), f.get_int_array(key("attention.head_count"), hp_.n_layer)[0]);
+    auto width = [&](const std::string &k, int64_t v) { return in_range(k, v, 1, kMaxWidth); };
+    auto finite = [&](const std::string &k, double v) {
+        if (!std::isfinite(v)) throw Error(DGEMMA_ERR_MODEL, p + ": key '" + k + "' is not a finite number");
+        return static_cast<float>(v);
+    };
+    hp_.n_layer = in_range(key("block_count"), f.get_int(key("block_count")), 1, 4096);
+    hp_.n_embd = width(key("embedding_length"), f.get_int(key("embedding_length")));
+    hp_.n_ctx = in_range(key("context_length"), f.get_int(key("context_length")), 1, kMaxPositions);
+    hp_.n_head = width(key("attention.head_count"), f.get_int_array(key("attention.head_count"), hp_.n_layer)[0]);
     const auto ff = f.get_int_array(key("feed_forward_length"), hp_.n_layer);
-    hp_.n_ff = positive(key("feed_forward_length"), ff[0]);
+    hp_.n_ff = width(key("feed_forward_length"), ff[0]);
     for (int64_t v : ff)
         if (v != hp_.n_ff) throw Error(DGEMMA_ERR_UNSUPPORTED, p + ": per-layer feed_forward_length is not supported");
-    hp_.n_expert = positive(key("expert_count"), f.get_int(key("expert_count")));
-    hp_.n_expert_used = positive(key("expert_used_count"), f.get_int(key("expert_used_count")));
+    hp_.n_expert = width(key("expert_count"), f.get_int(key("expert_count")));
+    hp_.n_expert_used = width(key("expert_used_count"), f.get_int(key("expert_used_count")));
     if (hp_.n_expert_used > hp_.n_expert)
         throw Error(DGEMMA_ERR_MODEL, p + ": expert_used_count exceeds expert_count");
-    hp_.n_ff_exp = positive(key("expert_feed_forward_length"), f.get_int(key("expert_feed_forward_length")));
-    hp_.eps = static_cast<float>(f.get_float(key("attention.layer_norm_rms_epsilon"), 1e-6));
-    hp_.softcap = static_cast<float>(f.get_float(key("final_logit_softcapping"), 30.0));
+    hp_.n_ff_exp = width(key("expert_feed_forward_length"), f.get_int(key("expert_feed_forward_length")));
+    hp_.eps = finite(key("attention.layer_norm_rms_epsilon"), f.get_float(key("attention.layer_norm_rms_epsilon"), 1e-6));
+    hp_.softcap = finite(key("final_logit_softcapping"), f.get_float(key("final_logit_softcapping"), 30.0));
     if (!(hp_.eps > 0) || !(hp_.softcap > 0)) throw Error(DGEMMA_ERR_MODEL, p + ": epsilon and soft-capping must be positive");
-    hp_.sliding_window = f.get_int(key("attention.sliding_window"), 0);
-    hp_.canvas_length = positive("diffusion.canvas_length", f.get_int("diffusion.canvas_length", 256));
+    hp_.sliding_window = in_range(key("attention.sliding_window"), f.get_int(key("attention.sliding_window"), 0), 0, kMaxPositions);
+    hp_.canvas_length = in_range("diffusion.canvas_length", f.get_int("diffusion.canvas_length", 256), 1, kMaxPositions);
 
     SamplerParams &s = hp_.sampler;
-    s.max_steps = static_cast<int>(f.get_int("diffusion.eb_max_steps", s.max_steps));
-    s.t_min = static_cast<float>(f.get_float("diffusion.eb_t_min", s.t_min));
-    s.t_max = static_cast<float>(f.get_float("diffusion.eb_t_max", s.t_max));
-    s.entropy_bound = static_cast<float>(f.get_float("diffusion.eb_entropy_bound", s.entropy_bound));
-    s.stability_threshold = static_cast<int>(f.get_int("diffusion.eb_stability_threshold", s.stability_threshold));
-    s.confidence_threshold = static_cast<float>(f.get_float("diffusion.eb_confidence_threshold", s.confidence_threshold));
+    const int64_t int32_max = std::numeric_limits<int32_t>::max();
+    s.max_steps = static_cast<int>(in_range("diffusion.eb_max_steps", f.get_int("diffusion.eb_max_steps", s.max_steps), 1, int32_max));
+    s.t_min = finite("diffusion.eb_t_min", f.get_float("diffusion.eb_t_min", s.t_min));
+    s.t_max = finite("diffusion.eb_t_max", f.get_float("diffusion.eb_t_max", s.t_max));
+    s.entropy_bound = finite("diffusion.eb_entropy_bound", f.get_float("diffusion.eb_entropy_bound", s.entropy_bound));
+    s.stability_threshold = static_cast<int>(
+        in_range("diffusion.eb_stability_threshold", f.get_int("diffusion.eb_stability_threshold", s.stability_threshold), 0, int32_max));
+    s.confidence_threshold = finite("diffusion.eb_confidence_threshold", f.get_float("diffusion.eb_confidence_threshold", s.confidence_threshold));
 
     const auto head_kv = f.get_int_array(key("attention.head_count_kv"), hp_.n_layer);
     std::vector<bool> sliding(hp_.n_layer, false);
@@ -157,32 +171,41 @@ void Model::load_hparams() {
             throw Error(DGEMMA_ERR_MODEL, p + ": attention.sliding_window_pattern has " + std::to_string(sliding.size()) +
                                               " entries for " + std::to_string(hp_.n_layer) + " layers");
     }
-    const int64_t hd_full = f.get_int(key("attention.key_length"));
-    const int64_t hd_swa = f.get_int(key("attention.key_length_swa"), hd_full);
+    const int64_t hd_full = width(key("attention.key_length"), f.get_int(key("attention.key_length")));
+    const int64_t hd_swa = width(key("attention.key_length_swa"), f.get_int(key("attention.key_length_swa"), hd_full));
     if (f.get_int(key("attention.value_length"), hd_full) != hd_full || f.get_int(key("attention.value_length_swa"), hd_swa) != hd_swa)
         throw Error(DGEMMA_ERR_UNSUPPORTED, p + ": value_length different from key_length is not supported");
-    const int64_t rot_full = f.get_int(key("rope.dimension_count"), hd_full);
-    const int64_t rot_swa = f.get_int(key("rope.dimension_count_swa"), hd_swa);
+    const int64_t rot_full = width(key("rope.dimension_count"), f.get_int(key("rope.dimension_count"), hd_full));
+    const int64_t rot_swa = width(key("rope.dimension_count_swa"), f.get_int(key("rope.dimension_count_swa"), hd_swa));
     const double base_full = f.get_float(key("rope.freq_base"), 1e6);
     const double base_swa = f.get_float(key("rope.freq_base_swa"), 1e4);
+    if (!(base_full > 0) || !(base_swa > 0) || !std::isfinite(base_full) || !std::isfinite(base_swa))
+        throw Error(DGEMMA_ERR_MODEL, p + ": rope.freq_base must be a positive finite number");
 
     std::vector<float> freq_factors;
     if (file_->tensor("rope_freqs.weight")) freq_factors = Binder(f).vector("rope_freqs.weight", rot_full / 2);
+    for (float factor : freq_factors)
+        if (!(factor > 0)) throw Error(DGEMMA_ERR_MODEL, p + ": tensor 'rope_freqs.weight' holds a factor that is not positive");
 
     bool any_sliding = false;
     for (int64_t i = 0; i < hp_.n_layer; ++i) {
         LayerHparams L;
         L.sliding = sliding[i];
         any_sliding = any_sliding || L.sliding;
-        L.head_dim = static_cast<int>(L.sliding ? hd_swa : hd_full);
-        L.n_head_kv = static_cast<int>(head_kv[i]);
-        L.n_rot = static_cast<int>(L.sliding ? rot_swa : rot_full);
         const std::string li = "layer " + std::to_string(i);
-        if (L.head_dim <= 0 || L.head_dim % 2 || L.n_head_kv <= 0 || hp_.n_head % L.n_head_kv != 0)
+        // All three are at most kMaxWidth (checked above), so the narrowing casts are exact.
+        L.head_dim = static_cast<int>(L.sliding ? hd_swa : hd_full);
+        L.n_head_kv = static_cast<int>(width(key("attention.head_count_kv") + "[" + std::to_string(i) + "]", head_kv[i]));
+        L.n_rot = static_cast<int>(L.sliding ? rot_swa : rot_full);
+        if (L.head_dim % 2 || hp_.n_head % L.n_head_kv != 0 || hp_.n_head * L.head_dim > kMaxWidth ||
+            int64_t(L.n_head_kv) * L.head_dim > kMaxWidth)
             throw Error(DGEMMA_ERR_MODEL, p + ": " + li + ": head_dim " + std::to_string(L.head_dim) + " and " +
                                               std::to_string(L.n_head_kv) + " KV heads do not fit " + std::to_string(hp_.n_head) + " query heads");
-        if (L.n_rot <= 0 || L.n_rot % 2 || L.n_rot > L.head_dim)
+        if (L.n_rot % 2 || L.n_rot > L.head_dim)
             throw Error(DGEMMA_ERR_MODEL, p + ": " + li + ": rope dimension count " + std::to_string(L.n_rot) + " does not fit head_dim " + std::to_string(L.head_dim));
+        // The frequency table is sized by head_dim: first make the file prove that size (the layer's
+        // q_norm holds head_dim values), so that a few bytes cannot ask for gigabytes.
+        Binder(f).require("blk." + std::to_string(i) + ".attn_q_norm.weight", {L.head_dim});
         const double base = L.sliding ? base_swa : base_full;
         L.inv_freq.resize(L.n_rot / 2);
         for (int j = 0; j < L.n_rot / 2; ++j) {
@@ -224,6 +247,9 @@ void Model::load_weights() {
     const GgufTensor *te = b.find("token_embd.weight");
     if (!te) throw Error(DGEMMA_ERR_MODEL, p + ": missing tensor 'token_embd.weight'");
     hp_.n_vocab = te->ne[1];
+    if (hp_.n_vocab > kMaxWidth)
+        throw Error(DGEMMA_ERR_MODEL, p + ": token_embd.weight has " + std::to_string(hp_.n_vocab) + " rows, more than the " +
+                                          std::to_string(kMaxWidth) + " tokens a vocabulary may have");
     w_.token_embd = matrix("token_embd.weight", E, hp_.n_vocab);
     if (b.find("output.weight"))
         throw Error(DGEMMA_ERR_UNSUPPORTED, p + ": a separate output.weight is not supported (the lm_head is tied)");

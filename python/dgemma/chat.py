@@ -80,7 +80,7 @@ def compile_template(source: str) -> jinja2.Template:
                        strftime_now=lambda fmt: datetime.now().strftime(fmt))
     try:
         return env.from_string(source)
-    except jinja2.TemplateError as e:
+    except (jinja2.TemplateError, RecursionError) as e:  # deep nesting overflows jinja's parser
         raise TokenizerError(f"the chat template does not compile: {e}") from None
 
 
@@ -100,9 +100,14 @@ def render_chat(template: str, messages: list[dict], add_generation_prompt: bool
     strings such as bos_token, and template switches such as enable_thinking) are visible to it."""
     if not messages:
         raise TokenizerError("cannot format an empty conversation")
+    if not isinstance(template, str):
+        raise TokenizerError(f"the chat template is a {type(template).__name__}, not text")
+    messages = [_clean(m) for m in messages]
+    compiled = compile_template(template)
     try:
-        return compile_template(template).render(
-            messages=[_clean(m) for m in messages], tools=tools, documents=documents,
-            add_generation_prompt=add_generation_prompt, **variables)
+        return compiled.render(messages=messages, tools=tools, documents=documents,
+                               add_generation_prompt=add_generation_prompt, **variables)
     except jinja2.TemplateError as e:
         raise TokenizerError(f"the chat template failed: {e}") from None
+    except Exception as e:  # a template is code from the file: whatever it raises is its failure, not ours
+        raise TokenizerError(f"the chat template failed: {type(e).__name__}: {e}") from None

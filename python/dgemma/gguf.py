@@ -23,6 +23,7 @@ from .errors import FileIOError, FormatError
 
 GGUF_MAGIC = b"GGUF"
 DEFAULT_ALIGNMENT = 32
+MAX_ARRAY_DEPTH = 8  # arrays of arrays: as deep as the native reader follows
 _U64 = struct.Struct("<Q")
 
 
@@ -53,13 +54,21 @@ NUMPY_DTYPES = {
     ValueType.UINT64: np.uint64, ValueType.INT64: np.int64, ValueType.FLOAT64: np.float64,
 }
 
-# ggml type id -> (name, block size in elements, bytes per block)
-GGML_TYPES = {
-    0: ("F32", 1, 4), 1: ("F16", 1, 2), 2: ("Q4_0", 32, 18), 3: ("Q4_1", 32, 20), 6: ("Q5_0", 32, 22),
-    7: ("Q5_1", 32, 24), 8: ("Q8_0", 32, 34), 9: ("Q8_1", 32, 36), 10: ("Q2_K", 256, 84), 11: ("Q3_K", 256, 110),
-    12: ("Q4_K", 256, 144), 13: ("Q5_K", 256, 176), 14: ("Q6_K", 256, 210), 15: ("Q8_K", 256, 292),
-    23: ("IQ4_XS", 256, 136), 30: ("BF16", 1, 2),
-}
+
+def _core_type_table() -> dict[int, tuple[str, int, int]]:
+    """ggml type id -> (name, block size in elements, bytes per block), as the core knows them
+    (native/src/quant/types.cpp is the one table; ids it does not know answer UNSUPPORTED)."""
+    from ._native import ffi, lib
+
+    block, size, name = ffi.new("int64_t *"), ffi.new("int64_t *"), ffi.new("const char **")
+    table = {}
+    for type_id in range(256):  # ggml type ids are small; 256 leaves room for the types ggml adds
+        if lib.dgemma_type_info(type_id, block, size, name) == 0:
+            table[type_id] = (ffi.string(name[0]).decode(), block[0], size[0])
+    return table
+
+
+GGML_TYPES = _core_type_table()
 GGML_TYPE_IDS = {name: tid for tid, (name, _, _) in GGML_TYPES.items()}
 
 
@@ -163,7 +172,7 @@ class GGUFFile:
         self._pos = pos
         return out
 
-    def _value(self, vtype: int, key: str):
+    def _value(self, vtype: int, key: str, depth: int = 0):
         if vtype == ValueType.STRING:
             return self._string(f"value of {key!r}")
         if vtype == ValueType.ARRAY:
@@ -171,6 +180,12 @@ class GGUFFile:
             count = self._scalar("<Q", f"array length of {key!r}")
             if etype == ValueType.STRING:
                 return self._strings(count, key)
+            if etype == ValueType.ARRAY:  # legal GGUF, read as a list of lists; no key we use holds one
+                if depth >= MAX_ARRAY_DEPTH:
+                    raise FormatError(f"{self.path}: array {key!r} nests deeper than {MAX_ARRAY_DEPTH} levels")
+                if count > (len(self._buf) - self._pos) // 12:
+                    raise FormatError(f"{self.path}: array {key!r} claims more arrays than the file holds")
+                return [self._value(ValueType.ARRAY, key, depth + 1) for _ in range(count)]
             if etype not in NUMPY_DTYPES:
                 raise FormatError(f"{self.path}: key {key!r} has an array of unsupported type {etype}")
             dtype = np.dtype(NUMPY_DTYPES[ValueType(etype)]).newbyteorder("<")
@@ -186,6 +201,8 @@ class GGUFFile:
         if bytes(self._take(4, "magic")) != GGUF_MAGIC:
             raise FormatError(f"{self.path}: not a GGUF file (bad magic)")
         self.version = self._scalar("<I", "version")
+        if self.version in (0x02000000, 0x03000000):  # 2 or 3 written by a big-endian writer
+            raise FormatError(f"{self.path}: big-endian GGUF files are not supported (only little-endian)")
         if self.version not in (2, 3):
             raise FormatError(f"{self.path}: unsupported GGUF version {self.version}")
         n_tensors = self._scalar("<Q", "tensor count")
@@ -198,6 +215,8 @@ class GGUFFile:
             etype = None
             if vtype == ValueType.ARRAY:
                 etype = struct.unpack_from("<I", self._buf, self._pos)[0] if self._pos + 4 <= len(self._buf) else None
+            if key in self.kv:
+                raise FormatError(f"{self.path}: duplicate key {key!r}")
             self.kv[key] = self._value(vtype, key)
             self.kv_types[key] = (ValueType(vtype), None if etype is None else ValueType(etype))
         infos = []
@@ -212,7 +231,11 @@ class GGUFFile:
             if type_id not in GGML_TYPES:
                 raise FormatError(f"{self.path}: tensor {name!r} has unknown type {type_id}")
             infos.append((name, shape, type_id, offset))
-        alignment = int(self.kv.get("general.alignment", DEFAULT_ALIGNMENT))
+        alignment = self.kv.get("general.alignment", DEFAULT_ALIGNMENT)
+        if "general.alignment" in self.kv and self.kv_types["general.alignment"][0] != ValueType.UINT32:
+            raise FormatError(f"{self.path}: general.alignment must be a u32")
+        if alignment < 8 or alignment & (alignment - 1):  # the GGUF specification: a multiple of 8
+            raise FormatError(f"{self.path}: general.alignment {alignment} is not a power of two of at least 8")
         self.data_offset = (self._pos + alignment - 1) // alignment * alignment
         for name, shape, type_id, offset in infos:
             nbytes = tensor_nbytes(type_id, shape)

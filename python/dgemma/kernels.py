@@ -12,11 +12,8 @@ import numpy as np
 
 from ._native import check, ffi, lib
 from .errors import InvalidArgumentError
+from .gguf import GGML_TYPE_IDS
 
-TYPE_IDS = {
-    "F32": 0, "F16": 1, "Q4_0": 2, "Q4_1": 3, "Q5_0": 6, "Q5_1": 7, "Q8_0": 8, "Q8_1": 9, "Q2_K": 10, "Q3_K": 11,
-    "Q4_K": 12, "Q5_K": 13, "Q6_K": 14, "Q8_K": 15, "IQ4_XS": 23, "BF16": 30,
-}
 ISAS = ("generic", "avx2", "avx512")
 
 TypeLike = Union[int, str]
@@ -30,9 +27,9 @@ class TypeInfo(NamedTuple):
 
 def _type_id(t: TypeLike) -> int:
     if isinstance(t, str):
-        if t.upper() not in TYPE_IDS:
+        if t.upper() not in GGML_TYPE_IDS:
             raise InvalidArgumentError(f"unknown tensor type {t!r}")
-        return TYPE_IDS[t.upper()]
+        return GGML_TYPE_IDS[t.upper()]
     return int(t)
 
 
@@ -49,7 +46,7 @@ def row_bytes(t: TypeLike, n: int) -> int:
 
 def quantize_row(t: TypeLike, x: np.ndarray) -> np.ndarray:
     """Quantizes a 1-D float array with the type's reference quantizer; returns the row's bytes."""
-    x = np.ascontiguousarray(x, dtype=np.float32).reshape(-1)
+    x = _as_floats(x).reshape(-1)
     out = np.empty(row_bytes(t, x.size) if x.size % type_info(t).block_size == 0 else 0, dtype=np.uint8)
     check(lib.dgemma_quantize_row(_type_id(t), ffi.from_buffer("float[]", x), x.size, ffi.from_buffer(out)))
     return out
@@ -57,7 +54,7 @@ def quantize_row(t: TypeLike, x: np.ndarray) -> np.ndarray:
 
 def quantize_rows(t: TypeLike, x: np.ndarray, threads: int | None = None) -> np.ndarray:
     """Quantizes the rows of a 2-D float array on `threads` threads (None: one per core); uint8 [rows, row_bytes]."""
-    x = np.ascontiguousarray(x, dtype=np.float32)
+    x = _as_floats(x)
     if x.ndim != 2:
         raise InvalidArgumentError(f"expected a 2-D array of rows, got shape {x.shape}")
     out = np.empty((x.shape[0], row_bytes(t, x.shape[1]) if x.shape[1] % type_info(t).block_size == 0 else 0), np.uint8)
@@ -73,13 +70,25 @@ def _row_length(t: TypeLike, data: np.ndarray) -> int:
     return data.size // info.type_size * info.block_size
 
 
+# The core reads ggml blocks and floats in place, at addresses their fields allow (GGUF data is
+# aligned to 8 or more). A view at an odd offset (a slice of a byte buffer) is copied to fresh numpy
+# memory, which is aligned: reading it in place was undefined behaviour (found by UBSan).
+_BLOCK_ALIGNMENT = 8
+
+
 def _as_bytes(data) -> np.ndarray:
-    return np.ascontiguousarray(np.frombuffer(data, dtype=np.uint8) if isinstance(data, (bytes, bytearray)) else data).view(np.uint8).reshape(-1)
+    a = np.ascontiguousarray(np.frombuffer(data, dtype=np.uint8) if isinstance(data, (bytes, bytearray)) else data)
+    a = a.view(np.uint8)
+    return a if a.ctypes.data % _BLOCK_ALIGNMENT == 0 else a.copy()
+
+
+def _as_floats(x) -> np.ndarray:
+    return np.require(x, dtype=np.float32, requirements="CA")
 
 
 def dequantize_row(t: TypeLike, data) -> np.ndarray:
     """Dequantizes a quantized row (bytes or uint8 array) to float32."""
-    data = _as_bytes(data)
+    data = _as_bytes(data).reshape(-1)
     out = np.empty(_row_length(t, data), dtype=np.float32)
     check(lib.dgemma_dequantize_row(_type_id(t), ffi.from_buffer(data), out.size, ffi.from_buffer("float[]", out)))
     return out
@@ -87,8 +96,8 @@ def dequantize_row(t: TypeLike, data) -> np.ndarray:
 
 def vec_dot(t: TypeLike, w_row, x: np.ndarray) -> float:
     """dot(w_row, x) as the CPU backend computes it: x quantized to Q8_0 / Q8_K, the active ISA's kernel."""
-    w = _as_bytes(w_row)
-    x = np.ascontiguousarray(x, dtype=np.float32).reshape(-1)
+    w = _as_bytes(w_row).reshape(-1)
+    x = _as_floats(x).reshape(-1)
     if x.size != _row_length(t, w):
         raise InvalidArgumentError(f"x has {x.size} elements, the weight row {_row_length(t, w)}")
     out = ffi.new("float *")
@@ -98,8 +107,8 @@ def vec_dot(t: TypeLike, w_row, x: np.ndarray) -> float:
 
 def matvec(t: TypeLike, w: np.ndarray, x: np.ndarray) -> np.ndarray:
     """w @ x for a quantized matrix w (uint8 [n_rows, row_bytes]), single-threaded, x quantized once."""
-    w = np.ascontiguousarray(w, dtype=np.uint8)
-    x = np.ascontiguousarray(x, dtype=np.float32).reshape(-1)
+    w = _as_bytes(np.asarray(w, dtype=np.uint8))
+    x = _as_floats(x).reshape(-1)
     if w.ndim != 2 or w.shape[1] != row_bytes(t, x.size) or x.size % type_info(t).block_size:
         raise InvalidArgumentError(f"weight shape {w.shape} does not fit {x.size} {type_info(t).name} elements per row")
     out = np.empty(w.shape[0], dtype=np.float32)

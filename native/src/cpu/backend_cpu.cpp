@@ -597,8 +597,7 @@ private:
 }  // namespace
 
 std::unique_ptr<Backend> make_cpu_backend(int n_threads) {
-    if (n_threads <= 0) n_threads = static_cast<int>(std::max(1u, std::thread::hardware_concurrency()));
-    return std::make_unique<CpuBackend>(n_threads);
+    return std::make_unique<CpuBackend>(resolve_thread_count(n_threads));
 }
 
 }  // namespace dg

@@ -1,6 +1,12 @@
 #include "cpu/threadpool.h"
 
+#include <algorithm>
+
 namespace dg {
+
+int resolve_thread_count(int requested) {
+    return requested > 0 ? requested : static_cast<int>(std::max(1u, std::thread::hardware_concurrency()));
+}
 
 ThreadPool::ThreadPool(int n_threads) : n_threads_(n_threads < 1 ? 1 : n_threads) {
     for (int t = 1; t < n_threads_; ++t) workers_.emplace_back([this, t] { worker(t); });

@@ -11,6 +11,10 @@
 
 namespace dg {
 
+// The thread count a caller asked for, or one per core when it asked for none (n <= 0). The one
+// place this fallback lives: the model, the backend and the tools all resolve through it.
+int resolve_thread_count(int requested);
+
 class ThreadPool {
 public:
     explicit ThreadPool(int n_threads);  // n_threads counts the calling thread

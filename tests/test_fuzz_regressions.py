@@ -1,0 +1,61 @@
+"""Every input the fuzzers found a bug with (tests/fuzz/regressions/<harness>/) now gives a clean typed
+error. Each was a crash, a hang, an untyped exception or an excessive allocation before its fix;
+docs/robustness.md says which. native/: dgemma.Model (the core's loader and model binding);
+py_gguf/: the Python GGUF reader; tokenizer/: the tokenizer built from a file's metadata; chat/: a
+chat template, a NUL byte and a conversation (JSON), as tests/fuzz/fuzz_py_chat.py splits them."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+
+import dgemma
+from dgemma.chat import render_chat
+from dgemma.gguf import GGUFFile
+from dgemma.tokenizer import Tokenizer
+
+REGRESSIONS = Path(__file__).parent / "fuzz" / "regressions"
+
+
+def load_native(path):
+    dgemma.Model(path, threads=1).close()
+
+
+def load_python_reader(path):
+    GGUFFile(path).close()
+
+
+def build_tokenizer(path):
+    Tokenizer.from_gguf(path)
+
+
+def render(path):
+    template, _, conversation = path.read_bytes().decode("utf-8", "replace").partition("\0")
+    try:
+        messages = json.loads(conversation)
+    except ValueError:
+        messages = [{"role": "user", "content": conversation}]
+    render_chat(template, messages if isinstance(messages, list) else [messages], bos_token="<bos>")
+
+
+# harness folder -> (what runs the input, the error it must raise)
+HARNESSES = {
+    "native": (load_native, dgemma.DgemmaError),
+    "py_gguf": (load_python_reader, dgemma.FormatError),
+    "tokenizer": (build_tokenizer, dgemma.DgemmaError),
+    "chat": (render, dgemma.TokenizerError),
+}
+CASES = sorted(p for p in REGRESSIONS.glob("*/*") if p.is_file())
+
+
+def test_regressions_are_known_harnesses():
+    assert CASES and {p.parent.name for p in CASES} <= set(HARNESSES)
+
+
+@pytest.mark.parametrize("path", CASES, ids=lambda p: f"{p.parent.name}/{p.name}")
+def test_regression_gives_a_typed_error(path):
+    run, error = HARNESSES[path.parent.name]
+    with pytest.raises(error):
+        run(path)
