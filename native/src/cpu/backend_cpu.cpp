@@ -7,6 +7,7 @@
 #include <vector>
 
 #include "backend.h"
+#include "cpu/gemm.h"
 #include "cpu/kernels.h"
 #include "cpu/threadpool.h"
 #include "error.h"
@@ -66,7 +67,7 @@ public:
         if (buf.size() < *row_size * static_cast<size_t>(n)) buf.resize(*row_size * static_cast<size_t>(n));
         uint8_t *out = buf.data();
         const size_t rs = *row_size;
-        pool_.run(n, [&](int64_t t, int) { qt.from_float(x + t * w.n_cols, out + t * rs, w.n_cols); });
+        pool_.run(n, [&](int64_t t, int) { dg::quantize_activations(w.type->vec_dot_type, x + t * w.n_cols, out + t * rs, w.n_cols); });
         return out;
     }
 
@@ -75,10 +76,7 @@ public:
               int64_t r0, int64_t r1, int thread) {
         const int64_t K = w.n_cols;
         if (xq) {
-            for (int64_t r = r0; r < r1; ++r) {
-                const uint8_t *wr = w.row(r);
-                for (int64_t t = 0; t < n; ++t) y[t * ldy + r] = w.type->vec_dot(wr, xq + t * xq_row, K);
-            }
+            gemm(type_id(*w.type), GemmArgs{w.row(r0), w.row_stride, r1 - r0, xq, xq_row, n, K, y + r0, ldy});
             return;
         }
         const float *wt;

@@ -1,0 +1,34 @@
+#include "cpu/gemm.h"
+
+namespace dg {
+
+GemmFn gemm_kernel(TensorType type, Isa isa) {
+#if defined(__x86_64__) || defined(_M_X64)
+    switch (isa) {
+        case Isa::Avx512: return gemm_kernel_avx512(type);
+        case Isa::Avx2: return gemm_kernel_avx2(type);
+        case Isa::Generic: break;
+    }
+#endif
+    return nullptr;
+}
+
+void quantize_activations(TensorType type, const float *x, void *dst, int64_t n) {
+#if defined(__x86_64__) || defined(_M_X64)
+    if (active_isa() == Isa::Avx512)
+        if (const QuantizeFn fn = quantize_kernel_avx512(type)) return fn(x, dst, n);
+#endif
+    type_traits(type)->from_float(x, dst, n);
+}
+
+void gemm(TensorType type, const GemmArgs &a) {
+    const Isa isa = active_isa();
+    if (const GemmFn fn = gemm_kernel(type, isa)) return fn(a);
+    const VecDotFn dot = vec_dot_kernel(type, isa);
+    for (int64_t r = 0; r < a.n_rows; ++r) {
+        const uint8_t *wr = a.w + r * a.w_stride;
+        for (int64_t t = 0; t < a.n_tokens; ++t) a.y[t * a.ldy + r] = dot(wr, a.x + t * a.x_stride, a.k);
+    }
+}
+
+}  // namespace dg

@@ -1,0 +1,286 @@
+// AVX-512 VNNI register-blocked kernels (cpu/gemm.h). A 512-bit register holds two 32-element
+// blocks or a quarter of a 256-element super-block; every (row, token) pair of a tile owns one float
+// accumulator, and integer sums are exact per block (per super-block for the K-quants) before the
+// float scales apply, as in the vec_dot kernels.
+// GCC 12's AVX-512 headers pass self-initialised "undefined" registers as the unused merge operand
+// of unmasked intrinsics, which -Wuninitialized reports once they are inlined into target functions.
+#pragma GCC diagnostic ignored "-Wuninitialized"
+#pragma GCC diagnostic ignored "-Wmaybe-uninitialized"
+#include <immintrin.h>
+
+#include <cstring>
+#include <type_traits>
+
+#include "cpu/gemm.h"
+#include "quant/k_quants.h"
+#include "quant/q4_q5.h"
+#include "quant/q8_0.h"
+
+#if defined(__x86_64__) || defined(_M_X64)
+
+#define DG_TARGET __attribute__((target("avx2,fma,f16c,avx512f,avx512bw,avx512vl,avx512vnni")))
+
+namespace dg {
+namespace {
+
+DG_TARGET inline __m256i load256(const void *p) { return _mm256_loadu_si256(static_cast<const __m256i *>(p)); }
+DG_TARGET inline __m512i load512(const void *p) { return _mm512_loadu_si512(p); }
+DG_TARGET inline __m512i join(__m256i lo, __m256i hi) { return _mm512_inserti64x4(_mm512_castsi256_si512(lo), hi, 1); }
+DG_TARGET inline float f16(uint16_t h) { return _cvtsh_ss(h); }
+
+// Two f16 scales -> 16 floats: lanes 0-7 a, lanes 8-15 b (one per 32-element block of a register).
+DG_TARGET inline __m512 scale_pair(uint16_t a, uint16_t b) {
+    return _mm512_cvtph_ps(_mm256_set_m128i(_mm_set1_epi16(static_cast<short>(b)), _mm_set1_epi16(static_cast<short>(a))));
+}
+
+// ---- 32-element blocks against Q8_0 ----
+// Each weight block decodes to unsigned codes u with w = d * (u - kOffset). vpdpbusd multiplies the
+// codes with the signed activations; the offset is taken back through the activations' sums, which
+// are computed once per token and block pair and shared by all rows of the tile.
+
+DG_TARGET inline __m256i nibbles(const uint8_t *qs) {  // 16 bytes -> 32 codes: low nibbles, then high
+    const __m128i v = _mm_loadu_si128(reinterpret_cast<const __m128i *>(qs));
+    const __m128i m = _mm_set1_epi8(0x0f);
+    return _mm256_set_m128i(_mm_and_si128(_mm_srli_epi16(v, 4), m), _mm_and_si128(v, m));
+}
+
+struct Q8_0Codes {
+    using Block = BlockQ8_0;
+    static constexpr int kOffset = 128;
+    DG_TARGET static __m256i codes(const Block &b) { return _mm256_xor_si256(load256(b.qs), _mm256_set1_epi8(-128)); }
+};
+
+struct Q4_0Codes {
+    using Block = BlockQ4_0;
+    static constexpr int kOffset = 8;
+    DG_TARGET static __m256i codes(const Block &b) { return nibbles(b.qs); }
+};
+
+struct Q5_0Codes {
+    using Block = BlockQ5_0;
+    static constexpr int kOffset = 16;
+    DG_TARGET static __m256i codes(const Block &b) {
+        uint32_t h;
+        std::memcpy(&h, b.qh, 4);
+        const __m256i spread = _mm256_shuffle_epi8(_mm256_set1_epi32(static_cast<int>(h)),
+                                                   _mm256_setr_epi64x(0, 0x0101010101010101, 0x0202020202020202, 0x0303030303030303));
+        const __mmask32 high = _mm256_test_epi8_mask(spread, _mm256_set1_epi64x(static_cast<long long>(0x8040201008040201ull)));
+        return _mm256_mask_add_epi8(nibbles(b.qs), high, nibbles(b.qs), _mm256_set1_epi8(0x10));
+    }
+};
+
+// One tile of NR rows x NT tokens over all blocks; kPair: two blocks per register, else the last
+// odd block alone (upper half zero).
+template <typename C, int NR, int NT, bool kPair>
+DG_TARGET inline void step32(const typename C::Block *const *w, const BlockQ8_0 *const *x, int64_t b, __m512 (&acc)[NR][NT]) {
+    __m512i u[NR];
+    __m512 ws[NR];
+    for (int r = 0; r < NR; ++r) {
+        if constexpr (kPair) {
+            u[r] = join(C::codes(w[r][b]), C::codes(w[r][b + 1]));
+            ws[r] = scale_pair(w[r][b].d, w[r][b + 1].d);
+        } else {
+            u[r] = _mm512_zextsi256_si512(C::codes(w[r][b]));
+            ws[r] = scale_pair(w[r][b].d, 0);
+        }
+    }
+    const __m512i offset = _mm512_set1_epi8(static_cast<char>(C::kOffset));
+    for (int t = 0; t < NT; ++t) {
+        const __m512i xv = kPair ? join(load256(x[t][b].qs), load256(x[t][b + 1].qs)) : _mm512_zextsi256_si512(load256(x[t][b].qs));
+        const __m512 xs = scale_pair(x[t][b].d, kPair ? x[t][b + 1].d : 0);
+        const __m512i neg = _mm512_sub_epi32(_mm512_setzero_si512(), _mm512_dpbusd_epi32(_mm512_setzero_si512(), offset, xv));
+        for (int r = 0; r < NR; ++r) {
+            const __m512i p = _mm512_dpbusd_epi32(neg, u[r], xv);  // sum of (u - offset) * x per 4 elements
+            acc[r][t] = _mm512_fmadd_ps(_mm512_cvtepi32_ps(p), _mm512_mul_ps(ws[r], xs), acc[r][t]);
+        }
+    }
+}
+
+template <typename C, int NR, int NT>
+DG_TARGET inline void tile32(const GemmArgs &a, int64_t r0, int64_t t0) {
+    using Block = typename C::Block;
+    const Block *w[NR];
+    const BlockQ8_0 *x[NT];
+    for (int r = 0; r < NR; ++r) w[r] = reinterpret_cast<const Block *>(a.w + (r0 + r) * a.w_stride);
+    for (int t = 0; t < NT; ++t) x[t] = reinterpret_cast<const BlockQ8_0 *>(a.x + (t0 + t) * a.x_stride);
+    __m512 acc[NR][NT];
+    for (int r = 0; r < NR; ++r)
+        for (int t = 0; t < NT; ++t) acc[r][t] = _mm512_setzero_ps();
+    const int64_t nb = a.k / 32;
+    int64_t b = 0;
+    for (; b + 2 <= nb; b += 2) step32<C, NR, NT, true>(w, x, b, acc);
+    if (b < nb) step32<C, NR, NT, false>(w, x, b, acc);
+    for (int r = 0; r < NR; ++r)
+        for (int t = 0; t < NT; ++t) a.y[(t0 + t) * a.ldy + r0 + r] = _mm512_reduce_add_ps(acc[r][t]);
+}
+
+// Tiles of NR rows x NT tokens with edge tiles for the remainders. Rows run in the outer loop so a
+// tile's weight rows stay in L1 while every token streams past them.
+template <template <int, int> class Tile, int NR, int NT>
+DG_TARGET inline void tiles(const GemmArgs &a) {
+    int64_t r = 0;
+    for (; r + NR <= a.n_rows; r += NR) {
+        int64_t t = 0;
+        for (; t + NT <= a.n_tokens; t += NT) Tile<NR, NT>::run(a, r, t);
+        for (; t < a.n_tokens; ++t) Tile<NR, 1>::run(a, r, t);
+    }
+    for (; r < a.n_rows; ++r) {
+        int64_t t = 0;
+        for (; t + NT <= a.n_tokens; t += NT) Tile<1, NT>::run(a, r, t);
+        for (; t < a.n_tokens; ++t) Tile<1, 1>::run(a, r, t);
+    }
+}
+
+template <typename C>
+struct Tile32 {
+    template <int NR, int NT>
+    struct T {
+        DG_TARGET static void run(const GemmArgs &a, int64_t r0, int64_t t0) { tile32<C, NR, NT>(a, r0, t0); }
+    };
+};
+
+template <typename C>
+DG_TARGET void gemm32(const GemmArgs &a) {
+    tiles<Tile32<C>::template T, 4, 4>(a);  // 16 accumulators, 4 weight codes + 4 scales live
+}
+
+// ---- K-quants against Q8_K ----
+// A weight super-block decodes to four registers of unsigned codes (64 elements each, in element
+// order) and four registers of int16 group scales, one per int16 product lane of vpmaddubsw;
+// vpdpwssd applies the scales. Per (row, token) the integer sum of the super-block is exact.
+
+struct SuperBlock {
+    __m512i codes[4];
+    __m512i scales[4];
+    __m512i corr;    // int16 lanes against the activations' 16 group sums (upper half zero)
+    float d, dmin;   // dmin: the factor of the int32 sum corr . bsums (0: corr is part of the integer sum)
+};
+
+// Q4_K / Q5_K: codes q, x = d*sc * q - dmin*m per 32-element group.
+template <typename Block, bool kFiveBit>
+DG_TARGET inline void decode_q45_k(const Block &b, SuperBlock &s) {
+    int sc[8], m[8];
+    for (int j = 0; j < 8; ++j) k4_scale_min(b.scales, j, &sc[j], &m[j]);
+    __m256i qh = _mm256_setzero_si256();
+    if constexpr (kFiveBit) qh = load256(b.qh);
+    for (int k = 0; k < 4; ++k) {
+        const __m256i v = load256(b.qs + 32 * k);
+        __m256i lo = _mm256_and_si256(v, _mm256_set1_epi8(0x0f));
+        __m256i hi = _mm256_and_si256(_mm256_srli_epi16(v, 4), _mm256_set1_epi8(0x0f));
+        if constexpr (kFiveBit) {
+            const __mmask32 blo = _mm256_test_epi8_mask(qh, _mm256_set1_epi8(static_cast<char>(1 << (2 * k))));
+            const __mmask32 bhi = _mm256_test_epi8_mask(qh, _mm256_set1_epi8(static_cast<char>(1 << (2 * k + 1))));
+            lo = _mm256_mask_add_epi8(lo, blo, lo, _mm256_set1_epi8(0x10));
+            hi = _mm256_mask_add_epi8(hi, bhi, hi, _mm256_set1_epi8(0x10));
+        }
+        s.codes[k] = join(lo, hi);
+        s.scales[k] = join(_mm256_set1_epi16(static_cast<short>(sc[2 * k])), _mm256_set1_epi16(static_cast<short>(sc[2 * k + 1])));
+    }
+    // Each min covers two 16-element activation groups.
+    s.corr = _mm512_zextsi256_si512(_mm256_setr_epi16(m[0], m[0], m[1], m[1], m[2], m[2], m[3], m[3], m[4], m[4], m[5], m[5],
+                                                      m[6], m[6], m[7], m[7]));
+    s.d = f16(b.d);
+    s.dmin = f16(b.dmin);
+}
+
+// Q6_K: codes q + 32 (0..63), x = d*sc * q per 16-element group; the offset goes into the integer
+// sum through corr = -32 * sc.
+DG_TARGET inline void decode_q6_k(const BlockQ6_K &b, SuperBlock &s) {
+    const __m256i sc16 = _mm256_cvtepi8_epi16(_mm_loadu_si128(reinterpret_cast<const __m128i *>(b.scales)));
+    const __m512i sc = _mm512_castsi256_si512(sc16);
+    // int16 lane i of register j covers elements 64j + 2i, 2i + 1: group 4j + i / 8.
+    alignas(64) static const int16_t kGroupOf[4][32] = {
+        {0, 0, 0, 0, 0, 0, 0, 0, 1, 1, 1, 1, 1, 1, 1, 1, 2, 2, 2, 2, 2, 2, 2, 2, 3, 3, 3, 3, 3, 3, 3, 3},
+        {4, 4, 4, 4, 4, 4, 4, 4, 5, 5, 5, 5, 5, 5, 5, 5, 6, 6, 6, 6, 6, 6, 6, 6, 7, 7, 7, 7, 7, 7, 7, 7},
+        {8, 8, 8, 8, 8, 8, 8, 8, 9, 9, 9, 9, 9, 9, 9, 9, 10, 10, 10, 10, 10, 10, 10, 10, 11, 11, 11, 11, 11, 11, 11, 11},
+        {12, 12, 12, 12, 12, 12, 12, 12, 13, 13, 13, 13, 13, 13, 13, 13, 14, 14, 14, 14, 14, 14, 14, 14, 15, 15, 15, 15, 15, 15, 15, 15}};
+    // Register j = 2n + h: low (h = 0) or high nibbles of ql[64n..64n+63] and bit pairs 2t.. of
+    // qh[32n..32n+31] for t = 2h (first 32 elements) and 2h + 1 (next 32).
+    for (int n = 0; n < 2; ++n) {
+        const __m512i ql = load512(b.ql + 64 * n);
+        const __m512i qh = _mm512_broadcast_i64x4(load256(b.qh + 32 * n));
+        for (int h = 0; h < 2; ++h) {
+            const __m512i shift = join(_mm256_set1_epi16(static_cast<short>(4 * h)), _mm256_set1_epi16(static_cast<short>(4 * h + 2)));
+            const __m512i high = _mm512_and_si512(_mm512_srlv_epi16(qh, shift), _mm512_set1_epi8(3));
+            const __m512i low = _mm512_and_si512(h ? _mm512_srli_epi16(ql, 4) : ql, _mm512_set1_epi8(0x0f));
+            s.codes[2 * n + h] = _mm512_or_si512(low, _mm512_slli_epi16(high, 4));
+            s.scales[2 * n + h] = _mm512_permutexvar_epi16(load512(kGroupOf[2 * n + h]), sc);
+        }
+    }
+    s.corr = _mm512_zextsi256_si512(_mm256_sub_epi16(_mm256_setzero_si256(), _mm256_slli_epi16(sc16, 5)));
+    s.d = f16(b.d);
+    s.dmin = 0.0f;
+}
+
+template <typename Block>
+DG_TARGET inline void decode_k(const Block &b, SuperBlock &s) {
+    if constexpr (std::is_same_v<Block, BlockQ4_K>) decode_q45_k<BlockQ4_K, false>(b, s);
+    else if constexpr (std::is_same_v<Block, BlockQ5_K>) decode_q45_k<BlockQ5_K, true>(b, s);
+    else decode_q6_k(b, s);
+}
+
+template <typename Block, int NR, int NT>
+DG_TARGET inline void tile_k(const GemmArgs &a, int64_t r0, int64_t t0) {
+    const Block *w[NR];
+    const BlockQ8_K *x[NT];
+    for (int r = 0; r < NR; ++r) w[r] = reinterpret_cast<const Block *>(a.w + (r0 + r) * a.w_stride);
+    for (int t = 0; t < NT; ++t) x[t] = reinterpret_cast<const BlockQ8_K *>(a.x + (t0 + t) * a.x_stride);
+    constexpr bool kMin = !std::is_same_v<Block, BlockQ6_K>;
+    __m512 acc[NR][NT];
+    for (int r = 0; r < NR; ++r)
+        for (int t = 0; t < NT; ++t) acc[r][t] = _mm512_setzero_ps();
+    for (int64_t i = 0; i < a.k / kQK_K; ++i) {
+        SuperBlock s[NR];
+        for (int r = 0; r < NR; ++r) decode_k(w[r][i], s[r]);
+        for (int t = 0; t < NT; ++t) {
+            const BlockQ8_K &y = x[t][i];
+            const __m512i bsums = _mm512_castsi256_si512(load256(y.bsums));  // upper half meets zeros
+            for (int r = 0; r < NR; ++r) {
+                __m512i isum = _mm512_setzero_si512();
+                for (int k = 0; k < 4; ++k)
+                    isum = _mm512_dpwssd_epi32(isum, _mm512_maddubs_epi16(s[r].codes[k], load512(y.qs + 64 * k)), s[r].scales[k]);
+                if constexpr (kMin) {
+                    const __m512i msum = _mm512_madd_epi16(bsums, s[r].corr);
+                    acc[r][t] = _mm512_fmadd_ps(_mm512_cvtepi32_ps(isum), _mm512_set1_ps(y.d * s[r].d), acc[r][t]);
+                    acc[r][t] = _mm512_fnmadd_ps(_mm512_cvtepi32_ps(msum), _mm512_set1_ps(y.d * s[r].dmin), acc[r][t]);
+                } else {
+                    isum = _mm512_dpwssd_epi32(isum, bsums, s[r].corr);
+                    acc[r][t] = _mm512_fmadd_ps(_mm512_cvtepi32_ps(isum), _mm512_set1_ps(y.d * s[r].d), acc[r][t]);
+                }
+            }
+        }
+    }
+    for (int r = 0; r < NR; ++r)
+        for (int t = 0; t < NT; ++t) a.y[(t0 + t) * a.ldy + r0 + r] = _mm512_reduce_add_ps(acc[r][t]);
+}
+
+template <typename Block>
+struct TileK {
+    template <int NR, int NT>
+    struct T {
+        DG_TARGET static void run(const GemmArgs &a, int64_t r0, int64_t t0) { tile_k<Block, NR, NT>(a, r0, t0); }
+    };
+};
+
+template <typename Block>
+DG_TARGET void gemm_k(const GemmArgs &a) {
+    tiles<TileK<Block>::template T, 2, 4>(a);  // 8 accumulators; two decoded super-blocks
+}
+
+}  // namespace
+
+GemmFn gemm_kernel_avx512(TensorType type) {
+    switch (type) {
+        case TensorType::Q8_0: return gemm32<Q8_0Codes>;
+        case TensorType::Q4_0: return gemm32<Q4_0Codes>;
+        case TensorType::Q5_0: return gemm32<Q5_0Codes>;
+        case TensorType::Q4_K: return gemm_k<BlockQ4_K>;
+        case TensorType::Q5_K: return gemm_k<BlockQ5_K>;
+        case TensorType::Q6_K: return gemm_k<BlockQ6_K>;
+        default: return nullptr;
+    }
+}
+
+}  // namespace dg
+
+#endif
