@@ -267,6 +267,30 @@ def test_gemm_agrees_with_generic(t, isa):
         assert np.all(np.abs(got - ref) <= 1e-6 * scale + 1e-30), (rows, tokens, blocks)
 
 
+FLOAT_TYPES = {T.F32: np.float32, T.F16: np.float16}
+
+
+@pytest.mark.parametrize("isa", isa_params(), indirect=True)
+@pytest.mark.parametrize("t", [T.F32, T.F16, T.BF16], ids=lambda t: t.name)
+def test_gemm_float_weights(t, isa):
+    """F32/F16/BF16 weights against float activations: exact products of the widened weights, float32
+    sums; odd row lengths take the masked tail."""
+    rng = np.random.default_rng()
+    for rows, tokens, n in [(13, 7, 176), (1, 1, 5), (4, 257, 48), (9, 4, 33)]:
+        wf = rng.standard_normal((rows, n)).astype(np.float32)
+        if t == T.BF16:
+            bits = wf.view(np.uint32) >> 16
+            w, wf = bits.astype(np.uint16).view(np.uint8).reshape(rows, -1), (bits << 16).view(np.float32)
+        else:
+            w = wf.astype(FLOAT_TYPES[t])
+            wf = w.astype(np.float32)
+            w = w.view(np.uint8).reshape(rows, -1)
+        x = rng.standard_normal((tokens, n)).astype(np.float32)
+        ref = x.astype(np.float64) @ wf.T.astype(np.float64)
+        scale = np.abs(x.astype(np.float64)) @ np.abs(wf.T.astype(np.float64))
+        assert np.all(np.abs(kernels.gemm(t, w, x) - ref) <= 1e-6 * scale + 1e-30), (rows, tokens, n)
+
+
 @pytest.mark.parametrize("isa", isa_params(), indirect=True)
 @pytest.mark.parametrize("t", DOT_TYPES, ids=lambda t: t.name)
 def test_gemm_matches_float64(t, isa):
@@ -318,7 +342,7 @@ def test_gemm_bad_inputs():
     with pytest.raises(InvalidArgumentError):
         kernels.gemm(T.Q8_0, w, np.zeros((3, 64), np.float32))  # rows of 64 need 68 bytes
     with pytest.raises(UnsupportedError):
-        kernels.gemm(T.F16, np.zeros((2, 64), np.uint8), np.zeros((3, 32), np.float32))
+        kernels.gemm(T.Q8_1, np.zeros((2, 36), np.uint8), np.zeros((3, 32), np.float32))
     out = ffi.new("float[6]")
     x = ffi.new("float[96]")
     assert lib.dgemma_gemm(int(T.Q8_0), ffi.NULL, 2, x, 3, 32, out) == InvalidArgumentError.status

@@ -146,14 +146,20 @@ DGEMMA_API dgemma_status dgemma_gemm(int32_t type, const void *w, int64_t n_rows
         check_pointer(out, "out");
         if (n_rows < 0) throw Error(DGEMMA_ERR_INVALID_ARGUMENT, "n_rows " + std::to_string(n_rows) + " is negative");
         if (n_tokens < 0) throw Error(DGEMMA_ERR_INVALID_ARGUMENT, "n_tokens " + std::to_string(n_tokens) + " is negative");
-        if (!tt.vec_dot) throw Error(DGEMMA_ERR_UNSUPPORTED, std::string("type ") + tt.name + " has no integer dot product");
+        if (!tt.to_float) throw Error(DGEMMA_ERR_UNSUPPORTED, std::string("type ") + tt.name + " cannot be read by this build");
+        const dg::TensorType id = dg::type_id(tt);
+        if (!tt.vec_dot) {  // float weights take the float rows as they are
+            dg::gemm(id, dg::GemmArgs{static_cast<const uint8_t *>(w), dg::row_bytes(tt, n), n_rows,
+                                      reinterpret_cast<const uint8_t *>(x), n * sizeof(float), n_tokens, n, out, n_rows});
+            return;
+        }
         const dg::TypeTraits &xt = *dg::type_traits(tt.vec_dot_type);
         check_row(xt, n);
         const size_t x_stride = dg::row_bytes(xt, n);
         std::vector<uint8_t> xq(x_stride * static_cast<size_t>(n_tokens));
         for (int64_t t = 0; t < n_tokens; ++t) dg::quantize_activations(tt.vec_dot_type, x + t * n, xq.data() + t * x_stride, n);
-        dg::gemm(dg::type_id(tt), dg::GemmArgs{static_cast<const uint8_t *>(w), dg::row_bytes(tt, n), n_rows, xq.data(),
-                                               x_stride, n_tokens, n, out, n_rows});
+        dg::gemm(id, dg::GemmArgs{static_cast<const uint8_t *>(w), dg::row_bytes(tt, n), n_rows, xq.data(), x_stride, n_tokens,
+                                  n, out, n_rows});
     });
 }
 

@@ -122,8 +122,9 @@ def cpu_features() -> str:
 
 
 def gemm(t: TypeLike, w: np.ndarray, x: np.ndarray) -> np.ndarray:
-    """x @ w.T for a quantized matrix w (uint8 [n_rows, row_bytes]) and float rows x [n_tokens, n]: float32
-    [n_tokens, n_rows], each x row quantized, the active ISA's register-blocked kernel, single-threaded."""
+    """x @ w.T for a matrix w of type t (uint8 [n_rows, row_bytes]) and float rows x [n_tokens, n]: float32
+    [n_tokens, n_rows], each x row quantized (kept as is for F32/F16/BF16), the active ISA's register-blocked
+    kernel, single-threaded."""
     w = np.ascontiguousarray(w, dtype=np.uint8)
     x = np.ascontiguousarray(x, dtype=np.float32)
     if x.ndim != 2 or w.ndim != 2 or w.shape[1] != row_bytes(t, x.shape[1]) or x.shape[1] % type_info(t).block_size:

@@ -75,22 +75,9 @@ public:
     void rows(const Matrix &w, const float *x, const uint8_t *xq, size_t xq_row, int64_t n, float *y, int64_t ldy,
               int64_t r0, int64_t r1, int thread) {
         const int64_t K = w.n_cols;
-        if (xq) {
-            gemm(type_id(*w.type), GemmArgs{w.row(r0), w.row_stride, r1 - r0, xq, xq_row, n, K, y + r0, ldy});
-            return;
-        }
-        const float *wt;
-        int64_t ldw;
-        if (w.type == type_traits(TensorType::F32)) {
-            wt = reinterpret_cast<const float *>(w.row(r0));
-            ldw = static_cast<int64_t>(w.row_stride / sizeof(float));
-        } else {
-            float *tile = scratch_[thread].get(scratch_[thread].tile, static_cast<size_t>((r1 - r0) * K));
-            for (int64_t r = r0; r < r1; ++r) w.type->to_float(w.row(r), tile + (r - r0) * K, K);
-            wt = tile;
-            ldw = K;
-        }
-        dot_tile(x, K, n, wt, ldw, r1 - r0, K, y + r0, ldy);
+        const uint8_t *act = xq ? xq : reinterpret_cast<const uint8_t *>(x);
+        const size_t act_row = xq ? xq_row : static_cast<size_t>(K) * sizeof(float);
+        gemm(type_id(*w.type), GemmArgs{w.row(r0), w.row_stride, r1 - r0, act, act_row, n, K, y + r0, ldy});
     }
 
     void matmul(const Matrix &w, const float *x, int64_t n, float *y) override {

@@ -13,8 +13,9 @@
 
 namespace dg {
 
-// Weight rows [0, n_rows) start w_stride bytes apart; activation rows [0, n_tokens), quantized to
-// the weight type's vec_dot_type, start x_stride bytes apart; rows hold k elements.
+// Weight rows [0, n_rows) start w_stride bytes apart; activation rows [0, n_tokens) start x_stride
+// bytes apart, quantized to the weight type's vec_dot_type where it has an integer dot product and
+// float32 otherwise (F32, F16, BF16 weights); rows hold k elements.
 struct GemmArgs {
     const uint8_t *w;
     size_t w_stride;
@@ -32,8 +33,9 @@ using GemmFn = void (*)(const GemmArgs &a);
 // The register-blocked kernel of `type` for `isa`; null where the set has none for the type.
 GemmFn gemm_kernel(TensorType type, Isa isa);
 
-// The product with the active set's kernel for `type` (which must have a vec_dot), or with its
-// vec_dot per (row, token) pair where it has no register-blocked one.
+// The product with the active set's kernel for `type`; where it has none, its vec_dot per (row,
+// token) pair, or for a type without one the weight rows in float32 (converted into a per-thread
+// tile unless stored as F32) through the float kernel dot_tile.
 void gemm(TensorType type, const GemmArgs &a);
 
 using QuantizeFn = void (*)(const float *x, void *dst, int64_t n);

@@ -8,8 +8,10 @@
 #pragma GCC diagnostic ignored "-Wmaybe-uninitialized"
 #include <immintrin.h>
 
+#include <algorithm>
 #include <cstring>
 #include <type_traits>
+#include <vector>
 
 #include "cpu/gemm.h"
 #include "quant/k_quants.h"
@@ -69,49 +71,103 @@ struct Q5_0Codes {
     }
 };
 
-// One tile of NR rows x NT tokens over all blocks; kPair: two blocks per register, else the last
-// odd block alone (upper half zero).
-template <typename C, int NR, int NT, bool kPair>
-DG_TARGET inline void step32(const typename C::Block *const *w, const BlockQ8_0 *const *x, int64_t b, __m512 (&acc)[NR][NT]) {
-    __m512i u[NR];
-    __m512 ws[NR];
-    for (int r = 0; r < NR; ++r) {
-        if constexpr (kPair) {
-            u[r] = join(C::codes(w[r][b]), C::codes(w[r][b + 1]));
-            ws[r] = scale_pair(w[r][b].d, w[r][b + 1].d);
+// n objects of T in a per-thread buffer that grows to the largest request, 64-byte aligned.
+template <typename T>
+inline T *aligned_scratch(std::vector<uint8_t> &buf, int64_t n) {
+    const size_t bytes = static_cast<size_t>(n) * sizeof(T) + 64;
+    if (buf.size() < bytes) buf.resize(bytes);
+    return reinterpret_cast<T *>((reinterpret_cast<uintptr_t>(buf.data()) + 63) & ~uintptr_t{63});
+}
+
+// A pair of blocks (64 elements) as the tile loop consumes it: every operand a plain load. Weights
+// are packed for a panel of rows, activations for a group of tokens, each once per product call,
+// so no decoding, joining or scale conversion remains in the inner loop.
+struct WeightPair {
+    __m512i codes;  // u = w + offset
+    __m512 scale;   // lanes 0-7: d of the first block, 8-15: of the second
+};
+struct ActivationPair {
+    __m512i codes;  // signed activations
+    __m512i neg;    // -offset * (sum of each 4 activations): vpdpbusd then yields sum (u - offset) * x
+    __m512 scale;
+};
+
+// Pairs of blocks; the last of an odd count stands alone, upper half zero.
+template <typename C>
+DG_TARGET inline void pack_weights(const typename C::Block *w, int64_t nb, WeightPair *out) {
+    for (int64_t b = 0; b < nb; b += 2, ++out) {
+        if (b + 1 < nb) {
+            out->codes = join(C::codes(w[b]), C::codes(w[b + 1]));
+            out->scale = scale_pair(w[b].d, w[b + 1].d);
         } else {
-            u[r] = _mm512_zextsi256_si512(C::codes(w[r][b]));
-            ws[r] = scale_pair(w[r][b].d, 0);
-        }
-    }
-    const __m512i offset = _mm512_set1_epi8(static_cast<char>(C::kOffset));
-    for (int t = 0; t < NT; ++t) {
-        const __m512i xv = kPair ? join(load256(x[t][b].qs), load256(x[t][b + 1].qs)) : _mm512_zextsi256_si512(load256(x[t][b].qs));
-        const __m512 xs = scale_pair(x[t][b].d, kPair ? x[t][b + 1].d : 0);
-        const __m512i neg = _mm512_sub_epi32(_mm512_setzero_si512(), _mm512_dpbusd_epi32(_mm512_setzero_si512(), offset, xv));
-        for (int r = 0; r < NR; ++r) {
-            const __m512i p = _mm512_dpbusd_epi32(neg, u[r], xv);  // sum of (u - offset) * x per 4 elements
-            acc[r][t] = _mm512_fmadd_ps(_mm512_cvtepi32_ps(p), _mm512_mul_ps(ws[r], xs), acc[r][t]);
+            out->codes = _mm512_zextsi256_si512(C::codes(w[b]));
+            out->scale = scale_pair(w[b].d, 0);
         }
     }
 }
 
-template <typename C, int NR, int NT>
-DG_TARGET inline void tile32(const GemmArgs &a, int64_t r0, int64_t t0) {
-    using Block = typename C::Block;
-    const Block *w[NR];
-    const BlockQ8_0 *x[NT];
-    for (int r = 0; r < NR; ++r) w[r] = reinterpret_cast<const Block *>(a.w + (r0 + r) * a.w_stride);
-    for (int t = 0; t < NT; ++t) x[t] = reinterpret_cast<const BlockQ8_0 *>(a.x + (t0 + t) * a.x_stride);
+template <typename C>
+DG_TARGET inline void pack_activations(const BlockQ8_0 *x, int64_t nb, ActivationPair *out) {
+    const __m512i offset = _mm512_set1_epi8(static_cast<char>(C::kOffset));
+    for (int64_t b = 0; b < nb; b += 2, ++out) {
+        const bool pair = b + 1 < nb;
+        out->codes = pair ? join(load256(x[b].qs), load256(x[b + 1].qs)) : _mm512_zextsi256_si512(load256(x[b].qs));
+        out->neg = _mm512_sub_epi32(_mm512_setzero_si512(), _mm512_dpbusd_epi32(_mm512_setzero_si512(), offset, out->codes));
+        out->scale = scale_pair(x[b].d, pair ? x[b + 1].d : 0);
+    }
+}
+
+// NR packed rows (np pairs each, rows np apart) x NT packed tokens; y at row r0, token t0.
+template <int NR, int NT>
+DG_TARGET inline void tile32(const WeightPair *w, const ActivationPair *x, int64_t np, const GemmArgs &a, int64_t r0,
+                             int64_t t0) {
     __m512 acc[NR][NT];
     for (int r = 0; r < NR; ++r)
         for (int t = 0; t < NT; ++t) acc[r][t] = _mm512_setzero_ps();
-    const int64_t nb = a.k / 32;
-    int64_t b = 0;
-    for (; b + 2 <= nb; b += 2) step32<C, NR, NT, true>(w, x, b, acc);
-    if (b < nb) step32<C, NR, NT, false>(w, x, b, acc);
+    for (int64_t j = 0; j < np; ++j) {
+        for (int t = 0; t < NT; ++t) {
+            const ActivationPair &xp = x[t * np + j];
+            for (int r = 0; r < NR; ++r) {
+                const WeightPair &wp = w[r * np + j];
+                const __m512i p = _mm512_dpbusd_epi32(xp.neg, wp.codes, xp.codes);
+                acc[r][t] = _mm512_fmadd_ps(_mm512_cvtepi32_ps(p), _mm512_mul_ps(wp.scale, xp.scale), acc[r][t]);
+            }
+        }
+    }
     for (int r = 0; r < NR; ++r)
         for (int t = 0; t < NT; ++t) a.y[(t0 + t) * a.ldy + r0 + r] = _mm512_reduce_add_ps(acc[r][t]);
+}
+
+// Panels of kPanel rows are packed once and swept by every token group of kTokens; the packed
+// panel (kPanel x 128 B per 64 elements) and token group stay in L1.
+template <typename C>
+DG_TARGET void gemm32(const GemmArgs &a) {
+    using Block = typename C::Block;
+    constexpr int64_t kPanel = 16, kTokens = 4, kRows = 4;  // 4 x 4 tiles: 16 accumulators
+    const int64_t nb = a.k / 32, np = (nb + 1) / 2;
+    thread_local std::vector<uint8_t> w_buf, x_buf;
+    WeightPair *const wp = aligned_scratch<WeightPair>(w_buf, kPanel * np);
+    ActivationPair *const xp = aligned_scratch<ActivationPair>(x_buf, kTokens * np);
+    for (int64_t p0 = 0; p0 < a.n_rows; p0 += kPanel) {
+        const int64_t rows = std::min(kPanel, a.n_rows - p0);
+        for (int64_t r = 0; r < rows; ++r)
+            pack_weights<C>(reinterpret_cast<const Block *>(a.w + (p0 + r) * a.w_stride), nb, wp + r * np);
+        for (int64_t t0 = 0; t0 < a.n_tokens; t0 += kTokens) {
+            const int64_t tokens = std::min(kTokens, a.n_tokens - t0);
+            for (int64_t t = 0; t < tokens; ++t)
+                pack_activations<C>(reinterpret_cast<const BlockQ8_0 *>(a.x + (t0 + t) * a.x_stride), nb, xp + t * np);
+            for (int64_t r = 0; r < rows; r += kRows) {
+                const WeightPair *w = wp + r * np;
+                if (r + kRows <= rows && tokens == kTokens) {
+                    tile32<kRows, kTokens>(w, xp, np, a, p0 + r, t0);
+                } else {
+                    for (int64_t rr = r; rr < std::min(rows, r + kRows); ++rr)
+                        for (int64_t t = 0; t < tokens; ++t)
+                            tile32<1, 1>(wp + rr * np, xp + t * np, np, a, p0 + rr, t0 + t);
+                }
+            }
+        }
+    }
 }
 
 // Tiles of NR rows x NT tokens with edge tiles for the remainders. Rows run in the outer loop so a
@@ -129,19 +185,6 @@ DG_TARGET inline void tiles(const GemmArgs &a) {
         for (; t + NT <= a.n_tokens; t += NT) Tile<1, NT>::run(a, r, t);
         for (; t < a.n_tokens; ++t) Tile<1, 1>::run(a, r, t);
     }
-}
-
-template <typename C>
-struct Tile32 {
-    template <int NR, int NT>
-    struct T {
-        DG_TARGET static void run(const GemmArgs &a, int64_t r0, int64_t t0) { tile32<C, NR, NT>(a, r0, t0); }
-    };
-};
-
-template <typename C>
-DG_TARGET void gemm32(const GemmArgs &a) {
-    tiles<Tile32<C>::template T, 4, 4>(a);  // 16 accumulators, 4 weight codes + 4 scales live
 }
 
 // ---- K-quants against Q8_K ----
@@ -267,6 +310,64 @@ DG_TARGET void gemm_k(const GemmArgs &a) {
     tiles<TileK<Block>::template T, 2, 4>(a);  // 8 accumulators; two decoded super-blocks
 }
 
+// ---- 16-bit float weights against float32 activations ----
+// Weights widen to float32 in registers (no dequantized copy); 4 rows x 4 tokens of 16 lanes.
+
+struct F16Lanes {
+    DG_TARGET static __m512 load(const uint16_t *p) { return _mm512_cvtph_ps(load256(p)); }
+    DG_TARGET static __m512 load(const uint16_t *p, __mmask16 m) { return _mm512_cvtph_ps(_mm256_maskz_loadu_epi16(m, p)); }
+};
+
+struct BF16Lanes {
+    DG_TARGET static __m512 widen(__m256i h) { return _mm512_castsi512_ps(_mm512_slli_epi32(_mm512_cvtepu16_epi32(h), 16)); }
+    DG_TARGET static __m512 load(const uint16_t *p) { return widen(load256(p)); }
+    DG_TARGET static __m512 load(const uint16_t *p, __mmask16 m) { return widen(_mm256_maskz_loadu_epi16(m, p)); }
+};
+
+template <typename C, int NR, int NT>
+DG_TARGET inline void tile_half(const GemmArgs &a, int64_t r0, int64_t t0) {
+    const uint16_t *w[NR];
+    const float *x[NT];
+    for (int r = 0; r < NR; ++r) w[r] = reinterpret_cast<const uint16_t *>(a.w + (r0 + r) * a.w_stride);
+    for (int t = 0; t < NT; ++t) x[t] = reinterpret_cast<const float *>(a.x + (t0 + t) * a.x_stride);
+    __m512 acc[NR][NT];
+    for (int r = 0; r < NR; ++r)
+        for (int t = 0; t < NT; ++t) acc[r][t] = _mm512_setzero_ps();
+    int64_t i = 0;
+    for (; i + 16 <= a.k; i += 16) {
+        __m512 wv[NR];
+        for (int r = 0; r < NR; ++r) wv[r] = C::load(w[r] + i);
+        for (int t = 0; t < NT; ++t) {
+            const __m512 xv = _mm512_loadu_ps(x[t] + i);
+            for (int r = 0; r < NR; ++r) acc[r][t] = _mm512_fmadd_ps(wv[r], xv, acc[r][t]);
+        }
+    }
+    if (i < a.k) {
+        const __mmask16 m = static_cast<__mmask16>((1u << (a.k - i)) - 1);
+        __m512 wv[NR];
+        for (int r = 0; r < NR; ++r) wv[r] = C::load(w[r] + i, m);
+        for (int t = 0; t < NT; ++t) {
+            const __m512 xv = _mm512_maskz_loadu_ps(m, x[t] + i);
+            for (int r = 0; r < NR; ++r) acc[r][t] = _mm512_fmadd_ps(wv[r], xv, acc[r][t]);
+        }
+    }
+    for (int r = 0; r < NR; ++r)
+        for (int t = 0; t < NT; ++t) a.y[(t0 + t) * a.ldy + r0 + r] = _mm512_reduce_add_ps(acc[r][t]);
+}
+
+template <typename C>
+struct TileHalf {
+    template <int NR, int NT>
+    struct T {
+        DG_TARGET static void run(const GemmArgs &a, int64_t r0, int64_t t0) { tile_half<C, NR, NT>(a, r0, t0); }
+    };
+};
+
+template <typename C>
+DG_TARGET void gemm_half(const GemmArgs &a) {
+    tiles<TileHalf<C>::template T, 4, 4>(a);
+}
+
 }  // namespace
 
 GemmFn gemm_kernel_avx512(TensorType type) {
@@ -277,6 +378,8 @@ GemmFn gemm_kernel_avx512(TensorType type) {
         case TensorType::Q4_K: return gemm_k<BlockQ4_K>;
         case TensorType::Q5_K: return gemm_k<BlockQ5_K>;
         case TensorType::Q6_K: return gemm_k<BlockQ6_K>;
+        case TensorType::F16: return gemm_half<F16Lanes>;
+        case TensorType::BF16: return gemm_half<BF16Lanes>;
         default: return nullptr;
     }
 }
