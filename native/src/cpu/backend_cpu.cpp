@@ -326,23 +326,23 @@ public:
         if (soft_partial_.size() < static_cast<size_t>(kParts * n * E)) soft_partial_.resize(static_cast<size_t>(kParts * n * E));
         std::fill_n(soft_partial_.data(), kParts * n * E, 0.0f);
         const int64_t per_part = (V + kParts - 1) / kParts;
-        // Within a range, vocabulary rows are taken 64 at a time (dequantized once) and every token
-        // row sweeps them while its partial sum stays in L1.
+        // Within a range, vocabulary rows are taken 64 at a time (dequantized once) with the
+        // probabilities of every token for them, and the register-blocked accumulate_rows adds
+        // probabilities x rows into the partial sums.
         constexpr int64_t kChunk = 64;
         pool_.run(kParts, [&](int64_t part, int thread) {
             float *partial = soft_partial_.data() + part * n * E;
             float *rows = scratch_[thread].get(scratch_[thread].tile, static_cast<size_t>(kChunk * E));
+            float *probs = scratch_[thread].get(scratch_[thread].scores, static_cast<size_t>(n * kChunk));
             const int64_t v_end = std::min(V, (part + 1) * per_part);
             for (int64_t c0 = part * per_part; c0 < v_end; c0 += kChunk) {
                 const int64_t c1 = std::min(v_end, c0 + kChunk);
                 for (int64_t v = c0; v < c1; ++v) e.type->to_float(e.row(v), rows + (v - c0) * E, E);
                 for (int64_t t = 0; t < n; ++t) {
                     const float *z = logits + t * V;
-                    for (int64_t v = c0; v < c1; ++v) {
-                        const float p = std::exp(z[v] - row_max_[t]) * row_inv_sum_[t];
-                        if (p != 0.0f) axpy(p, rows + (v - c0) * E, partial + t * E, E);
-                    }
+                    for (int64_t v = c0; v < c1; ++v) probs[t * kChunk + v - c0] = std::exp(z[v] - row_max_[t]) * row_inv_sum_[t];
                 }
+                accumulate_rows(probs, kChunk, n, rows, E, c1 - c0, E, partial, E);
             }
         });
         elementwise(n * E, [&](int64_t i0, int64_t i1) {

@@ -68,31 +68,54 @@ __attribute__((always_inline)) inline void tile(const float *x, int64_t ldx, int
     }
 }
 
-// o[a][:] += sum_m p[a][m] * v[m][:] for a < nb queries and m < n rows: each value row is loaded
-// once for all queries of the block.
-template <typename V>
+// o[a][c] += sum_m p[a][m] * v[m][c] for NA rows a and NC vectors of columns c: the NA x NC sums stay
+// in registers over all m, each v vector is loaded once for the NA rows and each p once for NC vectors.
+template <typename V, int NA, int NC>
+__attribute__((always_inline)) inline void accumulate_block(const float *p, int64_t ldp, const float *v, int64_t ldv,
+                                                            int64_t n, float *o, int64_t ldo) {
+    constexpr int L = sizeof(V) / sizeof(float);
+    V acc[NA][NC] = {};
+    for (int64_t m = 0; m < n; ++m) {
+        V vv[NC];
+        for (int c = 0; c < NC; ++c) vv[c] = load<V>(v + m * ldv + c * L);
+        for (int a = 0; a < NA; ++a) {
+            const float w = p[a * ldp + m];
+            for (int c = 0; c < NC; ++c) acc[a][c] += w * vv[c];
+        }
+    }
+    for (int a = 0; a < NA; ++a)
+        for (int c = 0; c < NC; ++c) {
+            const V sum = load<V>(o + a * ldo + c * L) + acc[a][c];
+            __builtin_memcpy(o + a * ldo + c * L, &sum, sizeof(V));
+        }
+}
+
+// o[a][:] += sum_m p[a][m] * v[m][:] for a < nb rows and m < n: blocks of NA rows x NC vectors of
+// columns (attention's weighted sum over values, the soft embedding's sum over the vocabulary).
+template <typename V, int NA, int NC>
 __attribute__((always_inline)) inline void accumulate(const float *p, int64_t ldp, int64_t nb, const float *v,
                                                       int64_t ldv, int64_t n, int64_t d, float *o, int64_t ldo) {
     constexpr int L = sizeof(V) / sizeof(float);
-    for (int64_t m = 0; m < n; ++m) {
-        const float *vr = v + m * ldv;
-        for (int64_t a = 0; a < nb; ++a) {
-            const float w = p[a * ldp + m];
-            if (w == 0.0f) continue;
-            float *oa = o + a * ldo;
-            int64_t i = 0;
-            for (; i + L <= d; i += L) {
-                V acc = load<V>(oa + i) + w * load<V>(vr + i);
-                __builtin_memcpy(oa + i, &acc, sizeof(V));
-            }
-            for (; i < d; ++i) oa[i] += w * vr[i];
-        }
+    int64_t a = 0;
+    for (; a + NA <= nb; a += NA) {
+        int64_t c = 0;
+        for (; c + NC * L <= d; c += NC * L) accumulate_block<V, NA, NC>(p + a * ldp, ldp, v + c, ldv, n, o + a * ldo + c, ldo);
+        for (; c + L <= d; c += L) accumulate_block<V, NA, 1>(p + a * ldp, ldp, v + c, ldv, n, o + a * ldo + c, ldo);
     }
+    for (; a < nb; ++a) {
+        int64_t c = 0;
+        for (; c + NC * L <= d; c += NC * L) accumulate_block<V, 1, NC>(p + a * ldp, ldp, v + c, ldv, n, o + a * ldo + c, ldo);
+        for (; c + L <= d; c += L) accumulate_block<V, 1, 1>(p + a * ldp, ldp, v + c, ldv, n, o + a * ldo + c, ldo);
+    }
+    const int64_t c0 = d / L * L;  // columns past the last whole vector
+    for (a = 0; a < nb; ++a)
+        for (int64_t m = 0; m < n; ++m)
+            for (int64_t c = c0; c < d; ++c) o[a * ldo + c] += p[a * ldp + m] * v[m * ldv + c];
 }
 
 void accumulate_generic(const float *p, int64_t ldp, int64_t nb, const float *v, int64_t ldv, int64_t n, int64_t d,
                         float *o, int64_t ldo) {
-    accumulate<v8>(p, ldp, nb, v, ldv, n, d, o, ldo);
+    accumulate<v8, 2, 4>(p, ldp, nb, v, ldv, n, d, o, ldo);  // 8 sums + 4 loads
 }
 
 void tile_generic(const float *x, int64_t ldx, int64_t n, const float *w, int64_t ldw, int64_t rows, int64_t k,
@@ -115,27 +138,16 @@ __attribute__((target("avx512f,avx512bw,avx512vl,fma"))) void tile_avx512(const 
 
 __attribute__((target("avx2,fma"))) void accumulate_avx2(const float *p, int64_t ldp, int64_t nb, const float *v,
                                                          int64_t ldv, int64_t n, int64_t d, float *o, int64_t ldo) {
-    accumulate<v8>(p, ldp, nb, v, ldv, n, d, o, ldo);
+    accumulate<v8, 2, 4>(p, ldp, nb, v, ldv, n, d, o, ldo);  // 8 sums + 4 loads
 }
 
 __attribute__((target("avx512f,avx512bw,avx512vl,fma"))) void accumulate_avx512(const float *p, int64_t ldp, int64_t nb,
                                                                                 const float *v, int64_t ldv, int64_t n,
                                                                                 int64_t d, float *o, int64_t ldo) {
-    accumulate<v16>(p, ldp, nb, v, ldv, n, d, o, ldo);
+    accumulate<v16, 4, 4>(p, ldp, nb, v, ldv, n, d, o, ldo);  // 16 sums + 4 loads
 }
 
-__attribute__((target("avx2,fma"))) void axpy_avx2(float a, const float *x, float *y, int64_t n) {
-    for (int64_t i = 0; i < n; ++i) y[i] += a * x[i];
-}
-
-__attribute__((target("avx512f,avx512bw,avx512vl,fma"))) void axpy_avx512(float a, const float *x, float *y, int64_t n) {
-    for (int64_t i = 0; i < n; ++i) y[i] += a * x[i];
-}
 #endif
-
-void axpy_generic(float a, const float *x, float *y, int64_t n) {
-    for (int64_t i = 0; i < n; ++i) y[i] += a * x[i];
-}
 
 }  // namespace
 
@@ -161,17 +173,6 @@ void accumulate_rows(const float *p, int64_t ldp, int64_t nb, const float *v, in
     }
 #endif
     accumulate_generic(p, ldp, nb, v, ldv, n, d, o, ldo);
-}
-
-void axpy(float a, const float *x, float *y, int64_t n) {
-#ifdef DG_X86_KERNELS
-    switch (active_isa()) {
-        case Isa::Avx512: return axpy_avx512(a, x, y, n);
-        case Isa::Avx2: return axpy_avx2(a, x, y, n);
-        case Isa::Generic: break;
-    }
-#endif
-    axpy_generic(a, x, y, n);
 }
 
 }  // namespace dg

@@ -15,7 +15,4 @@ void dot_tile(const float *x, int64_t ldx, int64_t n_tokens, const float *w, int
 void accumulate_rows(const float *p, int64_t ldp, int64_t nb, const float *v, int64_t ldv, int64_t n, int64_t d,
                      float *o, int64_t ldo);
 
-// y += a * x over n values.
-void axpy(float a, const float *x, float *y, int64_t n);
-
 }  // namespace dg
