@@ -262,33 +262,30 @@ DG_TARGET inline void decode_k(const Block &b, SuperBlock &s) {
     else decode_q6_k(b, s);
 }
 
-template <typename Block, int NR, int NT>
-DG_TARGET inline void tile_k(const GemmArgs &a, int64_t r0, int64_t t0) {
-    const Block *w[NR];
+// NR packed rows (ns super-blocks each, rows ns apart) x NT activation rows; y at row r0, token t0.
+template <bool kMin, int NR, int NT>
+DG_TARGET inline void tile_k(const SuperBlock *w, int64_t ns, const GemmArgs &a, int64_t r0, int64_t t0) {
     const BlockQ8_K *x[NT];
-    for (int r = 0; r < NR; ++r) w[r] = reinterpret_cast<const Block *>(a.w + (r0 + r) * a.w_stride);
     for (int t = 0; t < NT; ++t) x[t] = reinterpret_cast<const BlockQ8_K *>(a.x + (t0 + t) * a.x_stride);
-    constexpr bool kMin = !std::is_same_v<Block, BlockQ6_K>;
     __m512 acc[NR][NT];
     for (int r = 0; r < NR; ++r)
         for (int t = 0; t < NT; ++t) acc[r][t] = _mm512_setzero_ps();
-    for (int64_t i = 0; i < a.k / kQK_K; ++i) {
-        SuperBlock s[NR];
-        for (int r = 0; r < NR; ++r) decode_k(w[r][i], s[r]);
+    for (int64_t i = 0; i < ns; ++i) {
         for (int t = 0; t < NT; ++t) {
             const BlockQ8_K &y = x[t][i];
             const __m512i bsums = _mm512_castsi256_si512(load256(y.bsums));  // upper half meets zeros
             for (int r = 0; r < NR; ++r) {
+                const SuperBlock &s = w[r * ns + i];
                 __m512i isum = _mm512_setzero_si512();
                 for (int k = 0; k < 4; ++k)
-                    isum = _mm512_dpwssd_epi32(isum, _mm512_maddubs_epi16(s[r].codes[k], load512(y.qs + 64 * k)), s[r].scales[k]);
+                    isum = _mm512_dpwssd_epi32(isum, _mm512_maddubs_epi16(s.codes[k], load512(y.qs + 64 * k)), s.scales[k]);
                 if constexpr (kMin) {
-                    const __m512i msum = _mm512_madd_epi16(bsums, s[r].corr);
-                    acc[r][t] = _mm512_fmadd_ps(_mm512_cvtepi32_ps(isum), _mm512_set1_ps(y.d * s[r].d), acc[r][t]);
-                    acc[r][t] = _mm512_fnmadd_ps(_mm512_cvtepi32_ps(msum), _mm512_set1_ps(y.d * s[r].dmin), acc[r][t]);
+                    const __m512i msum = _mm512_madd_epi16(bsums, s.corr);
+                    acc[r][t] = _mm512_fmadd_ps(_mm512_cvtepi32_ps(isum), _mm512_set1_ps(y.d * s.d), acc[r][t]);
+                    acc[r][t] = _mm512_fnmadd_ps(_mm512_cvtepi32_ps(msum), _mm512_set1_ps(y.d * s.dmin), acc[r][t]);
                 } else {
-                    isum = _mm512_dpwssd_epi32(isum, bsums, s[r].corr);
-                    acc[r][t] = _mm512_fmadd_ps(_mm512_cvtepi32_ps(isum), _mm512_set1_ps(y.d * s[r].d), acc[r][t]);
+                    isum = _mm512_dpwssd_epi32(isum, bsums, s.corr);
+                    acc[r][t] = _mm512_fmadd_ps(_mm512_cvtepi32_ps(isum), _mm512_set1_ps(y.d * s.d), acc[r][t]);
                 }
             }
         }
@@ -297,17 +294,34 @@ DG_TARGET inline void tile_k(const GemmArgs &a, int64_t r0, int64_t t0) {
         for (int t = 0; t < NT; ++t) a.y[(t0 + t) * a.ldy + r0 + r] = _mm512_reduce_add_ps(acc[r][t]);
 }
 
-template <typename Block>
-struct TileK {
-    template <int NR, int NT>
-    struct T {
-        DG_TARGET static void run(const GemmArgs &a, int64_t r0, int64_t t0) { tile_k<Block, NR, NT>(a, r0, t0); }
-    };
-};
-
+// Panels of kPanel rows decoded once per call, swept by every group of kTokens activation rows.
 template <typename Block>
 DG_TARGET void gemm_k(const GemmArgs &a) {
-    tiles<TileK<Block>::template T, 2, 4>(a);  // 8 accumulators; two decoded super-blocks
+    constexpr bool kMin = !std::is_same_v<Block, BlockQ6_K>;
+    constexpr int64_t kPanel = 16, kTokens = 4, kRows = 4;  // 4 x 4 tiles: 16 accumulators
+    const int64_t ns = a.k / kQK_K;
+    thread_local std::vector<uint8_t> w_buf;
+    SuperBlock *const wp = aligned_scratch<SuperBlock>(w_buf, kPanel * ns);
+    for (int64_t p0 = 0; p0 < a.n_rows; p0 += kPanel) {
+        const int64_t rows = std::min(kPanel, a.n_rows - p0);
+        for (int64_t r = 0; r < rows; ++r) {
+            const Block *b = reinterpret_cast<const Block *>(a.w + (p0 + r) * a.w_stride);
+            for (int64_t i = 0; i < ns; ++i) decode_k(b[i], wp[r * ns + i]);
+        }
+        for (int64_t r = 0; r < rows; r += kRows) {
+            const SuperBlock *w = wp + r * ns;
+            int64_t t = 0;
+            if (r + kRows <= rows) {
+                for (; t + kTokens <= a.n_tokens; t += kTokens) tile_k<kMin, kRows, kTokens>(w, ns, a, p0 + r, t);
+                for (; t < a.n_tokens; ++t) tile_k<kMin, kRows, 1>(w, ns, a, p0 + r, t);
+            } else {
+                for (int64_t rr = r; rr < rows; ++rr) {
+                    for (t = 0; t + kTokens <= a.n_tokens; t += kTokens) tile_k<kMin, 1, kTokens>(wp + rr * ns, ns, a, p0 + rr, t);
+                    for (; t < a.n_tokens; ++t) tile_k<kMin, 1, 1>(wp + rr * ns, ns, a, p0 + rr, t);
+                }
+            }
+        }
+    }
 }
 
 // ---- 16-bit float weights against float32 activations ----
