@@ -153,11 +153,10 @@ DGEMMA_API dgemma_status dgemma_gemm(int32_t type, const void *w, int64_t n_rows
                                       reinterpret_cast<const uint8_t *>(x), n * sizeof(float), n_tokens, n, out, n_rows});
             return;
         }
-        const dg::TypeTraits &xt = *dg::type_traits(tt.vec_dot_type);
-        check_row(xt, n);
-        const size_t x_stride = dg::row_bytes(xt, n);
+        check_row(*dg::type_traits(tt.vec_dot_type), n);
+        const size_t x_stride = dg::gemm_activation_bytes(id, n);
         std::vector<uint8_t> xq(x_stride * static_cast<size_t>(n_tokens));
-        for (int64_t t = 0; t < n_tokens; ++t) dg::quantize_activations(tt.vec_dot_type, x + t * n, xq.data() + t * x_stride, n);
+        for (int64_t t = 0; t < n_tokens; ++t) dg::gemm_pack_activations(id, x + t * n, xq.data() + t * x_stride, n);
         dg::gemm(id, dg::GemmArgs{static_cast<const uint8_t *>(w), dg::row_bytes(tt, n), n_rows, xq.data(), x_stride, n_tokens,
                                   n, out, n_rows});
     });

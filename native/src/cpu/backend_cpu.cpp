@@ -57,17 +57,17 @@ public:
 
     // --- matrix products ------------------------------------------------------------------------
 
-    // Activations in the form the weight type consumes: quantized to its vec_dot_type when it has an
-    // integer dot product, else nullptr (the float path reads x directly).
+    // Activations in the form the weight type's kernel consumes (gemm_pack_activations) when it
+    // has an integer dot product, else nullptr (the float path reads x directly).
     const uint8_t *quantize_activations(const Matrix &w, const float *x, int64_t n, std::vector<uint8_t> &buf,
                                         size_t *row_size) {
-        if (!w.type->vec_dot) return nullptr;
-        const TypeTraits &qt = *type_traits(w.type->vec_dot_type);
-        *row_size = row_bytes(qt, w.n_cols);
-        if (buf.size() < *row_size * static_cast<size_t>(n)) buf.resize(*row_size * static_cast<size_t>(n));
+        const TensorType type = type_id(*w.type);
+        const size_t rs = gemm_activation_bytes(type, w.n_cols);
+        if (rs == 0) return nullptr;
+        *row_size = rs;
+        if (buf.size() < rs * static_cast<size_t>(n)) buf.resize(rs * static_cast<size_t>(n));
         uint8_t *out = buf.data();
-        const size_t rs = *row_size;
-        pool_.run(n, [&](int64_t t, int) { dg::quantize_activations(w.type->vec_dot_type, x + t * w.n_cols, out + t * rs, w.n_cols); });
+        pool_.run(n, [&](int64_t t, int) { gemm_pack_activations(type, x + t * w.n_cols, out + t * rs, w.n_cols); });
         return out;
     }
 

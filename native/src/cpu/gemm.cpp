@@ -6,7 +6,7 @@
 
 namespace dg {
 
-GemmFn gemm_kernel(TensorType type, Isa isa) {
+GemmKernel gemm_kernel(TensorType type, Isa isa) {
 #if defined(__x86_64__) || defined(_M_X64)
     switch (isa) {
         case Isa::Avx512: return gemm_kernel_avx512(type);
@@ -14,20 +14,25 @@ GemmFn gemm_kernel(TensorType type, Isa isa) {
         case Isa::Generic: break;
     }
 #endif
-    return nullptr;
+    return {};
 }
 
-void quantize_activations(TensorType type, const float *x, void *dst, int64_t n) {
-#if defined(__x86_64__) || defined(_M_X64)
-    if (active_isa() == Isa::Avx512)
-        if (const QuantizeFn fn = quantize_kernel_avx512(type)) return fn(x, dst, n);
-#endif
-    type_traits(type)->from_float(x, dst, n);
+size_t gemm_activation_bytes(TensorType type, int64_t k) {
+    const GemmKernel kernel = gemm_kernel(type, active_isa());
+    if (kernel.pack) return kernel.packed_bytes(k);
+    const TypeTraits &tt = *type_traits(type);
+    return tt.vec_dot ? row_bytes(*type_traits(tt.vec_dot_type), k) : 0;
+}
+
+void gemm_pack_activations(TensorType type, const float *x, void *dst, int64_t k) {
+    const GemmKernel kernel = gemm_kernel(type, active_isa());
+    if (kernel.pack) return kernel.pack(x, dst, k);
+    type_traits(type_traits(type)->vec_dot_type)->from_float(x, dst, k);
 }
 
 void gemm(TensorType type, const GemmArgs &a) {
     const Isa isa = active_isa();
-    if (const GemmFn fn = gemm_kernel(type, isa)) return fn(a);
+    if (const GemmFn fn = gemm_kernel(type, isa).run) return fn(a);
     if (const VecDotFn dot = vec_dot_kernel(type, isa)) {
         for (int64_t r = 0; r < a.n_rows; ++r) {
             const uint8_t *wr = a.w + r * a.w_stride;

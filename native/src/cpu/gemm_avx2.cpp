@@ -105,12 +105,12 @@ DG_TARGET void gemm32(const GemmArgs &a) {
 
 }  // namespace
 
-GemmFn gemm_kernel_avx2(TensorType type) {
+GemmKernel gemm_kernel_avx2(TensorType type) {  // activations as the reference quantizer writes them
     switch (type) {
-        case TensorType::Q8_0: return gemm32<Q8_0Values>;
-        case TensorType::Q4_0: return gemm32<Q4_0Values>;
-        case TensorType::Q5_0: return gemm32<Q5_0Values>;
-        default: return nullptr;
+        case TensorType::Q8_0: return {gemm32<Q8_0Values>};
+        case TensorType::Q4_0: return {gemm32<Q4_0Values>};
+        case TensorType::Q5_0: return {gemm32<Q5_0Values>};
+        default: return {};
     }
 }
 

@@ -2,25 +2,18 @@
 // blocks or a quarter of a 256-element super-block; every (row, token) pair of a tile owns one float
 // accumulator, and integer sums are exact per block (per super-block for the K-quants) before the
 // float scales apply, as in the vec_dot kernels.
-// GCC 12's AVX-512 headers pass self-initialised "undefined" registers as the unused merge operand
-// of unmasked intrinsics, which -Wuninitialized reports once they are inlined into target functions.
-#pragma GCC diagnostic ignored "-Wuninitialized"
-#pragma GCC diagnostic ignored "-Wmaybe-uninitialized"
-#include <immintrin.h>
-
 #include <algorithm>
 #include <cstring>
 #include <type_traits>
 #include <vector>
 
 #include "cpu/gemm.h"
+#include "cpu/quantize_avx512.h"
 #include "quant/k_quants.h"
 #include "quant/q4_q5.h"
 #include "quant/q8_0.h"
 
 #if defined(__x86_64__) || defined(_M_X64)
-
-#define DG_TARGET __attribute__((target("avx2,fma,f16c,avx512f,avx512bw,avx512vl,avx512vnni")))
 
 namespace dg {
 namespace {
@@ -33,6 +26,21 @@ DG_TARGET inline float f16(uint16_t h) { return _cvtsh_ss(h); }
 // Two f16 scales -> 16 floats: lanes 0-7 a, lanes 8-15 b (one per 32-element block of a register).
 DG_TARGET inline __m512 scale_pair(uint16_t a, uint16_t b) {
     return _mm512_cvtph_ps(_mm256_set_m128i(_mm_set1_epi16(static_cast<short>(b)), _mm_set1_epi16(static_cast<short>(a))));
+}
+
+// y[t0 + t][r0 + r] = the horizontal sum of acc[r][t]; a 4 x 4 tile through one transposing tree.
+template <int NR, int NT>
+DG_TARGET inline void store_tile(const __m512 (&acc)[NR][NT], const GemmArgs &a, int64_t r0, int64_t t0) {
+    if constexpr (NR == 4 && NT == 4) {
+        const __m512 s = avx512::reduce16(&acc[0][0]);  // quarter t: rows 0..3 of token t
+        _mm_storeu_ps(a.y + t0 * a.ldy + r0, _mm512_castps512_ps128(s));
+        _mm_storeu_ps(a.y + (t0 + 1) * a.ldy + r0, _mm512_extractf32x4_ps(s, 1));
+        _mm_storeu_ps(a.y + (t0 + 2) * a.ldy + r0, _mm512_extractf32x4_ps(s, 2));
+        _mm_storeu_ps(a.y + (t0 + 3) * a.ldy + r0, _mm512_extractf32x4_ps(s, 3));
+    } else {
+        for (int r = 0; r < NR; ++r)
+            for (int t = 0; t < NT; ++t) a.y[(t0 + t) * a.ldy + r0 + r] = _mm512_reduce_add_ps(acc[r][t]);
+    }
 }
 
 // ---- 32-element blocks against Q8_0 ----
@@ -80,16 +88,17 @@ inline T *aligned_scratch(std::vector<uint8_t> &buf, int64_t n) {
 }
 
 // A pair of blocks (64 elements) as the tile loop consumes it: every operand a plain load. Weights
-// are packed for a panel of rows, activations for a group of tokens, each once per product call,
-// so no decoding, joining or scale conversion remains in the inner loop.
+// are packed for a panel of rows once per product call; activations are quantized straight into
+// this form once per matrix product (the kernel's activation format, gemm_pack_activations), so no
+// decoding, joining or scale conversion remains in the inner loop.
 struct WeightPair {
     __m512i codes;  // u = w + offset
     __m512 scale;   // lanes 0-7: d of the first block, 8-15: of the second
 };
 struct ActivationPair {
-    __m512i codes;  // signed activations
+    __m512i codes;  // signed activations (Q8_0 codes by the reference rule)
     __m512i neg;    // -offset * (sum of each 4 activations): vpdpbusd then yields sum (u - offset) * x
-    __m512 scale;
+    __m512 scale;   // the f16 block scales, widened
 };
 
 // Pairs of blocks; the last of an odd count stands alone, upper half zero.
@@ -106,64 +115,71 @@ DG_TARGET inline void pack_weights(const typename C::Block *w, int64_t nb, Weigh
     }
 }
 
+size_t activation_pairs_bytes(int64_t k) { return static_cast<size_t>((k / 32 + 1) / 2) * sizeof(ActivationPair); }
+
 template <typename C>
-DG_TARGET inline void pack_activations(const BlockQ8_0 *x, int64_t nb, ActivationPair *out) {
+DG_TARGET void pack_activations(const float *x, void *dst, int64_t k) {
+    ActivationPair *out = static_cast<ActivationPair *>(dst);
     const __m512i offset = _mm512_set1_epi8(static_cast<char>(C::kOffset));
+    const int64_t nb = k / 32;
     for (int64_t b = 0; b < nb; b += 2, ++out) {
-        const bool pair = b + 1 < nb;
-        out->codes = pair ? join(load256(x[b].qs), load256(x[b + 1].qs)) : _mm512_zextsi256_si512(load256(x[b].qs));
-        out->neg = _mm512_sub_epi32(_mm512_setzero_si512(), _mm512_dpbusd_epi32(_mm512_setzero_si512(), offset, out->codes));
-        out->scale = scale_pair(x[b].d, pair ? x[b + 1].d : 0);
+        uint16_t d0, d1 = 0;
+        const __m256i lo = avx512::quantize_block_q8_0(x + 32 * b, &d0);
+        const __m512i codes = b + 1 < nb ? join(lo, avx512::quantize_block_q8_0(x + 32 * b + 32, &d1)) : _mm512_zextsi256_si512(lo);
+        _mm512_storeu_si512(&out->codes, codes);
+        _mm512_storeu_si512(&out->neg, _mm512_sub_epi32(_mm512_setzero_si512(), _mm512_dpbusd_epi32(_mm512_setzero_si512(), offset, codes)));
+        _mm512_storeu_ps(&out->scale, scale_pair(d0, d1));
     }
 }
 
-// NR packed rows (np pairs each, rows np apart) x NT packed tokens; y at row r0, token t0.
+// NR packed rows (np pairs each, rows np apart) x NT packed activation rows (x_stride bytes
+// apart); y at row r0, token t0.
 template <int NR, int NT>
-DG_TARGET inline void tile32(const WeightPair *w, const ActivationPair *x, int64_t np, const GemmArgs &a, int64_t r0,
-                             int64_t t0) {
+DG_TARGET inline void tile32(const WeightPair *w, const ActivationPair *x0, size_t x_stride, int64_t np, const GemmArgs &a,
+                             int64_t r0, int64_t t0) {
+    const ActivationPair *x[NT];
+    for (int t = 0; t < NT; ++t) x[t] = reinterpret_cast<const ActivationPair *>(reinterpret_cast<const uint8_t *>(x0) + t * x_stride);
     __m512 acc[NR][NT];
     for (int r = 0; r < NR; ++r)
         for (int t = 0; t < NT; ++t) acc[r][t] = _mm512_setzero_ps();
     for (int64_t j = 0; j < np; ++j) {
         for (int t = 0; t < NT; ++t) {
-            const ActivationPair &xp = x[t * np + j];
+            // Activation rows live in the caller's byte buffer: unaligned loads.
+            const __m512i xc = _mm512_loadu_si512(&x[t][j].codes), xn = _mm512_loadu_si512(&x[t][j].neg);
+            const __m512 xs = _mm512_loadu_ps(&x[t][j].scale);
             for (int r = 0; r < NR; ++r) {
                 const WeightPair &wp = w[r * np + j];
-                const __m512i p = _mm512_dpbusd_epi32(xp.neg, wp.codes, xp.codes);
-                acc[r][t] = _mm512_fmadd_ps(_mm512_cvtepi32_ps(p), _mm512_mul_ps(wp.scale, xp.scale), acc[r][t]);
+                const __m512i p = _mm512_dpbusd_epi32(xn, wp.codes, xc);
+                acc[r][t] = _mm512_fmadd_ps(_mm512_cvtepi32_ps(p), _mm512_mul_ps(wp.scale, xs), acc[r][t]);
             }
         }
     }
-    for (int r = 0; r < NR; ++r)
-        for (int t = 0; t < NT; ++t) a.y[(t0 + t) * a.ldy + r0 + r] = _mm512_reduce_add_ps(acc[r][t]);
+    store_tile<NR, NT>(acc, a, r0, t0);
 }
 
-// Panels of kPanel rows are packed once and swept by every token group of kTokens; the packed
-// panel (kPanel x 128 B per 64 elements) and token group stay in L1.
+// Panels of kPanel rows are packed once and swept by every group of kTokens activation rows; the
+// packed panel (kPanel x 128 B per 64 elements) stays in L1.
 template <typename C>
 DG_TARGET void gemm32(const GemmArgs &a) {
     using Block = typename C::Block;
     constexpr int64_t kPanel = 16, kTokens = 4, kRows = 4;  // 4 x 4 tiles: 16 accumulators
     const int64_t nb = a.k / 32, np = (nb + 1) / 2;
-    thread_local std::vector<uint8_t> w_buf, x_buf;
+    thread_local std::vector<uint8_t> w_buf;
     WeightPair *const wp = aligned_scratch<WeightPair>(w_buf, kPanel * np);
-    ActivationPair *const xp = aligned_scratch<ActivationPair>(x_buf, kTokens * np);
+    auto x_row = [&](int64_t t) { return reinterpret_cast<const ActivationPair *>(a.x + t * a.x_stride); };
     for (int64_t p0 = 0; p0 < a.n_rows; p0 += kPanel) {
         const int64_t rows = std::min(kPanel, a.n_rows - p0);
         for (int64_t r = 0; r < rows; ++r)
             pack_weights<C>(reinterpret_cast<const Block *>(a.w + (p0 + r) * a.w_stride), nb, wp + r * np);
-        for (int64_t t0 = 0; t0 < a.n_tokens; t0 += kTokens) {
-            const int64_t tokens = std::min(kTokens, a.n_tokens - t0);
-            for (int64_t t = 0; t < tokens; ++t)
-                pack_activations<C>(reinterpret_cast<const BlockQ8_0 *>(a.x + (t0 + t) * a.x_stride), nb, xp + t * np);
-            for (int64_t r = 0; r < rows; r += kRows) {
-                const WeightPair *w = wp + r * np;
-                if (r + kRows <= rows && tokens == kTokens) {
-                    tile32<kRows, kTokens>(w, xp, np, a, p0 + r, t0);
-                } else {
-                    for (int64_t rr = r; rr < std::min(rows, r + kRows); ++rr)
-                        for (int64_t t = 0; t < tokens; ++t)
-                            tile32<1, 1>(wp + rr * np, xp + t * np, np, a, p0 + rr, t0 + t);
+        for (int64_t r = 0; r < rows; r += kRows) {
+            int64_t t = 0;
+            if (r + kRows <= rows) {
+                for (; t + kTokens <= a.n_tokens; t += kTokens) tile32<kRows, kTokens>(wp + r * np, x_row(t), a.x_stride, np, a, p0 + r, t);
+                for (; t < a.n_tokens; ++t) tile32<kRows, 1>(wp + r * np, x_row(t), a.x_stride, np, a, p0 + r, t);
+            } else {
+                for (int64_t rr = r; rr < rows; ++rr) {
+                    for (t = 0; t + kTokens <= a.n_tokens; t += kTokens) tile32<1, kTokens>(wp + rr * np, x_row(t), a.x_stride, np, a, p0 + rr, t);
+                    for (; t < a.n_tokens; ++t) tile32<1, 1>(wp + rr * np, x_row(t), a.x_stride, np, a, p0 + rr, t);
                 }
             }
         }
@@ -290,8 +306,7 @@ DG_TARGET inline void tile_k(const SuperBlock *w, int64_t ns, const GemmArgs &a,
             }
         }
     }
-    for (int r = 0; r < NR; ++r)
-        for (int t = 0; t < NT; ++t) a.y[(t0 + t) * a.ldy + r0 + r] = _mm512_reduce_add_ps(acc[r][t]);
+    store_tile<NR, NT>(acc, a, r0, t0);
 }
 
 // Panels of kPanel rows decoded once per call, swept by every group of kTokens activation rows.
@@ -365,8 +380,7 @@ DG_TARGET inline void tile_half(const GemmArgs &a, int64_t r0, int64_t t0) {
             for (int r = 0; r < NR; ++r) acc[r][t] = _mm512_fmadd_ps(wv[r], xv, acc[r][t]);
         }
     }
-    for (int r = 0; r < NR; ++r)
-        for (int t = 0; t < NT; ++t) a.y[(t0 + t) * a.ldy + r0 + r] = _mm512_reduce_add_ps(acc[r][t]);
+    store_tile<NR, NT>(acc, a, r0, t0);
 }
 
 template <typename C>
@@ -382,19 +396,27 @@ DG_TARGET void gemm_half(const GemmArgs &a) {
     tiles<TileHalf<C>::template T, 4, 4>(a);
 }
 
+size_t q8_0_bytes(int64_t k) { return static_cast<size_t>(k / kQK8_0) * sizeof(BlockQ8_0); }
+size_t q8_k_bytes(int64_t k) { return static_cast<size_t>(k / kQK_K) * sizeof(BlockQ8_K); }
+
 }  // namespace
 
-GemmFn gemm_kernel_avx512(TensorType type) {
+GemmKernel gemm_kernel_avx512(TensorType type) {
     switch (type) {
-        case TensorType::Q8_0: return gemm32<Q8_0Codes>;
-        case TensorType::Q4_0: return gemm32<Q4_0Codes>;
-        case TensorType::Q5_0: return gemm32<Q5_0Codes>;
-        case TensorType::Q4_K: return gemm_k<BlockQ4_K>;
-        case TensorType::Q5_K: return gemm_k<BlockQ5_K>;
-        case TensorType::Q6_K: return gemm_k<BlockQ6_K>;
-        case TensorType::F16: return gemm_half<F16Lanes>;
-        case TensorType::BF16: return gemm_half<BF16Lanes>;
-        default: return nullptr;
+        case TensorType::Q8_0: return {gemm32<Q8_0Codes>, pack_activations<Q8_0Codes>, activation_pairs_bytes};
+        case TensorType::Q4_0: return {gemm32<Q4_0Codes>, pack_activations<Q4_0Codes>, activation_pairs_bytes};
+        case TensorType::Q5_0: return {gemm32<Q5_0Codes>, pack_activations<Q5_0Codes>, activation_pairs_bytes};
+        case TensorType::Q4_1:
+        case TensorType::Q5_1: return {nullptr, quantize_q8_0_avx512, q8_0_bytes};
+        case TensorType::Q4_K: return {gemm_k<BlockQ4_K>, quantize_q8_k_avx512, q8_k_bytes};
+        case TensorType::Q5_K: return {gemm_k<BlockQ5_K>, quantize_q8_k_avx512, q8_k_bytes};
+        case TensorType::Q6_K: return {gemm_k<BlockQ6_K>, quantize_q8_k_avx512, q8_k_bytes};
+        case TensorType::Q2_K:
+        case TensorType::Q3_K:
+        case TensorType::IQ4_XS: return {nullptr, quantize_q8_k_avx512, q8_k_bytes};
+        case TensorType::F16: return {gemm_half<F16Lanes>};
+        case TensorType::BF16: return {gemm_half<BF16Lanes>};
+        default: return {};
     }
 }
 
