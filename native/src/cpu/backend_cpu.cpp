@@ -139,8 +139,7 @@ public:
             const int64_t s0 = offsets_[t.e], m = offsets_[t.e + 1] - s0;
             rows(w.gate.expert(t.e), xg + s0 * K, xq ? xq + s0 * q_row : nullptr, q_row, m, gate + s0 * F, F, t.r0, t.r1, thread);
             rows(w.up.expert(t.e), xg + s0 * K, xq_up ? xq_up + s0 * q_row_up : nullptr, q_row_up, m, up + s0 * F, F, t.r0, t.r1, thread);
-            for (int64_t s = s0; s < s0 + m; ++s)
-                for (int64_t r = t.r0; r < t.r1; ++r) gate[s * F + r] = gelu_tanh(gate[s * F + r]) * up[s * F + r];
+            for (int64_t s = s0; s < s0 + m; ++s) gelu_tanh_mul(gate + s * F + t.r0, up + s * F + t.r0, gate + s * F + t.r0, t.r1 - t.r0);
         });
         xq = quantize_activations(w.down.first, gate, total, qx_, &q_row);
         make_tasks(E);
