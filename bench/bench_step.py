@@ -1,11 +1,13 @@
 """Prefill, one decoder step and the sampler, dgemma against transformers on the same weights.
 
 Protocol (shared/bench/models.json): a 512-token prompt, one canvas of the configuration's length,
-self-conditioning on, median of >= 5 steps after a warm-up, threads = all cores, F32 weights on both
-sides (the reference's CPU path is float32). The sampler is timed on the same logits: dgemma's native
-sampler against transformers' EntropyBoundSampler + temperature + multinomial + stopping classes.
+self-conditioning on, median of >= 5 steps after a warm-up, threads = all cores. transformers runs
+F32 (its CPU path is float32); dgemma runs the same weights as F32 and, per --types, re-quantized
+(Q8_0, Q4_K_M, ...: `dgemma quantize` recipes), every type against the same transformers times.
+The sampler is timed on the same logits: dgemma's native sampler against transformers'
+EntropyBoundSampler + temperature + multinomial + stopping classes.
 
-    python bench/bench_step.py [--config medium] [--steps 5]
+    python bench/bench_step.py [--config medium] [--steps 5] [--types f32,q8_0,q4_k_m]
 """
 
 from __future__ import annotations
@@ -26,6 +28,7 @@ from reference import ReferenceSequence, build_model, save_checkpoint, shared_co
 
 import dgemma  # noqa: E402
 from dgemma.convert.hf_to_gguf import convert  # noqa: E402
+from dgemma.convert.quantize_gguf import quantize_file  # noqa: E402
 from dgemma.sampler import Sampler  # noqa: E402
 
 
@@ -66,7 +69,11 @@ def main():
     ap.add_argument("--config", default="medium")
     ap.add_argument("--steps", type=int, default=5)
     ap.add_argument("--prompt", type=int, default=512)
+    ap.add_argument("--types", default="f32,q8_0,q4_k_m", help="dgemma weight types, comma-separated; f32 first")
     args = ap.parse_args()
+    types = [t.strip().upper() for t in args.types.split(",")]
+    if types[0] != "F32":
+        ap.error("--types must start with f32 (the batch and sampler rows use it)")
     threads = os.cpu_count()
     torch.set_num_threads(threads)
     cfg = shared_config(args.config)
@@ -86,18 +93,29 @@ def main():
         z_ref = ref.denoise(canvas)
         t_ref_step = median_time(lambda: ref.denoise(canvas, z_ref / 0.8), args.steps)
 
-        with dgemma.Model(gguf, threads=threads) as m:
-            def ours_prefill():
+        def prefill_and_step(path):
+            with dgemma.Model(path, threads=threads) as m:
+                def ours_prefill():
+                    s = m.session()
+                    s.prefill(prompt)
+                    s.close()
+                t_prefill = median_time(ours_prefill, max(1, args.steps // 2))
                 s = m.session()
                 s.prefill(prompt)
+                z = s.denoise(canvas)
+                out = np.empty_like(z)
+                sc = z / 0.8
+                t_step = median_time(lambda: s.denoise(canvas, sc, out=out), args.steps)
                 s.close()
-            t_prefill = median_time(ours_prefill, max(1, args.steps // 2))
-            s = m.session()
-            s.prefill(prompt)
-            z = s.denoise(canvas)
-            out = np.empty_like(z)
-            sc = z / 0.8
-            t_step = median_time(lambda: s.denoise(canvas, sc, out=out), args.steps)
+            return t_prefill, t_step, z
+
+        t_prefill, t_step, z = prefill_and_step(gguf)
+        quantized = []  # (type, prefill s, step s)
+        for t in types[1:]:
+            qpath = Path(tmp) / f"m-{t}.gguf"
+            quantize_file(gguf, qpath, t, progress=None)
+            quantized.append((t, *prefill_and_step(qpath)[:2]))
+        with dgemma.Model(gguf, threads=threads) as m:
             # Batching: 4 sequences' canvases per decoder pass vs the same 4 generated one by one
             # (4 steps each, no early stop), per sequence-step.
             gen = dict(max_new_tokens=C, max_denoising_steps=4, stability_threshold=0, confidence_threshold=0.0,
@@ -115,12 +133,17 @@ def main():
     rows = [
         ("prefill (tokens/s)", args.prompt / t_prefill, args.prompt / t_ref_prefill, "higher"),
         ("decoder step, sc on (ms)", t_step * 1e3, t_ref_step * 1e3, "lower"),
+    ]
+    for t, tp, ts in quantized:
+        rows += [(f"{t} prefill (tokens/s)", args.prompt / tp, args.prompt / t_ref_prefill, "higher"),
+                 (f"{t} decoder step, sc on (ms)", ts * 1e3, t_ref_step * 1e3, "lower")]
+    rows += [
         ("sampler step (ms)", t_sampler * 1e3, t_ref_sampler * 1e3, "lower"),
         ("batch of 4: ms per sequence-step", t_batch * 1e3, t_alone * 1e3, "lower"),
         ("sampler share of a step (%)", 100 * t_sampler / (t_step + t_sampler),
          100 * t_ref_sampler / (t_ref_step + t_ref_sampler), "lower"),
     ]
-    print(f"config {args.config} (canvas {C}, vocab {V}), F32 weights, {threads} threads, prompt {args.prompt}, "
+    print(f"config {args.config} (canvas {C}, vocab {V}), dgemma F32 unless named, transformers F32, {threads} threads, prompt {args.prompt}, "
           f"median of {args.steps}")
     print(f"| {'measure':<30} | {'dgemma':>10} | {'transformers':>12} | {'ratio':>6} |")
     print(f"|{'-' * 32}|{'-' * 12}|{'-' * 14}|{'-' * 8}|")

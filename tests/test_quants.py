@@ -235,6 +235,120 @@ def test_matvec_rows_match_vec_dot():
     assert np.array_equal(kernels.matvec(T.Q4_K, w, x), [kernels.vec_dot(T.Q4_K, r, x) for r in w])
 
 
+
+# ---- register-blocked matrix products (gemm), per instruction set ----
+
+# (rows, tokens, blocks per row): tiles and every edge (rows and tokens not multiples of the tiles,
+# one token, one row, an odd number of 32-element blocks, 257 tokens).
+GEMM_SHAPES = [(13, 7, 5), (1, 1, 3), (4, 257, 2), (9, 4, 1), (6, 12, 4)]
+
+
+def gemm_inputs(t, rows, tokens, blocks, rng):
+    n = info(t).block_size * blocks
+    w = random_blocks(t, rows * blocks, rng, "moderate").reshape(rows, -1)
+    x = rng.standard_normal((tokens, n)).astype(np.float32)
+    return w, x
+
+
+@pytest.mark.parametrize("isa", isa_params(), indirect=True)
+@pytest.mark.parametrize("t", DOT_TYPES, ids=lambda t: t.name)
+def test_gemm_agrees_with_generic(t, isa):
+    """Each set's kernel on fresh random inputs against the generic path (vec_dot per pair): the same
+    integer sums, so results agree to float32 rounding of the block sums."""
+    rng = np.random.default_rng()
+    for rows, tokens, blocks in GEMM_SHAPES:
+        w, x = gemm_inputs(t, rows, tokens, blocks, rng)
+        got = kernels.gemm(t, w, x)
+        kernels.set_cpu_isa("generic")
+        ref = kernels.gemm(t, w, x)
+        kernels.set_cpu_isa(isa)
+        wf = quants.dequantize(w.reshape(-1), t).reshape(rows, -1).astype(np.float64)
+        scale = np.abs(x.astype(np.float64)) @ np.abs(wf).T
+        assert np.all(np.abs(got - ref) <= 1e-6 * scale + 1e-30), (rows, tokens, blocks)
+
+
+FLOAT_TYPES = {T.F32: np.float32, T.F16: np.float16}
+
+
+@pytest.mark.parametrize("isa", isa_params(), indirect=True)
+@pytest.mark.parametrize("t", [T.F32, T.F16, T.BF16], ids=lambda t: t.name)
+def test_gemm_float_weights(t, isa):
+    """F32/F16/BF16 weights against float activations: exact products of the widened weights, float32
+    sums; odd row lengths take the masked tail."""
+    rng = np.random.default_rng()
+    for rows, tokens, n in [(13, 7, 176), (1, 1, 5), (4, 257, 48), (9, 4, 33)]:
+        wf = rng.standard_normal((rows, n)).astype(np.float32)
+        if t == T.BF16:
+            bits = wf.view(np.uint32) >> 16
+            w, wf = bits.astype(np.uint16).view(np.uint8).reshape(rows, -1), (bits << 16).view(np.float32)
+        else:
+            w = wf.astype(FLOAT_TYPES[t])
+            wf = w.astype(np.float32)
+            w = w.view(np.uint8).reshape(rows, -1)
+        x = rng.standard_normal((tokens, n)).astype(np.float32)
+        ref = x.astype(np.float64) @ wf.T.astype(np.float64)
+        scale = np.abs(x.astype(np.float64)) @ np.abs(wf.T.astype(np.float64))
+        assert np.all(np.abs(kernels.gemm(t, w, x) - ref) <= 1e-6 * scale + 1e-30), (rows, tokens, n)
+
+
+@pytest.mark.parametrize("isa", isa_params(), indirect=True)
+@pytest.mark.parametrize("t", DOT_TYPES, ids=lambda t: t.name)
+def test_gemm_matches_float64(t, isa):
+    rng = np.random.default_rng()
+    bs = info(t).block_size
+    act_block = 32 if bs == 32 else 256
+    rows, tokens, blocks = 7, 5, 3
+    w, x = gemm_inputs(t, rows, tokens, blocks, rng)
+    w[::2] = np.stack([kernels.quantize_row(t, rng.standard_normal(bs * blocks).astype(np.float32))
+                       for _ in range(len(w[::2]))])
+    got = kernels.gemm(t, w, x)
+    wf = quants.dequantize(w.reshape(-1), t).reshape(rows, -1).astype(np.float64)
+    for i in range(tokens):
+        for r in range(rows):
+            ref = float(np.dot(wf[r], x[i].astype(np.float64)))
+            assert abs(got[i, r] - ref) <= dot_bound(wf[r], x[i].astype(np.float64), act_block), (i, r, got[i, r], ref)
+
+
+@pytest.mark.parametrize("isa", isa_params(), indirect=True)
+def test_gemm_quantizes_activations_like_the_reference(isa):
+    """Q8_0 weight rows that are unit vectors read the quantized activations back exactly: every set's
+    activation quantizer must round as ggml's reference does (half away from zero, ties included)."""
+    n = 64
+    eye = np.eye(n, dtype=np.float32)
+    blocks = np.zeros((n, n // 32, 34), np.uint8)
+    blocks[:, :, :2] = np.array([1.0], np.float16).view(np.uint8)  # d = 1, codes one-hot
+    blocks[:, :, 2:] = eye.reshape(n, n // 32, 32)
+    w = blocks.reshape(n, -1)
+    assert np.array_equal(quants.dequantize(w.reshape(-1), T.Q8_0).reshape(n, n), eye)
+    rng = np.random.default_rng()
+    ties = np.concatenate([[127.0], np.arange(-15.5, 15.5, 1.0), rng.standard_normal(32) * 40]).astype(np.float32)
+    x = np.stack([ties, rng.standard_normal(n).astype(np.float32) * 1e-3, np.zeros(n, np.float32)])
+    ref = np.stack([kernels.dequantize_row(T.Q8_0, kernels.quantize_row(T.Q8_0, xi)) for xi in x])
+    assert same_floats(kernels.gemm(T.Q8_0, w, x), ref)
+
+
+def test_generic_gemm_is_vec_dot_per_pair(isa="generic"):
+    kernels.set_cpu_isa("generic")
+    try:
+        rng = np.random.default_rng(5)
+        w, x = gemm_inputs(T.Q4_K, 3, 2, 2, rng)
+        assert same_floats(kernels.gemm(T.Q4_K, w, x), [[kernels.vec_dot(T.Q4_K, r, xi) for r in w] for xi in x])
+    finally:
+        kernels.set_cpu_isa("auto")
+
+
+def test_gemm_bad_inputs():
+    w = np.zeros((2, 34), np.uint8)
+    with pytest.raises(InvalidArgumentError):
+        kernels.gemm(T.Q8_0, w, np.zeros((3, 64), np.float32))  # rows of 64 need 68 bytes
+    with pytest.raises(UnsupportedError):
+        kernels.gemm(T.Q8_1, np.zeros((2, 36), np.uint8), np.zeros((3, 32), np.float32))
+    out = ffi.new("float[6]")
+    x = ffi.new("float[96]")
+    assert lib.dgemma_gemm(int(T.Q8_0), ffi.NULL, 2, x, 3, 32, out) == InvalidArgumentError.status
+    assert lib.dgemma_gemm(int(T.Q8_0), x, 2, x, -1, 32, out) == InvalidArgumentError.status
+    assert lib.dgemma_gemm(int(T.Q8_0), x, 2, x, 3, 31, out) == InvalidArgumentError.status
+
 # ---- errors ----
 
 def test_type_info():

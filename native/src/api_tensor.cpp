@@ -7,6 +7,7 @@
 #include <vector>
 
 #include "cpu/dispatch.h"
+#include "cpu/gemm.h"
 #include "dgemma.h"
 #include "cpu/threadpool.h"
 #include "error.h"
@@ -134,5 +135,31 @@ DGEMMA_API dgemma_status dgemma_set_cpu_isa(const char *isa) {
 }
 
 DGEMMA_API const char *dgemma_cpu_isa(void) { return dg::isa_name(dg::active_isa()); }
+
+DGEMMA_API dgemma_status dgemma_gemm(int32_t type, const void *w, int64_t n_rows, const float *x, int64_t n_tokens,
+                                     int64_t n, float *out) {
+    return dg::guarded([&] {
+        const dg::TypeTraits &tt = known_type(type);
+        check_row(tt, n);
+        check_pointer(w, "w");
+        check_pointer(x, "x");
+        check_pointer(out, "out");
+        if (n_rows < 0) throw Error(DGEMMA_ERR_INVALID_ARGUMENT, "n_rows " + std::to_string(n_rows) + " is negative");
+        if (n_tokens < 0) throw Error(DGEMMA_ERR_INVALID_ARGUMENT, "n_tokens " + std::to_string(n_tokens) + " is negative");
+        if (!tt.to_float) throw Error(DGEMMA_ERR_UNSUPPORTED, std::string("type ") + tt.name + " cannot be read by this build");
+        const dg::TensorType id = dg::type_id(tt);
+        if (!tt.vec_dot) {  // float weights take the float rows as they are
+            dg::gemm(id, dg::GemmArgs{static_cast<const uint8_t *>(w), dg::row_bytes(tt, n), n_rows,
+                                      reinterpret_cast<const uint8_t *>(x), n * sizeof(float), n_tokens, n, out, n_rows});
+            return;
+        }
+        check_row(*dg::type_traits(tt.vec_dot_type), n);
+        const size_t x_stride = dg::gemm_activation_bytes(id, n);
+        std::vector<uint8_t> xq(x_stride * static_cast<size_t>(n_tokens));
+        for (int64_t t = 0; t < n_tokens; ++t) dg::gemm_pack_activations(id, x + t * n, xq.data() + t * x_stride, n);
+        dg::gemm(id, dg::GemmArgs{static_cast<const uint8_t *>(w), dg::row_bytes(tt, n), n_rows, xq.data(), x_stride, n_tokens,
+                                  n, out, n_rows});
+    });
+}
 
 }  // extern "C"

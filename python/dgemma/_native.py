@@ -120,6 +120,8 @@ CDEF_EXTRA = [
     dgemma_status dgemma_matvec(int32_t type, const void *w, int64_t n_rows, const float *x, int64_t n, float *out);
     dgemma_status dgemma_set_cpu_isa(const char *isa);
     const char *dgemma_cpu_isa(void);
+    dgemma_status dgemma_gemm(int32_t type, const void *w, int64_t n_rows, const float *x, int64_t n_tokens, int64_t n,
+                              float *out);
     """,
 ]
 

@@ -128,3 +128,17 @@ def cpu_isa() -> str:
 
 def cpu_features() -> str:
     return ffi.string(lib.dgemma_cpu_features()).decode()
+
+
+def gemm(t: TypeLike, w: np.ndarray, x: np.ndarray) -> np.ndarray:
+    """x @ w.T for a matrix w of type t (uint8 [n_rows, row_bytes]) and float rows x [n_tokens, n]: float32
+    [n_tokens, n_rows], each x row quantized (kept as is for F32/F16/BF16), the active ISA's register-blocked
+    kernel, single-threaded."""
+    w = np.ascontiguousarray(w, dtype=np.uint8)
+    x = np.ascontiguousarray(x, dtype=np.float32)
+    if x.ndim != 2 or w.ndim != 2 or w.shape[1] != row_bytes(t, x.shape[1]) or x.shape[1] % type_info(t).block_size:
+        raise InvalidArgumentError(f"weight shape {w.shape} does not fit activations of shape {x.shape} ({type_info(t).name})")
+    out = np.empty((x.shape[0], w.shape[0]), dtype=np.float32)
+    check(lib.dgemma_gemm(_type_id(t), ffi.from_buffer(w), w.shape[0], ffi.from_buffer("float[]", x), x.shape[0],
+                          x.shape[1], ffi.from_buffer("float[]", out)))
+    return out

@@ -8,6 +8,7 @@
 #include <vector>
 
 #include "backend.h"
+#include "cpu/gemm.h"
 #include "cpu/kernels.h"
 #include "cpu/threadpool.h"
 #include "error.h"
@@ -41,7 +42,7 @@ T *host(const Tensor &t) { return static_cast<T *>(t.data); }
 
 // Per-thread scratch.
 struct Scratch {
-    std::vector<float> tile;    // dequantized weight rows; soft_embed's vocabulary rows
+    std::vector<float> tile;    // soft_embed's dequantized vocabulary rows
     std::vector<float> scores;  // attention scores [queries per task][keys]; RoPE's cos/sin
     std::vector<float> kv;      // a run of cached keys or values converted to F32
 };
@@ -93,14 +94,14 @@ public:
             if (v.size() < static_cast<size_t>(n)) v.resize(static_cast<size_t>(n));
         };
         for (Scratch &sc : scratch_) {
-            grow(sc.tile, std::max(kRowTile * l.max_cols, kSoftChunk * l.n_embd));
-            grow(sc.scores, std::max(kQueriesPerTask * l.keys, l.max_head_dim));
+            grow(sc.tile, kSoftChunk * l.n_embd);
+            grow(sc.scores, std::max({kQueriesPerTask * l.keys, l.max_head_dim, l.rows * kSoftChunk}));
             grow(sc.kv, kKvChunk * l.max_head_dim);
         }
         const int64_t slots = l.rows * l.n_expert_used;
-        // Quantized activations take at most 292 bytes per 256 values (Q8_K): 2 bytes per value bounds them.
-        grow(qx_, 2 * std::max(slots, l.rows) * l.max_cols);
-        grow(qx_up_, 2 * slots * l.max_cols);
+        // Activations packed for the GEMM kernels (gemm_activation_bytes) take at most 4 bytes per value.
+        grow(qx_, 4 * std::max(slots, l.rows) * l.max_cols);
+        grow(qx_up_, 4 * slots * l.max_cols);
         grow(offsets_, l.n_expert + 1);
         grow(fill_, l.n_expert + 1);
         grow(order_, slots);
@@ -120,44 +121,28 @@ public:
 
     // --- matrix products ------------------------------------------------------------------------
 
-    // Activations in the form the weight type consumes: quantized to its vec_dot_type when it has an
-    // integer dot product, else nullptr (the float path reads x directly).
+    // Activations in the form the weight type's kernel consumes (gemm_pack_activations) when it
+    // has an integer dot product, else nullptr (the float path reads x directly).
     const uint8_t *quantize_activations(const Tensor &w, const float *x, int64_t n, std::vector<uint8_t> &buf,
                                         size_t *row_size) {
-        if (!w.type->vec_dot) return nullptr;
-        const TypeTraits &qt = *type_traits(w.type->vec_dot_type);
+        const TensorType type = w.type_id;
         const int64_t K = w.n_cols();
-        *row_size = row_bytes(qt, K);
-        uint8_t *out = reserved(buf, *row_size * static_cast<size_t>(n));
-        const size_t rs = *row_size;
-        pool_.run(n, [&](int64_t t, int) { qt.from_float(x + t * K, out + t * rs, K); });
+        const size_t rs = gemm_activation_bytes(type, K);
+        if (rs == 0) return nullptr;
+        *row_size = rs;
+        uint8_t *out = reserved(buf, rs * static_cast<size_t>(n));
+        pool_.run(n, [&](int64_t t, int) { gemm_pack_activations(type, x + t * K, out + t * rs, K); });
         return out;
     }
 
     // y[t][r] for rows [r0, r1) of w and n contiguous activation rows (float x, or quantized xq).
     void rows(const Tensor &w, const float *x, const uint8_t *xq, size_t xq_row, int64_t n, float *y, int64_t ldy,
-              int64_t r0, int64_t r1, int thread) {
+              int64_t r0, int64_t r1) {
         const int64_t K = w.n_cols();
-        const size_t rs = w.row_stride();
-        if (xq) {
-            for (int64_t r = r0; r < r1; ++r) {
-                const uint8_t *wr = w.bytes_at(static_cast<size_t>(r) * rs);
-                for (int64_t t = 0; t < n; ++t) y[t * ldy + r] = w.type->vec_dot(wr, xq + t * xq_row, K);
-            }
-            return;
-        }
-        const float *wt;
-        int64_t ldw;
-        if (w.type_id == TensorType::F32) {
-            wt = reinterpret_cast<const float *>(w.bytes_at(static_cast<size_t>(r0) * rs));
-            ldw = static_cast<int64_t>(rs / sizeof(float));
-        } else {
-            float *tile = reserved(scratch_[thread].tile, static_cast<size_t>((r1 - r0) * K));
-            for (int64_t r = r0; r < r1; ++r) w.type->to_float(w.bytes_at(static_cast<size_t>(r) * rs), tile + (r - r0) * K, K);
-            wt = tile;
-            ldw = K;
-        }
-        dot_tile(x, K, n, wt, ldw, r1 - r0, K, y + r0, ldy);
+        const uint8_t *act = xq ? xq : reinterpret_cast<const uint8_t *>(x);
+        const size_t act_row = xq ? xq_row : static_cast<size_t>(K) * sizeof(float);
+        gemm(w.type_id, GemmArgs{w.bytes_at(static_cast<size_t>(r0) * w.row_stride()), w.row_stride(), r1 - r0, act, act_row, n,
+                                 K, y + r0, ldy});
     }
 
     void matmul(const Tensor &w, const Tensor &xt, const Tensor &yt) override {
@@ -168,9 +153,9 @@ public:
         size_t xq_row = 0;
         const uint8_t *xq = quantize_activations(w, x, n, qx_, &xq_row);
         const int64_t n_tiles = (w.n_rows() + kRowTile - 1) / kRowTile;
-        pool_.run(n_tiles, [&](int64_t tile, int thread) {
+        pool_.run(n_tiles, [&](int64_t tile, int) {
             const int64_t r0 = tile * kRowTile, r1 = std::min(w.n_rows(), r0 + kRowTile);
-            rows(w, x, xq, xq_row, n, y, w.n_rows(), r0, r1, thread);
+            rows(w, x, xq, xq_row, n, y, w.n_rows(), r0, r1);
         });
     }
 
@@ -215,20 +200,19 @@ public:
         size_t q_row_up = q_row;
         if (w.up.type_id != w.gate.type_id) xq_up = quantize_activations(w.up, xg, total, qx_up_, &q_row_up);
         make_tasks(F);
-        pool_.run(n_tasks, [&](int64_t ti, int thread) {
+        pool_.run(n_tasks, [&](int64_t ti, int) {
             const TaskRec &t = tasks_[ti];
             const int64_t s0 = offsets[t.e], m = offsets[t.e + 1] - s0;
-            rows(w.gate.slice(t.e), xg + s0 * K, xq ? xq + s0 * q_row : nullptr, q_row, m, gate + s0 * F, F, t.r0, t.r1, thread);
-            rows(w.up.slice(t.e), xg + s0 * K, xq_up ? xq_up + s0 * q_row_up : nullptr, q_row_up, m, up + s0 * F, F, t.r0, t.r1, thread);
-            for (int64_t s = s0; s < s0 + m; ++s)
-                for (int64_t r = t.r0; r < t.r1; ++r) gate[s * F + r] = gelu_tanh(gate[s * F + r]) * up[s * F + r];
+            rows(w.gate.slice(t.e), xg + s0 * K, xq ? xq + s0 * q_row : nullptr, q_row, m, gate + s0 * F, F, t.r0, t.r1);
+            rows(w.up.slice(t.e), xg + s0 * K, xq_up ? xq_up + s0 * q_row_up : nullptr, q_row_up, m, up + s0 * F, F, t.r0, t.r1);
+            for (int64_t s = s0; s < s0 + m; ++s) gelu_tanh_mul(gate + s * F + t.r0, up + s * F + t.r0, gate + s * F + t.r0, t.r1 - t.r0);
         });
         xq = quantize_activations(w.down, gate, total, qx_, &q_row);
         make_tasks(E);
-        pool_.run(n_tasks, [&](int64_t ti, int thread) {
+        pool_.run(n_tasks, [&](int64_t ti, int) {
             const TaskRec &t = tasks_[ti];
             const int64_t s0 = offsets[t.e], m = offsets[t.e + 1] - s0;
-            rows(w.down.slice(t.e), gate + s0 * F, xq ? xq + s0 * q_row : nullptr, q_row, m, yd + s0 * E, E, t.r0, t.r1, thread);
+            rows(w.down.slice(t.e), gate + s0 * F, xq ? xq + s0 * q_row : nullptr, q_row, m, yd + s0 * E, E, t.r0, t.r1);
         });
         // out[t] = sum_j weight[t][j] * yd[slot(t, j)].
         pool_.run(n, [&](int64_t t, int) {
@@ -477,22 +461,22 @@ public:
         float *partials = reserved(soft_partial_, static_cast<size_t>(kSoftParts * n * E));
         std::fill_n(partials, kSoftParts * n * E, 0.0f);
         const int64_t per_part = (V + kSoftParts - 1) / kSoftParts;
-        // Within a range, vocabulary rows are taken 64 at a time (dequantized once) and every token
-        // row sweeps them while its partial sum stays in L1.
+        // Within a range, vocabulary rows are taken kSoftChunk at a time (dequantized once) with the
+        // probabilities of every token for them, and the register-blocked accumulate_rows adds
+        // probabilities x rows into the partial sums.
         pool_.run(kSoftParts, [&](int64_t part, int thread) {
             float *partial = partials + part * n * E;
             float *rows = reserved(scratch_[thread].tile, static_cast<size_t>(kSoftChunk * E));
+            float *probs = reserved(scratch_[thread].scores, static_cast<size_t>(n * kSoftChunk));
             const int64_t v_end = std::min(V, (part + 1) * per_part);
             for (int64_t c0 = part * per_part; c0 < v_end; c0 += kSoftChunk) {
                 const int64_t c1 = std::min(v_end, c0 + kSoftChunk);
                 for (int64_t v = c0; v < c1; ++v) e.type->to_float(e.bytes_at(static_cast<size_t>(v) * e.row_stride()), rows + (v - c0) * E, E);
                 for (int64_t t = 0; t < n; ++t) {
                     const float *z = logits + t * V;
-                    for (int64_t v = c0; v < c1; ++v) {
-                        const float p = std::exp(z[v] - row_max[t]) * row_inv_sum[t];
-                        if (p != 0.0f) axpy(p, rows + (v - c0) * E, partial + t * E, E);
-                    }
+                    for (int64_t v = c0; v < c1; ++v) probs[t * kSoftChunk + v - c0] = std::exp(z[v] - row_max[t]) * row_inv_sum[t];
                 }
+                accumulate_rows(probs, kSoftChunk, n, rows, E, c1 - c0, E, partial, E);
             }
         });
         elementwise(n * E, [&](int64_t i0, int64_t i1) {

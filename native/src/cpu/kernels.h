@@ -15,7 +15,9 @@ void dot_tile(const float *x, int64_t ldx, int64_t n_tokens, const float *w, int
 void accumulate_rows(const float *p, int64_t ldp, int64_t nb, const float *v, int64_t ldv, int64_t n, int64_t d,
                      float *o, int64_t ldo);
 
-// y += a * x over n values.
-void axpy(float a, const float *x, float *y, int64_t n);
+// out[i] = gelu_tanh(gate[i]) * up[i] (out may alias gate): the active set's vectorised form
+// x / (1 + exp(-2u)), u = sqrt(2/pi) (x + 0.044715 x^3), with a polynomial exp; the generic set's
+// is the reference 0.5 x (1 + tanh(u)) with std::tanh.
+void gelu_tanh_mul(const float *gate, const float *up, float *out, int64_t n);
 
 }  // namespace dg

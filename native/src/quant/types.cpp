@@ -52,12 +52,18 @@ struct Table {
     }
 };
 
+const Table &table() {
+    static const Table t;
+    return t;
+}
+
 }  // namespace
 
 const TypeTraits *type_traits(uint32_t type_id) {
-    static const Table table;
-    if (type_id >= kMaxTypeId || table.entries[type_id].name == nullptr) return nullptr;
-    return &table.entries[type_id];
+    if (type_id >= kMaxTypeId || table().entries[type_id].name == nullptr) return nullptr;
+    return &table().entries[type_id];
 }
+
+TensorType type_id(const TypeTraits &tt) { return static_cast<TensorType>(&tt - table().entries); }
 
 }  // namespace dg

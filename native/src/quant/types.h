@@ -37,6 +37,8 @@ struct TypeTraits {
 // nullptr for an id this build does not know.
 DG_CORE_EXPORT const TypeTraits *type_traits(uint32_t type_id);
 inline const TypeTraits *type_traits(TensorType t) { return type_traits(static_cast<uint32_t>(t)); }
+// The id of an entry that type_traits returned.
+TensorType type_id(const TypeTraits &tt);
 
 // Bytes of a row of n elements; n must be a multiple of the block size.
 inline size_t row_bytes(const TypeTraits &tt, int64_t n) { return static_cast<size_t>(n / tt.block_size) * tt.type_size; }

@@ -1,0 +1,57 @@
+#include "cpu/gemm.h"
+
+#include <vector>
+
+#include "cpu/kernels.h"
+
+namespace dg {
+
+GemmKernel gemm_kernel(TensorType type, Isa isa) {
+#if defined(__x86_64__) || defined(_M_X64)
+    switch (isa) {
+        case Isa::Avx512: return gemm_kernel_avx512(type);
+        case Isa::Avx2: return gemm_kernel_avx2(type);
+        case Isa::Generic: break;
+    }
+#endif
+    return {};
+}
+
+size_t gemm_activation_bytes(TensorType type, int64_t k) {
+    const GemmKernel kernel = gemm_kernel(type, active_isa());
+    if (kernel.pack) return kernel.packed_bytes(k);
+    const TypeTraits &tt = *type_traits(type);
+    return tt.vec_dot ? row_bytes(*type_traits(tt.vec_dot_type), k) : 0;
+}
+
+void gemm_pack_activations(TensorType type, const float *x, void *dst, int64_t k) {
+    const GemmKernel kernel = gemm_kernel(type, active_isa());
+    if (kernel.pack) return kernel.pack(x, dst, k);
+    type_traits(type_traits(type)->vec_dot_type)->from_float(x, dst, k);
+}
+
+void gemm(TensorType type, const GemmArgs &a) {
+    const Isa isa = active_isa();
+    if (const GemmFn fn = gemm_kernel(type, isa).run) return fn(a);
+    if (const VecDotFn dot = vec_dot_kernel(type, isa)) {
+        for (int64_t r = 0; r < a.n_rows; ++r) {
+            const uint8_t *wr = a.w + r * a.w_stride;
+            for (int64_t t = 0; t < a.n_tokens; ++t) a.y[t * a.ldy + r] = dot(wr, a.x + t * a.x_stride, a.k);
+        }
+        return;
+    }
+    const float *x = reinterpret_cast<const float *>(a.x);
+    const int64_t ldx = static_cast<int64_t>(a.x_stride / sizeof(float));
+    if (type == TensorType::F32) {
+        dot_tile(x, ldx, a.n_tokens, reinterpret_cast<const float *>(a.w), static_cast<int64_t>(a.w_stride / sizeof(float)),
+                 a.n_rows, a.k, a.y, a.ldy);
+        return;
+    }
+    thread_local std::vector<float> tile;
+    if (tile.size() < static_cast<size_t>(a.n_rows * a.k)) tile.resize(static_cast<size_t>(a.n_rows * a.k));
+    const TypeTraits &tt = *type_traits(type);
+    for (int64_t r = 0; r < a.n_rows; ++r) tt.to_float(a.w + r * a.w_stride, tile.data() + r * a.k, a.k);
+    dot_tile(x, ldx, a.n_tokens, tile.data(), a.k, a.n_rows, a.k, a.y, a.ldy);
+}
+
+}  // namespace dg

@@ -1,0 +1,62 @@
+// Register-blocked products of quantized weight rows with quantized activation rows: the core of
+// the CPU backend's matmul. A kernel keeps a tile of several weight rows x several tokens of
+// accumulators live, decodes each weight block once for all tokens of the tile and reduces
+// horizontally once per tile. Kernels exist per instruction set and type and are chosen at run time
+// like the vec_dot kernels (cpu/dispatch.h); a set without one for a type uses its vec_dot per
+// (row, token) pair, which makes the generic set the reference path.
+#pragma once
+
+#include <cstddef>
+#include <cstdint>
+
+#include "cpu/dispatch.h"
+
+namespace dg {
+
+// Weight rows [0, n_rows) start w_stride bytes apart; activation rows [0, n_tokens) start x_stride
+// bytes apart, as gemm_pack_activations writes them (float32 for types without an integer dot
+// product: F32, F16, BF16); rows hold k elements.
+struct GemmArgs {
+    const uint8_t *w;
+    size_t w_stride;
+    int64_t n_rows;
+    const uint8_t *x;
+    size_t x_stride;
+    int64_t n_tokens;
+    int64_t k;
+    float *y;  // y[t * ldy + r] = dot(weight row r, activation row t)
+    int64_t ldy;
+};
+
+using GemmFn = void (*)(const GemmArgs &a);
+using QuantizeFn = void (*)(const float *x, void *dst, int64_t n);
+
+// A weight type's kernel on one instruction set and the activation rows it takes.
+struct GemmKernel {
+    GemmFn run = nullptr;       // null: no register-blocked kernel (vec_dot per pair, or the float path)
+    QuantizeFn pack = nullptr;  // float row -> the row `run` takes; null: the vec_dot_type's reference quantizer
+    size_t (*packed_bytes)(int64_t k) = nullptr;  // bytes of a packed row of k elements (with pack)
+};
+
+GemmKernel gemm_kernel(TensorType type, Isa isa);
+
+// Activation rows of k elements in the form `type`'s kernel on the active set takes: quantized to
+// the vec_dot_type by its reference rule (bit for bit), possibly laid out for the kernel. Bytes
+// per row; 0 for a type without an integer dot product, whose kernels take float32 rows.
+size_t gemm_activation_bytes(TensorType type, int64_t k);
+void gemm_pack_activations(TensorType type, const float *x, void *dst, int64_t k);
+
+// The product with the active set's kernel for `type`, activations from gemm_pack_activations;
+// where the set has no kernel, its vec_dot per (row, token) pair, or for a type without one the
+// weight rows in float32 (converted into a per-thread tile unless stored as F32) through the float
+// kernel dot_tile.
+void gemm(TensorType type, const GemmArgs &a);
+
+#if defined(__x86_64__) || defined(_M_X64)
+GemmKernel gemm_kernel_avx2(TensorType type);
+GemmKernel gemm_kernel_avx512(TensorType type);
+void quantize_q8_0_avx512(const float *x, void *dst, int64_t n);
+void quantize_q8_k_avx512(const float *x, void *dst, int64_t n);
+#endif
+
+}  // namespace dg

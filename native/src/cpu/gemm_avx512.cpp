@@ -1,0 +1,425 @@
+// AVX-512 VNNI register-blocked kernels (cpu/gemm.h). A 512-bit register holds two 32-element
+// blocks or a quarter of a 256-element super-block; every (row, token) pair of a tile owns one float
+// accumulator, and integer sums are exact per block (per super-block for the K-quants) before the
+// float scales apply, as in the vec_dot kernels.
+#include <algorithm>
+#include <cstring>
+#include <type_traits>
+#include <vector>
+
+#include "cpu/gemm.h"
+#include "cpu/quantize_avx512.h"
+#include "quant/k_quants.h"
+#include "quant/q4_q5.h"
+#include "quant/q8_0.h"
+
+#if defined(__x86_64__) || defined(_M_X64)
+
+namespace dg {
+namespace {
+
+DG_TARGET inline __m256i load256(const void *p) { return _mm256_loadu_si256(static_cast<const __m256i *>(p)); }
+DG_TARGET inline __m512i load512(const void *p) { return _mm512_loadu_si512(p); }
+DG_TARGET inline __m512i join(__m256i lo, __m256i hi) { return _mm512_inserti64x4(_mm512_castsi256_si512(lo), hi, 1); }
+DG_TARGET inline float f16(uint16_t h) { return _cvtsh_ss(h); }
+
+// Two f16 scales -> 16 floats: lanes 0-7 a, lanes 8-15 b (one per 32-element block of a register).
+DG_TARGET inline __m512 scale_pair(uint16_t a, uint16_t b) {
+    return _mm512_cvtph_ps(_mm256_set_m128i(_mm_set1_epi16(static_cast<short>(b)), _mm_set1_epi16(static_cast<short>(a))));
+}
+
+// y[t0 + t][r0 + r] = the horizontal sum of acc[r][t]; a 4 x 4 tile through one transposing tree.
+template <int NR, int NT>
+DG_TARGET inline void store_tile(const __m512 (&acc)[NR][NT], const GemmArgs &a, int64_t r0, int64_t t0) {
+    if constexpr (NR == 4 && NT == 4) {
+        const __m512 s = avx512::reduce16(&acc[0][0]);  // quarter t: rows 0..3 of token t
+        _mm_storeu_ps(a.y + t0 * a.ldy + r0, _mm512_castps512_ps128(s));
+        _mm_storeu_ps(a.y + (t0 + 1) * a.ldy + r0, _mm512_extractf32x4_ps(s, 1));
+        _mm_storeu_ps(a.y + (t0 + 2) * a.ldy + r0, _mm512_extractf32x4_ps(s, 2));
+        _mm_storeu_ps(a.y + (t0 + 3) * a.ldy + r0, _mm512_extractf32x4_ps(s, 3));
+    } else {
+        for (int r = 0; r < NR; ++r)
+            for (int t = 0; t < NT; ++t) a.y[(t0 + t) * a.ldy + r0 + r] = _mm512_reduce_add_ps(acc[r][t]);
+    }
+}
+
+// ---- 32-element blocks against Q8_0 ----
+// Each weight block decodes to unsigned codes u with w = d * (u - kOffset). vpdpbusd multiplies the
+// codes with the signed activations; the offset is taken back through the activations' sums, which
+// are computed once per token and block pair and shared by all rows of the tile.
+
+DG_TARGET inline __m256i nibbles(const uint8_t *qs) {  // 16 bytes -> 32 codes: low nibbles, then high
+    const __m128i v = _mm_loadu_si128(reinterpret_cast<const __m128i *>(qs));
+    const __m128i m = _mm_set1_epi8(0x0f);
+    return _mm256_set_m128i(_mm_and_si128(_mm_srli_epi16(v, 4), m), _mm_and_si128(v, m));
+}
+
+struct Q8_0Codes {
+    using Block = BlockQ8_0;
+    static constexpr int kOffset = 128;
+    DG_TARGET static __m256i codes(const Block &b) { return _mm256_xor_si256(load256(b.qs), _mm256_set1_epi8(-128)); }
+};
+
+struct Q4_0Codes {
+    using Block = BlockQ4_0;
+    static constexpr int kOffset = 8;
+    DG_TARGET static __m256i codes(const Block &b) { return nibbles(b.qs); }
+};
+
+struct Q5_0Codes {
+    using Block = BlockQ5_0;
+    static constexpr int kOffset = 16;
+    DG_TARGET static __m256i codes(const Block &b) {
+        uint32_t h;
+        std::memcpy(&h, b.qh, 4);
+        const __m256i spread = _mm256_shuffle_epi8(_mm256_set1_epi32(static_cast<int>(h)),
+                                                   _mm256_setr_epi64x(0, 0x0101010101010101, 0x0202020202020202, 0x0303030303030303));
+        const __mmask32 high = _mm256_test_epi8_mask(spread, _mm256_set1_epi64x(static_cast<long long>(0x8040201008040201ull)));
+        return _mm256_mask_add_epi8(nibbles(b.qs), high, nibbles(b.qs), _mm256_set1_epi8(0x10));
+    }
+};
+
+// n objects of T in a per-thread buffer that grows to the largest request, 64-byte aligned.
+template <typename T>
+inline T *aligned_scratch(std::vector<uint8_t> &buf, int64_t n) {
+    const size_t bytes = static_cast<size_t>(n) * sizeof(T) + 64;
+    if (buf.size() < bytes) buf.resize(bytes);
+    return reinterpret_cast<T *>((reinterpret_cast<uintptr_t>(buf.data()) + 63) & ~uintptr_t{63});
+}
+
+// A pair of blocks (64 elements) as the tile loop consumes it: every operand a plain load. Weights
+// are packed for a panel of rows once per product call; activations are quantized straight into
+// this form once per matrix product (the kernel's activation format, gemm_pack_activations), so no
+// decoding, joining or scale conversion remains in the inner loop.
+struct WeightPair {
+    __m512i codes;  // u = w + offset
+    __m512 scale;   // lanes 0-7: d of the first block, 8-15: of the second
+};
+struct ActivationPair {
+    __m512i codes;  // signed activations (Q8_0 codes by the reference rule)
+    __m512i neg;    // -offset * (sum of each 4 activations): vpdpbusd then yields sum (u - offset) * x
+    __m512 scale;   // the f16 block scales, widened
+};
+
+// Pairs of blocks; the last of an odd count stands alone, upper half zero.
+template <typename C>
+DG_TARGET inline void pack_weights(const typename C::Block *w, int64_t nb, WeightPair *out) {
+    for (int64_t b = 0; b < nb; b += 2, ++out) {
+        if (b + 1 < nb) {
+            out->codes = join(C::codes(w[b]), C::codes(w[b + 1]));
+            out->scale = scale_pair(w[b].d, w[b + 1].d);
+        } else {
+            out->codes = _mm512_zextsi256_si512(C::codes(w[b]));
+            out->scale = scale_pair(w[b].d, 0);
+        }
+    }
+}
+
+size_t activation_pairs_bytes(int64_t k) { return static_cast<size_t>((k / 32 + 1) / 2) * sizeof(ActivationPair); }
+
+template <typename C>
+DG_TARGET void pack_activations(const float *x, void *dst, int64_t k) {
+    ActivationPair *out = static_cast<ActivationPair *>(dst);
+    const __m512i offset = _mm512_set1_epi8(static_cast<char>(C::kOffset));
+    const int64_t nb = k / 32;
+    for (int64_t b = 0; b < nb; b += 2, ++out) {
+        uint16_t d0, d1 = 0;
+        const __m256i lo = avx512::quantize_block_q8_0(x + 32 * b, &d0);
+        const __m512i codes = b + 1 < nb ? join(lo, avx512::quantize_block_q8_0(x + 32 * b + 32, &d1)) : _mm512_zextsi256_si512(lo);
+        _mm512_storeu_si512(&out->codes, codes);
+        _mm512_storeu_si512(&out->neg, _mm512_sub_epi32(_mm512_setzero_si512(), _mm512_dpbusd_epi32(_mm512_setzero_si512(), offset, codes)));
+        _mm512_storeu_ps(&out->scale, scale_pair(d0, d1));
+    }
+}
+
+// NR packed rows (np pairs each, rows np apart) x NT packed activation rows (x_stride bytes
+// apart); y at row r0, token t0.
+template <int NR, int NT>
+DG_TARGET inline void tile32(const WeightPair *w, const ActivationPair *x0, size_t x_stride, int64_t np, const GemmArgs &a,
+                             int64_t r0, int64_t t0) {
+    const ActivationPair *x[NT];
+    for (int t = 0; t < NT; ++t) x[t] = reinterpret_cast<const ActivationPair *>(reinterpret_cast<const uint8_t *>(x0) + t * x_stride);
+    __m512 acc[NR][NT];
+    for (int r = 0; r < NR; ++r)
+        for (int t = 0; t < NT; ++t) acc[r][t] = _mm512_setzero_ps();
+    for (int64_t j = 0; j < np; ++j) {
+        for (int t = 0; t < NT; ++t) {
+            // Activation rows live in the caller's byte buffer: unaligned loads.
+            const __m512i xc = _mm512_loadu_si512(&x[t][j].codes), xn = _mm512_loadu_si512(&x[t][j].neg);
+            const __m512 xs = _mm512_loadu_ps(&x[t][j].scale);
+            for (int r = 0; r < NR; ++r) {
+                const WeightPair &wp = w[r * np + j];
+                const __m512i p = _mm512_dpbusd_epi32(xn, wp.codes, xc);
+                acc[r][t] = _mm512_fmadd_ps(_mm512_cvtepi32_ps(p), _mm512_mul_ps(wp.scale, xs), acc[r][t]);
+            }
+        }
+    }
+    store_tile<NR, NT>(acc, a, r0, t0);
+}
+
+// Panels of kPanel rows are packed once and swept by every group of kTokens activation rows; the
+// packed panel (kPanel x 128 B per 64 elements) stays in L1.
+template <typename C>
+DG_TARGET void gemm32(const GemmArgs &a) {
+    using Block = typename C::Block;
+    constexpr int64_t kPanel = 16, kTokens = 4, kRows = 4;  // 4 x 4 tiles: 16 accumulators
+    const int64_t nb = a.k / 32, np = (nb + 1) / 2;
+    thread_local std::vector<uint8_t> w_buf;
+    WeightPair *const wp = aligned_scratch<WeightPair>(w_buf, kPanel * np);
+    auto x_row = [&](int64_t t) { return reinterpret_cast<const ActivationPair *>(a.x + t * a.x_stride); };
+    for (int64_t p0 = 0; p0 < a.n_rows; p0 += kPanel) {
+        const int64_t rows = std::min(kPanel, a.n_rows - p0);
+        for (int64_t r = 0; r < rows; ++r)
+            pack_weights<C>(reinterpret_cast<const Block *>(a.w + (p0 + r) * a.w_stride), nb, wp + r * np);
+        for (int64_t r = 0; r < rows; r += kRows) {
+            int64_t t = 0;
+            if (r + kRows <= rows) {
+                for (; t + kTokens <= a.n_tokens; t += kTokens) tile32<kRows, kTokens>(wp + r * np, x_row(t), a.x_stride, np, a, p0 + r, t);
+                for (; t < a.n_tokens; ++t) tile32<kRows, 1>(wp + r * np, x_row(t), a.x_stride, np, a, p0 + r, t);
+            } else {
+                for (int64_t rr = r; rr < rows; ++rr) {
+                    for (t = 0; t + kTokens <= a.n_tokens; t += kTokens) tile32<1, kTokens>(wp + rr * np, x_row(t), a.x_stride, np, a, p0 + rr, t);
+                    for (; t < a.n_tokens; ++t) tile32<1, 1>(wp + rr * np, x_row(t), a.x_stride, np, a, p0 + rr, t);
+                }
+            }
+        }
+    }
+}
+
+// Tiles of NR rows x NT tokens with edge tiles for the remainders. Rows run in the outer loop so a
+// tile's weight rows stay in L1 while every token streams past them.
+template <template <int, int> class Tile, int NR, int NT>
+DG_TARGET inline void tiles(const GemmArgs &a) {
+    int64_t r = 0;
+    for (; r + NR <= a.n_rows; r += NR) {
+        int64_t t = 0;
+        for (; t + NT <= a.n_tokens; t += NT) Tile<NR, NT>::run(a, r, t);
+        for (; t < a.n_tokens; ++t) Tile<NR, 1>::run(a, r, t);
+    }
+    for (; r < a.n_rows; ++r) {
+        int64_t t = 0;
+        for (; t + NT <= a.n_tokens; t += NT) Tile<1, NT>::run(a, r, t);
+        for (; t < a.n_tokens; ++t) Tile<1, 1>::run(a, r, t);
+    }
+}
+
+// ---- K-quants against Q8_K ----
+// A weight super-block decodes to four registers of unsigned codes (64 elements each, in element
+// order) and four registers of int16 group scales, one per int16 product lane of vpmaddubsw;
+// vpdpwssd applies the scales. Per (row, token) the integer sum of the super-block is exact.
+
+struct SuperBlock {
+    __m512i codes[4];
+    __m512i scales[4];
+    __m512i corr;    // int16 lanes against the activations' 16 group sums (upper half zero)
+    float d, dmin;   // dmin: the factor of the int32 sum corr . bsums (0: corr is part of the integer sum)
+};
+
+// Q4_K / Q5_K: codes q, x = d*sc * q - dmin*m per 32-element group.
+template <typename Block, bool kFiveBit>
+DG_TARGET inline void decode_q45_k(const Block &b, SuperBlock &s) {
+    int sc[8], m[8];
+    for (int j = 0; j < 8; ++j) k4_scale_min(b.scales, j, &sc[j], &m[j]);
+    __m256i qh = _mm256_setzero_si256();
+    if constexpr (kFiveBit) qh = load256(b.qh);
+    for (int k = 0; k < 4; ++k) {
+        const __m256i v = load256(b.qs + 32 * k);
+        __m256i lo = _mm256_and_si256(v, _mm256_set1_epi8(0x0f));
+        __m256i hi = _mm256_and_si256(_mm256_srli_epi16(v, 4), _mm256_set1_epi8(0x0f));
+        if constexpr (kFiveBit) {
+            const __mmask32 blo = _mm256_test_epi8_mask(qh, _mm256_set1_epi8(static_cast<char>(1 << (2 * k))));
+            const __mmask32 bhi = _mm256_test_epi8_mask(qh, _mm256_set1_epi8(static_cast<char>(1 << (2 * k + 1))));
+            lo = _mm256_mask_add_epi8(lo, blo, lo, _mm256_set1_epi8(0x10));
+            hi = _mm256_mask_add_epi8(hi, bhi, hi, _mm256_set1_epi8(0x10));
+        }
+        s.codes[k] = join(lo, hi);
+        s.scales[k] = join(_mm256_set1_epi16(static_cast<short>(sc[2 * k])), _mm256_set1_epi16(static_cast<short>(sc[2 * k + 1])));
+    }
+    // Each min covers two 16-element activation groups.
+    s.corr = _mm512_zextsi256_si512(_mm256_setr_epi16(m[0], m[0], m[1], m[1], m[2], m[2], m[3], m[3], m[4], m[4], m[5], m[5],
+                                                      m[6], m[6], m[7], m[7]));
+    s.d = f16(b.d);
+    s.dmin = f16(b.dmin);
+}
+
+// Q6_K: codes q + 32 (0..63), x = d*sc * q per 16-element group; the offset goes into the integer
+// sum through corr = -32 * sc.
+DG_TARGET inline void decode_q6_k(const BlockQ6_K &b, SuperBlock &s) {
+    const __m256i sc16 = _mm256_cvtepi8_epi16(_mm_loadu_si128(reinterpret_cast<const __m128i *>(b.scales)));
+    const __m512i sc = _mm512_castsi256_si512(sc16);
+    // int16 lane i of register j covers elements 64j + 2i, 2i + 1: group 4j + i / 8.
+    alignas(64) static const int16_t kGroupOf[4][32] = {
+        {0, 0, 0, 0, 0, 0, 0, 0, 1, 1, 1, 1, 1, 1, 1, 1, 2, 2, 2, 2, 2, 2, 2, 2, 3, 3, 3, 3, 3, 3, 3, 3},
+        {4, 4, 4, 4, 4, 4, 4, 4, 5, 5, 5, 5, 5, 5, 5, 5, 6, 6, 6, 6, 6, 6, 6, 6, 7, 7, 7, 7, 7, 7, 7, 7},
+        {8, 8, 8, 8, 8, 8, 8, 8, 9, 9, 9, 9, 9, 9, 9, 9, 10, 10, 10, 10, 10, 10, 10, 10, 11, 11, 11, 11, 11, 11, 11, 11},
+        {12, 12, 12, 12, 12, 12, 12, 12, 13, 13, 13, 13, 13, 13, 13, 13, 14, 14, 14, 14, 14, 14, 14, 14, 15, 15, 15, 15, 15, 15, 15, 15}};
+    // Register j = 2n + h: low (h = 0) or high nibbles of ql[64n..64n+63] and bit pairs 2t.. of
+    // qh[32n..32n+31] for t = 2h (first 32 elements) and 2h + 1 (next 32).
+    for (int n = 0; n < 2; ++n) {
+        const __m512i ql = load512(b.ql + 64 * n);
+        const __m512i qh = _mm512_broadcast_i64x4(load256(b.qh + 32 * n));
+        for (int h = 0; h < 2; ++h) {
+            const __m512i shift = join(_mm256_set1_epi16(static_cast<short>(4 * h)), _mm256_set1_epi16(static_cast<short>(4 * h + 2)));
+            const __m512i high = _mm512_and_si512(_mm512_srlv_epi16(qh, shift), _mm512_set1_epi8(3));
+            const __m512i low = _mm512_and_si512(h ? _mm512_srli_epi16(ql, 4) : ql, _mm512_set1_epi8(0x0f));
+            s.codes[2 * n + h] = _mm512_or_si512(low, _mm512_slli_epi16(high, 4));
+            s.scales[2 * n + h] = _mm512_permutexvar_epi16(load512(kGroupOf[2 * n + h]), sc);
+        }
+    }
+    s.corr = _mm512_zextsi256_si512(_mm256_sub_epi16(_mm256_setzero_si256(), _mm256_slli_epi16(sc16, 5)));
+    s.d = f16(b.d);
+    s.dmin = 0.0f;
+}
+
+template <typename Block>
+DG_TARGET inline void decode_k(const Block &b, SuperBlock &s) {
+    if constexpr (std::is_same_v<Block, BlockQ4_K>) decode_q45_k<BlockQ4_K, false>(b, s);
+    else if constexpr (std::is_same_v<Block, BlockQ5_K>) decode_q45_k<BlockQ5_K, true>(b, s);
+    else decode_q6_k(b, s);
+}
+
+// NR packed rows (ns super-blocks each, rows ns apart) x NT activation rows; y at row r0, token t0.
+template <bool kMin, int NR, int NT>
+DG_TARGET inline void tile_k(const SuperBlock *w, int64_t ns, const GemmArgs &a, int64_t r0, int64_t t0) {
+    const BlockQ8_K *x[NT];
+    for (int t = 0; t < NT; ++t) x[t] = reinterpret_cast<const BlockQ8_K *>(a.x + (t0 + t) * a.x_stride);
+    __m512 acc[NR][NT];
+    for (int r = 0; r < NR; ++r)
+        for (int t = 0; t < NT; ++t) acc[r][t] = _mm512_setzero_ps();
+    for (int64_t i = 0; i < ns; ++i) {
+        for (int t = 0; t < NT; ++t) {
+            const BlockQ8_K &y = x[t][i];
+            const __m512i bsums = _mm512_castsi256_si512(load256(y.bsums));  // upper half meets zeros
+            for (int r = 0; r < NR; ++r) {
+                const SuperBlock &s = w[r * ns + i];
+                __m512i isum = _mm512_setzero_si512();
+                for (int k = 0; k < 4; ++k)
+                    isum = _mm512_dpwssd_epi32(isum, _mm512_maddubs_epi16(s.codes[k], load512(y.qs + 64 * k)), s.scales[k]);
+                if constexpr (kMin) {
+                    const __m512i msum = _mm512_madd_epi16(bsums, s.corr);
+                    acc[r][t] = _mm512_fmadd_ps(_mm512_cvtepi32_ps(isum), _mm512_set1_ps(y.d * s.d), acc[r][t]);
+                    acc[r][t] = _mm512_fnmadd_ps(_mm512_cvtepi32_ps(msum), _mm512_set1_ps(y.d * s.dmin), acc[r][t]);
+                } else {
+                    isum = _mm512_dpwssd_epi32(isum, bsums, s.corr);
+                    acc[r][t] = _mm512_fmadd_ps(_mm512_cvtepi32_ps(isum), _mm512_set1_ps(y.d * s.d), acc[r][t]);
+                }
+            }
+        }
+    }
+    store_tile<NR, NT>(acc, a, r0, t0);
+}
+
+// Panels of kPanel rows decoded once per call, swept by every group of kTokens activation rows.
+template <typename Block>
+DG_TARGET void gemm_k(const GemmArgs &a) {
+    constexpr bool kMin = !std::is_same_v<Block, BlockQ6_K>;
+    constexpr int64_t kPanel = 16, kTokens = 4, kRows = 4;  // 4 x 4 tiles: 16 accumulators
+    const int64_t ns = a.k / kQK_K;
+    thread_local std::vector<uint8_t> w_buf;
+    SuperBlock *const wp = aligned_scratch<SuperBlock>(w_buf, kPanel * ns);
+    for (int64_t p0 = 0; p0 < a.n_rows; p0 += kPanel) {
+        const int64_t rows = std::min(kPanel, a.n_rows - p0);
+        for (int64_t r = 0; r < rows; ++r) {
+            const Block *b = reinterpret_cast<const Block *>(a.w + (p0 + r) * a.w_stride);
+            for (int64_t i = 0; i < ns; ++i) decode_k(b[i], wp[r * ns + i]);
+        }
+        for (int64_t r = 0; r < rows; r += kRows) {
+            const SuperBlock *w = wp + r * ns;
+            int64_t t = 0;
+            if (r + kRows <= rows) {
+                for (; t + kTokens <= a.n_tokens; t += kTokens) tile_k<kMin, kRows, kTokens>(w, ns, a, p0 + r, t);
+                for (; t < a.n_tokens; ++t) tile_k<kMin, kRows, 1>(w, ns, a, p0 + r, t);
+            } else {
+                for (int64_t rr = r; rr < rows; ++rr) {
+                    for (t = 0; t + kTokens <= a.n_tokens; t += kTokens) tile_k<kMin, 1, kTokens>(wp + rr * ns, ns, a, p0 + rr, t);
+                    for (; t < a.n_tokens; ++t) tile_k<kMin, 1, 1>(wp + rr * ns, ns, a, p0 + rr, t);
+                }
+            }
+        }
+    }
+}
+
+// ---- 16-bit float weights against float32 activations ----
+// Weights widen to float32 in registers (no dequantized copy); 4 rows x 4 tokens of 16 lanes.
+
+struct F16Lanes {
+    DG_TARGET static __m512 load(const uint16_t *p) { return _mm512_cvtph_ps(load256(p)); }
+    DG_TARGET static __m512 load(const uint16_t *p, __mmask16 m) { return _mm512_cvtph_ps(_mm256_maskz_loadu_epi16(m, p)); }
+};
+
+struct BF16Lanes {
+    DG_TARGET static __m512 widen(__m256i h) { return _mm512_castsi512_ps(_mm512_slli_epi32(_mm512_cvtepu16_epi32(h), 16)); }
+    DG_TARGET static __m512 load(const uint16_t *p) { return widen(load256(p)); }
+    DG_TARGET static __m512 load(const uint16_t *p, __mmask16 m) { return widen(_mm256_maskz_loadu_epi16(m, p)); }
+};
+
+template <typename C, int NR, int NT>
+DG_TARGET inline void tile_half(const GemmArgs &a, int64_t r0, int64_t t0) {
+    const uint16_t *w[NR];
+    const float *x[NT];
+    for (int r = 0; r < NR; ++r) w[r] = reinterpret_cast<const uint16_t *>(a.w + (r0 + r) * a.w_stride);
+    for (int t = 0; t < NT; ++t) x[t] = reinterpret_cast<const float *>(a.x + (t0 + t) * a.x_stride);
+    __m512 acc[NR][NT];
+    for (int r = 0; r < NR; ++r)
+        for (int t = 0; t < NT; ++t) acc[r][t] = _mm512_setzero_ps();
+    int64_t i = 0;
+    for (; i + 16 <= a.k; i += 16) {
+        __m512 wv[NR];
+        for (int r = 0; r < NR; ++r) wv[r] = C::load(w[r] + i);
+        for (int t = 0; t < NT; ++t) {
+            const __m512 xv = _mm512_loadu_ps(x[t] + i);
+            for (int r = 0; r < NR; ++r) acc[r][t] = _mm512_fmadd_ps(wv[r], xv, acc[r][t]);
+        }
+    }
+    if (i < a.k) {
+        const __mmask16 m = static_cast<__mmask16>((1u << (a.k - i)) - 1);
+        __m512 wv[NR];
+        for (int r = 0; r < NR; ++r) wv[r] = C::load(w[r] + i, m);
+        for (int t = 0; t < NT; ++t) {
+            const __m512 xv = _mm512_maskz_loadu_ps(m, x[t] + i);
+            for (int r = 0; r < NR; ++r) acc[r][t] = _mm512_fmadd_ps(wv[r], xv, acc[r][t]);
+        }
+    }
+    store_tile<NR, NT>(acc, a, r0, t0);
+}
+
+template <typename C>
+struct TileHalf {
+    template <int NR, int NT>
+    struct T {
+        DG_TARGET static void run(const GemmArgs &a, int64_t r0, int64_t t0) { tile_half<C, NR, NT>(a, r0, t0); }
+    };
+};
+
+template <typename C>
+DG_TARGET void gemm_half(const GemmArgs &a) {
+    tiles<TileHalf<C>::template T, 4, 4>(a);
+}
+
+size_t q8_0_bytes(int64_t k) { return static_cast<size_t>(k / kQK8_0) * sizeof(BlockQ8_0); }
+size_t q8_k_bytes(int64_t k) { return static_cast<size_t>(k / kQK_K) * sizeof(BlockQ8_K); }
+
+}  // namespace
+
+GemmKernel gemm_kernel_avx512(TensorType type) {
+    switch (type) {
+        case TensorType::Q8_0: return {gemm32<Q8_0Codes>, pack_activations<Q8_0Codes>, activation_pairs_bytes};
+        case TensorType::Q4_0: return {gemm32<Q4_0Codes>, pack_activations<Q4_0Codes>, activation_pairs_bytes};
+        case TensorType::Q5_0: return {gemm32<Q5_0Codes>, pack_activations<Q5_0Codes>, activation_pairs_bytes};
+        case TensorType::Q4_1:
+        case TensorType::Q5_1: return {nullptr, quantize_q8_0_avx512, q8_0_bytes};
+        case TensorType::Q4_K: return {gemm_k<BlockQ4_K>, quantize_q8_k_avx512, q8_k_bytes};
+        case TensorType::Q5_K: return {gemm_k<BlockQ5_K>, quantize_q8_k_avx512, q8_k_bytes};
+        case TensorType::Q6_K: return {gemm_k<BlockQ6_K>, quantize_q8_k_avx512, q8_k_bytes};
+        case TensorType::Q2_K:
+        case TensorType::Q3_K:
+        case TensorType::IQ4_XS: return {nullptr, quantize_q8_k_avx512, q8_k_bytes};
+        case TensorType::F16: return {gemm_half<F16Lanes>};
+        case TensorType::BF16: return {gemm_half<BF16Lanes>};
+        default: return {};
+    }
+}
+
+}  // namespace dg
+
+#endif
