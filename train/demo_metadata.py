@@ -21,7 +21,10 @@ import numpy as np
 
 HERE = Path(__file__).resolve().parent
 DEMO = HERE.parent / "python" / "dgemma" / "models" / "demo.gguf"
-sys.path.insert(0, str(HERE.parent / "python"))
+try:  # the installed package (it carries the native library); else this checkout's sources
+    import dgemma  # noqa: F401
+except ImportError:
+    sys.path.insert(0, str(HERE.parent / "python"))
 from dgemma.gguf import GGUFFile  # noqa: E402
 from dgemma.metadata import PROMPT_EXAMPLES_KEY, PROMPT_FORMAT_KEY  # noqa: E402
 
