@@ -24,25 +24,40 @@ pytestmark = pytest.mark.skipif(CHROMIUM is None, reason="no chromium on PATH (a
 
 class Browser:
     def __init__(self):
-        self.port = free_port()
         self.profile = tempfile.TemporaryDirectory()
-        self.proc = subprocess.Popen([CHROMIUM, "--headless=new", "--no-sandbox", "--disable-gpu",
-                                      "--no-first-run", f"--remote-debugging-port={self.port}",
-                                      f"--user-data-dir={self.profile.name}", "about:blank"],
-                                     stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+        self.log = tempfile.TemporaryFile()
+        # A port picked free may be taken before chromium binds it: a browser that exits is started
+        # again on another port, up to three times, within one minute in all.
         deadline = time.time() + 60
-        while True:
+        for attempt in range(3):
+            self.port = free_port()
+            self.proc = subprocess.Popen([CHROMIUM, "--headless=new", "--no-sandbox", "--disable-gpu",
+                                          "--no-first-run", f"--remote-debugging-port={self.port}",
+                                          f"--user-data-dir={self.profile.name}", "about:blank"],
+                                         stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, stderr=self.log)
+            pages = self._wait_for_page(deadline)
+            if pages:
+                break
+        else:
+            self.log.seek(0)
+            raise AssertionError("chromium did not start: " + self.log.read().decode(errors="replace")[-2000:])
+        self.ws = websockets_sync.connect(pages[0]["webSocketDebuggerUrl"], max_size=None)
+        self.next_id = 0
+
+    def _wait_for_page(self, deadline: float):
+        """The browser's first page target, or None if the browser exited or the deadline passed."""
+        while time.time() < deadline and self.proc.poll() is None:
             try:
                 with urllib.request.urlopen(f"http://127.0.0.1:{self.port}/json/list", timeout=5) as r:
                     pages = [t for t in json.loads(r.read()) if t["type"] == "page"]
                 if pages:
-                    break
+                    return pages
             except OSError:
                 pass
-            assert time.time() < deadline, "chromium did not start"
             time.sleep(0.2)
-        self.ws = websockets_sync.connect(pages[0]["webSocketDebuggerUrl"], max_size=None)
-        self.next_id = 0
+        if self.proc.poll() is None:
+            self.proc.kill()
+        return None
 
     def call(self, method: str, **params):
         self.next_id += 1
