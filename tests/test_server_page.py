@@ -5,6 +5,7 @@ shows the canvas while it denoises, then the answer."""
 from __future__ import annotations
 
 import json
+import os
 import re
 import shutil
 import subprocess
@@ -22,6 +23,11 @@ CHROMIUM = shutil.which("chromium") or shutil.which("chromium-browser")
 pytestmark = pytest.mark.skipif(CHROMIUM is None, reason="no chromium on PATH (apt-get install chromium)")
 
 
+# The browser is not ours to instrument: the sanitizer run preloads ASan into the test process, and
+# chromium must not inherit it.
+BROWSER_ENV = {k: v for k, v in os.environ.items() if k not in ("LD_PRELOAD", "ASAN_OPTIONS", "UBSAN_OPTIONS")}
+
+
 class Browser:
     def __init__(self):
         self.profile = tempfile.TemporaryDirectory()
@@ -34,7 +40,8 @@ class Browser:
             self.proc = subprocess.Popen([CHROMIUM, "--headless=new", "--no-sandbox", "--disable-gpu",
                                           "--no-first-run", f"--remote-debugging-port={self.port}",
                                           f"--user-data-dir={self.profile.name}", "about:blank"],
-                                         stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, stderr=self.log)
+                                         stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, stderr=self.log,
+                                         env=BROWSER_ENV)
             pages = self._wait_for_page(deadline)
             if pages:
                 break
