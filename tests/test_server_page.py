@@ -93,7 +93,11 @@ def test_page_sends_a_prompt_and_shows_the_canvas_then_the_answer():
     with dgemma.Model(dgemma.demo_model_path(), threads=1) as m:
         expect = m.generate(CHAT, max_new_tokens=256, seed=0).text
     server = Server()
-    browser = Browser()
+    try:
+        browser = Browser()
+    except BaseException:
+        server.stop()
+        raise
     try:
         browser.call("Page.enable")
         browser.call("Page.navigate", url=server.base + "/?seed=0")
