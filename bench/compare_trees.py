@@ -68,6 +68,7 @@ def main() -> int:
         if not (tree / "build/dev/libdgemma.so").exists():
             raise SystemExit(f"{name}: {tree}/build/dev/libdgemma.so is missing: build it first")
     sys.path.insert(0, str(HERE / "python"))
+    os.environ.setdefault("DGEMMA_LIBRARY", str(HERE / "build/dev/libdgemma.so"))  # this tree's build
     from dgemma.convert.random_model import write_random_gguf
 
     results = {name: [] for name in trees}
