@@ -420,7 +420,11 @@ public:
         const int32_t *mode = host<int32_t>(mode_t);
         const int64_t w = xt.ne[0];
         elementwise(xt.count(), [&](int64_t i0, int64_t i1) {
-            for (int64_t i = i0; i < i1; ++i) x[i] *= scalars[mode[i / w]];
+            for (int64_t i = i0; i < i1;) {  // row by row within the chunk: one scalar per run
+                const int64_t r = i / w, end = std::min(i1, (r + 1) * w);
+                const float s = scalars[mode[r]];
+                for (; i < end; ++i) x[i] *= s;
+            }
         });
     }
 
