@@ -95,7 +95,7 @@ def test_terminal_progress_shows_while_nothing_is_streamed_and_then_goes():
 
 # -- 2: the repository reads nothing outside itself -------------------------------------------------
 def test_reference_configs_come_from_the_clone(tmp_path):
-    # A copy of what the tests read, placed where nothing lies beside it (no ../shared).
+    # A copy of what the tests read, placed where nothing lies beside it (no build-machine folders beside the clone).
     clone = tmp_path / "clone"
     (clone / "tests").mkdir(parents=True)
     (clone / "bench").mkdir()
