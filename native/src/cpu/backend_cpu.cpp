@@ -12,6 +12,7 @@
 #include "cpu/kernels.h"
 #include "cpu/threadpool.h"
 #include "error.h"
+#include "router_math.h"
 #include "sampler.h"
 
 namespace dg {
@@ -507,31 +508,7 @@ public:
         });
         float *logits = reserved(router_p_, static_cast<size_t>(n * X));
         matmul(w, zt, make_tensor(logits, TensorType::F32, X, n, 1, 1, this));
-        pool_.run(n, [&](int64_t t, int) {
-            float *p = logits + t * X;
-            float mx = -INFINITY;
-            for (int64_t e = 0; e < X; ++e) mx = std::max(mx, p[e]);
-            double sum = 0.0;
-            for (int64_t e = 0; e < X; ++e) sum += (p[e] = std::exp(p[e] - mx));
-            const float inv = static_cast<float>(1.0 / sum);
-            for (int64_t e = 0; e < X; ++e) p[e] *= inv;
-            // Top-k by probability, ties to the lower expert id.
-            int32_t *ids = expert + t * k;
-            float *wt = weight + t * k;
-            for (int j = 0; j < k; ++j) {
-                int64_t best = -1;
-                for (int64_t e = 0; e < X; ++e) {
-                    bool taken = false;
-                    for (int q = 0; q < j; ++q) taken = taken || ids[q] == e;
-                    if (!taken && (best < 0 || p[e] > p[best])) best = e;
-                }
-                ids[j] = static_cast<int32_t>(best);
-                wt[j] = p[best];
-            }
-            float total = 0.0f;
-            for (int j = 0; j < k; ++j) total += wt[j];
-            for (int j = 0; j < k; ++j) wt[j] = wt[j] / total * per_expert_scale[ids[j]];
-        });
+        pool_.run(n, [&](int64_t t, int) { route_top_k(logits + t * X, X, k, per_expert_scale, expert + t * k, weight + t * k); });
     }
 
     // --- the sampler (the reference in sampler.cpp, on this backend's host tensors) ----------------

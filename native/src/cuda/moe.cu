@@ -2,6 +2,7 @@
 // per projection covering every expert (experts without tokens return at once), the weighted sum
 // in increasing expert id as the CPU. No host round trip.
 #include "cuda/dequant.h"
+#include "router_math.h"
 #include "cuda/kernels.h"
 
 namespace dg::cuda {
@@ -35,28 +36,7 @@ __global__ void route_kernel(WeightView w, const float *x, const float *scale, c
         if (lane == 0) p[e] = acc;
     }
     __syncthreads();
-    if (threadIdx.x != 0) return;
-    float mx = -INFINITY;
-    for (int64_t e = 0; e < X; ++e) mx = fmaxf(mx, p[e]);
-    double sum = 0.0;
-    for (int64_t e = 0; e < X; ++e) sum += (p[e] = expf(p[e] - mx));
-    const float inv = static_cast<float>(1.0 / sum);
-    for (int64_t e = 0; e < X; ++e) p[e] *= inv;
-    int32_t *ids = expert + t * k;
-    float *wt = weight + t * k;
-    for (int j = 0; j < k; ++j) {
-        int64_t best = -1;
-        for (int64_t e = 0; e < X; ++e) {
-            bool taken = false;
-            for (int q = 0; q < j; ++q) taken = taken || ids[q] == e;
-            if (!taken && (best < 0 || p[e] > p[best])) best = e;
-        }
-        ids[j] = static_cast<int32_t>(best);
-        wt[j] = p[best];
-    }
-    float total = 0.0f;
-    for (int j = 0; j < k; ++j) total += wt[j];
-    for (int j = 0; j < k; ++j) wt[j] = wt[j] / total * pes[ids[j]];
+    if (threadIdx.x == 0) route_top_k(p, X, k, pes, expert + t * k, weight + t * k);
 }
 
 // Groups the n * k assignments by expert (slots offsets[e] .. offsets[e + 1], in assignment order
