@@ -89,6 +89,19 @@ def quantize_file(src_path, dst_path, type_name: str, *, threads: int | None = N
     if type_name.upper() not in RECIPES:
         raise InvalidArgumentError(f"unknown quantization type {type_name!r}; choose one of {', '.join(RECIPES)}")
     recipe = RECIPES[type_name.upper()]
+    return _rewrite(src_path, dst_path, recipe.file_type, lambda name, shape: tensor_type(name, shape, recipe, promote),
+                    threads, progress)
+
+
+def dequantize_file(src_path, dst_path, *, progress=None) -> dict[str, str]:
+    """Writes every tensor of `src_path` as F32 at `dst_path`: the float model that a quantized file
+    stands for, exactly (each weight is its dequantized value). Kernels that multiply dequantized
+    weights by float activations (CUDA) are compared against the CPU running this file."""
+    return _rewrite(src_path, dst_path, 0, lambda name, shape: ("F32", None), None, progress)  # 0: ALL_F32
+
+
+def _rewrite(src_path, dst_path, file_type: int, type_of, threads: int | None, progress) -> dict[str, str]:
+    """Copies the metadata of `src_path` and each tensor converted to type_of(name, shape)[0]."""
     types: dict[str, str] = {}
     with GGUFFile(src_path) as src:
         alignment = int(src.kv.get("general.alignment", 32))
@@ -101,10 +114,10 @@ def quantize_file(src_path, dst_path, type_name: str, *, threads: int | None = N
                     w.add_array(key, list(value), etype)
                 else:
                     w.add(key, value, vtype)
-            w.add_u32("general.file_type", recipe.file_type)
+            w.add_u32("general.file_type", file_type)
             w.add_u32("general.quantization_version", 2)
             for info in src.tensors.values():
-                t, note = tensor_type(info.name, info.shape, recipe, promote)
+                t, note = type_of(info.name, info.shape)
                 if note and progress is not None:
                     print(f"note: {info.name}: {note}", file=progress)
                 types[info.name] = t

@@ -5,11 +5,17 @@ everywhere: the kernels' block layouts (cuda/dequant.h compiled for the host and
 bit with dgemma_dequantize_row) and the errors for a missing library, driver or device.
 bench/gpu_check.sh runs this file and the op-by-op check (bench/cuda_opcheck.cpp) on a lent GPU.
 
-Tolerances, relative L2 error of CUDA logits against the CPU's: 1e-4 for float weights (the same
-operations in another summation order, through six layers and soft-capping); 3e-2 for quantized
-weights, because the CPU quantizes activations to Q8_0/Q8_K for its integer dot products while the
-CUDA kernels multiply them in float (a per-product error near 0.5 %, which random weights do not
-amplify: the random models are tamed, convert/random_model.py).
+Tolerance, relative L2 error of CUDA logits against the CPU's: 1e-4 (the same float operations in
+another summation order, through six layers and soft-capping; measured near 3e-6 on an H200). For
+quantized weights the CPU reference runs the dequantized file (dequantize_file): the CUDA kernels
+multiply dequantized weights by float activations, while the CPU quantizes activations to Q8_0/Q8_K
+for its integer dot products, which moves random models' logits by about 3 % (measured on an H200,
+2026-11-27) and would hide any kernel error smaller than that.
+
+Token-for-token equality of generate is checked on the trained demo model. Random models give
+near-uniform distributions whose positions' entropies lie within float rounding of each other, so
+a 1e-6 difference in logits reorders the entropy-bound acceptance and the runs part (seen on an
+H200); the sampler itself is checked bit for bit by the op check, and the logits by the test above.
 """
 
 from __future__ import annotations
@@ -26,7 +32,7 @@ import pytest
 
 import dgemma
 from dgemma import kernels
-from dgemma.convert.quantize_gguf import quantize_file
+from dgemma.convert.quantize_gguf import dequantize_file, quantize_file
 from dgemma.convert.random_model import PRESETS, write_random_gguf
 from dgemma.devices import cuda_unavailable_reason
 
@@ -34,8 +40,8 @@ ROOT = Path(__file__).resolve().parents[1]
 NO_CUDA = cuda_unavailable_reason()
 needs_cuda = pytest.mark.skipif(NO_CUDA is not None, reason=f"no CUDA device: {NO_CUDA}")
 
-CUDA_TYPES = ["F32", "F16", "BF16", "Q8_0", "Q4_K", "Q5_K", "Q6_K"]
-FLOAT_TOL, QUANT_TOL = 1e-4, 3e-2
+CUDA_TYPES = ["F32", "F16", "BF16", "Q8_0", "Q4_0", "Q4_1", "Q5_0", "Q5_1", "Q4_K", "Q5_K", "Q6_K"]
+FLOAT_TOL = 1e-4
 # mini with expert rows of 256 so that every matrix takes the K-quant types (no Q5_0 fallback).
 MINI_K = dict(PRESETS["mini"], moe_intermediate_size=256)
 
@@ -85,8 +91,8 @@ def test_a_missing_cuda_library_is_a_clear_error():
             "try:\n    dgemma.Model(dgemma.demo_model_path(), device='cuda')\n"
             "except dgemma.UnsupportedError as e:\n    print(e)\n")
     env = dict(os.environ, DGEMMA_CUDA_LIBRARY="/nonexistent/libdgemma_cuda.so")
-    if os.environ.get("DGEMMA_DEV"):
-        env["PYTHONPATH"] = str(ROOT / "python")
+    if os.environ.get("DGEMMA_DEV"):  # in front of what is there (the device's carried cffi, say)
+        env["PYTHONPATH"] = os.pathsep.join([str(ROOT / "python"), os.environ.get("PYTHONPATH", "")])
     out = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True, check=True).stdout
     assert "built without CUDA support" in out and "/nonexistent/libdgemma_cuda.so" in out
 
@@ -169,15 +175,25 @@ def _rel(a, b):
     return float(np.linalg.norm(a - b) / np.linalg.norm(b))
 
 
+def _dequantized(path: Path) -> Path:
+    out = path.with_name(path.stem + "-dequantized.gguf")
+    if not out.exists():
+        dequantize_file(str(path), str(out))
+    return out
+
+
+# tiny: rows of 64, no K-quants; mini-k: every matrix a K-quant; mini with the _M mixes: expert rows
+# of 128 (704 in the 26B files), not a multiple of 256, take the fallbacks (Q5_0 under Q4_K_M, Q5_1 under Q5_K_M) as in the real 26B files.
 @needs_cuda
-@pytest.mark.parametrize("preset, type_name", [("tiny", t) for t in CUDA_TYPES[:4]] +  # rows of 64: no K-quants
-                         [("mini-k", t) for t in CUDA_TYPES])
+@pytest.mark.parametrize("preset, type_name", [("tiny", t) for t in ("F32", "F16", "BF16", "Q8_0", "Q4_0")] +
+                         [("mini-k", t) for t in ("F32", "F16", "BF16", "Q8_0", "Q4_K", "Q5_K", "Q6_K")] +
+                         [("mini", "Q4_K_M"), ("mini", "Q5_K_M")])
 def test_model_logits_match_the_cpu(models, preset, type_name):
     path = models(preset, type_name)
-    tol = FLOAT_TOL if type_name in ("F32", "F16", "BF16") else QUANT_TOL
-    for got, want in zip(_trace(path, "cuda"), _trace(path, "cpu")):
+    reference = path if type_name in ("F32", "F16", "BF16") else _dequantized(path)
+    for got, want in zip(_trace(path, "cuda"), _trace(reference, "cpu")):
         assert np.isfinite(got).all()
-        assert _rel(got, want) <= tol
+        assert _rel(got, want) <= FLOAT_TOL
 
 
 @needs_cuda
@@ -190,22 +206,24 @@ def test_kv_cache_types_match_the_cpu(models, kv_type):
 
 @needs_cuda
 def test_a_type_without_a_cuda_kernel_is_refused_naming_tensor_and_type(tmp_path, models):
-    path = tmp_path / "mini-q4_0.gguf"
-    quantize_file(str(models("mini", "F32")), str(path), "Q4_0", progress=None)
-    with pytest.raises(dgemma.UnsupportedError, match=r"tensor '.*': type Q4_0 has no CUDA kernel"):
+    path = tmp_path / "mini-k-q3_k.gguf"
+    quantize_file(str(models("mini-k", "F32")), str(path), "Q3_K", progress=None)
+    with pytest.raises(dgemma.UnsupportedError, match=r"tensor '.*': type Q3_K has no CUDA kernel \(CUDA runs F32, "):
         dgemma.Model(path, device="cuda")
 
 
+# Three canvases, some 38 denoising steps on the demo model.
+DEMO_PROMPT = [{"role": "user", "content": "Copy: red blue green yellow cat dog bird fish tree house car road river "
+                                           "hill sun moon star cloud rain snow wind fire stone sand"}]
+
+
 @needs_cuda
-@pytest.mark.parametrize("which", ["demo", "mini"])
-def test_generate_gives_the_cpu_tokens(models, which):
-    path = dgemma.demo_model_path() if which == "demo" else models("mini", "F32")
-    prompt = "Write a sentence: red car, runs" if which == "demo" else list(range(1, 40))
+@pytest.mark.parametrize("prompt", [DEMO_PROMPT, [{"role": "user", "content": "Write a sentence: red car, runs"}]])
+def test_generate_gives_the_cpu_tokens(prompt):
     runs = {}
     for device in ("cpu", "cuda"):
-        with dgemma.Model(path, threads=2, device=device) as m:
-            p = [{"role": "user", "content": prompt}] if which == "demo" else prompt
-            runs[device] = m.generate(p, max_new_tokens=3 * m.config.canvas_length, seed=5)
+        with dgemma.Model(dgemma.demo_model_path(), threads=2, device=device) as m:
+            runs[device] = m.generate(prompt, max_new_tokens=3 * m.config.canvas_length, seed=5)
     assert runs["cuda"].tokens == runs["cpu"].tokens
     assert runs["cuda"].steps == runs["cpu"].steps
 
@@ -221,13 +239,14 @@ def test_a_batch_on_cuda_gives_each_sequence_what_it_gets_alone(models):
 
 
 @needs_cuda
-def test_the_device_sampler_consumes_a_draw_table_as_the_cpu(models):
-    path = models("tiny", "F32")
-    draws = np.random.default_rng(4).integers(0, 2**63, 20000, dtype=np.uint64)
+def test_the_device_sampler_consumes_a_draw_table_as_the_cpu():
+    path = dgemma.demo_model_path()
+    draws = np.random.default_rng(4).integers(0, 2**63, 200000, dtype=np.uint64)
     out = []
     for device in ("cpu", "cuda"):
         with dgemma.Model(path, threads=2, device=device) as m:
-            out.append(m.generate([1, 2, 3], max_new_tokens=16, draws=draws).tokens)
+            g = m.generate(DEMO_PROMPT, max_new_tokens=3 * m.config.canvas_length, draws=draws)
+            out.append((g.tokens, g.steps))
     assert out[0] == out[1]
     with dgemma.Model(path, device="cuda") as m:
         with pytest.raises(dgemma.OutOfRangeError, match="the draw table holds 5 values"):

@@ -85,9 +85,11 @@ public:
         t = Tensor{};
     }
     Tensor load_weight(const Tensor &host) override {
-        if (!cuda_weight_type_supported(host.type_id))
-            throw Error(DGEMMA_ERR_UNSUPPORTED, std::string("type ") + host.type->name +
-                                                    " has no CUDA kernel (CUDA runs F32, F16, BF16, Q8_0, Q4_K, Q5_K, Q6_K)");
+        if (!cuda_weight_type_supported(host.type_id)) {
+            std::string runs;
+            for (TensorType t : kCudaWeightTypes) runs += (runs.empty() ? "" : ", ") + std::string(type_traits(t)->name);
+            throw Error(DGEMMA_ERR_UNSUPPORTED, std::string("type ") + host.type->name + " has no CUDA kernel (CUDA runs " + runs + ")");
+        }
         Tensor t = host;
         t.backend = this;
         t.data = device_malloc(host.bytes(), "weights");

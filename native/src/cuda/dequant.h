@@ -1,4 +1,5 @@
 // Element i of a weight row, for every weight type the CUDA backend runs: F32, F16, BF16, Q8_0,
+// Q4_0, Q4_1, Q5_0, Q5_1 (the fallbacks of K-quant files for rows that are not a multiple of 256),
 // Q4_K, Q5_K, Q6_K. Plain DG_HD functions over the block structs the CPU uses, with the CPU's
 // float operation order, so that tests/test_cuda.py checks them on the host against
 // dgemma_dequantize_row, bit for bit, and the kernels read weights exactly as the CPU does.
@@ -9,20 +10,21 @@
 #include "host_device.h"
 #include "quant/float_bits.h"
 #include "quant/k_quants.h"
+#include "quant/q4_q5.h"
 #include "quant/q8_0.h"
 #include "quant/types.h"
 
 namespace dg {
 
 // The weight types with a CUDA kernel; any other type is refused at load (no host fallback).
+constexpr TensorType kCudaWeightTypes[] = {TensorType::F32,  TensorType::F16,  TensorType::BF16, TensorType::Q8_0,
+                                           TensorType::Q4_0, TensorType::Q4_1, TensorType::Q5_0, TensorType::Q5_1,
+                                           TensorType::Q4_K, TensorType::Q5_K, TensorType::Q6_K};
+
 DG_HD bool cuda_weight_type_supported(TensorType t) {
-    switch (t) {
-        case TensorType::F32: case TensorType::F16: case TensorType::BF16: case TensorType::Q8_0:
-        case TensorType::Q4_K: case TensorType::Q5_K: case TensorType::Q6_K:
-            return true;
-        default:
-            return false;
-    }
+    for (TensorType s : kCudaWeightTypes)
+        if (s == t) return true;
+    return false;
 }
 
 // Q4_K / Q5_K element e (0..255) of one super-block: d*sc * q - dmin*m over its 32-element group.
@@ -34,6 +36,14 @@ DG_HD float q45_k_element(const Block &b, int e, int q) {
     return mul_rn(dl, static_cast<float>(q)) - ml;
 }
 
+// Code j (0..31) of a 32-element Q4_0/Q4_1 block: low nibbles first, then high nibbles.
+DG_HD int q4_code(const uint8_t *qs, int j) { return (qs[j % 16] >> (4 * (j / 16))) & 0xf; }
+
+// Code j of a Q5_0/Q5_1 block: the nibble, and bit j of the little-endian qh as bit 4.
+DG_HD int q5_code(const uint8_t *qh, const uint8_t *qs, int j) {
+    return q4_code(qs, j) | (((qh[j / 8] >> (j % 8)) & 1) << 4);
+}
+
 // Element i of a row of type t starting at `row` (the row's first block).
 DG_HD float dequant(TensorType t, const uint8_t *row, int64_t i) {
     switch (t) {
@@ -43,6 +53,24 @@ DG_HD float dequant(TensorType t, const uint8_t *row, int64_t i) {
         case TensorType::Q8_0: {
             const BlockQ8_0 &b = reinterpret_cast<const BlockQ8_0 *>(row)[i / kQK8_0];
             return f16_to_f32(b.d) * static_cast<float>(b.qs[i % kQK8_0]);
+        }
+        case TensorType::Q4_0: {
+            const BlockQ4_0 &b = reinterpret_cast<const BlockQ4_0 *>(row)[i / kQK4];
+            return f16_to_f32(b.d) * static_cast<float>(q4_code(b.qs, static_cast<int>(i % kQK4)) - 8);
+        }
+        case TensorType::Q4_1: {  // d*q + m, rounded after the product as on the CPU
+            const BlockQ4_1 &b = reinterpret_cast<const BlockQ4_1 *>(row)[i / kQK4];
+            return mul_rn(f16_to_f32(b.d), static_cast<float>(q4_code(b.qs, static_cast<int>(i % kQK4))))
+                   + f16_to_f32(b.m);
+        }
+        case TensorType::Q5_0: {
+            const BlockQ5_0 &b = reinterpret_cast<const BlockQ5_0 *>(row)[i / kQK4];
+            return f16_to_f32(b.d) * static_cast<float>(q5_code(b.qh, b.qs, static_cast<int>(i % kQK4)) - 16);
+        }
+        case TensorType::Q5_1: {
+            const BlockQ5_1 &b = reinterpret_cast<const BlockQ5_1 *>(row)[i / kQK4];
+            return mul_rn(f16_to_f32(b.d), static_cast<float>(q5_code(b.qh, b.qs, static_cast<int>(i % kQK4))))
+                   + f16_to_f32(b.m);
         }
         case TensorType::Q4_K: {
             const BlockQ4_K &b = reinterpret_cast<const BlockQ4_K *>(row)[i / kQK_K];

@@ -1,0 +1,84 @@
+"""One denoising step and a 512-token prefill on CUDA against the CPU backend, same file, same run.
+
+The baseline for the issue "GPU speed at full 26B-A4B scale": random `medium` models
+(convert/random_model.py, shared/bench/models.json's medium shapes) as Q8_0 and Q4_K_M, a 512-token
+prompt, one canvas, self-conditioning on, median of --steps steps after a warm-up; the CPU on all
+cores. Prints one table: the figure, the CPU reference from the same run, the ratio.
+
+    python bench/gpu_step.py [--config medium] [--steps 5] [--types Q8_0,Q4_K_M]
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import statistics
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import numpy as np
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "python"))
+import dgemma  # noqa: E402
+from dgemma.convert.quantize_gguf import quantize_file  # noqa: E402
+from dgemma.convert.random_model import PRESETS, write_random_gguf  # noqa: E402
+
+
+def median_ms(fn, reps: int) -> float:
+    fn()  # warm-up: module load, first-touch, workspace reserve
+    times = []
+    for _ in range(reps):
+        t0 = time.perf_counter()
+        fn()
+        times.append(time.perf_counter() - t0)
+    return 1e3 * statistics.median(times)
+
+
+def measure(path: Path, device: str, steps: int, prompt_len: int) -> tuple[float, float]:
+    with dgemma.Model(path, device=device, threads=os.cpu_count()) as m:
+        c = m.config
+        rng = np.random.default_rng(0)
+        prompt = rng.integers(0, c.n_vocab, prompt_len)
+        canvas = rng.integers(0, c.n_vocab, c.canvas_length)
+
+        def prefill():
+            s = m.session()
+            s.prefill(prompt)
+            s.close()
+
+        s = m.session()
+        s.prefill(prompt)
+        z = s.denoise(canvas)
+        step = median_ms(lambda: s.denoise(canvas, z), steps)  # returns logits to the host: the synchronization
+        return median_ms(prefill, max(3, steps // 2)), step
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--config", default="medium", choices=sorted(PRESETS))
+    ap.add_argument("--steps", type=int, default=5)
+    ap.add_argument("--prompt", type=int, default=512)
+    ap.add_argument("--types", default="Q8_0,Q4_K_M")
+    a = ap.parse_args()
+    rows = []
+    with tempfile.TemporaryDirectory() as d:
+        f32 = Path(d) / "f32.gguf"
+        write_random_gguf(str(f32), PRESETS[a.config], "F32", seed=1)
+        for t in a.types.split(","):
+            path = Path(d) / f"{t}.gguf"
+            quantize_file(str(f32), str(path), t, progress=None) if t != "Q8_0" else \
+                write_random_gguf(str(path), PRESETS[a.config], "Q8_0", seed=1)
+            cpu = measure(path, "cpu", a.steps, a.prompt)
+            cuda = measure(path, "cuda", a.steps, a.prompt)
+            rows.append((t, "prefill", cuda[0], cpu[0]))
+            rows.append((t, "step", cuda[1], cpu[1]))
+    print(f"{a.config}, {a.prompt}-token prompt, median of {a.steps}; CPU: {os.cpu_count()} threads")
+    print(f"{'type':<8} {'what':<8} {'cuda ms':>9} {'cpu ms':>9} {'cuda/cpu':>9}")
+    for t, what, g, c in rows:
+        print(f"{t:<8} {what:<8} {g:9.2f} {c:9.2f} {g / c:9.3f}")
+
+
+if __name__ == "__main__":
+    main()
