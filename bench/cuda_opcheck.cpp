@@ -2,15 +2,17 @@
 // each weight and cache type and odd shapes (one row, rows that fill no tile, experts without
 // tokens), outputs poisoned (NaN) before each run. Every check runs on its own: an exception or a
 // mismatch is one failed row, written to OUT/failures.txt with op, type, shape and error, and the
-// run goes on. Prints one table (op, type, shape, error, tolerance, CUDA time) and exits 1 when any
-// check failed, 3 when there is no CUDA device. Built with the CUDA backend (cmake/cuda.cmake);
-// run by bench/gpu_check.sh.
+// run goes on. Prints one table (op, type, shape, error, tolerance, time of the whole check: inputs
+// made on the host included) and exits 1 when any check failed, 3 when there is no CUDA device.
+// Built with the CUDA backend (cmake/cuda.cmake); run by bench/gpu_check.sh. The matrix shapes
+// take both the per-row reference kernels (one row) and the tiled ones (67 and 256 rows).
+// --bench-full times the ops of one step at the 26B-A4B shapes instead (bench_full below).
 //
 // Tolerances (relative L2 error of CUDA against CPU): float paths 1e-5 (same operations, other
-// summation order); products with quantized weights 2e-2, because the CPU quantizes activations
-// to Q8_0/Q8_K for its integer dot products while the CUDA kernels read them in float; attention
-// 1e-4 (online softmax against two passes). Embedding lookups, cache stores, copies, route ids and
-// the whole sampler must match exactly (the sampler bit for bit, processed logits included).
+// summation order), products with quantized weights included, since the CPU reference gets their
+// dequantized values (g_dequantized_reference); attention 1e-4 (online softmax against two
+// passes). Embedding lookups, cache stores, copies, route ids and the whole sampler must match
+// exactly (the sampler bit for bit, processed logits included; any NaN equals any NaN).
 #include <algorithm>
 #include <chrono>
 #include <cmath>
@@ -474,16 +476,209 @@ void print_table(const std::vector<Row> &rows, std::FILE *f) {
                      r.ok ? "pass" : "FAIL", r.err, r.tol, r.ms);
 }
 
+// --- --bench-full: the ops of one denoising step at the 26B-A4B shapes (shared/bench/models.json
+// "full"), timed on the device; the issue "GPU speed at full 26B-A4B scale" starts from this table.
+// Weights are random bytes in the types of a Q4_K_M file (blocks with a small finite scale), so
+// nothing is quantized on the host; the matrix ops run with the tiled kernels and with the
+// reference ones (DGEMMA_CUDA_KERNELS=reference) on the same data.
+
+// Random blocks of `type` whose f16 scales are set to a small finite value (the bytes of a block's
+// d and dmin; the codes and sub-block scales stay random).
+Buf random_weight(Backend &be, TensorType type, int64_t cols, int64_t rows, int64_t n_expert, std::mt19937_64 &rng) {
+    const TypeTraits &tt = *type_traits(type);
+    Buf b;
+    b.be = &be;
+    b.host.resize(row_bytes(tt, cols) * static_cast<size_t>(rows * n_expert));
+    if (type == TensorType::F32) {
+        std::vector<float> v = randn(rng, static_cast<size_t>(cols * rows * n_expert), 0.05f);
+        std::memcpy(b.host.data(), v.data(), b.host.size());
+    } else {
+        for (size_t i = 0; i + 8 <= b.host.size(); i += 8) {
+            const uint64_t r = rng();
+            std::memcpy(&b.host[i], &r, 8);
+        }
+        std::vector<size_t> f16_at;  // offsets of the f16 scales within a block
+        switch (type) {
+            case TensorType::Q8_0: case TensorType::Q4_0: case TensorType::Q5_0: f16_at = {0}; break;
+            case TensorType::Q4_1: case TensorType::Q5_1: case TensorType::Q4_K: case TensorType::Q5_K: f16_at = {0, 2}; break;
+            case TensorType::Q6_K: f16_at = {208}; break;
+            default: throw Error(DGEMMA_ERR_UNSUPPORTED, std::string("--bench-full: no random blocks for ") + tt.name);
+        }
+        const uint16_t small = 0x1800;  // 2^-9 as f16
+        for (size_t blk = 0; blk < b.host.size() / tt.type_size; ++blk)
+            for (size_t o : f16_at) std::memcpy(&b.host[blk * tt.type_size + o], &small, 2);
+    }
+    b.t = be.load_weight(make_tensor(b.host.data(), type, cols, rows, n_expert));
+    return b;
+}
+
+double median_ms(Backend &be, const std::function<void()> &op, int reps = 5) {
+    op();  // warm-up
+    be.synchronize();
+    std::vector<double> t;
+    for (int i = 0; i < reps; ++i) {
+        const auto t0 = Clock::now();
+        op();
+        be.synchronize();
+        t.push_back(std::chrono::duration<double, std::milli>(Clock::now() - t0).count());
+    }
+    std::sort(t.begin(), t.end());
+    return t[t.size() / 2];
+}
+
+int bench_full() {
+    constexpr int64_t E = 2816, V = 262144, T = 256, n_past = 512, H = 16, Hkv = 8, D = 256, F = 2112, X = 128,
+                      Fe = 704, K = 8, L = 30;
+    ::setenv("DGEMMA_CUDA_KERNELS", "reference", 1);
+    std::unique_ptr<Backend> ref = make_cuda_backend_direct(0);
+    ::unsetenv("DGEMMA_CUDA_KERNELS");
+    std::unique_ptr<Backend> gpu = make_cuda_backend_direct(0);
+    std::printf("26B-A4B shapes, %ld canvas rows over %ld cached positions; weights as in Q4_K_M; %s\n", long(T),
+                long(n_past), gpu->name().c_str());
+    std::printf("%-22s %-6s %-22s %10s %12s %9s %8s\n", "op", "type", "shape", "ms", "reference ms", "TFLOP/s", "x/step");
+    double step = 0;
+    auto row = [&](const char *op, TensorType type, const std::string &shape, double ms, double ref_ms, double flop, int per_step) {
+        std::printf("%-22s %-6s %-22s %10.3f %12s %9.2f %8d\n", op, type_traits(type)->name, shape.c_str(), ms,
+                    ref_ms > 0 ? std::to_string(ref_ms).substr(0, 8).c_str() : "-", flop / (ms * 1e9), per_step);
+        std::fflush(stdout);
+        step += ms * per_step;
+    };
+    std::mt19937_64 rng(7);
+    // Matrix products: (name, type, cols, rows, times per step)
+    struct Mat { const char *name; TensorType type; int64_t cols, rows; int per_step; };
+    const Mat mats[] = {{"lm_head", TensorType::Q6_K, E, V, 1},        {"attn_q", TensorType::Q4_K, E, H * D, int(L)},
+                        {"attn_k", TensorType::Q4_K, E, Hkv * D, int(L)}, {"attn_v", TensorType::Q6_K, E, Hkv * D, int(L)},
+                        {"attn_output", TensorType::Q6_K, H * D, E, int(L)}, {"ffn_gate", TensorType::Q4_K, E, F, int(L)},
+                        {"ffn_up", TensorType::Q4_K, E, F, int(L)},       {"ffn_down", TensorType::Q5_0, F, E, int(L)}};
+    for (const Mat &m : mats) {
+        double ms[2];
+        for (int which = 0; which < 2; ++which) {
+            Backend &be = which ? *ref : *gpu;
+            Buf w = random_weight(be, m.type, m.cols, m.rows, 1, rng);
+            Buf x = tensor(be, TensorType::F32, randn(rng, m.cols * T).data(), m.cols, T);
+            Buf y = tensor(be, TensorType::F32, nullptr, m.rows, T);
+            be.reserve(PassLimits{T, 1, m.cols, m.cols, 1, 1, 1, 1, 0, 0});
+            ms[which] = median_ms(be, [&] { be.matmul(w.t, x.t, y.t); });
+        }
+        row(m.name, m.type, dims({m.cols, m.rows, T}), ms[0], ms[1], 2.0 * m.cols * m.rows * T, m.per_step);
+    }
+    {  // the experts: fused gate/up Q4_K, down Q5_0 (704 is not a multiple of 256), top-8 of 128
+        double ms[2];
+        for (int which = 0; which < 2; ++which) {
+            Backend &be = which ? *ref : *gpu;
+            Buf gu = random_weight(be, TensorType::Q4_K, E, 2 * Fe, X, rng), d = random_weight(be, TensorType::Q5_0, Fe, E, X, rng);
+            MoeWeights mw;
+            mw.gate = gu.t;
+            mw.gate.ne[1] = Fe;
+            mw.up = mw.gate;
+            mw.up.data = gu.t.bytes_at(static_cast<size_t>(Fe) * gu.t.nb[1]);
+            mw.down = d.t;
+            std::vector<int32_t> ids(T * K);
+            std::vector<float> wts(T * K, 1.0f / K);
+            for (int64_t t = 0; t < T; ++t)  // K distinct experts per token
+                for (int64_t j = 0; j < K; ++j) ids[t * K + j] = int32_t((t * 37 + j * 16 + rng() % 16) % X);
+            Buf x = tensor(be, TensorType::F32, randn(rng, E * T).data(), E, T);
+            Buf it = tensor(be, TensorType::I32, ids.data(), K, T), wt = tensor(be, TensorType::F32, wts.data(), K, T);
+            Buf o = tensor(be, TensorType::F32, nullptr, E, T);
+            be.reserve(PassLimits{T, 1, E, E, 1, X, K, Fe, 0, 0});
+            ms[which] = median_ms(be, [&] { be.moe(mw, x.t, it.t, wt.t, o.t); });
+        }
+        row("moe (experts)", TensorType::Q4_K, dims({E, Fe, X, K, T}), ms[0], ms[1], 2.0 * 3 * E * Fe * K * T, int(L));
+    }
+    Backend &be = *gpu;
+    {
+        Buf w = random_weight(be, TensorType::F32, E, X, 1, rng);
+        Buf x = tensor(be, TensorType::F32, randn(rng, E * T).data(), E, T);
+        std::vector<float> ones(E, 1.0f);
+        Buf s = tensor(be, TensorType::F32, ones.data(), E), p = tensor(be, TensorType::F32, ones.data(), X);
+        Buf ids = tensor(be, TensorType::I32, nullptr, K, T), wts = tensor(be, TensorType::F32, nullptr, K, T);
+        be.reserve(PassLimits{T, 1, E, E, 1, X, K, 1, 0, 0});
+        row("route", TensorType::F32, dims({E, X, T}), median_ms(be, [&] { be.route(w.t, x.t, s.t, p.t, 1e-6f, int(K), ids.t, wts.t); }),
+            0, 2.0 * E * X * T, int(L));
+    }
+    {  // decoder attention of a sliding layer over the prompt's cache and the canvas
+        std::vector<KvLayer> cache(1);
+        Buf kc = tensor(be, TensorType::F32, nullptr, Hkv * D, n_past), vc = tensor(be, TensorType::F32, nullptr, Hkv * D, n_past);
+        cache[0] = {kc.t, vc.t, n_past};
+        Buf ks = tensor(be, TensorType::F32, randn(rng, Hkv * D * n_past).data(), Hkv * D, n_past);
+        Buf vs = tensor(be, TensorType::F32, randn(rng, Hkv * D * n_past).data(), Hkv * D, n_past);
+        be.cache_store(cache[0], ks.t, vs.t, 0, n_past, 0);
+        Buf q = tensor(be, TensorType::F32, randn(rng, H * D * T, 0.1f).data(), H * D, T);
+        Buf k = tensor(be, TensorType::F32, randn(rng, Hkv * D * T, 0.1f).data(), Hkv * D, T);
+        Buf v = tensor(be, TensorType::F32, randn(rng, Hkv * D * T).data(), Hkv * D, T);
+        Buf out = tensor(be, TensorType::F32, nullptr, H * D, T);
+        Pass pass;
+        pass.n_rows = T;
+        pass.segments.push_back({0, T, n_past, PassMode::Decoder, &cache});
+        be.reserve(PassLimits{T, n_past + T, E, E, D, 1, 1, 1, 0, 0});
+        AttentionArgs a;
+        a.q = q.t;
+        a.k = k.t;
+        a.v = v.t;
+        a.out = out.t;
+        a.n_head = H;
+        a.n_head_kv = Hkv;
+        a.head_dim = D;
+        a.window = 1024;
+        a.layer = 0;
+        a.pass = &pass;
+        row("attention", TensorType::F32, dims({H, Hkv, D, n_past, T}), median_ms(be, [&] { be.attention(a); }), 0,
+            4.0 * H * D * T * (n_past + T), int(L));
+    }
+    {
+        Buf x = tensor(be, TensorType::F32, randn(rng, E * T).data(), E, T), y = tensor(be, TensorType::F32, nullptr, E, T);
+        row("rmsnorm (x8 a layer)", TensorType::F32, dims({E, T}), median_ms(be, [&] { be.rmsnorm(x.t, nullptr, 1e-6f, y.t); }), 0,
+            0, int(8 * L));
+    }
+    {  // self-conditioning's soft embedding and the sampler over the full vocabulary
+        Buf w = random_weight(be, TensorType::Q6_K, E, V, 1, rng);
+        Buf z = tensor(be, TensorType::F32, randn(rng, V * T, 3.0f).data(), V, T);
+        Buf o = tensor(be, TensorType::F32, nullptr, E, T);
+        be.reserve(PassLimits{T, 1, E, E, 1, 1, 1, 1, T, V});
+        row("soft_embed", TensorType::Q6_K, dims({E, V, T}), median_ms(be, [&] { be.soft_embed(w.t, z.t, 16.0f, o.t); }), 0,
+            2.0 * E * V * T, 1);
+        SamplerParams p;
+        std::vector<int32_t> canvas0(T, 7);
+        Buf canvas = tensor(be, TensorType::I32, canvas0.data(), T), argmax = tensor(be, TensorType::I32, nullptr, T);
+        Buf hist = tensor(be, TensorType::I32, nullptr, T, std::max(1, p.stability_threshold));
+        Buf stop = tensor(be, TensorType::I32, nullptr, 1), acc = tensor(be, TensorType::I8, nullptr, T);
+        be.sampler_init(canvas.t, Tensor{}, hist.t, 1234, Tensor{}, 1, p, V);
+        SampleArgs sa;
+        sa.logits = z.t;
+        sa.params = &p;
+        sa.step = p.max_steps;
+        sa.canvas_no = 1;
+        sa.seed = 1234;
+        sa.canvas = canvas.t;
+        sa.argmax = argmax.t;
+        sa.history = hist.t;
+        sa.stop = stop.t;
+        sa.accepted = acc.t;
+        row("sampler", TensorType::F32, dims({T, V}), median_ms(be, [&] { be.sample(sa); }), 0, 0, 1);
+    }
+    std::printf("one denoising step, estimated as the sum of ms x per step (30 sliding-shaped layers): %.1f ms\n", step);
+    return 0;
+}
+
 }  // namespace
 
 // --self-test runs the harness with a second CPU backend in place of CUDA (every check must pass,
 // the exact ones included): a rehearsal of the harness itself on machines without a GPU.
 int main(int argc, char **argv) {
     std::string out_dir = ".";
-    bool self_test = false;
+    bool self_test = false, bench = false;
     for (int i = 1; i < argc; ++i) {
         if (std::string(argv[i]) == "--out" && i + 1 < argc) out_dir = argv[++i];
         else if (std::string(argv[i]) == "--self-test") self_test = true;
+        else if (std::string(argv[i]) == "--bench-full") bench = true;
+    }
+    if (bench) {
+        try {
+            return bench_full();
+        } catch (const std::exception &e) {
+            std::printf("--bench-full: %s\n", e.what());
+            return 1;
+        }
     }
     std::unique_ptr<Backend> gpu;
     try {

@@ -9,7 +9,9 @@
 #      window, two committed canvases, self-conditioning on and off; generate = CPU tokens; batches;
 #      draw tables; refused types);
 #   3. compute-sanitizer memcheck of a mini-model prefill and denoise, when the tool is there;
-#   4. bench/gpu_step.py: a medium step and prefill on CUDA and on the CPU (the speed baseline).
+#   4. bench/gpu_step.py: a medium step and prefill on CUDA (tiled and reference kernels) and on the
+#      CPU, and the device time per op (the speed baseline);
+#   5. dgemma_cuda_opcheck --bench-full: the ops of one step at the 26B-A4B shapes, timed.
 # It ends with one table (bench/gpu_check_report.py): checks passed/failed per op and type, CUDA
 # times, model tests. Everything goes to $OUT (bench/results/local when $OUT is unset).
 #
@@ -120,8 +122,12 @@ else
 fi
 
 say "== 4. one step and a prefill, CUDA against the CPU (bench/gpu_step.py, medium)"
-timeout 150 python3 bench/gpu_step.py --config medium --steps 5 >"$OUT/gpu_step.txt" 2>&1
+timeout 150 python3 bench/gpu_step.py --config medium --steps 5 --profile >"$OUT/gpu_step.txt" 2>&1
 say "gpu_step exit code $?"
 
+say "== 5. the ops of one step at the 26B-A4B shapes (dgemma_cuda_opcheck --bench-full)"
+timeout 120 "$PACK/dgemma_cuda_opcheck" --bench-full >"$OUT/bench_full.txt" 2>&1
+say "bench-full exit code $?"
+
 python3 bench/gpu_check_report.py "$OUT" | tee "$OUT/summary.txt"
-cat "$OUT/gpu_step.txt"
+cat "$OUT/gpu_step.txt" "$OUT/bench_full.txt"

@@ -3,7 +3,9 @@
 The baseline for the issue "GPU speed at full 26B-A4B scale": random `medium` models
 (convert/random_model.py, shared/bench/models.json's medium shapes) as Q8_0 and Q4_K_M, a 512-token
 prompt, one canvas, self-conditioning on, median of --steps steps after a warm-up; the CPU on all
-cores. Prints one table: the figure, the CPU reference from the same run, the ratio.
+cores. CUDA runs twice: its default (tiled) matrix kernels and DGEMMA_CUDA_KERNELS=reference.
+Prints one table: the figures, the CPU from the same run, the ratios; then, with --profile, the
+device time per op of one more CUDA run (DGEMMA_CUDA_PROFILE, on stderr).
 
     python bench/gpu_step.py [--config medium] [--steps 5] [--types Q8_0,Q4_K_M]
 """
@@ -36,7 +38,17 @@ def median_ms(fn, reps: int) -> float:
     return 1e3 * statistics.median(times)
 
 
-def measure(path: Path, device: str, steps: int, prompt_len: int) -> tuple[float, float]:
+def measure(path: Path, device: str, steps: int, prompt_len: int, **env: str) -> tuple[float, float]:
+    saved = {k: os.environ.get(k) for k in env}
+    os.environ.update(env)  # read when the CUDA backend is made
+    try:
+        return _measure(path, device, steps, prompt_len)
+    finally:
+        for k, v in saved.items():
+            os.environ.pop(k) if v is None else os.environ.__setitem__(k, v)
+
+
+def _measure(path: Path, device: str, steps: int, prompt_len: int) -> tuple[float, float]:
     with dgemma.Model(path, device=device, threads=os.cpu_count()) as m:
         c = m.config
         rng = np.random.default_rng(0)
@@ -61,6 +73,7 @@ def main() -> None:
     ap.add_argument("--steps", type=int, default=5)
     ap.add_argument("--prompt", type=int, default=512)
     ap.add_argument("--types", default="Q8_0,Q4_K_M")
+    ap.add_argument("--profile", action="store_true", help="then one CUDA run of the last type with DGEMMA_CUDA_PROFILE=1")
     a = ap.parse_args()
     rows = []
     with tempfile.TemporaryDirectory() as d:
@@ -72,12 +85,16 @@ def main() -> None:
                 write_random_gguf(str(path), PRESETS[a.config], "Q8_0", seed=1)
             cpu = measure(path, "cpu", a.steps, a.prompt)
             cuda = measure(path, "cuda", a.steps, a.prompt)
-            rows.append((t, "prefill", cuda[0], cpu[0]))
-            rows.append((t, "step", cuda[1], cpu[1]))
-    print(f"{a.config}, {a.prompt}-token prompt, median of {a.steps}; CPU: {os.cpu_count()} threads")
-    print(f"{'type':<8} {'what':<8} {'cuda ms':>9} {'cpu ms':>9} {'cuda/cpu':>9}")
-    for t, what, g, c in rows:
-        print(f"{t:<8} {what:<8} {g:9.2f} {c:9.2f} {g / c:9.3f}")
+            ref = measure(path, "cuda", a.steps, a.prompt, DGEMMA_CUDA_KERNELS="reference")
+            rows.append((t, "prefill", cuda[0], ref[0], cpu[0]))
+            rows.append((t, "step", cuda[1], ref[1], cpu[1]))
+        print(f"{a.config}, {a.prompt}-token prompt, median of {a.steps}; CPU: {os.cpu_count()} threads")
+        print(f"{'type':<8} {'what':<8} {'cuda ms':>9} {'ref ms':>9} {'cpu ms':>9} {'cuda/ref':>9} {'cuda/cpu':>9}")
+        for t, what, g, r, c in rows:
+            print(f"{t:<8} {what:<8} {g:9.2f} {r:9.2f} {c:9.2f} {g / r:9.3f} {g / c:9.3f}", flush=True)
+        if a.profile:
+            print(f"device time per op, {t}: one prefill and {a.steps + 1} steps (then the prefills timed)", flush=True)
+            measure(Path(d) / f"{t}.gguf", "cuda", a.steps, a.prompt, DGEMMA_CUDA_PROFILE="1")
 
 
 if __name__ == "__main__":

@@ -9,7 +9,7 @@ import pytest
 
 import dgemma
 from dgemma import cli, kernels
-from dgemma.convert.quantize_gguf import RECIPES, quantize_file
+from dgemma.convert.quantize_gguf import RECIPES, dequantize_file, quantize_file
 from dgemma.convert.random_model import write_random_gguf
 from dgemma.errors import DgemmaError, FormatError, ModelError
 from dgemma.gguf import GGUFFile
@@ -120,6 +120,24 @@ def q4k(master, tmp_path_factory):
     path = tmp_path_factory.mktemp("q4k") / "kq-q4_k_m.gguf"
     quantize_file(master, path, "Q4_K_M", progress=None)
     return path
+
+
+def test_dequantize_file_holds_each_weights_dequantized_value(q4k, tmp_path):
+    """The float model a quantized file stands for: the CUDA tests' reference (tests/test_cuda.py)."""
+    out = tmp_path / "dq.gguf"
+    dequantize_file(q4k, out)
+    with GGUFFile(q4k) as q, GGUFFile(out) as f:
+        assert f.kv["general.file_type"] == 0
+        assert set(f.kv) == set(q.kv)
+        assert all(np.array_equal(f.kv[k], q.kv[k]) for k in q.kv if k != "general.file_type")
+        assert list(f.tensors) == list(q.tensors)
+        assert len({t.type_name for t in q.tensors.values()}) >= 3  # Q4_K, Q6_K, a fallback, F32
+        for name, t in q.tensors.items():
+            assert f.tensors[name].type_name == "F32" and f.tensors[name].shape == t.shape
+            want = kernels.dequantize_row(t.type_id, q.raw(name))
+            assert np.array_equal(f.array(name).reshape(-1), want.reshape(-1)), name
+    with dgemma.Model(out, threads=2) as m:
+        assert m.config.n_vocab == KQ_PRESET["vocab_size"]
 
 
 def patch_shape(path, name, ne):

@@ -2,7 +2,11 @@
 // weights are uploaded once at load (types without a kernel are refused there, naming the type:
 // no silent host fallback); upload() and download() are the only host crossings, and download()
 // and synchronize() the only waits. Kernels: cuda/*.cu; entry points for the core: plugin.cu.
+// Environment: DGEMMA_CUDA_KERNELS=reference runs the per-row reference kernels of the matrix ops
+// at every size (the tiled ones are checked against them and the CPU); DGEMMA_CUDA_PROFILE=1 prints
+// the device time per op to stderr when the backend goes (cuda/op_profile.h).
 #include <algorithm>
+#include <cstdlib>
 #include <string>
 #include <vector>
 
@@ -10,6 +14,7 @@
 #include "cuda/backend_cuda.h"
 #include "cuda/dequant.h"
 #include "cuda/kernels.h"
+#include "cuda/op_profile.h"
 #include "sampler_math.h"
 
 namespace dg {
@@ -62,6 +67,11 @@ public:
         cudaDeviceProp prop;
         check(cudaGetDeviceProperties(&prop, device), "cudaGetDeviceProperties");
         name_ = "cuda:" + std::to_string(device) + " (" + prop.name + ")";
+        if (const char *k = std::getenv("DGEMMA_CUDA_KERNELS"); k && *k) {
+            if (std::string(k) != "reference" && std::string(k) != "auto")
+                throw Error(DGEMMA_ERR_INVALID_ARGUMENT, std::string("DGEMMA_CUDA_KERNELS must be 'auto' or 'reference', got '") + k + "'");
+            reference_ = std::string(k) == "reference";
+        }
     }
     ~CudaBackend() override {
         cudaStreamSynchronize(stream_);
@@ -101,21 +111,28 @@ public:
     }
     size_t weight_bytes_owned() const override { return owned_; }
     void upload(const Tensor &dst, const void *src, size_t bytes, size_t offset) override {
+        cuda::OpScope scope(profile_, stream_, "upload");
         if (bytes) check(cudaMemcpyAsync(dst.bytes_at(offset), src, bytes, cudaMemcpyHostToDevice, stream_), "upload");
     }
     void download(const Tensor &src, void *dst, size_t bytes, size_t offset) override {
+        cuda::OpScope scope(profile_, stream_, "download");
         if (!bytes) return;
         check(cudaMemcpyAsync(dst, src.bytes_at(offset), bytes, cudaMemcpyDeviceToHost, stream_), "download");
-        synchronize();
+        check(cudaStreamSynchronize(stream_), "a kernel (at download)");
+        profile_.collect();
     }
     void copy_rows(const Tensor &src, int64_t s0, const Tensor &dst, int64_t d0, int64_t n) override {
+        cuda::OpScope scope(profile_, stream_, "copy_rows");
         if (n <= 0) return;
         check(cudaMemcpy2DAsync(dst.bytes_at(static_cast<size_t>(d0) * dst.nb[1]), dst.nb[1],
                                 src.bytes_at(static_cast<size_t>(s0) * src.nb[1]), src.nb[1], src.nb[1],
                                 static_cast<size_t>(n), cudaMemcpyDeviceToDevice, stream_),
               "copy_rows");
     }
-    void synchronize() override { check(cudaStreamSynchronize(stream_), "a kernel (at synchronize)"); }
+    void synchronize() override {
+        check(cudaStreamSynchronize(stream_), "a kernel (at synchronize)");
+        profile_.collect();
+    }
 
     void reserve(const PassLimits &l) override {
         synchronize();  // scratch that grows is freed: nothing queued may still use it
@@ -137,9 +154,11 @@ public:
 
     // --- ops -------------------------------------------------------------------------------------
     void matmul(const Tensor &w, const Tensor &x, const Tensor &y) override {
-        cuda::matmul(stream_, view(w), dev<float>(x), x.n_rows(), dev<float>(y));
+        cuda::OpScope scope(profile_, stream_, "matmul");
+        cuda::matmul(stream_, view(w), dev<float>(x), x.n_rows(), dev<float>(y), reference_);
     }
     void moe(const MoeWeights &w, const Tensor &x, const Tensor &expert, const Tensor &weight, const Tensor &out) override {
+        cuda::OpScope scope(profile_, stream_, "moe");
         const int64_t n = x.n_rows(), k = expert.ne[0], X = w.gate.ne[2];
         const size_t slots = static_cast<size_t>(n * k);
         cuda::MoeScratch m;
@@ -150,15 +169,18 @@ public:
         m.act = moe_act_.get(slots * static_cast<size_t>(w.gate.n_rows()));
         m.y = moe_y_.get(slots * static_cast<size_t>(w.down.n_rows()));
         cuda::moe(stream_, view(w.gate), view(w.up), view(w.down), X, dev<float>(x), n, dev<int32_t>(expert),
-                  dev<float>(weight), static_cast<int>(k), dev<float>(out), m);
+                  dev<float>(weight), static_cast<int>(k), dev<float>(out), m, reference_);
     }
     void rmsnorm(const Tensor &x, const Tensor *w, float eps, const Tensor &y) override {
+        cuda::OpScope scope(profile_, stream_, "rmsnorm");
         cuda::rmsnorm(stream_, dev<float>(x), w ? dev<float>(*w) : nullptr, eps, x.count() / x.ne[0], x.ne[0], dev<float>(y));
     }
     void rope(const Tensor &x, int n_heads, int head_dim, const Tensor &pos, const Tensor &inv_freq, int n_rot) override {
+        cuda::OpScope scope(profile_, stream_, "rope");
         cuda::rope(stream_, dev<float>(x), pos.count(), n_heads, head_dim, dev<int32_t>(pos), dev<float>(inv_freq), n_rot);
     }
     void attention(const AttentionArgs &a) override {
+        cuda::OpScope scope(profile_, stream_, "attention");
         for (const PassSegment &g : a.pass->segments) {
             const KvLayer &c = (*g.cache)[static_cast<size_t>(a.layer)];
             cuda::AttentionSegment s;
@@ -179,6 +201,7 @@ public:
         }
     }
     void cache_store(const KvLayer &c, const Tensor &k, const Tensor &v, int64_t row0, int64_t n, int64_t pos0) override {
+        cuda::OpScope scope(profile_, stream_, "cache_store");
         if (c.capacity <= 0) return;
         const int64_t skip = std::max<int64_t>(0, n - c.capacity);  // a ring keeps the last `capacity`
         for (const auto &[src, dst] : {std::pair<const Tensor *, const Tensor *>{&k, &c.k}, {&v, &c.v}})
@@ -186,26 +209,38 @@ public:
                               dst->nb[1], c.capacity);
     }
     void gelu_mul(const Tensor &gate, const Tensor &up, const Tensor &out) override {
+        cuda::OpScope scope(profile_, stream_, "gelu_mul");
         cuda::gelu_mul(stream_, dev<float>(gate), dev<float>(up), out.count(), dev<float>(out));
     }
     void zero(const Tensor &t) override {
+        cuda::OpScope scope(profile_, stream_, "zero");
         if (t.bytes()) check(cudaMemsetAsync(t.data, 0, t.bytes(), stream_), "zero");
     }
-    void add(const Tensor &y, const Tensor &x) override { cuda::add(stream_, dev<float>(y), dev<float>(x), y.count()); }
+    void add(const Tensor &y, const Tensor &x) override {
+        cuda::OpScope scope(profile_, stream_, "add");
+        cuda::add(stream_, dev<float>(y), dev<float>(x), y.count());
+    }
     void scale_rows(const Tensor &x, const Tensor &row_mode, const float scalars[2]) override {
+        cuda::OpScope scope(profile_, stream_, "scale_rows");
         cuda::scale_rows(stream_, dev<float>(x), x.count() / x.ne[0], x.ne[0], dev<int32_t>(row_mode), scalars[0], scalars[1]);
     }
-    void softcap(const Tensor &x, float cap) override { cuda::softcap(stream_, dev<float>(x), x.count(), cap); }
+    void softcap(const Tensor &x, float cap) override {
+        cuda::OpScope scope(profile_, stream_, "softcap");
+        cuda::softcap(stream_, dev<float>(x), x.count(), cap);
+    }
     void embed(const Tensor &table, const Tensor &ids, float s, const Tensor &out) override {
+        cuda::OpScope scope(profile_, stream_, "embed");
         cuda::embed(stream_, view(table), dev<int32_t>(ids), ids.count(), s, dev<float>(out));
     }
     void soft_embed(const Tensor &table, const Tensor &logits, float s, const Tensor &out) override {
+        cuda::OpScope scope(profile_, stream_, "soft_embed");
         const int64_t n = logits.n_rows();
         cuda::soft_embed(stream_, view(table), dev<float>(logits), n, s, dev<float>(out), row_max_.get(static_cast<size_t>(n)),
                          row_inv_sum_.get(static_cast<size_t>(n)));
     }
     void route(const Tensor &w, const Tensor &x, const Tensor &scale, const Tensor &per_expert_scale, float eps, int k,
                const Tensor &expert, const Tensor &weight) override {
+        cuda::OpScope scope(profile_, stream_, "route");
         cuda::route(stream_, view(w), dev<float>(x), x.n_rows(), dev<float>(scale), dev<float>(per_expert_scale), eps, k,
                     dev<int32_t>(expert), dev<float>(weight));
     }
@@ -213,6 +248,7 @@ public:
     // --- the sampler -------------------------------------------------------------------------------
     void sampler_init(const Tensor &canvas, const Tensor &fixed, const Tensor &history, uint64_t seed,
                       const Tensor &table, int64_t canvas_no, const SamplerParams &p, int64_t n_vocab) override {
+        cuda::OpScope scope(profile_, stream_, "sampler_init");
         const int64_t C = canvas.ne[0];
         for (int64_t i = 0; i < C; ++i) check_table(table, draw_index(canvas_no, 0, 0, i, C, p.max_steps));
         cuda::sampler_init(stream_, dev<int32_t>(canvas), fixed ? dev<int8_t>(fixed) : nullptr, dev<int32_t>(history),
@@ -220,6 +256,7 @@ public:
                            n_vocab);
     }
     void sample(const SampleArgs &a) override {
+        cuda::OpScope scope(profile_, stream_, "sample");
         const SamplerParams &p = *a.params;
         if (a.step < 1 || a.step > p.max_steps)
             throw Error(DGEMMA_ERR_INVALID_ARGUMENT, "step " + std::to_string(a.step) + " is outside 1.." + std::to_string(p.max_steps));
@@ -268,7 +305,9 @@ private:
     }
 
     int device_;
+    bool reference_ = false;  // DGEMMA_CUDA_KERNELS=reference
     cudaStream_t stream_ = nullptr;
+    cuda::OpProfile profile_;  // prints when destroyed, after ~CudaBackend has drained the stream
     std::string name_;
     size_t owned_ = 0;
     std::vector<void *> weights_;

@@ -13,8 +13,8 @@
 namespace dg::cuda {
 
 // --- matrices (matmul.cu)
-// y[n][w.rows] = x[n][w.cols] . W^T
-void matmul(cudaStream_t s, const WeightView &w, const float *x, int64_t n, float *y);
+// y[n][w.rows] = x[n][w.cols] . W^T. reference: the per-row kernel at any n (DGEMMA_CUDA_KERNELS).
+void matmul(cudaStream_t s, const WeightView &w, const float *x, int64_t n, float *y, bool reference);
 void embed(cudaStream_t s, const WeightView &table, const int32_t *ids, int64_t n, float scale, float *out);
 // row_max / row_inv_sum: scratch [n]
 void soft_embed(cudaStream_t s, const WeightView &table, const float *logits, int64_t n, float scale, float *out,
@@ -32,7 +32,8 @@ struct MoeScratch {
 void route(cudaStream_t s, const WeightView &w, const float *x, int64_t n, const float *scale,
            const float *per_expert_scale, float eps, int k, int32_t *expert, float *weight);
 void moe(cudaStream_t s, const WeightView &gate, const WeightView &up, const WeightView &down, int64_t n_expert,
-         const float *x, int64_t n, const int32_t *expert, const float *weight, int k, float *out, const MoeScratch &m);
+         const float *x, int64_t n, const int32_t *expert, const float *weight, int k, float *out, const MoeScratch &m,
+         bool reference);
 
 // --- row-wise and elementwise (elementwise.cu)
 void rmsnorm(cudaStream_t s, const float *x, const float *w, float eps, int64_t rows, int64_t dim, float *y);

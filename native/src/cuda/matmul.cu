@@ -1,7 +1,10 @@
-// Matrix products over weights of any supported type, dequantized element by element in the
-// kernel (cuda/dequant.h): plain and obviously right; tensor-core tiles are a later issue.
+// Matrix products over weights of any supported type. Two kernels: the reference, one warp per
+// weight row dequantizing element by element (cuda/dequant.h), plain and obviously right, used for
+// a few rows and when DGEMMA_CUDA_KERNELS=reference; and the tiled kernel (cuda/tile_gemm.cuh) for
+// kTileMinTokens rows and more. Tensor-core tiles are a later step.
 #include "cuda/dequant.h"
 #include "cuda/kernels.h"
+#include "cuda/tile_gemm.cuh"
 
 namespace dg::cuda {
 
@@ -29,6 +32,29 @@ __global__ void matmul_kernel(WeightView w, const float *x, int64_t n, float *y)
         const float v = warp_sum(acc[t]);
         if (lane == 0 && t < nt) y[(t0 + t) * w.rows + r] = v;
     }
+}
+
+template <TensorType T>
+__global__ void __launch_bounds__(kTileThreads) matmul_tiled_kernel(WeightView w, const float *x, int64_t n, float *y) {
+    __shared__ TileOperand ws, xs;
+    const int64_t row0 = static_cast<int64_t>(blockIdx.x) * kTileRows, t0 = static_cast<int64_t>(blockIdx.y) * kTileTokens;
+    const int64_t my_token = t0 + threadIdx.x / 4;  // the activation row this thread loads
+    const float *xr = my_token < n ? x + my_token * w.cols : nullptr;
+    float acc[4][4] = {};
+    for (int64_t c0 = 0; c0 < w.cols; c0 += kTileK) {
+        load_weight_tile<T>(ws, w.data, w.row_stride, w.rows, w.cols, row0, c0);
+        load_activation_tile(xs, xr, w.cols, c0);
+        __syncthreads();
+        tile_multiply(ws, xs, acc);
+        __syncthreads();
+    }
+#pragma unroll
+    for (int a = 0; a < 4; ++a)
+#pragma unroll
+        for (int b = 0; b < 4; ++b) {
+            const int64_t r = row0 + tile_row(a), t = t0 + tile_token(b);
+            if (r < w.rows && t < n) y[t * w.rows + r] = acc[a][b];
+        }
 }
 
 __global__ void embed_kernel(WeightView table, const int32_t *ids, float scale, float *out) {
@@ -86,11 +112,19 @@ __global__ void soft_embed_kernel(WeightView table, const float *logits, int64_t
 
 }  // namespace
 
-void matmul(cudaStream_t s, const WeightView &w, const float *x, int64_t n, float *y) {
+void matmul(cudaStream_t s, const WeightView &w, const float *x, int64_t n, float *y, bool reference) {
     if (n <= 0 || w.rows <= 0) return;
-    const dim3 grid(blocks_for(w.rows, kRowsPerBlock), blocks_for(n, kTokens));
-    matmul_kernel<<<grid, 32 * kRowsPerBlock, 0, s>>>(w, x, n, y);
-    check_launch("matmul");
+    if (reference || n < kTileMinTokens) {
+        const dim3 grid(blocks_for(w.rows, kRowsPerBlock), blocks_for(n, kTokens));
+        matmul_kernel<<<grid, 32 * kRowsPerBlock, 0, s>>>(w, x, n, y);
+        check_launch("matmul");
+        return;
+    }
+    const dim3 grid(blocks_for(w.rows, kTileRows), blocks_for(n, kTileTokens));
+    with_weight_type(w.type, [&](auto type) {
+        matmul_tiled_kernel<decltype(type)::value><<<grid, kTileThreads, 0, s>>>(w, x, n, y);
+    });
+    check_launch("matmul (tiled)");
 }
 
 void embed(cudaStream_t s, const WeightView &table, const int32_t *ids, int64_t n, float scale, float *out) {

@@ -1,9 +1,12 @@
 // The router and the experts, all on the device: tokens grouped by expert on the device, one launch
 // per projection covering every expert (experts without tokens return at once), the weighted sum
-// in increasing expert id as the CPU. No host round trip.
+// in increasing expert id as the CPU. No host round trip. The projections have a per-row reference
+// kernel (a warp per weight row, kSlots slots at a time) and a tiled one (cuda/tile_gemm.cuh: each
+// expert's weight tile dequantized once for up to kTileTokens of its slots), chosen as in matmul.cu.
 #include "cuda/dequant.h"
-#include "router_math.h"
 #include "cuda/kernels.h"
+#include "cuda/tile_gemm.cuh"
+#include "router_math.h"
 
 namespace dg::cuda {
 
@@ -111,6 +114,67 @@ __global__ void down_kernel(WeightView down, const float *act, const int32_t *of
     }
 }
 
+// The tiled gate/up: blockIdx = (row tile, slot tile, expert); slot tiles past the expert's count
+// return at once (the grid has one per 64 tokens of the pass: an expert takes a token at most once).
+template <TensorType T>
+__global__ void __launch_bounds__(kTileThreads) gate_up_tiled_kernel(WeightView gate, WeightView up, const float *x, int k,
+                                                                     const int32_t *offsets, const int32_t *order, float *act) {
+    __shared__ TileOperand gs, us, xs;
+    const int64_t e = blockIdx.z, F = gate.rows, K = gate.cols;
+    const int64_t first = offsets[e], count = offsets[e + 1] - first, s0 = static_cast<int64_t>(blockIdx.y) * kTileTokens;
+    if (s0 >= count) return;
+    const int64_t row0 = static_cast<int64_t>(blockIdx.x) * kTileRows;
+    const int64_t my_slot = s0 + threadIdx.x / 4;
+    const float *xr = my_slot < count ? x + static_cast<int64_t>(order[first + my_slot] / k) * K : nullptr;
+    const uint8_t *gb = gate.data + e * gate.expert_stride, *ub = up.data + e * up.expert_stride;
+    float g[4][4] = {}, u[4][4] = {};
+    for (int64_t c0 = 0; c0 < K; c0 += kTileK) {
+        load_weight_tile<T>(gs, gb, gate.row_stride, F, K, row0, c0);
+        load_weight_tile<T>(us, ub, up.row_stride, F, K, row0, c0);
+        load_activation_tile(xs, xr, K, c0);
+        __syncthreads();
+        tile_multiply(gs, xs, g);
+        tile_multiply(us, xs, u);
+        __syncthreads();
+    }
+#pragma unroll
+    for (int a = 0; a < 4; ++a)
+#pragma unroll
+        for (int b = 0; b < 4; ++b) {
+            const int64_t r = row0 + tile_row(a), sl = s0 + tile_token(b);
+            if (r < F && sl < count) act[(first + sl) * F + r] = gelu_tanh(g[a][b]) * u[a][b];
+        }
+}
+
+// The tiled down projection: y[s] = down_e . act[s], blocks as in gate_up_tiled_kernel.
+template <TensorType T>
+__global__ void __launch_bounds__(kTileThreads) down_tiled_kernel(WeightView down, const float *act, const int32_t *offsets,
+                                                                  float *y) {
+    __shared__ TileOperand ws, xs;
+    const int64_t e = blockIdx.z, E = down.rows, F = down.cols;
+    const int64_t first = offsets[e], count = offsets[e + 1] - first, s0 = static_cast<int64_t>(blockIdx.y) * kTileTokens;
+    if (s0 >= count) return;
+    const int64_t row0 = static_cast<int64_t>(blockIdx.x) * kTileRows;
+    const int64_t my_slot = s0 + threadIdx.x / 4;
+    const float *xr = my_slot < count ? act + (first + my_slot) * F : nullptr;
+    const uint8_t *db = down.data + e * down.expert_stride;
+    float acc[4][4] = {};
+    for (int64_t c0 = 0; c0 < F; c0 += kTileK) {
+        load_weight_tile<T>(ws, db, down.row_stride, E, F, row0, c0);
+        load_activation_tile(xs, xr, F, c0);
+        __syncthreads();
+        tile_multiply(ws, xs, acc);
+        __syncthreads();
+    }
+#pragma unroll
+    for (int a = 0; a < 4; ++a)
+#pragma unroll
+        for (int b = 0; b < 4; ++b) {
+            const int64_t r = row0 + tile_row(a), sl = s0 + tile_token(b);
+            if (r < E && sl < count) y[(first + sl) * E + r] = acc[a][b];
+        }
+}
+
 // out[t] = sum_j weight[t][j] * y[slot(t, j)], the slots taken in increasing expert id.
 __global__ void combine_kernel(const float *y, const int32_t *expert, const float *weight, const int32_t *slot_of, int k,
                                int64_t E, float *out) {
@@ -143,16 +207,33 @@ void route(cudaStream_t s, const WeightView &w, const float *x, int64_t n, const
 }
 
 void moe(cudaStream_t s, const WeightView &gate, const WeightView &up, const WeightView &down, int64_t n_expert,
-         const float *x, int64_t n, const int32_t *expert, const float *weight, int k, float *out, const MoeScratch &m) {
+         const float *x, int64_t n, const int32_t *expert, const float *weight, int k, float *out, const MoeScratch &m,
+         bool reference) {
     if (n <= 0) return;
     group_kernel<<<1, 1, 0, s>>>(expert, n * k, n_expert, m.offsets, m.fill, m.order, m.slot_of);
     check_launch("moe grouping");
-    gate_up_kernel<<<dim3(blocks_for(gate.rows, kRowsPerBlock), static_cast<unsigned>(n_expert)), 32 * kRowsPerBlock, 0, s>>>(
-        gate, up, x, k, m.offsets, m.order, m.act);
-    check_launch("moe gate/up");
-    down_kernel<<<dim3(blocks_for(down.rows, kRowsPerBlock), static_cast<unsigned>(n_expert)), 32 * kRowsPerBlock, 0, s>>>(
-        down, m.act, m.offsets, m.y);
-    check_launch("moe down");
+    // The tiles pay once experts get several tokens each; gate and up share one type in every file
+    // seen (one tensor, or two of one quantization), else the per-row kernels run.
+    const bool tiled = !reference && n * k / n_expert >= 4 && gate.type == up.type;
+    if (tiled) {
+        const dim3 grid(blocks_for(gate.rows, kTileRows), blocks_for(n, kTileTokens), static_cast<unsigned>(n_expert));
+        with_weight_type(gate.type, [&](auto type) {
+            gate_up_tiled_kernel<decltype(type)::value><<<grid, kTileThreads, 0, s>>>(gate, up, x, k, m.offsets, m.order, m.act);
+        });
+        check_launch("moe gate/up (tiled)");
+        const dim3 grid_down(blocks_for(down.rows, kTileRows), blocks_for(n, kTileTokens), static_cast<unsigned>(n_expert));
+        with_weight_type(down.type, [&](auto type) {
+            down_tiled_kernel<decltype(type)::value><<<grid_down, kTileThreads, 0, s>>>(down, m.act, m.offsets, m.y);
+        });
+        check_launch("moe down (tiled)");
+    } else {
+        gate_up_kernel<<<dim3(blocks_for(gate.rows, kRowsPerBlock), static_cast<unsigned>(n_expert)), 32 * kRowsPerBlock, 0, s>>>(
+            gate, up, x, k, m.offsets, m.order, m.act);
+        check_launch("moe gate/up");
+        down_kernel<<<dim3(blocks_for(down.rows, kRowsPerBlock), static_cast<unsigned>(n_expert)), 32 * kRowsPerBlock, 0, s>>>(
+            down, m.act, m.offsets, m.y);
+        check_launch("moe down");
+    }
     combine_kernel<<<static_cast<unsigned>(n), 256, 0, s>>>(m.y, expert, weight, m.slot_of, k, down.rows, out);
     check_launch("moe combine");
 }
