@@ -156,13 +156,14 @@ struct Harness {
     std::vector<Row> rows;
     std::ofstream failures;
     uint64_t seed = 1;
+    std::string type_suffix;  // "-ref" while checking the CUDA reference kernels
 
     // body(be) runs the op on one backend and returns its outputs as floats; compare() decides.
     void check(const std::string &op, const std::string &type, const std::string &shape, double tol,
                const std::function<std::vector<float>(Backend &, std::mt19937_64 &)> &body, bool exact = false) {
         Row r;
         r.op = op;
-        r.type = type;
+        r.type = type + type_suffix;
         r.shape = shape;
         r.tol = tol;
         const uint64_t s = seed++;
@@ -212,6 +213,20 @@ void matrix_ops(Harness &h) {
                 return fetch<float>(be, y.t);
             });
         }
+        // A row's result may not depend on its pass's other rows (a batch gives each sequence what it
+        // gets alone): 16 rows alone (the 16-wide tiles) against the same rows among 80 (64-wide).
+        h.check("matmul-rows", tn, dims({512, 300, 16, 80}), 0, [&](Backend &be, std::mt19937_64 &rng) {
+            const int64_t K = 512, R = 300;
+            Buf w = weight(be, wt, randn(rng, K * R), K, R);
+            const std::vector<float> xs = randn(rng, K * 80);
+            Buf x16 = tensor(be, TensorType::F32, xs.data(), K, 16), x80 = tensor(be, TensorType::F32, xs.data(), K, 80);
+            Buf y16 = poisoned(be, TensorType::F32, R, 16), y80 = poisoned(be, TensorType::F32, R, 80);
+            be.reserve(PassLimits{80, 1, K, K, 1, 1, 1, 1, 0, 0});
+            be.matmul(w.t, x16.t, y16.t);
+            be.matmul(w.t, x80.t, y80.t);
+            const std::vector<float> a = fetch<float>(be, y16.t), b = fetch<float>(be, y80.t);
+            return std::vector<float>{float(mismatches(a, std::vector<float>(b.begin(), b.begin() + a.size())))};
+        }, true);
         const int64_t V = 1000, E = 256, n = 19;
         h.check("embed", tn, dims({E, V, n}), 0, [&](Backend &be, std::mt19937_64 &rng) {
             Buf w = weight(be, wt, randn(rng, E * V), E, V);
@@ -697,6 +712,17 @@ int main(int argc, char **argv) {
     row_ops(h);
     attention_ops(h);
     sampler_ops(h);
+    if (!self_test) {  // the per-row reference kernels too (DGEMMA_CUDA_KERNELS=reference)
+        ::setenv("DGEMMA_CUDA_KERNELS", "reference", 1);
+        std::unique_ptr<Backend> ref = make_cuda_backend_direct(0);
+        ::unsetenv("DGEMMA_CUDA_KERNELS");
+        Harness hr(*cpu, *ref);
+        hr.type_suffix = "-ref";
+        hr.seed = h.seed;
+        hr.failures.open(out_dir + "/failures.txt", std::ios::app);
+        matrix_ops(hr);
+        h.rows.insert(h.rows.end(), hr.rows.begin(), hr.rows.end());
+    }
     std::FILE *tsv = std::fopen((out_dir + "/opcheck.txt").c_str(), "w");
     if (tsv) {
         print_table(h.rows, tsv);

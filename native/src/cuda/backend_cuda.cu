@@ -236,7 +236,7 @@ public:
         cuda::OpScope scope(profile_, stream_, "soft_embed");
         const int64_t n = logits.n_rows();
         cuda::soft_embed(stream_, view(table), dev<float>(logits), n, s, dev<float>(out), row_max_.get(static_cast<size_t>(n)),
-                         row_inv_sum_.get(static_cast<size_t>(n)));
+                         row_inv_sum_.get(static_cast<size_t>(n)), reference_);
     }
     void route(const Tensor &w, const Tensor &x, const Tensor &scale, const Tensor &per_expert_scale, float eps, int k,
                const Tensor &expert, const Tensor &weight) override {

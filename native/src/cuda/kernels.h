@@ -13,12 +13,12 @@
 namespace dg::cuda {
 
 // --- matrices (matmul.cu)
-// y[n][w.rows] = x[n][w.cols] . W^T. reference: the per-row kernel at any n (DGEMMA_CUDA_KERNELS).
+// y[n][w.rows] = x[n][w.cols] . W^T. reference: the per-row kernels (DGEMMA_CUDA_KERNELS), else tiled.
 void matmul(cudaStream_t s, const WeightView &w, const float *x, int64_t n, float *y, bool reference);
 void embed(cudaStream_t s, const WeightView &table, const int32_t *ids, int64_t n, float scale, float *out);
 // row_max / row_inv_sum: scratch [n]
 void soft_embed(cudaStream_t s, const WeightView &table, const float *logits, int64_t n, float scale, float *out,
-                float *row_max, float *row_inv_sum);
+                float *row_max, float *row_inv_sum, bool reference);
 
 // --- experts (moe.cu)
 struct MoeScratch {

@@ -1,7 +1,7 @@
-// Matrix products over weights of any supported type. Two kernels: the reference, one warp per
-// weight row dequantizing element by element (cuda/dequant.h), plain and obviously right, used for
-// a few rows and when DGEMMA_CUDA_KERNELS=reference; and the tiled kernel (cuda/tile_gemm.cuh) for
-// kTileMinTokens rows and more. Tensor-core tiles are a later step.
+// Matrix products and the soft embedding over weights of any supported type. Two kernels each: the
+// reference, dequantizing element by element (cuda/dequant.h), plain and obviously right, run when
+// DGEMMA_CUDA_KERNELS=reference; and the tiled one (cuda/tile_gemm.cuh), the default at every size
+// (its results do not depend on the pass's other rows). Tensor-core tiles are a later step.
 #include "cuda/dequant.h"
 #include "cuda/kernels.h"
 #include "cuda/tile_gemm.cuh"
@@ -34,25 +34,26 @@ __global__ void matmul_kernel(WeightView w, const float *x, int64_t n, float *y)
     }
 }
 
-template <TensorType T>
+template <TensorType T, int N>
 __global__ void __launch_bounds__(kTileThreads) matmul_tiled_kernel(WeightView w, const float *x, int64_t n, float *y) {
-    __shared__ TileOperand ws, xs;
-    const int64_t row0 = static_cast<int64_t>(blockIdx.x) * kTileRows, t0 = static_cast<int64_t>(blockIdx.y) * kTileTokens;
-    const int64_t my_token = t0 + threadIdx.x / 4;  // the activation row this thread loads
+    __shared__ TileOperand<kTileRows> ws;
+    __shared__ TileOperand<N> xs;
+    const int64_t row0 = static_cast<int64_t>(blockIdx.x) * kTileRows, t0 = static_cast<int64_t>(blockIdx.y) * N;
+    const int64_t my_token = t0 + loader_token<N>();
     const float *xr = my_token < n ? x + my_token * w.cols : nullptr;
-    float acc[4][4] = {};
+    float acc[4][N / 16] = {};
     for (int64_t c0 = 0; c0 < w.cols; c0 += kTileK) {
         load_weight_tile<T>(ws, w.data, w.row_stride, w.rows, w.cols, row0, c0);
-        load_activation_tile(xs, xr, w.cols, c0);
+        load_activation_tile<N>(xs, xr, w.cols, c0);
         __syncthreads();
-        tile_multiply(ws, xs, acc);
+        tile_multiply<N>(ws, xs, acc);
         __syncthreads();
     }
 #pragma unroll
     for (int a = 0; a < 4; ++a)
 #pragma unroll
-        for (int b = 0; b < 4; ++b) {
-            const int64_t r = row0 + tile_row(a), t = t0 + tile_token(b);
+        for (int b = 0; b < N / 16; ++b) {
+            const int64_t r = row0 + tile_row(a), t = t0 + tile_token<N>(b);
             if (r < w.rows && t < n) y[t * w.rows + r] = acc[a][b];
         }
 }
@@ -110,19 +111,62 @@ __global__ void soft_embed_kernel(WeightView table, const float *logits, int64_t
         for (int t = 0; t < nt; ++t) out[(t0 + t) * E + col] = acc[t] * scale;
 }
 
+// The tiled soft embedding: out[t][col] = scale * sum_v p[t][v] * table[v][col], p = softmax(z[t]).
+// The same tile machinery with the roles turned: the table's columns are the tile's rows and the
+// vocabulary is the walked dimension; thread t loads vocabulary row t / 8, columns 8 * (t % 8) ...
+template <TensorType T>
+__global__ void __launch_bounds__(kTileThreads) soft_embed_tiled_kernel(WeightView table, const float *logits, int64_t n,
+                                                                         const float *row_max, const float *row_inv_sum,
+                                                                         float scale, float *out) {
+    constexpr int N = 64;
+    __shared__ TileOperand<kTileRows> ws;
+    __shared__ TileOperand<N> ps;
+    const int64_t V = table.rows, E = table.cols;
+    const int64_t col0 = static_cast<int64_t>(blockIdx.x) * kTileRows, t0 = static_cast<int64_t>(blockIdx.y) * N;
+    const int64_t my_token = t0 + loader_token<N>();
+    const bool has_row = my_token < n;
+    const float *z = logits + (has_row ? my_token : 0) * V;
+    const float mx = has_row ? row_max[my_token] : 0.0f, inv = has_row ? row_inv_sum[my_token] : 0.0f;
+    const int vr = threadIdx.x / 8, c_off = 8 * (threadIdx.x % 8);
+    float acc[4][N / 16] = {};
+    for (int64_t v0 = 0; v0 < V; v0 += kTileK) {
+        const int64_t v = v0 + vr;
+        const uint8_t *row = table.data + v * table.row_stride;
+#pragma unroll
+        for (int j = 0; j < 8; ++j) {
+            const int64_t c = col0 + c_off + j;
+            ws.v[vr][c_off + j] = v < V && c < E ? dequant(T, row, c) : 0.0f;
+        }
+        load_activation_tile<N>(ps, has_row, V, v0, [&](int64_t u) { return expf(z[u] - mx) * inv; });
+        __syncthreads();
+        tile_multiply<N>(ws, ps, acc);
+        __syncthreads();
+    }
+#pragma unroll
+    for (int a = 0; a < 4; ++a)
+#pragma unroll
+        for (int b = 0; b < N / 16; ++b) {
+            const int64_t c = col0 + tile_row(a), t = t0 + tile_token<N>(b);
+            if (c < E && t < n) out[t * E + c] = acc[a][b] * scale;
+        }
+}
+
 }  // namespace
 
 void matmul(cudaStream_t s, const WeightView &w, const float *x, int64_t n, float *y, bool reference) {
     if (n <= 0 || w.rows <= 0) return;
-    if (reference || n < kTileMinTokens) {
+    if (reference) {
         const dim3 grid(blocks_for(w.rows, kRowsPerBlock), blocks_for(n, kTokens));
         matmul_kernel<<<grid, 32 * kRowsPerBlock, 0, s>>>(w, x, n, y);
         check_launch("matmul");
         return;
     }
-    const dim3 grid(blocks_for(w.rows, kTileRows), blocks_for(n, kTileTokens));
-    with_weight_type(w.type, [&](auto type) {
-        matmul_tiled_kernel<decltype(type)::value><<<grid, kTileThreads, 0, s>>>(w, x, n, y);
+    with_tile_width(n, [&](auto width) {
+        constexpr int N = decltype(width)::value;
+        const dim3 grid(blocks_for(w.rows, kTileRows), blocks_for(n, N));
+        with_weight_type(w.type, [&](auto type) {
+            matmul_tiled_kernel<decltype(type)::value, N><<<grid, kTileThreads, 0, s>>>(w, x, n, y);
+        });
     });
     check_launch("matmul (tiled)");
 }
@@ -134,13 +178,22 @@ void embed(cudaStream_t s, const WeightView &table, const int32_t *ids, int64_t 
 }
 
 void soft_embed(cudaStream_t s, const WeightView &table, const float *logits, int64_t n, float scale, float *out,
-                float *row_max, float *row_inv_sum) {
+                float *row_max, float *row_inv_sum, bool reference) {
     if (n <= 0) return;
     softmax_stats_kernel<<<static_cast<unsigned>(n), 256, 0, s>>>(logits, table.rows, row_max, row_inv_sum);
     check_launch("soft_embed statistics");
-    const dim3 grid(blocks_for(table.cols, kSoftCols), blocks_for(n, kSoftTokens));
-    soft_embed_kernel<<<grid, kSoftCols, 0, s>>>(table, logits, n, row_max, row_inv_sum, scale, out);
-    check_launch("soft_embed");
+    if (reference) {
+        const dim3 grid(blocks_for(table.cols, kSoftCols), blocks_for(n, kSoftTokens));
+        soft_embed_kernel<<<grid, kSoftCols, 0, s>>>(table, logits, n, row_max, row_inv_sum, scale, out);
+        check_launch("soft_embed");
+        return;
+    }
+    const dim3 grid(blocks_for(table.cols, kTileRows), blocks_for(n, 64));
+    with_weight_type(table.type, [&](auto type) {
+        soft_embed_tiled_kernel<decltype(type)::value><<<grid, kTileThreads, 0, s>>>(table, logits, n, row_max, row_inv_sum,
+                                                                                      scale, out);
+    });
+    check_launch("soft_embed (tiled)");
 }
 
 }  // namespace dg::cuda

@@ -2,7 +2,7 @@
 // per projection covering every expert (experts without tokens return at once), the weighted sum
 // in increasing expert id as the CPU. No host round trip. The projections have a per-row reference
 // kernel (a warp per weight row, kSlots slots at a time) and a tiled one (cuda/tile_gemm.cuh: each
-// expert's weight tile dequantized once for up to kTileTokens of its slots), chosen as in matmul.cu.
+// expert's weight tile dequantized once for up to 64 of its slots), chosen as in matmul.cu.
 #include "cuda/dequant.h"
 #include "cuda/kernels.h"
 #include "cuda/tile_gemm.cuh"
@@ -115,62 +115,64 @@ __global__ void down_kernel(WeightView down, const float *act, const int32_t *of
 }
 
 // The tiled gate/up: blockIdx = (row tile, slot tile, expert); slot tiles past the expert's count
-// return at once (the grid has one per 64 tokens of the pass: an expert takes a token at most once).
-template <TensorType T>
+// return at once (the grid has one per N tokens of the pass: an expert takes a token at most once).
+template <TensorType T, int N>
 __global__ void __launch_bounds__(kTileThreads) gate_up_tiled_kernel(WeightView gate, WeightView up, const float *x, int k,
                                                                      const int32_t *offsets, const int32_t *order, float *act) {
-    __shared__ TileOperand gs, us, xs;
+    __shared__ TileOperand<kTileRows> gs, us;
+    __shared__ TileOperand<N> xs;
     const int64_t e = blockIdx.z, F = gate.rows, K = gate.cols;
-    const int64_t first = offsets[e], count = offsets[e + 1] - first, s0 = static_cast<int64_t>(blockIdx.y) * kTileTokens;
+    const int64_t first = offsets[e], count = offsets[e + 1] - first, s0 = static_cast<int64_t>(blockIdx.y) * N;
     if (s0 >= count) return;
     const int64_t row0 = static_cast<int64_t>(blockIdx.x) * kTileRows;
-    const int64_t my_slot = s0 + threadIdx.x / 4;
+    const int64_t my_slot = s0 + loader_token<N>();
     const float *xr = my_slot < count ? x + static_cast<int64_t>(order[first + my_slot] / k) * K : nullptr;
     const uint8_t *gb = gate.data + e * gate.expert_stride, *ub = up.data + e * up.expert_stride;
-    float g[4][4] = {}, u[4][4] = {};
+    float g[4][N / 16] = {}, u[4][N / 16] = {};
     for (int64_t c0 = 0; c0 < K; c0 += kTileK) {
         load_weight_tile<T>(gs, gb, gate.row_stride, F, K, row0, c0);
         load_weight_tile<T>(us, ub, up.row_stride, F, K, row0, c0);
-        load_activation_tile(xs, xr, K, c0);
+        load_activation_tile<N>(xs, xr, K, c0);
         __syncthreads();
-        tile_multiply(gs, xs, g);
-        tile_multiply(us, xs, u);
+        tile_multiply<N>(gs, xs, g);
+        tile_multiply<N>(us, xs, u);
         __syncthreads();
     }
 #pragma unroll
     for (int a = 0; a < 4; ++a)
 #pragma unroll
-        for (int b = 0; b < 4; ++b) {
-            const int64_t r = row0 + tile_row(a), sl = s0 + tile_token(b);
+        for (int b = 0; b < N / 16; ++b) {
+            const int64_t r = row0 + tile_row(a), sl = s0 + tile_token<N>(b);
             if (r < F && sl < count) act[(first + sl) * F + r] = gelu_tanh(g[a][b]) * u[a][b];
         }
 }
 
 // The tiled down projection: y[s] = down_e . act[s], blocks as in gate_up_tiled_kernel.
-template <TensorType T>
+template <TensorType T, int N>
 __global__ void __launch_bounds__(kTileThreads) down_tiled_kernel(WeightView down, const float *act, const int32_t *offsets,
                                                                   float *y) {
-    __shared__ TileOperand ws, xs;
+    __shared__ TileOperand<kTileRows> ws;
+    __shared__ TileOperand<N> xs;
     const int64_t e = blockIdx.z, E = down.rows, F = down.cols;
-    const int64_t first = offsets[e], count = offsets[e + 1] - first, s0 = static_cast<int64_t>(blockIdx.y) * kTileTokens;
+    const int64_t first = offsets[e], count = offsets[e + 1] - first, s0 = static_cast<int64_t>(blockIdx.y) * N;
     if (s0 >= count) return;
     const int64_t row0 = static_cast<int64_t>(blockIdx.x) * kTileRows;
-    const int64_t my_slot = s0 + threadIdx.x / 4;
+    const int64_t my_slot = s0 + loader_token<N>();
     const float *xr = my_slot < count ? act + (first + my_slot) * F : nullptr;
     const uint8_t *db = down.data + e * down.expert_stride;
-    float acc[4][4] = {};
+    float acc[4][N / 16] = {};
     for (int64_t c0 = 0; c0 < F; c0 += kTileK) {
         load_weight_tile<T>(ws, db, down.row_stride, E, F, row0, c0);
-        load_activation_tile(xs, xr, F, c0);
+        load_activation_tile<N>(xs, xr, F, c0);
         __syncthreads();
-        tile_multiply(ws, xs, acc);
+        tile_multiply<N>(ws, xs, acc);
         __syncthreads();
     }
 #pragma unroll
     for (int a = 0; a < 4; ++a)
 #pragma unroll
-        for (int b = 0; b < 4; ++b) {
-            const int64_t r = row0 + tile_row(a), sl = s0 + tile_token(b);
+        for (int b = 0; b < N / 16; ++b) {
+            const int64_t r = row0 + tile_row(a), sl = s0 + tile_token<N>(b);
             if (r < E && sl < count) y[(first + sl) * E + r] = acc[a][b];
         }
 }
@@ -212,20 +214,22 @@ void moe(cudaStream_t s, const WeightView &gate, const WeightView &up, const Wei
     if (n <= 0) return;
     group_kernel<<<1, 1, 0, s>>>(expert, n * k, n_expert, m.offsets, m.fill, m.order, m.slot_of);
     check_launch("moe grouping");
-    // The tiles pay once experts get several tokens each; gate and up share one type in every file
-    // seen (one tensor, or two of one quantization), else the per-row kernels run.
-    const bool tiled = !reference && n * k / n_expert >= 4 && gate.type == up.type;
-    if (tiled) {
-        const dim3 grid(blocks_for(gate.rows, kTileRows), blocks_for(n, kTileTokens), static_cast<unsigned>(n_expert));
-        with_weight_type(gate.type, [&](auto type) {
-            gate_up_tiled_kernel<decltype(type)::value><<<grid, kTileThreads, 0, s>>>(gate, up, x, k, m.offsets, m.order, m.act);
+    // Gate and up share one type in every file seen (one tensor, or two of one quantization); a file
+    // that mixes them runs the per-row kernels. The tile width follows the mean tokens per expert.
+    if (!reference && gate.type == up.type) {
+        with_tile_width(n * k / n_expert, [&](auto width) {
+            constexpr int N = decltype(width)::value;
+            const dim3 grid(blocks_for(gate.rows, kTileRows), blocks_for(n, N), static_cast<unsigned>(n_expert));
+            with_weight_type(gate.type, [&](auto type) {
+                gate_up_tiled_kernel<decltype(type)::value, N><<<grid, kTileThreads, 0, s>>>(gate, up, x, k, m.offsets, m.order, m.act);
+            });
+            check_launch("moe gate/up (tiled)");
+            const dim3 grid_down(blocks_for(down.rows, kTileRows), blocks_for(n, N), static_cast<unsigned>(n_expert));
+            with_weight_type(down.type, [&](auto type) {
+                down_tiled_kernel<decltype(type)::value, N><<<grid_down, kTileThreads, 0, s>>>(down, m.act, m.offsets, m.y);
+            });
+            check_launch("moe down (tiled)");
         });
-        check_launch("moe gate/up (tiled)");
-        const dim3 grid_down(blocks_for(down.rows, kTileRows), blocks_for(n, kTileTokens), static_cast<unsigned>(n_expert));
-        with_weight_type(down.type, [&](auto type) {
-            down_tiled_kernel<decltype(type)::value><<<grid_down, kTileThreads, 0, s>>>(down, m.act, m.offsets, m.y);
-        });
-        check_launch("moe down (tiled)");
     } else {
         gate_up_kernel<<<dim3(blocks_for(gate.rows, kRowsPerBlock), static_cast<unsigned>(n_expert)), 32 * kRowsPerBlock, 0, s>>>(
             gate, up, x, k, m.offsets, m.order, m.act);

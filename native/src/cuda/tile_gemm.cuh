@@ -1,12 +1,16 @@
-// Tiled products for many activation rows: a block computes a kTileRows x kTileTokens tile of
-// Y[token][row] = sum_c W[row][c] * X[token][c], walking c in chunks of kTileK. Each chunk's weight
-// tile is dequantized once into shared memory (dequant.h, the CPU's values) and reused by every
-// token of the tile; each thread accumulates a 4 x 4 sub-tile in float32 registers. The products
-// stay float32 (the same class of rounding as the per-row kernels, another summation order); they
-// take over from those kernels at kTileMinTokens rows, where reusing a dequantized tile pays.
+// Tiled products: a block computes a kTileRows x N tile of Y[token][row] = sum_c W[row][c] * X[token][c]
+// (N = 64 or 16 tokens), walking c in chunks of kTileK. Each chunk's weight tile is dequantized once
+// into shared memory (dequant.h, the CPU's values) and reused by every token of the tile; each
+// thread accumulates 4 rows x N/16 tokens in float32 registers.
 //
-// Thread t of the 256: rows 4 * (t % 16) .. + 3 and tokens 4 * (t / 16) .. + 3 of the tile.
-// Loads: thread t fills row (or token) t / 4, elements 8 * (t % 4) .. + 7 of the chunk.
+// Every output is one float32 fused multiply-add chain over c = 0, 1, 2, ... whatever N and whatever
+// else shares its tile, so the two widths give the same bits, and a token's result does not depend
+// on how many other rows its pass holds (a batch gives each sequence what it gets alone). The width
+// is chosen by rows per pass (or per expert) only to waste less work on small ones.
+//
+// Thread t of the 256: rows 4 * (t % 16) .. + 3 and tokens (N / 16) * (t / 16) .. of the tile.
+// Loads: weights, thread t fills row t / 4, chunk elements 8 * (t % 4) .. + 7; activations, token
+// t / (256 / N), N / 8 consecutive chunk elements.
 #pragma once
 
 #include <string>
@@ -18,21 +22,21 @@
 
 namespace dg::cuda {
 
-constexpr int kTileRows = 64, kTileTokens = 64, kTileK = 32, kTileThreads = 256;
-constexpr int64_t kTileMinTokens = 16;
+constexpr int kTileRows = 64, kTileK = 32, kTileThreads = 256;
 constexpr int kTilePad = 4;  // keeps rows 16-byte aligned for float4 reads
 
-// Shared memory of one operand tile: [kTileK][kTileRows + kTilePad] floats, column c of the chunk
-// as a row, so that the inner loop reads 4 consecutive rows (or tokens) as one float4.
+// Shared memory of one operand: [kTileK][N + kTilePad] floats, chunk element k as a row, so that
+// the inner loop reads consecutive rows (or tokens) of one k at once.
+template <int N>
 struct TileOperand {
-    float v[kTileK][kTileRows + kTilePad];
+    static_assert(N == 64 || N == 16, "tile widths: 64 or 16");
+    float v[kTileK][N + kTilePad];
 };
-static_assert(kTileRows == kTileTokens, "one operand layout serves weights and activations");
 
 // Weight rows row0 .. row0 + 63 (rows past `n_rows` read as 0), chunk c0 .. c0 + 31 of a matrix of
 // type T whose row r starts at base + r * row_stride.
 template <TensorType T>
-__device__ inline void load_weight_tile(TileOperand &s, const uint8_t *base, size_t row_stride, int64_t n_rows,
+__device__ inline void load_weight_tile(TileOperand<kTileRows> &s, const uint8_t *base, size_t row_stride, int64_t n_rows,
                                         int64_t n_cols, int64_t row0, int64_t c0) {
     const int t = threadIdx.x, r = t / 4, k0 = 8 * (t % 4);
     const int64_t row = row0 + r;
@@ -44,34 +48,54 @@ __device__ inline void load_weight_tile(TileOperand &s, const uint8_t *base, siz
     }
 }
 
-// Activation rows: token i of the tile reads x_row(i) (null past the tile's tokens: zeros).
-__device__ inline void load_activation_tile(TileOperand &s, const float *x_row, int64_t n_cols, int64_t c0) {
-    const int t = threadIdx.x, i = t / 4, k0 = 8 * (t % 4);
+// The token of an N-wide tile whose activations thread t loads.
+template <int N>
+__device__ inline int loader_token() { return threadIdx.x / (kTileThreads / N); }
+
+// Activations: the loader token's row is x_row (null past the tile's tokens: zeros); value(c)
+// gives element c of it (the identity for plain rows; soft_embed turns logits into probabilities).
+template <int N, typename Value>
+__device__ inline void load_activation_tile(TileOperand<N> &s, bool has_row, int64_t n_cols, int64_t c0, Value value) {
+    constexpr int per = N / 8, threads_per_token = kTileThreads / N;
+    const int i = loader_token<N>(), k0 = per * (threadIdx.x % threads_per_token);
 #pragma unroll
-    for (int j = 0; j < 8; ++j) {
+    for (int j = 0; j < per; ++j) {
         const int64_t c = c0 + k0 + j;
-        s.v[k0 + j][i] = x_row && c < n_cols ? x_row[c] : 0.0f;
+        s.v[k0 + j][i] = has_row && c < n_cols ? value(c) : 0.0f;
     }
 }
+template <int N>
+__device__ inline void load_activation_tile(TileOperand<N> &s, const float *x_row, int64_t n_cols, int64_t c0) {
+    load_activation_tile<N>(s, x_row != nullptr, n_cols, c0, [&](int64_t c) { return x_row[c]; });
+}
 
-// acc[a][b] += W[row 4 * (t % 16) + a] . X[token 4 * (t / 16) + b] over one chunk.
-__device__ inline void tile_multiply(const TileOperand &w, const TileOperand &x, float acc[4][4]) {
-    const int tr = 4 * (threadIdx.x % 16), tt = 4 * (threadIdx.x / 16);
+// acc[a][b] += W[row 4 * (t % 16) + a] * X[token (N / 16) * (t / 16) + b] over one chunk, k ascending.
+template <int N>
+__device__ inline void tile_multiply(const TileOperand<kTileRows> &w, const TileOperand<N> &x, float (&acc)[4][N / 16]) {
+    constexpr int B = N / 16;
+    const int tr = 4 * (threadIdx.x % 16), tt = B * (threadIdx.x / 16);
 #pragma unroll 8
     for (int k = 0; k < kTileK; ++k) {
         const float4 a = *reinterpret_cast<const float4 *>(&w.v[k][tr]);
-        const float4 b = *reinterpret_cast<const float4 *>(&x.v[k][tt]);
-        const float av[4] = {a.x, a.y, a.z, a.w}, bv[4] = {b.x, b.y, b.z, b.w};
+        const float av[4] = {a.x, a.y, a.z, a.w};
+        float bv[B];
+        if constexpr (B == 4) {
+            const float4 b = *reinterpret_cast<const float4 *>(&x.v[k][tt]);
+            bv[0] = b.x, bv[1] = b.y, bv[2] = b.z, bv[3] = b.w;
+        } else {
+            bv[0] = x.v[k][tt];
+        }
 #pragma unroll
         for (int i = 0; i < 4; ++i)
 #pragma unroll
-            for (int j = 0; j < 4; ++j) acc[i][j] += av[i] * bv[j];
+            for (int j = 0; j < B; ++j) acc[i][j] = fmaf(av[i], bv[j], acc[i][j]);
     }
 }
 
-// The tile's row (0..63) and token (0..63) of accumulator acc[a][b] for this thread.
+// The tile's row (0..63) and token (0..N-1) of accumulator acc[a][b] for this thread.
 __device__ inline int tile_row(int a) { return 4 * (threadIdx.x % 16) + a; }
-__device__ inline int tile_token(int b) { return 4 * (threadIdx.x / 16) + b; }
+template <int N>
+__device__ inline int tile_token(int b) { return (N / 16) * (threadIdx.x / 16) + b; }
 
 // Calls f(std::integral_constant<TensorType, T>{}) for the weight type t (one of kCudaWeightTypes),
 // so that a kernel template's dequant(T, ...) folds to one type's code.
@@ -83,6 +107,15 @@ void with_weight_type_impl(TensorType t, F &&f, std::index_sequence<I...>) {
 template <typename F>
 void with_weight_type(TensorType t, F &&f) {
     with_weight_type_impl(t, std::forward<F>(f), std::make_index_sequence<std::size(kCudaWeightTypes)>{});
+}
+
+// Calls f(std::integral_constant<int, N>{}) with the tile width for `rows` tokens per tile column.
+template <typename F>
+void with_tile_width(int64_t rows, F &&f) {
+    if (rows <= 16)
+        f(std::integral_constant<int, 16>{});
+    else
+        f(std::integral_constant<int, 64>{});
 }
 
 }  // namespace dg::cuda
