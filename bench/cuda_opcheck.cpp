@@ -6,7 +6,8 @@
 // made on the host included) and exits 1 when any check failed, 3 when there is no CUDA device.
 // Built with the CUDA backend (cmake/cuda.cmake); run by bench/gpu_check.sh. The matrix shapes
 // take both the per-row reference kernels (one row) and the tiled ones (67 and 256 rows).
-// --bench-full times the ops of one step at the 26B-A4B shapes instead (bench_full below).
+// --bench-full times the ops of one step at the 26B-A4B shapes instead (bench_full below);
+// --no-reference-kernels skips the second pass over the matrix ops with DGEMMA_CUDA_KERNELS=reference.
 //
 // Tolerances (relative L2 error of CUDA against CPU): float paths 1e-5 (same operations, other
 // summation order), products with quantized weights included, since the CPU reference gets their
@@ -681,11 +682,12 @@ int bench_full() {
 // the exact ones included): a rehearsal of the harness itself on machines without a GPU.
 int main(int argc, char **argv) {
     std::string out_dir = ".";
-    bool self_test = false, bench = false;
+    bool self_test = false, bench = false, reference_kernels = true;
     for (int i = 1; i < argc; ++i) {
         if (std::string(argv[i]) == "--out" && i + 1 < argc) out_dir = argv[++i];
         else if (std::string(argv[i]) == "--self-test") self_test = true;
         else if (std::string(argv[i]) == "--bench-full") bench = true;
+        else if (std::string(argv[i]) == "--no-reference-kernels") reference_kernels = false;
     }
     if (bench) {
         try {
@@ -712,7 +714,7 @@ int main(int argc, char **argv) {
     row_ops(h);
     attention_ops(h);
     sampler_ops(h);
-    if (!self_test) {  // the per-row reference kernels too (DGEMMA_CUDA_KERNELS=reference)
+    if (!self_test && reference_kernels) {  // the per-row reference kernels too (DGEMMA_CUDA_KERNELS=reference)
         ::setenv("DGEMMA_CUDA_KERNELS", "reference", 1);
         std::unique_ptr<Backend> ref = make_cuda_backend_direct(0);
         ::unsetenv("DGEMMA_CUDA_KERNELS");
