@@ -182,12 +182,12 @@ def _dequantized(path: Path) -> Path:
     return out
 
 
-# tiny: rows of 64, no K-quants; mini-k: every matrix a K-quant; mini with the _M mixes: expert rows
+# tiny: rows of 64, no K-quants; mini-k: every matrix a K-quant; mini and medium with the _M mixes: expert rows
 # of 128 (704 in the 26B files), not a multiple of 256, take the fallbacks (Q5_0 under Q4_K_M, Q5_1 under Q5_K_M) as in the real 26B files.
 @needs_cuda
 @pytest.mark.parametrize("preset, type_name", [("tiny", t) for t in ("F32", "F16", "BF16", "Q8_0", "Q4_0")] +
                          [("mini-k", t) for t in ("F32", "F16", "BF16", "Q8_0", "Q4_K", "Q5_K", "Q6_K")] +
-                         [("mini", "Q4_K_M"), ("mini", "Q5_K_M")])
+                         [("mini", "Q4_K_M"), ("mini", "Q5_K_M"), ("medium", "Q8_0"), ("medium", "Q4_K_M")])
 def test_model_logits_match_the_cpu(models, preset, type_name):
     path = models(preset, type_name)
     reference = path if type_name in ("F32", "F16", "BF16") else _dequantized(path)
