@@ -11,7 +11,10 @@
 #   3. compute-sanitizer memcheck of a mini-model prefill and denoise, when the tool is there;
 #   4. bench/gpu_step.py: a medium step and prefill on CUDA (tiled and reference kernels) and on the
 #      CPU, and the device time per op (the speed baseline);
-#   5. dgemma_cuda_opcheck --bench-full: the ops of one step at the 26B-A4B shapes, timed.
+#   5. dgemma_cuda_opcheck --bench-full: the ops of one step at the 26B-A4B shapes, timed;
+#   6. bench/gpu_step.py --config full: a 16 GB random-block Q4_K_M file of the 26B-A4B shapes, its
+#      prefill and step on CUDA (tiled and reference kernels). Steps 1-3 take about 2 minutes on an
+#      H200 (2026-11-27), 4-5 about 1; 6 was not yet run there.
 # It ends with one table (bench/gpu_check_report.py): checks passed/failed per op and type, CUDA
 # times, model tests. Everything goes to $OUT (bench/results/local when $OUT is unset).
 #
@@ -20,7 +23,9 @@
 #                                build/gpu-pack (libdgemma.so, libdgemma_cuda.so, dgemma_cuda_opcheck,
 #                                COMMIT). Nothing is built on the device.
 #   bench/gpu_check.sh           on the device: run(command="bench/gpu_check.sh", carry=["build/gpu-pack"],
-#                                timeout_s=540); well under 8 minutes on an H100.
+#                                timeout_s=540); well under 8 minutes on an H100. Its output is more than
+#                                the 8 files a run brings back: write it to another OUT and tar it into $OUT
+#                                (O=$OUT; OUT=/tmp/gc bench/gpu_check.sh; tar czf $O/gc.tgz -C /tmp/gc .).
 #   bench/gpu_check.sh --no-gpu  CI: --build, then every step up to the GPU checks, then exit 0 saying so.
 # After a device run, commit what came back (summary.txt, opcheck.txt, failures.txt, the logs) under
 # bench/results/<card>-<date>-<commit>/ (run.txt names all three).
@@ -129,5 +134,9 @@ say "== 5. the ops of one step at the 26B-A4B shapes (dgemma_cuda_opcheck --benc
 timeout 120 "$PACK/dgemma_cuda_opcheck" --bench-full >"$OUT/bench_full.txt" 2>&1
 say "bench-full exit code $?"
 
+say "== 6. a step of the full 26B-A4B shapes at Q4_K_M, end to end (bench/gpu_step.py --config full)"
+timeout 240 python3 bench/gpu_step.py --config full --types Q4_K_M --steps 3 --no-cpu >"$OUT/gpu_step_full.txt" 2>&1
+say "gpu_step full exit code $?"
+
 python3 bench/gpu_check_report.py "$OUT" | tee "$OUT/summary.txt"
-cat "$OUT/gpu_step.txt" "$OUT/bench_full.txt"
+cat "$OUT/gpu_step.txt" "$OUT/bench_full.txt" "$OUT/gpu_step_full.txt"

@@ -115,7 +115,7 @@ class GGUFWriter:
         parts = [data] if isinstance(data, (np.ndarray, bytes, bytearray, memoryview)) else data
         written = 0
         for part in parts:
-            buf = np.ascontiguousarray(part).tobytes() if isinstance(part, np.ndarray) else bytes(part)
+            buf = memoryview(np.ascontiguousarray(part)).cast("B") if isinstance(part, np.ndarray) else bytes(part)
             written += len(buf)
             if written > nbytes:
                 break

@@ -27,11 +27,8 @@ import numpy as np
 from .hf_to_gguf import SAMPLER_DEFAULTS
 from .random_model import PRESETS
 
-# The released text widths (the 'full' benchmark configuration), with two layers.
-FULL = dict(vocab_size=262_144, hidden_size=2816, intermediate_size=2112, num_attention_heads=16,
-            num_key_value_heads=8, head_dim=256, global_head_dim=512, num_global_key_value_heads=2,
-            sliding_window=1024, num_experts=128, top_k_experts=8, moe_intermediate_size=704, canvas_length=256)
-SCALES = {"full": FULL, "tiny": PRESETS["tiny"]}
+# The released text widths (the 'full' benchmark configuration); the twin keeps two layers (LAYER_TYPES).
+SCALES = {"full": PRESETS["full"], "tiny": PRESETS["tiny"]}
 LAYER_TYPES = ["sliding_attention", "full_attention"]
 VISION = dict(hidden_size=32, intermediate_size=64, num_hidden_layers=2, num_attention_heads=2, head_dim=16,
               patch_size=16, position_embedding_size=1024)

@@ -2,13 +2,25 @@
 
 For the offline demo and for benchmarks: the shapes are real, the weights are noise, so the text
 they produce is noise too. PRESETS mirror shared/bench/models.json.
+
+Two writers:
+  - write_random_gguf: float weights drawn and "tamed" (random_tensor), then quantized by the core's
+    reference quantizers: for tests that compare numbers (quantization quality, backends);
+  - write_random_blocks_gguf: random bytes written straight into quantized blocks whose f16 scales
+    are set to give weights of about 1/sqrt(row length), in a quantize recipe's mix of types (the
+    same rules as `dgemma quantize`): a full 26B-A4B file in well under a minute, for speed work.
 """
 
 from __future__ import annotations
 
+import sys
+import time
+
 import numpy as np
 
-from dgemma.gguf import ValueType
+from dgemma import kernels
+from dgemma.errors import InvalidArgumentError
+from dgemma.gguf import GGML_TYPE_IDS, ValueType
 
 from .gguf_writer import GGUFWriter
 from .hf_to_gguf import FILE_TYPES, SAMPLER_DEFAULTS, TextConfig, rope_freqs, tensor_type, write_metadata
@@ -24,6 +36,12 @@ PRESETS = {
     "medium": dict(vocab_size=8192, hidden_size=704, intermediate_size=528, num_hidden_layers=6, num_attention_heads=8,
                    num_key_value_heads=4, head_dim=128, global_head_dim=256, num_global_key_value_heads=1,
                    sliding_window=256, num_experts=64, top_k_experts=8, moe_intermediate_size=176, canvas_length=256),
+    # The released 26B-A4B. No published config is in the repository: intermediate_size (the dense MLP
+    # beside the experts) is models.json's value, inferred there from the published parameter count.
+    "full": dict(vocab_size=262144, hidden_size=2816, intermediate_size=2112, num_hidden_layers=30,
+                 num_attention_heads=16, num_key_value_heads=8, head_dim=256, global_head_dim=512,
+                 num_global_key_value_heads=2, sliding_window=1024, num_experts=128, top_k_experts=8,
+                 moe_intermediate_size=704, canvas_length=256),
 }
 
 
@@ -106,3 +124,110 @@ def random_tensor(name: str, shape: tuple[int, ...], rng: np.random.Generator) -
     else:
         data = rng.standard_normal(shape, dtype=np.float32) * (2.0 if name == "token_embd.weight" else 1.0)
     return (data / np.float32(np.sqrt(shape[-1]))).astype(np.float32)
+
+
+# --- random quantized blocks ------------------------------------------------------------------------
+
+# Per type: byte offsets of a block's f16 fields (ggml's layouts, native/src/quant/) and, for the
+# types with a minimum, the second field as a multiple of the first (it centres the codes: q ranges
+# over 0..15 for 4 bits, 0..31 for 5). The codes and 6-/8-bit sub-block scales stay random bytes.
+BLOCK_SCALES: dict[str, tuple[tuple[int, ...], float]] = {
+    "Q8_0": ((0,), 0.0), "Q4_0": ((0,), 0.0), "Q5_0": ((0,), 0.0),
+    "Q4_1": ((0, 2), -7.5), "Q5_1": ((0, 2), -15.5),
+    "Q4_K": ((0, 2), 7.5), "Q5_K": ((0, 2), 15.5),  # x = d*sc*q - dmin*m: dmin = 7.5 d (15.5 d) centres
+    "Q6_K": ((208,), 0.0),
+}
+SLICE_BYTES = 64 << 20
+
+
+def random_blocks(type_name: str, n_blocks: int, scale: float, rng: np.random.Generator) -> np.ndarray:
+    """n_blocks random blocks of `type_name` whose f16 fields give values of about `scale` (rms)."""
+    info = kernels.type_info(type_name)
+    offsets, second = BLOCK_SCALES[type_name]
+    blocks = _random_bytes(rng, n_blocks * info.type_size).reshape(n_blocks, info.type_size)
+    d = np.float16(scale / _unit_rms(type_name))
+    blocks[:, offsets[0]:offsets[0] + 2] = np.array([d], np.float16).view(np.uint8)
+    if len(offsets) > 1:
+        blocks[:, offsets[1]:offsets[1] + 2] = np.array([np.float16(second * float(d))], np.float16).view(np.uint8)
+    return blocks
+
+
+def _random_bytes(rng: np.random.Generator, n: int) -> np.ndarray:
+    """n random bytes, writable (the generator's raw 64-bit output: ~6x faster than rng.bytes)."""
+    return rng.bit_generator.random_raw((n + 7) // 8).view(np.uint8)[:n]
+
+
+_UNIT_RMS: dict[str, float] = {}
+
+
+def _unit_rms(type_name: str) -> float:
+    """RMS of the values of random blocks with d = 1, measured once on 256 blocks by the core's
+    dequantizer (so no hand-derived constant per type can be wrong)."""
+    if type_name not in _UNIT_RMS:
+        info = kernels.type_info(type_name)
+        offsets, second = BLOCK_SCALES[type_name]
+        b = _random_bytes(np.random.default_rng(0), 256 * info.type_size).reshape(256, -1)
+        b[:, offsets[0]:offsets[0] + 2] = np.array([1.0], np.float16).view(np.uint8)
+        if len(offsets) > 1:
+            b[:, offsets[1]:offsets[1] + 2] = np.array([second], np.float16).view(np.uint8)
+        x = kernels.dequantize_row(type_name, b.reshape(-1))
+        _UNIT_RMS[type_name] = float(np.sqrt(np.mean(x.astype(np.float64) ** 2)))
+    return _UNIT_RMS[type_name]
+
+
+def write_random_blocks_gguf(path, preset: str | dict, recipe: str, seed: int = 0, progress=sys.stderr,
+                             max_position_embeddings: int = 8192) -> dict[str, str]:
+    """A GGUF of the preset's shapes in `recipe`'s mix of types (a `dgemma quantize` recipe whose
+    types have BLOCK_SCALES) with random blocks; 1-D tensors and the router as write_random_gguf.
+    Returns name -> type."""
+    from .quantize_gguf import RECIPES, tensor_type as recipe_type
+
+    name = recipe.upper()
+    if name not in RECIPES:
+        raise InvalidArgumentError(f"unknown type {recipe!r}; choose one of {', '.join(RECIPES)}")
+    cfg = text_config(PRESETS[preset] if isinstance(preset, str) else preset, max_position_embeddings)
+    shapes = tensor_shapes(cfg)
+    names = sorted(shapes, key=lambda n: (n.startswith("blk."), n))
+    types = {n: recipe_type(n, tuple(reversed(shapes[n])), RECIPES[name])[0] for n in names}
+    missing = sorted({t for t in types.values() if t not in BLOCK_SCALES and t not in ("F32", "F16")})
+    if missing:
+        raise InvalidArgumentError(f"random blocks of {', '.join(missing)} are not supported; "
+                                   f"choose one of {', '.join(r for r in RECIPES if RECIPES[r].base in BLOCK_SCALES)}")
+    rng = np.random.default_rng(seed)
+    freqs = rope_freqs(cfg)
+    total = sum(kernels.row_bytes(types[n], shapes[n][-1]) * int(np.prod(shapes[n][:-1])) for n in names)
+    written, start = 0, time.time()
+    with GGUFWriter(path) as w:
+        write_metadata(w, cfg, SAMPLER_DEFAULTS, "F32", f"random-blocks-{preset if isinstance(preset, str) else 'custom'}",
+                       file_type_id=RECIPES[name].file_type)
+        w.add_array("dgemma.random_weights", [True], ValueType.BOOL)
+        w.add_tensor_info("rope_freqs.weight", (freqs.size,), GGML_TYPE_IDS["F32"])
+        for n in names:
+            w.add_tensor_info(n, tuple(reversed(shapes[n])), GGML_TYPE_IDS[types[n]])
+        w.write_header()
+        w.write_tensor_data("rope_freqs.weight", freqs)
+        for n in names:
+            t, shape = types[n], shapes[n]
+            if t == "F32":
+                data = random_tensor(n, shape, rng)
+            elif t == "F16":
+                data = (rng.standard_normal(shape, dtype=np.float32) / np.float32(np.sqrt(shape[-1]))).astype(np.float16)
+            else:
+                data = _block_slices(t, shape, rng)
+            w.write_tensor_data(n, data)
+            written += kernels.row_bytes(t, shape[-1]) * int(np.prod(shape[:-1]))
+            if progress is not None:
+                print(f"\rrandom blocks: {written / 2**30:6.2f} of {total / 2**30:.2f} GiB, {time.time() - start:5.1f} s",
+                      end="", file=progress, flush=True)
+        if progress is not None:
+            print(file=progress)
+    return types
+
+
+def _block_slices(type_name: str, shape: tuple[int, ...], rng: np.random.Generator):
+    """The tensor's rows as random blocks, SLICE_BYTES at a time; values of rms 1/sqrt(row length)."""
+    n_rows, row = int(np.prod(shape[:-1])), shape[-1]
+    per_row = row // kernels.type_info(type_name).block_size
+    step = max(1, SLICE_BYTES // kernels.row_bytes(type_name, row))
+    for r0 in range(0, n_rows, step):
+        yield random_blocks(type_name, (min(n_rows, r0 + step) - r0) * per_row, 1.0 / np.sqrt(row), rng)

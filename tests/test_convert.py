@@ -14,6 +14,8 @@ from gguf.quants import dequantize, quantize
 from gguf.constants import GGMLQuantizationType as Q
 
 import dgemma
+from dgemma.convert.random_model import PRESETS
+from dgemma.gguf import GGUFFile
 from dgemma.convert.hf_to_gguf import convert, gguf_name
 from dgemma.convert.safetensors_reader import SafetensorsCheckpoint
 
@@ -166,3 +168,52 @@ def test_random_model_and_demo(workdir, wtype, capsys):
         assert z.shape == (16, 1024) and np.isfinite(z).all() and np.abs(z).max() <= 30.0
     assert main(["demo", "--preset", "tiny", "--steps", "2", "--prompt-tokens", "9"]) == 0
     assert "ms/step" in capsys.readouterr().out
+
+
+@pytest.mark.parametrize("type_name", ["Q8_0", "Q4_0", "Q4_1", "Q5_0", "Q5_1", "Q4_K", "Q5_K", "Q6_K"])
+def test_random_blocks_hold_finite_weights_of_the_asked_size(type_name):
+    """Read back by gguf.quants (llama.cpp's reference): a scale written at the wrong offset would give
+    NaN, inf or values orders of magnitude off."""
+    from dgemma.convert.random_model import random_blocks
+
+    blocks = random_blocks(type_name, 512, 0.05, np.random.default_rng(1))
+    x = dequantize(blocks, Q[type_name]).astype(np.float64)
+    assert np.isfinite(x).all()
+    rms = float(np.sqrt(np.mean(x ** 2)))
+    assert 0.035 < rms < 0.07, f"{type_name}: rms {rms}"
+    assert abs(float(x.mean())) < 0.3 * rms  # centred (the minimum of the _1 and K types)
+
+
+def test_random_blocks_file_has_the_recipes_types_and_runs(workdir):
+    from dgemma.convert.quantize_gguf import RECIPES, tensor_type
+    from dgemma.convert.random_model import write_random_blocks_gguf
+
+    preset = dict(PRESETS["mini"], moe_intermediate_size=96)  # expert rows of 96: the Q5_0 fallback
+    path = workdir / "blocks-q4_k_m.gguf"
+    types = write_random_blocks_gguf(path, preset, "q4_k_m", seed=2, progress=None)
+    with GGUFFile(path) as f:
+        for name, t in f.tensors.items():
+            if name != "rope_freqs.weight":
+                assert t.type_name == types[name] == tensor_type(name, t.shape, RECIPES["Q4_K_M"])[0], name
+        assert {"Q4_K", "Q6_K", "Q5_0", "F32"} <= {t.type_name for t in f.tensors.values()}
+        assert f.kv["general.file_type"] == RECIPES["Q4_K_M"].file_type
+    with dgemma.Model(path, threads=2) as m:
+        s = m.session()
+        s.prefill(np.arange(1, 40))
+        z = s.denoise(np.arange(m.config.canvas_length))
+        assert np.isfinite(z).all() and 0.1 < float(z.std()) < 30
+
+
+def test_demo_keeps_its_file_only_where_asked_and_never_overwrites(workdir, capsys):
+    from dgemma.cli import main
+
+    out = workdir / "demo-q8.gguf"
+    assert main(["demo", "--config", "tiny", "--type", "Q8_0", "-o", str(out), "--write-only"]) == 0
+    before = out.read_bytes()
+    with dgemma.Model(out) as m:
+        assert m.config.n_vocab == PRESETS["tiny"]["vocab_size"]
+    assert main(["demo", "--config", "tiny", "--type", "Q4_0", "-o", str(out)]) == 2
+    assert "--output: " in capsys.readouterr().err and out.read_bytes() == before
+    assert main(["demo", "--write-only"]) == 2
+    assert main(["demo", "--config", "mini", "--type", "Q3_K", "--steps", "1"]) == 2  # rows of 256: Q3_K itself
+    assert "random blocks of Q3_K are not supported" in capsys.readouterr().err
