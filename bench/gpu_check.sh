@@ -12,9 +12,10 @@
 #   4. bench/gpu_step.py: a medium step and prefill on CUDA (tiled and reference kernels) and on the
 #      CPU, and the device time per op (the speed baseline);
 #   5. dgemma_cuda_opcheck --bench-full: the ops of one step at the 26B-A4B shapes, timed;
-#   6. bench/gpu_step.py --config full: a 16 GB random-block Q4_K_M file of the 26B-A4B shapes, its
-#      prefill and step on CUDA (tiled and reference kernels). Steps 1-3 take about 2 minutes on an
-#      H200 (2026-11-27), 4-5 about 1; 6 was not yet run there.
+#   6. bench/bench_gpu.py: a 16 GB random-block Q4_K_M file of the 26B-A4B shapes end to end (prefill,
+#      steps at 1 and 4 sequences, canvases at 16/25/48 steps), the floors and transformers bf16 as the
+#      peer; JSON beside the table. Steps 1-3 take about 2 minutes on an H200 (2026-11-27), 4-5 about
+#      1; 6 was not yet run there (the no-GPU mode runs its --dry-run).
 # It ends with one table (bench/gpu_check_report.py): checks passed/failed per op and type, CUDA
 # times, model tests. Everything goes to $OUT (bench/results/local when $OUT is unset).
 #
@@ -95,7 +96,9 @@ if [ "$MODE" = no-gpu ] || ! nvidia-smi -L >/dev/null 2>&1; then
   "$PACK/dgemma_cuda_opcheck" --out "$OUT" >>"$LOG" 2>&1
   rc=$?
   [ $rc -eq 3 ] || { say "FAILED: without a GPU the op check should report 'no CUDA device' (exit 3), got $rc"; exit 1; }
-  say "no GPU here: built, packed, imported; stopping before the GPU checks (exit 0)"
+  python3 bench/bench_gpu.py --dry-run --json "$OUT/bench_gpu_dry.json" >>"$LOG" 2>&1 ||
+    { say "FAILED: bench/bench_gpu.py --dry-run (see $LOG)"; exit 1; }
+  say "no GPU here: built, packed, imported, bench_gpu.py rehearsed; stopping before the GPU checks (exit 0)"
   exit 0
 fi
 
@@ -134,9 +137,10 @@ say "== 5. the ops of one step at the 26B-A4B shapes (dgemma_cuda_opcheck --benc
 timeout 120 "$PACK/dgemma_cuda_opcheck" --bench-full >"$OUT/bench_full.txt" 2>&1
 say "bench-full exit code $?"
 
-say "== 6. a step of the full 26B-A4B shapes at Q4_K_M, end to end (bench/gpu_step.py --config full)"
-timeout 240 python3 bench/gpu_step.py --config full --types Q4_K_M --steps 3 --no-cpu >"$OUT/gpu_step_full.txt" 2>&1
-say "gpu_step full exit code $?"
+say "== 6. the full 26B-A4B shapes at Q4_K_M end to end, floors and transformers (bench/bench_gpu.py)"
+DGEMMA_BENCH_TMP=/tmp timeout 300 python3 bench/bench_gpu.py --config full --type Q4_K_M --json "$OUT/bench_gpu.json" \
+  >"$OUT/bench_gpu.txt" 2>&1
+say "bench_gpu exit code $?"
 
 python3 bench/gpu_check_report.py "$OUT" | tee "$OUT/summary.txt"
-cat "$OUT/gpu_step.txt" "$OUT/bench_full.txt" "$OUT/gpu_step_full.txt"
+cat "$OUT/gpu_step.txt" "$OUT/bench_full.txt" "$OUT/bench_gpu.txt"
