@@ -40,22 +40,12 @@ __global__ void __launch_bounds__(kTileThreads) matmul_tiled_kernel(WeightView w
     __shared__ TileOperand<N> xs;
     const int64_t row0 = static_cast<int64_t>(blockIdx.x) * kTileRows, t0 = static_cast<int64_t>(blockIdx.y) * N;
     const int64_t my_token = t0 + loader_token<N>();
-    const float *xr = my_token < n ? x + my_token * w.cols : nullptr;
     float acc[4][N / 16] = {};
-    for (int64_t c0 = 0; c0 < w.cols; c0 += kTileK) {
-        load_weight_tile<T>(ws, w.data, w.row_stride, w.rows, w.cols, row0, c0);
-        load_activation_tile<N>(xs, xr, w.cols, c0);
-        __syncthreads();
-        tile_multiply<N>(ws, xs, acc);
-        __syncthreads();
-    }
-#pragma unroll
-    for (int a = 0; a < 4; ++a)
-#pragma unroll
-        for (int b = 0; b < N / 16; ++b) {
-            const int64_t r = row0 + tile_row(a), t = t0 + tile_token<N>(b);
-            if (r < w.rows && t < n) y[t * w.rows + r] = acc[a][b];
-        }
+    tile_accumulate<T, N>(ws, xs, w.data, w.row_stride, w.rows, w.cols, row0, my_token < n ? x + my_token * w.cols : nullptr,
+                          acc);
+    tile_store<N>(acc, [&](int r, int t, float v) {
+        if (row0 + r < w.rows && t0 + t < n) y[(t0 + t) * w.rows + row0 + r] = v;
+    });
 }
 
 __global__ void embed_kernel(WeightView table, const int32_t *ids, float scale, float *out) {
@@ -142,13 +132,9 @@ __global__ void __launch_bounds__(kTileThreads) soft_embed_tiled_kernel(WeightVi
         tile_multiply<N>(ws, ps, acc);
         __syncthreads();
     }
-#pragma unroll
-    for (int a = 0; a < 4; ++a)
-#pragma unroll
-        for (int b = 0; b < N / 16; ++b) {
-            const int64_t c = col0 + tile_row(a), t = t0 + tile_token<N>(b);
-            if (c < E && t < n) out[t * E + c] = acc[a][b] * scale;
-        }
+    tile_store<N>(acc, [&](int c, int t, float v) {
+        if (col0 + c < E && t0 + t < n) out[(t0 + t) * E + col0 + c] = v * scale;
+    });
 }
 
 }  // namespace

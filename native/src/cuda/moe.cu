@@ -141,10 +141,10 @@ __global__ void __launch_bounds__(kTileThreads) gate_up_tiled_kernel(WeightView 
 #pragma unroll
     for (int a = 0; a < 4; ++a)
 #pragma unroll
-        for (int b = 0; b < N / 16; ++b) {
-            const int64_t r = row0 + tile_row(a), sl = s0 + tile_token<N>(b);
-            if (r < F && sl < count) act[(first + sl) * F + r] = gelu_tanh(g[a][b]) * u[a][b];
-        }
+        for (int b = 0; b < N / 16; ++b) g[a][b] = gelu_tanh(g[a][b]) * u[a][b];
+    tile_store<N>(g, [&](int r, int sl, float v) {
+        if (row0 + r < F && s0 + sl < count) act[(first + s0 + sl) * F + row0 + r] = v;
+    });
 }
 
 // The tiled down projection: y[s] = down_e . act[s], blocks as in gate_up_tiled_kernel.
@@ -159,22 +159,11 @@ __global__ void __launch_bounds__(kTileThreads) down_tiled_kernel(WeightView dow
     const int64_t row0 = static_cast<int64_t>(blockIdx.x) * kTileRows;
     const int64_t my_slot = s0 + loader_token<N>();
     const float *xr = my_slot < count ? act + (first + my_slot) * F : nullptr;
-    const uint8_t *db = down.data + e * down.expert_stride;
     float acc[4][N / 16] = {};
-    for (int64_t c0 = 0; c0 < F; c0 += kTileK) {
-        load_weight_tile<T>(ws, db, down.row_stride, E, F, row0, c0);
-        load_activation_tile<N>(xs, xr, F, c0);
-        __syncthreads();
-        tile_multiply<N>(ws, xs, acc);
-        __syncthreads();
-    }
-#pragma unroll
-    for (int a = 0; a < 4; ++a)
-#pragma unroll
-        for (int b = 0; b < N / 16; ++b) {
-            const int64_t r = row0 + tile_row(a), sl = s0 + tile_token<N>(b);
-            if (r < E && sl < count) y[(first + sl) * E + r] = acc[a][b];
-        }
+    tile_accumulate<T, N>(ws, xs, down.data + e * down.expert_stride, down.row_stride, E, F, row0, xr, acc);
+    tile_store<N>(acc, [&](int r, int sl, float v) {
+        if (row0 + r < E && s0 + sl < count) y[(first + s0 + sl) * E + row0 + r] = v;
+    });
 }
 
 // out[t] = sum_j weight[t][j] * y[slot(t, j)], the slots taken in increasing expert id.

@@ -97,6 +97,31 @@ __device__ inline int tile_row(int a) { return 4 * (threadIdx.x % 16) + a; }
 template <int N>
 __device__ inline int tile_token(int b) { return (N / 16) * (threadIdx.x / 16) + b; }
 
+// acc += W[row0 .. row0 + 63] . X[the tile's tokens] over all n_cols columns: the chunk loop of the
+// tiled products (W's row r at base + r * row_stride; x_row as in load_activation_tile).
+template <TensorType T, int N>
+__device__ inline void tile_accumulate(TileOperand<kTileRows> &ws, TileOperand<N> &xs, const uint8_t *base,
+                                       size_t row_stride, int64_t n_rows, int64_t n_cols, int64_t row0,
+                                       const float *x_row, float (&acc)[4][N / 16]) {
+    for (int64_t c0 = 0; c0 < n_cols; c0 += kTileK) {
+        load_weight_tile<T>(ws, base, row_stride, n_rows, n_cols, row0, c0);
+        load_activation_tile<N>(xs, x_row, n_cols, c0);
+        __syncthreads();
+        tile_multiply<N>(ws, xs, acc);
+        __syncthreads();
+    }
+}
+
+// Calls out(row, token, value) with the tile-relative row and token of each of this thread's
+// accumulators.
+template <int N, typename Out>
+__device__ inline void tile_store(const float (&acc)[4][N / 16], Out out) {
+#pragma unroll
+    for (int a = 0; a < 4; ++a)
+#pragma unroll
+        for (int b = 0; b < N / 16; ++b) out(tile_row(a), tile_token<N>(b), acc[a][b]);
+}
+
 // Calls f(std::integral_constant<TensorType, T>{}) for the weight type t (one of kCudaWeightTypes),
 // so that a kernel template's dequant(T, ...) folds to one type's code.
 template <typename F, size_t... I>
