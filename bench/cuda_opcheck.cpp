@@ -7,7 +7,8 @@
 // Built with the CUDA backend (cmake/cuda.cmake); run by bench/gpu_check.sh. The matrix shapes
 // take both the per-row reference kernels (one row) and the tiled ones (67 and 256 rows).
 // --bench-full times the ops of one step at the 26B-A4B shapes instead (bench_full below);
-// --no-reference-kernels skips the second pass over the matrix ops with DGEMMA_CUDA_KERNELS=reference.
+// --no-reference-kernels skips the passes over the matrix ops with the other kernel sets
+// (DGEMMA_CUDA_KERNELS=reference, and =tensor where the device has compute capability 8.0).
 //
 // Tolerances (relative L2 error of CUDA against CPU): float paths 1e-5 (same operations, other
 // summation order), products with quantized weights included, since the CPU reference gets their
@@ -84,6 +85,8 @@ Buf poisoned(Backend &be, TensorType type, int64_t ne0, int64_t ne1 = 1) {
 // (a second CPU backend in CUDA's place) compares like with like instead.
 const Backend *g_reference = nullptr;
 bool g_dequantized_reference = false;
+// The least tolerance of the matrix products: 0, or 1e-2 for the bf16 tensor-core set (tile_mma.cuh).
+double g_matrix_tol_floor = 0;
 
 Buf weight(Backend &be, TensorType type, const std::vector<float> &values, int64_t cols, int64_t rows, int64_t n_expert = 1) {
     const TypeTraits &tt = *type_traits(type);
@@ -203,7 +206,7 @@ std::string dims(std::initializer_list<int64_t> v) {
 void matrix_ops(Harness &h) {
     for (TensorType wt : kWeightTypes) {
         const char *tn = type_traits(wt)->name;
-        const double tol = quantized(wt) && !g_dequantized_reference ? 2e-2 : 1e-5;
+        const double tol = std::max(g_matrix_tol_floor, quantized(wt) && !g_dequantized_reference ? 2e-2 : 1e-5);
         for (auto [K, R, n] : {std::tuple<int64_t, int64_t, int64_t>{256, 37, 1}, {512, 300, 67}, {2816, 2816, 256}}) {
             h.check("matmul", tn, dims({K, R, n}), tol, [&](Backend &be, std::mt19937_64 &rng) {
                 Buf w = weight(be, wt, randn(rng, K * R), K, R);
@@ -249,7 +252,8 @@ void matrix_ops(Harness &h) {
         // Experts: one token (most experts empty), a ragged batch, the fused gate/up layout.
         for (auto [n_tok, fused] : {std::pair<int64_t, bool>{1, false}, {37, false}, {37, true}}) {
             const int64_t Ke = 256, F = 256, X = 8, k = 2;
-            h.check("moe", tn, dims({Ke, F, X, n_tok}) + (fused ? "-fused" : ""), quantized(wt) && !g_dequantized_reference ? 2e-2 : 1e-5,
+            h.check("moe", tn, dims({Ke, F, X, n_tok}) + (fused ? "-fused" : ""),
+                    std::max(g_matrix_tol_floor, quantized(wt) && !g_dequantized_reference ? 2e-2 : 1e-5),
                     [&](Backend &be, std::mt19937_64 &rng) {
                 MoeWeights mw;
                 Buf gu = weight(be, wt, randn(rng, Ke * 2 * F * X, 0.2f), Ke, 2 * F, X), g2, u2;
@@ -545,19 +549,36 @@ double median_ms(Backend &be, const std::function<void()> &op, int reps = 5) {
 int bench_full() {
     constexpr int64_t E = 2816, V = 262144, T = 256, n_past = 512, H = 16, Hkv = 8, D = 256, F = 2112, X = 128,
                       Fe = 704, K = 8, L = 30;
-    ::setenv("DGEMMA_CUDA_KERNELS", "reference", 1);
-    std::unique_ptr<Backend> ref = make_cuda_backend_direct(0);
-    ::unsetenv("DGEMMA_CUDA_KERNELS");
-    std::unique_ptr<Backend> gpu = make_cuda_backend_direct(0);
+    // The kernel sets side by side: [0] the default tiles, [1] the per-row reference, [2] the bf16
+    // tensor-core tiles (null where the device lacks them).
+    std::unique_ptr<Backend> sets[3];
+    for (int i : {1, 2}) {
+        ::setenv("DGEMMA_CUDA_KERNELS", i == 1 ? "reference" : "tensor", 1);
+        try {
+            sets[i] = make_cuda_backend_direct(0);
+        } catch (const std::exception &e) {
+            std::printf("kernel set %s: %s\n", i == 1 ? "reference" : "tensor", e.what());
+        }
+        ::unsetenv("DGEMMA_CUDA_KERNELS");
+    }
+    sets[0] = make_cuda_backend_direct(0);
+    std::unique_ptr<Backend> &gpu = sets[0];
     std::printf("26B-A4B shapes, %ld canvas rows over %ld cached positions; weights as in Q4_K_M; %s\n", long(T),
                 long(n_past), gpu->name().c_str());
-    std::printf("%-22s %-6s %-22s %10s %12s %9s %8s\n", "op", "type", "shape", "ms", "reference ms", "TFLOP/s", "x/step");
-    double step = 0;
-    auto row = [&](const char *op, TensorType type, const std::string &shape, double ms, double ref_ms, double flop, int per_step) {
-        std::printf("%-22s %-6s %-22s %10.3f %12s %9.2f %8d\n", op, type_traits(type)->name, shape.c_str(), ms,
-                    ref_ms > 0 ? std::to_string(ref_ms).substr(0, 8).c_str() : "-", flop / (ms * 1e9), per_step);
+    std::printf("%-22s %-6s %-22s %10s %10s %10s %9s %8s\n", "op", "type", "shape", "ms", "ref ms", "tensor ms", "TFLOP/s",
+                "x/step");
+    double step = 0, step_best = 0;
+    auto row = [&](const char *op, TensorType type, const std::string &shape, const double (&ms)[3], double flop, int per_step) {
+        auto cell = [](double v) { return v > 0 ? std::to_string(v).substr(0, 8) : std::string("-"); };
+        std::printf("%-22s %-6s %-22s %10.3f %10s %10s %9.2f %8d\n", op, type_traits(type)->name, shape.c_str(), ms[0],
+                    cell(ms[1]).c_str(), cell(ms[2]).c_str(), flop / (ms[0] * 1e9), per_step);
         std::fflush(stdout);
-        step += ms * per_step;
+        step += ms[0] * per_step;
+        step_best += (ms[2] > 0 ? std::min(ms[0], ms[2]) : ms[0]) * per_step;
+    };
+    auto row1 = [&](const char *op, TensorType type, const std::string &shape, double ms, double flop, int per_step) {
+        const double one[3] = {ms, 0, 0};  // ops with one kernel
+        row(op, type, shape, one, flop, per_step);
     };
     std::mt19937_64 rng(7);
     // Matrix products: (name, type, cols, rows, times per step)
@@ -567,21 +588,23 @@ int bench_full() {
                         {"attn_output", TensorType::Q6_K, H * D, E, int(L)}, {"ffn_gate", TensorType::Q4_K, E, F, int(L)},
                         {"ffn_up", TensorType::Q4_K, E, F, int(L)},       {"ffn_down", TensorType::Q5_0, F, E, int(L)}};
     for (const Mat &m : mats) {
-        double ms[2];
-        for (int which = 0; which < 2; ++which) {
-            Backend &be = which ? *ref : *gpu;
+        double ms[3] = {0, 0, 0};
+        for (int which = 0; which < 3; ++which) {
+            if (!sets[which]) continue;
+            Backend &be = *sets[which];
             Buf w = random_weight(be, m.type, m.cols, m.rows, 1, rng);
             Buf x = tensor(be, TensorType::F32, randn(rng, m.cols * T).data(), m.cols, T);
             Buf y = tensor(be, TensorType::F32, nullptr, m.rows, T);
             be.reserve(PassLimits{T, 1, m.cols, m.cols, 1, 1, 1, 1, 0, 0});
             ms[which] = median_ms(be, [&] { be.matmul(w.t, x.t, y.t); });
         }
-        row(m.name, m.type, dims({m.cols, m.rows, T}), ms[0], ms[1], 2.0 * m.cols * m.rows * T, m.per_step);
+        row(m.name, m.type, dims({m.cols, m.rows, T}), ms, 2.0 * m.cols * m.rows * T, m.per_step);
     }
     {  // the experts: fused gate/up Q4_K, down Q5_0 (704 is not a multiple of 256), top-8 of 128
-        double ms[2];
-        for (int which = 0; which < 2; ++which) {
-            Backend &be = which ? *ref : *gpu;
+        double ms[3] = {0, 0, 0};
+        for (int which = 0; which < 3; ++which) {
+            if (!sets[which]) continue;
+            Backend &be = *sets[which];
             Buf gu = random_weight(be, TensorType::Q4_K, E, 2 * Fe, X, rng), d = random_weight(be, TensorType::Q5_0, Fe, E, X, rng);
             MoeWeights mw;
             mw.gate = gu.t;
@@ -599,7 +622,7 @@ int bench_full() {
             be.reserve(PassLimits{T, 1, E, E, 1, X, K, Fe, 0, 0});
             ms[which] = median_ms(be, [&] { be.moe(mw, x.t, it.t, wt.t, o.t); });
         }
-        row("moe (experts)", TensorType::Q4_K, dims({E, Fe, X, K, T}), ms[0], ms[1], 2.0 * 3 * E * Fe * K * T, int(L));
+        row("moe (experts)", TensorType::Q4_K, dims({E, Fe, X, K, T}), ms, 2.0 * 3 * E * Fe * K * T, int(L));
     }
     Backend &be = *gpu;
     {
@@ -609,8 +632,8 @@ int bench_full() {
         Buf s = tensor(be, TensorType::F32, ones.data(), E), p = tensor(be, TensorType::F32, ones.data(), X);
         Buf ids = tensor(be, TensorType::I32, nullptr, K, T), wts = tensor(be, TensorType::F32, nullptr, K, T);
         be.reserve(PassLimits{T, 1, E, E, 1, X, K, 1, 0, 0});
-        row("route", TensorType::F32, dims({E, X, T}), median_ms(be, [&] { be.route(w.t, x.t, s.t, p.t, 1e-6f, int(K), ids.t, wts.t); }),
-            0, 2.0 * E * X * T, int(L));
+        row1("route", TensorType::F32, dims({E, X, T}), median_ms(be, [&] { be.route(w.t, x.t, s.t, p.t, 1e-6f, int(K), ids.t, wts.t); }),
+            2.0 * E * X * T, int(L));
     }
     {  // decoder attention of a sliding layer over the prompt's cache and the canvas
         std::vector<KvLayer> cache(1);
@@ -638,12 +661,12 @@ int bench_full() {
         a.window = 1024;
         a.layer = 0;
         a.pass = &pass;
-        row("attention", TensorType::F32, dims({H, Hkv, D, n_past, T}), median_ms(be, [&] { be.attention(a); }), 0,
+        row1("attention", TensorType::F32, dims({H, Hkv, D, n_past, T}), median_ms(be, [&] { be.attention(a); }),
             4.0 * H * D * T * (n_past + T), int(L));
     }
     {
         Buf x = tensor(be, TensorType::F32, randn(rng, E * T).data(), E, T), y = tensor(be, TensorType::F32, nullptr, E, T);
-        row("rmsnorm (x8 a layer)", TensorType::F32, dims({E, T}), median_ms(be, [&] { be.rmsnorm(x.t, nullptr, 1e-6f, y.t); }), 0,
+        row1("rmsnorm (x8 a layer)", TensorType::F32, dims({E, T}), median_ms(be, [&] { be.rmsnorm(x.t, nullptr, 1e-6f, y.t); }),
             0, int(8 * L));
     }
     {  // self-conditioning's soft embedding and the sampler over the full vocabulary
@@ -651,7 +674,7 @@ int bench_full() {
         Buf z = tensor(be, TensorType::F32, randn(rng, V * T, 3.0f).data(), V, T);
         Buf o = tensor(be, TensorType::F32, nullptr, E, T);
         be.reserve(PassLimits{T, 1, E, E, 1, 1, 1, 1, T, V});
-        row("soft_embed", TensorType::Q6_K, dims({E, V, T}), median_ms(be, [&] { be.soft_embed(w.t, z.t, 16.0f, o.t); }), 0,
+        row1("soft_embed", TensorType::Q6_K, dims({E, V, T}), median_ms(be, [&] { be.soft_embed(w.t, z.t, 16.0f, o.t); }),
             2.0 * E * V * T, 1);
         SamplerParams p;
         std::vector<int32_t> canvas0(T, 7);
@@ -670,9 +693,10 @@ int bench_full() {
         sa.history = hist.t;
         sa.stop = stop.t;
         sa.accepted = acc.t;
-        row("sampler", TensorType::F32, dims({T, V}), median_ms(be, [&] { be.sample(sa); }), 0, 0, 1);
+        row1("sampler", TensorType::F32, dims({T, V}), median_ms(be, [&] { be.sample(sa); }), 0, 1);
     }
-    std::printf("one denoising step, estimated as the sum of ms x per step (30 sliding-shaped layers): %.1f ms\n", step);
+    std::printf("one denoising step, estimated as the sum of ms x per step (30 sliding-shaped layers): %.1f ms; "
+                "with the faster of the tiles and the tensor cores per op: %.1f ms\n", step, step_best);
     return 0;
 }
 
@@ -714,16 +738,27 @@ int main(int argc, char **argv) {
     row_ops(h);
     attention_ops(h);
     sampler_ops(h);
-    if (!self_test && reference_kernels) {  // the per-row reference kernels too (DGEMMA_CUDA_KERNELS=reference)
-        ::setenv("DGEMMA_CUDA_KERNELS", "reference", 1);
-        std::unique_ptr<Backend> ref = make_cuda_backend_direct(0);
+    // The matrix ops again with the other kernel sets (DGEMMA_CUDA_KERNELS): the per-row reference
+    // kernels, and the bf16 tensor-core tiles where the device has them (held to 1e-2).
+    for (const char *set : {"reference", "tensor"}) {
+        if (self_test || !reference_kernels) break;
+        ::setenv("DGEMMA_CUDA_KERNELS", set, 1);
+        std::unique_ptr<Backend> other;
+        try {
+            other = make_cuda_backend_direct(0);
+        } catch (const std::exception &e) {
+            std::printf("kernel set %s: not checked: %s\n", set, e.what());
+        }
         ::unsetenv("DGEMMA_CUDA_KERNELS");
-        Harness hr(*cpu, *ref);
-        hr.type_suffix = "-ref";
-        hr.seed = h.seed;
-        hr.failures.open(out_dir + "/failures.txt", std::ios::app);
-        matrix_ops(hr);
-        h.rows.insert(h.rows.end(), hr.rows.begin(), hr.rows.end());
+        if (!other) continue;
+        Harness hs(*cpu, *other);
+        hs.type_suffix = std::string("-") + (set[0] == 'r' ? "ref" : "tc");
+        hs.seed = h.seed;
+        hs.failures.open(out_dir + "/failures.txt", std::ios::app);
+        g_matrix_tol_floor = set[0] == 't' ? 1e-2 : 0;
+        matrix_ops(hs);
+        g_matrix_tol_floor = 0;
+        h.rows.insert(h.rows.end(), hs.rows.begin(), hs.rows.end());
     }
     std::FILE *tsv = std::fopen((out_dir + "/opcheck.txt").c_str(), "w");
     if (tsv) {

@@ -196,6 +196,31 @@ def test_model_logits_match_the_cpu(models, preset, type_name):
         assert _rel(got, want) <= FLOAT_TOL
 
 
+# The bf16 tensor-core set (DGEMMA_CUDA_KERNELS=tensor): operands rounded to 8 significant bits
+# (relative error up to 2^-9 each) through every product of six layers. 3e-2 is a provisional bound,
+# ten times that rounding, until a device run measures the error; the set is not the default.
+TENSOR_TOL = 3e-2
+
+
+@needs_cuda
+@pytest.mark.parametrize("preset, type_name", [("mini-k", "Q4_K"), ("mini", "Q4_K_M"), ("medium", "Q4_K_M")])
+def test_tensor_core_kernels_match_the_cpu_within_bf16_rounding(models, preset, type_name, monkeypatch):
+    path = models(preset, type_name)
+    want = _trace(_dequantized(path), "cpu")
+    monkeypatch.setenv("DGEMMA_CUDA_KERNELS", "tensor")
+    got = _trace(path, "cuda")
+    for g, w in zip(got, want):
+        assert np.isfinite(g).all()
+        assert _rel(g, w) <= TENSOR_TOL
+
+
+@needs_cuda
+def test_an_unknown_kernel_set_is_refused_by_name(monkeypatch):
+    monkeypatch.setenv("DGEMMA_CUDA_KERNELS", "fastest")
+    with pytest.raises(dgemma.InvalidArgumentError, match="DGEMMA_CUDA_KERNELS must be 'auto', 'reference' or 'tensor', got 'fastest'"):
+        dgemma.Model(dgemma.demo_model_path(), device="cuda")
+
+
 @needs_cuda
 @pytest.mark.parametrize("kv_type", ["f16", "bf16"])
 def test_kv_cache_types_match_the_cpu(models, kv_type):

@@ -2,8 +2,8 @@
 // weights are uploaded once at load (types without a kernel are refused there, naming the type:
 // no silent host fallback); upload() and download() are the only host crossings, and download()
 // and synchronize() the only waits. Kernels: cuda/*.cu; entry points for the core: plugin.cu.
-// Environment: DGEMMA_CUDA_KERNELS=reference runs the per-row reference kernels of the matrix ops
-// at every size (the tiled ones are checked against them and the CPU); DGEMMA_CUDA_PROFILE=1 prints
+// Environment: DGEMMA_CUDA_KERNELS=reference runs the per-row reference kernels of the matrix ops,
+// =tensor the bf16 tensor-core tiles (cuda/tile_mma.cuh; not yet the default); DGEMMA_CUDA_PROFILE=1 prints
 // the device time per op to stderr when the backend goes (cuda/op_profile.h).
 #include <algorithm>
 #include <cstdlib>
@@ -68,9 +68,13 @@ public:
         check(cudaGetDeviceProperties(&prop, device), "cudaGetDeviceProperties");
         name_ = "cuda:" + std::to_string(device) + " (" + prop.name + ")";
         if (const char *k = std::getenv("DGEMMA_CUDA_KERNELS"); k && *k) {
-            if (std::string(k) != "reference" && std::string(k) != "auto")
-                throw Error(DGEMMA_ERR_INVALID_ARGUMENT, std::string("DGEMMA_CUDA_KERNELS must be 'auto' or 'reference', got '") + k + "'");
-            reference_ = std::string(k) == "reference";
+            const std::string v = k;
+            if (v != "auto" && v != "reference" && v != "tensor")
+                throw Error(DGEMMA_ERR_INVALID_ARGUMENT, "DGEMMA_CUDA_KERNELS must be 'auto', 'reference' or 'tensor', got '" + v + "'");
+            if (v == "tensor" && prop.major < 8)
+                throw Error(DGEMMA_ERR_UNSUPPORTED, "DGEMMA_CUDA_KERNELS=tensor needs compute capability 8.0 or newer; " + name_ +
+                                                        " has " + std::to_string(prop.major) + "." + std::to_string(prop.minor));
+            kernels_ = v == "reference" ? cuda::KernelSet::reference : v == "tensor" ? cuda::KernelSet::tensor : cuda::KernelSet::tiled;
         }
     }
     ~CudaBackend() override {
@@ -155,7 +159,7 @@ public:
     // --- ops -------------------------------------------------------------------------------------
     void matmul(const Tensor &w, const Tensor &x, const Tensor &y) override {
         cuda::OpScope scope(profile_, stream_, "matmul");
-        cuda::matmul(stream_, view(w), dev<float>(x), x.n_rows(), dev<float>(y), reference_);
+        cuda::matmul(stream_, view(w), dev<float>(x), x.n_rows(), dev<float>(y), kernels_);
     }
     void moe(const MoeWeights &w, const Tensor &x, const Tensor &expert, const Tensor &weight, const Tensor &out) override {
         cuda::OpScope scope(profile_, stream_, "moe");
@@ -169,7 +173,7 @@ public:
         m.act = moe_act_.get(slots * static_cast<size_t>(w.gate.n_rows()));
         m.y = moe_y_.get(slots * static_cast<size_t>(w.down.n_rows()));
         cuda::moe(stream_, view(w.gate), view(w.up), view(w.down), X, dev<float>(x), n, dev<int32_t>(expert),
-                  dev<float>(weight), static_cast<int>(k), dev<float>(out), m, reference_);
+                  dev<float>(weight), static_cast<int>(k), dev<float>(out), m, kernels_);
     }
     void rmsnorm(const Tensor &x, const Tensor *w, float eps, const Tensor &y) override {
         cuda::OpScope scope(profile_, stream_, "rmsnorm");
@@ -236,7 +240,7 @@ public:
         cuda::OpScope scope(profile_, stream_, "soft_embed");
         const int64_t n = logits.n_rows();
         cuda::soft_embed(stream_, view(table), dev<float>(logits), n, s, dev<float>(out), row_max_.get(static_cast<size_t>(n)),
-                         row_inv_sum_.get(static_cast<size_t>(n)), reference_);
+                         row_inv_sum_.get(static_cast<size_t>(n)), kernels_);
     }
     void route(const Tensor &w, const Tensor &x, const Tensor &scale, const Tensor &per_expert_scale, float eps, int k,
                const Tensor &expert, const Tensor &weight) override {
@@ -305,7 +309,7 @@ private:
     }
 
     int device_;
-    bool reference_ = false;  // DGEMMA_CUDA_KERNELS=reference
+    cuda::KernelSet kernels_ = cuda::KernelSet::tiled;  // DGEMMA_CUDA_KERNELS
     cudaStream_t stream_ = nullptr;
     cuda::OpProfile profile_;  // prints when destroyed, after ~CudaBackend has drained the stream
     std::string name_;

@@ -12,13 +12,17 @@
 
 namespace dg::cuda {
 
+// Which kernels run the matrix products (DGEMMA_CUDA_KERNELS): the float32 tiles (the default), the
+// per-row reference kernels, or bf16 tensor-core tiles (sm_80+; cuda/tile_mma.cuh).
+enum class KernelSet { tiled, reference, tensor };
+
 // --- matrices (matmul.cu)
-// y[n][w.rows] = x[n][w.cols] . W^T. reference: the per-row kernels (DGEMMA_CUDA_KERNELS), else tiled.
-void matmul(cudaStream_t s, const WeightView &w, const float *x, int64_t n, float *y, bool reference);
+// y[n][w.rows] = x[n][w.cols] . W^T
+void matmul(cudaStream_t s, const WeightView &w, const float *x, int64_t n, float *y, KernelSet k);
 void embed(cudaStream_t s, const WeightView &table, const int32_t *ids, int64_t n, float scale, float *out);
 // row_max / row_inv_sum: scratch [n]
 void soft_embed(cudaStream_t s, const WeightView &table, const float *logits, int64_t n, float scale, float *out,
-                float *row_max, float *row_inv_sum, bool reference);
+                float *row_max, float *row_inv_sum, KernelSet k);
 
 // --- experts (moe.cu)
 struct MoeScratch {
@@ -33,7 +37,7 @@ void route(cudaStream_t s, const WeightView &w, const float *x, int64_t n, const
            const float *per_expert_scale, float eps, int k, int32_t *expert, float *weight);
 void moe(cudaStream_t s, const WeightView &gate, const WeightView &up, const WeightView &down, int64_t n_expert,
          const float *x, int64_t n, const int32_t *expert, const float *weight, int k, float *out, const MoeScratch &m,
-         bool reference);
+         KernelSet kernels);
 
 // --- row-wise and elementwise (elementwise.cu)
 void rmsnorm(cudaStream_t s, const float *x, const float *w, float eps, int64_t rows, int64_t dim, float *y);

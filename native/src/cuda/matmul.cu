@@ -5,6 +5,7 @@
 #include "cuda/dequant.h"
 #include "cuda/kernels.h"
 #include "cuda/tile_gemm.cuh"
+#include "cuda/tile_mma.cuh"
 
 namespace dg::cuda {
 
@@ -44,6 +45,18 @@ __global__ void __launch_bounds__(kTileThreads) matmul_tiled_kernel(WeightView w
     tile_accumulate<T, N>(ws, xs, w.data, w.row_stride, w.rows, w.cols, row0, my_token < n ? x + my_token * w.cols : nullptr,
                           acc);
     tile_store<N>(acc, [&](int r, int t, float v) {
+        if (row0 + r < w.rows && t0 + t < n) y[(t0 + t) * w.rows + row0 + r] = v;
+    });
+}
+
+template <TensorType T>
+__global__ void __launch_bounds__(kTileThreads) matmul_mma_kernel(WeightView w, const float *x, int64_t n, float *y) {
+    __shared__ MmaOperand ws, xs;
+    const int64_t row0 = static_cast<int64_t>(blockIdx.x) * kTileRows, t0 = static_cast<int64_t>(blockIdx.y) * kTileRows;
+    const int64_t my_token = t0 + mma_loader_token();
+    float acc[4][4] = {};
+    mma_accumulate<T>(ws, xs, w.data, w.row_stride, w.rows, w.cols, row0, my_token < n ? x + my_token * w.cols : nullptr, acc);
+    mma_store(acc, [&](int r, int t, float v) {
         if (row0 + r < w.rows && t0 + t < n) y[(t0 + t) * w.rows + row0 + r] = v;
     });
 }
@@ -139,9 +152,17 @@ __global__ void __launch_bounds__(kTileThreads) soft_embed_tiled_kernel(WeightVi
 
 }  // namespace
 
-void matmul(cudaStream_t s, const WeightView &w, const float *x, int64_t n, float *y, bool reference) {
+void matmul(cudaStream_t s, const WeightView &w, const float *x, int64_t n, float *y, KernelSet k) {
     if (n <= 0 || w.rows <= 0) return;
-    if (reference) {
+    if (k == KernelSet::tensor) {
+        const dim3 grid(blocks_for(w.rows, kTileRows), blocks_for(n, kTileRows));
+        with_weight_type(w.type, [&](auto type) {
+            matmul_mma_kernel<decltype(type)::value><<<grid, kTileThreads, 0, s>>>(w, x, n, y);
+        });
+        check_launch("matmul (tensor cores)");
+        return;
+    }
+    if (k == KernelSet::reference) {
         const dim3 grid(blocks_for(w.rows, kRowsPerBlock), blocks_for(n, kTokens));
         matmul_kernel<<<grid, 32 * kRowsPerBlock, 0, s>>>(w, x, n, y);
         check_launch("matmul");
@@ -164,11 +185,11 @@ void embed(cudaStream_t s, const WeightView &table, const int32_t *ids, int64_t 
 }
 
 void soft_embed(cudaStream_t s, const WeightView &table, const float *logits, int64_t n, float scale, float *out,
-                float *row_max, float *row_inv_sum, bool reference) {
+                float *row_max, float *row_inv_sum, KernelSet k) {
     if (n <= 0) return;
     softmax_stats_kernel<<<static_cast<unsigned>(n), 256, 0, s>>>(logits, table.rows, row_max, row_inv_sum);
     check_launch("soft_embed statistics");
-    if (reference) {
+    if (k == KernelSet::reference) {  // the tensor set keeps the float tiles here (not yet on tensor cores)
         const dim3 grid(blocks_for(table.cols, kSoftCols), blocks_for(n, kSoftTokens));
         soft_embed_kernel<<<grid, kSoftCols, 0, s>>>(table, logits, n, row_max, row_inv_sum, scale, out);
         check_launch("soft_embed");

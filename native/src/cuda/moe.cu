@@ -6,6 +6,7 @@
 #include "cuda/dequant.h"
 #include "cuda/kernels.h"
 #include "cuda/tile_gemm.cuh"
+#include "cuda/tile_mma.cuh"
 #include "router_math.h"
 
 namespace dg::cuda {
@@ -166,6 +167,45 @@ __global__ void __launch_bounds__(kTileThreads) down_tiled_kernel(WeightView dow
     });
 }
 
+// The tensor-core experts (cuda/tile_mma.cuh), 64 slots per tile; gate and up in two passes over
+// the columns.
+template <TensorType T>
+__global__ void __launch_bounds__(kTileThreads) gate_up_mma_kernel(WeightView gate, WeightView up, const float *x, int k,
+                                                                   const int32_t *offsets, const int32_t *order, float *act) {
+    __shared__ MmaOperand ws, xs;
+    const int64_t e = blockIdx.z, F = gate.rows, K = gate.cols;
+    const int64_t first = offsets[e], count = offsets[e + 1] - first, s0 = static_cast<int64_t>(blockIdx.y) * kTileRows;
+    if (s0 >= count) return;
+    const int64_t row0 = static_cast<int64_t>(blockIdx.x) * kTileRows, my_slot = s0 + mma_loader_token();
+    const float *xr = my_slot < count ? x + static_cast<int64_t>(order[first + my_slot] / k) * K : nullptr;
+    float g[4][4] = {}, u[4][4] = {};
+    mma_accumulate<T>(ws, xs, gate.data + e * gate.expert_stride, gate.row_stride, F, K, row0, xr, g);
+    mma_accumulate<T>(ws, xs, up.data + e * up.expert_stride, up.row_stride, F, K, row0, xr, u);
+#pragma unroll
+    for (int a = 0; a < 4; ++a)
+#pragma unroll
+        for (int b = 0; b < 4; ++b) g[a][b] = gelu_tanh(g[a][b]) * u[a][b];
+    mma_store(g, [&](int r, int sl, float v) {
+        if (row0 + r < F && s0 + sl < count) act[(first + s0 + sl) * F + row0 + r] = v;
+    });
+}
+
+template <TensorType T>
+__global__ void __launch_bounds__(kTileThreads) down_mma_kernel(WeightView down, const float *act, const int32_t *offsets,
+                                                                float *y) {
+    __shared__ MmaOperand ws, xs;
+    const int64_t e = blockIdx.z, E = down.rows, F = down.cols;
+    const int64_t first = offsets[e], count = offsets[e + 1] - first, s0 = static_cast<int64_t>(blockIdx.y) * kTileRows;
+    if (s0 >= count) return;
+    const int64_t row0 = static_cast<int64_t>(blockIdx.x) * kTileRows, my_slot = s0 + mma_loader_token();
+    float acc[4][4] = {};
+    mma_accumulate<T>(ws, xs, down.data + e * down.expert_stride, down.row_stride, E, F, row0,
+                      my_slot < count ? act + (first + my_slot) * F : nullptr, acc);
+    mma_store(acc, [&](int r, int sl, float v) {
+        if (row0 + r < E && s0 + sl < count) y[(first + s0 + sl) * E + row0 + r] = v;
+    });
+}
+
 // out[t] = sum_j weight[t][j] * y[slot(t, j)], the slots taken in increasing expert id.
 __global__ void combine_kernel(const float *y, const int32_t *expert, const float *weight, const int32_t *slot_of, int k,
                                int64_t E, float *out) {
@@ -199,13 +239,24 @@ void route(cudaStream_t s, const WeightView &w, const float *x, int64_t n, const
 
 void moe(cudaStream_t s, const WeightView &gate, const WeightView &up, const WeightView &down, int64_t n_expert,
          const float *x, int64_t n, const int32_t *expert, const float *weight, int k, float *out, const MoeScratch &m,
-         bool reference) {
+         KernelSet kernels) {
     if (n <= 0) return;
     group_kernel<<<1, 1, 0, s>>>(expert, n * k, n_expert, m.offsets, m.fill, m.order, m.slot_of);
     check_launch("moe grouping");
     // Gate and up share one type in every file seen (one tensor, or two of one quantization); a file
     // that mixes them runs the per-row kernels. The tile width follows the mean tokens per expert.
-    if (!reference && gate.type == up.type) {
+    if (kernels == KernelSet::tensor && gate.type == up.type) {
+        const dim3 grid(blocks_for(gate.rows, kTileRows), blocks_for(n, kTileRows), static_cast<unsigned>(n_expert));
+        with_weight_type(gate.type, [&](auto type) {
+            gate_up_mma_kernel<decltype(type)::value><<<grid, kTileThreads, 0, s>>>(gate, up, x, k, m.offsets, m.order, m.act);
+        });
+        check_launch("moe gate/up (tensor cores)");
+        const dim3 grid_down(blocks_for(down.rows, kTileRows), blocks_for(n, kTileRows), static_cast<unsigned>(n_expert));
+        with_weight_type(down.type, [&](auto type) {
+            down_mma_kernel<decltype(type)::value><<<grid_down, kTileThreads, 0, s>>>(down, m.act, m.offsets, m.y);
+        });
+        check_launch("moe down (tensor cores)");
+    } else if (kernels != KernelSet::reference && gate.type == up.type) {
         with_tile_width(n * k / n_expert, [&](auto width) {
             constexpr int N = decltype(width)::value;
             const dim3 grid(blocks_for(gate.rows, kTileRows), blocks_for(n, N), static_cast<unsigned>(n_expert));
