@@ -28,7 +28,7 @@ constexpr int kTilePad = 4;  // keeps rows 16-byte aligned for float4 reads
 // Shared memory of one operand: [kTileK][N + kTilePad] floats, chunk element k as a row, so that
 // the inner loop reads consecutive rows (or tokens) of one k at once.
 template <int N>
-struct TileOperand {
+struct __align__(16) TileOperand {  // float4 reads
     static_assert(N == 64 || N == 16, "tile widths: 64 or 16");
     float v[kTileK][N + kTilePad];
 };

@@ -25,7 +25,7 @@ namespace dg::cuda {
 
 constexpr int kMmaLine = kTileK + 8;  // bf16 per shared line (80 bytes)
 
-struct MmaOperand {
+struct __align__(16) MmaOperand {  // 16-byte stores of 8 bf16
     __nv_bfloat16 v[kTileRows][kMmaLine];
 };
 static_assert(sizeof(__nv_bfloat16) * kMmaLine % 16 == 0, "lines stay 16-byte aligned");
