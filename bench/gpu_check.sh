@@ -15,7 +15,7 @@
 # On an H200 (2026-11-27) steps 1-3 took about 2 minutes with one kernel set; the op check now also
 # runs the matrix ops with the reference and tensor-core sets (about a minute more), 4-5 about 1.
 # The end-to-end benchmark at the full shapes is a call of its own (minutes: a 16 GB file, prompts
-# of 8192 tokens): bench/bench_gpu.py --config full --type Q4_K_M; the no-GPU mode runs its --dry-run.
+# of 8192 tokens): bench/gpu_check.sh --bench-gpu; the no-GPU mode runs bench_gpu.py --dry-run.
 # It ends with one table (bench/gpu_check_report.py): checks passed/failed per op and type, CUDA
 # times, model tests. Everything goes to $OUT (bench/results/local when $OUT is unset).
 #
@@ -28,6 +28,8 @@
 #                                the 8 files a run brings back: write it to another OUT and tar it into $OUT
 #                                (O=$OUT; OUT=/tmp/gc bench/gpu_check.sh; tar czf $O/gc.tgz -C /tmp/gc .).
 #   bench/gpu_check.sh --no-gpu  CI: --build, then every step up to the GPU checks, then exit 0 saying so.
+#   bench/gpu_check.sh --bench-gpu  on the device, a call of its own: bench/bench_gpu.py at the full
+#                                shapes (JSON in $OUT/bench_gpu.json; commit it as bench/results/<card>-<date>.json).
 # After a device run, commit what came back (summary.txt, opcheck.txt, failures.txt, the logs) under
 # bench/results/<card>-<date>-<commit>/ (run.txt names all three).
 # `dgemma_cuda_opcheck --self-test` rehearses the op harness with the CPU in place of CUDA (~4 min on 2 cores).
@@ -43,8 +45,9 @@ MODE=device
 case "${1:-}" in
   --build) MODE=build ;;
   --no-gpu) MODE=no-gpu ;;
+  --bench-gpu) MODE=bench-gpu ;;
   "") ;;
-  *) echo "usage: bench/gpu_check.sh [--build | --no-gpu]" >&2; exit 2 ;;
+  *) echo "usage: bench/gpu_check.sh [--build | --no-gpu | --bench-gpu]" >&2; exit 2 ;;
 esac
 OUT=${OUT:-$ROOT/bench/results/local}
 mkdir -p "$OUT"
@@ -100,6 +103,13 @@ if [ "$MODE" = no-gpu ] || ! nvidia-smi -L >/dev/null 2>&1; then
     { say "FAILED: bench/bench_gpu.py --dry-run (see $LOG)"; exit 1; }
   say "no GPU here: built, packed, imported, bench_gpu.py rehearsed; stopping before the GPU checks (exit 0)"
   exit 0
+fi
+
+if [ "$MODE" = bench-gpu ]; then
+  say "== bench/bench_gpu.py: the full 26B-A4B shapes at Q4_K_M (a 16 GB file in /tmp), floors, transformers"
+  DGEMMA_BENCH_TMP=/tmp python3 bench/bench_gpu.py --config full --type Q4_K_M --json "$OUT/bench_gpu.json" 2>&1 |
+    tee "$OUT/bench_gpu.txt"
+  exit "${PIPESTATUS[0]}"
 fi
 
 say "== 1. op by op (dgemma_cuda_opcheck)"
