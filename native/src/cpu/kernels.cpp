@@ -1,6 +1,5 @@
 #include "cpu/kernels.h"
 
-#include <algorithm>
 #include <cmath>
 
 #include "cpu/dispatch.h"
@@ -78,33 +77,21 @@ __attribute__((always_inline)) inline void block(const float *x, int64_t ldx, co
         }
 }
 
-// Token rows per chunk of tile(): a chunk of this many floats (256 KiB) stays in L2 while every
-// weight row of the tile passes over it.
-constexpr int64_t kTileChunkFloats = 1 << 16;
-
 // Blocks of NT tokens x NR rows with edge blocks for the remainders. Rows run in the outer loop so
-// that one block's NR weight rows stay in L1 while the tokens stream past them; the tokens go in
-// chunks that fit L2, so that each is read from memory once per tile rather than once per NR rows
-// (a batched pass has thousands of token rows: megabytes). Chunks hold whole NT blocks, so a
-// token's sums are the same whatever the chunking.
+// that one block's NR weight rows stay in L1 while the tokens stream past them.
 template <typename V, int NT, int NR>
 __attribute__((always_inline)) inline void tile(const float *x, int64_t ldx, int64_t n_tokens, const float *w,
                                                 int64_t ldw, int64_t n_rows, int64_t k, float *y, int64_t ldy) {
-    const int64_t chunk = std::max<int64_t>(1, kTileChunkFloats / std::max<int64_t>(k, 1) / NT) * NT;
-    const int64_t full = n_tokens / NT * NT;  // tokens in whole NT blocks; the rest take edge blocks
-    for (int64_t t0 = 0; t0 < n_tokens; t0 += chunk) {
-        const int64_t t1 = std::min(n_tokens, t0 + chunk), b1 = std::min(t1, full);
-        int64_t r = 0;
-        for (; r + NR <= n_rows; r += NR) {
-            int64_t t = t0;
-            for (; t < b1; t += NT) block<V, NT, NR>(x + t * ldx, ldx, w + r * ldw, ldw, k, y + t * ldy + r, ldy);
-            for (; t < t1; ++t) block<V, 1, NR>(x + t * ldx, ldx, w + r * ldw, ldw, k, y + t * ldy + r, ldy);
-        }
-        for (; r < n_rows; ++r) {
-            int64_t t = t0;
-            for (; t < b1; t += NT) block<V, NT, 1>(x + t * ldx, ldx, w + r * ldw, ldw, k, y + t * ldy + r, ldy);
-            for (; t < t1; ++t) block<V, 1, 1>(x + t * ldx, ldx, w + r * ldw, ldw, k, y + t * ldy + r, ldy);
-        }
+    int64_t r = 0;
+    for (; r + NR <= n_rows; r += NR) {
+        int64_t t = 0;
+        for (; t + NT <= n_tokens; t += NT) block<V, NT, NR>(x + t * ldx, ldx, w + r * ldw, ldw, k, y + t * ldy + r, ldy);
+        for (; t < n_tokens; ++t) block<V, 1, NR>(x + t * ldx, ldx, w + r * ldw, ldw, k, y + t * ldy + r, ldy);
+    }
+    for (; r < n_rows; ++r) {
+        int64_t t = 0;
+        for (; t + NT <= n_tokens; t += NT) block<V, NT, 1>(x + t * ldx, ldx, w + r * ldw, ldw, k, y + t * ldy + r, ldy);
+        for (; t < n_tokens; ++t) block<V, 1, 1>(x + t * ldx, ldx, w + r * ldw, ldw, k, y + t * ldy + r, ldy);
     }
 }
 
