@@ -292,6 +292,30 @@ def test_gemm_float_weights(t, isa):
 
 
 @pytest.mark.parametrize("isa", isa_params(), indirect=True)
+@pytest.mark.parametrize("t", [T.F32, T.Q8_0, T.Q4_K], ids=lambda t: t.name)
+def test_gemm_over_many_tokens_is_the_same_per_segment(t, isa):
+    """A batched pass's products take the activation rows in chunks of 256 KiB (252 rows of 256
+    floats here; fewer, larger chunks of quantized rows): 1003 tokens, several chunks and an edge,
+    give each run of tokens starting at a multiple of 12 exactly what that run gets alone (a
+    sequence's rows do not depend on what shares its pass)."""
+    rng = np.random.default_rng()
+    rows, n = 21, 256
+    if t == T.F32:
+        wf = rng.standard_normal((rows, n)).astype(np.float32)
+        w = wf.view(np.uint8)
+    else:
+        w = random_blocks(t, rows * n // info(t).block_size, rng, "moderate").reshape(rows, -1)
+    x = rng.standard_normal((1003, n)).astype(np.float32)
+    got = kernels.gemm(t, w, x)
+    for lo, hi in [(0, 252), (240, 516), (504, 1003), (996, 1003)]:
+        assert same_floats(got[lo:hi], kernels.gemm(t, w, x[lo:hi])), (lo, hi)
+    if t == T.F32:
+        ref = x.astype(np.float64) @ wf.T.astype(np.float64)
+        scale = np.abs(x.astype(np.float64)) @ np.abs(wf.T.astype(np.float64))
+        assert np.all(np.abs(got - ref) <= 1e-6 * scale + 1e-30)
+
+
+@pytest.mark.parametrize("isa", isa_params(), indirect=True)
 @pytest.mark.parametrize("t", DOT_TYPES, ids=lambda t: t.name)
 def test_gemm_matches_float64(t, isa):
     rng = np.random.default_rng()

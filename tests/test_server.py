@@ -207,6 +207,46 @@ def test_sigterm_drains_then_exits():
     assert got["steps"] == 150 and got["text"]  # its canvas ran all its steps, not cancelled
 
 
+@pytest.fixture(scope="module")
+def untokenized(tmp_path_factory):
+    """A server on a random-weight model whose GGUF has no tokenizer, and the model's path."""
+    from dgemma.convert.random_model import write_random_gguf
+
+    path = str(tmp_path_factory.mktemp("random") / "tiny.gguf")
+    write_random_gguf(path, "tiny", "F32", seed=0)
+    s = Server("-m", path)
+    yield s, path
+    assert s.stop() == 0
+
+
+def test_model_without_tokenizer_serves_token_ids(untokenized):
+    s, path = untokenized
+    prompt, steps = [5, 17, 3, 99, 42], {"max_denoising_steps": 4, "stability_threshold": 0,
+                                         "confidence_threshold": 0.0}
+    with dgemma.Model(path, threads=1) as m:
+        want = m.generate(prompt, max_new_tokens=40, seed=2, **steps).tokens
+        C = m.config.canvas_length
+    assert len(want) == 40
+    r = s.client.completions.create(model="tiny", prompt=prompt, max_tokens=40, seed=2, extra_body=steps)
+    assert r.choices[0].text == "" and r.choices[0].model_extra["token_ids"] == want
+    assert r.usage.completion_tokens == 40 and r.choices[0].finish_reason == "length"
+    chunks = list(s.client.completions.create(model="tiny", prompt=prompt, max_tokens=40, seed=2, stream=True,
+                                              extra_body={**steps, "diffusion": True}))
+    assert sum((c.choices[0].model_extra.get("token_ids", []) for c in chunks if c.choices), []) == want
+    drafts = [c.model_extra["diffusion"] for c in chunks if (c.model_extra or {}).get("diffusion")]
+    assert [d["step"] for d in drafts] == [1, 2, 3, 4] * 3 and all(len(d["draft_ids"]) == C for d in drafts)
+
+
+@pytest.mark.parametrize("path, body, param, says", [
+    ("/v1/completions", {"prompt": "hello"}, "prompt", "list of token ids"),
+    ("/v1/chat/completions", {"messages": [{"role": "user", "content": "hello"}]}, "messages", "no tokenizer"),
+    ("/v1/completions", {"prompt": [1, 2, 3], "stop": "\n"}, "stop", "needs a tokenizer"),
+])
+def test_model_without_tokenizer_refuses_text(untokenized, path, body, param, says):
+    status, err = untokenized[0].post_raw(path, json.dumps(body).encode())
+    assert status == 400 and err["error"]["param"] == param and says in err["error"]["message"], err
+
+
 def test_serve_flags_are_usage_errors():
     env = dict(os.environ)
     if os.environ.get("DGEMMA_DEV"):

@@ -1,6 +1,10 @@
 """The HTTP face of the engine: OpenAI's chat and completions endpoints (with and without server-sent
 events), /v1/models, /health, /metrics and the page at /. Every bad request gets a 4xx with OpenAI's
-error body: {"error": {"message", "type", "param", "code"}}."""
+error body: {"error": {"message", "type", "param", "code"}}.
+
+A model without a tokenizer is served through /v1/completions with `prompt` as a list of token ids:
+each choice (each stream chunk) carries the generated ids as `token_ids` and an empty `text`, and a
+diffusion draft comes as `draft_ids`."""
 
 from __future__ import annotations
 
@@ -71,6 +75,7 @@ def create_app(engine: Engine, model_id: str) -> FastAPI:
     app = FastAPI(title="dgemma", docs_url=None, redoc_url=None, openapi_url=None)
     model = engine.model
     n_ctx, C = model.config.n_ctx, model.config.canvas_length
+    tok = engine.tok
 
     @app.exception_handler(BadRequest)
     async def bad_request(request: Request, e: BadRequest):
@@ -113,7 +118,10 @@ def create_app(engine: Engine, model_id: str) -> FastAPI:
         if not isinstance(stream, bool):
             raise BadRequest("'stream' must be true or false", "stream")
         seed = _int(body, "seed", 0, 2**64 - 1)
-        return dict(max_new_tokens=n, seed=seed, sampler=_sampler(body), stop=_stop(body), drafts=diffusion and stream,
+        stop = _stop(body)
+        if stop and tok is None:
+            raise BadRequest("'stop' needs a tokenizer, and this model has none", "stop")
+        return dict(max_new_tokens=n, seed=seed, sampler=_sampler(body), stop=stop, drafts=diffusion and stream,
                     stream=stream)
 
     def parse_prompt(prompt, prompt_param: str):
@@ -169,6 +177,8 @@ def create_app(engine: Engine, model_id: str) -> FastAPI:
             choice = {"index": 0, "finish_reason": FINISH[f.finish_reason], "logprobs": None}
             if chat:
                 choice["message"] = {"role": "assistant", "content": f.text}
+            elif tok is None:
+                choice.update(text="", token_ids=f.tokens)
             else:
                 choice["text"] = f.text
             return JSONResponse({"id": prefix + rid, "object": obj, "created": created, "model": model_id,
@@ -176,14 +186,15 @@ def create_app(engine: Engine, model_id: str) -> FastAPI:
 
         stop = opts["stop"]
         holdback = max((len(s) for s in stop), default=1) - 1
-        tok = engine.tok
 
-        def sse(delta: dict | None, text: str | None = None, finish=None, extra=None) -> str:
+        def sse(delta: dict | None, text: str | None = None, finish=None, extra=None, ids=None) -> str:
             choice = {"index": 0, "finish_reason": finish, "logprobs": None}
             if chat:
                 choice["delta"] = delta or {}
             else:
                 choice["text"] = text or ""
+            if ids is not None:
+                choice["token_ids"] = ids
             payload = {"id": prefix + rid, "object": obj + (".chunk" if chat else ""), "created": created,
                        "model": model_id, "choices": [choice]}
             if extra:
@@ -202,9 +213,13 @@ def create_app(engine: Engine, model_id: str) -> FastAPI:
                     yield sse({"role": "assistant", "content": ""}, "")
                 while True:
                     ev = await events.get()
-                    if ev[0] == "draft":
+                    if ev[0] == "draft" and tok is None:
+                        yield sse({}, "", extra={"diffusion": {"step": ev[1], "draft_ids": ev[2]}})
+                    elif ev[0] == "draft":
                         draft = tok.decode(ev[2], skip_special=True)
                         yield sse({}, "", extra={"diffusion": {"step": ev[1], "draft": draft}})
+                    elif ev[0] == "canvas" and tok is None:
+                        yield sse({}, "", ids=ev[1])
                     elif ev[0] == "canvas":
                         tokens += ev[1]
                         full = tok.decode(tokens, skip_special=True)
@@ -231,6 +246,9 @@ def create_app(engine: Engine, model_id: str) -> FastAPI:
     @app.post("/v1/chat/completions")
     async def chat_completions(request: Request):
         body = await read_body(request)
+        if tok is None:
+            raise BadRequest("this model has no tokenizer, so no chat: send token ids to /v1/completions as "
+                             "'prompt'", "messages")
         messages = body.get("messages")
         if not isinstance(messages, list) or not messages or not all(
                 isinstance(m, dict) and isinstance(m.get("role"), str) and isinstance(m.get("content", ""), str)
@@ -248,6 +266,8 @@ def create_app(engine: Engine, model_id: str) -> FastAPI:
             isinstance(prompt, list) and prompt and all(isinstance(t, int) and not isinstance(t, bool) for t in prompt))
         if not ok:
             raise BadRequest("'prompt' must be a non-empty string or a list of token ids", "prompt")
+        if isinstance(prompt, str) and tok is None:
+            raise BadRequest("this model has no tokenizer: 'prompt' must be a list of token ids", "prompt")
         if isinstance(prompt, list) and not all(0 <= t < model.config.n_vocab for t in prompt):
             raise BadRequest(f"'prompt' holds token ids outside [0, {model.config.n_vocab})", "prompt")
         parsed = parse_prompt(prompt, "prompt")

@@ -13,7 +13,7 @@ import threading
 import time
 from dataclasses import dataclass
 
-from .generate import FINISH_REASONS, _trim_at_stop, sampler_params
+from .generate import FINISH_REASONS, _tokenizer_or_none, _trim_at_stop, sampler_params
 from .scheduler import Request, Scheduler
 
 
@@ -24,7 +24,7 @@ class EngineFull(Exception):
 @dataclass
 class Finished:
     tokens: list[int]        # text tokens (pad dropped), cut before a stop string
-    text: str | None
+    text: str | None         # None when the model has no tokenizer
     finish_reason: str       # "length", "eos", "stop" or "cancelled"
     steps: int
     prompt_tokens: int
@@ -51,7 +51,7 @@ class Engine:
     def __init__(self, model, *, parallel: int = 8, queue: int = 32, prefix_cache: int = 16,
                  memory_budget: int = 0):
         self.model = model
-        self.tok = model.tokenizer
+        self.tok = _tokenizer_or_none(model)  # None: prompts and answers are token ids only
         self.parallel, self.queue_limit = parallel, queue
         self.sched = Scheduler(model, max_batch=parallel, prefix_cache=prefix_cache, memory_budget=memory_budget)
         self.metrics = Metrics()
@@ -64,11 +64,12 @@ class Engine:
     # --- requests -------------------------------------------------------------------------------
     def submit(self, ids: list[int], eos: list[int], *, max_new_tokens: int, seed: int | None, sampler: dict,
                stop: list[str], drafts: bool, loop: asyncio.AbstractEventLoop, events: asyncio.Queue) -> Request:
-        """Queues a generation (raises EngineFull, or the core's typed error for a bad request)."""
+        """Queues a generation (raises EngineFull, or the core's typed error for a bad request). Stop
+        strings need the tokenizer."""
         params = sampler_params(self.model, seed, **sampler)
         put = lambda ev: loop.call_soon_threadsafe(events.put_nowait, ev)  # noqa: E731
         so_far: list[int] = []
-        pad = self.tok.pad
+        pad = self.tok.pad if self.tok is not None else None
 
         def on_canvas(tokens):
             so_far.extend(t for t in tokens if t != pad)
@@ -86,8 +87,11 @@ class Engine:
             r = req.result
             tokens = [t for t in req.tokens() if t != pad]
             finish = FINISH_REASONS[r.finish_reason]
-            tokens, text, found = _trim_at_stop(self.tok, tokens, stop) if stop else \
-                (tokens, self.tok.decode(tokens, skip_special=True), False)
+            if stop:
+                tokens, text, found = _trim_at_stop(self.tok, tokens, stop)
+            else:
+                text = self.tok.decode(tokens, skip_special=True) if self.tok is not None else None
+                found = False
             if found:
                 finish = "stop"
             with self.metrics.lock:

@@ -1,5 +1,6 @@
 #include "cpu/gemm.h"
 
+#include <algorithm>
 #include <vector>
 
 #include "cpu/kernels.h"
@@ -30,7 +31,10 @@ void gemm_pack_activations(TensorType type, const float *x, void *dst, int64_t k
     type_traits(type_traits(type)->vec_dot_type)->from_float(x, dst, k);
 }
 
-void gemm(TensorType type, const GemmArgs &a) {
+namespace {
+
+// The product over at most one chunk of activation rows (see gemm()).
+void gemm_chunk(TensorType type, const GemmArgs &a) {
     const Isa isa = active_isa();
     if (const GemmFn fn = gemm_kernel(type, isa).run) return fn(a);
     if (const VecDotFn dot = vec_dot_kernel(type, isa)) {
@@ -52,6 +56,28 @@ void gemm(TensorType type, const GemmArgs &a) {
     const TypeTraits &tt = *type_traits(type);
     for (int64_t r = 0; r < a.n_rows; ++r) tt.to_float(a.w + r * a.w_stride, tile.data() + r * a.k, a.k);
     dot_tile(x, ldx, a.n_tokens, tile.data(), a.k, a.n_rows, a.k, a.y, a.ldy);
+}
+
+// Activation bytes per chunk: a chunk stays in L2 while every weight row of the call passes over it.
+constexpr size_t kChunkBytes = 256 << 10;
+// Chunks hold whole groups of every kernel's token tile (3 or 4 tokens), so a token's result is the
+// same whatever the chunking.
+constexpr int64_t kTokenGroup = 12;
+
+}  // namespace
+
+// The kernels sweep all their activation rows once per few weight rows. A batched pass has
+// thousands of rows (megabytes: the logits product of 8 canvases streamed gigabytes from memory
+// and made one pass of 8 canvases cost more than 8 passes of one), so they take them in chunks.
+void gemm(TensorType type, const GemmArgs &a) {
+    const int64_t chunk = std::max<int64_t>(1, static_cast<int64_t>(kChunkBytes / a.x_stride) / kTokenGroup) * kTokenGroup;
+    for (int64_t t0 = 0; t0 < a.n_tokens; t0 += chunk) {
+        GemmArgs c = a;
+        c.x = a.x + t0 * a.x_stride;
+        c.n_tokens = std::min(chunk, a.n_tokens - t0);
+        c.y = a.y + t0 * a.ldy;
+        gemm_chunk(type, c);
+    }
 }
 
 }  // namespace dg

@@ -49,7 +49,7 @@ void gemm_pack_activations(TensorType type, const float *x, void *dst, int64_t k
 // The product with the active set's kernel for `type`, activations from gemm_pack_activations;
 // where the set has no kernel, its vec_dot per (row, token) pair, or for a type without one the
 // weight rows in float32 (converted into a per-thread tile unless stored as F32) through the float
-// kernel dot_tile.
+// kernel dot_tile. Activation rows go in chunks that fit L2 (gemm.cpp).
 void gemm(TensorType type, const GemmArgs &a);
 
 #if defined(__x86_64__) || defined(_M_X64)
