@@ -197,7 +197,7 @@ class Tokenizer:
             raise TokenizerError("this GGUF has no tokenizer.chat_template, so it cannot format chat messages; "
                                  "pass a plain prompt instead")
         return render_chat(self.chat_template, messages, add_generation_prompt=add_generation_prompt,
-                           **{**self.special_tokens_map, **kwargs})
+                           template_name="the file's tokenizer.chat_template", **{**self.special_tokens_map, **kwargs})
 
 
 class StreamDecoder:
