@@ -64,6 +64,8 @@ SIZE_ATTACKS = {
     "str.join of repeated text": BIG + "{{ ''.join([s] * 100000)|length }}",
     "repeated text as output": BIG + "{{ [s] * 100000 }}",
     "tojson of repeated text": BIG + "{{ ([s] * 100000)|tojson|length }}",
+    "join of a generator": BIG + "{{ ([s] * 100000)|map('string')|join|length }}",
+    "str.join of a generator": BIG + "{{ ''.join(([s] * 100000)|map('string'))|length }}",
     "replace filter": BIG + "{{ s|replace('a', s)|length }}",
     "indent by text": "{% set s = 'a\n' * 1000000 %}{{ s|indent(s)|length }}",
 }

@@ -23,6 +23,7 @@ import functools
 import re
 import string
 import time
+from collections.abc import Iterator
 
 import jinja2
 from jinja2 import nodes
@@ -87,7 +88,8 @@ def rendered_size(value, budget: int = MAX_LENGTH) -> int:
         elif isinstance(v, (list, tuple, set, frozenset)):
             total += 2 + 2 * len(v)
             stack.extend(v)
-        elif isinstance(v, Namespace):
+        elif isinstance(v, Namespace):  # may hold itself: the cost per visit ends such a cycle soon
+            total += 100
             stack.append(v._Namespace__attrs)
         else:  # an Undefined, a macro, a loop: their text is short
             total += 100
@@ -134,6 +136,18 @@ def _check_brace_format(fmt: str, args, kwargs) -> None:
                     if isinstance(v, int):
                         _check_length(abs(v), "a format width")
     _check_rendered([fmt, *args, *kwargs.values()], "a formatted string")
+
+
+def _bounded_list(items, what: str) -> list:
+    """list(items) for an iterator (a `map`, `select` ...): made one item at a time, stopped once
+    the items' rendered size passes the limit, so that what consumes it is measured first."""
+    out, total = [], 0
+    for item in items:
+        _check_time()
+        total += rendered_size(item)
+        _check_length(total, what)
+        out.append(item)
+    return out
 
 
 def _check_int_args(args, what: str) -> None:
@@ -200,6 +214,10 @@ def _result_length(value) -> int:
     return len(value) if isinstance(value, (str, list, tuple, dict)) else 0
 
 
+# Filters that consume all of an iterator they are given (and hold it, or what they build from it).
+_CONSUMING = frozenset(["join", "sum", "list", "sort", "unique", "reverse", "max", "min", "slice", "groupby"])
+
+
 def _bounded_filter(name: str, func):
     check = _filter_check(name)
     skip = 1 if _PassArg.from_obj(func) is not None else 0  # the context / environment jinja passes first
@@ -207,6 +225,8 @@ def _bounded_filter(name: str, func):
     @functools.wraps(func)
     def bounded(*args, **kwargs):
         _check_time()
+        if name in _CONSUMING and len(args) > skip and isinstance(args[skip], Iterator):
+            args = (*args[:skip], _bounded_list(args[skip], f"the {name} filter's input"), *args[skip + 1:])
         if check is not None:
             check(*args[skip:], **kwargs)
         result = func(*args, **kwargs)
@@ -297,8 +317,8 @@ class BoundedEnvironment(ImmutableSandboxedEnvironment):
         method = getattr(__obj, "__wrapped__", __obj)  # the sandbox wraps str.format
         text = getattr(method, "__self__", None)
         if isinstance(text, str):
-            if method.__name__ == "join" and args and not isinstance(args[0], (list, tuple, str)):
-                args = (list(args[0]), *args[1:])  # measured before joining, so made a list once
+            if method.__name__ == "join" and args and isinstance(args[0], Iterator):
+                args = (_bounded_list(args[0], "str.join's items"), *args[1:])
             _check_str_method(method.__name__, text, args, kwargs)
         result = super().call(__context, __obj, *args, **kwargs)
         _check_length(_result_length(result), "a call's result")
