@@ -9,6 +9,7 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
+import numpy as np
 import pytest
 
 import dgemma
@@ -59,3 +60,20 @@ def test_regression_gives_a_typed_error(path):
     run, error = HARNESSES[path.parent.name]
     with pytest.raises(error):
         run(path)
+
+
+@pytest.mark.parametrize("type_name, row_bytes", [("Q8_0", 34), ("Q4_0", 18)])
+def test_python_reader_reads_a_tensor_with_no_rows(tmp_path, type_name, row_bytes):
+    """A tensor of 32-element rows and zero rows is legal GGUF. Found by py_gguf: `array` of a
+    quantized one asked numpy to infer a row length from zero bytes and raised ValueError."""
+    from dgemma.convert.gguf_writer import GGUFWriter
+    from dgemma.gguf import GGML_TYPE_IDS
+
+    path = tmp_path / "empty.gguf"
+    with GGUFWriter(path) as w:
+        w.add_tensor_info("t", (32, 0), GGML_TYPE_IDS[type_name])
+        w.write_tensor_data("t", b"")
+    with GGUFFile(path) as f:
+        assert f.raw("t").size == 0
+        a = f.array("t")
+        assert a.shape == (0, row_bytes) and a.dtype == np.uint8  # raw rows of 32 elements
