@@ -64,6 +64,13 @@ SIZE_ATTACKS = {
     "str.join of repeated text": BIG + "{{ ''.join([s] * 100000)|length }}",
     "repeated text as output": BIG + "{{ [s] * 100000 }}",
     "tojson of repeated text": BIG + "{{ ([s] * 100000)|tojson|length }}",
+    "integer squaring": "{% set ns = namespace(x=10**100000) %}{% for i in range(40) %}{% set ns.x = ns.x * ns.x %}"
+                        "{% endfor %}{{ ns.x > 0 }}",
+    "integer power": "{{ (7 ** 100000000) > 0 }}",
+    "lipsum": "{{ lipsum(10**7, max=1000)|length }}",
+    "wordwrap by text": BIG + "{{ s|wordwrap(1, wrapstring=s)|length }}",
+    "urlize with a long target": BIG + "{{ ('http://a.b ' * 500000)|urlize(target=s)|length }}",
+    "str.format_map width": "{{ '{x:>{w}}'.format_map({'x': 1, 'w': 9999999999})|length }}",
     "join of a generator": BIG + "{{ ([s] * 100000)|map('string')|join|length }}",
     "str.join of a generator": BIG + "{{ ''.join(([s] * 100000)|map('string'))|length }}",
     "replace filter": BIG + "{{ s|replace('a', s)|length }}",

@@ -9,8 +9,9 @@ and a string doubled in a loop (or `'a' * 10**10`) takes all the memory. `Bounde
   piece of output;
 - a length cap (`MAX_LENGTH` characters for text, items for lists) on every value a template can
   grow: checked *before* the operations that build a large value in one step (`*`, `**`, `%`, `~`,
-  `+`, the padding, joining, replacing and formatting filters and str methods, and the rendering of a
-  value as text), and on the result of every other call and filter, and on the whole output.
+  `+`, the padding, joining, replacing, wrapping and formatting filters and str methods, `lipsum`,
+  and the rendering of a value as text), and on the result of every other call and filter, and on
+  the whole output; and a cap on integers (`MAX_INT_BITS`) made by `*` and `**`.
 
 Every check raises `LimitExceeded`; `render_chat` turns it into a `TemplateLimitError`.
 """
@@ -37,6 +38,9 @@ MAX_RENDER_SECONDS = 5.0
 #: Longest text (characters) or list (items) a template may build, and the longest output: 16 Mi,
 #: far above any conversation a model's context can hold.
 MAX_LENGTH = 1 << 24
+#: Largest integer (bits) a product or power may make. Python prints at most 4 300 digits anyway;
+#: the bound is on time: multiplying two integers of millions of digits takes seconds in one step.
+MAX_INT_BITS = 1 << 16
 
 _deadline: contextvars.ContextVar[float | None] = contextvars.ContextVar("chat_template_deadline", default=None)
 
@@ -62,9 +66,10 @@ def _check_time() -> None:
         raise LimitExceeded(f"rendering took longer than {MAX_RENDER_SECONDS:g} s")
 
 
-def _check_length(n: int, what: str) -> None:
-    if n > MAX_LENGTH:
-        raise LimitExceeded(f"{what} would be {n} long, over the limit of {MAX_LENGTH}")
+def _check_length(n: int, what: str, limit: int = None) -> None:
+    limit = MAX_LENGTH if limit is None else limit
+    if n > limit:
+        raise LimitExceeded(f"{what} would be {n} long, over the limit of {limit}")
 
 
 def rendered_size(value, budget: int = MAX_LENGTH) -> int:
@@ -177,16 +182,30 @@ def _check_str_method(name: str, text: str, args, kwargs) -> None:
         _check_length(_replaced_size(text, *args[:3]), "str.replace's result")
     elif name == "join" and args and isinstance(args[0], (list, tuple, str)):  # call() made it a list
         _check_rendered([args[0]], "str.join's result", len(text) * len(args[0]))
-    elif name in ("format", "format_map"):
+    elif name == "format":
         _check_brace_format(text, args, kwargs)
+    elif name == "format_map" and args and isinstance(args[0], dict):
+        _check_brace_format(text, (), args[0])
 
 
 def _filter_check(name: str):
     """Pre-checks of the filters that build a long value from short arguments: (value, *args)."""
     def indent(value, width=4, *rest, **kw):
-        lines = str(value).count("\n") + 1 if isinstance(value, str) else 1
+        lines = value.count("\n") + 1 if isinstance(value, str) else 1
         per_line = len(width) if isinstance(width, str) else width if isinstance(width, int) else 0
         _check_length(rendered_size(value) + lines * abs(per_line), "the indent filter's result")
+
+    def wordwrap(value, width=79, break_long_words=True, wrapstring=None, *rest, **kw):
+        _check_int_args([width], "the wordwrap filter's width")
+        if isinstance(value, str) and isinstance(wrapstring, str) and isinstance(width, int):
+            lines = len(value) // max(1, width) + value.count(" ") + value.count("\n") + 1
+            _check_length(len(value) + lines * len(wrapstring), "the wordwrap filter's result")
+
+    def urlize(value, trim_url_limit=None, nofollow=False, target=None, rel=None, *rest, **kw):
+        if isinstance(value, str):  # each word may become a link holding it twice, escaped, and the attributes
+            words = value.count(" ") + value.count("\n") + 1
+            extra = sum(len(x) for x in (target, rel) if isinstance(x, str)) + 64
+            _check_length(6 * len(value) + words * extra, "the urlize filter's result")
 
     checks = {
         "center": lambda value, width=80, *a, **kw: _check_int_args([width], "the center filter's width"),
@@ -200,11 +219,12 @@ def _filter_check(name: str):
             _replaced_size(value, old, new, -1 if count is None else count), "the replace filter's result"),
         "batch": lambda value, linecount=1, *a, **kw: _check_int_args([linecount], "the batch filter's size"),
         "slice": lambda value, slices=1, *a, **kw: _check_int_args([slices], "the slice filter's count"),
-        "wordwrap": lambda value, width=79, *a, **kw: _check_int_args([width], "the wordwrap filter's width"),
+        "wordwrap": wordwrap,
+        "urlize": urlize,
         "truncate": lambda value, length=255, *a, **kw: _check_int_args([length], "the truncate filter's length"),
     }
     # Filters that render their whole input as text (or concatenate it): its rendered size bounds theirs.
-    for renders in ("string", "tojson", "pprint", "list", "sum", "urlize", "xmlattr", "e", "escape",
+    for renders in ("string", "tojson", "pprint", "list", "sum", "xmlattr", "e", "escape",
                     "forceescape", "urlencode"):
         checks[renders] = lambda value, *a, _n=renders, **kw: _check_rendered([value], f"the {_n} filter's result")
     return checks.get(name)
@@ -235,6 +255,15 @@ def _bounded_filter(name: str, func):
     return bounded
 
 
+def _bounded_lipsum(lipsum):
+    """jinja's `lipsum(n, html, min, max)` writes n paragraphs of up to `max` words in a loop of its own."""
+    @functools.wraps(lipsum)
+    def bounded(n=5, html=True, min=20, max=100):
+        _check_length(abs(n) * abs(max) * 16, "lipsum's text")  # a word and its separator: under 16 characters
+        return lipsum(n, html, min, max)
+    return bounded
+
+
 def _paced_iter(iterable):
     """What every `{% for %}` iterates: the items of `iterable`, with the deadline checked before each."""
     for item in iterable:
@@ -262,6 +291,7 @@ class BoundedEnvironment(ImmutableSandboxedEnvironment):
         super().__init__(finalize=self._finalize, **options)
         self.filters = {name: _bounded_filter(name, f) for name, f in self.filters.items()}
         self.paced_iter = _paced_iter
+        self.globals["lipsum"] = _bounded_lipsum(self.globals["lipsum"])
 
     def add_filter(self, name: str, func) -> None:
         self.filters[name] = _bounded_filter(name, func)
@@ -302,9 +332,11 @@ class BoundedEnvironment(ImmutableSandboxedEnvironment):
             for seq, n in ((left, right), (right, left)):
                 if isinstance(seq, (str, list, tuple)) and isinstance(n, int):
                     _check_length(len(seq) * n, "a repeated sequence")
+            if isinstance(left, int) and isinstance(right, int):
+                _check_length(left.bit_length() + right.bit_length(), "a product of integers (bits)", MAX_INT_BITS)
         elif operator == "**":
             if isinstance(left, int) and isinstance(right, int) and right > 0 and abs(left) > 1:
-                _check_length(left.bit_length() * right // 8, "a power (in bytes)")
+                _check_length(left.bit_length() * right, "a power of integers (bits)", MAX_INT_BITS)
         elif operator == "+":
             if isinstance(left, (str, list, tuple)) and isinstance(right, (str, list, tuple)):
                 _check_length(len(left) + len(right), "a sum of sequences")
