@@ -52,24 +52,24 @@ bool misaligned(const void *p) { return reinterpret_cast<uintptr_t>(p) % dg::kRo
 // out (commit) after. Aligned buffers, the usual case, are used in place.
 class Scratch {
   public:
-    Scratch(const void *p, size_t bytes) : user_(p), bytes_(bytes) {
+    Scratch(const void *p, size_t bytes) : user_(const_cast<void *>(p)), data_(user_), bytes_(bytes) {
         if (misaligned(p)) {
             copy_.resize((bytes + sizeof(uint64_t) - 1) / sizeof(uint64_t));
             std::memcpy(copy_.data(), p, bytes);
+            data_ = copy_.data();
         }
     }
-    template <class T> T *get() const {
-        return static_cast<T *>(copy_.empty() ? const_cast<void *>(user_) : static_cast<void *>(copy_.data()));
-    }
+    template <class T> T *get() const { return static_cast<T *>(data_); }
     // Copies the kernel's output back to a misaligned caller buffer.
     void commit() const {
-        if (!copy_.empty()) std::memcpy(const_cast<void *>(user_), copy_.data(), bytes_);
+        if (data_ != user_) std::memcpy(user_, data_, bytes_);
     }
 
   private:
-    const void *user_;
+    void *user_;
+    void *data_;
     size_t bytes_;
-    mutable std::vector<uint64_t> copy_;  // new's alignment (16) covers kRowAlignment
+    std::vector<uint64_t> copy_;  // new's alignment (16) covers kRowAlignment
 };
 
 }  // namespace
