@@ -80,6 +80,9 @@ SIZE_ATTACKS = {
 
 def run_child(template: str) -> dict:
     env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(ROOT / "python"), os.environ.get("PYTHONPATH", "")])}
+    # The child runs Python only (no native code); a preloaded ASan runtime (CI's sanitizer run)
+    # reserves terabytes of shadow memory, which the address-space limit would refuse.
+    env.pop("LD_PRELOAD", None)
     done = subprocess.run([sys.executable, "-c", CHILD, template, str(DEADLINE_S)], env=env, capture_output=True,
                           text=True, timeout=60)
     assert done.returncode == 0, done.stderr[-2000:]
