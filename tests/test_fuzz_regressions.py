@@ -77,3 +77,19 @@ def test_python_reader_reads_a_tensor_with_no_rows(tmp_path, type_name, row_byte
         assert f.raw("t").size == 0
         a = f.array("t")
         assert a.shape == (0, row_bytes) and a.dtype == np.uint8  # raw rows of 32 elements
+
+
+@pytest.mark.parametrize("key, value", [
+    ("tokenizer.ggml.token_type", 1), ("tokenizer.ggml.token_type", "11"), ("tokenizer.ggml.token_type", [1.0, 1.0]),
+    ("tokenizer.ggml.scores", 0.5), ("tokenizer.ggml.scores", np.array(0.5)),
+    ("dgemma.eos_token_ids", 1), ("dgemma.eos_token_ids", ["1"]),
+])
+def test_tokenizer_array_keys_of_another_type_are_refused(key, value):
+    """tokenizer/token-type-not-an-array.gguf (py_tokenizer) held a scalar where an array belongs:
+    a TypeError escaped. The other array keys took scalars, strings and floats the same way."""
+    from dgemma.tokenizer import MODEL_NAME
+
+    kv = {"tokenizer.ggml.model": MODEL_NAME, "tokenizer.ggml.tokens": ["a", "b"], "tokenizer.ggml.merges": []}
+    Tokenizer.from_gguf_metadata(kv)  # sound without the key
+    with pytest.raises(dgemma.TokenizerError, match=key):
+        Tokenizer.from_gguf_metadata({**kv, key: value})
