@@ -9,7 +9,7 @@ from gguf import GGMLQuantizationType as T
 from gguf import quants
 
 from dgemma import kernels
-from dgemma._native import ffi, lib
+from dgemma._native import check, ffi, lib
 from dgemma.errors import InvalidArgumentError, UnsupportedError
 
 SMALL_BLOCK = [T.Q4_0, T.Q4_1, T.Q5_0, T.Q5_1, T.Q8_0]
@@ -440,9 +440,8 @@ def test_python_type_table_is_the_cores_and_agrees_with_gguf():
 
 @pytest.mark.parametrize("t", [T.Q6_K, T.Q8_K, T.Q4_0, T.F16])
 def test_kernels_take_buffers_at_any_offset(t):
-    """Rows and vectors handed over at an odd address (a slice of a byte buffer) give the same results
-    as aligned ones. The core reads blocks in place: before, this was undefined behaviour, which the
-    sanitizer run of CI reports (k_quants.cpp bound a BlockQ6_K reference to an odd address)."""
+    """dgemma.kernels hands rows and vectors at an odd address (a slice of a byte buffer) to the core
+    as they are, and gets the results of aligned ones (the C API side: the test below)."""
     rng = np.random.default_rng(5)
     n = 512
     x = rng.standard_normal(n).astype(np.float32)
@@ -459,3 +458,71 @@ def test_kernels_take_buffers_at_any_offset(t):
         rows[:] = row
         np.testing.assert_array_equal(kernels.matvec(int(t), rows, xs), kernels.matvec(int(t), np.stack([row, row]), x))
     np.testing.assert_array_equal(kernels.quantize_row(int(t), xs), kernels.quantize_row(int(t), x))
+
+
+def _at_odd_address(data: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """A copy of `data`'s bytes one byte past an aligned address, between two guard bytes; returns
+    (the copy as uint8, the whole buffer with its guards)."""
+    raw = data.reshape(-1).view(np.uint8)
+    whole = np.full(raw.size + 2 + 7, 0xA5, np.uint8)
+    start = (-whole.ctypes.data) % 8 + 1
+    whole = whole[start - 1:start + raw.size + 1]
+    whole[1:-1] = raw
+    assert whole[1:].ctypes.data % 2 == 1
+    return whole[1:-1], whole
+
+
+def _ptr(a: np.ndarray):
+    """A `void *` to the array's first byte (it stays valid while the array lives)."""
+    return ffi.cast("void *", ffi.from_buffer(a))
+
+
+@pytest.mark.parametrize("t", [T.Q6_K, T.Q8_K, T.Q4_0, T.F16, T.F32])
+def test_c_api_kernels_take_pointers_at_any_alignment(t):
+    """Every kernel function of the C API (dgemma.h: "any alignment") gives the same bytes with each
+    input and output one byte off an aligned address as with aligned buffers, and writes nothing
+    outside its output. Before, the core bound block and float references to those addresses:
+    undefined behaviour, which the sanitizer build reports (k_quants.cpp bound a BlockQ6_K reference
+    to an odd address; CI runs this file against it)."""
+    rng = np.random.default_rng(5)
+    n, n_rows, n_tokens, tid = 512, 3, 2, int(t)
+    x = rng.standard_normal((n_tokens, n)).astype(np.float32)
+    w = kernels.quantize_rows(tid, rng.standard_normal((n_rows, n)).astype(np.float32))
+    x_odd, _ = _at_odd_address(x)
+    w_odd, _ = _at_odd_address(w)
+    has_dot = t not in (T.F16, T.F32, T.Q8_K)
+
+    def both(run, out_bytes):
+        """run(inputs odd?, out pointer) with aligned and with odd buffers; the odd output checked for
+        guards and returned with the aligned one."""
+        aligned = np.zeros(out_bytes, np.uint8)
+        check(run(False, _ptr(aligned)))
+        odd, whole = _at_odd_address(np.zeros(out_bytes, np.uint8))
+        check(run(True, _ptr(odd)))
+        assert whole[0] == whole[-1] == 0xA5, "wrote outside the output buffer"
+        return aligned, odd
+
+    expected, got = both(lambda o, out: lib.dgemma_dequantize_row(tid, _ptr(w_odd if o else w), n_rows * n, out),
+                         4 * n_rows * n)
+    np.testing.assert_array_equal(got, expected)
+    if t != T.Q8_K:  # gguf has no Q8_K dequantizer
+        np.testing.assert_array_equal(got.view(np.float32), quants.dequantize(w, t).reshape(-1))
+    x_all, x_all_odd = _ptr(x), _ptr(x_odd)
+    expected, got = both(lambda o, out: lib.dgemma_quantize_row(tid, x_all_odd if o else x_all, n, out), w[0].size)
+    np.testing.assert_array_equal(got, expected)
+    expected, got = both(lambda o, out: lib.dgemma_quantize_rows(tid, x_all_odd if o else x_all, n_tokens, n, out, 2),
+                         n_tokens * w[0].size)
+    np.testing.assert_array_equal(got, expected)
+    if has_dot:
+        expected, got = both(lambda o, out: lib.dgemma_vec_dot(tid, _ptr(w_odd if o else w), x_all_odd if o else x_all,
+                                                               n, out), 4)
+        np.testing.assert_array_equal(got, expected)
+        expected, got = both(lambda o, out: lib.dgemma_matvec(tid, _ptr(w_odd if o else w), n_rows,
+                                                              x_all_odd if o else x_all, n, out),
+                             4 * n_rows)
+        np.testing.assert_array_equal(got, expected)
+    if t != T.Q8_K:
+        expected, got = both(lambda o, out: lib.dgemma_gemm(tid, _ptr(w_odd if o else w), n_rows,
+                                                            x_all_odd if o else x_all, n_tokens, n,
+                                                            out), 4 * n_tokens * n_rows)
+        np.testing.assert_array_equal(got, expected)

@@ -324,6 +324,11 @@ DGEMMA_API dgemma_status dgemma_sampler_step(dgemma_sampler *sampler, int32_t st
  * Direct access to the quantized tensor types (ggml type ids and block layouts, e.g. 2 = Q4_0,
  * 12 = Q4_K) and to the CPU dot-product kernels, for tests, tools and benchmarks. Rows hold n
  * elements, n a multiple of the type's block size; a row takes n / block_size * type_size bytes.
+ * Alignment: the functions of this section take every buffer (quantized rows and float arrays, in
+ * and out) at any address, e.g. a slice of a byte buffer at an odd offset. One not aligned to 8
+ * bytes is copied to aligned scratch first (inputs) or after (outputs), which costs a copy of it;
+ * aligned buffers are used in place. (Elsewhere in this API a typed pointer must be aligned to its
+ * type, as C requires.)
  */
 
 /* Block size (elements), type size (bytes per block) and name of a ggml type id. Any out pointer

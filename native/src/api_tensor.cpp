@@ -1,6 +1,7 @@
 // The tensor-type section of the C API (dgemma.h): type info, row (de)quantization, dot products
 // and the CPU instruction-set choice.
 #include <algorithm>
+#include <cstdint>
 #include <cstring>
 #include <string>
 #include <thread>
@@ -34,6 +35,43 @@ void check_pointer(const void *p, const char *what) {
     if (!p) throw Error(DGEMMA_ERR_INVALID_ARGUMENT, std::string(what) + " is NULL");
 }
 
+// Bytes in `count` items of `item_bytes` each; the caller's claim about its buffer, refused if it
+// does not fit in size_t.
+size_t buffer_bytes(int64_t count, size_t item_bytes, const char *what) {
+    size_t bytes;
+    if (count < 0 || __builtin_mul_overflow(static_cast<uint64_t>(count), item_bytes, &bytes))
+        throw Error(DGEMMA_ERR_INVALID_ARGUMENT, std::string(what) + " would take more bytes than memory holds");
+    return bytes;
+}
+
+bool misaligned(const void *p) { return reinterpret_cast<uintptr_t>(p) % dg::kRowAlignment != 0; }
+
+// The kernels read and write blocks and floats through typed pointers, which is defined only at
+// addresses their types allow (dg::kRowAlignment). A caller's buffer may sit anywhere (a slice of a
+// byte buffer), so one that does not is copied to aligned scratch: in before the kernel runs,
+// out (commit) after. Aligned buffers, the usual case, are used in place.
+class Scratch {
+  public:
+    Scratch(const void *p, size_t bytes) : user_(const_cast<void *>(p)), data_(user_), bytes_(bytes) {
+        if (misaligned(p)) {
+            copy_.resize((bytes + sizeof(uint64_t) - 1) / sizeof(uint64_t));
+            std::memcpy(copy_.data(), p, bytes);
+            data_ = copy_.data();
+        }
+    }
+    template <class T> T *get() const { return static_cast<T *>(data_); }
+    // Copies the kernel's output back to a misaligned caller buffer.
+    void commit() const {
+        if (data_ != user_) std::memcpy(user_, data_, bytes_);
+    }
+
+  private:
+    void *user_;
+    void *data_;
+    size_t bytes_;
+    std::vector<uint64_t> copy_;  // new's alignment (16) covers kRowAlignment
+};
+
 }  // namespace
 
 extern "C" {
@@ -56,7 +94,9 @@ DGEMMA_API dgemma_status dgemma_quantize_row(int32_t type, const float *src, int
         check_pointer(src, "src");
         check_pointer(dst, "dst");
         if (!tt.from_float) throw Error(DGEMMA_ERR_UNSUPPORTED, std::string("no quantizer for type ") + tt.name);
-        tt.from_float(src, dst, n);
+        const Scratch in(src, buffer_bytes(n, sizeof(float), "src")), out(dst, dg::row_bytes(tt, n));
+        tt.from_float(in.get<const float>(), out.get<void>(), n);
+        out.commit();
     });
 }
 
@@ -71,15 +111,18 @@ DGEMMA_API dgemma_status dgemma_quantize_rows(int32_t type, const float *src, in
         if (!tt.from_float) throw Error(DGEMMA_ERR_UNSUPPORTED, std::string("no quantizer for type ") + tt.name);
         const int64_t n_workers = std::min<int64_t>(dg::resolve_thread_count(n_threads), std::max<int64_t>(1, n_rows));
         const size_t stride = dg::row_bytes(tt, n_cols);
+        const Scratch in(src, buffer_bytes(n_rows, buffer_bytes(n_cols, sizeof(float), "src"), "src")),
+            out(dst, buffer_bytes(n_rows, stride, "dst"));
         // Rows are independent; worker w takes the contiguous rows [n_rows * w / n, n_rows * (w + 1) / n).
         auto work = [&](int64_t w) {
             for (int64_t r = n_rows * w / n_workers; r < n_rows * (w + 1) / n_workers; ++r)
-                tt.from_float(src + r * n_cols, static_cast<unsigned char *>(dst) + r * stride, n_cols);
+                tt.from_float(in.get<const float>() + r * n_cols, out.get<unsigned char>() + r * stride, n_cols);
         };
         std::vector<std::thread> workers;
         for (int64_t w = 1; w < n_workers; ++w) workers.emplace_back(work, w);
         work(0);
         for (std::thread &t : workers) t.join();
+        out.commit();
     });
 }
 
@@ -90,7 +133,9 @@ DGEMMA_API dgemma_status dgemma_dequantize_row(int32_t type, const void *src, in
         check_pointer(src, "src");
         check_pointer(dst, "dst");
         if (!tt.to_float) throw Error(DGEMMA_ERR_UNSUPPORTED, std::string("type ") + tt.name + " cannot be read by this build");
-        tt.to_float(src, dst, n);
+        const Scratch in(src, dg::row_bytes(tt, n)), out(dst, buffer_bytes(n, sizeof(float), "dst"));
+        tt.to_float(in.get<const void>(), out.get<float>(), n);
+        out.commit();
     });
 }
 
@@ -106,10 +151,14 @@ DGEMMA_API dgemma_status dgemma_matvec(int32_t type, const void *w, int64_t n_ro
         if (!tt.vec_dot) throw Error(DGEMMA_ERR_UNSUPPORTED, std::string("type ") + tt.name + " has no integer dot product");
         const dg::TypeTraits &xt = *dg::type_traits(tt.vec_dot_type);
         check_row(xt, n);
-        std::vector<unsigned char> xq(dg::row_bytes(xt, n));
-        xt.from_float(x, xq.data(), n);
         const size_t stride = dg::row_bytes(tt, n);
-        for (int64_t r = 0; r < n_rows; ++r) out[r] = tt.vec_dot(static_cast<const unsigned char *>(w) + r * stride, xq.data(), n);
+        const Scratch w_in(w, buffer_bytes(n_rows, stride, "w")), x_in(x, buffer_bytes(n, sizeof(float), "x")),
+            result(out, buffer_bytes(n_rows, sizeof(float), "out"));
+        std::vector<unsigned char> xq(dg::row_bytes(xt, n));
+        xt.from_float(x_in.get<const float>(), xq.data(), n);
+        for (int64_t r = 0; r < n_rows; ++r)
+            result.get<float>()[r] = tt.vec_dot(w_in.get<const unsigned char>() + r * stride, xq.data(), n);
+        result.commit();
     });
 }
 
@@ -148,17 +197,23 @@ DGEMMA_API dgemma_status dgemma_gemm(int32_t type, const void *w, int64_t n_rows
         if (n_tokens < 0) throw Error(DGEMMA_ERR_INVALID_ARGUMENT, "n_tokens " + std::to_string(n_tokens) + " is negative");
         if (!tt.to_float) throw Error(DGEMMA_ERR_UNSUPPORTED, std::string("type ") + tt.name + " cannot be read by this build");
         const dg::TensorType id = dg::type_id(tt);
+        const size_t x_row = buffer_bytes(n, sizeof(float), "x");
+        const Scratch w_in(w, buffer_bytes(n_rows, dg::row_bytes(tt, n), "w")), x_in(x, buffer_bytes(n_tokens, x_row, "x")),
+            result(out, buffer_bytes(n_tokens, buffer_bytes(n_rows, sizeof(float), "out"), "out"));
         if (!tt.vec_dot) {  // float weights take the float rows as they are
-            dg::gemm(id, dg::GemmArgs{static_cast<const uint8_t *>(w), dg::row_bytes(tt, n), n_rows,
-                                      reinterpret_cast<const uint8_t *>(x), n * sizeof(float), n_tokens, n, out, n_rows});
+            dg::gemm(id, dg::GemmArgs{w_in.get<const uint8_t>(), dg::row_bytes(tt, n), n_rows, x_in.get<const uint8_t>(),
+                                      x_row, n_tokens, n, result.get<float>(), n_rows});
+            result.commit();
             return;
         }
         check_row(*dg::type_traits(tt.vec_dot_type), n);
         const size_t x_stride = dg::gemm_activation_bytes(id, n);
         std::vector<uint8_t> xq(x_stride * static_cast<size_t>(n_tokens));
-        for (int64_t t = 0; t < n_tokens; ++t) dg::gemm_pack_activations(id, x + t * n, xq.data() + t * x_stride, n);
-        dg::gemm(id, dg::GemmArgs{static_cast<const uint8_t *>(w), dg::row_bytes(tt, n), n_rows, xq.data(), x_stride, n_tokens,
-                                  n, out, n_rows});
+        for (int64_t t = 0; t < n_tokens; ++t)
+            dg::gemm_pack_activations(id, x_in.get<const float>() + t * n, xq.data() + t * x_stride, n);
+        dg::gemm(id, dg::GemmArgs{w_in.get<const uint8_t>(), dg::row_bytes(tt, n), n_rows, xq.data(), x_stride, n_tokens,
+                                  n, result.get<float>(), n_rows});
+        result.commit();
     });
 }
 

@@ -172,8 +172,9 @@ void GgufFile::parse() {
         std::memcpy(&al, a->data, 4);
         // The GGUF specification asks for a multiple of 8; every ggml block and float then starts at
         // an address its type allows (alignment 1 put F16 scales at odd addresses).
-        if (al < 8 || (al & (al - 1)) != 0)
-            c.fail("general.alignment " + std::to_string(al) + " is not a power of two of at least 8");
+        if (al < kRowAlignment || (al & (al - 1)) != 0)
+            c.fail("general.alignment " + std::to_string(al) + " is not a power of two of at least " +
+                   std::to_string(kRowAlignment));
         alignment = al;
     }
 

@@ -1,7 +1,8 @@
 """dgemma: fast local inference for Google's DiffusionGemma."""
 
 from .errors import (ConversionError, DgemmaError, FileIOError, FormatError, InternalError, InvalidArgumentError,
-                     ModelError, OutOfMemoryError, OutOfRangeError, TokenizerError, UnsupportedError)
+                     ModelError, OutOfMemoryError, OutOfRangeError, TemplateLimitError, TokenizerError,
+                     UnsupportedError)
 from .tokenizer import StreamDecoder, Tokenizer
 
 # The native library loads on first use of the model API, so that the tokenizer and the converter
@@ -38,5 +39,5 @@ def demo_model_path() -> str:
 __all__ = [
     "Model", "Session", "demo_model_path", "cuda_devices", "CudaDevice", "ModelConfig", "LayerConfig", "SamplerDefaults", "Tokenizer", "StreamDecoder",
     "DgemmaError", "InvalidArgumentError", "FileIOError", "FormatError", "UnsupportedError", "ModelError",
-    "OutOfRangeError", "OutOfMemoryError", "InternalError", "TokenizerError", "ConversionError",
+    "OutOfRangeError", "OutOfMemoryError", "InternalError", "TokenizerError", "TemplateLimitError", "ConversionError",
 ]

@@ -1,7 +1,7 @@
 """Chat templates rendered the way transformers' `apply_chat_template(tokenize=False)` renders them.
 
 Same sandbox (ImmutableSandboxedEnvironment, trim_blocks, lstrip_blocks, loop controls, the
-`{% generation %}` tag), the same globals (`raise_exception`, `strftime_now`, `dict`, a namespace
+`{% generation %}` tag; here with a time and a size bound, chat_limits.py), the same globals (`raise_exception`, `strftime_now`, `dict`, a namespace
 that refuses underscore names), the same `tojson` filter and the same message clean-up (keys whose
 value is None are dropped; `reasoning` / `thinking` / `reasoning_content` alias one another).
 """
@@ -15,9 +15,9 @@ from datetime import datetime
 import jinja2
 from jinja2 import nodes
 from jinja2.ext import Extension, loopcontrols
-from jinja2.sandbox import ImmutableSandboxedEnvironment
 
-from .errors import TokenizerError
+from .chat_limits import BoundedEnvironment, LimitExceeded, deadline
+from .errors import TemplateLimitError, TokenizerError
 
 _REASONING_FIELDS = ("reasoning_content", "thinking", "reasoning")
 
@@ -73,9 +73,8 @@ def _tojson(x, ensure_ascii=False, indent=None, separators=None, sort_keys=False
 
 @functools.lru_cache(maxsize=8)
 def compile_template(source: str) -> jinja2.Template:
-    env = ImmutableSandboxedEnvironment(trim_blocks=True, lstrip_blocks=True,
-                                        extensions=[_GenerationTag, loopcontrols])
-    env.filters["tojson"] = _tojson
+    env = BoundedEnvironment(trim_blocks=True, lstrip_blocks=True, extensions=[_GenerationTag, loopcontrols])
+    env.add_filter("tojson", _tojson)
     env.globals.update(raise_exception=_raise_exception, dict=_TemplateDict(), namespace=_Namespace,
                        strftime_now=lambda fmt: datetime.now().strftime(fmt))
     try:
@@ -95,19 +94,26 @@ def _clean(message: dict) -> dict:
 
 
 def render_chat(template: str, messages: list[dict], add_generation_prompt: bool = True,
-                tools: list[dict] | None = None, documents: list[dict] | None = None, **variables) -> str:
+                tools: list[dict] | None = None, documents: list[dict] | None = None,
+                template_name: str = "the chat template", **variables) -> str:
     """Renders `messages` (dicts with "role" and "content") with `template`; `variables` (special token
-    strings such as bos_token, and template switches such as enable_thinking) are visible to it."""
+    strings such as bos_token, and template switches such as enable_thinking) are visible to it.
+    `template_name` says in errors where the template came from. A template that runs past
+    chat_limits.MAX_RENDER_SECONDS or builds text past chat_limits.MAX_LENGTH raises TemplateLimitError."""
     if not messages:
         raise TokenizerError("cannot format an empty conversation")
     if not isinstance(template, str):
-        raise TokenizerError(f"the chat template is a {type(template).__name__}, not text")
+        raise TokenizerError(f"{template_name} is a {type(template).__name__}, not text")
     messages = [_clean(m) for m in messages]
-    compiled = compile_template(template)
     try:
-        return compiled.render(messages=messages, tools=tools, documents=documents,
-                               add_generation_prompt=add_generation_prompt, **variables)
+        with deadline():
+            return compile_template(template).render(messages=messages, tools=tools, documents=documents,
+                                                     add_generation_prompt=add_generation_prompt, **variables)
+    except TokenizerError:  # from compile_template
+        raise
+    except LimitExceeded as e:
+        raise TemplateLimitError(f"{template_name} was stopped: {e}") from None
     except jinja2.TemplateError as e:
-        raise TokenizerError(f"the chat template failed: {e}") from None
+        raise TokenizerError(f"{template_name} failed: {e}") from None
     except Exception as e:  # a template is code from the file: whatever it raises is its failure, not ours
-        raise TokenizerError(f"the chat template failed: {type(e).__name__}: {e}") from None
+        raise TokenizerError(f"{template_name} failed: {type(e).__name__}: {e}") from None

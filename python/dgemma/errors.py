@@ -51,6 +51,10 @@ class TokenizerError(DgemmaError):
     """Tokenizer metadata is missing or malformed, or a chat template cannot be rendered."""
 
 
+class TemplateLimitError(TokenizerError):
+    """A chat template ran too long or built too much text while rendering (it is untrusted code)."""
+
+
 class ConversionError(DgemmaError):
     """A Hugging Face checkpoint cannot be converted."""
 

@@ -263,4 +263,4 @@ class GGUFFile:
             return raw.view("<f2").astype(np.float32).reshape(np_shape)
         if t.type_name == "BF16":
             return (raw.view("<u2").astype(np.uint32) << 16).view(np.float32).reshape(np_shape)
-        return raw.reshape(*np_shape[:-1], -1)
+        return raw.reshape(*np_shape[:-1], tensor_nbytes(t.type_id, t.shape[:1]))  # explicit: there may be no rows

@@ -70,20 +70,15 @@ def _row_length(t: TypeLike, data: np.ndarray) -> int:
     return data.size // info.type_size * info.block_size
 
 
-# The core reads ggml blocks and floats in place, at addresses their fields allow (GGUF data is
-# aligned to 8 or more). A view at an odd offset (a slice of a byte buffer) is copied to fresh numpy
-# memory, which is aligned: reading it in place was undefined behaviour (found by UBSan).
-_BLOCK_ALIGNMENT = 8
-
-
+# Buffers go to the core at whatever address they have (a slice of a byte buffer may sit at an odd
+# one): the kernel functions of the C API take any alignment.
 def _as_bytes(data) -> np.ndarray:
     a = np.ascontiguousarray(np.frombuffer(data, dtype=np.uint8) if isinstance(data, (bytes, bytearray)) else data)
-    a = a.view(np.uint8)
-    return a if a.ctypes.data % _BLOCK_ALIGNMENT == 0 else a.copy()
+    return a.view(np.uint8)
 
 
 def _as_floats(x) -> np.ndarray:
-    return np.require(x, dtype=np.float32, requirements="CA")
+    return np.require(x, dtype=np.float32, requirements="C")
 
 
 def dequantize_row(t: TypeLike, data) -> np.ndarray:

@@ -15,6 +15,7 @@ import os
 import re
 from collections.abc import Iterable, Mapping
 
+import numpy as np
 from tokenizers import AddedToken, decoders, models, normalizers, pre_tokenizers
 from tokenizers import Tokenizer as _Backend
 
@@ -64,6 +65,18 @@ def _bad_merge(merges: list[str], vocab: set[str]) -> str | None:
     return None
 
 
+def _int_array(kv: Mapping, key: str) -> list[int] | None:
+    """The integer array under `key` (None when absent); anything else under it is a TokenizerError."""
+    value = kv.get(key)
+    if value is None:
+        return None
+    if isinstance(value, np.ndarray) and value.ndim == 1 and np.issubdtype(value.dtype, np.integer):
+        return value.tolist()  # how dgemma.gguf reads a numeric array
+    if not isinstance(value, list) or any(isinstance(v, bool) or not isinstance(v, numbers.Integral) for v in value):
+        raise TokenizerError(f"{key} is not an integer array")
+    return [int(v) for v in value]
+
+
 def _special_id(kv: Mapping, key: str, n_vocab: int) -> int | None:
     value = kv.get(key)
     if value is None:
@@ -84,13 +97,15 @@ class Tokenizer:
         if not isinstance(tokens, list) or not tokens or set(map(type, tokens)) != {str}:
             raise TokenizerError("tokenizer.ggml.tokens is missing or not a non-empty string array")
         n = len(tokens)
-        types = kv.get("tokenizer.ggml.token_type")
-        types = [NORMAL] * n if types is None else list(map(int, types))
+        types = _int_array(kv, "tokenizer.ggml.token_type")
+        types = [NORMAL] * n if types is None else types
         if len(types) != n:
             raise TokenizerError(f"tokenizer.ggml.token_type has {len(types)} entries for {n} tokens")
         if types and (min(types) < NORMAL or max(types) > BYTE):
             raise TokenizerError("tokenizer.ggml.token_type holds a value outside 1..6")
         scores = kv.get("tokenizer.ggml.scores")
+        if scores is not None and not (isinstance(scores, list) or isinstance(scores, np.ndarray) and scores.ndim == 1):
+            raise TokenizerError("tokenizer.ggml.scores is not an array")
         if scores is not None and len(scores) != n:
             raise TokenizerError(f"tokenizer.ggml.scores has {len(scores)} entries for {n} tokens")
         merges = kv.get("tokenizer.ggml.merges")
@@ -101,9 +116,8 @@ class Tokenizer:
             setattr(self, attr, _special_id(kv, key, n))
         if self.end_of_turn is None:
             self.end_of_turn = next((tokens.index(t) for t in END_OF_TURN_TOKENS if t in tokens), None)
-        eos_ids = kv.get(EOS_IDS_KEY)
+        eos_ids = _int_array(kv, EOS_IDS_KEY)
         if eos_ids is not None:
-            eos_ids = [int(i) for i in eos_ids]
             if not eos_ids or any(not 0 <= i < n for i in eos_ids):
                 raise TokenizerError(f"{EOS_IDS_KEY} = {eos_ids} is empty or holds ids outside the vocabulary")
         #: token ids that end generation (generation_config's EOS list, else the EOS token); add
@@ -197,7 +211,7 @@ class Tokenizer:
             raise TokenizerError("this GGUF has no tokenizer.chat_template, so it cannot format chat messages; "
                                  "pass a plain prompt instead")
         return render_chat(self.chat_template, messages, add_generation_prompt=add_generation_prompt,
-                           **{**self.special_tokens_map, **kwargs})
+                           template_name="the file's tokenizer.chat_template", **{**self.special_tokens_map, **kwargs})
 
 
 class StreamDecoder:

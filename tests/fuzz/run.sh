@@ -20,7 +20,10 @@ if [[ -z "${DGEMMA_LIBRARY:-}" ]]; then
     export DGEMMA_LIBRARY="$root/build/dev/libdgemma.so"
 fi
 mkdir -p "$out/crashes" "$out/logs"
-"$here/build.sh" "$out" >/dev/null 2>"$out/logs/build.log" || { cat "$out/logs/build.log" >&2; exit 1; }
+# The libFuzzer harnesses (a clang build of the whole core) only when a native fuzzer is asked for.
+if [[ " ${fuzzers[*]} " == *" gguf "* || " ${fuzzers[*]} " == *" model "* ]]; then
+    "$here/build.sh" "$out" >/dev/null 2>"$out/logs/build.log" || { cat "$out/logs/build.log" >&2; exit 1; }
+fi
 python3 "$here/make_corpus.py" "$out/seeds"
 
 # libFuzzer flags shared by all: a 2 GB memory ceiling and a 1 GB cap on any one allocation (so a

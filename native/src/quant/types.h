@@ -19,6 +19,11 @@ enum class TensorType : uint32_t {
     I8 = 24, I16 = 25, I32 = 26, I64 = 27, F64 = 28, BF16 = 30,
 };
 
+// The alignment the kernels may assume of a row's address, so that every block field and float
+// sits at an address its type allows: GGUF data sections are aligned to at least this (the loader
+// refuses less), and the C API copies a caller's buffer that is not (api_tensor.cpp).
+constexpr size_t kRowAlignment = 8;
+
 struct TypeTraits {
     const char *name;
     int64_t block_size;  // elements per block
