@@ -254,6 +254,18 @@ def test_generate_gives_the_cpu_tokens(prompt):
 
 
 @needs_cuda
+def test_experts_offloaded_to_the_cpu_give_the_same_tokens():
+    """--n-cpu-moe on a GPU: the experts of the last 2 layers computed by the CPU backend."""
+    runs = []
+    for kw in (dict(device="cpu"), dict(device="cuda", host_expert_layers=2)):
+        with dgemma.Model(dgemma.demo_model_path(), threads=2, **kw) as m:
+            runs.append(m.generate(DEMO_PROMPT, max_new_tokens=3 * m.config.canvas_length, seed=5).tokens)
+            if "host_expert_layers" in kw:
+                assert m.memory()["weights_on_host"] > 0
+    assert runs[0] == runs[1]
+
+
+@needs_cuda
 def test_a_batch_on_cuda_gives_each_sequence_what_it_gets_alone(models):
     path = models("tiny", "Q8_0")
     prompts = [[1, 2, 3, 4, 5], [9, 8, 7]]

@@ -71,6 +71,35 @@ def device_arg(parser) -> None:
                         help='where to run: auto (a CUDA GPU when one can be used, else the CPU), cpu, cuda or cuda:N')
 
 
+def offload_args(parser) -> None:
+    """--n-cpu-moe / --gpu-memory on a command with --device: expert offload (dgemma/offload.py)."""
+    g = parser.add_mutually_exclusive_group()
+    g.add_argument("--n-cpu-moe", dest="n_cpu_moe", type=int_in(0, 100000), default=None, metavar="N",
+                   help="keep the experts of the last N layers in host memory, computed by the CPU (a GPU smaller "
+                        "than the model)")
+    g.add_argument("--gpu-memory", dest="gpu_memory", type=float, default=None, metavar="GB",
+                   help="choose --n-cpu-moe so that the model fits in this many GB of GPU memory")
+
+
+def host_expert_layers(args, path: str) -> int:
+    """The N of --n-cpu-moe or the one --gpu-memory chooses (0 without either); both need a GPU."""
+    from .devices import resolve_device
+    from .errors import InvalidArgumentError
+    from .offload import host_expert_layers_for
+
+    flag = "--n-cpu-moe" if args.n_cpu_moe is not None else "--gpu-memory" if args.gpu_memory is not None else None
+    if flag is None:
+        return 0
+    if resolve_device(args.device) == "cpu":
+        raise InvalidArgumentError(f"{flag} moves experts off a GPU, and this run is on the CPU (--device "
+                                   f"{args.device}{': no usable GPU' if args.device == 'auto' else ''})")
+    if args.n_cpu_moe is not None:
+        return args.n_cpu_moe
+    n = host_expert_layers_for(path, int(args.gpu_memory * 1e9))
+    print(f"--gpu-memory {args.gpu_memory:g}: the experts of the last {n} layers stay in host memory", file=sys.stderr)
+    return n
+
+
 def device_name(text: str) -> str:
     if text in ("auto", "cpu", "cuda") or re.fullmatch(r"cuda:\d{1,4}", text):
         return text

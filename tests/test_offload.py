@@ -1,0 +1,73 @@
+"""Expert offload sizing (dgemma/offload.py) and its CLI flags, --n-cpu-moe and --gpu-memory."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+import dgemma
+from dgemma.convert.random_model import write_random_gguf
+from dgemma.gguf import GGUFFile
+from dgemma.offload import device_bytes_needed, host_expert_layers_for, layer_expert_bytes
+
+
+@pytest.fixture(scope="module")
+def mini(tmp_path_factory):
+    path = tmp_path_factory.mktemp("offload") / "mini-q8.gguf"
+    write_random_gguf(path, "mini", "Q8_0", seed=3)
+    return path
+
+
+def test_the_device_share_drops_by_the_offloaded_layers_experts(mini):
+    with GGUFFile(mini) as f:
+        by_layer = {}
+        for name, t in f.tensors.items():
+            if name.endswith(("ffn_gate_up_exps.weight", "ffn_down_exps.weight")):
+                by_layer[int(name.split(".")[1])] = by_layer.get(int(name.split(".")[1]), 0) + t.nbytes
+    per_layer = layer_expert_bytes(mini)
+    assert per_layer == [by_layer[i] for i in range(len(per_layer))] and len(per_layer) == 6
+    with dgemma.Model(mini, threads=1) as m:
+        mem = m.memory()
+    full = mem["weights_mapped"] + mem["per_session"] + mem["per_batch"]
+    assert device_bytes_needed(mini, 0) == full
+    assert device_bytes_needed(mini, 2) == full - per_layer[5] - per_layer[4]
+    # The core's own accounting of an offloaded model names the same bytes as on the host.
+    with dgemma.Model(mini, threads=1, backend="opaque", host_expert_layers=2) as m:
+        assert m.memory()["weights_on_host"] == per_layer[5] + per_layer[4]
+
+
+def test_gpu_memory_chooses_the_fewest_layers_that_fit(mini):
+    need = [device_bytes_needed(mini, n) for n in range(7)]
+    assert need == sorted(need, reverse=True) and need[0] > need[6]
+    assert host_expert_layers_for(mini, need[0]) == 0
+    assert host_expert_layers_for(mini, need[0] - 1) == 1
+    assert host_expert_layers_for(mini, need[3]) == 3
+    assert host_expert_layers_for(mini, need[6]) == 6
+    with pytest.raises(dgemma.OutOfMemoryError, match=r"even with every layer's experts in host memory; .* GB short"):
+        host_expert_layers_for(mini, need[6] - 1)
+    with pytest.raises(dgemma.InvalidArgumentError, match="gpu_memory must be positive"):
+        host_expert_layers_for(mini, 0)
+
+
+def _cli(*args) -> subprocess.CompletedProcess:
+    env = dict(os.environ, PYTHONPATH=os.pathsep.join([str(Path(dgemma.__file__).resolve().parents[1]),
+                                                       os.environ.get("PYTHONPATH", "")]))
+    return subprocess.run([sys.executable, "-m", "dgemma.cli", *args], env=env, capture_output=True, text=True,
+                          timeout=300)
+
+
+@pytest.mark.parametrize("flags", [["--n-cpu-moe", "2"], ["--gpu-memory", "0.5"]])
+def test_offload_flags_on_the_cpu_are_a_clear_error(flags):
+    r = _cli("generate", "Copy: a b", "--device", "cpu", *flags)
+    assert r.returncode == 2
+    assert r.stderr.strip() == (f"dgemma generate: error: {flags[0]} moves experts off a GPU, and this run is on "
+                                f"the CPU (--device cpu)")
+
+
+def test_offload_flags_exclude_each_other():
+    r = _cli("generate", "Copy: a b", "--n-cpu-moe", "1", "--gpu-memory", "4")
+    assert r.returncode == 2 and "not allowed with argument" in r.stderr
