@@ -26,11 +26,6 @@ constexpr int64_t kSoftParts = 16;        // soft_embed: fixed vocabulary ranges
 constexpr int64_t kSoftChunk = 64;        // soft_embed: vocabulary rows dequantized at a time
 constexpr int64_t kKvChunk = 256;         // attention: cached rows converted to F32 at a time
 
-inline float gelu_tanh(float x) {
-    const float c = 0.7978845608028654f;  // sqrt(2 / pi)
-    return 0.5f * x * (1.0f + std::tanh(c * (x + 0.044715f * x * x * x)));
-}
-
 // Scratch sized by reserve(); an op that finds it too small has a bug in its caller's reserve.
 template <typename T>
 T *reserved(std::vector<T> &v, size_t n) {
@@ -401,9 +396,8 @@ public:
     void gelu_mul(const Tensor &gate, const Tensor &up, const Tensor &out) override {
         const float *g = host<float>(gate), *u = host<float>(up);
         float *o = host<float>(out);
-        elementwise(out.count(), [&](int64_t i0, int64_t i1) {
-            for (int64_t i = i0; i < i1; ++i) o[i] = gelu_tanh(g[i]) * u[i];
-        });
+        // The experts' vectorised form (cpu/kernels.h) for the dense MLP too: one GELU per ISA.
+        elementwise(out.count(), [&](int64_t i0, int64_t i1) { gelu_tanh_mul(g + i0, u + i0, o + i0, i1 - i0); });
     }
 
     void zero(const Tensor &t) override { std::memset(t.data, 0, t.bytes()); }
