@@ -139,15 +139,23 @@ DGEMMA_API dgemma_status dgemma_dequantize_row(int32_t type, const void *src, in
     });
 }
 
+namespace {
+// The checks matvec and gemm share: a known type, rows of n it can hold, the three buffers, n_rows >= 0.
+const dg::TypeTraits &product_args(int32_t type, const void *w, int64_t n_rows, const float *x, int64_t n, const float *out) {
+    const dg::TypeTraits &tt = known_type(type);
+    check_row(tt, n);
+    check_pointer(w, "w");
+    check_pointer(x, "x");
+    check_pointer(out, "out");
+    if (n_rows < 0) throw Error(DGEMMA_ERR_INVALID_ARGUMENT, "n_rows " + std::to_string(n_rows) + " is negative");
+    return tt;
+}
+}  // namespace
+
 DGEMMA_API dgemma_status dgemma_matvec(int32_t type, const void *w, int64_t n_rows, const float *x, int64_t n,
                                        float *out) {
     return dg::guarded([&] {
-        const dg::TypeTraits &tt = known_type(type);
-        check_row(tt, n);
-        check_pointer(w, "w");
-        check_pointer(x, "x");
-        check_pointer(out, "out");
-        if (n_rows < 0) throw Error(DGEMMA_ERR_INVALID_ARGUMENT, "n_rows " + std::to_string(n_rows) + " is negative");
+        const dg::TypeTraits &tt = product_args(type, w, n_rows, x, n, out);
         if (!tt.vec_dot) throw Error(DGEMMA_ERR_UNSUPPORTED, std::string("type ") + tt.name + " has no integer dot product");
         const dg::TypeTraits &xt = *dg::type_traits(tt.vec_dot_type);
         check_row(xt, n);
@@ -188,12 +196,7 @@ DGEMMA_API const char *dgemma_cpu_isa(void) { return dg::isa_name(dg::active_isa
 DGEMMA_API dgemma_status dgemma_gemm(int32_t type, const void *w, int64_t n_rows, const float *x, int64_t n_tokens,
                                      int64_t n, float *out) {
     return dg::guarded([&] {
-        const dg::TypeTraits &tt = known_type(type);
-        check_row(tt, n);
-        check_pointer(w, "w");
-        check_pointer(x, "x");
-        check_pointer(out, "out");
-        if (n_rows < 0) throw Error(DGEMMA_ERR_INVALID_ARGUMENT, "n_rows " + std::to_string(n_rows) + " is negative");
+        const dg::TypeTraits &tt = product_args(type, w, n_rows, x, n, out);
         if (n_tokens < 0) throw Error(DGEMMA_ERR_INVALID_ARGUMENT, "n_tokens " + std::to_string(n_tokens) + " is negative");
         if (!tt.to_float) throw Error(DGEMMA_ERR_UNSUPPORTED, std::string("type ") + tt.name + " cannot be read by this build");
         const dg::TensorType id = dg::type_id(tt);
