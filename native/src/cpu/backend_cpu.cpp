@@ -351,11 +351,7 @@ public:
                     if (!visible) sr[m] = -INFINITY;
                     mx = std::max(mx, sr[m]);
                 }
-                double sum = 0.0;
-                for (int64_t m = 0; m < n_keys; ++m) {
-                    sr[m] = std::exp(sr[m] - mx);
-                    sum += sr[m];
-                }
+                const double sum = exp_sum(sr, n_keys, mx, 1.0f, sr);
                 const float inv = static_cast<float>(1.0 / sum);
                 for (int64_t m = 0; m < n_keys; ++m) sr[m] *= inv;
                 float *o = host<float>(a.out) + (g.row0 + i) * q_stride + h * d;
@@ -426,7 +422,7 @@ public:
     void softcap(const Tensor &xt, float cap) override {
         float *x = host<float>(xt);
         elementwise(xt.count(), [&](int64_t i0, int64_t i1) {
-            for (int64_t i = i0; i < i1; ++i) x[i] = std::tanh(x[i] / cap) * cap;
+            dg::softcap(x + i0, i1 - i0, cap);
         });
     }
 
@@ -450,8 +446,7 @@ public:
             const float *z = logits + t * V;
             float mx = -INFINITY;
             for (int64_t v = 0; v < V; ++v) mx = std::max(mx, z[v]);
-            double sum = 0.0;
-            for (int64_t v = 0; v < V; ++v) sum += std::exp(z[v] - mx);
+            const double sum = exp_sum(z, V, mx, 0.0f, nullptr);
             row_max[t] = mx;
             row_inv_sum[t] = static_cast<float>(1.0 / sum);
         });
@@ -473,7 +468,7 @@ public:
                 for (int64_t v = c0; v < c1; ++v) e.type->to_float(e.bytes_at(static_cast<size_t>(v) * e.row_stride()), rows + (v - c0) * E, E);
                 for (int64_t t = 0; t < n; ++t) {
                     const float *z = logits + t * V;
-                    for (int64_t v = c0; v < c1; ++v) probs[t * kSoftChunk + v - c0] = std::exp(z[v] - row_max[t]) * row_inv_sum[t];
+                    exp_sum(z + c0, c1 - c0, row_max[t], row_inv_sum[t], probs + t * kSoftChunk);
                 }
                 accumulate_rows(probs, kSoftChunk, n, rows, E, c1 - c0, E, partial, E);
             }

@@ -23,9 +23,12 @@ DG_TARGET inline __m512i load512(const void *p) { return _mm512_loadu_si512(p); 
 DG_TARGET inline __m512i join(__m256i lo, __m256i hi) { return _mm512_inserti64x4(_mm512_castsi256_si512(lo), hi, 1); }
 DG_TARGET inline float f16(uint16_t h) { return _cvtsh_ss(h); }
 
-// Two f16 scales -> 16 floats: lanes 0-7 a, lanes 8-15 b (one per 32-element block of a register).
-DG_TARGET inline __m512 scale_pair(uint16_t a, uint16_t b) {
-    return _mm512_cvtph_ps(_mm256_set_m128i(_mm_set1_epi16(static_cast<short>(b)), _mm_set1_epi16(static_cast<short>(a))));
+// n objects of T in a per-thread buffer that grows to the largest request, 64-byte aligned.
+template <typename T>
+inline T *aligned_scratch(std::vector<uint8_t> &buf, int64_t n) {
+    const size_t bytes = static_cast<size_t>(n) * sizeof(T) + 64;
+    if (buf.size() < bytes) buf.resize(bytes);
+    return reinterpret_cast<T *>((reinterpret_cast<uintptr_t>(buf.data()) + 63) & ~uintptr_t{63});
 }
 
 // y[t0 + t][r0 + r] = the horizontal sum of acc[r][t]; a 4 x 4 tile through one transposing tree.
@@ -43,146 +46,149 @@ DG_TARGET inline void store_tile(const __m512 (&acc)[NR][NT], const GemmArgs &a,
     }
 }
 
-// ---- 32-element blocks against Q8_0 ----
-// Each weight block decodes to unsigned codes u with w = d * (u - kOffset). vpdpbusd multiplies the
-// codes with the signed activations; the offset is taken back through the activations' sums, which
-// are computed once per token and block pair and shared by all rows of the tile.
+// ---- 32-element blocks (Q8_0, Q4_0, Q5_0) against Q8_0 activations ----
+// Weight rows go in panels of 16, repacked so that lane i of every register belongs to row i:
+// register q of a block holds elements 4q .. 4q+3 of the 16 rows, and one vpdpbusd against the
+// token's 4 activation codes (broadcast) adds 64 products to 16 rows' sums. A block's sum stays
+// integer over its 8 registers; one conversion, one multiply and one FMA per block apply the two
+// scales, and a token's 16 results leave as one vector (no horizontal reduction). vpdpbusd takes
+// unsigned weight codes u = w + offset; the offset comes back through the activation block's sum,
+// which starts each block's integer sum. Each token's results are the same whatever tokens share
+// its tile (the same operations in the same order), so batching never changes a sequence's bits.
 
-DG_TARGET inline __m256i nibbles(const uint8_t *qs) {  // 16 bytes -> 32 codes: low nibbles, then high
-    const __m128i v = _mm_loadu_si128(reinterpret_cast<const __m128i *>(qs));
-    const __m128i m = _mm_set1_epi8(0x0f);
-    return _mm256_set_m128i(_mm_and_si128(_mm_srli_epi16(v, 4), m), _mm_and_si128(v, m));
+constexpr int kPanelRows = 16;
+
+struct PanelBlock {    // one 32-element block of a panel
+    __m512i codes[8];  // register q, lane i: u of row i, elements 4q .. 4q+3
+    __m512 scale;      // lane i: d of row i (0 past the last row)
+};
+
+struct ActBlock {      // one 32-element block of one token, as the panel tiles read it
+    int8_t qs[32];     // Q8_0 codes by the reference rule
+    int32_t neg;       // -offset * sum(qs)
+    float d;           // the block's f16 scale, widened
+};
+
+// Gathers the dword at `at` (bytes from row 0's block) of every row of the panel (rows where
+// `rows` is clear read nothing and give 0).
+DG_TARGET inline __m512i gather_rows(const uint8_t *at, __m512i row_offsets, __mmask16 rows) {
+    return _mm512_mask_i32gather_epi32(_mm512_setzero_si512(), rows, row_offsets, at, 1);
 }
 
-struct Q8_0Codes {
+// Lane i: the f16 in the low half of dword i, widened.
+DG_TARGET inline __m512 low_halves(__m512i v) { return _mm512_cvtph_ps(_mm512_cvtepi32_epi16(v)); }
+
+// Per type: decode block b of 16 rows (b0 = row 0's block) into a PanelBlock.
+struct Q8_0Panel {
     using Block = BlockQ8_0;
     static constexpr int kOffset = 128;
-    DG_TARGET static __m256i codes(const Block &b) { return _mm256_xor_si256(load256(b.qs), _mm256_set1_epi8(-128)); }
+    DG_TARGET static void decode(const uint8_t *b0, __m512i off, __mmask16 rows, PanelBlock &p) {
+        for (int q = 0; q < 8; ++q)
+            p.codes[q] = _mm512_xor_si512(gather_rows(b0 + 2 + 4 * q, off, rows), _mm512_set1_epi8(-128));
+        p.scale = low_halves(gather_rows(b0, off, rows));
+    }
 };
 
-struct Q4_0Codes {
+struct Q4_0Panel {  // element e < 16: low nibble of qs[e]; e >= 16: high nibble of qs[e - 16]
     using Block = BlockQ4_0;
     static constexpr int kOffset = 8;
-    DG_TARGET static __m256i codes(const Block &b) { return nibbles(b.qs); }
+    DG_TARGET static void decode(const uint8_t *b0, __m512i off, __mmask16 rows, PanelBlock &p) {
+        const __m512i m = _mm512_set1_epi8(0x0f);
+        for (int q = 0; q < 4; ++q) {
+            const __m512i v = gather_rows(b0 + 2 + 4 * q, off, rows);
+            p.codes[q] = _mm512_and_si512(v, m);
+            p.codes[q + 4] = _mm512_and_si512(_mm512_srli_epi16(v, 4), m);
+        }
+        p.scale = low_halves(gather_rows(b0, off, rows));
+    }
 };
 
-struct Q5_0Codes {
+struct Q5_0Panel {  // Q4_0's nibbles plus bit e of qh as bit 4 of element e
     using Block = BlockQ5_0;
     static constexpr int kOffset = 16;
-    DG_TARGET static __m256i codes(const Block &b) {
-        uint32_t h;
-        std::memcpy(&h, b.qh, 4);
-        const __m256i spread = _mm256_shuffle_epi8(_mm256_set1_epi32(static_cast<int>(h)),
-                                                   _mm256_setr_epi64x(0, 0x0101010101010101, 0x0202020202020202, 0x0303030303030303));
-        const __mmask32 high = _mm256_test_epi8_mask(spread, _mm256_set1_epi64x(static_cast<long long>(0x8040201008040201ull)));
-        return _mm256_mask_add_epi8(nibbles(b.qs), high, nibbles(b.qs), _mm256_set1_epi8(0x10));
-    }
-};
-
-// n objects of T in a per-thread buffer that grows to the largest request, 64-byte aligned.
-template <typename T>
-inline T *aligned_scratch(std::vector<uint8_t> &buf, int64_t n) {
-    const size_t bytes = static_cast<size_t>(n) * sizeof(T) + 64;
-    if (buf.size() < bytes) buf.resize(bytes);
-    return reinterpret_cast<T *>((reinterpret_cast<uintptr_t>(buf.data()) + 63) & ~uintptr_t{63});
-}
-
-// A pair of blocks (64 elements) as the tile loop consumes it: every operand a plain load. Weights
-// are packed for a panel of rows once per product call; activations are quantized straight into
-// this form once per matrix product (the kernel's activation format, gemm_pack_activations), so no
-// decoding, joining or scale conversion remains in the inner loop.
-struct WeightPair {
-    __m512i codes;  // u = w + offset
-    __m512 scale;   // lanes 0-7: d of the first block, 8-15: of the second
-};
-struct ActivationPair {
-    __m512i codes;  // signed activations (Q8_0 codes by the reference rule)
-    __m512i neg;    // -offset * (sum of each 4 activations): vpdpbusd then yields sum (u - offset) * x
-    __m512 scale;   // the f16 block scales, widened
-};
-
-// Pairs of blocks; the last of an odd count stands alone, upper half zero.
-template <typename C>
-DG_TARGET inline void pack_weights(const typename C::Block *w, int64_t nb, WeightPair *out) {
-    for (int64_t b = 0; b < nb; b += 2, ++out) {
-        if (b + 1 < nb) {
-            out->codes = join(C::codes(w[b]), C::codes(w[b + 1]));
-            out->scale = scale_pair(w[b].d, w[b + 1].d);
-        } else {
-            out->codes = _mm512_zextsi256_si512(C::codes(w[b]));
-            out->scale = scale_pair(w[b].d, 0);
+    DG_TARGET static void decode(const uint8_t *b0, __m512i off, __mmask16 rows, PanelBlock &p) {
+        const __m512i m = _mm512_set1_epi8(0x0f);
+        const __m512i qh = gather_rows(b0 + 2, off, rows);
+        for (int q = 0; q < 4; ++q) {
+            const __m512i v = gather_rows(b0 + 6 + 4 * q, off, rows);
+            p.codes[q] = _mm512_and_si512(v, m);
+            p.codes[q + 4] = _mm512_and_si512(_mm512_srli_epi16(v, 4), m);
         }
+        for (int q = 0; q < 8; ++q) {
+            // Bits 4q .. 4q+3 of qh to bit 0 of bytes 0..3: the product places bit j at 8j (no carries).
+            const __m512i nib = _mm512_and_si512(_mm512_srli_epi32(qh, 4 * q), _mm512_set1_epi32(0xf));
+            const __m512i bits = _mm512_and_si512(_mm512_mullo_epi32(nib, _mm512_set1_epi32(0x204081)), _mm512_set1_epi32(0x01010101));
+            p.codes[q] = _mm512_or_si512(p.codes[q], _mm512_slli_epi32(bits, 4));
+        }
+        p.scale = low_halves(gather_rows(b0, off, rows));
+    }
+};
+
+template <typename P>
+size_t act_blocks_bytes(int64_t k) { return static_cast<size_t>(k / 32) * sizeof(ActBlock); }
+
+template <typename P>
+DG_TARGET void pack_act_blocks(const float *x, void *dst, int64_t k) {
+    ActBlock *out = static_cast<ActBlock *>(dst);
+    for (int64_t b = 0; b < k / 32; ++b) {
+        uint16_t d;
+        const __m256i qs = avx512::quantize_block_q8_0(x + 32 * b, &d);
+        _mm256_storeu_si256(reinterpret_cast<__m256i *>(out[b].qs), qs);
+        const __m256i sums = _mm256_dpbusd_epi32(_mm256_setzero_si256(), _mm256_set1_epi8(1), qs);
+        const __m128i s4 = _mm_add_epi32(_mm256_castsi256_si128(sums), _mm256_extracti128_si256(sums, 1));
+        const __m128i s2 = _mm_add_epi32(s4, _mm_shuffle_epi32(s4, 0x4e));
+        out[b].neg = -P::kOffset * _mm_cvtsi128_si32(_mm_add_epi32(s2, _mm_shuffle_epi32(s2, 0xb1)));
+        out[b].d = f16(d);
     }
 }
 
-size_t activation_pairs_bytes(int64_t k) { return static_cast<size_t>((k / 32 + 1) / 2) * sizeof(ActivationPair); }
-
-template <typename C>
-DG_TARGET void pack_activations(const float *x, void *dst, int64_t k) {
-    ActivationPair *out = static_cast<ActivationPair *>(dst);
-    const __m512i offset = _mm512_set1_epi8(static_cast<char>(C::kOffset));
-    const int64_t nb = k / 32;
-    for (int64_t b = 0; b < nb; b += 2, ++out) {
-        uint16_t d0, d1 = 0;
-        const __m256i lo = avx512::quantize_block_q8_0(x + 32 * b, &d0);
-        const __m512i codes = b + 1 < nb ? join(lo, avx512::quantize_block_q8_0(x + 32 * b + 32, &d1)) : _mm512_zextsi256_si512(lo);
-        _mm512_storeu_si512(&out->codes, codes);
-        _mm512_storeu_si512(&out->neg, _mm512_sub_epi32(_mm512_setzero_si512(), _mm512_dpbusd_epi32(_mm512_setzero_si512(), offset, codes)));
-        _mm512_storeu_ps(&out->scale, scale_pair(d0, d1));
-    }
-}
-
-// NR packed rows (np pairs each, rows np apart) x NT packed activation rows (x_stride bytes
-// apart); y at row r0, token t0.
-template <int NR, int NT>
-DG_TARGET inline void tile32(const WeightPair *w, const ActivationPair *x0, size_t x_stride, int64_t np, const GemmArgs &a,
-                             int64_t r0, int64_t t0) {
-    const ActivationPair *x[NT];
-    for (int t = 0; t < NT; ++t) x[t] = reinterpret_cast<const ActivationPair *>(reinterpret_cast<const uint8_t *>(x0) + t * x_stride);
-    __m512 acc[NR][NT];
-    for (int r = 0; r < NR; ++r)
-        for (int t = 0; t < NT; ++t) acc[r][t] = _mm512_setzero_ps();
-    for (int64_t j = 0; j < np; ++j) {
-        for (int t = 0; t < NT; ++t) {
-            // Activation rows live in the caller's byte buffer: unaligned loads.
-            const __m512i xc = _mm512_loadu_si512(&x[t][j].codes), xn = _mm512_loadu_si512(&x[t][j].neg);
-            const __m512 xs = _mm512_loadu_ps(&x[t][j].scale);
-            for (int r = 0; r < NR; ++r) {
-                const WeightPair &wp = w[r * np + j];
-                const __m512i p = _mm512_dpbusd_epi32(xn, wp.codes, xc);
-                acc[r][t] = _mm512_fmadd_ps(_mm512_cvtepi32_ps(p), _mm512_mul_ps(wp.scale, xs), acc[r][t]);
+// NT tokens (activation rows x_stride bytes apart) against one packed panel of nb blocks; y: the
+// panel's first row for the first token, rows where `rows` is set are written.
+template <int NT>
+DG_TARGET inline void panel_tile(const PanelBlock *p, int64_t nb, const uint8_t *x0, size_t x_stride, float *y, int64_t ldy,
+                                 __mmask16 rows) {
+    const ActBlock *x[NT];
+    for (int t = 0; t < NT; ++t) x[t] = reinterpret_cast<const ActBlock *>(x0 + t * x_stride);
+    __m512 acc[NT];
+    for (int t = 0; t < NT; ++t) acc[t] = _mm512_setzero_ps();
+    for (int64_t b = 0; b < nb; ++b) {
+        const PanelBlock &w = p[b];
+        __m512i s[NT];  // the tokens' sums run side by side: NT independent vpdpbusd chains
+        for (int t = 0; t < NT; ++t) s[t] = _mm512_set1_epi32(x[t][b].neg);
+        for (int q = 0; q < 8; ++q) {
+            for (int t = 0; t < NT; ++t) {
+                int32_t codes;
+                std::memcpy(&codes, x[t][b].qs + 4 * q, 4);
+                s[t] = _mm512_dpbusd_epi32(s[t], w.codes[q], _mm512_set1_epi32(codes));
             }
         }
+        for (int t = 0; t < NT; ++t)
+            acc[t] = _mm512_fmadd_ps(_mm512_mul_ps(_mm512_cvtepi32_ps(s[t]), _mm512_set1_ps(x[t][b].d)), w.scale, acc[t]);
     }
-    store_tile<NR, NT>(acc, a, r0, t0);
+    for (int t = 0; t < NT; ++t) _mm512_mask_storeu_ps(y + t * ldy, rows, acc[t]);
 }
 
-// Panels of kPanel rows are packed once and swept by every group of kTokens activation rows; the
-// packed panel (kPanel x 128 B per 64 elements) stays in L1.
-template <typename C>
-DG_TARGET void gemm32(const GemmArgs &a) {
-    using Block = typename C::Block;
-    constexpr int64_t kPanel = 16, kTokens = 4, kRows = 4;  // 4 x 4 tiles: 16 accumulators
-    const int64_t nb = a.k / 32, np = (nb + 1) / 2;
-    thread_local std::vector<uint8_t> w_buf;
-    WeightPair *const wp = aligned_scratch<WeightPair>(w_buf, kPanel * np);
-    auto x_row = [&](int64_t t) { return reinterpret_cast<const ActivationPair *>(a.x + t * a.x_stride); };
-    for (int64_t p0 = 0; p0 < a.n_rows; p0 += kPanel) {
-        const int64_t rows = std::min(kPanel, a.n_rows - p0);
-        for (int64_t r = 0; r < rows; ++r)
-            pack_weights<C>(reinterpret_cast<const Block *>(a.w + (p0 + r) * a.w_stride), nb, wp + r * np);
-        for (int64_t r = 0; r < rows; r += kRows) {
-            int64_t t = 0;
-            if (r + kRows <= rows) {
-                for (; t + kTokens <= a.n_tokens; t += kTokens) tile32<kRows, kTokens>(wp + r * np, x_row(t), a.x_stride, np, a, p0 + r, t);
-                for (; t < a.n_tokens; ++t) tile32<kRows, 1>(wp + r * np, x_row(t), a.x_stride, np, a, p0 + r, t);
-            } else {
-                for (int64_t rr = r; rr < rows; ++rr) {
-                    for (t = 0; t + kTokens <= a.n_tokens; t += kTokens) tile32<1, kTokens>(wp + rr * np, x_row(t), a.x_stride, np, a, p0 + rr, t);
-                    for (; t < a.n_tokens; ++t) tile32<1, 1>(wp + rr * np, x_row(t), a.x_stride, np, a, p0 + rr, t);
-                }
-            }
-        }
+// Each panel is repacked once and swept by every token (the packed panel, 576 B per block, stays
+// in L1 for rows up to ~2600 elements).
+template <typename P>
+DG_TARGET void gemm_panels(const GemmArgs &a) {
+    constexpr int64_t kTokens = 8;
+    const int64_t nb = a.k / 32;
+    thread_local std::vector<uint8_t> buf;
+    PanelBlock *const panel = aligned_scratch<PanelBlock>(buf, nb);
+    const __m512i lane = _mm512_setr_epi32(0, 1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11, 12, 13, 14, 15);
+    const __m512i off = _mm512_mullo_epi32(lane, _mm512_set1_epi32(static_cast<int>(a.w_stride)));
+    for (int64_t r0 = 0; r0 < a.n_rows; r0 += kPanelRows) {
+        const int64_t rows = std::min<int64_t>(kPanelRows, a.n_rows - r0);
+        const __mmask16 mask = static_cast<__mmask16>((1u << rows) - 1);
+        const uint8_t *w0 = a.w + r0 * a.w_stride;
+        for (int64_t b = 0; b < nb; ++b) P::decode(w0 + b * sizeof(typename P::Block), off, mask, panel[b]);
+        float *y = a.y + r0;
+        int64_t t = 0;
+        for (; t + kTokens <= a.n_tokens; t += kTokens) panel_tile<kTokens>(panel, nb, a.x + t * a.x_stride, a.x_stride, y + t * a.ldy, a.ldy, mask);
+        if (a.n_tokens - t >= 4) { panel_tile<4>(panel, nb, a.x + t * a.x_stride, a.x_stride, y + t * a.ldy, a.ldy, mask); t += 4; }
+        if (a.n_tokens - t >= 2) { panel_tile<2>(panel, nb, a.x + t * a.x_stride, a.x_stride, y + t * a.ldy, a.ldy, mask); t += 2; }
+        if (a.n_tokens - t >= 1) panel_tile<1>(panel, nb, a.x + t * a.x_stride, a.x_stride, y + t * a.ldy, a.ldy, mask);
     }
 }
 
@@ -403,9 +409,9 @@ size_t q8_k_bytes(int64_t k) { return static_cast<size_t>(k / kQK_K) * sizeof(Bl
 
 GemmKernel gemm_kernel_avx512(TensorType type) {
     switch (type) {
-        case TensorType::Q8_0: return {gemm32<Q8_0Codes>, pack_activations<Q8_0Codes>, activation_pairs_bytes};
-        case TensorType::Q4_0: return {gemm32<Q4_0Codes>, pack_activations<Q4_0Codes>, activation_pairs_bytes};
-        case TensorType::Q5_0: return {gemm32<Q5_0Codes>, pack_activations<Q5_0Codes>, activation_pairs_bytes};
+        case TensorType::Q8_0: return {gemm_panels<Q8_0Panel>, pack_act_blocks<Q8_0Panel>, act_blocks_bytes<Q8_0Panel>};
+        case TensorType::Q4_0: return {gemm_panels<Q4_0Panel>, pack_act_blocks<Q4_0Panel>, act_blocks_bytes<Q4_0Panel>};
+        case TensorType::Q5_0: return {gemm_panels<Q5_0Panel>, pack_act_blocks<Q5_0Panel>, act_blocks_bytes<Q5_0Panel>};
         case TensorType::Q4_1:
         case TensorType::Q5_1: return {nullptr, quantize_q8_0_avx512, q8_0_bytes};
         case TensorType::Q4_K: return {gemm_k<BlockQ4_K>, quantize_q8_k_avx512, q8_k_bytes};

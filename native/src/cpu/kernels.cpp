@@ -18,6 +18,15 @@ namespace {
 // count and differ between ISAs only in summation order.
 typedef float v8 __attribute__((vector_size(32)));
 typedef float v16 __attribute__((vector_size(64)));
+typedef double v8d __attribute__((vector_size(64)));
+typedef double v16d __attribute__((vector_size(128)));
+
+template <typename V>
+struct DoubleLanes;  // as many double lanes as V has float lanes
+template <>
+struct DoubleLanes<v8> { using type = v8d; };
+template <>
+struct DoubleLanes<v16> { using type = v16d; };
 
 template <typename V>
 __attribute__((always_inline)) inline V load(const float *p) {
@@ -154,11 +163,12 @@ void gelu_generic(const float *gate, const float *up, float *out, int64_t n) {
     for (int64_t i = 0; i < n; ++i) out[i] = gelu_tanh_reference(gate[i]) * up[i];
 }
 
-// exp(x) for x in [-87, 88] (clamped): 2^n * p(r), r = x - n ln 2 in [-ln2/2, ln2/2], p of degree 6
+// exp(x) for x in [-87, 88] (above: clamped; below: 0): 2^n * p(r), r = x - n ln 2 in [-ln2/2, ln2/2], p of degree 6
 // (relative error about 2e-7, a few float ulps).
 template <typename V>
 __attribute__((always_inline)) inline V exp_lanes(V x) {
     typedef int32_t I __attribute__((vector_size(sizeof(V))));
+    const auto underflow = x < -87.0f;  // exp is 0 there (a masked score, -inf, gives exactly 0)
     x = x < -87.0f ? V{} - 87.0f : x;
     x = x > 88.0f ? V{} + 88.0f : x;
     const V n = (x * 1.44269504f + 12582912.0f) - 12582912.0f;  // round to nearest
@@ -173,7 +183,7 @@ __attribute__((always_inline)) inline V exp_lanes(V x) {
     const I bits = (__builtin_convertvector(n, I) + 127) << 23;
     V scale;
     __builtin_memcpy(&scale, &bits, sizeof(V));
-    return p * scale;
+    return underflow ? V{} : p * scale;
 }
 
 template <typename V>
@@ -188,6 +198,84 @@ __attribute__((always_inline)) inline void gelu_lanes(const float *gate, const f
         __builtin_memcpy(out + i, &y, sizeof(V));
     }
     for (; i < n; ++i) out[i] = gelu_tanh_reference(gate[i]) * up[i];
+}
+
+// tanh(y) = -expm1(-2|y|) / (2 + expm1(-2|y|)) with the sign of y: expm1 keeps full relative
+// precision near 0, where 1 - 2 / (exp(2y) + 1) would cancel. expm1(x) = 2^n q(r) + (2^n - 1),
+// r = x - n ln 2 in [-ln2/2, ln2/2], q(r) = r + r^2 (1/2 + r/6 + ... + r^5/5040).
+template <typename V>
+__attribute__((always_inline)) inline V tanh_lanes(V y) {
+    typedef int32_t I __attribute__((vector_size(sizeof(V))));
+    const V a = y < 0.0f ? -y : y;
+    V x = -2.0f * a;
+    x = x < -87.0f ? V{} - 87.0f : x;
+    const V n = (x * 1.44269504f + 12582912.0f) - 12582912.0f;
+    const V r = (x - n * 0.693359375f) + n * 2.12194440e-4f;
+    V q = V{} + 1.0f / 5040.0f;
+    q = q * r + 1.0f / 720.0f;
+    q = q * r + 1.0f / 120.0f;
+    q = q * r + 1.0f / 24.0f;
+    q = q * r + 1.0f / 6.0f;
+    q = q * r + 0.5f;
+    q = q * (r * r) + r;
+    const I bits = (__builtin_convertvector(n, I) + 127) << 23;
+    V p2;
+    __builtin_memcpy(&p2, &bits, sizeof(V));
+    const V e = p2 * q + (p2 - 1.0f);
+    const V t = -e / (2.0f + e);
+    return y < 0.0f ? -t : t;
+}
+
+template <typename V>
+__attribute__((always_inline)) inline void softcap_lanes(float *x, int64_t n, float cap) {
+    constexpr int L = sizeof(V) / sizeof(float);
+    const float inv = 1.0f / cap;
+    int64_t i = 0;
+    for (; i + L <= n; i += L) {
+        const V y = tanh_lanes<V>(load<V>(x + i) * inv) * cap;
+        __builtin_memcpy(x + i, &y, sizeof(V));
+    }
+    for (; i < n; ++i) x[i] = std::tanh(x[i] * inv) * cap;
+}
+
+// out[i] = exp(x[i] - shift) * scale (out may be null); returns the sum of exp(x[i] - shift),
+// lane sums in double.
+template <typename V>
+__attribute__((always_inline)) inline double exp_lanes_sum(const float *x, int64_t n, float shift, float scale, float *out) {
+    constexpr int L = sizeof(V) / sizeof(float);
+    using D = typename DoubleLanes<V>::type;
+    D sum = {};
+    int64_t i = 0;
+    for (; i + L <= n; i += L) {
+        const V e = exp_lanes<V>(load<V>(x + i) - shift);
+        sum += __builtin_convertvector(e, D);
+        if (out) {
+            const V o = e * scale;
+            __builtin_memcpy(out + i, &o, sizeof(V));
+        }
+    }
+    double total = 0.0;
+    for (int l = 0; l < L; ++l) total += sum[l];
+    for (; i < n; ++i) {
+        const float e = std::exp(x[i] - shift);
+        total += e;
+        if (out) out[i] = e * scale;
+    }
+    return total;
+}
+
+void softcap_generic(float *x, int64_t n, float cap) {
+    for (int64_t i = 0; i < n; ++i) x[i] = std::tanh(x[i] / cap) * cap;
+}
+
+double exp_sum_generic(const float *x, int64_t n, float shift, float scale, float *out) {
+    double total = 0.0;
+    for (int64_t i = 0; i < n; ++i) {
+        const float e = std::exp(x[i] - shift);
+        total += e;
+        if (out) out[i] = e * scale;
+    }
+    return total;
 }
 
 void tile_generic(const float *x, int64_t ldx, int64_t n, const float *w, int64_t ldw, int64_t rows, int64_t k,
@@ -227,6 +315,21 @@ __attribute__((target("avx512f,avx512bw,avx512vl,fma"))) void gelu_avx512(const 
                                                                           int64_t n) {
     gelu_lanes<v16>(gate, up, out, n);
 }
+
+__attribute__((target("avx2,fma"))) void softcap_avx2(float *x, int64_t n, float cap) { softcap_lanes<v8>(x, n, cap); }
+
+__attribute__((target("avx512f,avx512bw,avx512vl,fma"))) void softcap_avx512(float *x, int64_t n, float cap) {
+    softcap_lanes<v16>(x, n, cap);
+}
+
+__attribute__((target("avx2,fma"))) double exp_sum_avx2(const float *x, int64_t n, float shift, float scale, float *out) {
+    return exp_lanes_sum<v8>(x, n, shift, scale, out);
+}
+
+__attribute__((target("avx512f,avx512bw,avx512vl,fma"))) double exp_sum_avx512(const float *x, int64_t n, float shift,
+                                                                             float scale, float *out) {
+    return exp_lanes_sum<v16>(x, n, shift, scale, out);
+}
 #endif
 
 }  // namespace
@@ -264,6 +367,28 @@ void accumulate_rows(const float *p, int64_t ldp, int64_t nb, const float *v, in
     }
 #endif
     accumulate_generic(p, ldp, nb, v, ldv, n, d, o, ldo);
+}
+
+void softcap(float *x, int64_t n, float cap) {
+#ifdef DG_X86_KERNELS
+    switch (active_isa()) {
+        case Isa::Avx512: return softcap_avx512(x, n, cap);
+        case Isa::Avx2: return softcap_avx2(x, n, cap);
+        case Isa::Generic: break;
+    }
+#endif
+    softcap_generic(x, n, cap);
+}
+
+double exp_sum(const float *x, int64_t n, float shift, float scale, float *out) {
+#ifdef DG_X86_KERNELS
+    switch (active_isa()) {
+        case Isa::Avx512: return exp_sum_avx512(x, n, shift, scale, out);
+        case Isa::Avx2: return exp_sum_avx2(x, n, shift, scale, out);
+        case Isa::Generic: break;
+    }
+#endif
+    return exp_sum_generic(x, n, shift, scale, out);
 }
 
 }  // namespace dg

@@ -20,4 +20,13 @@ void accumulate_rows(const float *p, int64_t ldp, int64_t nb, const float *v, in
 // is the reference 0.5 x (1 + tanh(u)) with std::tanh.
 void gelu_tanh_mul(const float *gate, const float *up, float *out, int64_t n);
 
+// x[i] = tanh(x[i] / cap) * cap (logit soft-capping): vectorised through a polynomial expm1 (a few
+// float ulps); the generic set's is std::tanh.
+void softcap(float *x, int64_t n, float cap);
+
+// Returns the sum over i of exp(x[i] - shift) (accumulated in double) and, unless out is null, writes
+// out[i] = exp(x[i] - shift) * scale (out may alias x): softmax's two passes. Vectorised through the
+// polynomial exp (relative error about 2e-7); the generic set's is std::exp.
+double exp_sum(const float *x, int64_t n, float shift, float scale, float *out);
+
 }  // namespace dg
