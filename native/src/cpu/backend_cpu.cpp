@@ -19,9 +19,9 @@ namespace dg {
 
 namespace {
 
-constexpr int64_t kRowTile = 16;          // weight rows per matmul task
+constexpr int64_t kRowTile = 32;          // weight rows per matmul task (two 16-row panels)
 constexpr int64_t kElementwiseChunk = 1 << 16;
-constexpr int64_t kQueriesPerTask = 8;    // attention queries per task (one head)
+constexpr int64_t kQueriesPerTask = 32;    // attention queries per task (one head)
 constexpr int64_t kSoftParts = 16;        // soft_embed: fixed vocabulary ranges, reduced in order
 constexpr int64_t kSoftChunk = 64;        // soft_embed: vocabulary rows dequantized at a time
 constexpr int64_t kKvChunk = 256;         // attention: cached rows converted to F32 at a time
@@ -341,19 +341,16 @@ public:
             for (int64_t i = i0; i < i1; ++i) {
                 float *sr = scores + (i - i0) * n_keys;
                 const int64_t p = g.n_past + i;
-                // Visible: cached j >= c0 (window), current j <= i (causal) and j > p - window.
+                // Visible: cached j >= c0 (window), current j <= i (causal) and j > p - window;
+                // in score columns, [vis_c0, n_c) and [n_c + cur0, n_c + cur_end).
                 const int64_t c0 = window > 0 ? std::max(c_lo, p - window + 1) : c_lo;
                 const int64_t cur0 = window > 0 ? std::max<int64_t>(0, p - window + 1 - g.n_past) : 0;
                 const int64_t cur_end = causal ? i + 1 : g.n;
-                float mx = -INFINITY;
-                for (int64_t m = 0; m < n_keys; ++m) {
-                    const bool visible = m < n_c ? (c_lo + m >= c0) : (m - n_c >= cur0 && m - n_c < cur_end);
-                    if (!visible) sr[m] = -INFINITY;
-                    mx = std::max(mx, sr[m]);
-                }
-                const double sum = exp_sum(sr, n_keys, mx, 1.0f, sr);
-                const float inv = static_cast<float>(1.0 / sum);
-                for (int64_t m = 0; m < n_keys; ++m) sr[m] *= inv;
+                const int64_t vis_c0 = std::min(n_c, c0 - c_lo);
+                std::fill(sr, sr + vis_c0, -INFINITY);
+                std::fill(sr + n_c, sr + n_c + cur0, -INFINITY);
+                std::fill(sr + n_c + cur_end, sr + n_keys, -INFINITY);
+                softmax(sr, n_keys);
                 float *o = host<float>(a.out) + (g.row0 + i) * q_stride + h * d;
                 std::fill(o, o + d, 0.0f);
             }

@@ -346,60 +346,99 @@ DG_TARGET void gemm_k(const GemmArgs &a) {
 }
 
 // ---- 16-bit float weights against float32 activations ----
-// Weights widen to float32 in registers (no dequantized copy); 4 rows x 4 tokens of 16 lanes.
+// The same lane-per-row panels as the 32-element blocks: a panel of 16 rows is widened to float32
+// once, element-major (register kk holds element kk of the 16 rows), and each FMA multiplies it by
+// one activation broadcast from memory; a token's 16 results are one vector. Long rows go in
+// chunks of kFloatChunk elements (the widened chunk stays in L1): the sums are stored after one
+// chunk and reloaded for the next, which leaves each sum one FMA chain over k in order, so a
+// token's results do not depend on the tokens beside it.
 
-struct F16Lanes {
-    DG_TARGET static __m512 load(const uint16_t *p) { return _mm512_cvtph_ps(load256(p)); }
-    DG_TARGET static __m512 load(const uint16_t *p, __mmask16 m) { return _mm512_cvtph_ps(_mm256_maskz_loadu_epi16(m, p)); }
+constexpr int64_t kFloatChunk = 512;
+
+// Pairs of 16-bit elements (2j, 2j+1) of the 16 rows, as gathered dwords, widened to two registers.
+struct F16Pairs {
+    DG_TARGET static void widen(__m512i v, __m512 &even, __m512 &odd) {
+        even = _mm512_cvtph_ps(_mm512_cvtepi32_epi16(v));
+        odd = _mm512_cvtph_ps(_mm512_cvtepi32_epi16(_mm512_srli_epi32(v, 16)));
+    }
+};
+struct BF16Pairs {
+    DG_TARGET static void widen(__m512i v, __m512 &even, __m512 &odd) {
+        even = _mm512_castsi512_ps(_mm512_slli_epi32(v, 16));
+        odd = _mm512_castsi512_ps(_mm512_and_si512(v, _mm512_set1_epi32(static_cast<int>(0xffff0000u))));
+    }
 };
 
-struct BF16Lanes {
-    DG_TARGET static __m512 widen(__m256i h) { return _mm512_castsi512_ps(_mm512_slli_epi32(_mm512_cvtepu16_epi32(h), 16)); }
-    DG_TARGET static __m512 load(const uint16_t *p) { return widen(load256(p)); }
-    DG_TARGET static __m512 load(const uint16_t *p, __mmask16 m) { return widen(_mm256_maskz_loadu_epi16(m, p)); }
-};
+// Elements [k0, k0 + kc) of the panel's rows (row i at w0 + i * w_stride) as kc registers.
+template <typename C>
+DG_TARGET inline void pack_half_panel(const uint8_t *w0, size_t stride, __m512i off, __mmask16 rows, int64_t k0, int64_t kc,
+                                     __m512 *panel) {
+    int64_t kk = 0;
+    for (; kk + 2 <= kc; kk += 2) {
+        const __m512i v = gather_rows(w0 + 2 * (k0 + kk), off, rows);
+        C::widen(v, panel[kk], panel[kk + 1]);
+    }
+    if (kk < kc) {  // an odd row length: the last element alone (a dword would reach past the row)
+        alignas(64) uint32_t last[kPanelRows] = {};
+        for (int i = 0; i < kPanelRows; ++i)
+            if (rows >> i & 1) last[i] = reinterpret_cast<const uint16_t *>(w0 + static_cast<size_t>(i) * stride)[k0 + kk];
+        __m512 unused;
+        C::widen(_mm512_load_si512(last), panel[kk], unused);
+    }
+}
 
-template <typename C, int NR, int NT>
-DG_TARGET inline void tile_half(const GemmArgs &a, int64_t r0, int64_t t0) {
-    const uint16_t *w[NR];
-    const float *x[NT];
-    for (int r = 0; r < NR; ++r) w[r] = reinterpret_cast<const uint16_t *>(a.w + (r0 + r) * a.w_stride);
-    for (int t = 0; t < NT; ++t) x[t] = reinterpret_cast<const float *>(a.x + (t0 + t) * a.x_stride);
-    __m512 acc[NR][NT];
-    for (int r = 0; r < NR; ++r)
-        for (int t = 0; t < NT; ++t) acc[r][t] = _mm512_setzero_ps();
-    int64_t i = 0;
-    for (; i + 16 <= a.k; i += 16) {
-        __m512 wv[NR];
-        for (int r = 0; r < NR; ++r) wv[r] = C::load(w[r] + i);
+// NP panels (16 NP rows, panel p's registers kc apart) x NT tokens; each broadcast feeds NP FMAs.
+template <int NP, int NT>
+DG_TARGET inline void float_panel_tile(const __m512 *panel, int64_t kc, bool first, const float *x0, int64_t ldx, float *y,
+                                       int64_t ldy, const __mmask16 (&rows)[2]) {
+    __m512 acc[NP][NT];
+    for (int p = 0; p < NP; ++p)
+        for (int t = 0; t < NT; ++t)
+            acc[p][t] = first ? _mm512_setzero_ps() : _mm512_maskz_loadu_ps(rows[p], y + t * ldy + p * kPanelRows);
+    for (int64_t kk = 0; kk < kc; ++kk) {
+        __m512 w[NP];
+        for (int p = 0; p < NP; ++p) w[p] = panel[p * kc + kk];
         for (int t = 0; t < NT; ++t) {
-            const __m512 xv = _mm512_loadu_ps(x[t] + i);
-            for (int r = 0; r < NR; ++r) acc[r][t] = _mm512_fmadd_ps(wv[r], xv, acc[r][t]);
+            const __m512 xv = _mm512_set1_ps(x0[t * ldx + kk]);
+            for (int p = 0; p < NP; ++p) acc[p][t] = _mm512_fmadd_ps(w[p], xv, acc[p][t]);
         }
     }
-    if (i < a.k) {
-        const __mmask16 m = static_cast<__mmask16>((1u << (a.k - i)) - 1);
-        __m512 wv[NR];
-        for (int r = 0; r < NR; ++r) wv[r] = C::load(w[r] + i, m);
-        for (int t = 0; t < NT; ++t) {
-            const __m512 xv = _mm512_maskz_loadu_ps(m, x[t] + i);
-            for (int r = 0; r < NR; ++r) acc[r][t] = _mm512_fmadd_ps(wv[r], xv, acc[r][t]);
-        }
-    }
-    store_tile<NR, NT>(acc, a, r0, t0);
+    for (int p = 0; p < NP; ++p)
+        for (int t = 0; t < NT; ++t) _mm512_mask_storeu_ps(y + t * ldy + p * kPanelRows, rows[p], acc[p][t]);
+}
+
+template <int NP>
+DG_TARGET inline void float_panel_tiles(const __m512 *panel, int64_t kc, bool first, const float *x, int64_t ldx, int64_t n,
+                                        float *y, int64_t ldy, const __mmask16 (&rows)[2]) {
+    constexpr int64_t kTokens = NP == 2 ? 8 : 12;  // at least 12 FMA chains hide the FMA latency on two ports
+    int64_t t = 0;
+    for (; t + kTokens <= n; t += kTokens) float_panel_tile<NP, kTokens>(panel, kc, first, x + t * ldx, ldx, y + t * ldy, ldy, rows);
+    if (n - t >= 4) { float_panel_tile<NP, 4>(panel, kc, first, x + t * ldx, ldx, y + t * ldy, ldy, rows); t += 4; }
+    for (; t < n; ++t) float_panel_tile<NP, 1>(panel, kc, first, x + t * ldx, ldx, y + t * ldy, ldy, rows);
 }
 
 template <typename C>
-struct TileHalf {
-    template <int NR, int NT>
-    struct T {
-        DG_TARGET static void run(const GemmArgs &a, int64_t r0, int64_t t0) { tile_half<C, NR, NT>(a, r0, t0); }
-    };
-};
-
-template <typename C>
 DG_TARGET void gemm_half(const GemmArgs &a) {
-    tiles<TileHalf<C>::template T, 4, 4>(a);
+    thread_local std::vector<uint8_t> buf;
+    const int64_t chunk = std::min(a.k, kFloatChunk);
+    __m512 *const panel = aligned_scratch<__m512>(buf, 2 * chunk);
+    const float *x = reinterpret_cast<const float *>(a.x);
+    const int64_t ldx = static_cast<int64_t>(a.x_stride / sizeof(float));
+    const __m512i lane = _mm512_setr_epi32(0, 1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11, 12, 13, 14, 15);
+    const __m512i off = _mm512_mullo_epi32(lane, _mm512_set1_epi32(static_cast<int>(a.w_stride)));
+    for (int64_t r0 = 0; r0 < a.n_rows; r0 += 2 * kPanelRows) {
+        const int64_t rows = std::min<int64_t>(2 * kPanelRows, a.n_rows - r0);
+        const int np = rows > kPanelRows ? 2 : 1;
+        const __mmask16 mask[2] = {static_cast<__mmask16>((1u << std::min<int64_t>(rows, kPanelRows)) - 1),
+                                   static_cast<__mmask16>((1u << std::max<int64_t>(rows - kPanelRows, 0)) - 1)};
+        for (int64_t k0 = 0; k0 < a.k; k0 += kFloatChunk) {
+            const int64_t kc = std::min(kFloatChunk, a.k - k0);
+            for (int p = 0; p < np; ++p)
+                pack_half_panel<C>(a.w + (r0 + p * kPanelRows) * a.w_stride, a.w_stride, off, mask[p], k0, kc, panel + p * kc);
+            if (np == 2) float_panel_tiles<2>(panel, kc, k0 == 0, x + k0, ldx, a.n_tokens, a.y + r0, a.ldy, mask);
+            else float_panel_tiles<1>(panel, kc, k0 == 0, x + k0, ldx, a.n_tokens, a.y + r0, a.ldy, mask);
+        }
+    }
 }
 
 size_t q8_0_bytes(int64_t k) { return static_cast<size_t>(k / kQK8_0) * sizeof(BlockQ8_0); }
@@ -420,8 +459,8 @@ GemmKernel gemm_kernel_avx512(TensorType type) {
         case TensorType::Q2_K:
         case TensorType::Q3_K:
         case TensorType::IQ4_XS: return {nullptr, quantize_q8_k_avx512, q8_k_bytes};
-        case TensorType::F16: return {gemm_half<F16Lanes>};
-        case TensorType::BF16: return {gemm_half<BF16Lanes>};
+        case TensorType::F16: return {gemm_half<F16Pairs>};
+        case TensorType::BF16: return {gemm_half<BF16Pairs>};
         default: return {};
     }
 }

@@ -264,6 +264,47 @@ __attribute__((always_inline)) inline double exp_lanes_sum(const float *x, int64
     return total;
 }
 
+template <typename V>
+__attribute__((always_inline)) inline float max_lanes(const float *x, int64_t n) {
+    constexpr int L = sizeof(V) / sizeof(float);
+    float mx = -INFINITY;
+    int64_t i = 0;
+    if (n >= L) {
+        V m = load<V>(x);
+        for (i = L; i + L <= n; i += L) {
+            const V v = load<V>(x + i);
+            m = v > m ? v : m;
+        }
+        for (int l = 0; l < L; ++l) mx = std::max(mx, m[l]);
+    }
+    for (; i < n; ++i) mx = std::max(mx, x[i]);
+    return mx;
+}
+
+template <typename V>
+__attribute__((always_inline)) inline void softmax_lanes(float *x, int64_t n) {
+    constexpr int L = sizeof(V) / sizeof(float);
+    const float inv = static_cast<float>(1.0 / exp_lanes_sum<V>(x, n, max_lanes<V>(x, n), 1.0f, x));
+    int64_t i = 0;
+    for (; i + L <= n; i += L) {
+        const V y = load<V>(x + i) * inv;
+        __builtin_memcpy(x + i, &y, sizeof(V));
+    }
+    for (; i < n; ++i) x[i] *= inv;
+}
+
+void softmax_generic(float *x, int64_t n) {
+    float mx = -INFINITY;
+    for (int64_t i = 0; i < n; ++i) mx = std::max(mx, x[i]);
+    double sum = 0.0;
+    for (int64_t i = 0; i < n; ++i) {
+        x[i] = std::exp(x[i] - mx);
+        sum += x[i];
+    }
+    const float inv = static_cast<float>(1.0 / sum);
+    for (int64_t i = 0; i < n; ++i) x[i] *= inv;
+}
+
 void softcap_generic(float *x, int64_t n, float cap) {
     for (int64_t i = 0; i < n; ++i) x[i] = std::tanh(x[i] / cap) * cap;
 }
@@ -322,6 +363,12 @@ __attribute__((target("avx512f,avx512bw,avx512vl,fma"))) void softcap_avx512(flo
     softcap_lanes<v16>(x, n, cap);
 }
 
+__attribute__((target("avx2,fma"))) void softmax_avx2(float *x, int64_t n) { softmax_lanes<v8>(x, n); }
+
+__attribute__((target("avx512f,avx512bw,avx512vl,fma"))) void softmax_avx512(float *x, int64_t n) {
+    softmax_lanes<v16>(x, n);
+}
+
 __attribute__((target("avx2,fma"))) double exp_sum_avx2(const float *x, int64_t n, float shift, float scale, float *out) {
     return exp_lanes_sum<v8>(x, n, shift, scale, out);
 }
@@ -378,6 +425,17 @@ void softcap(float *x, int64_t n, float cap) {
     }
 #endif
     softcap_generic(x, n, cap);
+}
+
+void softmax(float *x, int64_t n) {
+#ifdef DG_X86_KERNELS
+    switch (active_isa()) {
+        case Isa::Avx512: return softmax_avx512(x, n);
+        case Isa::Avx2: return softmax_avx2(x, n);
+        case Isa::Generic: break;
+    }
+#endif
+    softmax_generic(x, n);
 }
 
 double exp_sum(const float *x, int64_t n, float shift, float scale, float *out) {

@@ -29,4 +29,7 @@ void softcap(float *x, int64_t n, float cap);
 // polynomial exp (relative error about 2e-7); the generic set's is std::exp.
 double exp_sum(const float *x, int64_t n, float shift, float scale, float *out);
 
+// x = softmax(x) in place (-inf entries become 0; at least one entry finite): max, exp_sum, scale.
+void softmax(float *x, int64_t n);
+
 }  // namespace dg
