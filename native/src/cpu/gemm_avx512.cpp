@@ -78,51 +78,97 @@ DG_TARGET inline __m512i gather_rows(const uint8_t *at, __m512i row_offsets, __m
 // Lane i: the f16 in the low half of dword i, widened.
 DG_TARGET inline __m512 low_halves(__m512i v) { return _mm512_cvtph_ps(_mm512_cvtepi32_epi16(v)); }
 
-// Per type: decode block b of 16 rows (b0 = row 0's block) into a PanelBlock.
+// r[j] = column j of the 16 x 16 matrix of dwords whose row i is r[i] (unpacks within 128-bit
+// lanes, then 128-bit lanes moved across registers: 64 shuffles, no memory round trip).
+DG_TARGET inline void transpose16_epi32(__m512i (&r)[16]) {
+    __m512i t[16], u[16];
+    for (int i = 0; i < 8; ++i) {  // lane L of t[2i]: r[2i][4L], r[2i+1][4L], r[2i][4L+1], r[2i+1][4L+1]
+        t[2 * i] = _mm512_unpacklo_epi32(r[2 * i], r[2 * i + 1]);
+        t[2 * i + 1] = _mm512_unpackhi_epi32(r[2 * i], r[2 * i + 1]);
+    }
+    for (int g = 0; g < 4; ++g) {  // lane L of u[4g + c]: rows 4g .. 4g+3 of column 4L + c
+        u[4 * g] = _mm512_unpacklo_epi64(t[4 * g], t[4 * g + 2]);
+        u[4 * g + 1] = _mm512_unpackhi_epi64(t[4 * g], t[4 * g + 2]);
+        u[4 * g + 2] = _mm512_unpacklo_epi64(t[4 * g + 1], t[4 * g + 3]);
+        u[4 * g + 3] = _mm512_unpackhi_epi64(t[4 * g + 1], t[4 * g + 3]);
+    }
+    for (int c = 0; c < 4; ++c) {  // column 4L + c: lane L of u[c], u[4 + c], u[8 + c], u[12 + c]
+        const __m512i lo01 = _mm512_shuffle_i32x4(u[c], u[4 + c], 0x44), lo23 = _mm512_shuffle_i32x4(u[8 + c], u[12 + c], 0x44);
+        const __m512i hi01 = _mm512_shuffle_i32x4(u[c], u[4 + c], 0xee), hi23 = _mm512_shuffle_i32x4(u[8 + c], u[12 + c], 0xee);
+        r[c] = _mm512_shuffle_i32x4(lo01, lo23, 0x88);
+        r[4 + c] = _mm512_shuffle_i32x4(lo01, lo23, 0xdd);
+        r[8 + c] = _mm512_shuffle_i32x4(hi01, hi23, 0x88);
+        r[12 + c] = _mm512_shuffle_i32x4(hi01, hi23, 0xdd);
+    }
+}
+
+// Row i's bytes [at, at + 64) for the 16 rows of a panel (zero where `rows` is clear), loaded as
+// `parts` pieces of 64 / parts bytes from at + j * step, transposed: r[j] = dword j of every row.
+DG_TARGET inline void load_transposed(const uint8_t *at, size_t stride, __mmask16 rows, int parts, size_t step, int64_t n_parts,
+                                      __m512i (&r)[16]) {
+    for (int i = 0; i < 16; ++i) {
+        r[i] = _mm512_setzero_si512();
+        if (!(rows >> i & 1)) continue;
+        const uint8_t *row = at + i * stride;
+        if (parts == 2) {
+            const __m256i lo = load256(row), hi = n_parts > 1 ? load256(row + step) : _mm256_setzero_si256();
+            r[i] = _mm512_inserti64x4(_mm512_castsi256_si512(lo), hi, 1);
+        } else {
+            auto part = [&](int j) { return _mm_loadu_si128(reinterpret_cast<const __m128i *>(row + j * step)); };
+            r[i] = _mm512_zextsi128_si512(part(0));
+            if (n_parts > 1) r[i] = _mm512_inserti32x4(r[i], part(1), 1);
+            if (n_parts > 2) r[i] = _mm512_inserti32x4(r[i], part(2), 2);
+            if (n_parts > 3) r[i] = _mm512_inserti32x4(r[i], part(3), 3);
+        }
+    }
+    transpose16_epi32(r);
+}
+
+// Per type: decode blocks [b, b + n) of the panel's rows (b0 = row 0's block b; n <= kGroup) into
+// PanelBlocks, kGroup blocks per transpose.
 struct Q8_0Panel {
     using Block = BlockQ8_0;
-    static constexpr int kOffset = 128;
-    DG_TARGET static void decode(const uint8_t *b0, __m512i off, __mmask16 rows, PanelBlock &p) {
-        for (int q = 0; q < 8; ++q)
-            p.codes[q] = _mm512_xor_si512(gather_rows(b0 + 2 + 4 * q, off, rows), _mm512_set1_epi8(-128));
-        p.scale = low_halves(gather_rows(b0, off, rows));
+    static constexpr int kOffset = 128, kGroup = 2;  // 2 x 32 code bytes per row
+    DG_TARGET static void decode(const uint8_t *b0, size_t stride, __m512i off, __mmask16 rows, int64_t n, PanelBlock *p) {
+        __m512i r[16];
+        load_transposed(b0 + 2, stride, rows, 2, sizeof(Block), n, r);
+        for (int64_t j = 0; j < n; ++j) {
+            for (int q = 0; q < 8; ++q) p[j].codes[q] = _mm512_xor_si512(r[8 * j + q], _mm512_set1_epi8(-128));
+            p[j].scale = low_halves(gather_rows(b0 + j * sizeof(Block), off, rows));
+        }
     }
 };
 
-struct Q4_0Panel {  // element e < 16: low nibble of qs[e]; e >= 16: high nibble of qs[e - 16]
-    using Block = BlockQ4_0;
-    static constexpr int kOffset = 8;
-    DG_TARGET static void decode(const uint8_t *b0, __m512i off, __mmask16 rows, PanelBlock &p) {
+// Q4_0 and Q5_0: element e < 16 is the low nibble of qs[e], e >= 16 the high nibble of qs[e - 16];
+// Q5_0 adds bit e of qh as bit 4.
+template <typename B, int kQs, bool kHigh>
+struct Nibble32Panel {
+    using Block = B;
+    static constexpr int kOffset = kHigh ? 16 : 8, kGroup = 4;  // 4 x 16 nibble bytes per row
+    DG_TARGET static void decode(const uint8_t *b0, size_t stride, __m512i off, __mmask16 rows, int64_t n, PanelBlock *p) {
         const __m512i m = _mm512_set1_epi8(0x0f);
-        for (int q = 0; q < 4; ++q) {
-            const __m512i v = gather_rows(b0 + 2 + 4 * q, off, rows);
-            p.codes[q] = _mm512_and_si512(v, m);
-            p.codes[q + 4] = _mm512_and_si512(_mm512_srli_epi16(v, 4), m);
+        __m512i r[16];
+        load_transposed(b0 + kQs, stride, rows, 4, sizeof(Block), n, r);
+        for (int64_t j = 0; j < n; ++j) {
+            for (int q = 0; q < 4; ++q) {
+                p[j].codes[q] = _mm512_and_si512(r[4 * j + q], m);
+                p[j].codes[q + 4] = _mm512_and_si512(_mm512_srli_epi16(r[4 * j + q], 4), m);
+            }
+            if constexpr (kHigh) {
+                const __m512i qh = gather_rows(b0 + j * sizeof(Block) + 2, off, rows);
+                for (int q = 0; q < 8; ++q) {
+                    // Bits 4q .. 4q+3 of qh to bit 0 of bytes 0..3: the product places bit j at 8j (no carries).
+                    const __m512i nib = _mm512_and_si512(_mm512_srli_epi32(qh, 4 * q), _mm512_set1_epi32(0xf));
+                    const __m512i bits = _mm512_and_si512(_mm512_mullo_epi32(nib, _mm512_set1_epi32(0x204081)), _mm512_set1_epi32(0x01010101));
+                    p[j].codes[q] = _mm512_or_si512(p[j].codes[q], _mm512_slli_epi32(bits, 4));
+                }
+            }
+            p[j].scale = low_halves(gather_rows(b0 + j * sizeof(Block), off, rows));
         }
-        p.scale = low_halves(gather_rows(b0, off, rows));
     }
 };
-
-struct Q5_0Panel {  // Q4_0's nibbles plus bit e of qh as bit 4 of element e
-    using Block = BlockQ5_0;
-    static constexpr int kOffset = 16;
-    DG_TARGET static void decode(const uint8_t *b0, __m512i off, __mmask16 rows, PanelBlock &p) {
-        const __m512i m = _mm512_set1_epi8(0x0f);
-        const __m512i qh = gather_rows(b0 + 2, off, rows);
-        for (int q = 0; q < 4; ++q) {
-            const __m512i v = gather_rows(b0 + 6 + 4 * q, off, rows);
-            p.codes[q] = _mm512_and_si512(v, m);
-            p.codes[q + 4] = _mm512_and_si512(_mm512_srli_epi16(v, 4), m);
-        }
-        for (int q = 0; q < 8; ++q) {
-            // Bits 4q .. 4q+3 of qh to bit 0 of bytes 0..3: the product places bit j at 8j (no carries).
-            const __m512i nib = _mm512_and_si512(_mm512_srli_epi32(qh, 4 * q), _mm512_set1_epi32(0xf));
-            const __m512i bits = _mm512_and_si512(_mm512_mullo_epi32(nib, _mm512_set1_epi32(0x204081)), _mm512_set1_epi32(0x01010101));
-            p.codes[q] = _mm512_or_si512(p.codes[q], _mm512_slli_epi32(bits, 4));
-        }
-        p.scale = low_halves(gather_rows(b0, off, rows));
-    }
-};
+using Q4_0Panel = Nibble32Panel<BlockQ4_0, 2, false>;
+using Q5_0Panel = Nibble32Panel<BlockQ5_0, 6, true>;
 
 template <typename P>
 size_t act_blocks_bytes(int64_t k) { return static_cast<size_t>(k / 32) * sizeof(ActBlock); }
@@ -182,7 +228,8 @@ DG_TARGET void gemm_panels(const GemmArgs &a) {
         const int64_t rows = std::min<int64_t>(kPanelRows, a.n_rows - r0);
         const __mmask16 mask = static_cast<__mmask16>((1u << rows) - 1);
         const uint8_t *w0 = a.w + r0 * a.w_stride;
-        for (int64_t b = 0; b < nb; ++b) P::decode(w0 + b * sizeof(typename P::Block), off, mask, panel[b]);
+        for (int64_t b = 0; b < nb; b += P::kGroup)
+            P::decode(w0 + b * sizeof(typename P::Block), a.w_stride, off, mask, std::min<int64_t>(P::kGroup, nb - b), panel + b);
         float *y = a.y + r0;
         int64_t t = 0;
         for (; t + kTokens <= a.n_tokens; t += kTokens) panel_tile<kTokens>(panel, nb, a.x + t * a.x_stride, a.x_stride, y + t * a.ldy, a.ldy, mask);
@@ -369,21 +416,24 @@ struct BF16Pairs {
     }
 };
 
-// Elements [k0, k0 + kc) of the panel's rows (row i at w0 + i * w_stride) as kc registers.
+// Elements [k0, k0 + kc) of the panel's rows (row i at w0 + i * stride, rows where `rows` is set)
+// as kc registers: 32 elements of the 16 rows at a time, loaded (masked at the ends), transposed
+// as dwords (element pairs) and widened.
 template <typename C>
-DG_TARGET inline void pack_half_panel(const uint8_t *w0, size_t stride, __m512i off, __mmask16 rows, int64_t k0, int64_t kc,
-                                     __m512 *panel) {
-    int64_t kk = 0;
-    for (; kk + 2 <= kc; kk += 2) {
-        const __m512i v = gather_rows(w0 + 2 * (k0 + kk), off, rows);
-        C::widen(v, panel[kk], panel[kk + 1]);
-    }
-    if (kk < kc) {  // an odd row length: the last element alone (a dword would reach past the row)
-        alignas(64) uint32_t last[kPanelRows] = {};
-        for (int i = 0; i < kPanelRows; ++i)
-            if (rows >> i & 1) last[i] = reinterpret_cast<const uint16_t *>(w0 + static_cast<size_t>(i) * stride)[k0 + kk];
-        __m512 unused;
-        C::widen(_mm512_load_si512(last), panel[kk], unused);
+DG_TARGET inline void pack_half_panel(const uint8_t *w0, size_t stride, __mmask16 rows, int64_t k0, int64_t kc, __m512 *panel) {
+    for (int64_t kk = 0; kk < kc; kk += 32) {
+        const int64_t n = std::min<int64_t>(32, kc - kk);
+        const __mmask32 elems = static_cast<__mmask32>(n == 32 ? ~0u : (1u << n) - 1);
+        __m512i r[16];
+        for (int i = 0; i < 16; ++i)
+            r[i] = rows >> i & 1 ? _mm512_maskz_loadu_epi16(elems, w0 + i * stride + 2 * (k0 + kk)) : _mm512_setzero_si512();
+        transpose16_epi32(r);
+        alignas(64) __m512 pair[2];
+        for (int j = 0; 2 * j < n; ++j) {
+            C::widen(r[j], pair[0], pair[1]);
+            panel[kk + 2 * j] = pair[0];
+            if (2 * j + 1 < n) panel[kk + 2 * j + 1] = pair[1];
+        }
     }
 }
 
@@ -424,8 +474,6 @@ DG_TARGET void gemm_half(const GemmArgs &a) {
     __m512 *const panel = aligned_scratch<__m512>(buf, 2 * chunk);
     const float *x = reinterpret_cast<const float *>(a.x);
     const int64_t ldx = static_cast<int64_t>(a.x_stride / sizeof(float));
-    const __m512i lane = _mm512_setr_epi32(0, 1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11, 12, 13, 14, 15);
-    const __m512i off = _mm512_mullo_epi32(lane, _mm512_set1_epi32(static_cast<int>(a.w_stride)));
     for (int64_t r0 = 0; r0 < a.n_rows; r0 += 2 * kPanelRows) {
         const int64_t rows = std::min<int64_t>(2 * kPanelRows, a.n_rows - r0);
         const int np = rows > kPanelRows ? 2 : 1;
@@ -434,7 +482,7 @@ DG_TARGET void gemm_half(const GemmArgs &a) {
         for (int64_t k0 = 0; k0 < a.k; k0 += kFloatChunk) {
             const int64_t kc = std::min(kFloatChunk, a.k - k0);
             for (int p = 0; p < np; ++p)
-                pack_half_panel<C>(a.w + (r0 + p * kPanelRows) * a.w_stride, a.w_stride, off, mask[p], k0, kc, panel + p * kc);
+                pack_half_panel<C>(a.w + (r0 + p * kPanelRows) * a.w_stride, a.w_stride, mask[p], k0, kc, panel + p * kc);
             if (np == 2) float_panel_tiles<2>(panel, kc, k0 == 0, x + k0, ldx, a.n_tokens, a.y + r0, a.ldy, mask);
             else float_panel_tiles<1>(panel, kc, k0 == 0, x + k0, ldx, a.n_tokens, a.y + r0, a.ldy, mask);
         }
