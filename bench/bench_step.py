@@ -5,7 +5,10 @@ self-conditioning on, median of >= 5 steps after a warm-up, threads = all cores.
 F32 (its CPU path is float32); dgemma runs the same weights as F32 and, per --types, re-quantized
 (Q8_0, Q4_K_M, ...: `dgemma quantize` recipes), every type against the same transformers times.
 The sampler is timed on the same logits: dgemma's native sampler against transformers'
-EntropyBoundSampler + temperature + multinomial + stopping classes.
+EntropyBoundSampler + temperature + multinomial + stopping classes. The last rows put the CPU
+kernels against the core's peak, measured in the same run by bench/peak.c (12 chains of
+vfmadd231ps and of vpdpbusd, compiled here with cc): one thread of the Q8_0 (integer) and F16
+(float) products at 1024 x 704 over 256 tokens, as a fraction of one core's peak.
 
     python bench/bench_step.py [--config medium] [--steps 5] [--types f32,q8_0,q4_k_m]
 """
@@ -15,6 +18,7 @@ from __future__ import annotations
 import argparse
 import os
 import statistics
+import subprocess
 import sys
 import tempfile
 import time
@@ -40,6 +44,34 @@ def median_time(fn, reps):
         fn()
         times.append(time.perf_counter() - t0)
     return statistics.median(times)
+
+
+def core_peak(tmp: Path):
+    """(fp32, int8) G multiply-accumulates per second of one core, or None without a C compiler."""
+    from dgemma import kernels
+    width = 512 if "avx512_vnni" in kernels.cpu_features() or "avx512vnni" in kernels.cpu_features() else 256
+    exe = tmp / "peak"
+    src = Path(__file__).resolve().parent / "peak.c"
+    try:
+        subprocess.run(["cc", "-O2", f"-DWIDTH={width}", str(src), "-o", str(exe)], check=True, capture_output=True)
+        out = subprocess.run([str(exe)], check=True, capture_output=True, text=True).stdout.split()
+    except (OSError, subprocess.CalledProcessError):
+        return None
+    return float(out[1]), float(out[3])
+
+
+def kernel_rate(type_name, rows=1024, k=704, tokens=256):
+    """G multiply-accumulates per second of dgemma's single-threaded product for one weight type."""
+    from gguf import GGMLQuantizationType
+    from dgemma import kernels
+    t = getattr(GGMLQuantizationType, type_name)
+    rng = np.random.default_rng(1)
+    if t == GGMLQuantizationType.F16:
+        w = rng.standard_normal((rows, k)).astype(np.float16).view(np.uint8)
+    else:
+        w = kernels.quantize_rows(t, rng.standard_normal((rows, k)).astype(np.float32))
+    x = rng.standard_normal((tokens, k)).astype(np.float32)
+    return rows * k * tokens / median_time(lambda: kernels.gemm(t, w, x), 5) / 1e9
 
 
 def reference_sampler_step(z, n, N):
@@ -130,6 +162,8 @@ def main():
         t_sampler = median_time(lambda: ours_sampler.step(N, z), args.steps)
         t_ref_sampler = median_time(reference_sampler_step(torch.from_numpy(z)[None], N, N), args.steps)
 
+        peak = core_peak(Path(tmp))
+
     rows = [
         ("prefill (tokens/s)", args.prompt / t_prefill, args.prompt / t_ref_prefill, "higher"),
         ("decoder step, sc on (ms)", t_step * 1e3, t_ref_step * 1e3, "lower"),
@@ -143,15 +177,20 @@ def main():
         ("sampler share of a step (%)", 100 * t_sampler / (t_step + t_sampler),
          100 * t_ref_sampler / (t_ref_step + t_ref_sampler), "lower"),
     ]
+    if peak is not None:
+        rows += [("Q8_0 GEMM, 1 thread (G MAC/s)", kernel_rate("Q8_0"), peak[1], "peak"),
+                 ("F16 GEMM, 1 thread (G MAC/s)", kernel_rate("F16"), peak[0], "peak")]
     print(f"config {args.config} (canvas {C}, vocab {V}), dgemma F32 unless named, transformers F32, {threads} threads, prompt {args.prompt}, "
           f"median of {args.steps}")
     print(f"| {'measure':<30} | {'dgemma':>10} | {'transformers':>12} | {'ratio':>6} |")
     print(f"|{'-' * 32}|{'-' * 12}|{'-' * 14}|{'-' * 8}|")
     for name, ours, theirs, better in rows:
-        ratio = ours / theirs if better == "higher" else theirs / ours
+        ratio = ours / theirs if better in ("higher", "peak") else theirs / ours
         print(f"| {name:<30} | {ours:>10.1f} | {theirs:>12.1f} | {ratio:>5.2f}x |")
     print("ratio: how many times better dgemma is (speed-up; for the share, transformers' share / ours);")
-    print("the batch row's reference is dgemma itself generating the same 4 sequences one by one")
+    print("the batch row's reference is dgemma itself generating the same 4 sequences one by one;")
+    print("GEMM rows: 1024 x 704 over 256 tokens; the reference is one core's peak (bench/peak.c: vpdpbusd for")
+    print("int8, vfmadd231ps for fp32, or their AVX2 forms), the ratio the fraction of it")
 
 
 if __name__ == "__main__":

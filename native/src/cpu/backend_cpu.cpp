@@ -4,6 +4,8 @@
 #include <cmath>
 #include <cstdlib>
 #include <cstring>
+#include <map>
+#include <memory>
 #include <new>
 #include <vector>
 
@@ -65,12 +67,35 @@ public:
         t = Tensor{};
     }
 
+    // Weights stay in the mapped file; matrices whose kernel reads a packed layout (gemm.h) also
+    // get that layout here, once, so no product decodes them again (kept beside the rows, which
+    // the embedding lookups read).
     Tensor load_weight(const Tensor &h) override {
         Tensor t = h;
         t.backend = this;
+        const int64_t k = h.n_cols(), rows = h.n_rows(), matrices = h.ne[2] * h.ne[3];
+        const size_t bytes = h.data && rows > 1 ? gemm_packed_bytes(h.type_id, rows, k) : 0;
+        if (bytes == 0) return t;
+        Packed p;
+        p.isa = active_isa();
+        p.matrix_stride = h.nb[2];
+        p.matrix_bytes = bytes;
+        p.end = h.bytes_at(0) + static_cast<size_t>(matrices) * h.nb[2];
+        p.data.reset(static_cast<uint8_t *>(std::aligned_alloc(64, (bytes * static_cast<size_t>(matrices) + 63) / 64 * 64)));
+        if (!p.data) throw std::bad_alloc();
+        const int64_t panels = (rows + kPanelRows - 1) / kPanelRows;
+        const size_t panel = gemm_packed_offset(h.type_id, kPanelRows, k);
+        pool_.run(matrices * panels, [&](int64_t i, int) {
+            const int64_t m = i / panels, r0 = i % panels * kPanelRows;
+            gemm_pack_weights(h.type_id, h.bytes_at(static_cast<size_t>(m) * h.nb[2] + static_cast<size_t>(r0) * h.row_stride()),
+                              h.row_stride(), std::min(kPanelRows, rows - r0), k,
+                              p.data.get() + static_cast<size_t>(m) * bytes + static_cast<size_t>(r0 / kPanelRows) * panel);
+        });
+        packed_bytes_ += bytes * static_cast<size_t>(matrices);
+        packed_.emplace(h.bytes_at(0), std::move(p));
         return t;
     }
-    size_t weight_bytes_owned() const override { return 0; }
+    size_t weight_bytes_owned() const override { return packed_bytes_; }
 
     void upload(const Tensor &dst, const void *src, size_t bytes, size_t offset) override {
         if (bytes) std::memcpy(dst.bytes_at(offset), src, bytes);
@@ -138,7 +163,22 @@ public:
         const uint8_t *act = xq ? xq : reinterpret_cast<const uint8_t *>(x);
         const size_t act_row = xq ? xq_row : static_cast<size_t>(K) * sizeof(float);
         gemm(w.type_id, GemmArgs{w.bytes_at(static_cast<size_t>(r0) * w.row_stride()), w.row_stride(), r1 - r0, act, act_row, n,
-                                 K, y + r0, ldy});
+                                 K, y + r0, ldy, packed_rows(w, r0)});
+    }
+
+    // Rows r0.. of matrix w (a weight or one expert's slice of it) in the packed layout, or null
+    // (not packed, packed for another instruction set, or r0 not at a panel).
+    const uint8_t *packed_rows(const Tensor &w, int64_t r0) const {
+        if (packed_.empty() || r0 % kPanelRows) return nullptr;
+        const uint8_t *at = w.bytes_at(0);
+        auto it = packed_.upper_bound(at);
+        if (it == packed_.begin()) return nullptr;
+        --it;
+        const Packed &p = it->second;
+        if (at >= p.end || p.isa != active_isa()) return nullptr;
+        const size_t offset = static_cast<size_t>(at - it->first);
+        if (offset % p.matrix_stride) return nullptr;
+        return p.data.get() + offset / p.matrix_stride * p.matrix_bytes + gemm_packed_offset(w.type_id, r0, w.n_cols());
     }
 
     void matmul(const Tensor &w, const Tensor &xt, const Tensor &yt) override {
@@ -240,8 +280,7 @@ public:
             for (int64_t r = task * per_task; r < r1; ++r) {
                 const float *xr = x + r * dim;
                 float *yr = y + r * dim;
-                double ss = 0.0;
-                for (int64_t i = 0; i < dim; ++i) ss += static_cast<double>(xr[i]) * xr[i];
+                const double ss = sum_squares(xr, dim);
                 const float scale = static_cast<float>(1.0 / std::sqrt(ss / static_cast<double>(dim) + eps));
                 if (w)
                     for (int64_t i = 0; i < dim; ++i) yr[i] = xr[i] * scale * w[i];
@@ -535,7 +574,20 @@ private:
         pool_.run(chunks, [&](int64_t c, int) { f(c * kElementwiseChunk, std::min(count, (c + 1) * kElementwiseChunk)); });
     }
 
+    struct FreeDeleter {
+        void operator()(uint8_t *p) const { std::free(p); }
+    };
+    struct Packed {                // one weight tensor's matrices in their kernel's layout
+        Isa isa;                   // the set the layout is for
+        size_t matrix_stride;      // bytes between the tensor's matrices (experts) in the file
+        size_t matrix_bytes;       // bytes of one packed matrix
+        const uint8_t *end;        // the end of the tensor's rows in the file
+        std::unique_ptr<uint8_t, FreeDeleter> data;
+    };
+
     ThreadPool pool_;
+    std::map<const uint8_t *, Packed> packed_;  // by the tensor's first byte; read-only after load
+    size_t packed_bytes_ = 0;
     std::vector<Scratch> scratch_;
     std::vector<uint8_t> qx_, qx_up_;
     std::vector<int64_t> offsets_, order_, slot_of_, fill_;

@@ -31,6 +31,23 @@ void gemm_pack_activations(TensorType type, const float *x, void *dst, int64_t k
     type_traits(type_traits(type)->vec_dot_type)->from_float(x, dst, k);
 }
 
+size_t gemm_packed_bytes(TensorType type, int64_t n_rows, int64_t k) {
+    const GemmKernel kernel = gemm_kernel(type, active_isa());
+    if (!kernel.pack_panel) return 0;
+    return static_cast<size_t>((n_rows + kPanelRows - 1) / kPanelRows) * kernel.panel_bytes(k);
+}
+
+void gemm_pack_weights(TensorType type, const uint8_t *w, size_t w_stride, int64_t n_rows, int64_t k, uint8_t *dst) {
+    const GemmKernel kernel = gemm_kernel(type, active_isa());
+    const size_t panel = kernel.panel_bytes(k);
+    for (int64_t r0 = 0; r0 < n_rows; r0 += kPanelRows, dst += panel)
+        kernel.pack_panel(w + r0 * w_stride, w_stride, std::min(kPanelRows, n_rows - r0), k, dst);
+}
+
+size_t gemm_packed_offset(TensorType type, int64_t r, int64_t k) {
+    return static_cast<size_t>(r / kPanelRows) * gemm_kernel(type, active_isa()).panel_bytes(k);
+}
+
 namespace {
 
 // The product over at most one chunk of activation rows (see gemm()).

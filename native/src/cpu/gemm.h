@@ -26,7 +26,13 @@ struct GemmArgs {
     int64_t k;
     float *y;  // y[t * ldy + r] = dot(weight row r, activation row t)
     int64_t ldy;
+    // The rows' panels as gemm_pack_weights wrote them (row 0 here is a multiple of kPanelRows of
+    // the packed matrix), or null: the kernel reads w (decoding each panel per call if it packs).
+    const uint8_t *packed = nullptr;
 };
+
+// Rows per panel of the packed layouts.
+constexpr int64_t kPanelRows = 16;
 
 using GemmFn = void (*)(const GemmArgs &a);
 using QuantizeFn = void (*)(const float *x, void *dst, int64_t n);
@@ -36,6 +42,9 @@ struct GemmKernel {
     GemmFn run = nullptr;       // null: no register-blocked kernel (vec_dot per pair, or the float path)
     QuantizeFn pack = nullptr;  // float row -> the row `run` takes; null: the vec_dot_type's reference quantizer
     size_t (*packed_bytes)(int64_t k) = nullptr;  // bytes of a packed row of k elements (with pack)
+    // Weight panels in the kernel's layout, made once at load (null: the kernel reads rows as stored).
+    void (*pack_panel)(const uint8_t *w0, size_t w_stride, int64_t rows, int64_t k, uint8_t *dst) = nullptr;
+    size_t (*panel_bytes)(int64_t k) = nullptr;  // bytes of one packed panel of rows of k elements
 };
 
 GemmKernel gemm_kernel(TensorType type, Isa isa);
@@ -45,6 +54,14 @@ GemmKernel gemm_kernel(TensorType type, Isa isa);
 // per row; 0 for a type without an integer dot product, whose kernels take float32 rows.
 size_t gemm_activation_bytes(TensorType type, int64_t k);
 void gemm_pack_activations(TensorType type, const float *x, void *dst, int64_t k);
+
+// Weight rows in the layout the active set's kernel for `type` reads, so that no call decodes them
+// again (the CPU backend packs its weights at load): bytes for n_rows rows of k elements (0: the
+// kernel reads rows as stored), the packing, and the byte offset of row r (a multiple of
+// kPanelRows) in the packed matrix.
+size_t gemm_packed_bytes(TensorType type, int64_t n_rows, int64_t k);
+void gemm_pack_weights(TensorType type, const uint8_t *w, size_t w_stride, int64_t n_rows, int64_t k, uint8_t *dst);
+size_t gemm_packed_offset(TensorType type, int64_t r, int64_t k);
 
 // The product with the active set's kernel for `type`, activations from gemm_pack_activations;
 // where the set has no kernel, its vec_dot per (row, token) pair, or for a type without one the

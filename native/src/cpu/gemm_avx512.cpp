@@ -56,7 +56,6 @@ DG_TARGET inline void store_tile(const __m512 (&acc)[NR][NT], const GemmArgs &a,
 // which starts each block's integer sum. Each token's results are the same whatever tokens share
 // its tile (the same operations in the same order), so batching never changes a sequence's bits.
 
-constexpr int kPanelRows = 16;
 
 struct PanelBlock {    // one 32-element block of a panel
     __m512i codes[8];  // register q, lane i: u of row i, elements 4q .. 4q+3
@@ -214,22 +213,38 @@ DG_TARGET inline void panel_tile(const PanelBlock *p, int64_t nb, const uint8_t 
     for (int t = 0; t < NT; ++t) _mm512_mask_storeu_ps(y + t * ldy, rows, acc[t]);
 }
 
-// Each panel is repacked once and swept by every token (the packed panel, 576 B per block, stays
-// in L1 for rows up to ~2600 elements).
+// One panel (rows <= 16 rows from w0, w_stride apart, k elements) decoded into nb = k / 32 blocks.
+template <typename P>
+DG_TARGET void decode_panel(const uint8_t *w0, size_t w_stride, int64_t rows, int64_t k, PanelBlock *panel) {
+    const int64_t nb = k / 32;
+    const __m512i lane = _mm512_setr_epi32(0, 1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11, 12, 13, 14, 15);
+    const __m512i off = _mm512_mullo_epi32(lane, _mm512_set1_epi32(static_cast<int>(w_stride)));
+    const __mmask16 mask = static_cast<__mmask16>((1u << rows) - 1);
+    for (int64_t b = 0; b < nb; b += P::kGroup)
+        P::decode(w0 + b * sizeof(typename P::Block), w_stride, off, mask, std::min<int64_t>(P::kGroup, nb - b), panel + b);
+}
+
+size_t panel_bytes(int64_t k) { return static_cast<size_t>(k / 32) * sizeof(PanelBlock); }
+
+template <typename P>
+DG_TARGET void pack_panel(const uint8_t *w0, size_t w_stride, int64_t rows, int64_t k, uint8_t *dst) {
+    decode_panel<P>(w0, w_stride, rows, k, reinterpret_cast<PanelBlock *>(dst));
+}
+
+// Panels come packed at load (a.packed) or are decoded here once per call; either way each is
+// swept by every token (a panel, 576 B per block, stays in L1 for rows up to ~2600 elements).
 template <typename P>
 DG_TARGET void gemm_panels(const GemmArgs &a) {
     constexpr int64_t kTokens = 8;
     const int64_t nb = a.k / 32;
     thread_local std::vector<uint8_t> buf;
-    PanelBlock *const panel = aligned_scratch<PanelBlock>(buf, nb);
-    const __m512i lane = _mm512_setr_epi32(0, 1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11, 12, 13, 14, 15);
-    const __m512i off = _mm512_mullo_epi32(lane, _mm512_set1_epi32(static_cast<int>(a.w_stride)));
+    PanelBlock *const scratch = a.packed ? nullptr : aligned_scratch<PanelBlock>(buf, nb);
     for (int64_t r0 = 0; r0 < a.n_rows; r0 += kPanelRows) {
         const int64_t rows = std::min<int64_t>(kPanelRows, a.n_rows - r0);
         const __mmask16 mask = static_cast<__mmask16>((1u << rows) - 1);
-        const uint8_t *w0 = a.w + r0 * a.w_stride;
-        for (int64_t b = 0; b < nb; b += P::kGroup)
-            P::decode(w0 + b * sizeof(typename P::Block), a.w_stride, off, mask, std::min<int64_t>(P::kGroup, nb - b), panel + b);
+        const PanelBlock *panel = scratch;
+        if (a.packed) panel = reinterpret_cast<const PanelBlock *>(a.packed) + r0 / kPanelRows * nb;
+        else decode_panel<P>(a.w + r0 * a.w_stride, a.w_stride, rows, a.k, scratch);
         float *y = a.y + r0;
         int64_t t = 0;
         for (; t + kTokens <= a.n_tokens; t += kTokens) panel_tile<kTokens>(panel, nb, a.x + t * a.x_stride, a.x_stride, y + t * a.ldy, a.ldy, mask);
@@ -496,9 +511,12 @@ size_t q8_k_bytes(int64_t k) { return static_cast<size_t>(k / kQK_K) * sizeof(Bl
 
 GemmKernel gemm_kernel_avx512(TensorType type) {
     switch (type) {
-        case TensorType::Q8_0: return {gemm_panels<Q8_0Panel>, pack_act_blocks<Q8_0Panel>, act_blocks_bytes<Q8_0Panel>};
-        case TensorType::Q4_0: return {gemm_panels<Q4_0Panel>, pack_act_blocks<Q4_0Panel>, act_blocks_bytes<Q4_0Panel>};
-        case TensorType::Q5_0: return {gemm_panels<Q5_0Panel>, pack_act_blocks<Q5_0Panel>, act_blocks_bytes<Q5_0Panel>};
+        case TensorType::Q8_0:
+            return {gemm_panels<Q8_0Panel>, pack_act_blocks<Q8_0Panel>, act_blocks_bytes<Q8_0Panel>, pack_panel<Q8_0Panel>, panel_bytes};
+        case TensorType::Q4_0:
+            return {gemm_panels<Q4_0Panel>, pack_act_blocks<Q4_0Panel>, act_blocks_bytes<Q4_0Panel>, pack_panel<Q4_0Panel>, panel_bytes};
+        case TensorType::Q5_0:
+            return {gemm_panels<Q5_0Panel>, pack_act_blocks<Q5_0Panel>, act_blocks_bytes<Q5_0Panel>, pack_panel<Q5_0Panel>, panel_bytes};
         case TensorType::Q4_1:
         case TensorType::Q5_1: return {nullptr, quantize_q8_0_avx512, q8_0_bytes};
         case TensorType::Q4_K: return {gemm_k<BlockQ4_K>, quantize_q8_k_avx512, q8_k_bytes};

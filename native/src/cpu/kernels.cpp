@@ -293,6 +293,28 @@ __attribute__((always_inline)) inline void softmax_lanes(float *x, int64_t n) {
     for (; i < n; ++i) x[i] *= inv;
 }
 
+template <typename V>
+__attribute__((always_inline)) inline double sum_squares_lanes(const float *x, int64_t n) {
+    constexpr int L = sizeof(V) / sizeof(float);
+    using D = typename DoubleLanes<V>::type;
+    D sum = {};
+    int64_t i = 0;
+    for (; i + L <= n; i += L) {
+        const D v = __builtin_convertvector(load<V>(x + i), D);
+        sum += v * v;
+    }
+    double total = 0.0;
+    for (int l = 0; l < L; ++l) total += sum[l];
+    for (; i < n; ++i) total += static_cast<double>(x[i]) * x[i];
+    return total;
+}
+
+double sum_squares_generic(const float *x, int64_t n) {
+    double total = 0.0;
+    for (int64_t i = 0; i < n; ++i) total += static_cast<double>(x[i]) * x[i];
+    return total;
+}
+
 void softmax_generic(float *x, int64_t n) {
     float mx = -INFINITY;
     for (int64_t i = 0; i < n; ++i) mx = std::max(mx, x[i]);
@@ -363,6 +385,12 @@ __attribute__((target("avx512f,avx512bw,avx512vl,fma"))) void softcap_avx512(flo
     softcap_lanes<v16>(x, n, cap);
 }
 
+__attribute__((target("avx2,fma"))) double sum_squares_avx2(const float *x, int64_t n) { return sum_squares_lanes<v8>(x, n); }
+
+__attribute__((target("avx512f,avx512bw,avx512vl,fma"))) double sum_squares_avx512(const float *x, int64_t n) {
+    return sum_squares_lanes<v16>(x, n);
+}
+
 __attribute__((target("avx2,fma"))) void softmax_avx2(float *x, int64_t n) { softmax_lanes<v8>(x, n); }
 
 __attribute__((target("avx512f,avx512bw,avx512vl,fma"))) void softmax_avx512(float *x, int64_t n) {
@@ -425,6 +453,17 @@ void softcap(float *x, int64_t n, float cap) {
     }
 #endif
     softcap_generic(x, n, cap);
+}
+
+double sum_squares(const float *x, int64_t n) {
+#ifdef DG_X86_KERNELS
+    switch (active_isa()) {
+        case Isa::Avx512: return sum_squares_avx512(x, n);
+        case Isa::Avx2: return sum_squares_avx2(x, n);
+        case Isa::Generic: break;
+    }
+#endif
+    return sum_squares_generic(x, n);
 }
 
 void softmax(float *x, int64_t n) {

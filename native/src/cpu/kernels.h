@@ -29,6 +29,9 @@ void softcap(float *x, int64_t n, float cap);
 // polynomial exp (relative error about 2e-7); the generic set's is std::exp.
 double exp_sum(const float *x, int64_t n, float shift, float scale, float *out);
 
+// The sum of x[i]^2 in double (RMS norm): lane-wise sums, then across lanes.
+double sum_squares(const float *x, int64_t n);
+
 // x = softmax(x) in place (-inf entries become 0; at least one entry finite): max, exp_sum, scale.
 void softmax(float *x, int64_t n);
 
