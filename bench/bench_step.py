@@ -8,7 +8,11 @@ The sampler is timed on the same logits: dgemma's native sampler against transfo
 EntropyBoundSampler + temperature + multinomial + stopping classes. The last rows put the CPU
 kernels against the core's peak, measured in the same run by bench/peak.c (12 chains of
 vfmadd231ps and of vpdpbusd, compiled here with cc): one thread of the Q8_0 (integer) and F16
-(float) products at 1024 x 704 over 256 tokens, as a fraction of one core's peak.
+(float) products at 1024 x 704 over 256 tokens, as a fraction of one core's peak. The 26B-A4B
+row is one sliding-window layer at the released model's shapes in Q4_K_M (random blocks: the
+attention, the dense MLP and the 128-expert MoE, 256 canvas rows over 512 cached positions, the
+CPU's share of a step when experts are offloaded): the step of a 2-layer file minus that of a
+1-layer one (both with a 1024-token vocabulary), all threads against one thread.
 
     python bench/bench_step.py [--config medium] [--steps 5] [--types f32,q8_0,q4_k_m]
 """
@@ -72,6 +76,30 @@ def kernel_rate(type_name, rows=1024, k=704, tokens=256):
         w = kernels.quantize_rows(t, rng.standard_normal((rows, k)).astype(np.float32))
     x = rng.standard_normal((tokens, k)).astype(np.float32)
     return rows * k * tokens / median_time(lambda: kernels.gemm(t, w, x), 5) / 1e9
+
+
+def full_layer_ms(tmp: Path, threads: int, steps: int, prompt_len: int):
+    """(all threads, one thread) ms of one sliding layer at the 26B-A4B shapes, Q4_K_M (see the docstring)."""
+    from dgemma.convert.random_model import PRESETS, write_random_blocks_gguf
+    paths = {}
+    for n_layer in (1, 2):
+        paths[n_layer] = tmp / f"full-{n_layer}.gguf"
+        write_random_blocks_gguf(paths[n_layer], dict(PRESETS["full"], num_hidden_layers=n_layer, vocab_size=1024),
+                                 "Q4_K_M", progress=None)
+    rng = np.random.default_rng(2)
+    prompt, canvas = rng.integers(0, 1024, prompt_len), rng.integers(0, 1024, PRESETS["full"]["canvas_length"])
+
+    def step(path, n_threads):
+        with dgemma.Model(path, threads=n_threads) as m:
+            s = m.session()
+            s.prefill(prompt)
+            z = s.denoise(canvas)
+            out, sc = np.empty_like(z), z / 0.8
+            t = median_time(lambda: s.denoise(canvas, sc, out=out), steps)
+            s.close()
+        return t
+
+    return tuple(1e3 * (step(paths[2], n) - step(paths[1], n)) for n in (threads, 1))
 
 
 def reference_sampler_step(z, n, N):
@@ -163,6 +191,7 @@ def main():
         t_ref_sampler = median_time(reference_sampler_step(torch.from_numpy(z)[None], N, N), args.steps)
 
         peak = core_peak(Path(tmp))
+        layer_all, layer_one = full_layer_ms(Path(tmp), threads, args.steps, args.prompt)
 
     rows = [
         ("prefill (tokens/s)", args.prompt / t_prefill, args.prompt / t_ref_prefill, "higher"),
@@ -177,6 +206,7 @@ def main():
         ("sampler share of a step (%)", 100 * t_sampler / (t_step + t_sampler),
          100 * t_ref_sampler / (t_ref_step + t_ref_sampler), "lower"),
     ]
+    rows.append(("26B-A4B layer, Q4_K_M, all threads (ms)", layer_all, layer_one, "lower"))
     if peak is not None:
         rows += [("Q8_0 GEMM, 1 thread (G MAC/s)", kernel_rate("Q8_0"), peak[1], "peak"),
                  ("F16 GEMM, 1 thread (G MAC/s)", kernel_rate("F16"), peak[0], "peak")]
@@ -189,6 +219,7 @@ def main():
         print(f"| {name:<30} | {ours:>10.1f} | {theirs:>12.1f} | {ratio:>5.2f}x |")
     print("ratio: how many times better dgemma is (speed-up; for the share, transformers' share / ours);")
     print("the batch row's reference is dgemma itself generating the same 4 sequences one by one;")
+    print("26B-A4B layer row: one sliding layer at the released shapes; its reference is the same on one thread")
     print("GEMM rows: 1024 x 704 over 256 tokens; the reference is one core's peak (bench/peak.c: vpdpbusd for")
     print("int8, vfmadd231ps for fp32, or their AVX2 forms), the ratio the fraction of it")
 

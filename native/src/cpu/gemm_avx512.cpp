@@ -3,6 +3,7 @@
 // accumulator, and integer sums are exact per block (per super-block for the K-quants) before the
 // float scales apply, as in the vec_dot kernels.
 #include <algorithm>
+#include <cstddef>
 #include <cstring>
 #include <type_traits>
 #include <vector>
@@ -271,139 +272,188 @@ DG_TARGET inline void tiles(const GemmArgs &a) {
     }
 }
 
-// ---- K-quants against Q8_K ----
-// A weight super-block decodes to four registers of unsigned codes (64 elements each, in element
-// order) and four registers of int16 group scales, one per int16 product lane of vpmaddubsw;
-// vpdpwssd applies the scales. Per (row, token) the integer sum of the super-block is exact.
+// ---- K-quants (Q4_K, Q5_K, Q6_K) against Q8_K activations, in lane-per-row panels ----
+// A super-block of 16 rows decodes to 64 registers of unsigned codes (register q: elements
+// 4q .. 4q+3 of the 16 rows) and per-row float scales per group. A group's integer sum (8 or 4
+// vpdpbusd) takes its scale in one convert and FMA; Q4_K/Q5_K subtract dmin * sum(m_j * x-sums)
+// through 8 vpdpwssd on the activations' 16-element sums; Q6_K's offset of 32 starts each group's
+// sum at -32 * its x-sum. One FMA per super-block applies the activation scale.
 
-struct SuperBlock {
-    __m512i codes[4];
-    __m512i scales[4];
-    __m512i corr;    // int16 lanes against the activations' 16 group sums (upper half zero)
-    float d, dmin;   // dmin: the factor of the int32 sum corr . bsums (0: corr is part of the integer sum)
+struct KPanel {         // one super-block (256 elements) of a panel
+    __m512i codes[64];  // register q: codes of elements 4q .. 4q+3, lane i = row i
+    __m512 scale[16];   // group g, lane i: d * sc_g of row i (Q4_K/Q5_K: 8 groups of 32; Q6_K: 16 of 16)
+    __m512i mins[8];    // Q4_K/Q5_K: lane i = the int16 pair (m_p, m_p) of row i
+    __m512 dmin;        // Q4_K/Q5_K: dmin of row i
 };
 
-// Q4_K / Q5_K: codes q, x = d*sc * q - dmin*m per 32-element group.
+struct ActSuper {       // one Q8_K super-block of one token, as the K panel tiles read it
+    float d;
+    int8_t qs[256];
+    int16_t bsums[16];  // sums of 16 elements; as dwords, the pairs (bsums[2p], bsums[2p + 1])
+    int32_t neg32[16];  // -32 * bsums[g] (Q6_K's offset)
+};
+
+size_t act_super_bytes(int64_t k) { return static_cast<size_t>(k / kQK_K) * sizeof(ActSuper); }
+
+DG_TARGET void pack_act_super(const float *x, void *dst, int64_t k) {
+    ActSuper *out = static_cast<ActSuper *>(dst);
+    for (int64_t i = 0; i < k / kQK_K; ++i) {
+        BlockQ8_K b;
+        quantize_q8_k_avx512(x + kQK_K * i, &b, kQK_K);  // the reference rule, bit for bit
+        out[i].d = b.d;
+        std::memcpy(out[i].qs, b.qs, sizeof(b.qs));
+        std::memcpy(out[i].bsums, b.bsums, sizeof(b.bsums));
+        for (int g = 0; g < 16; ++g) out[i].neg32[g] = -32 * b.bsums[g];
+    }
+}
+
+// Row i's 64 bytes (or 32, upper half zero) at at + i * stride, transposed to dwords.
+DG_TARGET inline void rows64(const uint8_t *at, size_t stride, __mmask16 rows, bool half, __m512i (&r)[16]) {
+    load_transposed(at, stride, rows, 2, 32, half ? 1 : 2, r);
+}
+
+template <typename Block>
+DG_TARGET inline void k4_scales(const uint8_t *b0, size_t stride, __mmask16 rows, KPanel &p) {
+    alignas(64) float sc[8][16] = {}, dmin[16] = {};
+    alignas(64) int32_t mp[8][16] = {};
+    for (int i = 0; i < 16; ++i) {
+        if (!(rows >> i & 1)) continue;
+        const Block &b = *reinterpret_cast<const Block *>(b0 + i * stride);
+        const float d = f16(b.d);
+        dmin[i] = f16(b.dmin);
+        for (int j = 0; j < 8; ++j) {
+            int s, m;
+            k4_scale_min(b.scales, j, &s, &m);
+            sc[j][i] = d * static_cast<float>(s);
+            mp[j][i] = m | m << 16;
+        }
+    }
+    for (int j = 0; j < 8; ++j) {
+        p.scale[j] = _mm512_load_ps(sc[j]);
+        p.mins[j] = _mm512_load_si512(mp[j]);
+    }
+    p.dmin = _mm512_load_ps(dmin);
+}
+
+// Q4_K / Q5_K: 64-element chunk k is qs[32k .. 32k+31], low nibbles elements 64k.., high 64k+32..;
+// Q5_K's bit j of qh[l] is bit 4 of element 32j + l.
 template <typename Block, bool kFiveBit>
-DG_TARGET inline void decode_q45_k(const Block &b, SuperBlock &s) {
-    int sc[8], m[8];
-    for (int j = 0; j < 8; ++j) k4_scale_min(b.scales, j, &sc[j], &m[j]);
-    __m256i qh = _mm256_setzero_si256();
-    if constexpr (kFiveBit) qh = load256(b.qh);
-    for (int k = 0; k < 4; ++k) {
-        const __m256i v = load256(b.qs + 32 * k);
-        __m256i lo = _mm256_and_si256(v, _mm256_set1_epi8(0x0f));
-        __m256i hi = _mm256_and_si256(_mm256_srli_epi16(v, 4), _mm256_set1_epi8(0x0f));
-        if constexpr (kFiveBit) {
-            const __mmask32 blo = _mm256_test_epi8_mask(qh, _mm256_set1_epi8(static_cast<char>(1 << (2 * k))));
-            const __mmask32 bhi = _mm256_test_epi8_mask(qh, _mm256_set1_epi8(static_cast<char>(1 << (2 * k + 1))));
-            lo = _mm256_mask_add_epi8(lo, blo, lo, _mm256_set1_epi8(0x10));
-            hi = _mm256_mask_add_epi8(hi, bhi, hi, _mm256_set1_epi8(0x10));
-        }
-        s.codes[k] = join(lo, hi);
-        s.scales[k] = join(_mm256_set1_epi16(static_cast<short>(sc[2 * k])), _mm256_set1_epi16(static_cast<short>(sc[2 * k + 1])));
-    }
-    // Each min covers two 16-element activation groups.
-    s.corr = _mm512_zextsi256_si512(_mm256_setr_epi16(m[0], m[0], m[1], m[1], m[2], m[2], m[3], m[3], m[4], m[4], m[5], m[5],
-                                                      m[6], m[6], m[7], m[7]));
-    s.d = f16(b.d);
-    s.dmin = f16(b.dmin);
-}
-
-// Q6_K: codes q + 32 (0..63), x = d*sc * q per 16-element group; the offset goes into the integer
-// sum through corr = -32 * sc.
-DG_TARGET inline void decode_q6_k(const BlockQ6_K &b, SuperBlock &s) {
-    const __m256i sc16 = _mm256_cvtepi8_epi16(_mm_loadu_si128(reinterpret_cast<const __m128i *>(b.scales)));
-    const __m512i sc = _mm512_castsi256_si512(sc16);
-    // int16 lane i of register j covers elements 64j + 2i, 2i + 1: group 4j + i / 8.
-    alignas(64) static const int16_t kGroupOf[4][32] = {
-        {0, 0, 0, 0, 0, 0, 0, 0, 1, 1, 1, 1, 1, 1, 1, 1, 2, 2, 2, 2, 2, 2, 2, 2, 3, 3, 3, 3, 3, 3, 3, 3},
-        {4, 4, 4, 4, 4, 4, 4, 4, 5, 5, 5, 5, 5, 5, 5, 5, 6, 6, 6, 6, 6, 6, 6, 6, 7, 7, 7, 7, 7, 7, 7, 7},
-        {8, 8, 8, 8, 8, 8, 8, 8, 9, 9, 9, 9, 9, 9, 9, 9, 10, 10, 10, 10, 10, 10, 10, 10, 11, 11, 11, 11, 11, 11, 11, 11},
-        {12, 12, 12, 12, 12, 12, 12, 12, 13, 13, 13, 13, 13, 13, 13, 13, 14, 14, 14, 14, 14, 14, 14, 14, 15, 15, 15, 15, 15, 15, 15, 15}};
-    // Register j = 2n + h: low (h = 0) or high nibbles of ql[64n..64n+63] and bit pairs 2t.. of
-    // qh[32n..32n+31] for t = 2h (first 32 elements) and 2h + 1 (next 32).
-    for (int n = 0; n < 2; ++n) {
-        const __m512i ql = load512(b.ql + 64 * n);
-        const __m512i qh = _mm512_broadcast_i64x4(load256(b.qh + 32 * n));
+struct Q45KPanel {
+    static constexpr bool kSixBit = false;
+    DG_TARGET static void decode(const uint8_t *b0, size_t stride, __mmask16 rows, KPanel &p) {
+        const __m512i m = _mm512_set1_epi8(0x0f);
         for (int h = 0; h < 2; ++h) {
-            const __m512i shift = join(_mm256_set1_epi16(static_cast<short>(4 * h)), _mm256_set1_epi16(static_cast<short>(4 * h + 2)));
-            const __m512i high = _mm512_and_si512(_mm512_srlv_epi16(qh, shift), _mm512_set1_epi8(3));
-            const __m512i low = _mm512_and_si512(h ? _mm512_srli_epi16(ql, 4) : ql, _mm512_set1_epi8(0x0f));
-            s.codes[2 * n + h] = _mm512_or_si512(low, _mm512_slli_epi16(high, 4));
-            s.scales[2 * n + h] = _mm512_permutexvar_epi16(load512(kGroupOf[2 * n + h]), sc);
+            __m512i r[16];
+            rows64(b0 + offsetof(Block, qs) + 64 * h, stride, rows, false, r);
+            for (int kk = 0; kk < 2; ++kk) {
+                const int k = 2 * h + kk;
+                for (int q = 0; q < 8; ++q) {
+                    p.codes[16 * k + q] = _mm512_and_si512(r[8 * kk + q], m);
+                    p.codes[16 * k + 8 + q] = _mm512_and_si512(_mm512_srli_epi16(r[8 * kk + q], 4), m);
+                }
+            }
         }
+        if constexpr (kFiveBit) {
+            __m512i qh[16];
+            rows64(b0 + offsetof(Block, qh), stride, rows, true, qh);
+            for (int j = 0; j < 8; ++j)
+                for (int q = 0; q < 8; ++q) {
+                    const __m512i bit = _mm512_and_si512(_mm512_srli_epi32(qh[q], j), _mm512_set1_epi32(0x01010101));
+                    p.codes[8 * j + q] = _mm512_or_si512(p.codes[8 * j + q], _mm512_slli_epi32(bit, 4));
+                }
+        }
+        k4_scales<Block>(b0, stride, rows, p);
     }
-    s.corr = _mm512_zextsi256_si512(_mm256_sub_epi16(_mm256_setzero_si256(), _mm256_slli_epi16(sc16, 5)));
-    s.d = f16(b.d);
-    s.dmin = 0.0f;
+};
+
+// Bits shift, shift + 1 of each byte of h as bits 4-5.
+DG_TARGET inline __m512i two_bits(__m512i h, int shift) {
+    return _mm512_slli_epi32(_mm512_and_si512(_mm512_srli_epi32(h, shift), _mm512_set1_epi8(0x03)), 4);
 }
 
-template <typename Block>
-DG_TARGET inline void decode_k(const Block &b, SuperBlock &s) {
-    if constexpr (std::is_same_v<Block, BlockQ4_K>) decode_q45_k<BlockQ4_K, false>(b, s);
-    else if constexpr (std::is_same_v<Block, BlockQ5_K>) decode_q45_k<BlockQ5_K, true>(b, s);
-    else decode_q6_k(b, s);
+// Q6_K: in half n, byte l of ql[64n ..] and of qh[32n ..] give elements 128n + l (+32, +64, +96):
+// low nibble of ql[l] and qh bits 0-1, low nibble of ql[l + 32] and bits 2-3, high nibble of ql[l]
+// and bits 4-5, high nibble of ql[l + 32] and bits 6-7.
+struct Q6KPanel {
+    static constexpr bool kSixBit = true;
+    DG_TARGET static void decode(const uint8_t *b0, size_t stride, __mmask16 rows, KPanel &p) {
+        const __m512i m4 = _mm512_set1_epi8(0x0f);
+        for (int n = 0; n < 2; ++n) {
+            __m512i ql[16], qh[16];
+            rows64(b0 + offsetof(BlockQ6_K, ql) + 64 * n, stride, rows, false, ql);
+            rows64(b0 + offsetof(BlockQ6_K, qh) + 32 * n, stride, rows, true, qh);
+            for (int w = 0; w < 8; ++w) {
+                const __m512i lo = ql[w], hi = ql[8 + w], h = qh[w];
+                p.codes[32 * n + w] = _mm512_or_si512(_mm512_and_si512(lo, m4), two_bits(h, 0));
+                p.codes[32 * n + 8 + w] = _mm512_or_si512(_mm512_and_si512(hi, m4), two_bits(h, 2));
+                p.codes[32 * n + 16 + w] = _mm512_or_si512(_mm512_and_si512(_mm512_srli_epi16(lo, 4), m4), two_bits(h, 4));
+                p.codes[32 * n + 24 + w] = _mm512_or_si512(_mm512_and_si512(_mm512_srli_epi16(hi, 4), m4), two_bits(h, 6));
+            }
+        }
+        alignas(64) float sc[16][16] = {};
+        for (int i = 0; i < 16; ++i) {
+            if (!(rows >> i & 1)) continue;
+            const BlockQ6_K &b = *reinterpret_cast<const BlockQ6_K *>(b0 + i * stride);
+            const float d = f16(b.d);
+            for (int g = 0; g < 16; ++g) sc[g][i] = d * static_cast<float>(b.scales[g]);
+        }
+        for (int g = 0; g < 16; ++g) p.scale[g] = _mm512_load_ps(sc[g]);
+    }
+};
+
+DG_TARGET inline __m512i bcast32(const void *p) {
+    int32_t v;
+    std::memcpy(&v, p, 4);
+    return _mm512_set1_epi32(v);
 }
 
-// NR packed rows (ns super-blocks each, rows ns apart) x NT activation rows; y at row r0, token t0.
-template <bool kMin, int NR, int NT>
-DG_TARGET inline void tile_k(const SuperBlock *w, int64_t ns, const GemmArgs &a, int64_t r0, int64_t t0) {
-    const BlockQ8_K *x[NT];
-    for (int t = 0; t < NT; ++t) x[t] = reinterpret_cast<const BlockQ8_K *>(a.x + (t0 + t) * a.x_stride);
-    __m512 acc[NR][NT];
-    for (int r = 0; r < NR; ++r)
-        for (int t = 0; t < NT; ++t) acc[r][t] = _mm512_setzero_ps();
+template <bool kSixBit, int NT>
+DG_TARGET inline void k_panel_tile(const KPanel *p, int64_t ns, const uint8_t *x0, size_t x_stride, float *y, int64_t ldy,
+                                   __mmask16 rows) {
+    const ActSuper *x[NT];
+    for (int t = 0; t < NT; ++t) x[t] = reinterpret_cast<const ActSuper *>(x0 + t * x_stride);
+    __m512 acc[NT];
+    for (int t = 0; t < NT; ++t) acc[t] = _mm512_setzero_ps();
     for (int64_t i = 0; i < ns; ++i) {
-        for (int t = 0; t < NT; ++t) {
-            const BlockQ8_K &y = x[t][i];
-            const __m512i bsums = _mm512_castsi256_si512(load256(y.bsums));  // upper half meets zeros
-            for (int r = 0; r < NR; ++r) {
-                const SuperBlock &s = w[r * ns + i];
-                __m512i isum = _mm512_setzero_si512();
-                for (int k = 0; k < 4; ++k)
-                    isum = _mm512_dpwssd_epi32(isum, _mm512_maddubs_epi16(s.codes[k], load512(y.qs + 64 * k)), s.scales[k]);
-                if constexpr (kMin) {
-                    const __m512i msum = _mm512_madd_epi16(bsums, s.corr);
-                    acc[r][t] = _mm512_fmadd_ps(_mm512_cvtepi32_ps(isum), _mm512_set1_ps(y.d * s.d), acc[r][t]);
-                    acc[r][t] = _mm512_fnmadd_ps(_mm512_cvtepi32_ps(msum), _mm512_set1_ps(y.d * s.dmin), acc[r][t]);
-                } else {
-                    isum = _mm512_dpwssd_epi32(isum, bsums, s.corr);
-                    acc[r][t] = _mm512_fmadd_ps(_mm512_cvtepi32_ps(isum), _mm512_set1_ps(y.d * s.d), acc[r][t]);
-                }
-            }
+        const KPanel &w = p[i];
+        __m512 f[NT];
+        __m512i s[NT];
+        for (int t = 0; t < NT; ++t) f[t] = _mm512_setzero_ps();
+        constexpr int kGroups = kSixBit ? 16 : 8, kRegs = 64 / kGroups;  // registers (4 elements) per group
+        for (int g = 0; g < kGroups; ++g) {
+            for (int t = 0; t < NT; ++t) s[t] = kSixBit ? _mm512_set1_epi32(x[t][i].neg32[g]) : _mm512_setzero_si512();
+            for (int q = 0; q < kRegs; ++q)
+                for (int t = 0; t < NT; ++t)
+                    s[t] = _mm512_dpbusd_epi32(s[t], w.codes[kRegs * g + q], bcast32(x[t][i].qs + 4 * (kRegs * g + q)));
+            for (int t = 0; t < NT; ++t) f[t] = _mm512_fmadd_ps(_mm512_cvtepi32_ps(s[t]), w.scale[g], f[t]);
         }
+        if constexpr (!kSixBit) {
+            for (int t = 0; t < NT; ++t) s[t] = _mm512_setzero_si512();
+            for (int q = 0; q < 8; ++q)
+                for (int t = 0; t < NT; ++t) s[t] = _mm512_dpwssd_epi32(s[t], w.mins[q], bcast32(x[t][i].bsums + 2 * q));
+            for (int t = 0; t < NT; ++t) f[t] = _mm512_fnmadd_ps(_mm512_cvtepi32_ps(s[t]), w.dmin, f[t]);
+        }
+        for (int t = 0; t < NT; ++t) acc[t] = _mm512_fmadd_ps(f[t], _mm512_set1_ps(x[t][i].d), acc[t]);
     }
-    store_tile<NR, NT>(acc, a, r0, t0);
+    for (int t = 0; t < NT; ++t) _mm512_mask_storeu_ps(y + t * ldy, rows, acc[t]);
 }
 
-// Panels of kPanel rows decoded once per call, swept by every group of kTokens activation rows.
-template <typename Block>
-DG_TARGET void gemm_k(const GemmArgs &a) {
-    constexpr bool kMin = !std::is_same_v<Block, BlockQ6_K>;
-    constexpr int64_t kPanel = 16, kTokens = 4, kRows = 4;  // 4 x 4 tiles: 16 accumulators
+// Panels decoded once per call (a K panel takes 2.25 bytes per weight: not kept), swept by every token.
+template <typename P, typename Block>
+DG_TARGET void gemm_k_panels(const GemmArgs &a) {
+    constexpr int64_t kTokens = 4;
     const int64_t ns = a.k / kQK_K;
-    thread_local std::vector<uint8_t> w_buf;
-    SuperBlock *const wp = aligned_scratch<SuperBlock>(w_buf, kPanel * ns);
-    for (int64_t p0 = 0; p0 < a.n_rows; p0 += kPanel) {
-        const int64_t rows = std::min(kPanel, a.n_rows - p0);
-        for (int64_t r = 0; r < rows; ++r) {
-            const Block *b = reinterpret_cast<const Block *>(a.w + (p0 + r) * a.w_stride);
-            for (int64_t i = 0; i < ns; ++i) decode_k(b[i], wp[r * ns + i]);
-        }
-        for (int64_t r = 0; r < rows; r += kRows) {
-            const SuperBlock *w = wp + r * ns;
-            int64_t t = 0;
-            if (r + kRows <= rows) {
-                for (; t + kTokens <= a.n_tokens; t += kTokens) tile_k<kMin, kRows, kTokens>(w, ns, a, p0 + r, t);
-                for (; t < a.n_tokens; ++t) tile_k<kMin, kRows, 1>(w, ns, a, p0 + r, t);
-            } else {
-                for (int64_t rr = r; rr < rows; ++rr) {
-                    for (t = 0; t + kTokens <= a.n_tokens; t += kTokens) tile_k<kMin, 1, kTokens>(wp + rr * ns, ns, a, p0 + rr, t);
-                    for (; t < a.n_tokens; ++t) tile_k<kMin, 1, 1>(wp + rr * ns, ns, a, p0 + rr, t);
-                }
-            }
-        }
+    thread_local std::vector<uint8_t> buf;
+    KPanel *const panel = aligned_scratch<KPanel>(buf, ns);
+    for (int64_t r0 = 0; r0 < a.n_rows; r0 += kPanelRows) {
+        const int64_t rows = std::min<int64_t>(kPanelRows, a.n_rows - r0);
+        const __mmask16 mask = static_cast<__mmask16>((1u << rows) - 1);
+        for (int64_t i = 0; i < ns; ++i) P::decode(a.w + r0 * a.w_stride + i * sizeof(Block), a.w_stride, mask, panel[i]);
+        float *y = a.y + r0;
+        int64_t t = 0;
+        for (; t + kTokens <= a.n_tokens; t += kTokens)
+            k_panel_tile<P::kSixBit, kTokens>(panel, ns, a.x + t * a.x_stride, a.x_stride, y + t * a.ldy, a.ldy, mask);
+        for (; t < a.n_tokens; ++t) k_panel_tile<P::kSixBit, 1>(panel, ns, a.x + t * a.x_stride, a.x_stride, y + t * a.ldy, a.ldy, mask);
     }
 }
 
@@ -519,9 +569,9 @@ GemmKernel gemm_kernel_avx512(TensorType type) {
             return {gemm_panels<Q5_0Panel>, pack_act_blocks<Q5_0Panel>, act_blocks_bytes<Q5_0Panel>, pack_panel<Q5_0Panel>, panel_bytes};
         case TensorType::Q4_1:
         case TensorType::Q5_1: return {nullptr, quantize_q8_0_avx512, q8_0_bytes};
-        case TensorType::Q4_K: return {gemm_k<BlockQ4_K>, quantize_q8_k_avx512, q8_k_bytes};
-        case TensorType::Q5_K: return {gemm_k<BlockQ5_K>, quantize_q8_k_avx512, q8_k_bytes};
-        case TensorType::Q6_K: return {gemm_k<BlockQ6_K>, quantize_q8_k_avx512, q8_k_bytes};
+        case TensorType::Q4_K: return {gemm_k_panels<Q45KPanel<BlockQ4_K, false>, BlockQ4_K>, pack_act_super, act_super_bytes};
+        case TensorType::Q5_K: return {gemm_k_panels<Q45KPanel<BlockQ5_K, true>, BlockQ5_K>, pack_act_super, act_super_bytes};
+        case TensorType::Q6_K: return {gemm_k_panels<Q6KPanel, BlockQ6_K>, pack_act_super, act_super_bytes};
         case TensorType::Q2_K:
         case TensorType::Q3_K:
         case TensorType::IQ4_XS: return {nullptr, quantize_q8_k_avx512, q8_k_bytes};
