@@ -368,15 +368,20 @@ public:
                 *ld = d;
                 return buf;
             };
+            // Scores = the block's queries against key rows, by the matrix product over the keys as
+            // they are stored (F32, F16 or BF16 cache rows; the current pass's F32 rows).
+            const uint8_t *qb = reinterpret_cast<const uint8_t *>(q);
+            const size_t q_row = static_cast<size_t>(q_stride) * sizeof(float);
             for (int64_t j = c_lo; j < cache_end;) {  // ring runs of contiguous slots, kKvChunk at most
                 const int64_t slot = j % c.capacity;
                 const int64_t run = std::min({cache_end - j, c.capacity - slot, kKvChunk});
-                int64_t ld;
-                const float *kc = cached(c.k, slot, run, &ld);
-                dot_tile(q, q_stride, nb, kc, ld, run, d, scores + (j - c_lo), n_keys);
+                const uint8_t *kc = c.k.bytes_at(static_cast<size_t>(slot) * c.k.nb[1] + static_cast<size_t>(kvh * d) * c.k.nb[0]);
+                gemm(c.k.type_id, GemmArgs{kc, c.k.nb[1], run, qb, q_row, nb, d, scores + (j - c_lo), n_keys});
                 j += run;
             }
-            if (cur_hi > 0) dot_tile(q, q_stride, nb, ks + kvh * d, kv_row, cur_hi, d, scores + n_c, n_keys);
+            if (cur_hi > 0)
+                gemm(TensorType::F32, GemmArgs{reinterpret_cast<const uint8_t *>(ks + kvh * d), static_cast<size_t>(kv_row) * sizeof(float),
+                                               cur_hi, qb, q_row, nb, d, scores + n_c, n_keys});
             for (int64_t i = i0; i < i1; ++i) {
                 float *sr = scores + (i - i0) * n_keys;
                 const int64_t p = g.n_past + i;

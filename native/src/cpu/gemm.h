@@ -1,9 +1,8 @@
-// Register-blocked products of quantized weight rows with quantized activation rows: the core of
-// the CPU backend's matmul. A kernel keeps a tile of several weight rows x several tokens of
-// accumulators live, decodes each weight block once for all tokens of the tile and reduces
-// horizontally once per tile. Kernels exist per instruction set and type and are chosen at run time
-// like the vec_dot kernels (cpu/dispatch.h); a set without one for a type uses its vec_dot per
-// (row, token) pair, which makes the generic set the reference path.
+// Products of weight rows with activation rows: the core of the CPU backend's matmul. Kernels exist
+// per instruction set and type and are chosen at run time like the vec_dot kernels (cpu/dispatch.h).
+// The AVX-512 ones work on lane-per-row panels of kPanelRows rows (one register lane per weight row,
+// a token's results one store), which the backend can pack once at load; a set without a kernel for
+// a type uses its vec_dot per (row, token) pair, which makes the generic set the reference path.
 #pragma once
 
 #include <cstddef>

@@ -1,11 +1,11 @@
-// AVX-512 VNNI register-blocked kernels (cpu/gemm.h). A 512-bit register holds two 32-element
-// blocks or a quarter of a 256-element super-block; every (row, token) pair of a tile owns one float
-// accumulator, and integer sums are exact per block (per super-block for the K-quants) before the
-// float scales apply, as in the vec_dot kernels.
+// AVX-512 VNNI products (cpu/gemm.h) in lane-per-row panels: weight rows go in panels of 16 with
+// lane i of every register belonging to row i, so a token's 16 results are one vector and no sum
+// is reduced across lanes. Integer sums are exact per block (per group for the K-quants) before the
+// float scales apply, as in the vec_dot kernels; each token's sums are the same operations in the
+// same order whatever tokens share its tile (docs/backends.md, "CPU kernels").
 #include <algorithm>
 #include <cstddef>
 #include <cstring>
-#include <type_traits>
 #include <vector>
 
 #include "cpu/gemm.h"
@@ -20,8 +20,6 @@ namespace dg {
 namespace {
 
 DG_TARGET inline __m256i load256(const void *p) { return _mm256_loadu_si256(static_cast<const __m256i *>(p)); }
-DG_TARGET inline __m512i load512(const void *p) { return _mm512_loadu_si512(p); }
-DG_TARGET inline __m512i join(__m256i lo, __m256i hi) { return _mm512_inserti64x4(_mm512_castsi256_si512(lo), hi, 1); }
 DG_TARGET inline float f16(uint16_t h) { return _cvtsh_ss(h); }
 
 // n objects of T in a per-thread buffer that grows to the largest request, 64-byte aligned.
@@ -30,21 +28,6 @@ inline T *aligned_scratch(std::vector<uint8_t> &buf, int64_t n) {
     const size_t bytes = static_cast<size_t>(n) * sizeof(T) + 64;
     if (buf.size() < bytes) buf.resize(bytes);
     return reinterpret_cast<T *>((reinterpret_cast<uintptr_t>(buf.data()) + 63) & ~uintptr_t{63});
-}
-
-// y[t0 + t][r0 + r] = the horizontal sum of acc[r][t]; a 4 x 4 tile through one transposing tree.
-template <int NR, int NT>
-DG_TARGET inline void store_tile(const __m512 (&acc)[NR][NT], const GemmArgs &a, int64_t r0, int64_t t0) {
-    if constexpr (NR == 4 && NT == 4) {
-        const __m512 s = avx512::reduce16(&acc[0][0]);  // quarter t: rows 0..3 of token t
-        _mm_storeu_ps(a.y + t0 * a.ldy + r0, _mm512_castps512_ps128(s));
-        _mm_storeu_ps(a.y + (t0 + 1) * a.ldy + r0, _mm512_extractf32x4_ps(s, 1));
-        _mm_storeu_ps(a.y + (t0 + 2) * a.ldy + r0, _mm512_extractf32x4_ps(s, 2));
-        _mm_storeu_ps(a.y + (t0 + 3) * a.ldy + r0, _mm512_extractf32x4_ps(s, 3));
-    } else {
-        for (int r = 0; r < NR; ++r)
-            for (int t = 0; t < NT; ++t) a.y[(t0 + t) * a.ldy + r0 + r] = _mm512_reduce_add_ps(acc[r][t]);
-    }
 }
 
 // ---- 32-element blocks (Q8_0, Q4_0, Q5_0) against Q8_0 activations ----
@@ -255,23 +238,6 @@ DG_TARGET void gemm_panels(const GemmArgs &a) {
     }
 }
 
-// Tiles of NR rows x NT tokens with edge tiles for the remainders. Rows run in the outer loop so a
-// tile's weight rows stay in L1 while every token streams past them.
-template <template <int, int> class Tile, int NR, int NT>
-DG_TARGET inline void tiles(const GemmArgs &a) {
-    int64_t r = 0;
-    for (; r + NR <= a.n_rows; r += NR) {
-        int64_t t = 0;
-        for (; t + NT <= a.n_tokens; t += NT) Tile<NR, NT>::run(a, r, t);
-        for (; t < a.n_tokens; ++t) Tile<NR, 1>::run(a, r, t);
-    }
-    for (; r < a.n_rows; ++r) {
-        int64_t t = 0;
-        for (; t + NT <= a.n_tokens; t += NT) Tile<1, NT>::run(a, r, t);
-        for (; t < a.n_tokens; ++t) Tile<1, 1>::run(a, r, t);
-    }
-}
-
 // ---- K-quants (Q4_K, Q5_K, Q6_K) against Q8_K activations, in lane-per-row panels ----
 // A super-block of 16 rows decodes to 64 registers of unsigned codes (register q: elements
 // 4q .. 4q+3 of the 16 rows) and per-row float scales per group. A group's integer sum (8 or 4
@@ -457,7 +423,7 @@ DG_TARGET void gemm_k_panels(const GemmArgs &a) {
     }
 }
 
-// ---- 16-bit float weights against float32 activations ----
+// ---- float weights (F32, F16, BF16) against float32 activations ----
 // The same lane-per-row panels as the 32-element blocks: a panel of 16 rows is widened to float32
 // once, element-major (register kk holds element kk of the 16 rows), and each FMA multiplies it by
 // one activation broadcast from memory; a token's 16 results are one vector. Long rows go in
@@ -467,38 +433,46 @@ DG_TARGET void gemm_k_panels(const GemmArgs &a) {
 
 constexpr int64_t kFloatChunk = 512;
 
-// Pairs of 16-bit elements (2j, 2j+1) of the 16 rows, as gathered dwords, widened to two registers.
-struct F16Pairs {
-    DG_TARGET static void widen(__m512i v, __m512 &even, __m512 &odd) {
-        even = _mm512_cvtph_ps(_mm512_cvtepi32_epi16(v));
-        odd = _mm512_cvtph_ps(_mm512_cvtepi32_epi16(_mm512_srli_epi32(v, 16)));
+// Per type: how a row's elements load (n of them from element k, masked past n) and how a dword of
+// the transposed registers widens to kPerDword float32 registers (the first `left` written).
+struct F16Elems {
+    static constexpr int kPerDword = 2;
+    DG_TARGET static __m512i load(const uint8_t *row, int64_t k, int64_t n) {
+        return _mm512_maskz_loadu_epi16(static_cast<__mmask32>(n >= 32 ? ~0u : (1u << n) - 1), row + 2 * k);
+    }
+    DG_TARGET static void widen(__m512i v, __m512 *out, int64_t left) {
+        out[0] = _mm512_cvtph_ps(_mm512_cvtepi32_epi16(v));
+        if (left > 1) out[1] = _mm512_cvtph_ps(_mm512_cvtepi32_epi16(_mm512_srli_epi32(v, 16)));
     }
 };
-struct BF16Pairs {
-    DG_TARGET static void widen(__m512i v, __m512 &even, __m512 &odd) {
-        even = _mm512_castsi512_ps(_mm512_slli_epi32(v, 16));
-        odd = _mm512_castsi512_ps(_mm512_and_si512(v, _mm512_set1_epi32(static_cast<int>(0xffff0000u))));
+struct BF16Elems {
+    static constexpr int kPerDword = 2;
+    DG_TARGET static __m512i load(const uint8_t *row, int64_t k, int64_t n) { return F16Elems::load(row, k, n); }
+    DG_TARGET static void widen(__m512i v, __m512 *out, int64_t left) {
+        out[0] = _mm512_castsi512_ps(_mm512_slli_epi32(v, 16));
+        if (left > 1) out[1] = _mm512_castsi512_ps(_mm512_and_si512(v, _mm512_set1_epi32(static_cast<int>(0xffff0000u))));
     }
+};
+struct F32Elems {
+    static constexpr int kPerDword = 1;
+    DG_TARGET static __m512i load(const uint8_t *row, int64_t k, int64_t n) {
+        return _mm512_maskz_loadu_epi32(static_cast<__mmask16>(n >= 16 ? 0xffff : (1u << n) - 1), row + 4 * k);
+    }
+    DG_TARGET static void widen(__m512i v, __m512 *out, int64_t) { out[0] = _mm512_castsi512_ps(v); }
 };
 
 // Elements [k0, k0 + kc) of the panel's rows (row i at w0 + i * stride, rows where `rows` is set)
-// as kc registers: 32 elements of the 16 rows at a time, loaded (masked at the ends), transposed
-// as dwords (element pairs) and widened.
+// as kc registers: 16 dwords of the 16 rows at a time, loaded (masked at the ends), transposed and
+// widened.
 template <typename C>
-DG_TARGET inline void pack_half_panel(const uint8_t *w0, size_t stride, __mmask16 rows, int64_t k0, int64_t kc, __m512 *panel) {
-    for (int64_t kk = 0; kk < kc; kk += 32) {
-        const int64_t n = std::min<int64_t>(32, kc - kk);
-        const __mmask32 elems = static_cast<__mmask32>(n == 32 ? ~0u : (1u << n) - 1);
+DG_TARGET inline void pack_float_panel(const uint8_t *w0, size_t stride, __mmask16 rows, int64_t k0, int64_t kc, __m512 *panel) {
+    constexpr int64_t kStep = 16 * C::kPerDword;
+    for (int64_t kk = 0; kk < kc; kk += kStep) {
+        const int64_t n = std::min(kStep, kc - kk);
         __m512i r[16];
-        for (int i = 0; i < 16; ++i)
-            r[i] = rows >> i & 1 ? _mm512_maskz_loadu_epi16(elems, w0 + i * stride + 2 * (k0 + kk)) : _mm512_setzero_si512();
+        for (int i = 0; i < 16; ++i) r[i] = rows >> i & 1 ? C::load(w0 + i * stride, k0 + kk, n) : _mm512_setzero_si512();
         transpose16_epi32(r);
-        alignas(64) __m512 pair[2];
-        for (int j = 0; 2 * j < n; ++j) {
-            C::widen(r[j], pair[0], pair[1]);
-            panel[kk + 2 * j] = pair[0];
-            if (2 * j + 1 < n) panel[kk + 2 * j + 1] = pair[1];
-        }
+        for (int64_t j = 0; j * C::kPerDword < n; ++j) C::widen(r[j], panel + kk + j * C::kPerDword, n - j * C::kPerDword);
     }
 }
 
@@ -533,7 +507,7 @@ DG_TARGET inline void float_panel_tiles(const __m512 *panel, int64_t kc, bool fi
 }
 
 template <typename C>
-DG_TARGET void gemm_half(const GemmArgs &a) {
+DG_TARGET void gemm_float_panels(const GemmArgs &a) {
     thread_local std::vector<uint8_t> buf;
     const int64_t chunk = std::min(a.k, kFloatChunk);
     __m512 *const panel = aligned_scratch<__m512>(buf, 2 * chunk);
@@ -547,7 +521,7 @@ DG_TARGET void gemm_half(const GemmArgs &a) {
         for (int64_t k0 = 0; k0 < a.k; k0 += kFloatChunk) {
             const int64_t kc = std::min(kFloatChunk, a.k - k0);
             for (int p = 0; p < np; ++p)
-                pack_half_panel<C>(a.w + (r0 + p * kPanelRows) * a.w_stride, a.w_stride, mask[p], k0, kc, panel + p * kc);
+                pack_float_panel<C>(a.w + (r0 + p * kPanelRows) * a.w_stride, a.w_stride, mask[p], k0, kc, panel + p * kc);
             if (np == 2) float_panel_tiles<2>(panel, kc, k0 == 0, x + k0, ldx, a.n_tokens, a.y + r0, a.ldy, mask);
             else float_panel_tiles<1>(panel, kc, k0 == 0, x + k0, ldx, a.n_tokens, a.y + r0, a.ldy, mask);
         }
@@ -575,8 +549,9 @@ GemmKernel gemm_kernel_avx512(TensorType type) {
         case TensorType::Q2_K:
         case TensorType::Q3_K:
         case TensorType::IQ4_XS: return {nullptr, quantize_q8_k_avx512, q8_k_bytes};
-        case TensorType::F16: return {gemm_half<F16Pairs>};
-        case TensorType::BF16: return {gemm_half<BF16Pairs>};
+        case TensorType::F32: return {gemm_float_panels<F32Elems>};
+        case TensorType::F16: return {gemm_float_panels<F16Elems>};
+        case TensorType::BF16: return {gemm_float_panels<BF16Elems>};
         default: return {};
     }
 }
