@@ -58,6 +58,12 @@ DG_TARGET inline __m512i gather_rows(const uint8_t *at, __m512i row_offsets, __m
     return _mm512_mask_i32gather_epi32(_mm512_setzero_si512(), rows, row_offsets, at, 1);
 }
 
+// Lane i: i * stride, the byte offset of row i of a panel.
+DG_TARGET inline __m512i off_of(size_t stride) {
+    return _mm512_mullo_epi32(_mm512_setr_epi32(0, 1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11, 12, 13, 14, 15),
+                              _mm512_set1_epi32(static_cast<int>(stride)));
+}
+
 // Lane i: the f16 in the low half of dword i, widened.
 DG_TARGET inline __m512 low_halves(__m512i v) { return _mm512_cvtph_ps(_mm512_cvtepi32_epi16(v)); }
 
@@ -201,8 +207,7 @@ DG_TARGET inline void panel_tile(const PanelBlock *p, int64_t nb, const uint8_t 
 template <typename P>
 DG_TARGET void decode_panel(const uint8_t *w0, size_t w_stride, int64_t rows, int64_t k, PanelBlock *panel) {
     const int64_t nb = k / 32;
-    const __m512i lane = _mm512_setr_epi32(0, 1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11, 12, 13, 14, 15);
-    const __m512i off = _mm512_mullo_epi32(lane, _mm512_set1_epi32(static_cast<int>(w_stride)));
+    const __m512i off = off_of(w_stride);
     const __mmask16 mask = static_cast<__mmask16>((1u << rows) - 1);
     for (int64_t b = 0; b < nb; b += P::kGroup)
         P::decode(w0 + b * sizeof(typename P::Block), w_stride, off, mask, std::min<int64_t>(P::kGroup, nb - b), panel + b);
@@ -278,27 +283,29 @@ DG_TARGET inline void rows64(const uint8_t *at, size_t stride, __mmask16 rows, b
     load_transposed(at, stride, rows, 2, 32, half ? 1 : 2, r);
 }
 
-template <typename Block>
+// The first 16 bytes of the rows' Q4_K/Q5_K super-blocks (d, dmin, the 12 packed scale bytes:
+// quant/k_quants.h k4_scale_min) unpacked for 16 rows at once, lane i = row i.
 DG_TARGET inline void k4_scales(const uint8_t *b0, size_t stride, __mmask16 rows, KPanel &p) {
-    alignas(64) float sc[8][16] = {}, dmin[16] = {};
-    alignas(64) int32_t mp[8][16] = {};
-    for (int i = 0; i < 16; ++i) {
-        if (!(rows >> i & 1)) continue;
-        const Block &b = *reinterpret_cast<const Block *>(b0 + i * stride);
-        const float d = f16(b.d);
-        dmin[i] = f16(b.dmin);
-        for (int j = 0; j < 8; ++j) {
-            int s, m;
-            k4_scale_min(b.scales, j, &s, &m);
-            sc[j][i] = d * static_cast<float>(s);
-            mp[j][i] = m | m << 16;
-        }
-    }
+    __m512i r[16];
+    load_transposed(b0, stride, rows, 4, 16, 1, r);  // r[0]: d | dmin << 16; r[1..3]: scale bytes 0-3, 4-7, 8-11
+    const __m512 d = low_halves(r[0]);
+    p.dmin = low_halves(_mm512_srli_epi32(r[0], 16));
+    const __m512i six = _mm512_set1_epi32(63), four = _mm512_set1_epi32(0xf), two = _mm512_set1_epi32(3);
     for (int j = 0; j < 8; ++j) {
-        p.scale[j] = _mm512_load_ps(sc[j]);
-        p.mins[j] = _mm512_load_si512(mp[j]);
+        __m512i sc, m;
+        if (j < 4) {  // sc = s[j] & 63, m = s[j + 4] & 63
+            sc = _mm512_and_si512(_mm512_srli_epi32(r[1], 8 * j), six);
+            m = _mm512_and_si512(_mm512_srli_epi32(r[2], 8 * j), six);
+        } else {      // i = j - 4: sc = (s[i + 8] & 15) | (s[i] >> 6) << 4, m = (s[i + 8] >> 4) | (s[i + 4] >> 6) << 4
+            const int i = j - 4;
+            sc = _mm512_or_si512(_mm512_and_si512(_mm512_srli_epi32(r[3], 8 * i), four),
+                                 _mm512_slli_epi32(_mm512_and_si512(_mm512_srli_epi32(r[1], 8 * i + 6), two), 4));
+            m = _mm512_or_si512(_mm512_and_si512(_mm512_srli_epi32(r[3], 8 * i + 4), four),
+                                _mm512_slli_epi32(_mm512_and_si512(_mm512_srli_epi32(r[2], 8 * i + 6), two), 4));
+        }
+        p.scale[j] = _mm512_mul_ps(d, _mm512_cvtepi32_ps(sc));
+        p.mins[j] = _mm512_or_si512(m, _mm512_slli_epi32(m, 16));
     }
-    p.dmin = _mm512_load_ps(dmin);
 }
 
 // Q4_K / Q5_K: 64-element chunk k is qs[32k .. 32k+31], low nibbles elements 64k.., high 64k+32..;
@@ -328,7 +335,7 @@ struct Q45KPanel {
                     p.codes[8 * j + q] = _mm512_or_si512(p.codes[8 * j + q], _mm512_slli_epi32(bit, 4));
                 }
         }
-        k4_scales<Block>(b0, stride, rows, p);
+        k4_scales(b0, stride, rows, p);
     }
 };
 
@@ -356,14 +363,13 @@ struct Q6KPanel {
                 p.codes[32 * n + 24 + w] = _mm512_or_si512(_mm512_and_si512(_mm512_srli_epi16(hi, 4), m4), two_bits(h, 6));
             }
         }
-        alignas(64) float sc[16][16] = {};
-        for (int i = 0; i < 16; ++i) {
-            if (!(rows >> i & 1)) continue;
-            const BlockQ6_K &b = *reinterpret_cast<const BlockQ6_K *>(b0 + i * stride);
-            const float d = f16(b.d);
-            for (int g = 0; g < 16; ++g) sc[g][i] = d * static_cast<float>(b.scales[g]);
+        __m512i sc[16];  // the 16 int8 group scales: sc[0..3] hold bytes 0-3, 4-7, ...
+        load_transposed(b0 + offsetof(BlockQ6_K, scales), stride, rows, 4, 16, 1, sc);
+        const __m512 d = low_halves(gather_rows(b0 + offsetof(BlockQ6_K, d), off_of(stride), rows));
+        for (int g = 0; g < 16; ++g) {  // byte g % 4 of dword g / 4, sign-extended
+            const __m512i v = _mm512_srai_epi32(_mm512_slli_epi32(sc[g / 4], 24 - 8 * (g % 4)), 24);
+            p.scale[g] = _mm512_mul_ps(d, _mm512_cvtepi32_ps(v));
         }
-        for (int g = 0; g < 16; ++g) p.scale[g] = _mm512_load_ps(sc[g]);
     }
 };
 
