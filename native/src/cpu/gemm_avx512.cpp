@@ -177,30 +177,46 @@ DG_TARGET void pack_act_blocks(const float *x, void *dst, int64_t k) {
     }
 }
 
-// NT tokens (activation rows x_stride bytes apart) against one packed panel of nb blocks; y: the
-// panel's first row for the first token, rows where `rows` is set are written.
-template <int NT>
+// NT tokens (activation rows x_stride bytes apart) against NP consecutive packed panels of nb
+// blocks each (each broadcast activation feeds NP vpdpbusd); y: the first panel's first row for
+// the first token; rows[p] marks panel p's rows that are written.
+template <int NP, int NT>
 DG_TARGET inline void panel_tile(const PanelBlock *p, int64_t nb, const uint8_t *x0, size_t x_stride, float *y, int64_t ldy,
-                                 __mmask16 rows) {
+                                 const __mmask16 *rows) {
     const ActBlock *x[NT];
     for (int t = 0; t < NT; ++t) x[t] = reinterpret_cast<const ActBlock *>(x0 + t * x_stride);
-    __m512 acc[NT];
-    for (int t = 0; t < NT; ++t) acc[t] = _mm512_setzero_ps();
+    __m512 acc[NP][NT];
+    for (int k = 0; k < NP; ++k)
+        for (int t = 0; t < NT; ++t) acc[k][t] = _mm512_setzero_ps();
     for (int64_t b = 0; b < nb; ++b) {
-        const PanelBlock &w = p[b];
-        __m512i s[NT];  // the tokens' sums run side by side: NT independent vpdpbusd chains
-        for (int t = 0; t < NT; ++t) s[t] = _mm512_set1_epi32(x[t][b].neg);
+        __m512i s[NP][NT];  // NP x NT independent vpdpbusd chains
+        for (int t = 0; t < NT; ++t) {
+            const __m512i neg = _mm512_set1_epi32(x[t][b].neg);
+            for (int k = 0; k < NP; ++k) s[k][t] = neg;
+        }
         for (int q = 0; q < 8; ++q) {
             for (int t = 0; t < NT; ++t) {
                 int32_t codes;
                 std::memcpy(&codes, x[t][b].qs + 4 * q, 4);
-                s[t] = _mm512_dpbusd_epi32(s[t], w.codes[q], _mm512_set1_epi32(codes));
+                const __m512i xv = _mm512_set1_epi32(codes);
+                for (int k = 0; k < NP; ++k) s[k][t] = _mm512_dpbusd_epi32(s[k][t], p[k * nb + b].codes[q], xv);
             }
         }
-        for (int t = 0; t < NT; ++t)
-            acc[t] = _mm512_fmadd_ps(_mm512_mul_ps(_mm512_cvtepi32_ps(s[t]), _mm512_set1_ps(x[t][b].d)), w.scale, acc[t]);
+        for (int t = 0; t < NT; ++t) {
+            const __m512 xd = _mm512_set1_ps(x[t][b].d);
+            for (int k = 0; k < NP; ++k)
+                acc[k][t] = _mm512_fmadd_ps(_mm512_mul_ps(_mm512_cvtepi32_ps(s[k][t]), xd), p[k * nb + b].scale, acc[k][t]);
+        }
     }
-    for (int t = 0; t < NT; ++t) _mm512_mask_storeu_ps(y + t * ldy, rows, acc[t]);
+    for (int k = 0; k < NP; ++k)
+        for (int t = 0; t < NT; ++t) _mm512_mask_storeu_ps(y + t * ldy + k * kPanelRows, rows[k], acc[k][t]);
+}
+
+template <int NP, int NT>
+DG_TARGET inline void panel_tiles(const PanelBlock *panel, int64_t nb, const GemmArgs &a, float *y, const __mmask16 *rows) {
+    int64_t t = 0;
+    for (; t + NT <= a.n_tokens; t += NT) panel_tile<NP, NT>(panel, nb, a.x + t * a.x_stride, a.x_stride, y + t * a.ldy, a.ldy, rows);
+    for (; t < a.n_tokens; ++t) panel_tile<NP, 1>(panel, nb, a.x + t * a.x_stride, a.x_stride, y + t * a.ldy, a.ldy, rows);
 }
 
 // One panel (rows <= 16 rows from w0, w_stride apart, k elements) decoded into nb = k / 32 blocks.
@@ -220,26 +236,29 @@ DG_TARGET void pack_panel(const uint8_t *w0, size_t w_stride, int64_t rows, int6
     decode_panel<P>(w0, w_stride, rows, k, reinterpret_cast<PanelBlock *>(dst));
 }
 
-// Panels come packed at load (a.packed) or are decoded here once per call; either way each is
-// swept by every token (a panel, 576 B per block, stays in L1 for rows up to ~2600 elements).
+// Panels come packed at load (a.packed) or are decoded here once per call; either way they are
+// taken two at a time and swept by every token (two panels, 1152 B per block, stay in L1 for rows
+// up to ~1300 elements, in L2 beyond).
 template <typename P>
 DG_TARGET void gemm_panels(const GemmArgs &a) {
-    constexpr int64_t kTokens = 8;
     const int64_t nb = a.k / 32;
     thread_local std::vector<uint8_t> buf;
-    PanelBlock *const scratch = a.packed ? nullptr : aligned_scratch<PanelBlock>(buf, nb);
-    for (int64_t r0 = 0; r0 < a.n_rows; r0 += kPanelRows) {
-        const int64_t rows = std::min<int64_t>(kPanelRows, a.n_rows - r0);
-        const __mmask16 mask = static_cast<__mmask16>((1u << rows) - 1);
+    PanelBlock *const scratch = a.packed ? nullptr : aligned_scratch<PanelBlock>(buf, 2 * nb);
+    for (int64_t r0 = 0; r0 < a.n_rows; r0 += 2 * kPanelRows) {
+        const int64_t rows = std::min<int64_t>(2 * kPanelRows, a.n_rows - r0);
+        const int np = rows > kPanelRows ? 2 : 1;
+        const __mmask16 mask[2] = {static_cast<__mmask16>((1u << std::min<int64_t>(rows, kPanelRows)) - 1),
+                                   static_cast<__mmask16>((1u << std::max<int64_t>(rows - kPanelRows, 0)) - 1)};
         const PanelBlock *panel = scratch;
-        if (a.packed) panel = reinterpret_cast<const PanelBlock *>(a.packed) + r0 / kPanelRows * nb;
-        else decode_panel<P>(a.w + r0 * a.w_stride, a.w_stride, rows, a.k, scratch);
-        float *y = a.y + r0;
-        int64_t t = 0;
-        for (; t + kTokens <= a.n_tokens; t += kTokens) panel_tile<kTokens>(panel, nb, a.x + t * a.x_stride, a.x_stride, y + t * a.ldy, a.ldy, mask);
-        if (a.n_tokens - t >= 4) { panel_tile<4>(panel, nb, a.x + t * a.x_stride, a.x_stride, y + t * a.ldy, a.ldy, mask); t += 4; }
-        if (a.n_tokens - t >= 2) { panel_tile<2>(panel, nb, a.x + t * a.x_stride, a.x_stride, y + t * a.ldy, a.ldy, mask); t += 2; }
-        if (a.n_tokens - t >= 1) panel_tile<1>(panel, nb, a.x + t * a.x_stride, a.x_stride, y + t * a.ldy, a.ldy, mask);
+        if (a.packed) {
+            panel = reinterpret_cast<const PanelBlock *>(a.packed) + r0 / kPanelRows * nb;
+        } else {
+            for (int k = 0; k < np; ++k)
+                decode_panel<P>(a.w + (r0 + k * kPanelRows) * a.w_stride, a.w_stride, std::min<int64_t>(kPanelRows, rows - k * kPanelRows),
+                                a.k, scratch + k * nb);
+        }
+        if (np == 2) panel_tiles<2, 3>(panel, nb, a, a.y + r0, mask);
+        else panel_tiles<1, 8>(panel, nb, a, a.y + r0, mask);
     }
 }
 
