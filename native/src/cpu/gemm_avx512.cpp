@@ -6,6 +6,7 @@
 #include <algorithm>
 #include <cstddef>
 #include <cstring>
+#include <type_traits>
 #include <vector>
 
 #include "cpu/gemm.h"
@@ -465,6 +466,7 @@ struct F16Elems {
     DG_TARGET static __m512i load(const uint8_t *row, int64_t k, int64_t n) {
         return _mm512_maskz_loadu_epi16(static_cast<__mmask32>(n >= 32 ? ~0u : (1u << n) - 1), row + 2 * k);
     }
+    DG_TARGET static __m512 widen16(__m256i h) { return _mm512_cvtph_ps(h); }
     DG_TARGET static void widen(__m512i v, __m512 *out, int64_t left) {
         out[0] = _mm512_cvtph_ps(_mm512_cvtepi32_epi16(v));
         if (left > 1) out[1] = _mm512_cvtph_ps(_mm512_cvtepi32_epi16(_mm512_srli_epi32(v, 16)));
@@ -473,6 +475,7 @@ struct F16Elems {
 struct BF16Elems {
     static constexpr int kPerDword = 2;
     DG_TARGET static __m512i load(const uint8_t *row, int64_t k, int64_t n) { return F16Elems::load(row, k, n); }
+    DG_TARGET static __m512 widen16(__m256i h) { return _mm512_castsi512_ps(_mm512_slli_epi32(_mm512_cvtepu16_epi32(h), 16)); }
     DG_TARGET static void widen(__m512i v, __m512 *out, int64_t left) {
         out[0] = _mm512_castsi512_ps(_mm512_slli_epi32(v, 16));
         if (left > 1) out[1] = _mm512_castsi512_ps(_mm512_and_si512(v, _mm512_set1_epi32(static_cast<int>(0xffff0000u))));
@@ -501,17 +504,30 @@ DG_TARGET inline void pack_float_panel(const uint8_t *w0, size_t stride, __mmask
     }
 }
 
-// NP panels (16 NP rows, panel p's registers kc apart) x NT tokens; each broadcast feeds NP FMAs.
-template <int NP, int NT>
-DG_TARGET inline void float_panel_tile(const __m512 *panel, int64_t kc, bool first, const float *x0, int64_t ldx, float *y,
-                                       int64_t ldy, const __mmask16 (&rows)[2]) {
+// How the float kernel reads a panel element (kk of 16 rows): widened float32 registers (made per
+// call, or F32 packed at load), or the 16-bit values as packed at load, widened per read.
+struct WideRead {
+    using Elem = __m512;
+    DG_TARGET static __m512 read(const Elem *p) { return _mm512_load_ps(reinterpret_cast<const float *>(p)); }
+};
+template <typename C>
+struct HalfRead {
+    using Elem = __m256i;
+    DG_TARGET static __m512 read(const Elem *p) { return C::widen16(_mm256_load_si256(p)); }
+};
+
+// NP panels (16 NP rows, panel p's elements pstride apart) x NT tokens over kc elements; each
+// broadcast feeds NP FMAs.
+template <typename R, int NP, int NT>
+DG_TARGET inline void float_panel_tile(const typename R::Elem *panel, int64_t pstride, int64_t kc, bool first, const float *x0,
+                                       int64_t ldx, float *y, int64_t ldy, const __mmask16 (&rows)[2]) {
     __m512 acc[NP][NT];
     for (int p = 0; p < NP; ++p)
         for (int t = 0; t < NT; ++t)
             acc[p][t] = first ? _mm512_setzero_ps() : _mm512_maskz_loadu_ps(rows[p], y + t * ldy + p * kPanelRows);
     for (int64_t kk = 0; kk < kc; ++kk) {
         __m512 w[NP];
-        for (int p = 0; p < NP; ++p) w[p] = panel[p * kc + kk];
+        for (int p = 0; p < NP; ++p) w[p] = R::read(panel + p * pstride + kk);
         for (int t = 0; t < NT; ++t) {
             const __m512 xv = _mm512_set1_ps(x0[t * ldx + kk]);
             for (int p = 0; p < NP; ++p) acc[p][t] = _mm512_fmadd_ps(w[p], xv, acc[p][t]);
@@ -521,21 +537,52 @@ DG_TARGET inline void float_panel_tile(const __m512 *panel, int64_t kc, bool fir
         for (int t = 0; t < NT; ++t) _mm512_mask_storeu_ps(y + t * ldy + p * kPanelRows, rows[p], acc[p][t]);
 }
 
-template <int NP>
-DG_TARGET inline void float_panel_tiles(const __m512 *panel, int64_t kc, bool first, const float *x, int64_t ldx, int64_t n,
-                                        float *y, int64_t ldy, const __mmask16 (&rows)[2]) {
+template <typename R, int NP>
+DG_TARGET inline void float_panel_tiles(const typename R::Elem *panel, int64_t pstride, int64_t kc, bool first, const float *x,
+                                        int64_t ldx, int64_t n, float *y, int64_t ldy, const __mmask16 (&rows)[2]) {
     constexpr int64_t kTokens = NP == 2 ? 8 : 12;  // at least 12 FMA chains hide the FMA latency on two ports
     int64_t t = 0;
-    for (; t + kTokens <= n; t += kTokens) float_panel_tile<NP, kTokens>(panel, kc, first, x + t * ldx, ldx, y + t * ldy, ldy, rows);
-    if (n - t >= 4) { float_panel_tile<NP, 4>(panel, kc, first, x + t * ldx, ldx, y + t * ldy, ldy, rows); t += 4; }
-    for (; t < n; ++t) float_panel_tile<NP, 1>(panel, kc, first, x + t * ldx, ldx, y + t * ldy, ldy, rows);
+    for (; t + kTokens <= n; t += kTokens)
+        float_panel_tile<R, NP, kTokens>(panel, pstride, kc, first, x + t * ldx, ldx, y + t * ldy, ldy, rows);
+    if (n - t >= 4) {
+        float_panel_tile<R, NP, 4>(panel, pstride, kc, first, x + t * ldx, ldx, y + t * ldy, ldy, rows);
+        t += 4;
+    }
+    for (; t < n; ++t) float_panel_tile<R, NP, 1>(panel, pstride, kc, first, x + t * ldx, ldx, y + t * ldy, ldy, rows);
+}
+
+// Packed at load: F32 as widened panels (64 B per element of 16 rows, the file's size), F16/BF16
+// as their 16-bit values (32 B per element of 16 rows, the file's size), panel after panel.
+template <typename C>
+size_t float_panel_bytes(int64_t k) { return static_cast<size_t>(k) * 16 * sizeof(float) / (C::kPerDword == 2 ? 2 : 1); }
+
+template <typename C>
+DG_TARGET void pack_float_panel_at_load(const uint8_t *w0, size_t w_stride, int64_t rows, int64_t k, uint8_t *dst) {
+    const __mmask16 mask = static_cast<__mmask16>((1u << rows) - 1);
+    if constexpr (C::kPerDword == 1) {
+        pack_float_panel<C>(w0, w_stride, mask, 0, k, reinterpret_cast<__m512 *>(dst));
+    } else {
+        __m256i *out = reinterpret_cast<__m256i *>(dst);
+        for (int64_t kk = 0; kk < k; kk += 32) {
+            const int64_t n = std::min<int64_t>(32, k - kk);
+            __m512i r[16];
+            for (int i = 0; i < 16; ++i) r[i] = mask >> i & 1 ? C::load(w0 + i * w_stride, kk, n) : _mm512_setzero_si512();
+            transpose16_epi32(r);
+            for (int64_t j = 0; 2 * j < n; ++j) {
+                out[kk + 2 * j] = _mm512_cvtepi32_epi16(r[j]);
+                if (2 * j + 1 < n) out[kk + 2 * j + 1] = _mm512_cvtepi32_epi16(_mm512_srli_epi32(r[j], 16));
+            }
+        }
+    }
 }
 
 template <typename C>
 DG_TARGET void gemm_float_panels(const GemmArgs &a) {
+    using Packed = std::conditional_t<C::kPerDword == 1, WideRead, HalfRead<C>>;
+    using PackedElem = typename Packed::Elem;
     thread_local std::vector<uint8_t> buf;
     const int64_t chunk = std::min(a.k, kFloatChunk);
-    __m512 *const panel = aligned_scratch<__m512>(buf, 2 * chunk);
+    __m512 *const panel = a.packed ? nullptr : aligned_scratch<__m512>(buf, 2 * chunk);
     const float *x = reinterpret_cast<const float *>(a.x);
     const int64_t ldx = static_cast<int64_t>(a.x_stride / sizeof(float));
     for (int64_t r0 = 0; r0 < a.n_rows; r0 += 2 * kPanelRows) {
@@ -543,12 +590,19 @@ DG_TARGET void gemm_float_panels(const GemmArgs &a) {
         const int np = rows > kPanelRows ? 2 : 1;
         const __mmask16 mask[2] = {static_cast<__mmask16>((1u << std::min<int64_t>(rows, kPanelRows)) - 1),
                                    static_cast<__mmask16>((1u << std::max<int64_t>(rows - kPanelRows, 0)) - 1)};
+        const PackedElem *packed = a.packed ? reinterpret_cast<const PackedElem *>(a.packed) + r0 / kPanelRows * a.k : nullptr;
         for (int64_t k0 = 0; k0 < a.k; k0 += kFloatChunk) {
             const int64_t kc = std::min(kFloatChunk, a.k - k0);
+            const bool first = k0 == 0;
+            if (packed) {
+                if (np == 2) float_panel_tiles<Packed, 2>(packed + k0, a.k, kc, first, x + k0, ldx, a.n_tokens, a.y + r0, a.ldy, mask);
+                else float_panel_tiles<Packed, 1>(packed + k0, a.k, kc, first, x + k0, ldx, a.n_tokens, a.y + r0, a.ldy, mask);
+                continue;
+            }
             for (int p = 0; p < np; ++p)
                 pack_float_panel<C>(a.w + (r0 + p * kPanelRows) * a.w_stride, a.w_stride, mask[p], k0, kc, panel + p * kc);
-            if (np == 2) float_panel_tiles<2>(panel, kc, k0 == 0, x + k0, ldx, a.n_tokens, a.y + r0, a.ldy, mask);
-            else float_panel_tiles<1>(panel, kc, k0 == 0, x + k0, ldx, a.n_tokens, a.y + r0, a.ldy, mask);
+            if (np == 2) float_panel_tiles<WideRead, 2>(panel, kc, kc, first, x + k0, ldx, a.n_tokens, a.y + r0, a.ldy, mask);
+            else float_panel_tiles<WideRead, 1>(panel, kc, kc, first, x + k0, ldx, a.n_tokens, a.y + r0, a.ldy, mask);
         }
     }
 }
@@ -574,9 +628,12 @@ GemmKernel gemm_kernel_avx512(TensorType type) {
         case TensorType::Q2_K:
         case TensorType::Q3_K:
         case TensorType::IQ4_XS: return {nullptr, quantize_q8_k_avx512, q8_k_bytes};
-        case TensorType::F32: return {gemm_float_panels<F32Elems>};
-        case TensorType::F16: return {gemm_float_panels<F16Elems>};
-        case TensorType::BF16: return {gemm_float_panels<BF16Elems>};
+        case TensorType::F32:
+            return {gemm_float_panels<F32Elems>, nullptr, nullptr, pack_float_panel_at_load<F32Elems>, float_panel_bytes<F32Elems>};
+        case TensorType::F16:
+            return {gemm_float_panels<F16Elems>, nullptr, nullptr, pack_float_panel_at_load<F16Elems>, float_panel_bytes<F16Elems>};
+        case TensorType::BF16:
+            return {gemm_float_panels<BF16Elems>, nullptr, nullptr, pack_float_panel_at_load<BF16Elems>, float_panel_bytes<BF16Elems>};
         default: return {};
     }
 }
