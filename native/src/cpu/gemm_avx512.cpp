@@ -540,7 +540,9 @@ DG_TARGET inline void float_panel_tile(const typename R::Elem *panel, int64_t ps
 template <typename R, int NP>
 DG_TARGET inline void float_panel_tiles(const typename R::Elem *panel, int64_t pstride, int64_t kc, bool first, const float *x,
                                         int64_t ldx, int64_t n, float *y, int64_t ldy, const __mmask16 (&rows)[2]) {
-    constexpr int64_t kTokens = NP == 2 ? 8 : 12;  // at least 12 FMA chains hide the FMA latency on two ports
+    // At least 12 FMA chains hide the FMA latency on two ports; 16-bit panels take more tokens per
+    // widening (24 sums and 2 panel registers of 32).
+    constexpr int64_t kTokens = NP == 2 && std::is_same_v<R, WideRead> ? 8 : 12;
     int64_t t = 0;
     for (; t + kTokens <= n; t += kTokens)
         float_panel_tile<R, NP, kTokens>(panel, pstride, kc, first, x + t * ldx, ldx, y + t * ldy, ldy, rows);
