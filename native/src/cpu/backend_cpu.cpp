@@ -78,6 +78,8 @@ public:
         if (bytes == 0) return t;
         Packed p;
         p.isa = active_isa();
+        p.type = h.type_id;
+        p.row_stride = h.row_stride();
         p.matrix_stride = h.nb[2];
         p.matrix_bytes = bytes;
         p.end = h.bytes_at(0) + static_cast<size_t>(matrices) * h.nb[2];
@@ -166,19 +168,22 @@ public:
                                  K, y + r0, ldy, packed_rows(w, r0)});
     }
 
-    // Rows r0.. of matrix w (a weight or one expert's slice of it) in the packed layout, or null
-    // (not packed, packed for another instruction set, or r0 not at a panel).
+    // Rows r0.. of matrix w in the packed layout, or null (not packed, packed for another
+    // instruction set, or not starting at a panel). w is a weight, one expert's slice of it, or a
+    // view of rows within one (the fused experts' gate and up halves).
     const uint8_t *packed_rows(const Tensor &w, int64_t r0) const {
-        if (packed_.empty() || r0 % kPanelRows) return nullptr;
+        if (packed_.empty()) return nullptr;
         const uint8_t *at = w.bytes_at(0);
         auto it = packed_.upper_bound(at);
         if (it == packed_.begin()) return nullptr;
         --it;
         const Packed &p = it->second;
-        if (at >= p.end || p.isa != active_isa()) return nullptr;
-        const size_t offset = static_cast<size_t>(at - it->first);
-        if (offset % p.matrix_stride) return nullptr;
-        return p.data.get() + offset / p.matrix_stride * p.matrix_bytes + gemm_packed_offset(w.type_id, r0, w.n_cols());
+        if (at >= p.end || p.isa != active_isa() || w.type_id != p.type || w.row_stride() != p.row_stride) return nullptr;
+        const size_t offset = static_cast<size_t>(at - it->first), within = offset % p.matrix_stride;
+        if (within % p.row_stride) return nullptr;
+        const int64_t row = static_cast<int64_t>(within / p.row_stride) + r0;
+        if (row % kPanelRows) return nullptr;
+        return p.data.get() + offset / p.matrix_stride * p.matrix_bytes + gemm_packed_offset(w.type_id, row, w.n_cols());
     }
 
     void matmul(const Tensor &w, const Tensor &xt, const Tensor &yt) override {
@@ -584,6 +589,8 @@ private:
     };
     struct Packed {                // one weight tensor's matrices in their kernel's layout
         Isa isa;                   // the set the layout is for
+        TensorType type;
+        size_t row_stride;         // bytes between rows in the file
         size_t matrix_stride;      // bytes between the tensor's matrices (experts) in the file
         size_t matrix_bytes;       // bytes of one packed matrix
         const uint8_t *end;        // the end of the tensor's rows in the file
