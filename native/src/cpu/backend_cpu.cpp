@@ -125,6 +125,7 @@ public:
         // Activations packed for the GEMM kernels (gemm_activation_bytes) take at most 4 bytes per value.
         grow(qx_, 4 * std::max(slots, l.rows) * l.max_cols);
         grow(qx_up_, 4 * slots * l.max_cols);
+        grow(qx_tok_, 4 * l.rows * l.max_cols);
         grow(offsets_, l.n_expert + 1);
         grow(fill_, l.n_expert + 1);
         grow(order_, slots);
@@ -220,11 +221,10 @@ public:
             order[s] = i;  // assignment i = t * k + j
             slot_of[i] = s;
         }
-        float *xg = reserved(moe_x_, static_cast<size_t>(total * K));      // gathered inputs [slot][n_embd]
+        float *xg = reserved(moe_x_, static_cast<size_t>(total * K));      // gathered inputs [slot][n_embd] (float weights)
         float *gate = reserved(moe_gate_, static_cast<size_t>(total * F));  // [slot][F], then the activation
         float *up = reserved(moe_up_, static_cast<size_t>(total * F));
         float *yd = reserved(moe_y_, static_cast<size_t>(total * E));       // [slot][n_embd]
-        pool_.run(total, [&](int64_t s, int) { std::memcpy(xg + s * K, x + (order[s] / k) * K, K * sizeof(float)); });
 
         // Tasks: (expert, row tile) over the experts that received tokens.
         int64_t n_tasks = 0;
@@ -235,11 +235,23 @@ public:
                 if (offsets[e + 1] > offsets[e])
                     for (int64_t r0 = 0; r0 < n_rows; r0 += kRowTile) tasks[n_tasks++] = {e, r0, std::min(n_rows, r0 + kRowTile)};
         };
+        // The slots' activations in the kernels' form: each token quantized once, then gathered
+        // per slot (a token has k slots), or null for float weights (which read xg).
+        auto slot_activations = [&](const Tensor &wt, std::vector<uint8_t> &buf, size_t *row) -> const uint8_t * {
+            const uint8_t *q = quantize_activations(wt, x, n, qx_tok_, row);
+            if (!q) return nullptr;
+            uint8_t *out = reserved(buf, *row * static_cast<size_t>(total));
+            const size_t rs = *row;
+            pool_.run(total, [&](int64_t s, int) { std::memcpy(out + s * rs, q + (order[s] / k) * rs, rs); });
+            return out;
+        };
         size_t q_row = 0;
-        const uint8_t *xq = quantize_activations(w.gate, xg, total, qx_, &q_row);
+        const uint8_t *xq = slot_activations(w.gate, qx_, &q_row);
         const uint8_t *xq_up = xq;
         size_t q_row_up = q_row;
-        if (w.up.type_id != w.gate.type_id) xq_up = quantize_activations(w.up, xg, total, qx_up_, &q_row_up);
+        if (w.up.type_id != w.gate.type_id) xq_up = slot_activations(w.up, qx_up_, &q_row_up);
+        if (!xq || !xq_up)  // float weights read the slots' rows as they are
+            pool_.run(total, [&](int64_t s, int) { std::memcpy(xg + s * K, x + (order[s] / k) * K, K * sizeof(float)); });
         make_tasks(F);
         pool_.run(n_tasks, [&](int64_t ti, int) {
             const TaskRec &t = tasks_[ti];
@@ -601,7 +613,7 @@ private:
     std::map<const uint8_t *, Packed> packed_;  // by the tensor's first byte; read-only after load
     size_t packed_bytes_ = 0;
     std::vector<Scratch> scratch_;
-    std::vector<uint8_t> qx_, qx_up_;
+    std::vector<uint8_t> qx_, qx_up_, qx_tok_;
     std::vector<int64_t> offsets_, order_, slot_of_, fill_;
     struct TaskRec { int64_t e, r0, r1; };
     std::vector<TaskRec> tasks_;
