@@ -267,6 +267,31 @@ def test_gemm_agrees_with_generic(t, isa):
         assert np.all(np.abs(got - ref) <= 1e-6 * scale + 1e-30), (rows, tokens, blocks)
 
 
+@pytest.mark.parametrize("isa", isa_params(), indirect=True)
+@pytest.mark.parametrize("t", [T.Q8_0, T.Q4_0, T.Q5_0, T.Q4_K, T.Q5_K, T.Q6_K], ids=lambda t: t.name)
+def test_gemm_extreme_codes_do_not_saturate(t, isa):
+    """Rows whose bytes are all 0x80, 0x7f, 0xff or 0x00 (Q8_0 codes -128 and 127, the largest unsigned
+    codes and scales of the others) against activations of +-127 (quantized exactly: codes +-127 for
+    Q8_0, -+128 for Q8_K): a kernel whose int16 pair sums saturate is far off the float64 product."""
+    rng = np.random.default_rng()
+    n, size = 512, info(t).type_size
+    n_blocks = n // info(t).block_size
+    patterns = [0x80, 0x7f, 0xff, 0x00] * 2 + [None, None, None]
+    w = np.empty((len(patterns), n_blocks, size), np.uint8)
+    for r, byte in enumerate(patterns):
+        w[r] = rng.choice(np.array([0x80, 0x7f, 0xff, 0x00], np.uint8), (n_blocks, size)) if byte is None else byte
+    for off in F16_FIELDS[t]:
+        w[:, :, off:off + 2] = np.array([1.0], np.float16).view(np.uint8)
+    w = w.reshape(len(patterns), -1)
+    x = np.stack([np.full(n, 127.0), np.full(n, -127.0)] + [rng.choice([-127.0, 127.0], n) for _ in range(3)])
+    x = x.astype(np.float32)
+    wf = quants.dequantize(w.reshape(-1), t).reshape(len(patterns), n).astype(np.float64)
+    ref = x.astype(np.float64) @ wf.T
+    scale = np.abs(x.astype(np.float64)) @ np.abs(wf).T
+    got = kernels.gemm(t, w, x)
+    assert np.all(np.abs(got - ref) <= 1e-6 * scale), np.max(np.abs(got - ref) / scale)
+
+
 FLOAT_TYPES = {T.F32: np.float32, T.F16: np.float16}
 
 
