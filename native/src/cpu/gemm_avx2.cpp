@@ -5,6 +5,7 @@
 
 #include <algorithm>
 #include <cstring>
+#include <type_traits>
 #include <vector>
 
 #include "cpu/gemm.h"
@@ -231,6 +232,134 @@ DG_TARGET void gemm_panels(const GemmArgs &a) {
     }
 }
 
+// ---- K-quants against Q8_K ----
+// A few weight rows are decoded once per call into super-blocks of eight registers of unsigned
+// codes (32 elements each, in element order) and eight of int16 group scales, one per pair lane
+// of vpmaddubsw; every token then streams past them in tiles of rows x tokens, one float
+// accumulator per (row, token) pair, reduced horizontally once per tile. Per (row, token) the
+// integer sum of a super-block is exact, and one FMA (two with the mins) applies the scales.
+// No pair saturates: codes are at most 15 (Q4_K), 31 (Q5_K) or 63 (Q6_K, q + 32) and Q8_K codes at
+// most 128 in magnitude, a pair at most 2 * 63 * 128 = 16128.
+
+struct SuperBlock {
+    __m256i codes[8];   // register k: unsigned codes of elements 32k .. 32k+31
+    __m256i scales[8];  // register k: int16 lane i, the scale of elements 32k + 2i, 32k + 2i + 1
+    __m256i corr;       // int16 lane g against the activations' 16-element group sum g
+    float d, dmin;      // dmin: the factor of corr . bsums (0: corr is part of the integer sum)
+};
+
+// Q4_K / Q5_K: x = d*sc * q - dmin*m per 32-element group; register 2j + h holds nibble h of
+// qs[32j .. 32j+31] (and bit 2j + h of qh as bit 4).
+template <typename Block, bool kFiveBit>
+DG_TARGET inline void decode_q45_k(const Block &b, SuperBlock &s) {
+    int sc[8], m[8];
+    for (int j = 0; j < 8; ++j) k4_scale_min(b.scales, j, &sc[j], &m[j]);
+    __m256i qh = _mm256_setzero_si256();
+    if constexpr (kFiveBit) qh = load256(b.qh);
+    for (int j = 0; j < 4; ++j) {
+        const __m256i v = load256(b.qs + 32 * j);
+        __m256i lo = _mm256_and_si256(v, _mm256_set1_epi8(0x0f));
+        __m256i hi = _mm256_and_si256(_mm256_srli_epi16(v, 4), _mm256_set1_epi8(0x0f));
+        if constexpr (kFiveBit) {
+            lo = _mm256_or_si256(lo, bit_to_bytes(qh, 2 * j, 0x10));
+            hi = _mm256_or_si256(hi, bit_to_bytes(qh, 2 * j + 1, 0x10));
+        }
+        s.codes[2 * j] = lo;
+        s.codes[2 * j + 1] = hi;
+        s.scales[2 * j] = _mm256_set1_epi16(static_cast<short>(sc[2 * j]));
+        s.scales[2 * j + 1] = _mm256_set1_epi16(static_cast<short>(sc[2 * j + 1]));
+    }
+    s.corr = _mm256_setr_epi16(m[0], m[0], m[1], m[1], m[2], m[2], m[3], m[3], m[4], m[4], m[5], m[5], m[6], m[6], m[7], m[7]);
+    s.d = f16(b.d);
+    s.dmin = f16(b.dmin);
+}
+
+// Q6_K: codes q + 32 (0..63), x = d*sc * q per 16-element group; the offset goes into the integer
+// sum through corr = -32 * sc. Register 4n + t: nibble t / 2 of ql[64n + 32(t % 2) ..] and bits
+// 2t.. of qh[32n ..] as bits 4, 5.
+DG_TARGET inline void decode_q6_k(const BlockQ6_K &b, SuperBlock &s) {
+    for (int n = 0; n < 2; ++n) {
+        const __m256i qh = load256(b.qh + 32 * n);
+        for (int t = 0; t < 4; ++t) {
+            const int k = 4 * n + t;
+            const __m256i ql = load256(b.ql + 64 * n + 32 * (t % 2));
+            const __m256i lo = _mm256_and_si256(t / 2 ? _mm256_srli_epi16(ql, 4) : ql, _mm256_set1_epi8(0x0f));
+            const __m256i hi = _mm256_and_si256(_mm256_srli_epi16(qh, 2 * t), _mm256_set1_epi8(3));
+            s.codes[k] = _mm256_or_si256(lo, _mm256_slli_epi16(hi, 4));
+            s.scales[k] = _mm256_set_m128i(_mm_set1_epi16(b.scales[2 * k + 1]), _mm_set1_epi16(b.scales[2 * k]));
+        }
+    }
+    const __m256i sc = _mm256_cvtepi8_epi16(_mm_loadu_si128(reinterpret_cast<const __m128i *>(b.scales)));
+    s.corr = _mm256_sub_epi16(_mm256_setzero_si256(), _mm256_slli_epi16(sc, 5));
+    s.d = f16(b.d);
+    s.dmin = 0.0f;
+}
+
+template <typename Block>
+DG_TARGET inline void decode_k(const Block &b, SuperBlock &s) {
+    if constexpr (std::is_same_v<Block, BlockQ4_K>) decode_q45_k<BlockQ4_K, false>(b, s);
+    else if constexpr (std::is_same_v<Block, BlockQ5_K>) decode_q45_k<BlockQ5_K, true>(b, s);
+    else decode_q6_k(b, s);
+}
+
+// NR decoded rows (ns super-blocks each, rows ns apart) x one activation row; y at row r0, token t.
+// One token per tile: NR integer and NR float accumulators stay in registers (tiles of 4 x 2 and
+// more tokens spill and measured slower).
+template <bool kMin, int NR>
+DG_TARGET inline void tile_k(const SuperBlock *w, int64_t ns, const GemmArgs &a, int64_t r0, int64_t t) {
+    const BlockQ8_K *x = reinterpret_cast<const BlockQ8_K *>(a.x + t * a.x_stride);
+    __m256 acc[NR];
+    for (int r = 0; r < NR; ++r) acc[r] = _mm256_setzero_ps();
+    for (int64_t i = 0; i < ns; ++i) {
+        const BlockQ8_K &y = x[i];
+        __m256i isum[NR];
+        for (int r = 0; r < NR; ++r) isum[r] = _mm256_setzero_si256();
+        for (int k = 0; k < 8; ++k) {
+            const __m256i xv = load256(y.qs + 32 * k);
+            for (int r = 0; r < NR; ++r) {
+                const SuperBlock &s = w[r * ns + i];
+                isum[r] = _mm256_add_epi32(isum[r], _mm256_madd_epi16(_mm256_maddubs_epi16(s.codes[k], xv), s.scales[k]));
+            }
+        }
+        const __m256i bsums = load256(y.bsums);
+        for (int r = 0; r < NR; ++r) {
+            const SuperBlock &s = w[r * ns + i];
+            if constexpr (kMin) {
+                const __m256i msum = _mm256_madd_epi16(bsums, s.corr);
+                acc[r] = _mm256_fmadd_ps(_mm256_cvtepi32_ps(isum[r]), _mm256_set1_ps(y.d * s.d), acc[r]);
+                acc[r] = _mm256_fnmadd_ps(_mm256_cvtepi32_ps(msum), _mm256_set1_ps(y.d * s.dmin), acc[r]);
+            } else {
+                isum[r] = _mm256_add_epi32(isum[r], _mm256_madd_epi16(bsums, s.corr));
+                acc[r] = _mm256_fmadd_ps(_mm256_cvtepi32_ps(isum[r]), _mm256_set1_ps(y.d * s.d), acc[r]);
+            }
+        }
+    }
+    for (int r = 0; r < NR; ++r) a.y[t * a.ldy + r0 + r] = hsum(acc[r]);
+}
+
+// kRows rows at a time decoded (576 B per super-block: in L1 for rows up to ~5000 elements) and
+// swept by every token; the row edge goes one row at a time.
+template <typename Block>
+DG_TARGET void gemm_k(const GemmArgs &a) {
+    constexpr bool kMin = !std::is_same_v<Block, BlockQ6_K>;
+    constexpr int64_t kRows = 4;
+    const int64_t ns = a.k / kQK_K;
+    thread_local std::vector<uint8_t> buf;
+    SuperBlock *const wp = aligned_scratch<SuperBlock>(buf, kRows * ns);
+    for (int64_t r0 = 0; r0 < a.n_rows; r0 += kRows) {
+        const int64_t rows = std::min(kRows, a.n_rows - r0);
+        for (int64_t r = 0; r < rows; ++r) {
+            const Block *b = reinterpret_cast<const Block *>(a.w + (r0 + r) * a.w_stride);
+            for (int64_t i = 0; i < ns; ++i) decode_k(b[i], wp[r * ns + i]);
+        }
+        for (int64_t t = 0; t < a.n_tokens; ++t) {
+            if (rows == kRows) tile_k<kMin, kRows>(wp, ns, a, r0, t);
+            else
+                for (int64_t r = 0; r < rows; ++r) tile_k<kMin, 1>(wp + r * ns, ns, a, r0 + r, t);
+        }
+    }
+}
+
 }  // namespace
 
 GemmKernel gemm_kernel_avx2(TensorType type) {
@@ -238,6 +367,9 @@ GemmKernel gemm_kernel_avx2(TensorType type) {
         case TensorType::Q8_0: return {gemm_panels<Q8_0Codes>, pack_act_blocks<Q8_0Codes>, act_blocks_bytes<Q8_0Codes>};
         case TensorType::Q4_0: return {gemm_panels<Q4_0Codes>, pack_act_blocks<Q4_0Codes>, act_blocks_bytes<Q4_0Codes>};
         case TensorType::Q5_0: return {gemm_panels<Q5_0Codes>, pack_act_blocks<Q5_0Codes>, act_blocks_bytes<Q5_0Codes>};
+        case TensorType::Q4_K: return {gemm_k<BlockQ4_K>};  // activations: Q8_K by the reference rule
+        case TensorType::Q5_K: return {gemm_k<BlockQ5_K>};
+        case TensorType::Q6_K: return {gemm_k<BlockQ6_K>};
         default: return {};
     }
 }
