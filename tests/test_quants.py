@@ -376,6 +376,28 @@ def test_gemm_quantizes_activations_like_the_reference(isa):
     assert same_floats(kernels.gemm(T.Q8_0, w, x), ref)
 
 
+@pytest.mark.parametrize("isa", isa_params(), indirect=True)
+def test_gemm_quantizes_k_activations_like_the_reference(isa):
+    """Q4_K weight rows that are unit vectors (d = 1, scales 1, mins 0, codes one-hot) read the Q8_K
+    activations back exactly: every set's Q8_K quantizer must scale by the largest magnitude and round
+    half to even as ggml's reference does (the scale's sign, taken from the first such element, flips
+    codes and scale together and cannot be seen in the values)."""
+    n = 256
+    blocks = np.zeros((n, 144), np.uint8)
+    blocks[:, 0:2] = np.array([1.0], np.float16).view(np.uint8)
+    blocks[:, 4:8] = 1     # scales of groups 0..3 (mins 0)
+    blocks[:, 12:16] = 1   # low nibbles: scales of groups 4..7
+    for e in range(n):  # element e = 64 k + 32 h + l: nibble h of qs[32 k + l]
+        k, h, l = e // 64, e % 64 // 32, e % 32
+        blocks[e, 16 + 32 * k + l] = 1 << (4 * h)
+    assert np.array_equal(quants.dequantize(blocks.reshape(-1), T.Q4_K).reshape(n, n), np.eye(n, dtype=np.float32))
+    rng = np.random.default_rng()
+    ties = np.concatenate([[-127.0, 127.0], np.arange(-126.5, 127.0, 1.0)]).astype(np.float32)  # iscale 1: ties at k + 0.5
+    x = np.stack([ties, rng.standard_normal(n).astype(np.float32) * 40, np.zeros(n, np.float32)])
+    ref = np.stack([kernels.dequantize_row(T.Q8_K, kernels.quantize_row(T.Q8_K, xi)) for xi in x])
+    assert np.array_equal(kernels.gemm(T.Q4_K, blocks, x), ref)  # values: a zero code times a negative d is -0.0
+
+
 def test_generic_gemm_is_vec_dot_per_pair(isa="generic"):
     kernels.set_cpu_isa("generic")
     try:

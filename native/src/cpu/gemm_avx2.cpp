@@ -9,13 +9,12 @@
 #include <vector>
 
 #include "cpu/gemm.h"
+#include "cpu/quantize_avx2.h"
 #include "quant/k_quants.h"
 #include "quant/q4_q5.h"
 #include "quant/q8_0.h"
 
 #if defined(__x86_64__) || defined(_M_X64)
-
-#define DG_TARGET __attribute__((target("avx2,fma,f16c")))
 
 namespace dg {
 namespace {
@@ -166,13 +165,11 @@ template <typename C>
 DG_TARGET void pack_act_blocks(const float *x, void *dst, int64_t k) {
     ActBlock *out = static_cast<ActBlock *>(dst);
     for (int64_t b = 0; b < k / 32; ++b) {
-        BlockQ8_0 q;
-        q8_0_row_from_float(x + 32 * b, &q, 32);
-        std::memcpy(out[b].qs, q.qs, 32);
-        int32_t sum = 0;
-        for (int j = 0; j < 32; ++j) sum += q.qs[j];
+        uint16_t d;
+        int32_t sum;
+        _mm256_storeu_si256(reinterpret_cast<__m256i *>(out[b].qs), avx2::quantize_block_q8_0(x + 32 * b, &d, &sum));
         out[b].neg = -C::kOffset * sum;
-        out[b].d = f16(q.d);
+        out[b].d = f16(d);
     }
 }
 
@@ -360,6 +357,8 @@ DG_TARGET void gemm_k(const GemmArgs &a) {
     }
 }
 
+size_t q8_k_bytes(int64_t k) { return static_cast<size_t>(k / kQK_K) * sizeof(BlockQ8_K); }
+
 }  // namespace
 
 GemmKernel gemm_kernel_avx2(TensorType type) {
@@ -367,9 +366,9 @@ GemmKernel gemm_kernel_avx2(TensorType type) {
         case TensorType::Q8_0: return {gemm_panels<Q8_0Codes>, pack_act_blocks<Q8_0Codes>, act_blocks_bytes<Q8_0Codes>};
         case TensorType::Q4_0: return {gemm_panels<Q4_0Codes>, pack_act_blocks<Q4_0Codes>, act_blocks_bytes<Q4_0Codes>};
         case TensorType::Q5_0: return {gemm_panels<Q5_0Codes>, pack_act_blocks<Q5_0Codes>, act_blocks_bytes<Q5_0Codes>};
-        case TensorType::Q4_K: return {gemm_k<BlockQ4_K>};  // activations: Q8_K by the reference rule
-        case TensorType::Q5_K: return {gemm_k<BlockQ5_K>};
-        case TensorType::Q6_K: return {gemm_k<BlockQ6_K>};
+        case TensorType::Q4_K: return {gemm_k<BlockQ4_K>, avx2::quantize_row_q8_k, q8_k_bytes};
+        case TensorType::Q5_K: return {gemm_k<BlockQ5_K>, avx2::quantize_row_q8_k, q8_k_bytes};
+        case TensorType::Q6_K: return {gemm_k<BlockQ6_K>, avx2::quantize_row_q8_k, q8_k_bytes};
         default: return {};
     }
 }
