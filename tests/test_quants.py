@@ -267,6 +267,31 @@ def test_gemm_agrees_with_generic(t, isa):
         assert np.all(np.abs(got - ref) <= 1e-6 * scale + 1e-30), (rows, tokens, blocks)
 
 
+@pytest.mark.parametrize("isa", isa_params(), indirect=True)
+@pytest.mark.parametrize("t", [T.Q8_0, T.Q4_0, T.Q5_0, T.Q4_K, T.Q5_K, T.Q6_K], ids=lambda t: t.name)
+def test_gemm_extreme_codes_do_not_saturate(t, isa):
+    """Rows whose bytes are all 0x80, 0x7f, 0xff or 0x00 (Q8_0 codes -128 and 127, the largest unsigned
+    codes and scales of the others) against activations of +-127 (quantized exactly: codes +-127 for
+    Q8_0, -+128 for Q8_K): a kernel whose int16 pair sums saturate is far off the float64 product."""
+    rng = np.random.default_rng()
+    n, size = 512, info(t).type_size
+    n_blocks = n // info(t).block_size
+    patterns = [0x80, 0x7f, 0xff, 0x00] * 2 + [None, None, None]
+    w = np.empty((len(patterns), n_blocks, size), np.uint8)
+    for r, byte in enumerate(patterns):
+        w[r] = rng.choice(np.array([0x80, 0x7f, 0xff, 0x00], np.uint8), (n_blocks, size)) if byte is None else byte
+    for off in F16_FIELDS[t]:
+        w[:, :, off:off + 2] = np.array([1.0], np.float16).view(np.uint8)
+    w = w.reshape(len(patterns), -1)
+    x = np.stack([np.full(n, 127.0), np.full(n, -127.0)] + [rng.choice([-127.0, 127.0], n) for _ in range(3)])
+    x = x.astype(np.float32)
+    wf = quants.dequantize(w.reshape(-1), t).reshape(len(patterns), n).astype(np.float64)
+    ref = x.astype(np.float64) @ wf.T
+    scale = np.abs(x.astype(np.float64)) @ np.abs(wf).T
+    got = kernels.gemm(t, w, x)
+    assert np.all(np.abs(got - ref) <= 1e-6 * scale), np.max(np.abs(got - ref) / scale)
+
+
 FLOAT_TYPES = {T.F32: np.float32, T.F16: np.float16}
 
 
@@ -349,6 +374,28 @@ def test_gemm_quantizes_activations_like_the_reference(isa):
     x = np.stack([ties, rng.standard_normal(n).astype(np.float32) * 1e-3, np.zeros(n, np.float32)])
     ref = np.stack([kernels.dequantize_row(T.Q8_0, kernels.quantize_row(T.Q8_0, xi)) for xi in x])
     assert same_floats(kernels.gemm(T.Q8_0, w, x), ref)
+
+
+@pytest.mark.parametrize("isa", isa_params(), indirect=True)
+def test_gemm_quantizes_k_activations_like_the_reference(isa):
+    """Q4_K weight rows that are unit vectors (d = 1, scales 1, mins 0, codes one-hot) read the Q8_K
+    activations back exactly: every set's Q8_K quantizer must scale by the largest magnitude and round
+    half to even as ggml's reference does (the scale's sign, taken from the first such element, flips
+    codes and scale together and cannot be seen in the values)."""
+    n = 256
+    blocks = np.zeros((n, 144), np.uint8)
+    blocks[:, 0:2] = np.array([1.0], np.float16).view(np.uint8)
+    blocks[:, 4:8] = 1     # scales of groups 0..3 (mins 0)
+    blocks[:, 12:16] = 1   # low nibbles: scales of groups 4..7
+    for e in range(n):  # element e = 64 k + 32 h + l: nibble h of qs[32 k + l]
+        k, h, l = e // 64, e % 64 // 32, e % 32
+        blocks[e, 16 + 32 * k + l] = 1 << (4 * h)
+    assert np.array_equal(quants.dequantize(blocks.reshape(-1), T.Q4_K).reshape(n, n), np.eye(n, dtype=np.float32))
+    rng = np.random.default_rng()
+    ties = np.concatenate([[-127.0, 127.0], np.arange(-126.5, 127.0, 1.0)]).astype(np.float32)  # iscale 1: ties at k + 0.5
+    x = np.stack([ties, rng.standard_normal(n).astype(np.float32) * 40, np.zeros(n, np.float32)])
+    ref = np.stack([kernels.dequantize_row(T.Q8_K, kernels.quantize_row(T.Q8_K, xi)) for xi in x])
+    assert np.array_equal(kernels.gemm(T.Q4_K, blocks, x), ref)  # values: a zero code times a negative d is -0.0
 
 
 def test_generic_gemm_is_vec_dot_per_pair(isa="generic"):

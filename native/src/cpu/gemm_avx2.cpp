@@ -1,19 +1,20 @@
-// AVX2 register-blocked kernels (cpu/gemm.h) for the 32-element block types: one block per 256-bit
-// register, 2 rows x 3 tokens of accumulators (16 registers). Weights decode to signed values once
-// per tile; vpmaddubsw multiplies |w| with the activations carrying w's sign (|w| <= 128 and
-// activations are never -128, so no pair of products saturates int16). The K-quants use their
-// vec_dot kernels.
+// AVX2 register-blocked kernels (cpu/gemm.h). AVX2 has no vpdpbusd: an integer dot of 4 unsigned x
+// 4 signed bytes per 32-bit lane is vpmaddubsw (u8 x s8 -> pairs summed to s16, saturating) then
+// vpmaddwd with ones (-> s32). Each comment on a kernel bounds its pairs below the saturation.
 #include <immintrin.h>
 
+#include <algorithm>
 #include <cstring>
+#include <type_traits>
+#include <vector>
 
 #include "cpu/gemm.h"
+#include "cpu/quantize_avx2.h"
+#include "quant/k_quants.h"
 #include "quant/q4_q5.h"
 #include "quant/q8_0.h"
 
 #if defined(__x86_64__) || defined(_M_X64)
-
-#define DG_TARGET __attribute__((target("avx2,fma,f16c")))
 
 namespace dg {
 namespace {
@@ -21,24 +22,86 @@ namespace {
 DG_TARGET inline __m256i load256(const void *p) { return _mm256_loadu_si256(static_cast<const __m256i *>(p)); }
 DG_TARGET inline float f16(uint16_t h) { return _cvtsh_ss(h); }
 
+DG_TARGET inline float hsum(__m256 v) {
+    __m128 s = _mm_add_ps(_mm256_castps256_ps128(v), _mm256_extractf128_ps(v, 1));
+    s = _mm_add_ps(s, _mm_movehl_ps(s, s));
+    s = _mm_add_ss(s, _mm_movehdup_ps(s));
+    return _mm_cvtss_f32(s);
+}
+
+// n objects of T in a per-thread buffer that grows to the largest request, 64-byte aligned.
+template <typename T>
+inline T *aligned_scratch(std::vector<uint8_t> &buf, int64_t n) {
+    const size_t bytes = static_cast<size_t>(n) * sizeof(T) + 64;
+    if (buf.size() < bytes) buf.resize(bytes);
+    return reinterpret_cast<T *>((reinterpret_cast<uintptr_t>(buf.data()) + 63) & ~uintptr_t{63});
+}
+
 DG_TARGET inline __m256i nibbles(const uint8_t *qs) {  // 16 bytes -> 32 codes: low nibbles, then high
     const __m128i v = _mm_loadu_si128(reinterpret_cast<const __m128i *>(qs));
     const __m128i m = _mm_set1_epi8(0x0f);
     return _mm256_set_m128i(_mm_and_si128(_mm_srli_epi16(v, 4), m), _mm_and_si128(v, m));
 }
 
-struct Q8_0Values {
+// Byte j = `value` where bit `bit` of byte j of v is set, else 0.
+DG_TARGET inline __m256i bit_to_bytes(__m256i v, int bit, char value) {
+    const __m256i m = _mm256_set1_epi8(static_cast<char>(1 << bit));
+    return _mm256_and_si256(_mm256_cmpeq_epi8(_mm256_and_si256(v, m), m), _mm256_set1_epi8(value));
+}
+
+// ---- 32-element blocks (Q8_0, Q4_0, Q5_0) against Q8_0 activations ----
+// Weight rows go in panels of 8, decoded once per call, lane i of every register belonging to row
+// i: register q of a block holds elements 4q .. 4q+3 of the 8 rows, and vpmaddubsw + vpmaddwd
+// against the token's 4 activation codes (broadcast) add 32 products to 8 rows' sums. A block's sum
+// stays integer; one conversion, one multiply and one FMA per block apply the two scales, and a
+// token's 8 results leave as one vector (no horizontal reduction). Each token's results are the
+// same operations in the same order whatever tokens share its tile.
+//
+// No vpmaddubsw pair saturates. Activations are Q8_0 codes by the reference rule, |x| <= 127.
+// - Q4_0 / Q5_0 take unsigned codes u = w + 8 (0..15) or w + 16 (0..31); the offset comes back
+//   through the activation block's sum, which starts each block's integer sum. A pair is at most
+//   2 * 15 * 127 = 3810 (Q4_0) or 2 * 31 * 127 = 7874 (Q5_0) in magnitude, so the pairs of 8
+//   (Q4_0: 30480) or 4 (Q5_0: 31496) registers are summed in int16 before one vpmaddwd.
+// - Q8_0 codes w span -128..127, too wide for an offset (2 * 255 * 127 > 32767): the unsigned side
+//   is |w| <= 128 and the activation carries w's sign, a pair at most 2 * 128 * 127 = 32512.
+
+// Rows per panel: one 256-bit register of dwords. Panels of 16 rows (two registers per column, one
+// broadcast for both) measured 5-20% slower: their accumulators do not fit the 16 registers.
+constexpr int kPanel32 = 8;
+
+template <bool kSigned>
+struct PanelBlock {                  // one 32-element block of a panel
+    __m256i codes[8];                // register q, lane i: elements 4q .. 4q+3 of row i, unsigned
+    __m256i signs[kSigned ? 8 : 1];  // Q8_0: the signed codes, whose signs go onto the activations
+    __m256 scale;                    // lane i: d of row i (0 past the last row)
+};
+
+struct ActBlock {   // one 32-element block of one token, as the panel tiles read it
+    int8_t qs[32];  // Q8_0 codes by the reference rule
+    int32_t neg;    // -offset * sum(qs)
+    float d;        // the block's f16 scale, widened
+};
+
+// Per type: the signed codes of a block in element order, the offset to unsigned codes (0: the
+// sign trick) and the registers whose int16 pairs may be summed before widening.
+struct Q8_0Codes {
     using Block = BlockQ8_0;
+    static constexpr bool kSigned = true;
+    static constexpr int kOffset = 0, kSum16 = 1;
     DG_TARGET static __m256i values(const Block &b) { return load256(b.qs); }
 };
 
-struct Q4_0Values {
+struct Q4_0Codes {
     using Block = BlockQ4_0;
+    static constexpr bool kSigned = false;
+    static constexpr int kOffset = 8, kSum16 = 8;
     DG_TARGET static __m256i values(const Block &b) { return _mm256_sub_epi8(nibbles(b.qs), _mm256_set1_epi8(8)); }
 };
 
-struct Q5_0Values {
+struct Q5_0Codes {
     using Block = BlockQ5_0;
+    static constexpr bool kSigned = false;
+    static constexpr int kOffset = 16, kSum16 = 4;
     DG_TARGET static __m256i values(const Block &b) {
         uint32_t h;
         std::memcpy(&h, b.qh, 4);
@@ -50,66 +113,264 @@ struct Q5_0Values {
     }
 };
 
-template <typename C, int NR, int NT>
-DG_TARGET inline void tile32(const GemmArgs &a, int64_t r0, int64_t t0) {
+// r[j] = column j of the 8 x 8 matrix of dwords whose row i is r[i].
+DG_TARGET inline void transpose8_epi32(__m256i (&r)[8]) {
+    __m256i t[8], u[8];
+    for (int i = 0; i < 4; ++i) {  // per 128-bit lane: r[2i][c], r[2i+1][c], r[2i][c+1], r[2i+1][c+1]
+        t[2 * i] = _mm256_unpacklo_epi32(r[2 * i], r[2 * i + 1]);
+        t[2 * i + 1] = _mm256_unpackhi_epi32(r[2 * i], r[2 * i + 1]);
+    }
+    for (int g = 0; g < 2; ++g) {  // u[4g + c], 128-bit lane L: rows 4g .. 4g+3 of column 4L + c
+        u[4 * g] = _mm256_unpacklo_epi64(t[4 * g], t[4 * g + 2]);
+        u[4 * g + 1] = _mm256_unpackhi_epi64(t[4 * g], t[4 * g + 2]);
+        u[4 * g + 2] = _mm256_unpacklo_epi64(t[4 * g + 1], t[4 * g + 3]);
+        u[4 * g + 3] = _mm256_unpackhi_epi64(t[4 * g + 1], t[4 * g + 3]);
+    }
+    for (int c = 0; c < 4; ++c) {
+        r[c] = _mm256_permute2x128_si256(u[c], u[4 + c], 0x20);
+        r[4 + c] = _mm256_permute2x128_si256(u[c], u[4 + c], 0x31);
+    }
+}
+
+// One panel (rows <= 8 rows from w0, w_stride apart, k elements) decoded into k / 32 blocks.
+template <typename C>
+DG_TARGET void decode_panel(const uint8_t *w0, size_t w_stride, int64_t rows, int64_t k, PanelBlock<C::kSigned> *panel) {
     using Block = typename C::Block;
-    const Block *w[NR];
-    const BlockQ8_0 *x[NT];
-    for (int r = 0; r < NR; ++r) w[r] = reinterpret_cast<const Block *>(a.w + (r0 + r) * a.w_stride);
-    for (int t = 0; t < NT; ++t) x[t] = reinterpret_cast<const BlockQ8_0 *>(a.x + (t0 + t) * a.x_stride);
-    __m256 acc[NR][NT];
-    for (int r = 0; r < NR; ++r)
-        for (int t = 0; t < NT; ++t) acc[r][t] = _mm256_setzero_ps();
-    const __m256i ones = _mm256_set1_epi16(1);
-    for (int64_t b = 0; b < a.k / 32; ++b) {
-        __m256i v[NR], mag[NR];
-        float ws[NR];
-        for (int r = 0; r < NR; ++r) {
-            v[r] = C::values(w[r][b]);
-            mag[r] = _mm256_sign_epi8(v[r], v[r]);
-            ws[r] = f16(w[r][b].d);
+    for (int64_t b = 0; b < k / 32; ++b) {
+        __m256i r[8];
+        alignas(32) float d[8] = {};
+        for (int i = 0; i < 8; ++i) {
+            r[i] = _mm256_setzero_si256();
+            if (i >= rows) continue;
+            const Block &blk = reinterpret_cast<const Block *>(w0 + i * w_stride)[b];
+            r[i] = C::values(blk);
+            d[i] = f16(blk.d);
         }
-        for (int t = 0; t < NT; ++t) {
-            const __m256i xv = load256(x[t][b].qs);
-            const float xs = f16(x[t][b].d);
-            for (int r = 0; r < NR; ++r) {
-                const __m256i p = _mm256_madd_epi16(_mm256_maddubs_epi16(mag[r], _mm256_sign_epi8(xv, v[r])), ones);
-                acc[r][t] = _mm256_fmadd_ps(_mm256_cvtepi32_ps(p), _mm256_set1_ps(ws[r] * xs), acc[r][t]);
+        transpose8_epi32(r);
+        PanelBlock<C::kSigned> &p = panel[b];
+        for (int q = 0; q < 8; ++q) {
+            if constexpr (C::kSigned) {
+                p.codes[q] = _mm256_sign_epi8(r[q], r[q]);  // -128 gives 0x80: 128 as unsigned
+                p.signs[q] = r[q];
+            } else {
+                p.codes[q] = _mm256_add_epi8(r[q], _mm256_set1_epi8(C::kOffset));
             }
         }
+        p.scale = _mm256_load_ps(d);
     }
-    for (int r = 0; r < NR; ++r)
-        for (int t = 0; t < NT; ++t) {
-            __m128 s = _mm_add_ps(_mm256_castps256_ps128(acc[r][t]), _mm256_extractf128_ps(acc[r][t], 1));
-            s = _mm_add_ps(s, _mm_movehl_ps(s, s));
-            s = _mm_add_ss(s, _mm_movehdup_ps(s));
-            a.y[(t0 + t) * a.ldy + r0 + r] = _mm_cvtss_f32(s);
-        }
 }
 
 template <typename C>
-DG_TARGET void gemm32(const GemmArgs &a) {
-    constexpr int NR = 2, NT = 3;
-    int64_t r = 0;
-    for (; r + NR <= a.n_rows; r += NR) {
-        int64_t t = 0;
-        for (; t + NT <= a.n_tokens; t += NT) tile32<C, NR, NT>(a, r, t);
-        for (; t < a.n_tokens; ++t) tile32<C, NR, 1>(a, r, t);
-    }
-    for (; r < a.n_rows; ++r) {
-        int64_t t = 0;
-        for (; t + NT <= a.n_tokens; t += NT) tile32<C, 1, NT>(a, r, t);
-        for (; t < a.n_tokens; ++t) tile32<C, 1, 1>(a, r, t);
+size_t act_blocks_bytes(int64_t k) { return static_cast<size_t>(k / 32) * sizeof(ActBlock); }
+
+template <typename C>
+DG_TARGET void pack_act_blocks(const float *x, void *dst, int64_t k) {
+    ActBlock *out = static_cast<ActBlock *>(dst);
+    for (int64_t b = 0; b < k / 32; ++b) {
+        uint16_t d;
+        int32_t sum;
+        _mm256_storeu_si256(reinterpret_cast<__m256i *>(out[b].qs), avx2::quantize_block_q8_0(x + 32 * b, &d, &sum));
+        out[b].neg = -C::kOffset * sum;
+        out[b].d = f16(d);
     }
 }
 
+// NT tokens (activation rows x_stride bytes apart) against one panel of nb blocks; y: the panel's
+// first row for the first token; `rows` rows are written.
+template <typename C, int NT>
+DG_TARGET inline void panel_tile(const PanelBlock<C::kSigned> *p, int64_t nb, const uint8_t *x0, size_t x_stride, float *y,
+                                 int64_t ldy, int64_t rows) {
+    const ActBlock *x[NT];
+    for (int t = 0; t < NT; ++t) x[t] = reinterpret_cast<const ActBlock *>(x0 + t * x_stride);
+    const __m256i ones = _mm256_set1_epi16(1);
+    __m256 acc[NT];
+    for (int t = 0; t < NT; ++t) acc[t] = _mm256_setzero_ps();
+    for (int64_t b = 0; b < nb; ++b) {
+        const PanelBlock<C::kSigned> &w = p[b];
+        for (int t = 0; t < NT; ++t) {
+            __m256i s = _mm256_set1_epi32(x[t][b].neg);
+            for (int q0 = 0; q0 < 8; q0 += C::kSum16) {
+                __m256i s16 = _mm256_setzero_si256();
+                for (int q = q0; q < q0 + C::kSum16; ++q) {
+                    int32_t codes;
+                    std::memcpy(&codes, x[t][b].qs + 4 * q, 4);
+                    __m256i xv = _mm256_set1_epi32(codes);
+                    if constexpr (C::kSigned) xv = _mm256_sign_epi8(xv, w.signs[q]);
+                    const __m256i pair = _mm256_maddubs_epi16(w.codes[q], xv);
+                    s16 = q == q0 ? pair : _mm256_add_epi16(s16, pair);
+                }
+                s = _mm256_add_epi32(s, _mm256_madd_epi16(s16, ones));
+            }
+            acc[t] = _mm256_fmadd_ps(_mm256_mul_ps(_mm256_cvtepi32_ps(s), _mm256_set1_ps(x[t][b].d)), w.scale, acc[t]);
+        }
+    }
+    if (rows == kPanel32) {
+        for (int t = 0; t < NT; ++t) _mm256_storeu_ps(y + t * ldy, acc[t]);
+    } else {
+        const __m256i mask = _mm256_cmpgt_epi32(_mm256_set1_epi32(static_cast<int>(rows)), _mm256_setr_epi32(0, 1, 2, 3, 4, 5, 6, 7));
+        for (int t = 0; t < NT; ++t) _mm256_maskstore_ps(y + t * ldy, mask, acc[t]);
+    }
+}
+
+// Each panel is decoded once per call and swept by every token (a panel, 544 B per block, stays
+// in L1 for rows up to ~1800 elements).
+template <typename C>
+DG_TARGET void gemm_panels(const GemmArgs &a) {
+    constexpr int64_t kTokens = 4;
+    const int64_t nb = a.k / 32;
+    thread_local std::vector<uint8_t> buf;
+    PanelBlock<C::kSigned> *const panel = aligned_scratch<PanelBlock<C::kSigned>>(buf, nb);
+    for (int64_t r0 = 0; r0 < a.n_rows; r0 += kPanel32) {
+        const int64_t rows = std::min<int64_t>(kPanel32, a.n_rows - r0);
+        decode_panel<C>(a.w + r0 * a.w_stride, a.w_stride, rows, a.k, panel);
+        float *y = a.y + r0;
+        int64_t t = 0;
+        for (; t + kTokens <= a.n_tokens; t += kTokens)
+            panel_tile<C, kTokens>(panel, nb, a.x + t * a.x_stride, a.x_stride, y + t * a.ldy, a.ldy, rows);
+        for (; t < a.n_tokens; ++t) panel_tile<C, 1>(panel, nb, a.x + t * a.x_stride, a.x_stride, y + t * a.ldy, a.ldy, rows);
+    }
+}
+
+// ---- K-quants against Q8_K ----
+// A few weight rows are decoded once per call into super-blocks of eight registers of unsigned
+// codes (32 elements each, in element order) and eight of int16 group scales, one per pair lane
+// of vpmaddubsw; every token then streams past them in tiles of rows x tokens, one float
+// accumulator per (row, token) pair, reduced horizontally once per tile. Per (row, token) the
+// integer sum of a super-block is exact, and one FMA (two with the mins) applies the scales.
+// No pair saturates: codes are at most 15 (Q4_K), 31 (Q5_K) or 63 (Q6_K, q + 32) and Q8_K codes at
+// most 128 in magnitude, a pair at most 2 * 63 * 128 = 16128.
+
+struct SuperBlock {
+    __m256i codes[8];   // register k: unsigned codes of elements 32k .. 32k+31
+    __m256i scales[8];  // register k: int16 lane i, the scale of elements 32k + 2i, 32k + 2i + 1
+    __m256i corr;       // int16 lane g against the activations' 16-element group sum g
+    float d, dmin;      // dmin: the factor of corr . bsums (0: corr is part of the integer sum)
+};
+
+// Q4_K / Q5_K: x = d*sc * q - dmin*m per 32-element group; register 2j + h holds nibble h of
+// qs[32j .. 32j+31] (and bit 2j + h of qh as bit 4).
+template <typename Block, bool kFiveBit>
+DG_TARGET inline void decode_q45_k(const Block &b, SuperBlock &s) {
+    int sc[8], m[8];
+    for (int j = 0; j < 8; ++j) k4_scale_min(b.scales, j, &sc[j], &m[j]);
+    __m256i qh = _mm256_setzero_si256();
+    if constexpr (kFiveBit) qh = load256(b.qh);
+    for (int j = 0; j < 4; ++j) {
+        const __m256i v = load256(b.qs + 32 * j);
+        __m256i lo = _mm256_and_si256(v, _mm256_set1_epi8(0x0f));
+        __m256i hi = _mm256_and_si256(_mm256_srli_epi16(v, 4), _mm256_set1_epi8(0x0f));
+        if constexpr (kFiveBit) {
+            lo = _mm256_or_si256(lo, bit_to_bytes(qh, 2 * j, 0x10));
+            hi = _mm256_or_si256(hi, bit_to_bytes(qh, 2 * j + 1, 0x10));
+        }
+        s.codes[2 * j] = lo;
+        s.codes[2 * j + 1] = hi;
+        s.scales[2 * j] = _mm256_set1_epi16(static_cast<short>(sc[2 * j]));
+        s.scales[2 * j + 1] = _mm256_set1_epi16(static_cast<short>(sc[2 * j + 1]));
+    }
+    s.corr = _mm256_setr_epi16(m[0], m[0], m[1], m[1], m[2], m[2], m[3], m[3], m[4], m[4], m[5], m[5], m[6], m[6], m[7], m[7]);
+    s.d = f16(b.d);
+    s.dmin = f16(b.dmin);
+}
+
+// Q6_K: codes q + 32 (0..63), x = d*sc * q per 16-element group; the offset goes into the integer
+// sum through corr = -32 * sc. Register 4n + t: nibble t / 2 of ql[64n + 32(t % 2) ..] and bits
+// 2t.. of qh[32n ..] as bits 4, 5.
+DG_TARGET inline void decode_q6_k(const BlockQ6_K &b, SuperBlock &s) {
+    for (int n = 0; n < 2; ++n) {
+        const __m256i qh = load256(b.qh + 32 * n);
+        for (int t = 0; t < 4; ++t) {
+            const int k = 4 * n + t;
+            const __m256i ql = load256(b.ql + 64 * n + 32 * (t % 2));
+            const __m256i lo = _mm256_and_si256(t / 2 ? _mm256_srli_epi16(ql, 4) : ql, _mm256_set1_epi8(0x0f));
+            const __m256i hi = _mm256_and_si256(_mm256_srli_epi16(qh, 2 * t), _mm256_set1_epi8(3));
+            s.codes[k] = _mm256_or_si256(lo, _mm256_slli_epi16(hi, 4));
+            s.scales[k] = _mm256_set_m128i(_mm_set1_epi16(b.scales[2 * k + 1]), _mm_set1_epi16(b.scales[2 * k]));
+        }
+    }
+    const __m256i sc = _mm256_cvtepi8_epi16(_mm_loadu_si128(reinterpret_cast<const __m128i *>(b.scales)));
+    s.corr = _mm256_sub_epi16(_mm256_setzero_si256(), _mm256_slli_epi16(sc, 5));
+    s.d = f16(b.d);
+    s.dmin = 0.0f;
+}
+
+template <typename Block>
+DG_TARGET inline void decode_k(const Block &b, SuperBlock &s) {
+    if constexpr (std::is_same_v<Block, BlockQ4_K>) decode_q45_k<BlockQ4_K, false>(b, s);
+    else if constexpr (std::is_same_v<Block, BlockQ5_K>) decode_q45_k<BlockQ5_K, true>(b, s);
+    else decode_q6_k(b, s);
+}
+
+// NR decoded rows (ns super-blocks each, rows ns apart) x one activation row; y at row r0, token t.
+// One token per tile: NR integer and NR float accumulators stay in registers (tiles of 4 x 2 and
+// more tokens spill and measured slower).
+template <bool kMin, int NR>
+DG_TARGET inline void tile_k(const SuperBlock *w, int64_t ns, const GemmArgs &a, int64_t r0, int64_t t) {
+    const BlockQ8_K *x = reinterpret_cast<const BlockQ8_K *>(a.x + t * a.x_stride);
+    __m256 acc[NR];
+    for (int r = 0; r < NR; ++r) acc[r] = _mm256_setzero_ps();
+    for (int64_t i = 0; i < ns; ++i) {
+        const BlockQ8_K &y = x[i];
+        __m256i isum[NR];
+        for (int r = 0; r < NR; ++r) isum[r] = _mm256_setzero_si256();
+        for (int k = 0; k < 8; ++k) {
+            const __m256i xv = load256(y.qs + 32 * k);
+            for (int r = 0; r < NR; ++r) {
+                const SuperBlock &s = w[r * ns + i];
+                isum[r] = _mm256_add_epi32(isum[r], _mm256_madd_epi16(_mm256_maddubs_epi16(s.codes[k], xv), s.scales[k]));
+            }
+        }
+        const __m256i bsums = load256(y.bsums);
+        for (int r = 0; r < NR; ++r) {
+            const SuperBlock &s = w[r * ns + i];
+            if constexpr (kMin) {
+                const __m256i msum = _mm256_madd_epi16(bsums, s.corr);
+                acc[r] = _mm256_fmadd_ps(_mm256_cvtepi32_ps(isum[r]), _mm256_set1_ps(y.d * s.d), acc[r]);
+                acc[r] = _mm256_fnmadd_ps(_mm256_cvtepi32_ps(msum), _mm256_set1_ps(y.d * s.dmin), acc[r]);
+            } else {
+                isum[r] = _mm256_add_epi32(isum[r], _mm256_madd_epi16(bsums, s.corr));
+                acc[r] = _mm256_fmadd_ps(_mm256_cvtepi32_ps(isum[r]), _mm256_set1_ps(y.d * s.d), acc[r]);
+            }
+        }
+    }
+    for (int r = 0; r < NR; ++r) a.y[t * a.ldy + r0 + r] = hsum(acc[r]);
+}
+
+// kRows rows at a time decoded (576 B per super-block: in L1 for rows up to ~5000 elements) and
+// swept by every token; the row edge goes one row at a time.
+template <typename Block>
+DG_TARGET void gemm_k(const GemmArgs &a) {
+    constexpr bool kMin = !std::is_same_v<Block, BlockQ6_K>;
+    constexpr int64_t kRows = 4;
+    const int64_t ns = a.k / kQK_K;
+    thread_local std::vector<uint8_t> buf;
+    SuperBlock *const wp = aligned_scratch<SuperBlock>(buf, kRows * ns);
+    for (int64_t r0 = 0; r0 < a.n_rows; r0 += kRows) {
+        const int64_t rows = std::min(kRows, a.n_rows - r0);
+        for (int64_t r = 0; r < rows; ++r) {
+            const Block *b = reinterpret_cast<const Block *>(a.w + (r0 + r) * a.w_stride);
+            for (int64_t i = 0; i < ns; ++i) decode_k(b[i], wp[r * ns + i]);
+        }
+        for (int64_t t = 0; t < a.n_tokens; ++t) {
+            if (rows == kRows) tile_k<kMin, kRows>(wp, ns, a, r0, t);
+            else
+                for (int64_t r = 0; r < rows; ++r) tile_k<kMin, 1>(wp + r * ns, ns, a, r0 + r, t);
+        }
+    }
+}
+
+size_t q8_k_bytes(int64_t k) { return static_cast<size_t>(k / kQK_K) * sizeof(BlockQ8_K); }
+
 }  // namespace
 
-GemmKernel gemm_kernel_avx2(TensorType type) {  // activations as the reference quantizer writes them
+GemmKernel gemm_kernel_avx2(TensorType type) {
     switch (type) {
-        case TensorType::Q8_0: return {gemm32<Q8_0Values>};
-        case TensorType::Q4_0: return {gemm32<Q4_0Values>};
-        case TensorType::Q5_0: return {gemm32<Q5_0Values>};
+        case TensorType::Q8_0: return {gemm_panels<Q8_0Codes>, pack_act_blocks<Q8_0Codes>, act_blocks_bytes<Q8_0Codes>};
+        case TensorType::Q4_0: return {gemm_panels<Q4_0Codes>, pack_act_blocks<Q4_0Codes>, act_blocks_bytes<Q4_0Codes>};
+        case TensorType::Q5_0: return {gemm_panels<Q5_0Codes>, pack_act_blocks<Q5_0Codes>, act_blocks_bytes<Q5_0Codes>};
+        case TensorType::Q4_K: return {gemm_k<BlockQ4_K>, avx2::quantize_row_q8_k, q8_k_bytes};
+        case TensorType::Q5_K: return {gemm_k<BlockQ5_K>, avx2::quantize_row_q8_k, q8_k_bytes};
+        case TensorType::Q6_K: return {gemm_k<BlockQ6_K>, avx2::quantize_row_q8_k, q8_k_bytes};
         default: return {};
     }
 }
