@@ -12,7 +12,9 @@ vfmadd231ps and of vpdpbusd, compiled here with cc): one thread of the Q8_0 (int
 row is one sliding-window layer at the released model's shapes in Q4_K_M (random blocks: the
 attention, the dense MLP and the 128-expert MoE, 256 canvas rows over 512 cached positions, the
 CPU's share of a step when experts are offloaded): the step of a 2-layer file minus that of a
-1-layer one (both with a 1024-token vocabulary), all threads against one thread.
+1-layer one (both with a 1024-token vocabulary), all threads against one thread. The first
+quantized type's step also runs on one thread, against transformers on one thread; the footer
+gives the threads' busy share from it.
 
     python bench/bench_step.py [--config medium] [--steps 5] [--types f32,q8_0,q4_k_m]
 """
@@ -153,8 +155,8 @@ def main():
         z_ref = ref.denoise(canvas)
         t_ref_step = median_time(lambda: ref.denoise(canvas, z_ref / 0.8), args.steps)
 
-        def prefill_and_step(path):
-            with dgemma.Model(path, threads=threads) as m:
+        def prefill_and_step(path, n_threads=threads):
+            with dgemma.Model(path, threads=n_threads) as m:
                 def ours_prefill():
                     s = m.session()
                     s.prefill(prompt)
@@ -175,6 +177,14 @@ def main():
             qpath = Path(tmp) / f"m-{t}.gguf"
             quantize_file(gguf, qpath, t, progress=None)
             quantized.append((t, *prefill_and_step(qpath)[:2]))
+        # Thread scaling: the first quantized type's step on one thread, and transformers' on one.
+        scaling = None
+        if len(types) > 1 and threads > 1:
+            t_one = prefill_and_step(Path(tmp) / f"m-{types[1]}.gguf", n_threads=1)[1]
+            torch.set_num_threads(1)
+            t_ref_one = median_time(lambda: ref.denoise(canvas, z_ref / 0.8), args.steps)
+            torch.set_num_threads(threads)
+            scaling = (types[1], t_one, t_ref_one, quantized[0][2])
         with dgemma.Model(gguf, threads=threads) as m:
             # Batching: 4 sequences' canvases per decoder pass vs the same 4 generated one by one
             # (4 steps each, no early stop), per sequence-step.
@@ -206,6 +216,8 @@ def main():
         ("sampler share of a step (%)", 100 * t_sampler / (t_step + t_sampler),
          100 * t_ref_sampler / (t_ref_step + t_ref_sampler), "lower"),
     ]
+    if scaling is not None:
+        rows.append((f"{scaling[0]} decoder step, 1 thread (ms)", scaling[1] * 1e3, scaling[2] * 1e3, "lower"))
     rows.append(("26B-A4B layer, Q4_K_M, all threads (ms)", layer_all, layer_one, "lower"))
     if peak is not None:
         rows += [("Q8_0 GEMM, 1 thread (G MAC/s)", kernel_rate("Q8_0"), peak[1], "peak"),
@@ -219,6 +231,10 @@ def main():
         print(f"| {name:<30} | {ours:>10.1f} | {theirs:>12.1f} | {ratio:>5.2f}x |")
     print("ratio: how many times better dgemma is (speed-up; for the share, transformers' share / ours);")
     print("the batch row's reference is dgemma itself generating the same 4 sequences one by one;")
+    if scaling is not None:
+        busy = scaling[1] / (threads * scaling[3])
+        print(f"threads: the {scaling[0]} step on {threads} threads is {scaling[1] / scaling[3]:.2f}x its one-thread time: "
+              f"the threads are busy {busy:.0%} of the step (idle {1 - busy:.0%})")
     print("26B-A4B layer row: one sliding layer at the released shapes; its reference is the same on one thread")
     print("GEMM rows: 1024 x 704 over 256 tokens; the reference is one core's peak (bench/peak.c: vpdpbusd for")
     print("int8, vfmadd231ps for fp32, or their AVX2 forms), the ratio the fraction of it")
