@@ -385,7 +385,8 @@ struct Q6KPanel {
         }
         __m512i sc[16];  // the 16 int8 group scales: sc[0..3] hold bytes 0-3, 4-7, ...
         load_transposed(b0 + offsetof(BlockQ6_K, scales), stride, rows, 4, 16, 1, sc);
-        const __m512 d = low_halves(gather_rows(b0 + offsetof(BlockQ6_K, d), off_of(stride), rows));
+        // d is the block's last 2 bytes: read the dword ending there (scales 14, 15 and d).
+        const __m512 d = low_halves(_mm512_srli_epi32(gather_rows(b0 + offsetof(BlockQ6_K, d) - 2, off_of(stride), rows), 16));
         for (int g = 0; g < 16; ++g) {  // byte g % 4 of dword g / 4, sign-extended
             const __m512i v = _mm512_srai_epi32(_mm512_slli_epi32(sc[g / 4], 24 - 8 * (g % 4)), 24);
             p.scale[g] = _mm512_mul_ps(d, _mm512_cvtepi32_ps(v));
