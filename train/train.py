@@ -1,4 +1,5 @@
-"""Train a small DiffusionGemma on train/tasks.py and train/infill_tasks.py with transformers' DiffusionGemma classes, on CPU.
+"""Train a small DiffusionGemma on train/tasks.py and train/infill_tasks.py with transformers'
+DiffusionGemma classes, on CPU.
 
 Objective (DiffusionGemma fine-tuning), per example: the prompt and the answer canvases before the target
 canvas run through the encoder (causal, fills the KV cache); the target canvas (C tokens of answer, then
