@@ -86,8 +86,8 @@ def shopping(r):
     """A list of items, then the same items on one line: the line fixes every item of the list."""
     items = r.sample(FOODS, r.randint(2, 4))
     seg = []
-    for k, it in enumerate(items):
-        seg += [("- " if k == 0 else "\n- ", False), (it, True)]
+    for k, it in enumerate(items):  # the hole takes the space before the item: the tokenizer attaches it to the word
+        seg += [("-" if k == 0 else "\n-", False), (" " + it, True)]
     seg.append(("\nBuy: " + ", ".join(items) + ".", False))
     return _doc("shopping", "Write a shopping list.", seg, 2 * r.randrange(len(items)) + 1)
 
