@@ -139,17 +139,30 @@ def test_finish_reason_is_length_when_max_new_tokens_cut_the_text():
 
 
 # -- 5 and 9: pad is not text; tokens per forward counts what the contract counts ---------------------
-def test_padding_is_not_text():
+def test_padding_is_not_text(monkeypatch, capsys):
+    """Padding never becomes text, and a generation of padding only says why. The demo model, fine-tuned
+    for infill, writes a few stray tokens for a prompt it does not know instead of padding only, so the
+    CLI's no-text path is given such a generation in process."""
+    from dgemma.cli import main
+    from dgemma.generate import Generation
+
     with dgemma.Model(DEMO) as m:
         pad = m.tokenizer.pad
         g = m.generate([{"role": "user", "content": "What is the capital of France?"}], seed=0)
     assert pad not in g.tokens
-    assert g.tokens == [] and g.text == "" and g.n_generated == 0 and g.tokens_per_forward == 0.0
-    r = run_cli("generate", "What is the capital of France?", "--seed", "0")
-    assert r.returncode == 0
-    assert r.stdout == ""
-    assert "(the model produced no text:" in r.stderr
-    assert r.stderr.strip().splitlines()[-1].startswith("[0 tokens,")
+    padding_only = Generation(text="", tokens=[], steps=3, canvases=1, finish_reason="length", prompt_tokens=12,
+                              prefill_seconds=0.0, decode_seconds=0.0, sample_seconds=0.0, commit_seconds=0.0,
+                              total_seconds=0.0)
+
+    def stream(self, *args, **kwargs):
+        yield padding_only
+
+    monkeypatch.setattr(dgemma.Model, "stream", stream)
+    assert main(["generate", "What is the capital of France?", "--seed", "0"]) == 0
+    out, err = capsys.readouterr()
+    assert out == ""
+    assert "(the model produced no text: it produced only padding" in err
+    assert err.strip().splitlines()[-1].startswith("[0 tokens,")
 
 
 def test_tokens_per_forward_counts_the_eos_and_says_so():

@@ -127,8 +127,8 @@ def test_span_boundaries_inside_tokens_keep_the_fixed_text(demo):
 
 
 def test_infill_fills_a_copy_answer_with_the_fixed_text_kept(demo):
-    """The demo model was not trained for infill; on this held-in example both ways of finding the
-    hole's length are checked for what they return, not for being right."""
+    """Both ways of finding the hole's length return the fixed text around a hole of at most 3
+    tokens; scoring finds the copy task's answer (train/evaluate_infill.py measures both)."""
     for method in HOLE_LENGTHS:
         r = demo.infill("cat", " sun moon", prompt=COPY, max_hole_tokens=3, hole_length=method, seed=0)
         assert r.text == "cat" + r.fills[0] + " sun moon"

@@ -61,10 +61,11 @@ def main() -> None:
     ap.add_argument("model", nargs="?", default=None)
     ap.add_argument("--per-task", type=int, default=50)
     ap.add_argument("--seed", type=int, default=0)
+    ap.add_argument("--threads", type=int, default=None, help="CPU threads (default: all)")
     args = ap.parse_args()
     import dgemma
 
-    with dgemma.Model(args.model or dgemma.demo_model_path()) as m:
+    with dgemma.Model(args.model or dgemma.demo_model_path(), threads=args.threads) as m:
         rows, summary = evaluate(m, args.per_task, args.seed)
     print("| task | accuracy |")
     print("|---|---|")

@@ -1,4 +1,5 @@
-"""Train a small DiffusionGemma on train/tasks.py with transformers' DiffusionGemma classes, on CPU.
+"""Train a small DiffusionGemma on train/tasks.py and train/infill_tasks.py with transformers'
+DiffusionGemma classes, on CPU.
 
 Objective (DiffusionGemma fine-tuning), per example: the prompt and the answer canvases before the target
 canvas run through the encoder (causal, fills the KV cache); the target canvas (C tokens of answer, then
@@ -7,10 +8,15 @@ predicts the clean canvas from it, reading that cache. Loss = decoder cross-entr
 + the encoder's next-token cross-entropy (its last position predicts the canvas' first token). Half of the
 examples are self-conditioned on the logits of a first, gradient-free decoder pass.
 
+Infill units (units.py, infill_tasks.py) hold holes and fixed text in the canvas, as dgemma lays them
+out: only hole positions are noised and only they enter the decoder loss (fixed positions are never
+noised at inference, and copying a clean input would only dilute the loss).
+
 Batches group examples by encoder length, so no padding or attention masks are needed. Everything random
 is a function of (seed, step), so a resumed run continues exactly. Checkpoints (every --ckpt-minutes):
 out/ckpt.pt (model + optimizer + step) and out/latest/ (a Hugging Face directory); out/final/ at the end.
-Usage: nice -n 19 python train/train.py [--steps N] [--resume]
+--init-from MODEL.gguf starts from a GGUF's weights (fine-tuning; optimizer and schedule start fresh).
+Usage: nice -n 19 python train/train.py [--steps N] [--resume] [--init-from MODEL.gguf]
 """
 import argparse
 import math
@@ -27,8 +33,10 @@ from transformers.cache_utils import DynamicCache
 from transformers.models.diffusion_gemma.generation_diffusion_gemma import (
     DiffusionGemmaGenerationConfig, EntropyBoundSamplerConfig)
 
+import infill_tasks
 import tokenizer as tok
-from tasks import END_OF_TURN, render_prompt, train_set
+from tasks import END_OF_TURN, train_set
+from units import generation_units, infill_units
 
 HERE = os.path.dirname(os.path.abspath(__file__))
 TINY_VISION = dict(model_type="gemma4_vision", hidden_size=16, intermediate_size=32, num_hidden_layers=1,
@@ -52,16 +60,14 @@ def generation_config(sp):
         bos_token_id=sp.bos_id(), pad_token_id=sp.pad_id(), eos_token_id=[sp.eos_id(), sp.piece_to_id(END_OF_TURN)])
 
 
-def encode_pool(sp, n, canvas):
-    """-> list of (encoder ids, clean target canvas) units, one per (example, answer canvas) pair."""
-    units = []
-    for _, p, a in train_set(n):
-        prompt = [sp.bos_id()] + sp.encode(render_prompt(p))
-        ans = sp.encode(a + END_OF_TURN)
-        for k in range(math.ceil(len(ans) / canvas)):
-            target = ans[k * canvas:(k + 1) * canvas]
-            units.append((prompt + ans[:k * canvas], target + [sp.pad_id()] * (canvas - len(target))))
-    return units
+def encode_pool(sp, a):
+    """Every unit: tasks.py answers, infill documents written whole, infill documents with holes,
+    one-word holes over tasks.py answers. Their counts set the mix (batches draw units uniformly)."""
+    examples = train_set(a.examples)
+    docs = infill_tasks.train_documents(a.documents)
+    return (generation_units(sp, examples, a.canvas)
+            + generation_units(sp, [(d.task, d.prompt, d.text) for d in docs[:a.documents_whole]], a.canvas)
+            + infill_units(sp, docs, infill_tasks.word_holes(examples[:a.word_holes], a.seed), a.canvas, a.seed))
 
 
 class Batches:
@@ -79,20 +85,22 @@ class Batches:
         rng = np.random.default_rng([self.seed, step])
         bucket = self.buckets[rng.choice(len(self.buckets), p=self.p)]
         pick = rng.choice(len(bucket), size=min(self.batch_size, len(bucket)), replace=False)
-        enc, canvas = zip(*(bucket[i] for i in pick))
-        return torch.tensor(enc), torch.tensor(canvas)  # [B, L], [B, C]
+        enc, canvas, free = zip(*(bucket[i] for i in pick))
+        return torch.tensor(enc), torch.tensor(canvas), torch.tensor(free)  # [B, L], [B, C], [B, C]
 
 
 def softcap(logits, cap):
     return cap * torch.tanh(logits.float() / cap)
 
 
-def loss_fn(model, enc_ids, canvas, gen):
-    """enc_ids [B, L] prompt (+ earlier canvases), canvas [B, C] clean target -> (total, decoder, encoder) losses."""
+def loss_fn(model, enc_ids, canvas, free, gen):
+    """enc_ids [B, L] prompt (+ earlier canvases), canvas [B, C] clean target, free [B, C] positions to
+    denoise (the others are fixed text) -> (total, decoder, encoder) losses."""
     (B, L), C = enc_ids.shape, canvas.shape[1]
     V, cap = model.config.text_config.vocab_size, model.config.text_config.final_logit_softcapping
     t = torch.empty(B, 1).uniform_(0.001, 1.0, generator=gen)                      # [B, 1] corruption level
-    noisy = torch.where(torch.rand(B, C, generator=gen) < t, torch.randint(0, V, (B, C), generator=gen), canvas)
+    noised = (torch.rand(B, C, generator=gen) < t) & free
+    noisy = torch.where(noised, torch.randint(0, V, (B, C), generator=gen), canvas)
     sc_mask = torch.rand(B, generator=gen) < 0.5                                   # [B] self-conditioned rows
 
     cache = DynamicCache(config=model.config.text_config)
@@ -108,8 +116,37 @@ def loss_fn(model, enc_ids, canvas, gen):
             sc_logits = model(decoder_input_ids=noisy, cache=cache, decoder_position_ids=positions).logits
     logits = model(decoder_input_ids=noisy, cache=cache, decoder_position_ids=positions,
                    self_conditioning_logits=sc_logits, self_conditioning_mask=sc_mask).logits  # [B, C, V]
-    dec_loss = F.cross_entropy(logits.flatten(0, 1), canvas.flatten())
+    dec_loss = F.cross_entropy(logits[free], canvas[free])
     return dec_loss + enc_loss, dec_loss, enc_loss
+
+
+def init_from_gguf(model, path):
+    """Loads a GGUF's weights (tests/reference.py's loader, the gguf package as reader) and checks
+    that the model's decoder logits equal dgemma's on one prompt and canvas."""
+    import sys
+
+    sys.path.insert(0, os.path.join(HERE, "..", "tests"))
+    import dgemma
+    from reference import load_weights_from_gguf
+
+    load_weights_from_gguf(model, path)
+    with dgemma.Model(path, threads=1) as m:
+        ids = m.tokenizer.encode(m.tokenizer.apply_chat_template([{"role": "user", "content": "Copy: red green"}]))
+        canvas = np.random.default_rng(0).integers(0, m.config.n_vocab, m.config.canvas_length)
+        with m.session() as s:
+            s.prefill(ids)
+            ours = s.denoise(canvas)
+    model.eval()
+    with torch.no_grad():
+        cache = DynamicCache(config=model.config.text_config)
+        model.model.encoder(input_ids=torch.tensor([ids]), cache=cache)
+        ref = model(decoder_input_ids=torch.tensor([canvas]), cache=cache,
+                    decoder_position_ids=torch.arange(len(ids), len(ids) + len(canvas))[None]).logits[0].numpy()
+    model.train()
+    err = np.abs(ours - ref).max() / np.abs(ref).max()
+    if not err <= 1e-4:
+        raise SystemExit(f"{path}: the loaded weights do not reproduce dgemma's logits (relative error {err:.2e})")
+    print(f"# init from {path}: logits equal dgemma's (relative error {err:.1e})", flush=True)
 
 
 def save_hf(model, sp_path, sp, path):
@@ -130,7 +167,11 @@ def main():
     ap.add_argument("--lr", type=float, default=2e-3)
     ap.add_argument("--warmup", type=int, default=200)
     ap.add_argument("--canvas", type=int, default=32)
-    ap.add_argument("--examples", type=int, default=200_000)
+    ap.add_argument("--examples", type=int, default=100_000, help="tasks.py examples")
+    ap.add_argument("--documents", type=int, default=60_000, help="infill_tasks documents, with holes")
+    ap.add_argument("--documents-whole", type=int, default=20_000, help="of them, also written whole")
+    ap.add_argument("--word-holes", type=int, default=30_000, help="tasks.py examples also cut into word holes")
+    ap.add_argument("--init-from", help="a GGUF of this architecture (the shipped demo model) to fine-tune")
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--ckpt-minutes", type=float, default=5.0)
     ap.add_argument("--log-every", type=int, default=25)
@@ -143,6 +184,8 @@ def main():
 
     torch.manual_seed(a.seed)
     model = DiffusionGemmaForBlockDiffusion(make_config(sp.get_piece_size(), a.canvas)).train()
+    if a.init_from and not a.resume:
+        init_from_gguf(model, a.init_from)
     opt = torch.optim.AdamW(model.parameters(), lr=a.lr, betas=(0.9, 0.98), weight_decay=0.01)
     sched = torch.optim.lr_scheduler.LambdaLR(opt, lambda s: min(1.0, (s + 1) / a.warmup) * (
         0.1 + 0.45 * (1 + math.cos(math.pi * min(1.0, s / a.steps)))))
@@ -162,7 +205,7 @@ def main():
         log.flush()
 
     say(f"# start step {step}/{a.steps}, text params {n_text}, args {vars(a)}")
-    batches = Batches(encode_pool(sp, a.examples, a.canvas), a.batch, a.seed)
+    batches = Batches(encode_pool(sp, a), a.batch, a.seed)
 
     def checkpoint():
         torch.save({"model": model.state_dict(), "opt": opt.state_dict(), "sched": sched.state_dict(),
@@ -174,9 +217,9 @@ def main():
     t0 = last_ckpt = time.time()
     sums = np.zeros(3)
     while step < a.steps:
-        enc_ids, canvas = batches(step)
+        enc_ids, canvas, free = batches(step)
         gen = torch.Generator().manual_seed(a.seed * 1_000_003 + step)
-        losses = loss_fn(model, enc_ids, canvas, gen)
+        losses = loss_fn(model, enc_ids, canvas, free, gen)
         opt.zero_grad(set_to_none=True)
         losses[0].backward()
         torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)

@@ -16,9 +16,9 @@ def _common(p) -> None:
     p.add_argument("--prompt", help="what the text answers: a user turn for chat-format models, read before the text")
     p.add_argument("--max-hole-tokens", dest="max_hole_tokens", type=positive_int, default=None,
                    help="tokens per hole at most (default: half a canvas)")
-    p.add_argument("--hole-length", dest="hole_length", choices=["eos", "scored"], default=None,
-                   help="how a hole's length is found: EOS inside the hole, or every length scored "
-                        "(default: scored for one hole, eos for several)")
+    p.add_argument("--hole-length", dest="hole_length", choices=["eos", "scored"], default="eos",
+                   help="how a hole's length is found: EOS inside the hole (default), or every length "
+                        "scored (one hole only)")
     p.add_argument("--seed", type=int_in(0, 2**64 - 1), default=None, help="random seed (same seed, same output)")
     p.add_argument("--visual", action="store_true",
                    help=f"show each step's canvas; denoising positions between {HOLE_START} {HOLE_END} (standard error)")

@@ -202,19 +202,19 @@ class Model:
         return g.stream(self, prompt, drafts=drafts, **kwargs)
 
     def infill(self, prefix: str, suffix: str, *, max_hole_tokens: int | None = None, prompt=None,
-               hole_length: str | None = None, seed: int | None = None, eos_ids=None, **sampler):
+               hole_length: str = "eos", seed: int | None = None, eos_ids=None, **sampler):
         """The text between `prefix` and `suffix` (an `Infill`; `.fills[0]` is the hole's text). The
         prefix is read in encoder mode after `prompt` (text or chat messages, optional); the canvas
         holds a hole of `max_hole_tokens` (default: half a canvas) and the suffix, fixed.
         `hole_length`: "eos" (the hole ends at the EOS the model writes in it), "scored" (every
-        length tried, the likeliest canvas kept) or None (scored for one hole, else EOS; see
-        dgemma.infill). Sampler options as in generate()."""
+        length tried, the likeliest canvas kept; one hole only; see dgemma.infill). Sampler options
+        as in generate()."""
         from . import infill as f
 
         parts = f.infill_parts(prefix, suffix, f.default_hole_tokens(self, max_hole_tokens))
         return f.run(self, prompt, parts, hole_length=hole_length, seed=seed, eos_ids=eos_ids, **sampler)
 
-    def edit(self, text: str, spans, *, max_hole_tokens: int | None = None, prompt=None, hole_length: str | None = None,
+    def edit(self, text: str, spans, *, max_hole_tokens: int | None = None, prompt=None, hole_length: str = "eos",
              seed: int | None = None, eos_ids=None, **sampler):
         """`text` with each character span (start, end) rewritten, everything else fixed (an `Infill`).
         `spans`: one (start, end) pair or a list of them, not overlapping."""
