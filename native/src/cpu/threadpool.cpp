@@ -1,8 +1,25 @@
 #include "cpu/threadpool.h"
 
 #include <algorithm>
+#include <chrono>
+
+#if defined(__x86_64__) || defined(_M_X64)
+#include <immintrin.h>
+#endif
 
 namespace dg {
+
+namespace {
+
+constexpr std::chrono::microseconds kSpin{100};  // how long an idle worker watches for the next loop
+
+inline void pause() {
+#if defined(__x86_64__) || defined(_M_X64)
+    _mm_pause();
+#endif
+}
+
+}  // namespace
 
 int resolve_thread_count(int requested) {
     return requested > 0 ? requested : static_cast<int>(std::max(1u, std::thread::hardware_concurrency()));
@@ -41,6 +58,11 @@ void ThreadPool::drain(int thread) {
 void ThreadPool::worker(int thread) {
     uint64_t seen = 0;
     for (;;) {
+        // A step runs hundreds of short loops back to back: a worker that went to sleep after one
+        // takes tens of microseconds to wake for the next, so it first watches for the next loop
+        // for a short while.
+        const auto spin_until = std::chrono::steady_clock::now() + kSpin;
+        while (published_.load(std::memory_order_acquire) == seen && std::chrono::steady_clock::now() < spin_until) pause();
         {
             std::unique_lock<std::mutex> lock(mu_);
             wake_.wait(lock, [&] { return stop_ || generation_ != seen; });
@@ -72,6 +94,7 @@ void ThreadPool::run(int64_t n_tasks, const std::function<void(int64_t, int)> &f
         open_ = true;
         error_ = nullptr;
         ++generation_;
+        published_.store(generation_, std::memory_order_release);
     }
     wake_.notify_all();
     drain(0);

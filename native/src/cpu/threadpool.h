@@ -44,6 +44,7 @@ private:
     int active_ = 0;     // workers inside the current loop
     bool open_ = false;  // the current loop still accepts workers
     uint64_t generation_ = 0;
+    std::atomic<uint64_t> published_{0};  // generation_, readable without the lock (workers' spin)
     bool stop_ = false;
     std::exception_ptr error_;
 };
