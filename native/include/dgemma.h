@@ -358,11 +358,11 @@ DGEMMA_API dgemma_status dgemma_matvec(int32_t type, const void *w, int64_t n_ro
                                        float *out);
 
 /* Selects the instruction set of the CPU kernels for the whole process: "auto" (the best this CPU
- * supports, the default), "generic", "avx2" or "avx512" (AVX-512 VNNI). Fails with
- * DGEMMA_ERR_UNSUPPORTED, changing nothing, if this CPU lacks the set. */
+ * supports, the default), "generic", "avx2", "avxvnni" (AVX2 with AVX-VNNI) or "avx512" (AVX-512
+ * VNNI). Fails with DGEMMA_ERR_UNSUPPORTED, changing nothing, if this CPU lacks the set. */
 DGEMMA_API dgemma_status dgemma_set_cpu_isa(const char *isa);
 
-/* The instruction set in use: "generic", "avx2" or "avx512". */
+/* The instruction set in use: "generic", "avx2", "avxvnni" or "avx512". */
 DGEMMA_API const char *dgemma_cpu_isa(void);
 
 /* out[t * n_rows + r] = dot(row r of w, row t of x) for n_rows consecutive weight rows and n_tokens

@@ -179,11 +179,9 @@ DGEMMA_API dgemma_status dgemma_set_cpu_isa(const char *isa) {
         check_pointer(isa, "isa");
         dg::Isa chosen;
         if (std::strcmp(isa, "auto") == 0) chosen = dg::best_isa();
-        else if (std::strcmp(isa, "generic") == 0) chosen = dg::Isa::Generic;
-        else if (std::strcmp(isa, "avx2") == 0) chosen = dg::Isa::Avx2;
-        else if (std::strcmp(isa, "avx512") == 0) chosen = dg::Isa::Avx512;
-        else throw Error(DGEMMA_ERR_INVALID_ARGUMENT, std::string("unknown instruction set \"") + isa +
-                                                          "\" (expected auto, generic, avx2 or avx512)");
+        else if (!dg::isa_from_name(isa, &chosen))
+            throw Error(DGEMMA_ERR_INVALID_ARGUMENT, std::string("unknown instruction set \"") + isa +
+                                                         "\" (expected auto, generic, avx2, avxvnni or avx512)");
         if (!dg::set_isa(chosen)) {
             throw Error(DGEMMA_ERR_UNSUPPORTED, std::string("this CPU does not support ") + isa + " (features: \"" +
                                                     dg::isa_features_string() + "\")");

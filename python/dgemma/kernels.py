@@ -14,7 +14,7 @@ from ._native import check, ffi, lib
 from .errors import InvalidArgumentError
 from .gguf import GGML_TYPE_IDS
 
-ISAS = ("generic", "avx2", "avx512")
+ISAS = ("generic", "avx2", "avxvnni", "avx512")
 
 TypeLike = Union[int, str]
 
@@ -113,7 +113,7 @@ def matvec(t: TypeLike, w: np.ndarray, x: np.ndarray) -> np.ndarray:
 
 
 def set_cpu_isa(isa: str) -> None:
-    """Selects "auto", "generic", "avx2" or "avx512" for the whole process; UnsupportedError if the CPU lacks it."""
+    """Selects "auto", "generic", "avx2", "avxvnni" or "avx512" for the whole process; UnsupportedError if the CPU lacks it."""
     check(lib.dgemma_set_cpu_isa(isa.encode()))
 
 

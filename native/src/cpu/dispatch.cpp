@@ -18,7 +18,7 @@ namespace {
 
 struct CpuFeatures {
     bool avx2 = false, fma = false, f16c = false;
-    bool avx512f = false, avx512bw = false, avx512vl = false, avx512vnni = false;
+    bool avx512f = false, avx512bw = false, avx512vl = false, avx512vnni = false, avxvnni = false;
     std::string text;
 };
 
@@ -44,12 +44,14 @@ const CpuFeatures &cpu_features() {
             c.avx512bw = zmm && (b & (1u << 30));
             c.avx512vl = zmm && (b & (1u << 31));
             c.avx512vnni = zmm && (cx & (1u << 11));
+            unsigned a1, b1, c1, d1;
+            if (__get_cpuid_count(7, 1, &a1, &b1, &c1, &d1)) c.avxvnni = a1 & (1u << 4);
         }
         c.fma = c.fma && ymm;
         c.f16c = c.f16c && ymm;
         const std::pair<bool, const char *> names[] = {
             {c.avx2, "avx2"}, {c.fma, "fma"}, {c.f16c, "f16c"}, {c.avx512f, "avx512f"},
-            {c.avx512bw, "avx512bw"}, {c.avx512vl, "avx512vl"}, {c.avx512vnni, "avx512vnni"}};
+            {c.avx512bw, "avx512bw"}, {c.avx512vl, "avx512vl"}, {c.avx512vnni, "avx512vnni"}, {c.avxvnni, "avxvnni"}};
         for (const auto &[has, name] : names) {
             if (has) c.text += c.text.empty() ? name : std::string(" ") + name;
         }
@@ -59,7 +61,7 @@ const CpuFeatures &cpu_features() {
     return f;
 }
 
-constexpr int kNumIsa = 3;
+constexpr int kNumIsa = 4;
 constexpr uint32_t kNumTypeIds = 64;  // ggml type ids are below this
 
 // Kernels by [isa][type id]; an ISA without its own version of a type uses the generic one.
@@ -75,9 +77,11 @@ struct KernelTable {
         fill(Isa::Generic, generic);
 #if defined(__x86_64__) || defined(_M_X64)
         fill(Isa::Avx2, vec_dot_kernels_avx2());
+        fill(Isa::AvxVnni, vec_dot_kernels_avx2());  // its own kernels are the products (cpu/gemm.h)
         fill(Isa::Avx512, vec_dot_kernels_avx512());
 #else
         fill(Isa::Avx2, generic);
+        fill(Isa::AvxVnni, generic);
         fill(Isa::Avx512, generic);
 #endif
     }
@@ -119,6 +123,7 @@ bool isa_supported(Isa isa) {
     switch (isa) {
         case Isa::Generic: return true;
         case Isa::Avx2: return c.avx2 && c.fma && c.f16c;
+        case Isa::AvxVnni: return c.avx2 && c.fma && c.f16c && c.avxvnni;
         case Isa::Avx512: return c.avx2 && c.fma && c.f16c && c.avx512f && c.avx512bw && c.avx512vl && c.avx512vnni;
     }
     return false;
@@ -126,6 +131,7 @@ bool isa_supported(Isa isa) {
 
 Isa best_isa() {
     if (isa_supported(Isa::Avx512)) return Isa::Avx512;
+    if (isa_supported(Isa::AvxVnni)) return Isa::AvxVnni;
     if (isa_supported(Isa::Avx2)) return Isa::Avx2;
     return Isa::Generic;
 }
@@ -142,9 +148,20 @@ const char *isa_name(Isa isa) {
     switch (isa) {
         case Isa::Generic: return "generic";
         case Isa::Avx2: return "avx2";
+        case Isa::AvxVnni: return "avxvnni";
         case Isa::Avx512: return "avx512";
     }
     return "?";
+}
+
+bool isa_from_name(const char *name, Isa *isa) {
+    for (Isa i : {Isa::Generic, Isa::Avx2, Isa::AvxVnni, Isa::Avx512}) {
+        if (std::string(name) == isa_name(i)) {
+            *isa = i;
+            return true;
+        }
+    }
+    return false;
 }
 
 const char *isa_features_string() { return cpu_features().text.c_str(); }

@@ -14,6 +14,7 @@ namespace dg {
 enum class Isa {
     Generic,  // portable C++
     Avx2,     // AVX2 + FMA + F16C
+    AvxVnni,  // Avx2 + AVX-VNNI (vpdpbusd on 256-bit registers: Intel client cores without AVX-512)
     Avx512,   // AVX-512 F/BW/VL + VNNI (256-bit VNNI dot products)
 };
 
@@ -23,7 +24,8 @@ bool isa_supported(Isa isa);
 Isa best_isa();                  // the widest set this CPU supports; the default
 Isa active_isa();
 bool set_isa(Isa isa);           // false, leaving the active set unchanged, if the CPU lacks it
-const char *isa_name(Isa isa);   // "generic", "avx2", "avx512"
+const char *isa_name(Isa isa);   // "generic", "avx2", "avxvnni", "avx512"
+bool isa_from_name(const char *name, Isa *isa);  // the inverse of isa_name; false for an unknown name
 const char *isa_features_string();  // e.g. "avx2 fma f16c avx512f avx512bw avx512vl avx512vnni"
 
 // The kernel of weight type `type` for `isa` (its generic kernel where the set has no own version);

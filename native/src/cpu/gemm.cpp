@@ -12,6 +12,7 @@ GemmKernel gemm_kernel(TensorType type, Isa isa) {
     switch (isa) {
         case Isa::Avx512: return gemm_kernel_avx512(type);
         case Isa::Avx2: return gemm_kernel_avx2(type);
+        case Isa::AvxVnni: return gemm_kernel_avxvnni(type);
         case Isa::Generic: break;
     }
 #endif

@@ -70,6 +70,7 @@ void gemm(TensorType type, const GemmArgs &a);
 
 #if defined(__x86_64__) || defined(_M_X64)
 GemmKernel gemm_kernel_avx2(TensorType type);
+GemmKernel gemm_kernel_avxvnni(TensorType type);  // AVX2's, with vpdpbusd for the 32-element blocks
 GemmKernel gemm_kernel_avx512(TensorType type);
 void quantize_q8_0_avx512(const float *x, void *dst, int64_t n);
 void quantize_q8_k_avx512(const float *x, void *dst, int64_t n);

@@ -231,6 +231,65 @@ DG_TARGET void gemm_panels(const GemmArgs &a) {
     }
 }
 
+// ---- AVX-VNNI: the same panels with vpdpbusd ----
+// vpdpbusd on 256-bit registers adds 4 u8 x s8 products per lane into int32 without an int16 step,
+// so nothing saturates and Q8_0 takes plain offset codes u = w + 128 like Q4_0 and Q5_0.
+
+#define DG_TARGET_VNNI __attribute__((target("avx2,fma,f16c,avxvnni")))
+
+struct Q8_0VnniCodes {
+    using Block = BlockQ8_0;
+    static constexpr bool kSigned = false;
+    static constexpr int kOffset = 128;
+    DG_TARGET static __m256i values(const Block &b) { return load256(b.qs); }
+};
+
+template <int NT>
+DG_TARGET_VNNI inline void panel_tile_vnni(const PanelBlock<false> *p, int64_t nb, const uint8_t *x0, size_t x_stride, float *y,
+                                           int64_t ldy, int64_t rows) {
+    const ActBlock *x[NT];
+    for (int t = 0; t < NT; ++t) x[t] = reinterpret_cast<const ActBlock *>(x0 + t * x_stride);
+    __m256 acc[NT];
+    for (int t = 0; t < NT; ++t) acc[t] = _mm256_setzero_ps();
+    for (int64_t b = 0; b < nb; ++b) {
+        const PanelBlock<false> &w = p[b];
+        __m256i s[NT];  // NT independent vpdpbusd chains
+        for (int t = 0; t < NT; ++t) s[t] = _mm256_set1_epi32(x[t][b].neg);
+        for (int q = 0; q < 8; ++q)
+            for (int t = 0; t < NT; ++t) {
+                int32_t codes;
+                std::memcpy(&codes, x[t][b].qs + 4 * q, 4);
+                s[t] = _mm256_dpbusd_avx_epi32(s[t], w.codes[q], _mm256_set1_epi32(codes));
+            }
+        for (int t = 0; t < NT; ++t)
+            acc[t] = _mm256_fmadd_ps(_mm256_mul_ps(_mm256_cvtepi32_ps(s[t]), _mm256_set1_ps(x[t][b].d)), w.scale, acc[t]);
+    }
+    if (rows == kPanel32) {
+        for (int t = 0; t < NT; ++t) _mm256_storeu_ps(y + t * ldy, acc[t]);
+    } else {
+        const __m256i mask = _mm256_cmpgt_epi32(_mm256_set1_epi32(static_cast<int>(rows)), _mm256_setr_epi32(0, 1, 2, 3, 4, 5, 6, 7));
+        for (int t = 0; t < NT; ++t) _mm256_maskstore_ps(y + t * ldy, mask, acc[t]);
+    }
+}
+
+template <typename C>
+DG_TARGET_VNNI void gemm_panels_vnni(const GemmArgs &a) {
+    static_assert(!C::kSigned, "vpdpbusd takes unsigned weight codes");
+    constexpr int64_t kTokens = 4;
+    const int64_t nb = a.k / 32;
+    thread_local std::vector<uint8_t> buf;
+    PanelBlock<false> *const panel = aligned_scratch<PanelBlock<false>>(buf, nb);
+    for (int64_t r0 = 0; r0 < a.n_rows; r0 += kPanel32) {
+        const int64_t rows = std::min<int64_t>(kPanel32, a.n_rows - r0);
+        decode_panel<C>(a.w + r0 * a.w_stride, a.w_stride, rows, a.k, panel);
+        float *y = a.y + r0;
+        int64_t t = 0;
+        for (; t + kTokens <= a.n_tokens; t += kTokens)
+            panel_tile_vnni<kTokens>(panel, nb, a.x + t * a.x_stride, a.x_stride, y + t * a.ldy, a.ldy, rows);
+        for (; t < a.n_tokens; ++t) panel_tile_vnni<1>(panel, nb, a.x + t * a.x_stride, a.x_stride, y + t * a.ldy, a.ldy, rows);
+    }
+}
+
 // ---- K-quants against Q8_K ----
 // A few weight rows are decoded once per call into super-blocks of eight registers of unsigned
 // codes (32 elements each, in element order) and eight of int16 group scales, one per pair lane
@@ -372,6 +431,16 @@ GemmKernel gemm_kernel_avx2(TensorType type) {
         case TensorType::Q5_K: return {gemm_k<BlockQ5_K>, avx2::quantize_row_q8_k, q8_k_bytes};
         case TensorType::Q6_K: return {gemm_k<BlockQ6_K>, avx2::quantize_row_q8_k, q8_k_bytes};
         default: return {};
+    }
+}
+
+GemmKernel gemm_kernel_avxvnni(TensorType type) {
+    switch (type) {
+        case TensorType::Q8_0:
+            return {gemm_panels_vnni<Q8_0VnniCodes>, pack_act_blocks<Q8_0VnniCodes>, act_blocks_bytes<Q8_0VnniCodes>};
+        case TensorType::Q4_0: return {gemm_panels_vnni<Q4_0Codes>, pack_act_blocks<Q4_0Codes>, act_blocks_bytes<Q4_0Codes>};
+        case TensorType::Q5_0: return {gemm_panels_vnni<Q5_0Codes>, pack_act_blocks<Q5_0Codes>, act_blocks_bytes<Q5_0Codes>};
+        default: return gemm_kernel_avx2(type);
     }
 }
 

@@ -413,7 +413,8 @@ void gelu_tanh_mul(const float *gate, const float *up, float *out, int64_t n) {
 #ifdef DG_X86_KERNELS
     switch (active_isa()) {
         case Isa::Avx512: return gelu_avx512(gate, up, out, n);
-        case Isa::Avx2: return gelu_avx2(gate, up, out, n);
+        case Isa::Avx2:
+        case Isa::AvxVnni: return gelu_avx2(gate, up, out, n);
         case Isa::Generic: break;
     }
 #endif
@@ -425,7 +426,8 @@ void dot_tile(const float *x, int64_t ldx, int64_t n_tokens, const float *w, int
 #ifdef DG_X86_KERNELS
     switch (active_isa()) {
         case Isa::Avx512: return tile_avx512(x, ldx, n_tokens, w, ldw, n_rows, k, y, ldy);
-        case Isa::Avx2: return tile_avx2(x, ldx, n_tokens, w, ldw, n_rows, k, y, ldy);
+        case Isa::Avx2:
+        case Isa::AvxVnni: return tile_avx2(x, ldx, n_tokens, w, ldw, n_rows, k, y, ldy);
         case Isa::Generic: break;
     }
 #endif
@@ -437,7 +439,8 @@ void accumulate_rows(const float *p, int64_t ldp, int64_t nb, const float *v, in
 #ifdef DG_X86_KERNELS
     switch (active_isa()) {
         case Isa::Avx512: return accumulate_avx512(p, ldp, nb, v, ldv, n, d, o, ldo);
-        case Isa::Avx2: return accumulate_avx2(p, ldp, nb, v, ldv, n, d, o, ldo);
+        case Isa::Avx2:
+        case Isa::AvxVnni: return accumulate_avx2(p, ldp, nb, v, ldv, n, d, o, ldo);
         case Isa::Generic: break;
     }
 #endif
@@ -448,7 +451,8 @@ void softcap(float *x, int64_t n, float cap) {
 #ifdef DG_X86_KERNELS
     switch (active_isa()) {
         case Isa::Avx512: return softcap_avx512(x, n, cap);
-        case Isa::Avx2: return softcap_avx2(x, n, cap);
+        case Isa::Avx2:
+        case Isa::AvxVnni: return softcap_avx2(x, n, cap);
         case Isa::Generic: break;
     }
 #endif
@@ -459,7 +463,8 @@ double sum_squares(const float *x, int64_t n) {
 #ifdef DG_X86_KERNELS
     switch (active_isa()) {
         case Isa::Avx512: return sum_squares_avx512(x, n);
-        case Isa::Avx2: return sum_squares_avx2(x, n);
+        case Isa::Avx2:
+        case Isa::AvxVnni: return sum_squares_avx2(x, n);
         case Isa::Generic: break;
     }
 #endif
@@ -470,7 +475,8 @@ void softmax(float *x, int64_t n) {
 #ifdef DG_X86_KERNELS
     switch (active_isa()) {
         case Isa::Avx512: return softmax_avx512(x, n);
-        case Isa::Avx2: return softmax_avx2(x, n);
+        case Isa::Avx2:
+        case Isa::AvxVnni: return softmax_avx2(x, n);
         case Isa::Generic: break;
     }
 #endif
@@ -481,7 +487,8 @@ double exp_sum(const float *x, int64_t n, float shift, float scale, float *out) 
 #ifdef DG_X86_KERNELS
     switch (active_isa()) {
         case Isa::Avx512: return exp_sum_avx512(x, n, shift, scale, out);
-        case Isa::Avx2: return exp_sum_avx2(x, n, shift, scale, out);
+        case Isa::Avx2:
+        case Isa::AvxVnni: return exp_sum_avx2(x, n, shift, scale, out);
         case Isa::Generic: break;
     }
 #endif
