@@ -175,6 +175,17 @@ DG_TARGET void pack_act_blocks(const float *x, void *dst, int64_t k) {
     }
 }
 
+// A panel's results for NT tokens (ldy apart): the first `rows` lanes of each vector.
+template <int NT>
+DG_TARGET inline void store_panel(const __m256 (&acc)[NT], float *y, int64_t ldy, int64_t rows) {
+    if (rows == kPanel32) {
+        for (int t = 0; t < NT; ++t) _mm256_storeu_ps(y + t * ldy, acc[t]);
+    } else {
+        const __m256i mask = _mm256_cmpgt_epi32(_mm256_set1_epi32(static_cast<int>(rows)), _mm256_setr_epi32(0, 1, 2, 3, 4, 5, 6, 7));
+        for (int t = 0; t < NT; ++t) _mm256_maskstore_ps(y + t * ldy, mask, acc[t]);
+    }
+}
+
 // NT tokens (activation rows x_stride bytes apart) against one panel of nb blocks; y: the panel's
 // first row for the first token; `rows` rows are written.
 template <typename C, int NT>
@@ -204,12 +215,7 @@ DG_TARGET inline void panel_tile(const PanelBlock<C::kSigned> *p, int64_t nb, co
             acc[t] = _mm256_fmadd_ps(_mm256_mul_ps(_mm256_cvtepi32_ps(s), _mm256_set1_ps(x[t][b].d)), w.scale, acc[t]);
         }
     }
-    if (rows == kPanel32) {
-        for (int t = 0; t < NT; ++t) _mm256_storeu_ps(y + t * ldy, acc[t]);
-    } else {
-        const __m256i mask = _mm256_cmpgt_epi32(_mm256_set1_epi32(static_cast<int>(rows)), _mm256_setr_epi32(0, 1, 2, 3, 4, 5, 6, 7));
-        for (int t = 0; t < NT; ++t) _mm256_maskstore_ps(y + t * ldy, mask, acc[t]);
-    }
+    store_panel<NT>(acc, y, ldy, rows);
 }
 
 // Each panel is decoded once per call and swept by every token (a panel, 544 B per block, stays
@@ -264,12 +270,7 @@ DG_TARGET_VNNI inline void panel_tile_vnni(const PanelBlock<false> *p, int64_t n
         for (int t = 0; t < NT; ++t)
             acc[t] = _mm256_fmadd_ps(_mm256_mul_ps(_mm256_cvtepi32_ps(s[t]), _mm256_set1_ps(x[t][b].d)), w.scale, acc[t]);
     }
-    if (rows == kPanel32) {
-        for (int t = 0; t < NT; ++t) _mm256_storeu_ps(y + t * ldy, acc[t]);
-    } else {
-        const __m256i mask = _mm256_cmpgt_epi32(_mm256_set1_epi32(static_cast<int>(rows)), _mm256_setr_epi32(0, 1, 2, 3, 4, 5, 6, 7));
-        for (int t = 0; t < NT; ++t) _mm256_maskstore_ps(y + t * ldy, mask, acc[t]);
-    }
+    store_panel<NT>(acc, y, ldy, rows);
 }
 
 template <typename C>
