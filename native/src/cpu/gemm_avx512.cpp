@@ -6,7 +6,6 @@
 #include <algorithm>
 #include <cstddef>
 #include <cstring>
-#include <type_traits>
 #include <vector>
 
 #include "cpu/gemm.h"
@@ -506,15 +505,10 @@ DG_TARGET inline void pack_float_panel(const uint8_t *w0, size_t stride, __mmask
 }
 
 // How the float kernel reads a panel element (kk of 16 rows): widened float32 registers (made per
-// call, or F32 packed at load), or the 16-bit values as packed at load, widened per read.
+// call, or F32 packed at load).
 struct WideRead {
     using Elem = __m512;
     DG_TARGET static __m512 read(const Elem *p) { return _mm512_load_ps(reinterpret_cast<const float *>(p)); }
-};
-template <typename C>
-struct HalfRead {
-    using Elem = __m256i;
-    DG_TARGET static __m512 read(const Elem *p) { return C::widen16(_mm256_load_si256(p)); }
 };
 
 // NP panels (16 NP rows, panel p's elements pstride apart) x NT tokens over kc elements; each
@@ -541,9 +535,7 @@ DG_TARGET inline void float_panel_tile(const typename R::Elem *panel, int64_t ps
 template <typename R, int NP>
 DG_TARGET inline void float_panel_tiles(const typename R::Elem *panel, int64_t pstride, int64_t kc, bool first, const float *x,
                                         int64_t ldx, int64_t n, float *y, int64_t ldy, const __mmask16 (&rows)[2]) {
-    // At least 12 FMA chains hide the FMA latency on two ports; 16-bit panels take more tokens per
-    // widening (24 sums and 2 panel registers of 32).
-    constexpr int64_t kTokens = NP == 2 && std::is_same_v<R, WideRead> ? 8 : 12;
+    constexpr int64_t kTokens = NP == 2 ? 8 : 12;  // at least 12 FMA chains hide the FMA latency on two ports
     int64_t t = 0;
     for (; t + kTokens <= n; t += kTokens)
         float_panel_tile<R, NP, kTokens>(panel, pstride, kc, first, x + t * ldx, ldx, y + t * ldy, ldy, rows);
@@ -579,13 +571,21 @@ DG_TARGET void pack_float_panel_at_load(const uint8_t *w0, size_t w_stride, int6
     }
 }
 
+template <int kPerDword>
+struct PackedElemOf;  // one element of 16 rows as packed at load
+template <>
+struct PackedElemOf<1> { using type = __m512; };
+template <>
+struct PackedElemOf<2> { using type = __m256i; };
+
 template <typename C>
 DG_TARGET void gemm_float_panels(const GemmArgs &a) {
-    using Packed = std::conditional_t<C::kPerDword == 1, WideRead, HalfRead<C>>;
-    using PackedElem = typename Packed::Elem;
+    using PackedElem = typename PackedElemOf<C::kPerDword>::type;
     thread_local std::vector<uint8_t> buf;
     const int64_t chunk = std::min(a.k, kFloatChunk);
-    __m512 *const panel = a.packed ? nullptr : aligned_scratch<__m512>(buf, 2 * chunk);
+    // Widened panels: made here from the rows, or from 16-bit packs (once per call rather than once
+    // per tile of tokens); F32 packs are read in place.
+    __m512 *const panel = aligned_scratch<__m512>(buf, 2 * chunk);
     const float *x = reinterpret_cast<const float *>(a.x);
     const int64_t ldx = static_cast<int64_t>(a.x_stride / sizeof(float));
     for (int64_t r0 = 0; r0 < a.n_rows; r0 += 2 * kPanelRows) {
@@ -597,15 +597,22 @@ DG_TARGET void gemm_float_panels(const GemmArgs &a) {
         for (int64_t k0 = 0; k0 < a.k; k0 += kFloatChunk) {
             const int64_t kc = std::min(kFloatChunk, a.k - k0);
             const bool first = k0 == 0;
-            if (packed) {
-                if (np == 2) float_panel_tiles<Packed, 2>(packed + k0, a.k, kc, first, x + k0, ldx, a.n_tokens, a.y + r0, a.ldy, mask);
-                else float_panel_tiles<Packed, 1>(packed + k0, a.k, kc, first, x + k0, ldx, a.n_tokens, a.y + r0, a.ldy, mask);
-                continue;
+            const __m512 *rows_panel = panel;
+            int64_t pstride = kc;
+            if constexpr (C::kPerDword == 1) {
+                if (packed) rows_panel = packed + k0, pstride = a.k;
             }
-            for (int p = 0; p < np; ++p)
+            for (int p = 0; p < np && rows_panel == panel; ++p) {
+                if constexpr (C::kPerDword == 2) {
+                    if (packed) {
+                        for (int64_t kk = 0; kk < kc; ++kk) panel[p * kc + kk] = C::widen16(_mm256_load_si256(packed + p * a.k + k0 + kk));
+                        continue;
+                    }
+                }
                 pack_float_panel<C>(a.w + (r0 + p * kPanelRows) * a.w_stride, a.w_stride, mask[p], k0, kc, panel + p * kc);
-            if (np == 2) float_panel_tiles<WideRead, 2>(panel, kc, kc, first, x + k0, ldx, a.n_tokens, a.y + r0, a.ldy, mask);
-            else float_panel_tiles<WideRead, 1>(panel, kc, kc, first, x + k0, ldx, a.n_tokens, a.y + r0, a.ldy, mask);
+            }
+            if (np == 2) float_panel_tiles<WideRead, 2>(rows_panel, pstride, kc, first, x + k0, ldx, a.n_tokens, a.y + r0, a.ldy, mask);
+            else float_panel_tiles<WideRead, 1>(rows_panel, pstride, kc, first, x + k0, ldx, a.n_tokens, a.y + r0, a.ldy, mask);
         }
     }
 }
