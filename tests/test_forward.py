@@ -198,3 +198,38 @@ def test_every_instruction_set_matches_transformers(checkpoint, isa, wtype, work
         scale = np.abs(r).max()
         assert np.abs(o - r).max() / scale <= REL_TOL[wtype]
         assert np.median(np.abs(o - r)) / scale <= MEDIAN_REL_TOL[wtype]
+
+
+@pytest.mark.parametrize("isa", [p for p in isa_params() if getattr(p, "values", [p])[0] != "generic"])
+@pytest.mark.parametrize("wtype", ["f16", "bf16", "Q4_0", "Q4_K_M"])
+def test_every_instruction_set_matches_the_generic_path(checkpoint, isa, wtype, workdir):
+    """The same file under each instruction set against the generic path (vec_dot per pair, the
+    reference kernels): on AVX-512 the F16/BF16/Q4_0 matrices and Q4_K_M's Q5_0/Q8_0 fallbacks are
+    packed into panels at load and the products read the packs, which this checks end to end (layout,
+    the fused experts' halves, every expert's offset). Activations are quantized by the same rules on
+    both sides, so the bound is the quantized one: a misplaced panel is off by O(1)."""
+    from dgemma import kernels
+    from dgemma.convert.quantize_gguf import quantize_file
+
+    name, cfg, prompt_len, model, path = checkpoint
+    gguf_path = workdir / f"{name}-isa-{wtype}.gguf"
+    if not gguf_path.exists():
+        if wtype in ("f16", "bf16"):
+            convert(path, gguf_path, wtype, progress=None)
+        else:
+            f32 = workdir / f"{name}-isa-f32-src.gguf"
+            if not f32.exists():
+                convert(path, f32, "f32", progress=None)
+            quantize_file(f32, gguf_path, wtype, progress=None)
+    kernels.set_cpu_isa("generic")
+    try:
+        generic = run_ours(gguf_path, cfg, prompt_len, seed=7)
+        kernels.set_cpu_isa(isa)
+        ours = run_ours(gguf_path, cfg, prompt_len, seed=7, feed=generic)
+    finally:
+        kernels.set_cpu_isa("auto")
+    tol = "f16" if wtype in ("f16", "bf16") else "q8_0"
+    for r, o in zip(generic, ours):
+        scale = np.abs(r).max()
+        assert np.abs(o - r).max() / scale <= REL_TOL[tol]
+        assert np.median(np.abs(o - r)) / scale <= MEDIAN_REL_TOL[tol]
