@@ -231,6 +231,22 @@ void matrix_ops(Harness &h) {
             const std::vector<float> a = fetch<float>(be, y16.t), b = fetch<float>(be, y80.t);
             return std::vector<float>{float(mismatches(a, std::vector<float>(b.begin(), b.begin() + a.size())))};
         }, true);
+        // Host bytes that held one weight and then another (the first one's memory released and
+        // reused) give the second weight's products: no copy or repacked layout of the first may
+        // be found for them. The reloaded weight against the same values loaded elsewhere, bit for bit.
+        h.check("matmul-reload", tn, dims({512, 300, 67}), 0, [&](Backend &be, std::mt19937_64 &rng) {
+            const int64_t K = 512, R = 300, n = 67;
+            Buf w = weight(be, wt, randn(rng, K * R), K, R), fresh = weight(be, wt, randn(rng, K * R), K, R);
+            Buf x = tensor(be, TensorType::F32, randn(rng, K * n).data(), K, n);
+            Buf y = poisoned(be, TensorType::F32, R, n), y_fresh = poisoned(be, TensorType::F32, R, n);
+            be.reserve(PassLimits{n, 1, K, K, 1, 1, 1, 1, 0, 0});
+            be.matmul(w.t, x.t, y.t);  // the first weight in use (and any lazily made copy of it)
+            std::memcpy(w.host.data(), fresh.host.data(), w.host.size());
+            w.t = be.load_weight(make_tensor(w.host.data(), w.t.type_id, K, R));
+            be.matmul(w.t, x.t, y.t);
+            be.matmul(fresh.t, x.t, y_fresh.t);
+            return std::vector<float>{float(mismatches(fetch<float>(be, y.t), fetch<float>(be, y_fresh.t)))};
+        }, true);
         const int64_t V = 1000, E = 256, n = 19;
         h.check("embed", tn, dims({E, V, n}), 0, [&](Backend &be, std::mt19937_64 &rng) {
             Buf w = weight(be, wt, randn(rng, E * V), E, V);

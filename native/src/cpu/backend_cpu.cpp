@@ -82,6 +82,7 @@ public:
         p.row_stride = h.row_stride();
         p.matrix_stride = h.nb[2];
         p.matrix_bytes = bytes;
+        p.matrices = static_cast<size_t>(matrices);
         p.end = h.bytes_at(0) + static_cast<size_t>(matrices) * h.nb[2];
         p.data.reset(static_cast<uint8_t *>(std::aligned_alloc(64, (bytes * static_cast<size_t>(matrices) + 63) / 64 * 64)));
         if (!p.data) throw std::bad_alloc();
@@ -93,11 +94,24 @@ public:
                               h.row_stride(), std::min(kPanelRows, rows - r0), k,
                               p.data.get() + static_cast<size_t>(m) * bytes + static_cast<size_t>(r0 / kPanelRows) * panel);
         });
+        // Host memory of an earlier weight that overlaps this one was released and reused (the
+        // earlier weight is gone): its pack would be found for these bytes, so it goes.
+        forget_packs(h.bytes_at(0), p.end);
         packed_bytes_ += bytes * static_cast<size_t>(matrices);
         packed_.emplace(h.bytes_at(0), std::move(p));
         return t;
     }
     size_t weight_bytes_owned() const override { return packed_bytes_; }
+
+    // Drops the packs of weights whose rows overlap [begin, end).
+    void forget_packs(const uint8_t *begin, const uint8_t *end) {
+        auto it = packed_.lower_bound(begin);
+        if (it != packed_.begin() && std::prev(it)->second.end > begin) --it;
+        while (it != packed_.end() && it->first < end) {
+            packed_bytes_ -= it->second.matrix_bytes * it->second.matrices;
+            it = packed_.erase(it);
+        }
+    }
 
     void upload(const Tensor &dst, const void *src, size_t bytes, size_t offset) override {
         if (bytes) std::memcpy(dst.bytes_at(offset), src, bytes);
@@ -605,6 +619,7 @@ private:
         size_t row_stride;         // bytes between rows in the file
         size_t matrix_stride;      // bytes between the tensor's matrices (experts) in the file
         size_t matrix_bytes;       // bytes of one packed matrix
+        size_t matrices;           // matrices (experts) in the tensor
         const uint8_t *end;        // the end of the tensor's rows in the file
         std::unique_ptr<uint8_t, FreeDeleter> data;
     };
