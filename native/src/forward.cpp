@@ -200,6 +200,9 @@ void Model::encode(Session &s, const int32_t *ids, int64_t n) {
         forward(ws, {{&s, PassMode::Encoder, t, m, {}}});
         done += m;
     }
+    // A prefill returns once the cache holds the tokens (a device queues the passes): a failure
+    // is reported by this call, and a caller timing it times the prefill, not its launches.
+    backend_->synchronize();
 }
 
 void Model::decode(Session &s, const int32_t *canvas, int64_t n, const float *sc_logits, float *logits) {
