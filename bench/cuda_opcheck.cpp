@@ -375,7 +375,8 @@ void row_ops(Harness &h) {
 void attention_ops(Harness &h) {
     struct Case { int heads, kv_heads, d; int64_t window, capacity, n_past, n_dec, n_enc; };
     const Case cases[] = {{4, 2, 16, 8, 7, 5, 1, 1},       {4, 2, 64, 64, 63, 200, 64, 37},
-                          {4, 1, 128, 0, 512, 300, 64, 37}, {8, 4, 256, 0, 4096, 3800, 256, 0}};
+                          {4, 1, 128, 0, 512, 300, 64, 37}, {8, 4, 256, 0, 4096, 3800, 256, 0},
+                          {16, 8, 256, 1024, 1023, 1500, 256, 53}, {16, 2, 512, 0, 2048, 900, 40, 70}};
     for (TensorType ct : kCacheTypes)
         for (const Case &c : cases) {
             const std::string shape = dims({c.heads, c.kv_heads, c.d, c.window, c.capacity, c.n_past, c.n_dec, c.n_enc});
@@ -651,35 +652,44 @@ int bench_full() {
         row1("route", TensorType::F32, dims({E, X, T}), median_ms(be, [&] { be.route(w.t, x.t, s.t, p.t, 1e-6f, int(K), ids.t, wts.t); }),
             2.0 * E * X * T, int(L));
     }
-    {  // decoder attention of a sliding layer over the prompt's cache and the canvas
-        std::vector<KvLayer> cache(1);
-        Buf kc = tensor(be, TensorType::F32, nullptr, Hkv * D, n_past), vc = tensor(be, TensorType::F32, nullptr, Hkv * D, n_past);
-        cache[0] = {kc.t, vc.t, n_past};
-        Buf ks = tensor(be, TensorType::F32, randn(rng, Hkv * D * n_past).data(), Hkv * D, n_past);
-        Buf vs = tensor(be, TensorType::F32, randn(rng, Hkv * D * n_past).data(), Hkv * D, n_past);
-        be.cache_store(cache[0], ks.t, vs.t, 0, n_past, 0);
-        Buf q = tensor(be, TensorType::F32, randn(rng, H * D * T, 0.1f).data(), H * D, T);
-        Buf k = tensor(be, TensorType::F32, randn(rng, Hkv * D * T, 0.1f).data(), Hkv * D, T);
-        Buf v = tensor(be, TensorType::F32, randn(rng, Hkv * D * T).data(), Hkv * D, T);
-        Buf out = tensor(be, TensorType::F32, nullptr, H * D, T);
-        Pass pass;
-        pass.n_rows = T;
-        pass.segments.push_back({0, T, n_past, PassMode::Decoder, &cache});
-        be.reserve(PassLimits{T, n_past + T, E, E, D, 1, 1, 1, 0, 0});
-        AttentionArgs a;
-        a.q = q.t;
-        a.k = k.t;
-        a.v = v.t;
-        a.out = out.t;
-        a.n_head = H;
-        a.n_head_kv = Hkv;
-        a.head_dim = D;
-        a.window = 1024;
-        a.layer = 0;
-        a.pass = &pass;
-        row1("attention", TensorType::F32, dims({H, Hkv, D, n_past, T}), median_ms(be, [&] { be.attention(a); }),
-            4.0 * H * D * T * (n_past + T), int(L));
-    }
+    // Decoder attention over the prompt's cache and the canvas: 25 sliding layers (8 KV heads of 256)
+    // and 5 global ones (2 KV heads of 512), the tiles and the per-query reference kernel.
+    auto attention_row = [&](const char *name, int64_t Hk, int64_t Dh, int64_t window, int per_step) {
+        double ms[3] = {0, 0, 0};
+        for (int which = 0; which < 2; ++which) {
+            if (!sets[which]) continue;
+            Backend &b = *sets[which];
+            std::vector<KvLayer> cache(1);
+            Buf kc = tensor(b, TensorType::F32, nullptr, Hk * Dh, n_past), vc = tensor(b, TensorType::F32, nullptr, Hk * Dh, n_past);
+            cache[0] = {kc.t, vc.t, n_past};
+            Buf ks = tensor(b, TensorType::F32, randn(rng, Hk * Dh * n_past).data(), Hk * Dh, n_past);
+            Buf vs = tensor(b, TensorType::F32, randn(rng, Hk * Dh * n_past).data(), Hk * Dh, n_past);
+            b.cache_store(cache[0], ks.t, vs.t, 0, n_past, 0);
+            Buf q = tensor(b, TensorType::F32, randn(rng, H * Dh * T, 0.1f).data(), H * Dh, T);
+            Buf k = tensor(b, TensorType::F32, randn(rng, Hk * Dh * T, 0.1f).data(), Hk * Dh, T);
+            Buf v = tensor(b, TensorType::F32, randn(rng, Hk * Dh * T).data(), Hk * Dh, T);
+            Buf out = tensor(b, TensorType::F32, nullptr, H * Dh, T);
+            Pass pass;
+            pass.n_rows = T;
+            pass.segments.push_back({0, T, n_past, PassMode::Decoder, &cache});
+            b.reserve(PassLimits{T, n_past + T, E, E, Dh, 1, 1, 1, 0, 0});
+            AttentionArgs a;
+            a.q = q.t;
+            a.k = k.t;
+            a.v = v.t;
+            a.out = out.t;
+            a.n_head = H;
+            a.n_head_kv = int(Hk);
+            a.head_dim = int(Dh);
+            a.window = window;
+            a.layer = 0;
+            a.pass = &pass;
+            ms[which] = median_ms(b, [&] { b.attention(a); });
+        }
+        row(name, TensorType::F32, dims({H, Hk, Dh, n_past, T}), ms, 4.0 * H * Dh * T * (n_past + T), per_step);
+    };
+    attention_row("attention (sliding)", Hkv, D, 1024, int(L) - int(L) / 6);
+    attention_row("attention (global)", 2, 512, 0, int(L) / 6);
     {
         Buf x = tensor(be, TensorType::F32, randn(rng, E * T).data(), E, T), y = tensor(be, TensorType::F32, nullptr, E, T);
         row1("rmsnorm (x8 a layer)", TensorType::F32, dims({E, T}), median_ms(be, [&] { be.rmsnorm(x.t, nullptr, 1e-6f, y.t); }),
@@ -711,7 +721,7 @@ int bench_full() {
         sa.accepted = acc.t;
         row1("sampler", TensorType::F32, dims({T, V}), median_ms(be, [&] { be.sample(sa); }), 0, 1);
     }
-    std::printf("one denoising step, estimated as the sum of ms x per step (30 sliding-shaped layers): %.1f ms; "
+    std::printf("one denoising step, estimated as the sum of ms x per step (30 layers; the projections at the sliding shapes): %.1f ms; "
                 "with the faster of the tiles and the tensor cores per op: %.1f ms\n", step, step_best);
     return 0;
 }
@@ -774,6 +784,7 @@ int main(int argc, char **argv) {
         g_matrix_tol_floor = set[0] == 't' ? 1e-2 : 0;
         matrix_ops(hs);
         g_matrix_tol_floor = 0;
+        if (set[0] == 'r') attention_ops(hs);  // the per-query reference kernel (the tensor set uses the tiles)
         h.rows.insert(h.rows.end(), hs.rows.begin(), hs.rows.end());
     }
     std::FILE *tsv = std::fopen((out_dir + "/opcheck.txt").c_str(), "w");

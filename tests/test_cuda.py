@@ -70,10 +70,23 @@ def test_kernel_block_layouts_match_the_cpu_dequantizer_bit_for_bit(dequant_chec
     row = kernels.row_bytes(type_name, n)
     header = np.array([kernels._type_id(type_name)], np.uint32).tobytes() + np.array([n, row, rows], np.int64).tobytes()
     out = subprocess.run([str(dequant_check)], input=header + q.tobytes(), capture_output=True, check=True).stdout
-    got = np.frombuffer(out, np.float32).reshape(rows, n)
+    got = np.frombuffer(out, np.float32).reshape(2, rows, n)  # dequant, then dequant8
     want = np.stack([kernels.dequantize_row(type_name, q[r * row:(r + 1) * row]) for r in range(rows)])
     assert info.block_size in (1, 32, 256)
-    np.testing.assert_array_equal(got.view(np.uint32), want.view(np.uint32))
+    np.testing.assert_array_equal(got[0].view(np.uint32), want.view(np.uint32))
+    np.testing.assert_array_equal(got[1].view(np.uint32), want.view(np.uint32))
+
+
+def test_attention_tile_spans_match_the_cpu_backends_visibility(tmp_path):
+    """attention_span.h (the CUDA attention tiles' key intervals) against the CPU backend's rule, on the host."""
+    compiler = shutil.which(os.environ.get("CXX", "c++"))
+    assert compiler, "a C++ compiler is needed to check the attention spans on the host"
+    exe = tmp_path / "attention_span_check"
+    subprocess.run([compiler, "-std=c++17", "-O1", "-I", str(ROOT / "native" / "src"), "-I", str(ROOT / "native" / "include"),
+                    str(ROOT / "tests" / "attention_span_check.cpp"), "-o", str(exe)], check=True)
+    out = subprocess.run([str(exe)], capture_output=True, text=True)
+    assert out.returncode == 0, out.stdout
+    assert int(out.stdout.split()[-1]) > 1_000_000  # (query, key) pairs compared
 
 
 def test_device_auto_is_the_cpu_without_cuda_and_an_unknown_device_is_refused():

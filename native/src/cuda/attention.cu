@@ -1,7 +1,12 @@
-// Attention of one pass segment, one block per (query, head), one pass over the visible keys with an
-// online softmax (tiles of kTile keys: their scores, the running maximum and sum, the output
-// rescaled). Keys: the cached positions a query may see (read from the ring in the cache type),
-// then the segment's current rows. Visibility as the CPU backend (see PassSegment).
+// Attention of one pass segment: one pass over the visible keys with an online softmax (per tile of
+// keys: the scores, the running maximum and sum, the output rescaled). Keys: the cached positions a
+// query may see (read from the ring in the cache type), then the segment's current rows; which ones,
+// attention_span.h. Two kernels:
+//   - the tiles (default): a block per (16 queries, head); each tile of 32 keys is staged in shared
+//     memory once for the 16 queries, then its values in the same buffer;
+//   - the reference (DGEMMA_CUDA_KERNELS=reference): a block per (query, head), keys read from
+//     global memory per query.
+#include "attention_span.h"
 #include "cuda/kernels.h"
 #include "quant/float_bits.h"
 
@@ -9,7 +14,7 @@ namespace dg::cuda {
 
 namespace {
 
-constexpr int kTile = 128;  // keys per tile = threads per block
+constexpr int kTile = 128;  // the reference kernel: keys per tile = threads per block
 
 __device__ inline float cache_value(const uint8_t *row, TensorType type, int64_t i) {
     if (type == TensorType::F32) return reinterpret_cast<const float *>(row)[i];
@@ -18,7 +23,7 @@ __device__ inline float cache_value(const uint8_t *row, TensorType type, int64_t
 }
 
 // Shared: q [d], acc [d], p [kTile].
-__global__ void attention_kernel(const float *q, const float *k, const float *v, float *out, int n_head, int n_head_kv,
+__global__ void attention_reference_kernel(const float *q, const float *k, const float *v, float *out, int n_head, int n_head_kv,
                                  int d, AttentionSegment g) {
     extern __shared__ float sh[];
     __shared__ float red[32];
@@ -84,13 +89,156 @@ __global__ void attention_kernel(const float *q, const float *k, const float *v,
     for (int e = threadIdx.x; e < d; e += blockDim.x) o[e] = acc[e] / l;
 }
 
+// --- the tiles
+//
+// Block: kQueries queries (rows i0 ..) of one head, 256 threads = 8 warps. Shared, in floats:
+//   qs [kQueries][d + 4]  the queries
+//   kv [kKeys][d + 4]     one tile of keys, then the same tile's values (zero past the tile's end)
+//   p  [kKeys][kQueries]  the tile's probabilities, a key's 16 queries contiguous (float4 broadcasts)
+//   rescale [kQueries], inv_l [kQueries]
+// Rows padded by 4 floats: lane j reading float4 e of row j hits banks 4j + e (mod 32), distinct
+// within each quarter warp.
+// Scores: warp w owns queries 2w and 2w + 1, lane j key j: two dot products in e order. Output:
+// thread t owns columns t and t + 256 (head_dim <= 512) of all kQueries rows.
+constexpr int kQueries = 16, kKeys = 32, kThreads = 256, kMaxDim = 512, kPad = 4;
+
+__host__ __device__ constexpr size_t tile_shared_bytes(int d) {
+    return (static_cast<size_t>(kQueries + kKeys) * (d + kPad) + kKeys * kQueries + 2 * kQueries) * sizeof(float);
+}
+
+__device__ inline float warp_max(float v) {
+    for (int o = 16; o > 0; o /= 2) v = fmaxf(v, __shfl_xor_sync(0xffffffffu, v, o));
+    return v;
+}
+
+// Rows [t0, t0 + kKeys) of the key (or value) sequence into buf, zero past t_end.
+__device__ inline void load_key_tile(float *buf, int d, int64_t t0, int64_t t_end, const AttentionSegment &g,
+                                     const uint8_t *cache, const float *cur, int64_t kv_row, int kvh) {
+    const int ld = d + kPad;
+    for (int idx = threadIdx.x; idx < kKeys * d; idx += kThreads) {
+        const int j = idx / d, e = idx % d;
+        const int64_t kp = t0 + j;
+        float x = 0.0f;
+        if (kp < t_end) {
+            if (kp < g.n_past) {
+                const uint8_t *row = cache + static_cast<size_t>(kp % g.capacity) * g.cache_row_bytes;
+                x = cache_value(row, g.cache_type, static_cast<int64_t>(kvh) * d + e);
+            } else {
+                x = cur[(g.row0 + kp - g.n_past) * kv_row + static_cast<int64_t>(kvh) * d + e];
+            }
+        }
+        buf[j * ld + e] = x;
+    }
+}
+
+__global__ void __launch_bounds__(kThreads) attention_tile_kernel(const float *q, const float *k, const float *v, float *out,
+                                                                   int n_head, int n_head_kv, int d, AttentionSegment g) {
+    extern __shared__ __align__(16) float sh[];
+    const int ld = d + kPad;
+    float *qs = sh, *kv = qs + kQueries * ld, *p = kv + kKeys * ld, *rescale = p + kKeys * kQueries, *inv_l = rescale + kQueries;
+    const int warp = threadIdx.x / 32, lane = threadIdx.x % 32;
+    const int64_t i0 = static_cast<int64_t>(blockIdx.x) * kQueries;
+    const int h = blockIdx.y, kvh = h / (n_head / n_head_kv);
+    const int64_t q_stride = static_cast<int64_t>(n_head) * d, kv_row = static_cast<int64_t>(n_head_kv) * d;
+    const int64_t n_rows = min(int64_t{kQueries}, g.n - i0);
+    const AttentionSpan span{g.n, g.n_past, g.causal, g.window, g.cache_pos0};
+
+    for (int idx = threadIdx.x; idx < kQueries * d; idx += kThreads) {
+        const int r = idx / d, e = idx % d;
+        qs[r * ld + e] = r < n_rows ? q[(g.row0 + i0 + r) * q_stride + static_cast<int64_t>(h) * d + e] : 0.0f;
+    }
+    // This warp's two queries: their visible spans and running maximum and sum (same in every lane).
+    const int qa = 2 * warp, qb = qa + 1;
+    const bool a_ok = qa < n_rows, b_ok = qb < n_rows;
+    const int64_t a_lo = span_lo(span, i0 + qa), a_hi = span_hi(span, i0 + qa);
+    const int64_t b_lo = span_lo(span, i0 + qb), b_hi = span_hi(span, i0 + qb);
+    float ma = -INFINITY, la = 0.0f, mb = -INFINITY, lb = 0.0f;
+    float acc[kMaxDim / kThreads][kQueries] = {};
+
+    const int64_t t_lo = span_lo(span, i0), t_end = span_hi(span, i0 + n_rows - 1);
+    for (int64_t t0 = t_lo; t0 < t_end; t0 += kKeys) {
+        __syncthreads();  // the previous tile's values are consumed (and qs written, the first time)
+        load_key_tile(kv, d, t0, t_end, g, g.k_cache, k, kv_row, kvh);
+        __syncthreads();
+        const int64_t kp = t0 + lane;
+        float sa = 0.0f, sb = 0.0f;
+        const float4 *kr = reinterpret_cast<const float4 *>(kv + lane * ld);
+        const float4 *xa = reinterpret_cast<const float4 *>(qs + qa * ld), *xb = reinterpret_cast<const float4 *>(qs + qb * ld);
+        for (int e4 = 0; e4 < d / 4; ++e4) {
+            const float4 kk = kr[e4], x = xa[e4], y = xb[e4];
+            sa = fmaf(x.x, kk.x, sa); sa = fmaf(x.y, kk.y, sa); sa = fmaf(x.z, kk.z, sa); sa = fmaf(x.w, kk.w, sa);
+            sb = fmaf(y.x, kk.x, sb); sb = fmaf(y.y, kk.y, sb); sb = fmaf(y.z, kk.z, sb); sb = fmaf(y.w, kk.w, sb);
+        }
+        if (!(a_ok && kp >= a_lo && kp < a_hi)) sa = -INFINITY;
+        if (!(b_ok && kp >= b_lo && kp < b_hi)) sb = -INFINITY;
+        // Online softmax, one query at a time; a tile before a query's span leaves it at -inf, 0.
+        auto update = [&](float s, float &m, float &l, int qi) {
+            const float m_new = fmaxf(m, warp_max(s));
+            const float pj = m_new == -INFINITY ? 0.0f : expf(s - m_new);
+            const float r = m_new == -INFINITY ? 1.0f : expf(m - m_new);  // 0 on the first visible tile
+            l = l * r + warp_sum(pj);
+            m = m_new;
+            p[lane * kQueries + qi] = pj;
+            if (lane == 0) rescale[qi] = r;
+        };
+        update(sa, ma, la, qa);
+        update(sb, mb, lb, qb);
+        __syncthreads();  // p and rescale published; the keys consumed
+        load_key_tile(kv, d, t0, t_end, g, g.v_cache, v, kv_row, kvh);
+        __syncthreads();
+#pragma unroll
+        for (int c = 0; c < kMaxDim / kThreads; ++c) {
+            const int e = threadIdx.x + c * kThreads;
+            if (e >= d) break;
+#pragma unroll
+            for (int r = 0; r < kQueries; ++r) acc[c][r] *= rescale[r];
+            for (int j = 0; j < kKeys; ++j) {
+                const float x = kv[j * ld + e];
+                const float4 *pj = reinterpret_cast<const float4 *>(p + j * kQueries);
+#pragma unroll
+                for (int r4 = 0; r4 < kQueries / 4; ++r4) {
+                    const float4 w = pj[r4];
+                    acc[c][4 * r4] = fmaf(w.x, x, acc[c][4 * r4]);
+                    acc[c][4 * r4 + 1] = fmaf(w.y, x, acc[c][4 * r4 + 1]);
+                    acc[c][4 * r4 + 2] = fmaf(w.z, x, acc[c][4 * r4 + 2]);
+                    acc[c][4 * r4 + 3] = fmaf(w.w, x, acc[c][4 * r4 + 3]);
+                }
+            }
+        }
+    }
+    if (lane == 0) {
+        inv_l[qa] = la > 0.0f ? 1.0f / la : 0.0f;
+        inv_l[qb] = lb > 0.0f ? 1.0f / lb : 0.0f;
+    }
+    __syncthreads();
+#pragma unroll
+    for (int c = 0; c < kMaxDim / kThreads; ++c) {
+        const int e = threadIdx.x + c * kThreads;
+        if (e >= d) break;
+        for (int r = 0; r < n_rows; ++r)
+            out[(g.row0 + i0 + r) * q_stride + static_cast<int64_t>(h) * d + e] = acc[c][r] * inv_l[r];
+    }
+}
+
 }  // namespace
 
+bool attention_tiles_fit(int head_dim) { return head_dim % 4 == 0 && head_dim <= kMaxDim; }
+
 void attention(cudaStream_t s, const float *q, const float *k, const float *v, float *out, int n_head, int n_head_kv,
-               int head_dim, const AttentionSegment &g) {
+               int head_dim, const AttentionSegment &g, KernelSet kernels) {
     if (g.n <= 0) return;
+    if (kernels != KernelSet::reference && attention_tiles_fit(head_dim)) {
+        const size_t shared = tile_shared_bytes(head_dim);
+        // Above 48 KiB a kernel must ask, on each device (head_dim 512 takes 101 KiB).
+        check(cudaFuncSetAttribute(attention_tile_kernel, cudaFuncAttributeMaxDynamicSharedMemorySize, static_cast<int>(shared)),
+              "cudaFuncSetAttribute (attention tiles)");
+        attention_tile_kernel<<<dim3(blocks_for(g.n, kQueries), static_cast<unsigned>(n_head)), kThreads, shared, s>>>(
+            q, k, v, out, n_head, n_head_kv, head_dim, g);
+        check_launch("attention (tiles)");
+        return;
+    }
     const size_t shared = (2 * static_cast<size_t>(head_dim) + kTile) * sizeof(float);
-    attention_kernel<<<dim3(static_cast<unsigned>(g.n), static_cast<unsigned>(n_head)), kTile, shared, s>>>(
+    attention_reference_kernel<<<dim3(static_cast<unsigned>(g.n), static_cast<unsigned>(n_head)), kTile, shared, s>>>(
         q, k, v, out, n_head, n_head_kv, head_dim, g);
     check_launch("attention");
 }

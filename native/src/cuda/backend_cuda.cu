@@ -201,7 +201,7 @@ public:
             s.cache_row_bytes = c.k.nb[1];
             s.capacity = c.capacity;
             cuda::attention(stream_, dev<float>(a.q), dev<float>(a.k), dev<float>(a.v), dev<float>(a.out), a.n_head,
-                            a.n_head_kv, a.head_dim, s);
+                            a.n_head_kv, a.head_dim, s, kernels_);
         }
     }
     void cache_store(const KvLayer &c, const Tensor &k, const Tensor &v, int64_t row0, int64_t n, int64_t pos0) override {

@@ -96,4 +96,83 @@ DG_HD float dequant(TensorType t, const uint8_t *row, int64_t i) {
     }
 }
 
+// Elements i .. i + 7 of a row of type t (i a multiple of 8): the values dequant gives, bit for bit,
+// with each block's scales read and decoded once for the eight (eight consecutive elements share a
+// block, and a K-quant's scale group of 32, or Q6_K's of 16). The tile loaders' form.
+DG_HD void dequant8(TensorType t, const uint8_t *row, int64_t i, float (&out)[8]) {
+    switch (t) {
+        case TensorType::Q8_0: {
+            const BlockQ8_0 &b = reinterpret_cast<const BlockQ8_0 *>(row)[i / kQK8_0];
+            const float d = f16_to_f32(b.d);
+            const int j0 = static_cast<int>(i % kQK8_0);
+            for (int j = 0; j < 8; ++j) out[j] = d * static_cast<float>(b.qs[j0 + j]);
+            return;
+        }
+        case TensorType::Q4_0: {
+            const BlockQ4_0 &b = reinterpret_cast<const BlockQ4_0 *>(row)[i / kQK4];
+            const float d = f16_to_f32(b.d);
+            const int j0 = static_cast<int>(i % kQK4);
+            for (int j = 0; j < 8; ++j) out[j] = d * static_cast<float>(q4_code(b.qs, j0 + j) - 8);
+            return;
+        }
+        case TensorType::Q4_1: {
+            const BlockQ4_1 &b = reinterpret_cast<const BlockQ4_1 *>(row)[i / kQK4];
+            const float d = f16_to_f32(b.d), m = f16_to_f32(b.m);
+            const int j0 = static_cast<int>(i % kQK4);
+            for (int j = 0; j < 8; ++j) out[j] = mul_rn(d, static_cast<float>(q4_code(b.qs, j0 + j))) + m;
+            return;
+        }
+        case TensorType::Q5_0: {
+            const BlockQ5_0 &b = reinterpret_cast<const BlockQ5_0 *>(row)[i / kQK4];
+            const float d = f16_to_f32(b.d);
+            const int j0 = static_cast<int>(i % kQK4);
+            for (int j = 0; j < 8; ++j) out[j] = d * static_cast<float>(q5_code(b.qh, b.qs, j0 + j) - 16);
+            return;
+        }
+        case TensorType::Q5_1: {
+            const BlockQ5_1 &b = reinterpret_cast<const BlockQ5_1 *>(row)[i / kQK4];
+            const float d = f16_to_f32(b.d), m = f16_to_f32(b.m);
+            const int j0 = static_cast<int>(i % kQK4);
+            for (int j = 0; j < 8; ++j) out[j] = mul_rn(d, static_cast<float>(q5_code(b.qh, b.qs, j0 + j))) + m;
+            return;
+        }
+        case TensorType::Q4_K: {
+            const BlockQ4_K &b = reinterpret_cast<const BlockQ4_K *>(row)[i / kQK_K];
+            const int e = static_cast<int>(i % kQK_K), k = e / 64, h = (e / 32) % 2, l0 = e % 32;
+            int sc, m;
+            k4_scale_min(b.scales, e / 32, &sc, &m);
+            const float dl = f16_to_f32(b.d) * static_cast<float>(sc), ml = f16_to_f32(b.dmin) * static_cast<float>(m);
+            for (int j = 0; j < 8; ++j) out[j] = mul_rn(dl, static_cast<float>((b.qs[32 * k + l0 + j] >> (4 * h)) & 0xf)) - ml;
+            return;
+        }
+        case TensorType::Q5_K: {
+            const BlockQ5_K &b = reinterpret_cast<const BlockQ5_K *>(row)[i / kQK_K];
+            const int e = static_cast<int>(i % kQK_K), k = e / 64, h = (e / 32) % 2, l0 = e % 32;
+            int sc, m;
+            k4_scale_min(b.scales, e / 32, &sc, &m);
+            const float dl = f16_to_f32(b.d) * static_cast<float>(sc), ml = f16_to_f32(b.dmin) * static_cast<float>(m);
+            for (int j = 0; j < 8; ++j) {
+                const int l = l0 + j;
+                const int q = ((b.qs[32 * k + l] >> (4 * h)) & 0xf) | (((b.qh[l] >> (2 * k + h)) & 1) << 4);
+                out[j] = mul_rn(dl, static_cast<float>(q)) - ml;
+            }
+            return;
+        }
+        case TensorType::Q6_K: {
+            const BlockQ6_K &b = reinterpret_cast<const BlockQ6_K *>(row)[i / kQK_K];
+            const int e = static_cast<int>(i % kQK_K), n = e / 128, t4 = (e / 32) % 4, l0 = e % 32;
+            const float dl = f16_to_f32(b.d) * static_cast<float>(b.scales[e / 16]);
+            for (int j = 0; j < 8; ++j) {
+                const int l = l0 + j;
+                const int lo = (b.ql[64 * n + 32 * (t4 % 2) + l] >> (4 * (t4 / 2))) & 0xf;
+                const int hi = (b.qh[32 * n + l] >> (2 * t4)) & 3;
+                out[j] = dl * static_cast<float>((lo | (hi << 4)) - 32);
+            }
+            return;
+        }
+        default:  // the float types: no shared scale to hoist
+            for (int j = 0; j < 8; ++j) out[j] = dequant(t, row, i + j);
+    }
+}
+
 }  // namespace dg

@@ -62,8 +62,11 @@ struct AttentionSegment {
     size_t cache_row_bytes = 0;
     int64_t capacity = 0;
 };
+// The tiles serve head_dim <= 512, a multiple of 4 (attention_tiles_fit); others, and the reference
+// set, take the per-query kernel.
+bool attention_tiles_fit(int head_dim);
 void attention(cudaStream_t s, const float *q, const float *k, const float *v, float *out, int n_head, int n_head_kv,
-               int head_dim, const AttentionSegment &g);
+               int head_dim, const AttentionSegment &g, KernelSet kernels);
 
 // --- the sampler (sampler.cu, compiled without contraction: the contract's arithmetic)
 struct DrawSpec {

@@ -133,13 +133,10 @@ __global__ void __launch_bounds__(kTileThreads) soft_embed_tiled_kernel(WeightVi
     const int vr = threadIdx.x / 8, c_off = 8 * (threadIdx.x % 8);
     float acc[4][N / 16] = {};
     for (int64_t v0 = 0; v0 < V; v0 += kTileK) {
-        const int64_t v = v0 + vr;
-        const uint8_t *row = table.data + v * table.row_stride;
+        float f[8];
+        load_weight8<T>(table.data, table.row_stride, V, E, v0 + vr, col0 + c_off, f);
 #pragma unroll
-        for (int j = 0; j < 8; ++j) {
-            const int64_t c = col0 + c_off + j;
-            ws.v[vr][c_off + j] = v < V && c < E ? dequant(T, row, c) : 0.0f;
-        }
+        for (int j = 0; j < 8; ++j) ws.v[vr][c_off + j] = f[j];
         load_activation_tile<N>(ps, has_row, V, v0, [&](int64_t u) { return expf(z[u] - mx) * inv; });
         __syncthreads();
         tile_multiply<N>(ws, ps, acc);

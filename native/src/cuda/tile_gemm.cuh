@@ -33,19 +33,31 @@ struct __align__(16) TileOperand {  // float4 reads
     float v[kTileK][N + kTilePad];
 };
 
+// Elements c .. c + 7 (c a multiple of 8) of row `row` of a matrix of type T whose row r starts at
+// base + r * row_stride; 0 past its rows and columns. Quantized rows are whole blocks (multiples of
+// 32), so eight elements are all in or all out; a float row may end within them.
+template <TensorType T>
+__device__ inline void load_weight8(const uint8_t *base, size_t row_stride, int64_t n_rows, int64_t n_cols, int64_t row,
+                                    int64_t c, float (&f)[8]) {
+    const uint8_t *p = base + row * row_stride;
+    if (row < n_rows && c + 8 <= n_cols) {
+        dequant8(T, p, c, f);
+        return;
+    }
+#pragma unroll
+    for (int j = 0; j < 8; ++j) f[j] = row < n_rows && c + j < n_cols ? dequant(T, p, c + j) : 0.0f;
+}
+
 // Weight rows row0 .. row0 + 63 (rows past `n_rows` read as 0), chunk c0 .. c0 + 31 of a matrix of
 // type T whose row r starts at base + r * row_stride.
 template <TensorType T>
 __device__ inline void load_weight_tile(TileOperand<kTileRows> &s, const uint8_t *base, size_t row_stride, int64_t n_rows,
                                         int64_t n_cols, int64_t row0, int64_t c0) {
     const int t = threadIdx.x, r = t / 4, k0 = 8 * (t % 4);
-    const int64_t row = row0 + r;
-    const uint8_t *p = base + row * row_stride;
+    float f[8];
+    load_weight8<T>(base, row_stride, n_rows, n_cols, row0 + r, c0 + k0, f);
 #pragma unroll
-    for (int j = 0; j < 8; ++j) {
-        const int64_t c = c0 + k0 + j;
-        s.v[k0 + j][r] = row < n_rows && c < n_cols ? dequant(T, p, c) : 0.0f;
-    }
+    for (int j = 0; j < 8; ++j) s.v[k0 + j][r] = f[j];
 }
 
 // The token of an N-wide tile whose activations thread t loads.

@@ -43,14 +43,8 @@ template <TensorType T>
 __device__ inline void load_weight_mma(MmaOperand &s, const uint8_t *base, size_t row_stride, int64_t n_rows, int64_t n_cols,
                                        int64_t row0, int64_t c0) {
     const int t = threadIdx.x;
-    const int64_t row = row0 + t / 4;
-    const uint8_t *p = base + row * row_stride;
     float f[8];
-#pragma unroll
-    for (int j = 0; j < 8; ++j) {
-        const int64_t c = c0 + 8 * (t % 4) + j;
-        f[j] = row < n_rows && c < n_cols ? dequant(T, p, c) : 0.0f;
-    }
+    load_weight8<T>(base, row_stride, n_rows, n_cols, row0 + t / 4, c0 + 8 * (t % 4), f);
     store8_bf16(s, f);
 }
 
