@@ -142,13 +142,13 @@ public:
         synchronize();  // scratch that grows is freed: nothing queued may still use it
         const size_t slots = static_cast<size_t>(l.rows * l.n_expert_used);
         moe_offsets_.grow(static_cast<size_t>(l.n_expert + 1));
-        moe_fill_.grow(static_cast<size_t>(l.n_expert + 1));
         moe_order_.grow(slots);
         moe_slot_of_.grow(slots);
         moe_act_.grow(slots * static_cast<size_t>(l.n_ff_exp));
         moe_y_.grow(slots * static_cast<size_t>(l.n_embd));
         row_max_.grow(static_cast<size_t>(l.rows));
         row_inv_sum_.grow(static_cast<size_t>(l.rows));
+        soft_partial_.grow(static_cast<size_t>(cuda::kSoftEmbedParts * l.rows * l.n_embd));
         if (l.canvas > 0) {
             entropy_.grow(static_cast<size_t>(l.canvas));
             draw_.grow(static_cast<size_t>(l.canvas));
@@ -167,7 +167,6 @@ public:
         const size_t slots = static_cast<size_t>(n * k);
         cuda::MoeScratch m;
         m.offsets = moe_offsets_.get(static_cast<size_t>(X + 1));
-        m.fill = moe_fill_.get(static_cast<size_t>(X));
         m.order = moe_order_.get(slots);
         m.slot_of = moe_slot_of_.get(slots);
         m.act = moe_act_.get(slots * static_cast<size_t>(w.gate.n_rows()));
@@ -240,7 +239,8 @@ public:
         cuda::OpScope scope(profile_, stream_, "soft_embed");
         const int64_t n = logits.n_rows();
         cuda::soft_embed(stream_, view(table), dev<float>(logits), n, s, dev<float>(out), row_max_.get(static_cast<size_t>(n)),
-                         row_inv_sum_.get(static_cast<size_t>(n)), kernels_);
+                         row_inv_sum_.get(static_cast<size_t>(n)),
+                         soft_partial_.get(static_cast<size_t>(cuda::kSoftEmbedParts * n * table.n_cols())), kernels_);
     }
     void route(const Tensor &w, const Tensor &x, const Tensor &scale, const Tensor &per_expert_scale, float eps, int k,
                const Tensor &expert, const Tensor &weight) override {
@@ -315,8 +315,8 @@ private:
     std::string name_;
     size_t owned_ = 0;
     std::vector<void *> weights_;
-    Scratch<int32_t> moe_offsets_, moe_fill_, moe_order_, moe_slot_of_, draw_, order_;
-    Scratch<float> moe_act_, moe_y_, row_max_, row_inv_sum_;
+    Scratch<int32_t> moe_offsets_, moe_order_, moe_slot_of_, draw_, order_;
+    Scratch<float> moe_act_, moe_y_, row_max_, row_inv_sum_, soft_partial_;
     Scratch<double> entropy_;
 };
 

@@ -20,14 +20,18 @@ enum class KernelSet { tiled, reference, tensor };
 // y[n][w.rows] = x[n][w.cols] . W^T
 void matmul(cudaStream_t s, const WeightView &w, const float *x, int64_t n, float *y, KernelSet k);
 void embed(cudaStream_t s, const WeightView &table, const int32_t *ids, int64_t n, float scale, float *out);
-// row_max / row_inv_sum: scratch [n]
+// row_max / row_inv_sum: scratch [n]; partial: scratch [kSoftEmbedParts][n][table.cols] (the tiles
+// sum the vocabulary in kSoftEmbedParts fixed parts, soft_embed_part_rows rows each, then add them).
+constexpr int kSoftEmbedParts = 4;
+__host__ __device__ inline int64_t soft_embed_part_rows(int64_t n_vocab) {
+    return (n_vocab + kSoftEmbedParts - 1) / kSoftEmbedParts;
+}
 void soft_embed(cudaStream_t s, const WeightView &table, const float *logits, int64_t n, float scale, float *out,
-                float *row_max, float *row_inv_sum, KernelSet k);
+                float *row_max, float *row_inv_sum, float *partial, KernelSet k);
 
 // --- experts (moe.cu)
 struct MoeScratch {
     int32_t *offsets = nullptr;  // [n_expert + 1]
-    int32_t *fill = nullptr;     // [n_expert]
     int32_t *order = nullptr;    // [slots]: assignment (t * k + j) in slot order
     int32_t *slot_of = nullptr;  // [slots]
     float *act = nullptr;        // [slots][n_ff_exp]

@@ -117,34 +117,48 @@ __global__ void soft_embed_kernel(WeightView table, const float *logits, int64_t
 // The tiled soft embedding: out[t][col] = scale * sum_v p[t][v] * table[v][col], p = softmax(z[t]).
 // The same tile machinery with the roles turned: the table's columns are the tile's rows and the
 // vocabulary is the walked dimension; thread t loads vocabulary row t / 8, columns 8 * (t % 8) ...
+// Block z walks vocabulary part z (soft_embed_part_rows each) and writes its unscaled sums to
+// partial[z][token][col]: one block per column tile and token tile alone would be 176 blocks at the
+// 26B shapes, too few to fill the device. The parts are fixed, so a row's sums do not depend on n.
 template <TensorType T>
 __global__ void __launch_bounds__(kTileThreads) soft_embed_tiled_kernel(WeightView table, const float *logits, int64_t n,
                                                                          const float *row_max, const float *row_inv_sum,
-                                                                         float scale, float *out) {
+                                                                         float *partial) {
     constexpr int N = 64;
     __shared__ TileOperand<kTileRows> ws;
     __shared__ TileOperand<N> ps;
     const int64_t V = table.rows, E = table.cols;
     const int64_t col0 = static_cast<int64_t>(blockIdx.x) * kTileRows, t0 = static_cast<int64_t>(blockIdx.y) * N;
+    const int64_t part_rows = soft_embed_part_rows(V), v_begin = blockIdx.z * part_rows, v_end = min(V, v_begin + part_rows);
     const int64_t my_token = t0 + loader_token<N>();
     const bool has_row = my_token < n;
     const float *z = logits + (has_row ? my_token : 0) * V;
     const float mx = has_row ? row_max[my_token] : 0.0f, inv = has_row ? row_inv_sum[my_token] : 0.0f;
     const int vr = threadIdx.x / 8, c_off = 8 * (threadIdx.x % 8);
     float acc[4][N / 16] = {};
-    for (int64_t v0 = 0; v0 < V; v0 += kTileK) {
+    for (int64_t v0 = v_begin; v0 < v_end; v0 += kTileK) {
         float f[8];
-        load_weight8<T>(table.data, table.row_stride, V, E, v0 + vr, col0 + c_off, f);
+        load_weight8<T>(table.data, table.row_stride, v_end, E, v0 + vr, col0 + c_off, f);
 #pragma unroll
         for (int j = 0; j < 8; ++j) ws.v[vr][c_off + j] = f[j];
-        load_activation_tile<N>(ps, has_row, V, v0, [&](int64_t u) { return expf(z[u] - mx) * inv; });
+        load_activation_tile<N>(ps, has_row, v_end, v0, [&](int64_t u) { return expf(z[u] - mx) * inv; });
         __syncthreads();
         tile_multiply<N>(ws, ps, acc);
         __syncthreads();
     }
+    float *part = partial + static_cast<int64_t>(blockIdx.z) * n * E;
     tile_store<N>(acc, [&](int c, int t, float v) {
-        if (col0 + c < E && t0 + t < n) out[(t0 + t) * E + col0 + c] = v * scale;
+        if (col0 + c < E && t0 + t < n) part[(t0 + t) * E + col0 + c] = v;
     });
+}
+
+// out[i] = scale * (partial[0][i] + partial[1][i] + ...), the parts in order.
+__global__ void soft_embed_sum_kernel(const float *partial, int64_t count, float scale, float *out) {
+    const int64_t i = static_cast<int64_t>(blockIdx.x) * blockDim.x + threadIdx.x;
+    if (i >= count) return;
+    float s = partial[i];
+    for (int p = 1; p < kSoftEmbedParts; ++p) s += partial[p * count + i];
+    out[i] = s * scale;
 }
 
 }  // namespace
@@ -182,7 +196,7 @@ void embed(cudaStream_t s, const WeightView &table, const int32_t *ids, int64_t 
 }
 
 void soft_embed(cudaStream_t s, const WeightView &table, const float *logits, int64_t n, float scale, float *out,
-                float *row_max, float *row_inv_sum, KernelSet k) {
+                float *row_max, float *row_inv_sum, float *partial, KernelSet k) {
     if (n <= 0) return;
     softmax_stats_kernel<<<static_cast<unsigned>(n), 256, 0, s>>>(logits, table.rows, row_max, row_inv_sum);
     check_launch("soft_embed statistics");
@@ -192,12 +206,14 @@ void soft_embed(cudaStream_t s, const WeightView &table, const float *logits, in
         check_launch("soft_embed");
         return;
     }
-    const dim3 grid(blocks_for(table.cols, kTileRows), blocks_for(n, 64));
+    const dim3 grid(blocks_for(table.cols, kTileRows), blocks_for(n, 64), kSoftEmbedParts);
     with_weight_type(table.type, [&](auto type) {
         soft_embed_tiled_kernel<decltype(type)::value><<<grid, kTileThreads, 0, s>>>(table, logits, n, row_max, row_inv_sum,
-                                                                                      scale, out);
+                                                                                      partial);
     });
     check_launch("soft_embed (tiled)");
+    soft_embed_sum_kernel<<<blocks_for(n * table.cols, 256), 256, 0, s>>>(partial, n * table.cols, scale, out);
+    check_launch("soft_embed (sum of parts)");
 }
 
 }  // namespace dg::cuda

@@ -44,17 +44,45 @@ __global__ void route_kernel(WeightView w, const float *x, const float *scale, c
 }
 
 // Groups the n * k assignments by expert (slots offsets[e] .. offsets[e + 1], in assignment order
-// within an expert, as the CPU). One thread: a few thousand assignments at most.
-__global__ void group_kernel(const int32_t *expert, int64_t total, int64_t X, int32_t *offsets, int32_t *fill,
-                             int32_t *order, int32_t *slot_of) {
-    for (int64_t e = 0; e <= X; ++e) offsets[e] = 0;
-    for (int64_t i = 0; i < total; ++i) ++offsets[expert[i] + 1];
-    for (int64_t e = 0; e < X; ++e) offsets[e + 1] += offsets[e];
-    for (int64_t e = 0; e < X; ++e) fill[e] = offsets[e];
-    for (int64_t i = 0; i < total; ++i) {
-        const int32_t s = fill[expert[i]]++;
-        order[s] = static_cast<int32_t>(i);
-        slot_of[i] = s;
+// within an expert, as the CPU). One block of kGroupThreads: the assignments are cut into S
+// segments (S = kGroupThreads / X, at least 1) and thread (e, seg) counts, then places, expert e's
+// assignments of segment seg; expert e's slots in segment seg follow those of the earlier segments.
+// Shared: count [X * S] (then the first slot of each (e, seg)). A single thread walking 2048
+// assignments with dependent global reads and writes took most of the experts' time before.
+constexpr int kGroupThreads = 1024;
+
+__host__ __device__ inline int64_t group_segments(int64_t X) { return X >= kGroupThreads ? 1 : kGroupThreads / X; }
+
+__global__ void __launch_bounds__(kGroupThreads) group_kernel(const int32_t *expert, int64_t total, int64_t X, int32_t *offsets,
+                                                              int32_t *order, int32_t *slot_of) {
+    extern __shared__ int32_t first[];  // [X][S]
+    const int64_t S = group_segments(X), len = (total + S - 1) / S;
+    for (int64_t task = threadIdx.x; task < X * S; task += blockDim.x) {
+        const int64_t e = task / S, seg = task % S;
+        int32_t c = 0;
+        for (int64_t i = seg * len; i < min(total, (seg + 1) * len); ++i) c += expert[i] == e;
+        first[task] = c;
+    }
+    __syncthreads();
+    if (threadIdx.x == 0) {  // exclusive prefix over (e, seg) in order; offsets[e] = expert e's first slot
+        int32_t run = 0;
+        for (int64_t task = 0; task < X * S; ++task) {
+            if (task % S == 0) offsets[task / S] = run;
+            const int32_t c = first[task];
+            first[task] = run;
+            run += c;
+        }
+        offsets[X] = run;
+    }
+    __syncthreads();
+    for (int64_t task = threadIdx.x; task < X * S; task += blockDim.x) {
+        const int64_t e = task / S, seg = task % S;
+        int32_t slot = first[task];
+        for (int64_t i = seg * len; i < min(total, (seg + 1) * len); ++i)
+            if (expert[i] == e) {
+                order[slot] = static_cast<int32_t>(i);
+                slot_of[i] = slot++;
+            }
     }
 }
 
@@ -241,7 +269,8 @@ void moe(cudaStream_t s, const WeightView &gate, const WeightView &up, const Wei
          const float *x, int64_t n, const int32_t *expert, const float *weight, int k, float *out, const MoeScratch &m,
          KernelSet kernels) {
     if (n <= 0) return;
-    group_kernel<<<1, 1, 0, s>>>(expert, n * k, n_expert, m.offsets, m.fill, m.order, m.slot_of);
+    group_kernel<<<1, kGroupThreads, static_cast<size_t>(n_expert * group_segments(n_expert)) * sizeof(int32_t), s>>>(
+        expert, n * k, n_expert, m.offsets, m.order, m.slot_of);
     check_launch("moe grouping");
     // Gate and up share one type in every file seen (one tensor, or two of one quantization); a file
     // that mixes them runs the per-row kernels. The tile width follows the mean tokens per expert.
