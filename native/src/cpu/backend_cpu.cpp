@@ -564,8 +564,9 @@ public:
         const Tensor zt = make_tensor(z, TensorType::F32, E, n, 1, 1, this);
         rmsnorm(xt, nullptr, eps, zt);
         const float root = static_cast<float>(1.0 / std::sqrt(static_cast<double>(E)));
-        elementwise(n * E, [&](int64_t i0, int64_t i1) {
-            for (int64_t i = i0; i < i1; ++i) z[i] = z[i] * scale[i % E] * root;
+        pool_.run(n, [&](int64_t t, int) {
+            float *zr = z + t * E;
+            for (int64_t i = 0; i < E; ++i) zr[i] = zr[i] * scale[i] * root;
         });
         float *logits = reserved(router_p_, static_cast<size_t>(n * X));
         matmul(w, zt, make_tensor(logits, TensorType::F32, X, n, 1, 1, this));
