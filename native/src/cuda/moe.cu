@@ -158,11 +158,23 @@ __global__ void __launch_bounds__(kTileThreads) gate_up_tiled_kernel(WeightView 
     const float *xr = my_slot < count ? x + static_cast<int64_t>(order[first + my_slot] / k) * K : nullptr;
     const uint8_t *gb = gate.data + e * gate.expert_stride, *ub = up.data + e * up.expert_stride;
     float g[4][N / 16] = {}, u[4][N / 16] = {};
+    // As tile_accumulate, with two weight tiles: the next chunk fetched before this one's multiplies.
+    WeightFetch8<T> gw, uw;
+    ActivationFetch<N> xf;
+    const int64_t my_row = row0 + weight_loader_row();
+    gw.fetch(gb, gate.row_stride, F, K, my_row, weight_loader_k());
+    uw.fetch(ub, up.row_stride, F, K, my_row, weight_loader_k());
+    xf.fetch(xr, K, 0);
     for (int64_t c0 = 0; c0 < K; c0 += kTileK) {
-        load_weight_tile<T>(gs, gb, gate.row_stride, F, K, row0, c0);
-        load_weight_tile<T>(us, ub, up.row_stride, F, K, row0, c0);
-        load_activation_tile<N>(xs, xr, K, c0);
+        store_weight_tile<T>(gs, gw);
+        store_weight_tile<T>(us, uw);
+        xf.store(xs);
         __syncthreads();
+        if (c0 + kTileK < K) {
+            gw.fetch(gb, gate.row_stride, F, K, my_row, c0 + kTileK + weight_loader_k());
+            uw.fetch(ub, up.row_stride, F, K, my_row, c0 + kTileK + weight_loader_k());
+            xf.fetch(xr, K, c0 + kTileK);
+        }
         tile_multiply<N>(gs, xs, g);
         tile_multiply<N>(us, xs, u);
         __syncthreads();

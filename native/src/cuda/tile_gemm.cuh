@@ -10,7 +10,8 @@
 //
 // Thread t of the 256: rows 4 * (t % 16) .. + 3 and tokens (N / 16) * (t / 16) .. of the tile.
 // Loads: weights, thread t fills row t / 4, chunk elements 8 * (t % 4) .. + 7; activations, token
-// t / (256 / N), N / 8 consecutive chunk elements.
+// t / (256 / N), N / 8 consecutive chunk elements. The chunk loop fetches chunk c + 1 into
+// registers before multiplying chunk c (one shared buffer, two barriers per chunk).
 #pragma once
 
 #include <string>
@@ -48,16 +49,45 @@ __device__ inline void load_weight8(const uint8_t *base, size_t row_stride, int6
     for (int j = 0; j < 8; ++j) f[j] = row < n_rows && c + j < n_cols ? dequant(T, p, c + j) : 0.0f;
 }
 
-// Weight rows row0 .. row0 + 63 (rows past `n_rows` read as 0), chunk c0 .. c0 + 31 of a matrix of
-// type T whose row r starts at base + r * row_stride.
+// The same eight elements in two halves: fetch() issues the loads (gather8), value() decodes them,
+// so a loader can fetch the next chunk before multiplying the current one. Edge groups (past the
+// rows, or a float row ending within the eight) are read at value() time instead.
 template <TensorType T>
-__device__ inline void load_weight_tile(TileOperand<kTileRows> &s, const uint8_t *base, size_t row_stride, int64_t n_rows,
-                                        int64_t n_cols, int64_t row0, int64_t c0) {
-    const int t = threadIdx.x, r = t / 4, k0 = 8 * (t % 4);
-    float f[8];
-    load_weight8<T>(base, row_stride, n_rows, n_cols, row0 + r, c0 + k0, f);
+struct WeightFetch8 {
+    Raw8 raw;
+    const uint8_t *p = nullptr;
+    int64_t c = 0, n_cols = 0;
+    bool whole = false, in_rows = false;
+
+    __device__ void fetch(const uint8_t *base, size_t row_stride, int64_t n_rows, int64_t cols, int64_t row, int64_t col) {
+        p = base + row * row_stride;
+        c = col;
+        n_cols = cols;
+        in_rows = row < n_rows;
+        whole = in_rows && c + 8 <= n_cols;
+        if (whole) gather8(T, p, c, raw);
+    }
+    __device__ void value(float (&f)[8]) const {
+        if (whole) {
+            decode8(T, raw, f);
+            return;
+        }
 #pragma unroll
-    for (int j = 0; j < 8; ++j) s.v[k0 + j][r] = f[j];
+        for (int j = 0; j < 8; ++j) f[j] = in_rows && c + j < n_cols ? dequant(T, p, c + j) : 0.0f;
+    }
+};
+
+// Weight rows row0 .. row0 + 63 (rows past `n_rows` read as 0), chunk c0 .. c0 + 31 of a matrix of
+// type T whose row r starts at base + r * row_stride: thread t's part, fetched then stored.
+__device__ inline int weight_loader_row() { return threadIdx.x / 4; }
+__device__ inline int weight_loader_k() { return 8 * (threadIdx.x % 4); }
+
+template <TensorType T>
+__device__ inline void store_weight_tile(TileOperand<kTileRows> &s, const WeightFetch8<T> &w) {
+    float f[8];
+    w.value(f);
+#pragma unroll
+    for (int j = 0; j < 8; ++j) s.v[weight_loader_k() + j][weight_loader_row()] = f[j];
 }
 
 // The token of an N-wide tile whose activations thread t loads.
@@ -76,10 +106,22 @@ __device__ inline void load_activation_tile(TileOperand<N> &s, bool has_row, int
         s.v[k0 + j][i] = has_row && c < n_cols ? value(c) : 0.0f;
     }
 }
+// Plain activation rows in two halves, as WeightFetch8: fetch() reads this thread's N / 8 values of
+// chunk c0, store() writes them where load_activation_tile would.
 template <int N>
-__device__ inline void load_activation_tile(TileOperand<N> &s, const float *x_row, int64_t n_cols, int64_t c0) {
-    load_activation_tile<N>(s, x_row != nullptr, n_cols, c0, [&](int64_t c) { return x_row[c]; });
-}
+struct ActivationFetch {
+    float v[N / 8];
+    __device__ void fetch(const float *x_row, int64_t n_cols, int64_t c0) {
+        const int k0 = (N / 8) * (threadIdx.x % (kTileThreads / N));
+#pragma unroll
+        for (int j = 0; j < N / 8; ++j) v[j] = x_row && c0 + k0 + j < n_cols ? x_row[c0 + k0 + j] : 0.0f;
+    }
+    __device__ void store(TileOperand<N> &s) const {
+        const int i = loader_token<N>(), k0 = (N / 8) * (threadIdx.x % (kTileThreads / N));
+#pragma unroll
+        for (int j = 0; j < N / 8; ++j) s.v[k0 + j][i] = v[j];
+    }
+};
 
 // acc[a][b] += W[row 4 * (t % 16) + a] * X[token (N / 16) * (t / 16) + b] over one chunk, k ascending.
 template <int N>
@@ -115,10 +157,19 @@ template <TensorType T, int N>
 __device__ inline void tile_accumulate(TileOperand<kTileRows> &ws, TileOperand<N> &xs, const uint8_t *base,
                                        size_t row_stride, int64_t n_rows, int64_t n_cols, int64_t row0,
                                        const float *x_row, float (&acc)[4][N / 16]) {
+    // The next chunk's loads are issued before this chunk's multiply and used after it.
+    WeightFetch8<T> w;
+    ActivationFetch<N> x;
+    w.fetch(base, row_stride, n_rows, n_cols, row0 + weight_loader_row(), weight_loader_k());
+    x.fetch(x_row, n_cols, 0);
     for (int64_t c0 = 0; c0 < n_cols; c0 += kTileK) {
-        load_weight_tile<T>(ws, base, row_stride, n_rows, n_cols, row0, c0);
-        load_activation_tile<N>(xs, x_row, n_cols, c0);
+        store_weight_tile<T>(ws, w);
+        x.store(xs);
         __syncthreads();
+        if (c0 + kTileK < n_cols) {
+            w.fetch(base, row_stride, n_rows, n_cols, row0 + weight_loader_row(), c0 + kTileK + weight_loader_k());
+            x.fetch(x_row, n_cols, c0 + kTileK);
+        }
         tile_multiply<N>(ws, xs, acc);
         __syncthreads();
     }

@@ -39,25 +39,27 @@ __device__ inline void store8_bf16(MmaOperand &s, const float (&f)[8]) {
     *reinterpret_cast<uint4 *>(&s.v[t / 4][8 * (t % 4)]) = *reinterpret_cast<const uint4 *>(h);
 }
 
+// Thread t's part of the weight operand: line t / 4, k = 8 * (t % 4) .. + 7 (the float tiles' loader
+// position, so WeightFetch8 serves both).
 template <TensorType T>
-__device__ inline void load_weight_mma(MmaOperand &s, const uint8_t *base, size_t row_stride, int64_t n_rows, int64_t n_cols,
-                                       int64_t row0, int64_t c0) {
-    const int t = threadIdx.x;
+__device__ inline void store_weight_mma(MmaOperand &s, const WeightFetch8<T> &w) {
     float f[8];
-    load_weight8<T>(base, row_stride, n_rows, n_cols, row0 + t / 4, c0 + 8 * (t % 4), f);
+    w.value(f);
     store8_bf16(s, f);
 }
 
-// x_row: this thread's token (line t / 4), null past the tile's tokens.
-__device__ inline void load_activation_mma(MmaOperand &s, const float *x_row, int64_t n_cols, int64_t c0) {
-    float f[8];
+// This thread's 8 activations of a chunk (line t / 4, as the weights), fetched then stored.
+struct ActivationFetchMma {
+    float v[8];
+    __device__ void fetch(const float *x_row, int64_t n_cols, int64_t c0) {
 #pragma unroll
-    for (int j = 0; j < 8; ++j) {
-        const int64_t c = c0 + 8 * (threadIdx.x % 4) + j;
-        f[j] = x_row && c < n_cols ? x_row[c] : 0.0f;
+        for (int j = 0; j < 8; ++j) {
+            const int64_t c = c0 + 8 * (threadIdx.x % 4) + j;
+            v[j] = x_row && c < n_cols ? x_row[c] : 0.0f;
+        }
     }
-    store8_bf16(s, f);
-}
+    __device__ void store(MmaOperand &s) const { store8_bf16(s, v); }
+};
 
 __device__ inline uint32_t pair_at(const MmaOperand &s, int line, int k) {
     return *reinterpret_cast<const uint32_t *>(&s.v[line][k]);
@@ -92,10 +94,19 @@ template <TensorType T>
 __device__ inline void mma_accumulate(MmaOperand &ws, MmaOperand &xs, const uint8_t *base, size_t row_stride,
                                       int64_t n_rows, int64_t n_cols, int64_t row0, const float *x_row,
                                       float (&acc)[4][4]) {
+    WeightFetch8<T> w;
+    ActivationFetchMma x;
+    const int64_t my_row = row0 + weight_loader_row();
+    w.fetch(base, row_stride, n_rows, n_cols, my_row, weight_loader_k());
+    x.fetch(x_row, n_cols, 0);
     for (int64_t c0 = 0; c0 < n_cols; c0 += kTileK) {
-        load_weight_mma<T>(ws, base, row_stride, n_rows, n_cols, row0, c0);
-        load_activation_mma(xs, x_row, n_cols, c0);
+        store_weight_mma<T>(ws, w);
+        x.store(xs);
         __syncthreads();
+        if (c0 + kTileK < n_cols) {  // the next chunk's loads in flight during this chunk's products
+            w.fetch(base, row_stride, n_rows, n_cols, my_row, c0 + kTileK + weight_loader_k());
+            x.fetch(x_row, n_cols, c0 + kTileK);
+        }
         mma_chunk(ws, xs, acc);
         __syncthreads();
     }

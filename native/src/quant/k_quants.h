@@ -42,14 +42,19 @@ static_assert(sizeof(BlockQ8_K) == 292, "Q8_K size");
 constexpr int8_t kIq4nlValues[16] = {-127, -104, -83, -65, -49, -35, -22, -10, 1, 13, 25, 38, 53, 69, 89, 113};
 
 // Q4_K / Q5_K: the 6-bit scale and min of group j (0..7) from the 12 packed bytes.
-DG_HD void k4_scale_min(const uint8_t *s, int j, int *sc, int *m) {
+// The same from the three bytes it reads: sj = s[j], sj4 = s[j + 4], sjm4 = s[j - 4] (j >= 4 only).
+DG_HD void k4_scale_min_of(int j, unsigned sj, unsigned sj4, unsigned sjm4, int *sc, int *m) {
     if (j < 4) {
-        *sc = s[j] & 63;
-        *m = s[j + 4] & 63;
+        *sc = static_cast<int>(sj & 63);
+        *m = static_cast<int>(sj4 & 63);
     } else {
-        *sc = (s[j + 4] & 0xf) | ((s[j - 4] >> 6) << 4);
-        *m = (s[j + 4] >> 4) | ((s[j] >> 6) << 4);
+        *sc = static_cast<int>((sj4 & 0xf) | ((sjm4 >> 6) << 4));
+        *m = static_cast<int>((sj4 >> 4) | ((sj >> 6) << 4));
     }
+}
+
+DG_HD void k4_scale_min(const uint8_t *s, int j, int *sc, int *m) {
+    k4_scale_min_of(j, s[j], s[j + 4], j >= 4 ? s[j - 4] : 0u, sc, m);
 }
 
 // Q3_K: the 16 signed group scales (sc - 32, in -32..31) from the 12 packed bytes.
