@@ -291,6 +291,165 @@ DG_TARGET_VNNI void gemm_panels_vnni(const GemmArgs &a) {
     }
 }
 
+// ---- AVX-VNNI K-quants (Q4_K, Q5_K, Q6_K) against Q8_K, in lane-per-row panels ----
+// The AVX-512 K panels (gemm_avx512.cpp) on 8 rows: a super-block of the panel is 64 registers of
+// unsigned codes (register q: elements 4q .. 4q+3, lane i = row i), per-row float scales per group
+// and, for Q4_K/Q5_K, int16 mins. A group's integer sum (8 or 4 vpdpbusd, exact) takes its scale in
+// one convert and FMA; Q4_K/Q5_K subtract dmin * sum(m_g * x-sum_g) through 8 vpdpwssd on the
+// activations' 16-element sums; Q6_K's offset of 32 starts each group's sum at -32 * its x-sum. One
+// FMA per super-block applies the activation scale. Each token's sums are the same operations in
+// the same order whatever tokens share its tile.
+
+struct KPanel8 {        // one super-block (256 elements) of an 8-row panel
+    __m256i codes[64];  // register q: codes of elements 4q .. 4q+3, lane i = row i
+    __m256 scale[16];   // group g, lane i: d * sc_g of row i (Q4_K/Q5_K: 8 groups of 32; Q6_K: 16 of 16)
+    __m256i mins[8];    // Q4_K/Q5_K: lane i = the int16 pair (m_g, m_g) of row i
+    __m256 dmin;        // Q4_K/Q5_K: dmin of row i
+};
+
+// Bytes [off, off + 32) of each of the panel's rows (row i at b0 + i * stride; zeros past `rows`)
+// as 8 registers, register p = dword p of every row (lane i = row i).
+DG_TARGET inline void rows32(const uint8_t *b0, size_t stride, int64_t rows, size_t off, __m256i (&r)[8]) {
+    for (int i = 0; i < 8; ++i) r[i] = i < rows ? load256(b0 + i * stride + off) : _mm256_setzero_si256();
+    transpose8_epi32(r);
+}
+
+// Q4_K / Q5_K: 64-element chunk k is qs[32k .. 32k+31], low nibbles elements 64k.., high 64k+32..;
+// Q5_K's bit j of qh[l] is bit 4 of element 32j + l. Scales per row through k4_scale_min.
+template <typename Block, bool kFiveBit>
+struct Q45KPanel8 {
+    static constexpr bool kSixBit = false;
+    DG_TARGET static void decode(const uint8_t *b0, size_t stride, int64_t rows, KPanel8 &p) {
+        const __m256i m = _mm256_set1_epi8(0x0f);
+        for (int k = 0; k < 4; ++k) {
+            __m256i r[8];
+            rows32(b0, stride, rows, offsetof(Block, qs) + 32 * k, r);
+            for (int q = 0; q < 8; ++q) {
+                p.codes[16 * k + q] = _mm256_and_si256(r[q], m);
+                p.codes[16 * k + 8 + q] = _mm256_and_si256(_mm256_srli_epi16(r[q], 4), m);
+            }
+        }
+        if constexpr (kFiveBit) {
+            __m256i qh[8];
+            rows32(b0, stride, rows, offsetof(Block, qh), qh);
+            for (int j = 0; j < 8; ++j)
+                for (int q = 0; q < 8; ++q) {
+                    const __m256i bit = _mm256_and_si256(_mm256_srli_epi32(qh[q], j), _mm256_set1_epi32(0x01010101));
+                    p.codes[8 * j + q] = _mm256_or_si256(p.codes[8 * j + q], _mm256_slli_epi32(bit, 4));
+                }
+        }
+        alignas(32) float sc[8][8] = {}, dmin[8] = {};
+        alignas(32) int32_t mn[8][8] = {};
+        for (int64_t i = 0; i < rows; ++i) {
+            const Block &b = *reinterpret_cast<const Block *>(b0 + i * stride);
+            const float d = f16(b.d);
+            dmin[i] = f16(b.dmin);
+            for (int g = 0; g < 8; ++g) {
+                int s, mm;
+                k4_scale_min(b.scales, g, &s, &mm);
+                sc[g][i] = d * static_cast<float>(s);
+                mn[g][i] = mm | (mm << 16);
+            }
+        }
+        for (int g = 0; g < 8; ++g) {
+            p.scale[g] = _mm256_load_ps(sc[g]);
+            p.mins[g] = _mm256_load_si256(reinterpret_cast<const __m256i *>(mn[g]));
+        }
+        p.dmin = _mm256_load_ps(dmin);
+    }
+};
+
+// Bits shift, shift + 1 of each byte of h as bits 4-5.
+DG_TARGET inline __m256i two_bits(__m256i h, int shift) {
+    return _mm256_slli_epi32(_mm256_and_si256(_mm256_srli_epi32(h, shift), _mm256_set1_epi8(0x03)), 4);
+}
+
+// Q6_K: in half n, byte l of ql[64n ..] and of qh[32n ..] give elements 128n + l (+32, +64, +96):
+// low nibble of ql[l] and qh bits 0-1, low nibble of ql[l + 32] and bits 2-3, high nibble of ql[l]
+// and bits 4-5, high nibble of ql[l + 32] and bits 6-7.
+struct Q6KPanel8 {
+    static constexpr bool kSixBit = true;
+    DG_TARGET static void decode(const uint8_t *b0, size_t stride, int64_t rows, KPanel8 &p) {
+        const __m256i m4 = _mm256_set1_epi8(0x0f);
+        for (int n = 0; n < 2; ++n) {
+            __m256i lo[8], hi[8], h[8];
+            rows32(b0, stride, rows, offsetof(BlockQ6_K, ql) + 64 * n, lo);
+            rows32(b0, stride, rows, offsetof(BlockQ6_K, ql) + 64 * n + 32, hi);
+            rows32(b0, stride, rows, offsetof(BlockQ6_K, qh) + 32 * n, h);
+            for (int w = 0; w < 8; ++w) {
+                p.codes[32 * n + w] = _mm256_or_si256(_mm256_and_si256(lo[w], m4), two_bits(h[w], 0));
+                p.codes[32 * n + 8 + w] = _mm256_or_si256(_mm256_and_si256(hi[w], m4), two_bits(h[w], 2));
+                p.codes[32 * n + 16 + w] = _mm256_or_si256(_mm256_and_si256(_mm256_srli_epi16(lo[w], 4), m4), two_bits(h[w], 4));
+                p.codes[32 * n + 24 + w] = _mm256_or_si256(_mm256_and_si256(_mm256_srli_epi16(hi[w], 4), m4), two_bits(h[w], 6));
+            }
+        }
+        alignas(32) float sc[16][8] = {};
+        for (int64_t i = 0; i < rows; ++i) {
+            const BlockQ6_K &b = *reinterpret_cast<const BlockQ6_K *>(b0 + i * stride);
+            const float d = f16(b.d);
+            for (int g = 0; g < 16; ++g) sc[g][i] = d * static_cast<float>(b.scales[g]);
+        }
+        for (int g = 0; g < 16; ++g) p.scale[g] = _mm256_load_ps(sc[g]);
+    }
+};
+
+DG_TARGET inline __m256i bcast32(const void *p) {
+    int32_t v;
+    std::memcpy(&v, p, 4);
+    return _mm256_set1_epi32(v);
+}
+
+template <bool kSixBit, int NT>
+DG_TARGET_VNNI inline void k_panel_tile_vnni(const KPanel8 *p, int64_t ns, const uint8_t *x0, size_t x_stride, float *y,
+                                             int64_t ldy, int64_t rows) {
+    const BlockQ8_K *x[NT];
+    for (int t = 0; t < NT; ++t) x[t] = reinterpret_cast<const BlockQ8_K *>(x0 + t * x_stride);
+    __m256 acc[NT];
+    for (int t = 0; t < NT; ++t) acc[t] = _mm256_setzero_ps();
+    for (int64_t i = 0; i < ns; ++i) {
+        const KPanel8 &w = p[i];
+        __m256 f[NT];
+        __m256i s[NT];
+        for (int t = 0; t < NT; ++t) f[t] = _mm256_setzero_ps();
+        constexpr int kGroups = kSixBit ? 16 : 8, kRegs = 64 / kGroups;  // registers (4 elements) per group
+        for (int g = 0; g < kGroups; ++g) {
+            for (int t = 0; t < NT; ++t) s[t] = kSixBit ? _mm256_set1_epi32(-32 * x[t][i].bsums[g]) : _mm256_setzero_si256();
+            for (int q = 0; q < kRegs; ++q)
+                for (int t = 0; t < NT; ++t)
+                    s[t] = _mm256_dpbusd_avx_epi32(s[t], w.codes[kRegs * g + q], bcast32(x[t][i].qs + 4 * (kRegs * g + q)));
+            for (int t = 0; t < NT; ++t) f[t] = _mm256_fmadd_ps(_mm256_cvtepi32_ps(s[t]), w.scale[g], f[t]);
+        }
+        if constexpr (!kSixBit) {
+            for (int t = 0; t < NT; ++t) s[t] = _mm256_setzero_si256();
+            for (int q = 0; q < 8; ++q)
+                for (int t = 0; t < NT; ++t) s[t] = _mm256_dpwssd_avx_epi32(s[t], w.mins[q], bcast32(x[t][i].bsums + 2 * q));
+            for (int t = 0; t < NT; ++t) f[t] = _mm256_fnmadd_ps(_mm256_cvtepi32_ps(s[t]), w.dmin, f[t]);
+        }
+        for (int t = 0; t < NT; ++t) acc[t] = _mm256_fmadd_ps(f[t], _mm256_set1_ps(x[t][i].d), acc[t]);
+    }
+    store_panel<NT>(acc, y, ldy, rows);
+}
+
+// Panels decoded once per call (2.8 KiB per super-block of 8 rows: a panel of 2816-element rows
+// stays in L1), swept by every token.
+template <typename P, typename Block>
+DG_TARGET_VNNI void gemm_k_panels_vnni(const GemmArgs &a) {
+    constexpr int64_t kTokens = 4;
+    const int64_t ns = a.k / kQK_K;
+    thread_local std::vector<uint8_t> buf;
+    KPanel8 *const panel = aligned_scratch<KPanel8>(buf, ns);
+    for (int64_t r0 = 0; r0 < a.n_rows; r0 += kPanel32) {
+        const int64_t rows = std::min<int64_t>(kPanel32, a.n_rows - r0);
+        for (int64_t i = 0; i < ns; ++i) P::decode(a.w + r0 * a.w_stride + i * sizeof(Block), a.w_stride, rows, panel[i]);
+        float *y = a.y + r0;
+        int64_t t = 0;
+        for (; t + kTokens <= a.n_tokens; t += kTokens)
+            k_panel_tile_vnni<P::kSixBit, kTokens>(panel, ns, a.x + t * a.x_stride, a.x_stride, y + t * a.ldy, a.ldy, rows);
+        for (; t < a.n_tokens; ++t)
+            k_panel_tile_vnni<P::kSixBit, 1>(panel, ns, a.x + t * a.x_stride, a.x_stride, y + t * a.ldy, a.ldy, rows);
+    }
+}
+
 // ---- K-quants against Q8_K ----
 // A few weight rows are decoded once per call into super-blocks of eight registers of unsigned
 // codes (32 elements each, in element order) and eight of int16 group scales, one per pair lane
@@ -441,6 +600,9 @@ GemmKernel gemm_kernel_avxvnni(TensorType type) {
             return {gemm_panels_vnni<Q8_0VnniCodes>, pack_act_blocks<Q8_0VnniCodes>, act_blocks_bytes<Q8_0VnniCodes>};
         case TensorType::Q4_0: return {gemm_panels_vnni<Q4_0Codes>, pack_act_blocks<Q4_0Codes>, act_blocks_bytes<Q4_0Codes>};
         case TensorType::Q5_0: return {gemm_panels_vnni<Q5_0Codes>, pack_act_blocks<Q5_0Codes>, act_blocks_bytes<Q5_0Codes>};
+        case TensorType::Q4_K: return {gemm_k_panels_vnni<Q45KPanel8<BlockQ4_K, false>, BlockQ4_K>, avx2::quantize_row_q8_k, q8_k_bytes};
+        case TensorType::Q5_K: return {gemm_k_panels_vnni<Q45KPanel8<BlockQ5_K, true>, BlockQ5_K>, avx2::quantize_row_q8_k, q8_k_bytes};
+        case TensorType::Q6_K: return {gemm_k_panels_vnni<Q6KPanel8, BlockQ6_K>, avx2::quantize_row_q8_k, q8_k_bytes};
         default: return gemm_kernel_avx2(type);
     }
 }
