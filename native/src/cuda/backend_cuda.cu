@@ -149,6 +149,8 @@ public:
         row_max_.grow(static_cast<size_t>(l.rows));
         row_inv_sum_.grow(static_cast<size_t>(l.rows));
         soft_partial_.grow(static_cast<size_t>(cuda::kSoftEmbedParts * l.rows * l.n_embd));
+        router_z_.grow(static_cast<size_t>(l.rows * l.n_embd));
+        router_logits_.grow(static_cast<size_t>(l.rows * l.n_expert));
         if (l.canvas > 0) {
             entropy_.grow(static_cast<size_t>(l.canvas));
             draw_.grow(static_cast<size_t>(l.canvas));
@@ -245,8 +247,10 @@ public:
     void route(const Tensor &w, const Tensor &x, const Tensor &scale, const Tensor &per_expert_scale, float eps, int k,
                const Tensor &expert, const Tensor &weight) override {
         cuda::OpScope scope(profile_, stream_, "route");
+        const size_t n = static_cast<size_t>(x.n_rows());
+        const cuda::RouteScratch r{router_z_.get(n * static_cast<size_t>(w.n_cols())), router_logits_.get(n * static_cast<size_t>(w.n_rows()))};
         cuda::route(stream_, view(w), dev<float>(x), x.n_rows(), dev<float>(scale), dev<float>(per_expert_scale), eps, k,
-                    dev<int32_t>(expert), dev<float>(weight));
+                    dev<int32_t>(expert), dev<float>(weight), r, kernels_);
     }
 
     // --- the sampler -------------------------------------------------------------------------------
@@ -316,7 +320,7 @@ private:
     size_t owned_ = 0;
     std::vector<void *> weights_;
     Scratch<int32_t> moe_offsets_, moe_order_, moe_slot_of_, draw_, order_;
-    Scratch<float> moe_act_, moe_y_, row_max_, row_inv_sum_, soft_partial_;
+    Scratch<float> moe_act_, moe_y_, row_max_, row_inv_sum_, soft_partial_, router_z_, router_logits_;
     Scratch<double> entropy_;
 };
 

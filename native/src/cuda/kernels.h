@@ -37,8 +37,13 @@ struct MoeScratch {
     float *act = nullptr;        // [slots][n_ff_exp]
     float *y = nullptr;          // [slots][n_embd]
 };
+struct RouteScratch {
+    float *z = nullptr;       // [n][n_embd]: the router's input
+    float *logits = nullptr;  // [n][n_expert]
+};
 void route(cudaStream_t s, const WeightView &w, const float *x, int64_t n, const float *scale,
-           const float *per_expert_scale, float eps, int k, int32_t *expert, float *weight);
+           const float *per_expert_scale, float eps, int k, int32_t *expert, float *weight, const RouteScratch &r,
+           KernelSet kernels);
 void moe(cudaStream_t s, const WeightView &gate, const WeightView &up, const WeightView &down, int64_t n_expert,
          const float *x, int64_t n, const int32_t *expert, const float *weight, int k, float *out, const MoeScratch &m,
          KernelSet kernels);

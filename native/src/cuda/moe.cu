@@ -43,6 +43,27 @@ __global__ void route_kernel(WeightView w, const float *x, const float *scale, c
     if (threadIdx.x == 0) route_top_k(p, X, k, pes, expert + t * k, weight + t * k);
 }
 
+// The router in three launches (the default sets): z = rmsnorm_noscale(x) * scale * E^-1/2 per
+// token (route_input_kernel), the logits z . W^T as a tiled product (matmul.cu), then softmax and
+// top-k per token, one thread each (route_select_kernel). route_kernel above is the reference.
+__global__ void route_input_kernel(const float *x, int64_t E, const float *scale, float eps, float *z) {
+    __shared__ double red[32];
+    const int64_t t = blockIdx.x;
+    const float *xr = x + t * E;
+    double ss = 0.0;
+    for (int64_t i = threadIdx.x; i < E; i += blockDim.x) ss += static_cast<double>(xr[i]) * xr[i];
+    ss = block_sum(ss, red);
+    const float inv_rms = static_cast<float>(1.0 / sqrt(ss / static_cast<double>(E) + eps));
+    const float root = static_cast<float>(1.0 / sqrt(static_cast<double>(E)));
+    for (int64_t i = threadIdx.x; i < E; i += blockDim.x) z[t * E + i] = xr[i] * inv_rms * scale[i] * root;
+}
+
+__global__ void route_select_kernel(float *logits, int64_t n, int64_t X, int k, const float *pes, int32_t *expert,
+                                    float *weight) {
+    const int64_t t = static_cast<int64_t>(blockIdx.x) * blockDim.x + threadIdx.x;
+    if (t < n) route_top_k(logits + t * X, X, k, pes, expert + t * k, weight + t * k);
+}
+
 // Groups the n * k assignments by expert (slots offsets[e] .. offsets[e + 1], in assignment order
 // within an expert, as the CPU). One block of kGroupThreads: the assignments are cut into S
 // segments (S = kGroupThreads / X, at least 1) and thread (e, seg) counts, then places, expert e's
@@ -267,8 +288,17 @@ __global__ void combine_kernel(const float *y, const int32_t *expert, const floa
 }  // namespace
 
 void route(cudaStream_t s, const WeightView &w, const float *x, int64_t n, const float *scale,
-           const float *per_expert_scale, float eps, int k, int32_t *expert, float *weight) {
+           const float *per_expert_scale, float eps, int k, int32_t *expert, float *weight, const RouteScratch &r,
+           KernelSet kernels) {
     if (n <= 0) return;
+    if (kernels != KernelSet::reference) {
+        route_input_kernel<<<static_cast<unsigned>(n), kRouteThreads, 0, s>>>(x, w.cols, scale, eps, r.z);
+        check_launch("route input");
+        matmul(s, w, r.z, n, r.logits, KernelSet::tiled);  // float32 tiles under every set: choices are sensitive
+        route_select_kernel<<<blocks_for(n, 128), 128, 0, s>>>(r.logits, n, w.rows, k, per_expert_scale, expert, weight);
+        check_launch("route selection");
+        return;
+    }
     const size_t shared = static_cast<size_t>(w.cols + w.rows) * sizeof(float);
     if (shared > 48 * 1024)
         throw Error(DGEMMA_ERR_UNSUPPORTED, "CUDA route: n_embd + n_expert = " + std::to_string(w.cols + w.rows) +
