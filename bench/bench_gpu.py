@@ -11,7 +11,11 @@ peak_mem_gb, floor_ms (and `row`, `tokens_s`, `floor_ratio`):
     per sequence-step), from generate() with a fixed number of steps (no early stop), so the sampler
     runs on the device and only the stop flag comes back, as in real use;
   - tokens/s of whole canvases at 16, 25 and 48 steps per canvas;
-  - the peer: transformers' DiffusionGemma in bf16 at the same shapes with random weights, ms per step.
+  - the peer: transformers' DiffusionGemma in bf16 at the same shapes with random weights, ms per step;
+  - expert offload: for each cap of --offload-caps (GB of GPU memory; 12 and 16 by default) the step
+    with the experts of the last N layers on the CPU backend, N chosen as `--gpu-memory` chooses it
+    (dgemma/offload.py), its own peak memory and N in the row (`host_expert_layers`, `gpu_cap_gb`).
+    Only that way of running offloaded experts exists; streaming them to the GPU over PCIe does not.
 The floor for the file on this card: its bytes over the copy bandwidth and a step's FLOPs over the bf16
 matrix rate, both measured in this run through torch; floor_ms is the larger (they overlap at best).
 Peak memory: the card's used memory (nvidia-smi) over what was used before the model loaded.
@@ -172,6 +176,33 @@ def generation_rows(m, prompt_ids, steps_per_canvas, batch: int) -> dict:
     return dict(step_ms=1e3 * denoise / steps / batch, tokens_s=batch * C / denoise, steps=steps)
 
 
+def offload_rows(path: str, a, ids) -> list[dict]:
+    """The step with experts offloaded to the CPU backend, per GPU memory cap (see the docstring). In a
+    dry run the caps are the model's own need less one and two layers' experts."""
+    from dgemma.errors import OutOfMemoryError
+    from dgemma.offload import device_bytes_needed, host_expert_layers_for, layer_expert_bytes
+
+    if a.dry_run:
+        need, experts = device_bytes_needed(path, 0), layer_expert_bytes(path)
+        caps = [(need - experts[-1]) / 1e9, (need - experts[-1] - experts[-2]) / 1e9]
+    else:
+        caps = [float(c) for c in a.offload_caps.split(",") if c.strip()]
+    rows = []
+    for cap in caps:
+        try:
+            n = host_expert_layers_for(path, int(cap * 1e9))
+        except OutOfMemoryError as e:
+            print(f"offload at {cap:g} GB: {e}", file=sys.stderr)
+            continue
+        before = used_gb()
+        with dgemma.Model(path, device=a.device, host_expert_layers=n) as m:
+            r = generation_rows(m, ids, CANVAS_STEPS[0], 1)
+            peak = used_gb() - before
+        rows.append(dict(row=f"step, {n} layers' experts on the CPU ({cap:.3g} GB cap)", batch=1, step_ms=r["step_ms"],
+                         host_expert_layers=n, gpu_cap_gb=cap, peak_mem_gb=peak if a.device != "cpu" else None))
+    return rows
+
+
 def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--config", default="full", choices=list(PRESETS))
@@ -182,6 +213,7 @@ def main() -> int:
     ap.add_argument("--no-peer", action="store_true", help="skip transformers")
     ap.add_argument("--prompts", default="512,8192")
     ap.add_argument("--steps", type=int, default=5, help="repetitions of the timed peer step")
+    ap.add_argument("--offload-caps", default="12,16", help="GPU memory caps (GB) for the expert-offload rows; '' for none")
     ap.add_argument("--dry-run", action="store_true", help="tiny config on the CPU, no floors")
     a = ap.parse_args()
     if a.dry_run:  # the peer runs too (on the CPU) when transformers is installed
@@ -228,11 +260,12 @@ def main() -> int:
             for steps in CANVAS_STEPS:
                 r = generation_rows(m, ids, steps, 1)
                 rows.append(dict(row=f"canvas at {steps} steps", batch=1, step_ms=r["step_ms"], tokens_s=r["tokens_s"]))
+        rows += offload_rows(path, a, ids)
     flops = step_flops(preset, prompts[0])
     floor_ms = max(1e3 * file_bytes / bw, 1e3 * flops / rate) if bw == bw else float("nan")
-    for r in rows:
-        r.update(base, peak_mem_gb=peak if a.device != "cpu" else None, floor_ms=floor_ms,
-                 floor_ratio=r["step_ms"] / floor_ms if "step_ms" in r and floor_ms == floor_ms else None)
+    for i, r in enumerate(rows):  # an offload row keeps its own peak
+        rows[i] = {**base, "peak_mem_gb": peak if a.device != "cpu" else None, "floor_ms": floor_ms,
+                   "floor_ratio": r["step_ms"] / floor_ms if "step_ms" in r and floor_ms == floor_ms else None, **r}
     if not a.no_peer:
         try:
             ms = peer_step_ms(preset, prompts[0], a.steps, "cpu" if a.device == "cpu" else "cuda")
@@ -246,10 +279,10 @@ def main() -> int:
     print(f"{base['card']}, commit {base['commit']}, {a.config} at {base['weight_type']}; floor {floor_ms:.2f} ms "
           f"({file_bytes / 2**30:.2f} GiB at {bw / 1e12:.2f} TB/s, {flops / 1e12:.2f} TFLOP at {rate / 1e12:.0f} TFLOP/s); "
           f"peak {peak:.2f} GB")
-    print(f"{'row':<28} {'step ms':>9} {'tokens/s':>10} {'prefill tok/s':>14} {'x floor':>8}")
+    print(f"{'row':<44} {'step ms':>9} {'tokens/s':>10} {'prefill tok/s':>14} {'x floor':>8}")
     fmt = lambda v, f: format(v, f) if isinstance(v, (int, float)) and v == v else "-"  # noqa: E731
     for r in rows:
-        print(f"{r['row']:<28} {fmt(r['step_ms'], '9.2f'):>9} {fmt(r['tokens_s'], '10.0f'):>10} "
+        print(f"{r['row']:<44} {fmt(r['step_ms'], '9.2f'):>9} {fmt(r['tokens_s'], '10.0f'):>10} "
               f"{fmt(r['prefill_tok_s'], '14.0f'):>14} {fmt(r.get('floor_ratio'), '8.1f'):>8}")
     out = Path(a.json) if a.json else ROOT / "bench" / "results" / (
         f"{base['card'].replace(' ', '-')}-{datetime.date.today().isoformat()}.json")
