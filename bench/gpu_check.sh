@@ -30,6 +30,9 @@
 #   bench/gpu_check.sh --no-gpu  CI: --build, then every step up to the GPU checks, then exit 0 saying so.
 #   bench/gpu_check.sh --bench-gpu  on the device, a call of its own: bench/bench_gpu.py at the full
 #                                shapes (JSON in $OUT/bench_gpu.json; commit it as bench/results/<card>-<date>.json).
+#   bench/gpu_check.sh --all     on the device: the checks, then bench_gpu.py at the full shapes without
+#                                the transformers peer, in one call (about 450 s on an H200: one machine
+#                                start instead of two; timeout_s=590).
 # After a device run, commit what came back (summary.txt, opcheck.txt, failures.txt, the logs) under
 # bench/results/<card>-<date>-<commit>/ (run.txt names all three).
 # `dgemma_cuda_opcheck --self-test` rehearses the op harness with the CPU in place of CUDA (~4 min on 2 cores).
@@ -46,8 +49,9 @@ case "${1:-}" in
   --build) MODE=build ;;
   --no-gpu) MODE=no-gpu ;;
   --bench-gpu) MODE=bench-gpu ;;
+  --all) MODE=all ;;
   "") ;;
-  *) echo "usage: bench/gpu_check.sh [--build | --no-gpu | --bench-gpu]" >&2; exit 2 ;;
+  *) echo "usage: bench/gpu_check.sh [--build | --no-gpu | --bench-gpu | --all]" >&2; exit 2 ;;
 esac
 OUT=${OUT:-$ROOT/bench/results/local}
 mkdir -p "$OUT"
@@ -66,7 +70,7 @@ build() {
   say "built in $((SECONDS - t0)) s; pack: $(du -sh "$PACK" | cut -f1) ($(ls "$PACK" | tr '\n' ' '))"
 }
 
-if [ "$MODE" != device ]; then
+if [ "$MODE" = build ] || [ "$MODE" = no-gpu ]; then
   build
   [ "$MODE" = build ] && exit 0
 fi
@@ -147,6 +151,15 @@ say "== 5. the ops of one step at the 26B-A4B shapes (dgemma_cuda_opcheck --benc
 timeout 120 "$PACK/dgemma_cuda_opcheck" --bench-full >"$OUT/bench_full.txt" 2>&1
 say "bench-full exit code $?"
 
+if [ "$MODE" = all ]; then
+  say "== 6. bench/bench_gpu.py at the full shapes, Q4_K_M, no transformers peer (JSON in $OUT/bench_gpu.json)"
+  DGEMMA_BENCH_TMP=/tmp timeout 300 python3 bench/bench_gpu.py --config full --type Q4_K_M --no-peer \
+    --json "$OUT/bench_gpu.json" >"$OUT/bench_gpu.txt" 2>&1
+  say "bench_gpu exit code $?"
+fi
+
 
 python3 bench/gpu_check_report.py "$OUT" | tee "$OUT/summary.txt"
 cat "$OUT/gpu_step.txt" "$OUT/bench_full.txt"
+[ "$MODE" = all ] && cat "$OUT/bench_gpu.txt"
+exit 0
