@@ -15,21 +15,26 @@ namespace {
 
 constexpr int kRouteThreads = 256;
 
-// One block per token: z = rmsnorm_noscale(x) * scale * E^-1/2; p = softmax(W z); top-k of p (ties to
-// the lower id) renormalised, times per_expert_scale. Shared: z [E] then p [X].
-__global__ void route_kernel(WeightView w, const float *x, const float *scale, const float *pes, float eps, int k,
-                             int32_t *expert, float *weight) {
-    extern __shared__ float sh[];
-    __shared__ double red[32];
-    const int64_t E = w.cols, X = w.rows, t = blockIdx.x;
-    float *z = sh, *p = sh + E;
-    const float *xr = x + t * E;
+// The router's input for one token, by the block: z = rmsnorm_noscale(x) * scale * E^-1/2 (the sum
+// of squares in double, as the CPU). `red`: shared scratch of 32.
+__device__ void route_input_row(const float *xr, int64_t E, const float *scale, float eps, float *z, double *red) {
     double ss = 0.0;
     for (int64_t i = threadIdx.x; i < E; i += blockDim.x) ss += static_cast<double>(xr[i]) * xr[i];
     ss = block_sum(ss, red);
     const float inv_rms = static_cast<float>(1.0 / sqrt(ss / static_cast<double>(E) + eps));
     const float root = static_cast<float>(1.0 / sqrt(static_cast<double>(E)));
     for (int64_t i = threadIdx.x; i < E; i += blockDim.x) z[i] = xr[i] * inv_rms * scale[i] * root;
+}
+
+// One block per token: z as route_input_row; p = softmax(W z); top-k of p (ties to the lower id)
+// renormalised, times per_expert_scale. Shared: z [E] then p [X].
+__global__ void route_kernel(WeightView w, const float *x, const float *scale, const float *pes, float eps, int k,
+                             int32_t *expert, float *weight) {
+    extern __shared__ float sh[];
+    __shared__ double red[32];
+    const int64_t E = w.cols, X = w.rows, t = blockIdx.x;
+    float *z = sh, *p = sh + E;
+    route_input_row(x + t * E, E, scale, eps, z, red);
     __syncthreads();
     const int warp = threadIdx.x / 32, lane = threadIdx.x % 32;
     for (int64_t e = warp; e < X; e += blockDim.x / 32) {
@@ -49,13 +54,7 @@ __global__ void route_kernel(WeightView w, const float *x, const float *scale, c
 __global__ void route_input_kernel(const float *x, int64_t E, const float *scale, float eps, float *z) {
     __shared__ double red[32];
     const int64_t t = blockIdx.x;
-    const float *xr = x + t * E;
-    double ss = 0.0;
-    for (int64_t i = threadIdx.x; i < E; i += blockDim.x) ss += static_cast<double>(xr[i]) * xr[i];
-    ss = block_sum(ss, red);
-    const float inv_rms = static_cast<float>(1.0 / sqrt(ss / static_cast<double>(E) + eps));
-    const float root = static_cast<float>(1.0 / sqrt(static_cast<double>(E)));
-    for (int64_t i = threadIdx.x; i < E; i += blockDim.x) z[t * E + i] = xr[i] * inv_rms * scale[i] * root;
+    route_input_row(x + t * E, E, scale, eps, z + t * E, red);
 }
 
 __global__ void route_select_kernel(float *logits, int64_t n, int64_t X, int k, const float *pes, int32_t *expert,
