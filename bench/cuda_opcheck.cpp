@@ -8,7 +8,8 @@
 // take both the per-row reference kernels (one row) and the tiled ones (67 and 256 rows).
 // --bench-full times the ops of one step at the 26B-A4B shapes instead (bench_full below);
 // --no-reference-kernels skips the passes over the matrix ops with the other kernel sets
-// (DGEMMA_CUDA_KERNELS=reference, and =tensor where the device has compute capability 8.0).
+// (DGEMMA_CUDA_KERNELS=reference, and =tensor where the device has compute capability 8.0);
+// --only OP runs the checks of one op (CI: --self-test --only matmul-reload, the CPU reference).
 //
 // Tolerances (relative L2 error of CUDA against CPU): float paths 1e-5 (same operations, other
 // summation order), products with quantized weights included, since the CPU reference gets their
@@ -24,6 +25,7 @@
 #include <functional>
 #include <limits>
 #include <random>
+#include <stdexcept>
 #include <string>
 #include <vector>
 
@@ -161,10 +163,12 @@ struct Harness {
     std::ofstream failures;
     uint64_t seed = 1;
     std::string type_suffix;  // "-ref" while checking the CUDA reference kernels
+    std::string only;         // --only OP: run the checks of that op alone
 
     // body(be) runs the op on one backend and returns its outputs as floats; compare() decides.
     void check(const std::string &op, const std::string &type, const std::string &shape, double tol,
                const std::function<std::vector<float>(Backend &, std::mt19937_64 &)> &body, bool exact = false) {
+        if (!only.empty() && op != only) return;
         Row r;
         r.op = op;
         r.type = type + type_suffix;
@@ -196,6 +200,13 @@ struct Harness {
         rows.push_back(r);
     }
 };
+
+// A count of differing values that must be 0 on every backend, the reference included: a throw
+// fails the check (comparing two backends' counts would pass two that are wrong alike).
+float must_be_zero(double differing, const char *what) {
+    if (differing != 0) throw std::runtime_error(std::to_string(static_cast<int64_t>(differing)) + " values: " + what);
+    return 0.0f;
+}
 
 std::string dims(std::initializer_list<int64_t> v) {
     std::string s;
@@ -229,7 +240,7 @@ void matrix_ops(Harness &h) {
             be.matmul(w.t, x16.t, y16.t);
             be.matmul(w.t, x80.t, y80.t);
             const std::vector<float> a = fetch<float>(be, y16.t), b = fetch<float>(be, y80.t);
-            return std::vector<float>{float(mismatches(a, std::vector<float>(b.begin(), b.begin() + a.size())))};
+            return std::vector<float>{must_be_zero(mismatches(a, std::vector<float>(b.begin(), b.begin() + a.size())), "rows differ alone and among 80")};
         }, true);
         // Host bytes that held one weight and then another (the first one's memory released and
         // reused) give the second weight's products: no copy or repacked layout of the first may
@@ -245,7 +256,7 @@ void matrix_ops(Harness &h) {
             w.t = be.load_weight(make_tensor(w.host.data(), w.t.type_id, K, R));
             be.matmul(w.t, x.t, y.t);
             be.matmul(fresh.t, x.t, y_fresh.t);
-            return std::vector<float>{float(mismatches(fetch<float>(be, y.t), fetch<float>(be, y_fresh.t)))};
+            return std::vector<float>{must_be_zero(mismatches(fetch<float>(be, y.t), fetch<float>(be, y_fresh.t)), "outputs differ from the same weight loaded afresh")};
         }, true);
         const int64_t V = 1000, E = 256, n = 19;
         h.check("embed", tn, dims({E, V, n}), 0, [&](Backend &be, std::mt19937_64 &rng) {
@@ -731,10 +742,11 @@ int bench_full() {
 // --self-test runs the harness with a second CPU backend in place of CUDA (every check must pass,
 // the exact ones included): a rehearsal of the harness itself on machines without a GPU.
 int main(int argc, char **argv) {
-    std::string out_dir = ".";
+    std::string out_dir = ".", only;
     bool self_test = false, bench = false, reference_kernels = true;
     for (int i = 1; i < argc; ++i) {
         if (std::string(argv[i]) == "--out" && i + 1 < argc) out_dir = argv[++i];
+        else if (std::string(argv[i]) == "--only" && i + 1 < argc) only = argv[++i];
         else if (std::string(argv[i]) == "--self-test") self_test = true;
         else if (std::string(argv[i]) == "--bench-full") bench = true;
         else if (std::string(argv[i]) == "--no-reference-kernels") reference_kernels = false;
@@ -758,6 +770,7 @@ int main(int argc, char **argv) {
     g_reference = cpu.get();
     g_dequantized_reference = !self_test;
     Harness h(*cpu, *gpu);
+    h.only = only;
     h.failures.open(out_dir + "/failures.txt");
     std::printf("checked backend: %s\n", gpu->name().c_str());
     matrix_ops(h);
@@ -780,6 +793,7 @@ int main(int argc, char **argv) {
         Harness hs(*cpu, *other);
         hs.type_suffix = std::string("-") + (set[0] == 'r' ? "ref" : "tc");
         hs.seed = h.seed;
+        hs.only = only;
         hs.failures.open(out_dir + "/failures.txt", std::ios::app);
         g_matrix_tol_floor = set[0] == 't' ? 1e-2 : 0;
         matrix_ops(hs);

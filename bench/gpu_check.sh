@@ -103,6 +103,10 @@ if [ "$MODE" = no-gpu ] || ! nvidia-smi -L >/dev/null 2>&1; then
   "$PACK/dgemma_cuda_opcheck" --out "$OUT" >>"$LOG" 2>&1
   rc=$?
   [ $rc -eq 3 ] || { say "FAILED: without a GPU the op check should report 'no CUDA device' (exit 3), got $rc"; exit 1; }
+  # The CPU reference must not keep what a freed weight left (run 5's 110 false failures): the op
+  # check's reload row, with a second CPU backend in CUDA's place.
+  "$PACK/dgemma_cuda_opcheck" --self-test --only matmul-reload --out "$OUT" >>"$LOG" 2>&1 ||
+    { say "FAILED: dgemma_cuda_opcheck --self-test --only matmul-reload (see $LOG)"; exit 1; }
   python3 bench/bench_gpu.py --dry-run --json "$OUT/bench_gpu_dry.json" >>"$LOG" 2>&1 ||
     { say "FAILED: bench/bench_gpu.py --dry-run (see $LOG)"; exit 1; }
   say "no GPU here: built, packed, imported, bench_gpu.py rehearsed; stopping before the GPU checks (exit 0)"
