@@ -61,8 +61,13 @@ void ThreadPool::worker(int thread) {
         // A step runs hundreds of short loops back to back: a worker that went to sleep after one
         // takes tens of microseconds to wake for the next, so it first watches for the next loop
         // for a short while.
+        // The clock is read every 32 pauses: a spinning worker should leave the core's resources to
+        // the thread still working (a sibling hyperthread, often), and a clock read is work.
         const auto spin_until = std::chrono::steady_clock::now() + kSpin;
-        while (published_.load(std::memory_order_acquire) == seen && std::chrono::steady_clock::now() < spin_until) pause();
+        for (int i = 1; published_.load(std::memory_order_acquire) == seen; ++i) {
+            pause();
+            if (i % 32 == 0 && std::chrono::steady_clock::now() >= spin_until) break;
+        }
         {
             std::unique_lock<std::mutex> lock(mu_);
             wake_.wait(lock, [&] { return stop_ || generation_ != seen; });
