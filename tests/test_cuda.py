@@ -49,14 +49,20 @@ MINI_K = dict(PRESETS["mini"], moe_intermediate_size=256)
 
 # --- no GPU needed ------------------------------------------------------------------------------
 
+def _host_check(source: str, out_dir: Path) -> Path:
+    """tests/<source> compiled with the host compiler against native/src: the DG_HD functions the CUDA
+    kernels share with the CPU, checked on machines without a GPU."""
+    compiler = shutil.which(os.environ.get("CXX", "c++"))
+    assert compiler, "a C++ compiler is needed to check the kernels' shared functions on the host"
+    exe = out_dir / Path(source).stem
+    subprocess.run([compiler, "-std=c++17", "-O1", "-I", str(ROOT / "native" / "src"), "-I", str(ROOT / "native" / "include"),
+                    str(ROOT / "tests" / source), "-o", str(exe)], check=True)
+    return exe
+
+
 @pytest.fixture(scope="module")
 def dequant_check(tmp_path_factory):
-    compiler = shutil.which(os.environ.get("CXX", "c++"))
-    assert compiler, "a C++ compiler is needed to check the CUDA block layouts on the host"
-    exe = tmp_path_factory.mktemp("cuda-layouts") / "dequant_check"
-    subprocess.run([compiler, "-std=c++17", "-O1", "-I", str(ROOT / "native" / "src"), "-I", str(ROOT / "native" / "include"),
-                    str(ROOT / "tests" / "cuda_dequant_check.cpp"), "-o", str(exe)], check=True)
-    return exe
+    return _host_check("cuda_dequant_check.cpp", tmp_path_factory.mktemp("cuda-layouts"))
 
 
 @pytest.mark.parametrize("type_name", CUDA_TYPES)
@@ -79,14 +85,17 @@ def test_kernel_block_layouts_match_the_cpu_dequantizer_bit_for_bit(dequant_chec
 
 def test_attention_tile_spans_match_the_cpu_backends_visibility(tmp_path):
     """attention_span.h (the CUDA attention tiles' key intervals) against the CPU backend's rule, on the host."""
-    compiler = shutil.which(os.environ.get("CXX", "c++"))
-    assert compiler, "a C++ compiler is needed to check the attention spans on the host"
-    exe = tmp_path / "attention_span_check"
-    subprocess.run([compiler, "-std=c++17", "-O1", "-I", str(ROOT / "native" / "src"), "-I", str(ROOT / "native" / "include"),
-                    str(ROOT / "tests" / "attention_span_check.cpp"), "-o", str(exe)], check=True)
-    out = subprocess.run([str(exe)], capture_output=True, text=True)
+    out = subprocess.run([str(_host_check("attention_span_check.cpp", tmp_path))], capture_output=True, text=True)
     assert out.returncode == 0, out.stdout
     assert int(out.stdout.split()[-1]) > 1_000_000  # (query, key) pairs compared
+
+
+def test_router_top_k_is_the_contracts_choice_with_ties_to_the_lower_id(tmp_path):
+    """router_math.h's route_top_k (the CPU backend's and the CUDA kernels' router) against a stable sort
+    of the probabilities, bit for bit, on random logits with planted ties."""
+    out = subprocess.run([str(_host_check("router_check.cpp", tmp_path))], capture_output=True, text=True)
+    assert out.returncode == 0, out.stdout
+    assert int(out.stdout.split()[-1]) == 20000
 
 
 def test_device_auto_is_the_cpu_without_cuda_and_an_unknown_device_is_refused():
