@@ -108,6 +108,7 @@ public:
     virtual void free(Tensor &t) = 0;
     // A weight placed once at load from `host`, a view of the mapped file. The backend may use it
     // in place, copy it or repack its blocks; the result is only ever passed back to its own ops.
+    // `host` must outlive the weight; a weight loaded over bytes an earlier one used supersedes it.
     virtual Tensor load_weight(const Tensor &host) = 0;
     // Bytes held by the weights loaded so far, beyond the mapped file (uploads, repacked copies).
     virtual size_t weight_bytes_owned() const = 0;
