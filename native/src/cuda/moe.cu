@@ -310,8 +310,11 @@ void moe(cudaStream_t s, const WeightView &gate, const WeightView &up, const Wei
          const float *x, int64_t n, const int32_t *expert, const float *weight, int k, float *out, const MoeScratch &m,
          KernelSet kernels) {
     if (n <= 0) return;
-    group_kernel<<<1, kGroupThreads, static_cast<size_t>(n_expert * group_segments(n_expert)) * sizeof(int32_t), s>>>(
-        expert, n * k, n_expert, m.offsets, m.order, m.slot_of);
+    const size_t group_shared = static_cast<size_t>(n_expert * group_segments(n_expert)) * sizeof(int32_t);
+    if (group_shared > 48 * 1024)
+        throw Error(DGEMMA_ERR_UNSUPPORTED, "CUDA experts: " + std::to_string(n_expert) +
+                                                " experts exceed the grouping kernel's 48 KB of shared memory (12288 at most)");
+    group_kernel<<<1, kGroupThreads, group_shared, s>>>(expert, n * k, n_expert, m.offsets, m.order, m.slot_of);
     check_launch("moe grouping");
     // Gate and up share one type in every file seen (one tensor, or two of one quantization); a file
     // that mixes them runs the per-row kernels. The tile width follows the mean tokens per expert.
