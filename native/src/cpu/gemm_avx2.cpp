@@ -22,13 +22,6 @@ namespace {
 DG_TARGET inline __m256i load256(const void *p) { return _mm256_loadu_si256(static_cast<const __m256i *>(p)); }
 DG_TARGET inline float f16(uint16_t h) { return _cvtsh_ss(h); }
 
-DG_TARGET inline float hsum(__m256 v) {
-    __m128 s = _mm_add_ps(_mm256_castps256_ps128(v), _mm256_extractf128_ps(v, 1));
-    s = _mm_add_ps(s, _mm_movehl_ps(s, s));
-    s = _mm_add_ss(s, _mm_movehdup_ps(s));
-    return _mm_cvtss_f32(s);
-}
-
 // n objects of T in a per-thread buffer that grows to the largest request, 64-byte aligned.
 template <typename T>
 inline T *aligned_scratch(std::vector<uint8_t> &buf, int64_t n) {
@@ -41,12 +34,6 @@ DG_TARGET inline __m256i nibbles(const uint8_t *qs) {  // 16 bytes -> 32 codes: 
     const __m128i v = _mm_loadu_si128(reinterpret_cast<const __m128i *>(qs));
     const __m128i m = _mm_set1_epi8(0x0f);
     return _mm256_set_m128i(_mm_and_si128(_mm_srli_epi16(v, 4), m), _mm_and_si128(v, m));
-}
-
-// Byte j = `value` where bit `bit` of byte j of v is set, else 0.
-DG_TARGET inline __m256i bit_to_bytes(__m256i v, int bit, char value) {
-    const __m256i m = _mm256_set1_epi8(static_cast<char>(1 << bit));
-    return _mm256_and_si256(_mm256_cmpeq_epi8(_mm256_and_si256(v, m), m), _mm256_set1_epi8(value));
 }
 
 // ---- 32-element blocks (Q8_0, Q4_0, Q5_0) against Q8_0 activations ----
@@ -291,14 +278,15 @@ DG_TARGET_VNNI void gemm_panels_vnni(const GemmArgs &a) {
     }
 }
 
-// ---- AVX-VNNI K-quants (Q4_K, Q5_K, Q6_K) against Q8_K, in lane-per-row panels ----
+// ---- K-quants (Q4_K, Q5_K, Q6_K) against Q8_K, in lane-per-row panels (AVX2 and AVX-VNNI) ----
 // The AVX-512 K panels (gemm_avx512.cpp) on 8 rows: a super-block of the panel is 64 registers of
 // unsigned codes (register q: elements 4q .. 4q+3, lane i = row i), per-row float scales per group
 // and, for Q4_K/Q5_K, int16 mins. A group's integer sum (8 or 4 vpdpbusd, exact) takes its scale in
 // one convert and FMA; Q4_K/Q5_K subtract dmin * sum(m_g * x-sum_g) through 8 vpdpwssd on the
 // activations' 16-element sums; Q6_K's offset of 32 starts each group's sum at -32 * its x-sum. One
 // FMA per super-block applies the activation scale. Each token's sums are the same operations in
-// the same order whatever tokens share its tile.
+// the same order whatever tokens share its tile. AVX2 forms the same integer sums with vpmaddubsw
+// and vpmaddwd (k_panel_tile_avx2).
 
 struct KPanel8 {        // one super-block (256 elements) of an 8-row panel
     __m256i codes[64];  // register q: codes of elements 4q .. 4q+3, lane i = row i
@@ -319,6 +307,9 @@ DG_TARGET inline void rows32(const uint8_t *b0, size_t stride, int64_t rows, siz
 template <typename Block, bool kFiveBit>
 struct Q45KPanel8 {
     static constexpr bool kSixBit = false;
+    // AVX2 (vpmaddubsw): registers whose int16 pair sums add up before widening. A pair is at most
+    // 2 * 15 * 128 = 3840 (Q4_K) or 2 * 31 * 128 = 7936 (Q5_K) in magnitude: 8 or 4 of them fit.
+    static constexpr int kSum16 = kFiveBit ? 4 : 8;
     DG_TARGET static void decode(const uint8_t *b0, size_t stride, int64_t rows, KPanel8 &p) {
         const __m256i m = _mm256_set1_epi8(0x0f);
         for (int k = 0; k < 4; ++k) {
@@ -369,6 +360,7 @@ DG_TARGET inline __m256i two_bits(__m256i h, int shift) {
 // and bits 4-5, high nibble of ql[l + 32] and bits 6-7.
 struct Q6KPanel8 {
     static constexpr bool kSixBit = true;
+    static constexpr int kSum16 = 2;  // codes q + 32 <= 63: a pair is at most 2 * 63 * 128 = 16128
     DG_TARGET static void decode(const uint8_t *b0, size_t stride, int64_t rows, KPanel8 &p) {
         const __m256i m4 = _mm256_set1_epi8(0x0f);
         for (int n = 0; n < 2; ++n) {
@@ -430,152 +422,77 @@ DG_TARGET_VNNI inline void k_panel_tile_vnni(const KPanel8 *p, int64_t ns, const
     store_panel<NT>(acc, y, ldy, rows);
 }
 
+// AVX2's form of k_panel_tile_vnni: no vpdpbusd, so a group's sum is vpmaddubsw (int16 pairs,
+// kSum16 registers added in int16 without saturating) then vpmaddwd with ones into int32, and the
+// mins' sum vpmaddwd then an add. The same integer sums, so the same results.
+template <typename P, int NT>
+DG_TARGET inline void k_panel_tile_avx2(const KPanel8 *p, int64_t ns, const uint8_t *x0, size_t x_stride, float *y,
+                                        int64_t ldy, int64_t rows) {
+    const BlockQ8_K *x[NT];
+    for (int t = 0; t < NT; ++t) x[t] = reinterpret_cast<const BlockQ8_K *>(x0 + t * x_stride);
+    const __m256i ones = _mm256_set1_epi16(1);
+    __m256 acc[NT];
+    for (int t = 0; t < NT; ++t) acc[t] = _mm256_setzero_ps();
+    for (int64_t i = 0; i < ns; ++i) {
+        const KPanel8 &w = p[i];
+        __m256 f[NT];
+        __m256i s[NT];
+        for (int t = 0; t < NT; ++t) f[t] = _mm256_setzero_ps();
+        constexpr int kGroups = P::kSixBit ? 16 : 8, kRegs = 64 / kGroups;
+        for (int g = 0; g < kGroups; ++g) {
+            for (int t = 0; t < NT; ++t) s[t] = P::kSixBit ? _mm256_set1_epi32(-32 * x[t][i].bsums[g]) : _mm256_setzero_si256();
+            for (int q0 = 0; q0 < kRegs; q0 += P::kSum16) {
+                __m256i s16[NT];
+                for (int q = q0; q < q0 + P::kSum16; ++q)
+                    for (int t = 0; t < NT; ++t) {
+                        const __m256i pair = _mm256_maddubs_epi16(w.codes[kRegs * g + q], bcast32(x[t][i].qs + 4 * (kRegs * g + q)));
+                        s16[t] = q == q0 ? pair : _mm256_add_epi16(s16[t], pair);
+                    }
+                for (int t = 0; t < NT; ++t) s[t] = _mm256_add_epi32(s[t], _mm256_madd_epi16(s16[t], ones));
+            }
+            for (int t = 0; t < NT; ++t) f[t] = _mm256_fmadd_ps(_mm256_cvtepi32_ps(s[t]), w.scale[g], f[t]);
+        }
+        if constexpr (!P::kSixBit) {
+            for (int t = 0; t < NT; ++t) s[t] = _mm256_setzero_si256();
+            for (int q = 0; q < 8; ++q)
+                for (int t = 0; t < NT; ++t) s[t] = _mm256_add_epi32(s[t], _mm256_madd_epi16(w.mins[q], bcast32(x[t][i].bsums + 2 * q)));
+            for (int t = 0; t < NT; ++t) f[t] = _mm256_fnmadd_ps(_mm256_cvtepi32_ps(s[t]), w.dmin, f[t]);
+        }
+        for (int t = 0; t < NT; ++t) acc[t] = _mm256_fmadd_ps(f[t], _mm256_set1_ps(x[t][i].d), acc[t]);
+    }
+    store_panel<NT>(acc, y, ldy, rows);
+}
+
 // Panels decoded once per call (2.8 KiB per super-block of 8 rows: a panel of 2816-element rows
-// stays in L1), swept by every token.
-template <typename P, typename Block>
-DG_TARGET_VNNI void gemm_k_panels_vnni(const GemmArgs &a) {
-    constexpr int64_t kTokens = 4;
+// stays in L1), swept by every token in tiles of kTokens. Tile(NT) is the instruction set's tile;
+// inlined into its caller, whose target it takes.
+template <typename P, typename Block, int64_t kTokens, typename Tile>
+__attribute__((always_inline)) inline void sweep_k_panels(const GemmArgs &a, Tile tile) {
     const int64_t ns = a.k / kQK_K;
     thread_local std::vector<uint8_t> buf;
     KPanel8 *const panel = aligned_scratch<KPanel8>(buf, ns);
     for (int64_t r0 = 0; r0 < a.n_rows; r0 += kPanel32) {
         const int64_t rows = std::min<int64_t>(kPanel32, a.n_rows - r0);
         for (int64_t i = 0; i < ns; ++i) P::decode(a.w + r0 * a.w_stride + i * sizeof(Block), a.w_stride, rows, panel[i]);
-        float *y = a.y + r0;
         int64_t t = 0;
-        for (; t + kTokens <= a.n_tokens; t += kTokens)
-            k_panel_tile_vnni<P::kSixBit, kTokens>(panel, ns, a.x + t * a.x_stride, a.x_stride, y + t * a.ldy, a.ldy, rows);
-        for (; t < a.n_tokens; ++t)
-            k_panel_tile_vnni<P::kSixBit, 1>(panel, ns, a.x + t * a.x_stride, a.x_stride, y + t * a.ldy, a.ldy, rows);
+        for (; t + kTokens <= a.n_tokens; t += kTokens) tile(std::integral_constant<int, kTokens>{}, panel, ns, t, r0, rows);
+        for (; t < a.n_tokens; ++t) tile(std::integral_constant<int, 1>{}, panel, ns, t, r0, rows);
     }
 }
 
-// ---- K-quants against Q8_K ----
-// A few weight rows are decoded once per call into super-blocks of eight registers of unsigned
-// codes (32 elements each, in element order) and eight of int16 group scales, one per pair lane
-// of vpmaddubsw; every token then streams past them in tiles of rows x tokens, one float
-// accumulator per (row, token) pair, reduced horizontally once per tile. Per (row, token) the
-// integer sum of a super-block is exact, and one FMA (two with the mins) applies the scales.
-// No pair saturates: codes are at most 15 (Q4_K), 31 (Q5_K) or 63 (Q6_K, q + 32) and Q8_K codes at
-// most 128 in magnitude, a pair at most 2 * 63 * 128 = 16128.
-
-struct SuperBlock {
-    __m256i codes[8];   // register k: unsigned codes of elements 32k .. 32k+31
-    __m256i scales[8];  // register k: int16 lane i, the scale of elements 32k + 2i, 32k + 2i + 1
-    __m256i corr;       // int16 lane g against the activations' 16-element group sum g
-    float d, dmin;      // dmin: the factor of corr . bsums (0: corr is part of the integer sum)
-};
-
-// Q4_K / Q5_K: x = d*sc * q - dmin*m per 32-element group; register 2j + h holds nibble h of
-// qs[32j .. 32j+31] (and bit 2j + h of qh as bit 4).
-template <typename Block, bool kFiveBit>
-DG_TARGET inline void decode_q45_k(const Block &b, SuperBlock &s) {
-    int sc[8], m[8];
-    for (int j = 0; j < 8; ++j) k4_scale_min(b.scales, j, &sc[j], &m[j]);
-    __m256i qh = _mm256_setzero_si256();
-    if constexpr (kFiveBit) qh = load256(b.qh);
-    for (int j = 0; j < 4; ++j) {
-        const __m256i v = load256(b.qs + 32 * j);
-        __m256i lo = _mm256_and_si256(v, _mm256_set1_epi8(0x0f));
-        __m256i hi = _mm256_and_si256(_mm256_srli_epi16(v, 4), _mm256_set1_epi8(0x0f));
-        if constexpr (kFiveBit) {
-            lo = _mm256_or_si256(lo, bit_to_bytes(qh, 2 * j, 0x10));
-            hi = _mm256_or_si256(hi, bit_to_bytes(qh, 2 * j + 1, 0x10));
-        }
-        s.codes[2 * j] = lo;
-        s.codes[2 * j + 1] = hi;
-        s.scales[2 * j] = _mm256_set1_epi16(static_cast<short>(sc[2 * j]));
-        s.scales[2 * j + 1] = _mm256_set1_epi16(static_cast<short>(sc[2 * j + 1]));
-    }
-    s.corr = _mm256_setr_epi16(m[0], m[0], m[1], m[1], m[2], m[2], m[3], m[3], m[4], m[4], m[5], m[5], m[6], m[6], m[7], m[7]);
-    s.d = f16(b.d);
-    s.dmin = f16(b.dmin);
+template <typename P, typename Block>
+DG_TARGET_VNNI void gemm_k_panels_vnni(const GemmArgs &a) {
+    sweep_k_panels<P, Block, 4>(a, [&](auto nt, const KPanel8 *panel, int64_t ns, int64_t t, int64_t r0, int64_t rows) {
+        k_panel_tile_vnni<P::kSixBit, decltype(nt)::value>(panel, ns, a.x + t * a.x_stride, a.x_stride, a.y + r0 + t * a.ldy,
+                                                            a.ldy, rows);
+    });
 }
 
-// Q6_K: codes q + 32 (0..63), x = d*sc * q per 16-element group; the offset goes into the integer
-// sum through corr = -32 * sc. Register 4n + t: nibble t / 2 of ql[64n + 32(t % 2) ..] and bits
-// 2t.. of qh[32n ..] as bits 4, 5.
-DG_TARGET inline void decode_q6_k(const BlockQ6_K &b, SuperBlock &s) {
-    for (int n = 0; n < 2; ++n) {
-        const __m256i qh = load256(b.qh + 32 * n);
-        for (int t = 0; t < 4; ++t) {
-            const int k = 4 * n + t;
-            const __m256i ql = load256(b.ql + 64 * n + 32 * (t % 2));
-            const __m256i lo = _mm256_and_si256(t / 2 ? _mm256_srli_epi16(ql, 4) : ql, _mm256_set1_epi8(0x0f));
-            const __m256i hi = _mm256_and_si256(_mm256_srli_epi16(qh, 2 * t), _mm256_set1_epi8(3));
-            s.codes[k] = _mm256_or_si256(lo, _mm256_slli_epi16(hi, 4));
-            s.scales[k] = _mm256_set_m128i(_mm_set1_epi16(b.scales[2 * k + 1]), _mm_set1_epi16(b.scales[2 * k]));
-        }
-    }
-    const __m256i sc = _mm256_cvtepi8_epi16(_mm_loadu_si128(reinterpret_cast<const __m128i *>(b.scales)));
-    s.corr = _mm256_sub_epi16(_mm256_setzero_si256(), _mm256_slli_epi16(sc, 5));
-    s.d = f16(b.d);
-    s.dmin = 0.0f;
-}
-
-template <typename Block>
-DG_TARGET inline void decode_k(const Block &b, SuperBlock &s) {
-    if constexpr (std::is_same_v<Block, BlockQ4_K>) decode_q45_k<BlockQ4_K, false>(b, s);
-    else if constexpr (std::is_same_v<Block, BlockQ5_K>) decode_q45_k<BlockQ5_K, true>(b, s);
-    else decode_q6_k(b, s);
-}
-
-// NR decoded rows (ns super-blocks each, rows ns apart) x one activation row; y at row r0, token t.
-// One token per tile: NR integer and NR float accumulators stay in registers (tiles of 4 x 2 and
-// more tokens spill and measured slower).
-template <bool kMin, int NR>
-DG_TARGET inline void tile_k(const SuperBlock *w, int64_t ns, const GemmArgs &a, int64_t r0, int64_t t) {
-    const BlockQ8_K *x = reinterpret_cast<const BlockQ8_K *>(a.x + t * a.x_stride);
-    __m256 acc[NR];
-    for (int r = 0; r < NR; ++r) acc[r] = _mm256_setzero_ps();
-    for (int64_t i = 0; i < ns; ++i) {
-        const BlockQ8_K &y = x[i];
-        __m256i isum[NR];
-        for (int r = 0; r < NR; ++r) isum[r] = _mm256_setzero_si256();
-        for (int k = 0; k < 8; ++k) {
-            const __m256i xv = load256(y.qs + 32 * k);
-            for (int r = 0; r < NR; ++r) {
-                const SuperBlock &s = w[r * ns + i];
-                isum[r] = _mm256_add_epi32(isum[r], _mm256_madd_epi16(_mm256_maddubs_epi16(s.codes[k], xv), s.scales[k]));
-            }
-        }
-        const __m256i bsums = load256(y.bsums);
-        for (int r = 0; r < NR; ++r) {
-            const SuperBlock &s = w[r * ns + i];
-            if constexpr (kMin) {
-                const __m256i msum = _mm256_madd_epi16(bsums, s.corr);
-                acc[r] = _mm256_fmadd_ps(_mm256_cvtepi32_ps(isum[r]), _mm256_set1_ps(y.d * s.d), acc[r]);
-                acc[r] = _mm256_fnmadd_ps(_mm256_cvtepi32_ps(msum), _mm256_set1_ps(y.d * s.dmin), acc[r]);
-            } else {
-                isum[r] = _mm256_add_epi32(isum[r], _mm256_madd_epi16(bsums, s.corr));
-                acc[r] = _mm256_fmadd_ps(_mm256_cvtepi32_ps(isum[r]), _mm256_set1_ps(y.d * s.d), acc[r]);
-            }
-        }
-    }
-    for (int r = 0; r < NR; ++r) a.y[t * a.ldy + r0 + r] = hsum(acc[r]);
-}
-
-// kRows rows at a time decoded (576 B per super-block: in L1 for rows up to ~5000 elements) and
-// swept by every token; the row edge goes one row at a time.
-template <typename Block>
-DG_TARGET void gemm_k(const GemmArgs &a) {
-    constexpr bool kMin = !std::is_same_v<Block, BlockQ6_K>;
-    constexpr int64_t kRows = 4;
-    const int64_t ns = a.k / kQK_K;
-    thread_local std::vector<uint8_t> buf;
-    SuperBlock *const wp = aligned_scratch<SuperBlock>(buf, kRows * ns);
-    for (int64_t r0 = 0; r0 < a.n_rows; r0 += kRows) {
-        const int64_t rows = std::min(kRows, a.n_rows - r0);
-        for (int64_t r = 0; r < rows; ++r) {
-            const Block *b = reinterpret_cast<const Block *>(a.w + (r0 + r) * a.w_stride);
-            for (int64_t i = 0; i < ns; ++i) decode_k(b[i], wp[r * ns + i]);
-        }
-        for (int64_t t = 0; t < a.n_tokens; ++t) {
-            if (rows == kRows) tile_k<kMin, kRows>(wp, ns, a, r0, t);
-            else
-                for (int64_t r = 0; r < rows; ++r) tile_k<kMin, 1>(wp + r * ns, ns, a, r0 + r, t);
-        }
-    }
+template <typename P, typename Block>
+DG_TARGET void gemm_k_panels_avx2(const GemmArgs &a) {
+    sweep_k_panels<P, Block, 3>(a, [&](auto nt, const KPanel8 *panel, int64_t ns, int64_t t, int64_t r0, int64_t rows) {
+        k_panel_tile_avx2<P, decltype(nt)::value>(panel, ns, a.x + t * a.x_stride, a.x_stride, a.y + r0 + t * a.ldy, a.ldy, rows);
+    });
 }
 
 size_t q8_k_bytes(int64_t k) { return static_cast<size_t>(k / kQK_K) * sizeof(BlockQ8_K); }
@@ -587,9 +504,9 @@ GemmKernel gemm_kernel_avx2(TensorType type) {
         case TensorType::Q8_0: return {gemm_panels<Q8_0Codes>, pack_act_blocks<Q8_0Codes>, act_blocks_bytes<Q8_0Codes>};
         case TensorType::Q4_0: return {gemm_panels<Q4_0Codes>, pack_act_blocks<Q4_0Codes>, act_blocks_bytes<Q4_0Codes>};
         case TensorType::Q5_0: return {gemm_panels<Q5_0Codes>, pack_act_blocks<Q5_0Codes>, act_blocks_bytes<Q5_0Codes>};
-        case TensorType::Q4_K: return {gemm_k<BlockQ4_K>, avx2::quantize_row_q8_k, q8_k_bytes};
-        case TensorType::Q5_K: return {gemm_k<BlockQ5_K>, avx2::quantize_row_q8_k, q8_k_bytes};
-        case TensorType::Q6_K: return {gemm_k<BlockQ6_K>, avx2::quantize_row_q8_k, q8_k_bytes};
+        case TensorType::Q4_K: return {gemm_k_panels_avx2<Q45KPanel8<BlockQ4_K, false>, BlockQ4_K>, avx2::quantize_row_q8_k, q8_k_bytes};
+        case TensorType::Q5_K: return {gemm_k_panels_avx2<Q45KPanel8<BlockQ5_K, true>, BlockQ5_K>, avx2::quantize_row_q8_k, q8_k_bytes};
+        case TensorType::Q6_K: return {gemm_k_panels_avx2<Q6KPanel8, BlockQ6_K>, avx2::quantize_row_q8_k, q8_k_bytes};
         default: return {};
     }
 }
