@@ -497,6 +497,104 @@ DG_TARGET void gemm_k_panels_avx2(const GemmArgs &a) {
 
 size_t q8_k_bytes(int64_t k) { return static_cast<size_t>(k / kQK_K) * sizeof(BlockQ8_K); }
 
+// ---- float weights (F32, F16, BF16) against float32 activations ----
+// The AVX-512 float panels (gemm_avx512.cpp) on 8 rows: a chunk of kFloatChunk elements of a panel
+// is widened to float32, element-major (register kk holds element kk of the 8 rows), and each FMA
+// multiplies it by one broadcast activation; a token's 8 results are one vector. The sums are
+// stored after a chunk and reloaded for the next, so each is one FMA chain over k in order: a
+// token's results do not depend on the tokens beside it (and equal the AVX-512 panels' bits).
+
+constexpr int64_t kFloatChunk = 512;
+
+// Per type: elements k .. k + 7 of a row as float32 (n < 8 of them: the rest read as 0).
+struct F32Elems8 {
+    static constexpr size_t kBytes = 4;
+    DG_TARGET static __m256 widen(const uint8_t *at) { return _mm256_loadu_ps(reinterpret_cast<const float *>(at)); }
+};
+struct F16Elems8 {
+    static constexpr size_t kBytes = 2;
+    DG_TARGET static __m256 widen(const uint8_t *at) { return _mm256_cvtph_ps(_mm_loadu_si128(reinterpret_cast<const __m128i *>(at))); }
+};
+struct BF16Elems8 {
+    static constexpr size_t kBytes = 2;
+    DG_TARGET static __m256 widen(const uint8_t *at) {
+        const __m256i v = _mm256_cvtepu16_epi32(_mm_loadu_si128(reinterpret_cast<const __m128i *>(at)));
+        return _mm256_castsi256_ps(_mm256_slli_epi32(v, 16));
+    }
+};
+
+template <typename C>
+DG_TARGET inline __m256 load8(const uint8_t *row, int64_t k, int64_t n) {
+    if (n >= 8) return C::widen(row + k * C::kBytes);
+    alignas(32) uint8_t tail[8 * 4] = {};  // the last elements of a row, zero-padded
+    std::memcpy(tail, row + k * C::kBytes, static_cast<size_t>(n) * C::kBytes);
+    return C::widen(tail);
+}
+
+// Elements [k0, k0 + kc) of the panel's `rows` rows (row i at w0 + i * stride) as kc registers.
+template <typename C>
+DG_TARGET void widen_float_panel(const uint8_t *w0, size_t stride, int64_t rows, int64_t k0, int64_t kc, __m256 *panel) {
+    for (int64_t kk = 0; kk < kc; kk += 8) {
+        const int64_t n = std::min<int64_t>(8, kc - kk);
+        __m256i r[8];
+        for (int i = 0; i < 8; ++i)
+            r[i] = i < rows ? _mm256_castps_si256(load8<C>(w0 + i * stride, k0 + kk, n)) : _mm256_setzero_si256();
+        transpose8_epi32(r);
+        for (int64_t j = 0; j < n; ++j) panel[kk + j] = _mm256_castsi256_ps(r[j]);
+    }
+}
+
+// NP panels (8 NP rows, panel p's elements kc apart) x NT tokens over kc elements; each broadcast
+// feeds NP FMAs. first: the sums start at 0, else at y (the previous chunks').
+template <int NP, int NT>
+DG_TARGET inline void float_panel_tile(const __m256 *panel, int64_t kc, bool first, const float *x0, int64_t ldx, float *y,
+                                       int64_t ldy, const int64_t (&rows)[2]) {
+    __m256 acc[NP][NT];
+    for (int p = 0; p < NP; ++p) {
+        const __m256i mask = _mm256_cmpgt_epi32(_mm256_set1_epi32(static_cast<int>(rows[p])), _mm256_setr_epi32(0, 1, 2, 3, 4, 5, 6, 7));
+        for (int t = 0; t < NT; ++t)
+            acc[p][t] = first ? _mm256_setzero_ps() : _mm256_maskload_ps(y + t * ldy + p * kPanel32, mask);
+    }
+    for (int64_t kk = 0; kk < kc; ++kk) {
+        __m256 w[NP];
+        for (int p = 0; p < NP; ++p) w[p] = _mm256_load_ps(reinterpret_cast<const float *>(panel + p * kc + kk));
+        for (int t = 0; t < NT; ++t) {
+            const __m256 xv = _mm256_broadcast_ss(x0 + t * ldx + kk);
+            for (int p = 0; p < NP; ++p) acc[p][t] = _mm256_fmadd_ps(w[p], xv, acc[p][t]);
+        }
+    }
+    for (int p = 0; p < NP; ++p) store_panel<NT>(acc[p], y + p * kPanel32, ldy, rows[p]);
+}
+
+template <int NP>
+DG_TARGET inline void float_panel_tiles(const __m256 *panel, int64_t kc, bool first, const float *x, int64_t ldx, int64_t n,
+                                        float *y, int64_t ldy, const int64_t (&rows)[2]) {
+    constexpr int64_t kTokens = NP == 2 ? 6 : 12;  // 12 FMA chains hide the FMA latency; 16 registers
+    int64_t t = 0;
+    for (; t + kTokens <= n; t += kTokens) float_panel_tile<NP, kTokens>(panel, kc, first, x + t * ldx, ldx, y + t * ldy, ldy, rows);
+    for (; t < n; ++t) float_panel_tile<NP, 1>(panel, kc, first, x + t * ldx, ldx, y + t * ldy, ldy, rows);
+}
+
+template <typename C>
+DG_TARGET void gemm_float_panels(const GemmArgs &a) {
+    thread_local std::vector<uint8_t> buf;
+    __m256 *const panel = aligned_scratch<__m256>(buf, 2 * std::min(a.k, kFloatChunk));
+    const float *x = reinterpret_cast<const float *>(a.x);
+    const int64_t ldx = static_cast<int64_t>(a.x_stride / sizeof(float));
+    for (int64_t r0 = 0; r0 < a.n_rows; r0 += 2 * kPanel32) {
+        const int64_t left = a.n_rows - r0;
+        const int64_t rows[2] = {std::min<int64_t>(left, kPanel32), std::max<int64_t>(std::min<int64_t>(left - kPanel32, kPanel32), 0)};
+        const int np = rows[1] > 0 ? 2 : 1;
+        for (int64_t k0 = 0; k0 < a.k; k0 += kFloatChunk) {
+            const int64_t kc = std::min(kFloatChunk, a.k - k0);
+            for (int p = 0; p < np; ++p)
+                widen_float_panel<C>(a.w + (r0 + p * kPanel32) * a.w_stride, a.w_stride, rows[p], k0, kc, panel + p * kc);
+            if (np == 2) float_panel_tiles<2>(panel, kc, k0 == 0, x + k0, ldx, a.n_tokens, a.y + r0, a.ldy, rows);
+            else float_panel_tiles<1>(panel, kc, k0 == 0, x + k0, ldx, a.n_tokens, a.y + r0, a.ldy, rows);
+        }
+    }
+}
+
 }  // namespace
 
 GemmKernel gemm_kernel_avx2(TensorType type) {
@@ -507,6 +605,9 @@ GemmKernel gemm_kernel_avx2(TensorType type) {
         case TensorType::Q4_K: return {gemm_k_panels_avx2<Q45KPanel8<BlockQ4_K, false>, BlockQ4_K>, avx2::quantize_row_q8_k, q8_k_bytes};
         case TensorType::Q5_K: return {gemm_k_panels_avx2<Q45KPanel8<BlockQ5_K, true>, BlockQ5_K>, avx2::quantize_row_q8_k, q8_k_bytes};
         case TensorType::Q6_K: return {gemm_k_panels_avx2<Q6KPanel8, BlockQ6_K>, avx2::quantize_row_q8_k, q8_k_bytes};
+        case TensorType::F32: return {gemm_float_panels<F32Elems8>};
+        case TensorType::F16: return {gemm_float_panels<F16Elems8>};
+        case TensorType::BF16: return {gemm_float_panels<BF16Elems8>};
         default: return {};
     }
 }
