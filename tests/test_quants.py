@@ -316,6 +316,34 @@ def test_gemm_float_weights(t, isa):
         assert np.all(np.abs(kernels.gemm(t, w, x) - ref) <= 1e-6 * scale + 1e-30), (rows, tokens, n)
 
 
+@pytest.mark.parametrize("t", [T.F32, T.F16, T.BF16], ids=lambda t: t.name)
+def test_float_panels_give_the_same_bits_on_avx2_and_avx512(t):
+    """The AVX2 and AVX-512 float panels run one FMA chain per (row, token) over k in order, chunks
+    stored and reloaded exactly: the same bits, on rows that fill no panel and a row past a chunk."""
+    have = []
+    for isa in ("avx512", "avx2"):
+        try:
+            kernels.set_cpu_isa(isa)
+            have.append(isa)
+        except UnsupportedError:
+            pass
+    kernels.set_cpu_isa("auto")
+    if len(have) < 2:
+        pytest.skip(f"needs both AVX2 and AVX-512 ({kernels.cpu_features()!r})")
+    rng = np.random.default_rng()
+    for rows, tokens, n in [(13, 7, 176), (37, 29, 1100), (8, 12, 8)]:
+        wf = rng.standard_normal((rows, n)).astype(np.float32)
+        w = (wf.view(np.uint32) >> 16).astype(np.uint16) if t == T.BF16 else wf.astype(FLOAT_TYPES[t])
+        w = w.view(np.uint8).reshape(rows, -1)
+        x = rng.standard_normal((tokens, n)).astype(np.float32)
+        got = {}
+        for isa in have:
+            kernels.set_cpu_isa(isa)
+            got[isa] = kernels.gemm(t, w, x)
+        kernels.set_cpu_isa("auto")
+        np.testing.assert_array_equal(got["avx2"].view(np.uint32), got["avx512"].view(np.uint32))
+
+
 @pytest.mark.parametrize("isa", isa_params(), indirect=True)
 @pytest.mark.parametrize("t", [T.F32, T.Q8_0, T.Q4_K], ids=lambda t: t.name)
 def test_gemm_over_many_tokens_is_the_same_per_segment(t, isa):
