@@ -201,10 +201,11 @@ def test_every_instruction_set_matches_transformers(checkpoint, isa, wtype, work
 
 
 @pytest.mark.parametrize("isa", [p for p in isa_params() if getattr(p, "values", [p])[0] != "generic"])
-@pytest.mark.parametrize("wtype", ["f16", "bf16", "Q4_0", "Q4_K_M"])
+@pytest.mark.parametrize("wtype", ["f16", "bf16", "Q4_0", "Q4_K_M", "Q5_K_M"])
 def test_every_instruction_set_matches_the_generic_path(checkpoint, isa, wtype, workdir):
     """The same file under each instruction set against the generic path (vec_dot per pair, the
-    reference kernels): on AVX-512 the F16/BF16/Q4_0 matrices and Q4_K_M's Q5_0/Q8_0 fallbacks are
+    reference kernels): on AVX-512 the F16/BF16/Q4_0 matrices, Q4_K_M's Q5_0/Q8_0 and Q5_K_M's Q5_1
+    fallbacks are
     packed into panels at load and the products read the packs, which this checks end to end (layout,
     the fused experts' halves, every expert's offset). Activations are quantized by the same rules on
     both sides, so the bound is the quantized one: a misplaced panel is off by O(1)."""

@@ -72,7 +72,6 @@ void gemm(TensorType type, const GemmArgs &a);
 GemmKernel gemm_kernel_avx2(TensorType type);
 GemmKernel gemm_kernel_avxvnni(TensorType type);  // AVX2's, with vpdpbusd for the 32-element blocks
 GemmKernel gemm_kernel_avx512(TensorType type);
-void quantize_q8_0_avx512(const float *x, void *dst, int64_t n);
 void quantize_q8_k_avx512(const float *x, void *dst, int64_t n);
 #endif
 

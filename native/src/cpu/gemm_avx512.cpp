@@ -6,6 +6,7 @@
 #include <algorithm>
 #include <cstddef>
 #include <cstring>
+#include <type_traits>
 #include <vector>
 
 #include "cpu/gemm.h"
@@ -45,11 +46,15 @@ struct PanelBlock {    // one 32-element block of a panel
     __m512i codes[8];  // register q, lane i: u of row i, elements 4q .. 4q+3
     __m512 scale;      // lane i: d of row i (0 past the last row)
 };
+struct PanelBlockMin : PanelBlock {  // Q4_1 / Q5_1: x = d * q + m
+    __m512 min;                      // lane i: m of row i
+};
 
 struct ActBlock {      // one 32-element block of one token, as the panel tiles read it
     int8_t qs[32];     // Q8_0 codes by the reference rule
     int32_t neg;       // -offset * sum(qs)
     float d;           // the block's f16 scale, widened
+    float dsum;        // d * sum(qs): the term of the weights' min (Q4_1, Q5_1)
 };
 
 // Gathers the dword at `at` (bytes from row 0's block) of every row of the panel (rows where
@@ -117,6 +122,7 @@ DG_TARGET inline void load_transposed(const uint8_t *at, size_t stride, __mmask1
 // PanelBlocks, kGroup blocks per transpose.
 struct Q8_0Panel {
     using Block = BlockQ8_0;
+    using Out = PanelBlock;
     static constexpr int kOffset = 128, kGroup = 2;  // 2 x 32 code bytes per row
     DG_TARGET static void decode(const uint8_t *b0, size_t stride, __m512i off, __mmask16 rows, int64_t n, PanelBlock *p) {
         __m512i r[16];
@@ -128,13 +134,16 @@ struct Q8_0Panel {
     }
 };
 
-// Q4_0 and Q5_0: element e < 16 is the low nibble of qs[e], e >= 16 the high nibble of qs[e - 16];
-// Q5_0 adds bit e of qh as bit 4.
-template <typename B, int kQs, bool kHigh>
+// Q4_0, Q5_0, Q4_1, Q5_1: element e < 16 is the low nibble of qs[e], e >= 16 the high nibble of
+// qs[e - 16]; the five-bit types add bit e of qh (at byte kQh of the block) as bit 4; the _1 types
+// have a min m (the f16 after d) and unsigned codes, x = d * q + m.
+template <typename B, int kQs, int kQh, bool kHasMin>
 struct Nibble32Panel {
     using Block = B;
-    static constexpr int kOffset = kHigh ? 16 : 8, kGroup = 4;  // 4 x 16 nibble bytes per row
-    DG_TARGET static void decode(const uint8_t *b0, size_t stride, __m512i off, __mmask16 rows, int64_t n, PanelBlock *p) {
+    using Out = std::conditional_t<kHasMin, PanelBlockMin, PanelBlock>;
+    static constexpr bool kHigh = kQh > 0;
+    static constexpr int kOffset = kHasMin ? 0 : kHigh ? 16 : 8, kGroup = 4;  // 4 x 16 nibble bytes per row
+    DG_TARGET static void decode(const uint8_t *b0, size_t stride, __m512i off, __mmask16 rows, int64_t n, Out *p) {
         const __m512i m = _mm512_set1_epi8(0x0f);
         __m512i r[16];
         load_transposed(b0 + kQs, stride, rows, 4, sizeof(Block), n, r);
@@ -144,7 +153,7 @@ struct Nibble32Panel {
                 p[j].codes[q + 4] = _mm512_and_si512(_mm512_srli_epi16(r[4 * j + q], 4), m);
             }
             if constexpr (kHigh) {
-                const __m512i qh = gather_rows(b0 + j * sizeof(Block) + 2, off, rows);
+                const __m512i qh = gather_rows(b0 + j * sizeof(Block) + kQh, off, rows);
                 for (int q = 0; q < 8; ++q) {
                     // Bits 4q .. 4q+3 of qh to bit 0 of bytes 0..3: the product places bit j at 8j (no carries).
                     const __m512i nib = _mm512_and_si512(_mm512_srli_epi32(qh, 4 * q), _mm512_set1_epi32(0xf));
@@ -153,11 +162,14 @@ struct Nibble32Panel {
                 }
             }
             p[j].scale = low_halves(gather_rows(b0 + j * sizeof(Block), off, rows));
+            if constexpr (kHasMin) p[j].min = low_halves(gather_rows(b0 + j * sizeof(Block) + 2, off, rows));
         }
     }
 };
-using Q4_0Panel = Nibble32Panel<BlockQ4_0, 2, false>;
-using Q5_0Panel = Nibble32Panel<BlockQ5_0, 6, true>;
+using Q4_0Panel = Nibble32Panel<BlockQ4_0, 2, 0, false>;
+using Q5_0Panel = Nibble32Panel<BlockQ5_0, 6, 2, false>;
+using Q4_1Panel = Nibble32Panel<BlockQ4_1, 4, 0, true>;
+using Q5_1Panel = Nibble32Panel<BlockQ5_1, 8, 4, true>;
 
 template <typename P>
 size_t act_blocks_bytes(int64_t k) { return static_cast<size_t>(k / 32) * sizeof(ActBlock); }
@@ -172,16 +184,18 @@ DG_TARGET void pack_act_blocks(const float *x, void *dst, int64_t k) {
         const __m256i sums = _mm256_dpbusd_epi32(_mm256_setzero_si256(), _mm256_set1_epi8(1), qs);
         const __m128i s4 = _mm_add_epi32(_mm256_castsi256_si128(sums), _mm256_extracti128_si256(sums, 1));
         const __m128i s2 = _mm_add_epi32(s4, _mm_shuffle_epi32(s4, 0x4e));
-        out[b].neg = -P::kOffset * _mm_cvtsi128_si32(_mm_add_epi32(s2, _mm_shuffle_epi32(s2, 0xb1)));
+        const int32_t sum = _mm_cvtsi128_si32(_mm_add_epi32(s2, _mm_shuffle_epi32(s2, 0xb1)));
+        out[b].neg = -P::kOffset * sum;
         out[b].d = f16(d);
+        out[b].dsum = out[b].d * static_cast<float>(sum);
     }
 }
 
 // NT tokens (activation rows x_stride bytes apart) against NP consecutive packed panels of nb
 // blocks each (each broadcast activation feeds NP vpdpbusd); y: the first panel's first row for
 // the first token; rows[p] marks panel p's rows that are written.
-template <int NP, int NT>
-DG_TARGET inline void panel_tile(const PanelBlock *p, int64_t nb, const uint8_t *x0, size_t x_stride, float *y, int64_t ldy,
+template <typename P, int NP, int NT>
+DG_TARGET inline void panel_tile(const typename P::Out *p, int64_t nb, const uint8_t *x0, size_t x_stride, float *y, int64_t ldy,
                                  const __mmask16 *rows) {
     const ActBlock *x[NT];
     for (int t = 0; t < NT; ++t) x[t] = reinterpret_cast<const ActBlock *>(x0 + t * x_stride);
@@ -206,22 +220,26 @@ DG_TARGET inline void panel_tile(const PanelBlock *p, int64_t nb, const uint8_t 
             const __m512 xd = _mm512_set1_ps(x[t][b].d);
             for (int k = 0; k < NP; ++k)
                 acc[k][t] = _mm512_fmadd_ps(_mm512_mul_ps(_mm512_cvtepi32_ps(s[k][t]), xd), p[k * nb + b].scale, acc[k][t]);
+            if constexpr (std::is_same_v<typename P::Out, PanelBlockMin>) {
+                const __m512 xs = _mm512_set1_ps(x[t][b].dsum);
+                for (int k = 0; k < NP; ++k) acc[k][t] = _mm512_fmadd_ps(p[k * nb + b].min, xs, acc[k][t]);
+            }
         }
     }
     for (int k = 0; k < NP; ++k)
         for (int t = 0; t < NT; ++t) _mm512_mask_storeu_ps(y + t * ldy + k * kPanelRows, rows[k], acc[k][t]);
 }
 
-template <int NP, int NT>
-DG_TARGET inline void panel_tiles(const PanelBlock *panel, int64_t nb, const GemmArgs &a, float *y, const __mmask16 *rows) {
+template <typename P, int NP, int NT>
+DG_TARGET inline void panel_tiles(const typename P::Out *panel, int64_t nb, const GemmArgs &a, float *y, const __mmask16 *rows) {
     int64_t t = 0;
-    for (; t + NT <= a.n_tokens; t += NT) panel_tile<NP, NT>(panel, nb, a.x + t * a.x_stride, a.x_stride, y + t * a.ldy, a.ldy, rows);
-    for (; t < a.n_tokens; ++t) panel_tile<NP, 1>(panel, nb, a.x + t * a.x_stride, a.x_stride, y + t * a.ldy, a.ldy, rows);
+    for (; t + NT <= a.n_tokens; t += NT) panel_tile<P, NP, NT>(panel, nb, a.x + t * a.x_stride, a.x_stride, y + t * a.ldy, a.ldy, rows);
+    for (; t < a.n_tokens; ++t) panel_tile<P, NP, 1>(panel, nb, a.x + t * a.x_stride, a.x_stride, y + t * a.ldy, a.ldy, rows);
 }
 
 // One panel (rows <= 16 rows from w0, w_stride apart, k elements) decoded into nb = k / 32 blocks.
 template <typename P>
-DG_TARGET void decode_panel(const uint8_t *w0, size_t w_stride, int64_t rows, int64_t k, PanelBlock *panel) {
+DG_TARGET void decode_panel(const uint8_t *w0, size_t w_stride, int64_t rows, int64_t k, typename P::Out *panel) {
     const int64_t nb = k / 32;
     const __m512i off = off_of(w_stride);
     const __mmask16 mask = static_cast<__mmask16>((1u << rows) - 1);
@@ -229,11 +247,12 @@ DG_TARGET void decode_panel(const uint8_t *w0, size_t w_stride, int64_t rows, in
         P::decode(w0 + b * sizeof(typename P::Block), w_stride, off, mask, std::min<int64_t>(P::kGroup, nb - b), panel + b);
 }
 
-size_t panel_bytes(int64_t k) { return static_cast<size_t>(k / 32) * sizeof(PanelBlock); }
+template <typename P>
+size_t panel_bytes(int64_t k) { return static_cast<size_t>(k / 32) * sizeof(typename P::Out); }
 
 template <typename P>
 DG_TARGET void pack_panel(const uint8_t *w0, size_t w_stride, int64_t rows, int64_t k, uint8_t *dst) {
-    decode_panel<P>(w0, w_stride, rows, k, reinterpret_cast<PanelBlock *>(dst));
+    decode_panel<P>(w0, w_stride, rows, k, reinterpret_cast<typename P::Out *>(dst));
 }
 
 // Panels come packed at load (a.packed) or are decoded here once per call; either way they are
@@ -243,22 +262,23 @@ template <typename P>
 DG_TARGET void gemm_panels(const GemmArgs &a) {
     const int64_t nb = a.k / 32;
     thread_local std::vector<uint8_t> buf;
-    PanelBlock *const scratch = a.packed ? nullptr : aligned_scratch<PanelBlock>(buf, 2 * nb);
+    using Out = typename P::Out;
+    Out *const scratch = a.packed ? nullptr : aligned_scratch<Out>(buf, 2 * nb);
     for (int64_t r0 = 0; r0 < a.n_rows; r0 += 2 * kPanelRows) {
         const int64_t rows = std::min<int64_t>(2 * kPanelRows, a.n_rows - r0);
         const int np = rows > kPanelRows ? 2 : 1;
         const __mmask16 mask[2] = {static_cast<__mmask16>((1u << std::min<int64_t>(rows, kPanelRows)) - 1),
                                    static_cast<__mmask16>((1u << std::max<int64_t>(rows - kPanelRows, 0)) - 1)};
-        const PanelBlock *panel = scratch;
+        const Out *panel = scratch;
         if (a.packed) {
-            panel = reinterpret_cast<const PanelBlock *>(a.packed) + r0 / kPanelRows * nb;
+            panel = reinterpret_cast<const Out *>(a.packed) + r0 / kPanelRows * nb;
         } else {
             for (int k = 0; k < np; ++k)
                 decode_panel<P>(a.w + (r0 + k * kPanelRows) * a.w_stride, a.w_stride, std::min<int64_t>(kPanelRows, rows - k * kPanelRows),
                                 a.k, scratch + k * nb);
         }
-        if (np == 2) panel_tiles<2, 3>(panel, nb, a, a.y + r0, mask);
-        else panel_tiles<1, 8>(panel, nb, a, a.y + r0, mask);
+        if (np == 2) panel_tiles<P, 2, 3>(panel, nb, a, a.y + r0, mask);
+        else panel_tiles<P, 1, 8>(panel, nb, a, a.y + r0, mask);
     }
 }
 
@@ -617,7 +637,6 @@ DG_TARGET void gemm_float_panels(const GemmArgs &a) {
     }
 }
 
-size_t q8_0_bytes(int64_t k) { return static_cast<size_t>(k / kQK8_0) * sizeof(BlockQ8_0); }
 size_t q8_k_bytes(int64_t k) { return static_cast<size_t>(k / kQK_K) * sizeof(BlockQ8_K); }
 
 }  // namespace
@@ -625,13 +644,15 @@ size_t q8_k_bytes(int64_t k) { return static_cast<size_t>(k / kQK_K) * sizeof(Bl
 GemmKernel gemm_kernel_avx512(TensorType type) {
     switch (type) {
         case TensorType::Q8_0:
-            return {gemm_panels<Q8_0Panel>, pack_act_blocks<Q8_0Panel>, act_blocks_bytes<Q8_0Panel>, pack_panel<Q8_0Panel>, panel_bytes};
+            return {gemm_panels<Q8_0Panel>, pack_act_blocks<Q8_0Panel>, act_blocks_bytes<Q8_0Panel>, pack_panel<Q8_0Panel>, panel_bytes<Q8_0Panel>};
         case TensorType::Q4_0:
-            return {gemm_panels<Q4_0Panel>, pack_act_blocks<Q4_0Panel>, act_blocks_bytes<Q4_0Panel>, pack_panel<Q4_0Panel>, panel_bytes};
+            return {gemm_panels<Q4_0Panel>, pack_act_blocks<Q4_0Panel>, act_blocks_bytes<Q4_0Panel>, pack_panel<Q4_0Panel>, panel_bytes<Q4_0Panel>};
         case TensorType::Q5_0:
-            return {gemm_panels<Q5_0Panel>, pack_act_blocks<Q5_0Panel>, act_blocks_bytes<Q5_0Panel>, pack_panel<Q5_0Panel>, panel_bytes};
+            return {gemm_panels<Q5_0Panel>, pack_act_blocks<Q5_0Panel>, act_blocks_bytes<Q5_0Panel>, pack_panel<Q5_0Panel>, panel_bytes<Q5_0Panel>};
         case TensorType::Q4_1:
-        case TensorType::Q5_1: return {nullptr, quantize_q8_0_avx512, q8_0_bytes};
+            return {gemm_panels<Q4_1Panel>, pack_act_blocks<Q4_1Panel>, act_blocks_bytes<Q4_1Panel>, pack_panel<Q4_1Panel>, panel_bytes<Q4_1Panel>};
+        case TensorType::Q5_1:
+            return {gemm_panels<Q5_1Panel>, pack_act_blocks<Q5_1Panel>, act_blocks_bytes<Q5_1Panel>, pack_panel<Q5_1Panel>, panel_bytes<Q5_1Panel>};
         case TensorType::Q4_K: return {gemm_k_panels<Q45KPanel<BlockQ4_K, false>, BlockQ4_K>, pack_act_super, act_super_bytes};
         case TensorType::Q5_K: return {gemm_k_panels<Q45KPanel<BlockQ5_K, true>, BlockQ5_K>, pack_act_super, act_super_bytes};
         case TensorType::Q6_K: return {gemm_k_panels<Q6KPanel, BlockQ6_K>, pack_act_super, act_super_bytes};

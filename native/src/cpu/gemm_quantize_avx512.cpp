@@ -1,23 +1,16 @@
-// AVX-512 activation quantizers (cpu/gemm.h): the reference quantizers of Q8_0 and Q8_K
-// (quant/q8_0.cpp, quant/k_quants.cpp) bit for bit, 16 elements per instruction.
+// AVX-512 activation quantizer for the K-quants without panels (cpu/gemm.h): the reference
+// quantizer of Q8_K (quant/k_quants.cpp) bit for bit, 16 elements per instruction.
 #include <cstring>
 
 #include "cpu/gemm.h"
 #include "cpu/quantize_avx512.h"
 #include "quant/k_quants.h"
-#include "quant/q8_0.h"
 
 #if defined(__x86_64__) || defined(_M_X64)
 
 namespace dg {
 
 using avx512::abs_ps;
-
-DG_TARGET void quantize_q8_0_avx512(const float *src, void *dst, int64_t n) {
-    BlockQ8_0 *b = static_cast<BlockQ8_0 *>(dst);
-    for (int64_t i = 0; i < n / kQK8_0; ++i)
-        _mm256_storeu_si256(reinterpret_cast<__m256i *>(b[i].qs), avx512::quantize_block_q8_0(src + 32 * i, &b[i].d));
-}
 
 DG_TARGET void quantize_q8_k_avx512(const float *src, void *dst, int64_t n) {
     for (int64_t i = 0; i < n / kQK_K; ++i, src += kQK_K) {
