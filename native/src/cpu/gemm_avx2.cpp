@@ -56,48 +56,73 @@ DG_TARGET inline __m256i nibbles(const uint8_t *qs) {  // 16 bytes -> 32 codes: 
 // broadcast for both) measured 5-20% slower: their accumulators do not fit the 16 registers.
 constexpr int kPanel32 = 8;
 
-template <bool kSigned>
-struct PanelBlock {                  // one 32-element block of a panel
-    __m256i codes[8];                // register q, lane i: elements 4q .. 4q+3 of row i, unsigned
-    __m256i signs[kSigned ? 8 : 1];  // Q8_0: the signed codes, whose signs go onto the activations
-    __m256 scale;                    // lane i: d of row i (0 past the last row)
+struct NoMin {};
+struct PanelMin {  // Q4_1 / Q5_1: x = d * q + m
+    __m256 min;    // lane i: m of row i
+};
+
+template <typename C>
+struct PanelBlock : std::conditional_t<C::kMin, PanelMin, NoMin> {  // one 32-element block of a panel
+    __m256i codes[8];                   // register q, lane i: elements 4q .. 4q+3 of row i, unsigned
+    __m256i signs[C::kSigned ? 8 : 1];  // Q8_0: the signed codes, whose signs go onto the activations
+    __m256 scale;                       // lane i: d of row i (0 past the last row)
 };
 
 struct ActBlock {   // one 32-element block of one token, as the panel tiles read it
     int8_t qs[32];  // Q8_0 codes by the reference rule
     int32_t neg;    // -offset * sum(qs)
     float d;        // the block's f16 scale, widened
+    float dsum;     // d * sum(qs): the term of the weights' min (Q4_1, Q5_1)
 };
 
-// Per type: the signed codes of a block in element order, the offset to unsigned codes (0: the
-// sign trick) and the registers whose int16 pairs may be summed before widening.
+// Per type: the codes of a block in element order (signed, or for the _1 types the unsigned q of
+// x = d * q + m), the offset to unsigned codes (0: the sign trick, or already unsigned) and the
+// registers whose int16 pairs may be summed before widening.
 struct Q8_0Codes {
     using Block = BlockQ8_0;
-    static constexpr bool kSigned = true;
+    static constexpr bool kSigned = true, kMin = false;
     static constexpr int kOffset = 0, kSum16 = 1;
     DG_TARGET static __m256i values(const Block &b) { return load256(b.qs); }
 };
 
 struct Q4_0Codes {
     using Block = BlockQ4_0;
-    static constexpr bool kSigned = false;
+    static constexpr bool kSigned = false, kMin = false;
     static constexpr int kOffset = 8, kSum16 = 8;
     DG_TARGET static __m256i values(const Block &b) { return _mm256_sub_epi8(nibbles(b.qs), _mm256_set1_epi8(8)); }
 };
 
+// 32 codes of 0..31: the nibbles of qs and, as bit 4, bit e of the little-endian qh.
+DG_TARGET inline __m256i five_bit_codes(const uint8_t *qh, const uint8_t *qs) {
+    uint32_t h;
+    std::memcpy(&h, qh, 4);
+    const __m256i spread = _mm256_shuffle_epi8(_mm256_set1_epi32(static_cast<int>(h)),
+                                               _mm256_setr_epi64x(0, 0x0101010101010101, 0x0202020202020202, 0x0303030303030303));
+    const __m256i bit = _mm256_set1_epi64x(static_cast<long long>(0x8040201008040201ull));
+    const __m256i high = _mm256_and_si256(_mm256_cmpeq_epi8(_mm256_and_si256(spread, bit), bit), _mm256_set1_epi8(0x10));
+    return _mm256_or_si256(nibbles(qs), high);
+}
+
 struct Q5_0Codes {
     using Block = BlockQ5_0;
-    static constexpr bool kSigned = false;
+    static constexpr bool kSigned = false, kMin = false;
     static constexpr int kOffset = 16, kSum16 = 4;
-    DG_TARGET static __m256i values(const Block &b) {
-        uint32_t h;
-        std::memcpy(&h, b.qh, 4);
-        const __m256i spread = _mm256_shuffle_epi8(_mm256_set1_epi32(static_cast<int>(h)),
-                                                   _mm256_setr_epi64x(0, 0x0101010101010101, 0x0202020202020202, 0x0303030303030303));
-        const __m256i bit = _mm256_set1_epi64x(static_cast<long long>(0x8040201008040201ull));
-        const __m256i high = _mm256_and_si256(_mm256_cmpeq_epi8(_mm256_and_si256(spread, bit), bit), _mm256_set1_epi8(0x10));
-        return _mm256_sub_epi8(_mm256_or_si256(nibbles(b.qs), high), _mm256_set1_epi8(16));
-    }
+    DG_TARGET static __m256i values(const Block &b) { return _mm256_sub_epi8(five_bit_codes(b.qh, b.qs), _mm256_set1_epi8(16)); }
+};
+
+// Q4_1 / Q5_1: unsigned codes already, pairs bounded as Q4_0's and Q5_0's.
+struct Q4_1Codes {
+    using Block = BlockQ4_1;
+    static constexpr bool kSigned = false, kMin = true;
+    static constexpr int kOffset = 0, kSum16 = 8;
+    DG_TARGET static __m256i values(const Block &b) { return nibbles(b.qs); }
+};
+
+struct Q5_1Codes {
+    using Block = BlockQ5_1;
+    static constexpr bool kSigned = false, kMin = true;
+    static constexpr int kOffset = 0, kSum16 = 4;
+    DG_TARGET static __m256i values(const Block &b) { return five_bit_codes(b.qh, b.qs); }
 };
 
 // r[j] = column j of the 8 x 8 matrix of dwords whose row i is r[i].
@@ -121,20 +146,21 @@ DG_TARGET inline void transpose8_epi32(__m256i (&r)[8]) {
 
 // One panel (rows <= 8 rows from w0, w_stride apart, k elements) decoded into k / 32 blocks.
 template <typename C>
-DG_TARGET void decode_panel(const uint8_t *w0, size_t w_stride, int64_t rows, int64_t k, PanelBlock<C::kSigned> *panel) {
+DG_TARGET void decode_panel(const uint8_t *w0, size_t w_stride, int64_t rows, int64_t k, PanelBlock<C> *panel) {
     using Block = typename C::Block;
     for (int64_t b = 0; b < k / 32; ++b) {
         __m256i r[8];
-        alignas(32) float d[8] = {};
+        alignas(32) float d[8] = {}, m[8] = {};
         for (int i = 0; i < 8; ++i) {
             r[i] = _mm256_setzero_si256();
             if (i >= rows) continue;
             const Block &blk = reinterpret_cast<const Block *>(w0 + i * w_stride)[b];
             r[i] = C::values(blk);
             d[i] = f16(blk.d);
+            if constexpr (C::kMin) m[i] = f16(blk.m);
         }
         transpose8_epi32(r);
-        PanelBlock<C::kSigned> &p = panel[b];
+        PanelBlock<C> &p = panel[b];
         for (int q = 0; q < 8; ++q) {
             if constexpr (C::kSigned) {
                 p.codes[q] = _mm256_sign_epi8(r[q], r[q]);  // -128 gives 0x80: 128 as unsigned
@@ -144,6 +170,7 @@ DG_TARGET void decode_panel(const uint8_t *w0, size_t w_stride, int64_t rows, in
             }
         }
         p.scale = _mm256_load_ps(d);
+        if constexpr (C::kMin) p.min = _mm256_load_ps(m);
     }
 }
 
@@ -159,6 +186,7 @@ DG_TARGET void pack_act_blocks(const float *x, void *dst, int64_t k) {
         _mm256_storeu_si256(reinterpret_cast<__m256i *>(out[b].qs), avx2::quantize_block_q8_0(x + 32 * b, &d, &sum));
         out[b].neg = -C::kOffset * sum;
         out[b].d = f16(d);
+        out[b].dsum = out[b].d * static_cast<float>(sum);
     }
 }
 
@@ -176,7 +204,7 @@ DG_TARGET inline void store_panel(const __m256 (&acc)[NT], float *y, int64_t ldy
 // NT tokens (activation rows x_stride bytes apart) against one panel of nb blocks; y: the panel's
 // first row for the first token; `rows` rows are written.
 template <typename C, int NT>
-DG_TARGET inline void panel_tile(const PanelBlock<C::kSigned> *p, int64_t nb, const uint8_t *x0, size_t x_stride, float *y,
+DG_TARGET inline void panel_tile(const PanelBlock<C> *p, int64_t nb, const uint8_t *x0, size_t x_stride, float *y,
                                  int64_t ldy, int64_t rows) {
     const ActBlock *x[NT];
     for (int t = 0; t < NT; ++t) x[t] = reinterpret_cast<const ActBlock *>(x0 + t * x_stride);
@@ -184,7 +212,7 @@ DG_TARGET inline void panel_tile(const PanelBlock<C::kSigned> *p, int64_t nb, co
     __m256 acc[NT];
     for (int t = 0; t < NT; ++t) acc[t] = _mm256_setzero_ps();
     for (int64_t b = 0; b < nb; ++b) {
-        const PanelBlock<C::kSigned> &w = p[b];
+        const PanelBlock<C> &w = p[b];
         for (int t = 0; t < NT; ++t) {
             __m256i s = _mm256_set1_epi32(x[t][b].neg);
             for (int q0 = 0; q0 < 8; q0 += C::kSum16) {
@@ -200,6 +228,7 @@ DG_TARGET inline void panel_tile(const PanelBlock<C::kSigned> *p, int64_t nb, co
                 s = _mm256_add_epi32(s, _mm256_madd_epi16(s16, ones));
             }
             acc[t] = _mm256_fmadd_ps(_mm256_mul_ps(_mm256_cvtepi32_ps(s), _mm256_set1_ps(x[t][b].d)), w.scale, acc[t]);
+            if constexpr (C::kMin) acc[t] = _mm256_fmadd_ps(w.min, _mm256_set1_ps(x[t][b].dsum), acc[t]);
         }
     }
     store_panel<NT>(acc, y, ldy, rows);
@@ -212,7 +241,7 @@ DG_TARGET void gemm_panels(const GemmArgs &a) {
     constexpr int64_t kTokens = 4;
     const int64_t nb = a.k / 32;
     thread_local std::vector<uint8_t> buf;
-    PanelBlock<C::kSigned> *const panel = aligned_scratch<PanelBlock<C::kSigned>>(buf, nb);
+    PanelBlock<C> *const panel = aligned_scratch<PanelBlock<C>>(buf, nb);
     for (int64_t r0 = 0; r0 < a.n_rows; r0 += kPanel32) {
         const int64_t rows = std::min<int64_t>(kPanel32, a.n_rows - r0);
         decode_panel<C>(a.w + r0 * a.w_stride, a.w_stride, rows, a.k, panel);
@@ -232,20 +261,20 @@ DG_TARGET void gemm_panels(const GemmArgs &a) {
 
 struct Q8_0VnniCodes {
     using Block = BlockQ8_0;
-    static constexpr bool kSigned = false;
+    static constexpr bool kSigned = false, kMin = false;
     static constexpr int kOffset = 128;
     DG_TARGET static __m256i values(const Block &b) { return load256(b.qs); }
 };
 
-template <int NT>
-DG_TARGET_VNNI inline void panel_tile_vnni(const PanelBlock<false> *p, int64_t nb, const uint8_t *x0, size_t x_stride, float *y,
+template <typename C, int NT>
+DG_TARGET_VNNI inline void panel_tile_vnni(const PanelBlock<C> *p, int64_t nb, const uint8_t *x0, size_t x_stride, float *y,
                                            int64_t ldy, int64_t rows) {
     const ActBlock *x[NT];
     for (int t = 0; t < NT; ++t) x[t] = reinterpret_cast<const ActBlock *>(x0 + t * x_stride);
     __m256 acc[NT];
     for (int t = 0; t < NT; ++t) acc[t] = _mm256_setzero_ps();
     for (int64_t b = 0; b < nb; ++b) {
-        const PanelBlock<false> &w = p[b];
+        const PanelBlock<C> &w = p[b];
         __m256i s[NT];  // NT independent vpdpbusd chains
         for (int t = 0; t < NT; ++t) s[t] = _mm256_set1_epi32(x[t][b].neg);
         for (int q = 0; q < 8; ++q)
@@ -254,8 +283,10 @@ DG_TARGET_VNNI inline void panel_tile_vnni(const PanelBlock<false> *p, int64_t n
                 std::memcpy(&codes, x[t][b].qs + 4 * q, 4);
                 s[t] = _mm256_dpbusd_avx_epi32(s[t], w.codes[q], _mm256_set1_epi32(codes));
             }
-        for (int t = 0; t < NT; ++t)
+        for (int t = 0; t < NT; ++t) {
             acc[t] = _mm256_fmadd_ps(_mm256_mul_ps(_mm256_cvtepi32_ps(s[t]), _mm256_set1_ps(x[t][b].d)), w.scale, acc[t]);
+            if constexpr (C::kMin) acc[t] = _mm256_fmadd_ps(w.min, _mm256_set1_ps(x[t][b].dsum), acc[t]);
+        }
     }
     store_panel<NT>(acc, y, ldy, rows);
 }
@@ -266,15 +297,15 @@ DG_TARGET_VNNI void gemm_panels_vnni(const GemmArgs &a) {
     constexpr int64_t kTokens = 4;
     const int64_t nb = a.k / 32;
     thread_local std::vector<uint8_t> buf;
-    PanelBlock<false> *const panel = aligned_scratch<PanelBlock<false>>(buf, nb);
+    PanelBlock<C> *const panel = aligned_scratch<PanelBlock<C>>(buf, nb);
     for (int64_t r0 = 0; r0 < a.n_rows; r0 += kPanel32) {
         const int64_t rows = std::min<int64_t>(kPanel32, a.n_rows - r0);
         decode_panel<C>(a.w + r0 * a.w_stride, a.w_stride, rows, a.k, panel);
         float *y = a.y + r0;
         int64_t t = 0;
         for (; t + kTokens <= a.n_tokens; t += kTokens)
-            panel_tile_vnni<kTokens>(panel, nb, a.x + t * a.x_stride, a.x_stride, y + t * a.ldy, a.ldy, rows);
-        for (; t < a.n_tokens; ++t) panel_tile_vnni<1>(panel, nb, a.x + t * a.x_stride, a.x_stride, y + t * a.ldy, a.ldy, rows);
+            panel_tile_vnni<C, kTokens>(panel, nb, a.x + t * a.x_stride, a.x_stride, y + t * a.ldy, a.ldy, rows);
+        for (; t < a.n_tokens; ++t) panel_tile_vnni<C, 1>(panel, nb, a.x + t * a.x_stride, a.x_stride, y + t * a.ldy, a.ldy, rows);
     }
 }
 
@@ -602,6 +633,8 @@ GemmKernel gemm_kernel_avx2(TensorType type) {
         case TensorType::Q8_0: return {gemm_panels<Q8_0Codes>, pack_act_blocks<Q8_0Codes>, act_blocks_bytes<Q8_0Codes>};
         case TensorType::Q4_0: return {gemm_panels<Q4_0Codes>, pack_act_blocks<Q4_0Codes>, act_blocks_bytes<Q4_0Codes>};
         case TensorType::Q5_0: return {gemm_panels<Q5_0Codes>, pack_act_blocks<Q5_0Codes>, act_blocks_bytes<Q5_0Codes>};
+        case TensorType::Q4_1: return {gemm_panels<Q4_1Codes>, pack_act_blocks<Q4_1Codes>, act_blocks_bytes<Q4_1Codes>};
+        case TensorType::Q5_1: return {gemm_panels<Q5_1Codes>, pack_act_blocks<Q5_1Codes>, act_blocks_bytes<Q5_1Codes>};
         case TensorType::Q4_K: return {gemm_k_panels_avx2<Q45KPanel8<BlockQ4_K, false>, BlockQ4_K>, avx2::quantize_row_q8_k, q8_k_bytes};
         case TensorType::Q5_K: return {gemm_k_panels_avx2<Q45KPanel8<BlockQ5_K, true>, BlockQ5_K>, avx2::quantize_row_q8_k, q8_k_bytes};
         case TensorType::Q6_K: return {gemm_k_panels_avx2<Q6KPanel8, BlockQ6_K>, avx2::quantize_row_q8_k, q8_k_bytes};
@@ -618,6 +651,8 @@ GemmKernel gemm_kernel_avxvnni(TensorType type) {
             return {gemm_panels_vnni<Q8_0VnniCodes>, pack_act_blocks<Q8_0VnniCodes>, act_blocks_bytes<Q8_0VnniCodes>};
         case TensorType::Q4_0: return {gemm_panels_vnni<Q4_0Codes>, pack_act_blocks<Q4_0Codes>, act_blocks_bytes<Q4_0Codes>};
         case TensorType::Q5_0: return {gemm_panels_vnni<Q5_0Codes>, pack_act_blocks<Q5_0Codes>, act_blocks_bytes<Q5_0Codes>};
+        case TensorType::Q4_1: return {gemm_panels_vnni<Q4_1Codes>, pack_act_blocks<Q4_1Codes>, act_blocks_bytes<Q4_1Codes>};
+        case TensorType::Q5_1: return {gemm_panels_vnni<Q5_1Codes>, pack_act_blocks<Q5_1Codes>, act_blocks_bytes<Q5_1Codes>};
         case TensorType::Q4_K: return {gemm_k_panels_vnni<Q45KPanel8<BlockQ4_K, false>, BlockQ4_K>, avx2::quantize_row_q8_k, q8_k_bytes};
         case TensorType::Q5_K: return {gemm_k_panels_vnni<Q45KPanel8<BlockQ5_K, true>, BlockQ5_K>, avx2::quantize_row_q8_k, q8_k_bytes};
         case TensorType::Q6_K: return {gemm_k_panels_vnni<Q6KPanel8, BlockQ6_K>, avx2::quantize_row_q8_k, q8_k_bytes};
