@@ -300,11 +300,12 @@ struct ActSuper {       // one Q8_K super-block of one token, as the K panel til
     float d;
     int8_t qs[256];
     int16_t bsums[16];  // sums of 16 elements; as dwords, the pairs (bsums[2p], bsums[2p + 1])
-    int32_t neg32[16];  // -32 * bsums[g] (Q6_K's offset)
+    int32_t neg[16];    // -offset * the sum of group g, for types whose codes carry an offset
 };
 
 size_t act_super_bytes(int64_t k) { return static_cast<size_t>(k / kQK_K) * sizeof(ActSuper); }
 
+template <typename P>
 DG_TARGET void pack_act_super(const float *x, void *dst, int64_t k) {
     ActSuper *out = static_cast<ActSuper *>(dst);
     for (int64_t i = 0; i < k / kQK_K; ++i) {
@@ -313,7 +314,8 @@ DG_TARGET void pack_act_super(const float *x, void *dst, int64_t k) {
         out[i].d = b.d;
         std::memcpy(out[i].qs, b.qs, sizeof(b.qs));
         std::memcpy(out[i].bsums, b.bsums, sizeof(b.bsums));
-        for (int g = 0; g < 16; ++g) out[i].neg32[g] = -32 * b.bsums[g];
+        for (int g = 0; g < P::kGroups; ++g)
+            out[i].neg[g] = -P::kOffset * (P::kGroups == 16 ? b.bsums[g] : b.bsums[2 * g] + b.bsums[2 * g + 1]);
     }
 }
 
@@ -351,7 +353,8 @@ DG_TARGET inline void k4_scales(const uint8_t *b0, size_t stride, __mmask16 rows
 // Q5_K's bit j of qh[l] is bit 4 of element 32j + l.
 template <typename Block, bool kFiveBit>
 struct Q45KPanel {
-    static constexpr bool kSixBit = false;
+    static constexpr int kGroups = 8, kOffset = 0;  // groups of 32, codes as stored
+    static constexpr bool kMins = true;
     DG_TARGET static void decode(const uint8_t *b0, size_t stride, __mmask16 rows, KPanel &p) {
         const __m512i m = _mm512_set1_epi8(0x0f);
         for (int h = 0; h < 2; ++h) {
@@ -387,7 +390,8 @@ DG_TARGET inline __m512i two_bits(__m512i h, int shift) {
 // low nibble of ql[l] and qh bits 0-1, low nibble of ql[l + 32] and bits 2-3, high nibble of ql[l]
 // and bits 4-5, high nibble of ql[l + 32] and bits 6-7.
 struct Q6KPanel {
-    static constexpr bool kSixBit = true;
+    static constexpr int kGroups = 16, kOffset = 32;  // groups of 16, codes q + 32
+    static constexpr bool kMins = false;
     DG_TARGET static void decode(const uint8_t *b0, size_t stride, __mmask16 rows, KPanel &p) {
         const __m512i m4 = _mm512_set1_epi8(0x0f);
         for (int n = 0; n < 2; ++n) {
@@ -413,13 +417,80 @@ struct Q6KPanel {
     }
 };
 
+// Group scales (and nothing else) read per row: scale[g] lane i = f(row i's block, g).
+template <typename Block, typename F>
+DG_TARGET inline void row_scales(const uint8_t *b0, size_t stride, __mmask16 rows, int groups, F scale_of, __m512 *scale) {
+    alignas(64) float v[16][16] = {};  // [group][row]
+    for (int i = 0; i < 16; ++i)
+        if (rows >> i & 1) scale_of(*reinterpret_cast<const Block *>(b0 + i * stride), v, i);
+    for (int g = 0; g < groups; ++g) scale[g] = _mm512_load_ps(v[g]);
+}
+
+// Q3_K: element 128n + 32j + l is bits 2j, 2j+1 of qs[32n + l] and, as bit 2, bit 4n + j of
+// hmask[l] (set: the code as it is, clear: code - 4), x = d*(sc - 32) * (u - 4) per group of 16:
+// unsigned codes u in 0..7, the offset 4 through the groups' sums.
+struct Q3KPanel {
+    static constexpr int kGroups = 16, kOffset = 4;
+    static constexpr bool kMins = false;
+    DG_TARGET static void decode(const uint8_t *b0, size_t stride, __mmask16 rows, KPanel &p) {
+        __m512i hm[16];
+        rows64(b0 + offsetof(BlockQ3_K, hmask), stride, rows, true, hm);
+        for (int n = 0; n < 2; ++n) {
+            __m512i q[16];
+            rows64(b0 + offsetof(BlockQ3_K, qs) + 32 * n, stride, rows, true, q);
+            for (int j = 0; j < 4; ++j)
+                for (int w = 0; w < 8; ++w) {
+                    const __m512i lo = _mm512_and_si512(_mm512_srli_epi32(q[w], 2 * j), _mm512_set1_epi8(0x03));
+                    const __m512i hi = _mm512_and_si512(_mm512_srli_epi32(hm[w], 4 * n + j), _mm512_set1_epi8(0x01));
+                    p.codes[32 * n + 8 * j + w] = _mm512_or_si512(lo, _mm512_slli_epi32(hi, 2));
+                }
+        }
+        row_scales<BlockQ3_K>(b0, stride, rows, 16, [](const BlockQ3_K &b, float (&v)[16][16], int i) {
+            int sc[16];
+            q3_k_scales(b.scales, sc);
+            const float d = f16(b.d);
+            for (int g = 0; g < 16; ++g) v[g][i] = d * static_cast<float>(sc[g]);
+        }, p.scale);
+    }
+};
+
+// IQ4_XS: element 32g + l is the nibble of qs[16g + l % 16] (high for l >= 16) looked up in
+// kIq4nlValues, x = d*(ls_g - 32) * value per group of 32: unsigned codes value + 128, the offset
+// through the groups' sums.
+struct IQ4XSPanel {
+    static constexpr int kGroups = 8, kOffset = 128;
+    static constexpr bool kMins = false;
+    DG_TARGET static void decode(const uint8_t *b0, size_t stride, __mmask16 rows, KPanel &p) {
+        alignas(16) uint8_t lut[16];
+        for (int v = 0; v < 16; ++v) lut[v] = static_cast<uint8_t>(kIq4nlValues[v] + 128);
+        const __m512i table = _mm512_broadcast_i32x4(_mm_load_si128(reinterpret_cast<const __m128i *>(lut)));
+        const __m512i m4 = _mm512_set1_epi8(0x0f);
+        for (int h = 0; h < 2; ++h) {
+            __m512i r[16];  // dword c: qs[64h + 4c ..], group 4h + c / 4, elements 4 (c % 4) .. (+16 for the high nibbles)
+            rows64(b0 + offsetof(BlockIQ4_XS, qs) + 64 * h, stride, rows, false, r);
+            for (int c = 0; c < 16; ++c) {
+                const int g = 4 * h + c / 4, w = c % 4;
+                p.codes[8 * g + w] = _mm512_shuffle_epi8(table, _mm512_and_si512(r[c], m4));
+                p.codes[8 * g + 4 + w] = _mm512_shuffle_epi8(table, _mm512_and_si512(_mm512_srli_epi16(r[c], 4), m4));
+            }
+        }
+        row_scales<BlockIQ4_XS>(b0, stride, rows, 8, [](const BlockIQ4_XS &b, float (&v)[16][16], int i) {
+            const float d = f16(b.d);
+            for (int g = 0; g < 8; ++g) {
+                const int ls = ((b.scales_l[g / 2] >> (4 * (g % 2))) & 0xf) | (((b.scales_h >> (2 * g)) & 3) << 4);
+                v[g][i] = d * static_cast<float>(ls - 32);
+            }
+        }, p.scale);
+    }
+};
+
 DG_TARGET inline __m512i bcast32(const void *p) {
     int32_t v;
     std::memcpy(&v, p, 4);
     return _mm512_set1_epi32(v);
 }
 
-template <bool kSixBit, int NT>
+template <typename P, int NT>
 DG_TARGET inline void k_panel_tile(const KPanel *p, int64_t ns, const uint8_t *x0, size_t x_stride, float *y, int64_t ldy,
                                    __mmask16 rows) {
     const ActSuper *x[NT];
@@ -431,15 +502,15 @@ DG_TARGET inline void k_panel_tile(const KPanel *p, int64_t ns, const uint8_t *x
         __m512 f[NT];
         __m512i s[NT];
         for (int t = 0; t < NT; ++t) f[t] = _mm512_setzero_ps();
-        constexpr int kGroups = kSixBit ? 16 : 8, kRegs = 64 / kGroups;  // registers (4 elements) per group
-        for (int g = 0; g < kGroups; ++g) {
-            for (int t = 0; t < NT; ++t) s[t] = kSixBit ? _mm512_set1_epi32(x[t][i].neg32[g]) : _mm512_setzero_si512();
+        constexpr int kRegs = 64 / P::kGroups;  // registers (4 elements) per group
+        for (int g = 0; g < P::kGroups; ++g) {
+            for (int t = 0; t < NT; ++t) s[t] = P::kOffset ? _mm512_set1_epi32(x[t][i].neg[g]) : _mm512_setzero_si512();
             for (int q = 0; q < kRegs; ++q)
                 for (int t = 0; t < NT; ++t)
                     s[t] = _mm512_dpbusd_epi32(s[t], w.codes[kRegs * g + q], bcast32(x[t][i].qs + 4 * (kRegs * g + q)));
             for (int t = 0; t < NT; ++t) f[t] = _mm512_fmadd_ps(_mm512_cvtepi32_ps(s[t]), w.scale[g], f[t]);
         }
-        if constexpr (!kSixBit) {
+        if constexpr (P::kMins) {
             for (int t = 0; t < NT; ++t) s[t] = _mm512_setzero_si512();
             for (int q = 0; q < 8; ++q)
                 for (int t = 0; t < NT; ++t) s[t] = _mm512_dpwssd_epi32(s[t], w.mins[q], bcast32(x[t][i].bsums + 2 * q));
@@ -464,8 +535,8 @@ DG_TARGET void gemm_k_panels(const GemmArgs &a) {
         float *y = a.y + r0;
         int64_t t = 0;
         for (; t + kTokens <= a.n_tokens; t += kTokens)
-            k_panel_tile<P::kSixBit, kTokens>(panel, ns, a.x + t * a.x_stride, a.x_stride, y + t * a.ldy, a.ldy, mask);
-        for (; t < a.n_tokens; ++t) k_panel_tile<P::kSixBit, 1>(panel, ns, a.x + t * a.x_stride, a.x_stride, y + t * a.ldy, a.ldy, mask);
+            k_panel_tile<P, kTokens>(panel, ns, a.x + t * a.x_stride, a.x_stride, y + t * a.ldy, a.ldy, mask);
+        for (; t < a.n_tokens; ++t) k_panel_tile<P, 1>(panel, ns, a.x + t * a.x_stride, a.x_stride, y + t * a.ldy, a.ldy, mask);
     }
 }
 
@@ -653,12 +724,14 @@ GemmKernel gemm_kernel_avx512(TensorType type) {
             return {gemm_panels<Q4_1Panel>, pack_act_blocks<Q4_1Panel>, act_blocks_bytes<Q4_1Panel>, pack_panel<Q4_1Panel>, panel_bytes<Q4_1Panel>};
         case TensorType::Q5_1:
             return {gemm_panels<Q5_1Panel>, pack_act_blocks<Q5_1Panel>, act_blocks_bytes<Q5_1Panel>, pack_panel<Q5_1Panel>, panel_bytes<Q5_1Panel>};
-        case TensorType::Q4_K: return {gemm_k_panels<Q45KPanel<BlockQ4_K, false>, BlockQ4_K>, pack_act_super, act_super_bytes};
-        case TensorType::Q5_K: return {gemm_k_panels<Q45KPanel<BlockQ5_K, true>, BlockQ5_K>, pack_act_super, act_super_bytes};
-        case TensorType::Q6_K: return {gemm_k_panels<Q6KPanel, BlockQ6_K>, pack_act_super, act_super_bytes};
-        case TensorType::Q2_K:
-        case TensorType::Q3_K:
-        case TensorType::IQ4_XS: return {nullptr, quantize_q8_k_avx512, q8_k_bytes};
+        case TensorType::Q4_K:
+            return {gemm_k_panels<Q45KPanel<BlockQ4_K, false>, BlockQ4_K>, pack_act_super<Q45KPanel<BlockQ4_K, false>>, act_super_bytes};
+        case TensorType::Q5_K:
+            return {gemm_k_panels<Q45KPanel<BlockQ5_K, true>, BlockQ5_K>, pack_act_super<Q45KPanel<BlockQ5_K, true>>, act_super_bytes};
+        case TensorType::Q6_K: return {gemm_k_panels<Q6KPanel, BlockQ6_K>, pack_act_super<Q6KPanel>, act_super_bytes};
+        case TensorType::Q3_K: return {gemm_k_panels<Q3KPanel, BlockQ3_K>, pack_act_super<Q3KPanel>, act_super_bytes};
+        case TensorType::IQ4_XS: return {gemm_k_panels<IQ4XSPanel, BlockIQ4_XS>, pack_act_super<IQ4XSPanel>, act_super_bytes};
+        case TensorType::Q2_K: return {nullptr, quantize_q8_k_avx512, q8_k_bytes};
         case TensorType::F32:
             return {gemm_float_panels<F32Elems>, nullptr, nullptr, pack_float_panel_at_load<F32Elems>, float_panel_bytes<F32Elems>};
         case TensorType::F16:
