@@ -268,7 +268,7 @@ def test_gemm_agrees_with_generic(t, isa):
 
 
 @pytest.mark.parametrize("isa", isa_params(), indirect=True)
-@pytest.mark.parametrize("t", [T.Q8_0, T.Q4_0, T.Q5_0, T.Q4_1, T.Q5_1, T.Q3_K, T.Q4_K, T.Q5_K, T.Q6_K, T.IQ4_XS],
+@pytest.mark.parametrize("t", [T.Q8_0, T.Q4_0, T.Q5_0, T.Q4_1, T.Q5_1, T.Q2_K, T.Q3_K, T.Q4_K, T.Q5_K, T.Q6_K, T.IQ4_XS],
                          ids=lambda t: t.name)
 def test_gemm_extreme_codes_do_not_saturate(t, isa):
     """Rows whose bytes are all 0x80, 0x7f, 0xff or 0x00 (Q8_0 codes -128 and 127, the largest unsigned

@@ -454,6 +454,36 @@ struct Q3KPanel {
     }
 };
 
+// Q2_K: element 128n + 32j + l is bits 2j, 2j+1 of qs[32n + l], x = d*sc_g * q - dmin*m_g per
+// group g of 16 (sc_g, m_g: the low and high nibbles of scales[g]); the mins as Q4_K's, paired
+// (m_2p, m_2p+1) against the activations' 16-element sums.
+struct Q2KPanel {
+    static constexpr int kGroups = 16, kOffset = 0;
+    static constexpr bool kMins = true;
+    DG_TARGET static void decode(const uint8_t *b0, size_t stride, __mmask16 rows, KPanel &p) {
+        for (int n = 0; n < 2; ++n) {
+            __m512i q[16];
+            rows64(b0 + offsetof(BlockQ2_K, qs) + 32 * n, stride, rows, true, q);
+            for (int j = 0; j < 4; ++j)
+                for (int w = 0; w < 8; ++w)
+                    p.codes[32 * n + 8 * j + w] = _mm512_and_si512(_mm512_srli_epi32(q[w], 2 * j), _mm512_set1_epi8(0x03));
+        }
+        alignas(64) float sc[16][16] = {}, dmin[16] = {};
+        alignas(64) int32_t mins[8][16] = {};
+        for (int i = 0; i < 16; ++i) {
+            if (!(rows >> i & 1)) continue;
+            const BlockQ2_K &b = *reinterpret_cast<const BlockQ2_K *>(b0 + i * stride);
+            const float d = f16(b.d);
+            dmin[i] = f16(b.dmin);
+            for (int g = 0; g < 16; ++g) sc[g][i] = d * static_cast<float>(b.scales[g] & 0xf);
+            for (int q = 0; q < 8; ++q) mins[q][i] = (b.scales[2 * q] >> 4) | ((b.scales[2 * q + 1] >> 4) << 16);
+        }
+        for (int g = 0; g < 16; ++g) p.scale[g] = _mm512_load_ps(sc[g]);
+        for (int q = 0; q < 8; ++q) p.mins[q] = _mm512_load_si512(mins[q]);
+        p.dmin = _mm512_load_ps(dmin);
+    }
+};
+
 // IQ4_XS: element 32g + l is the nibble of qs[16g + l % 16] (high for l >= 16) looked up in
 // kIq4nlValues, x = d*(ls_g - 32) * value per group of 32: unsigned codes value + 128, the offset
 // through the groups' sums.
@@ -708,7 +738,6 @@ DG_TARGET void gemm_float_panels(const GemmArgs &a) {
     }
 }
 
-size_t q8_k_bytes(int64_t k) { return static_cast<size_t>(k / kQK_K) * sizeof(BlockQ8_K); }
 
 }  // namespace
 
@@ -731,7 +760,7 @@ GemmKernel gemm_kernel_avx512(TensorType type) {
         case TensorType::Q6_K: return {gemm_k_panels<Q6KPanel, BlockQ6_K>, pack_act_super<Q6KPanel>, act_super_bytes};
         case TensorType::Q3_K: return {gemm_k_panels<Q3KPanel, BlockQ3_K>, pack_act_super<Q3KPanel>, act_super_bytes};
         case TensorType::IQ4_XS: return {gemm_k_panels<IQ4XSPanel, BlockIQ4_XS>, pack_act_super<IQ4XSPanel>, act_super_bytes};
-        case TensorType::Q2_K: return {nullptr, quantize_q8_k_avx512, q8_k_bytes};
+        case TensorType::Q2_K: return {gemm_k_panels<Q2KPanel, BlockQ2_K>, pack_act_super<Q2KPanel>, act_super_bytes};
         case TensorType::F32:
             return {gemm_float_panels<F32Elems>, nullptr, nullptr, pack_float_panel_at_load<F32Elems>, float_panel_bytes<F32Elems>};
         case TensorType::F16:
