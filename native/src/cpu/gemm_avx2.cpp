@@ -337,7 +337,8 @@ DG_TARGET inline void rows32(const uint8_t *b0, size_t stride, int64_t rows, siz
 // Q5_K's bit j of qh[l] is bit 4 of element 32j + l. Scales per row through k4_scale_min.
 template <typename Block, bool kFiveBit>
 struct Q45KPanel8 {
-    static constexpr bool kSixBit = false;
+    static constexpr int kGroups = 8, kOffset = 0;  // groups of 32, codes as stored
+    static constexpr bool kMins = true;
     // AVX2 (vpmaddubsw): registers whose int16 pair sums add up before widening. A pair is at most
     // 2 * 15 * 128 = 3840 (Q4_K) or 2 * 31 * 128 = 7936 (Q5_K) in magnitude: 8 or 4 of them fit.
     static constexpr int kSum16 = kFiveBit ? 4 : 8;
@@ -390,7 +391,8 @@ DG_TARGET inline __m256i two_bits(__m256i h, int shift) {
 // low nibble of ql[l] and qh bits 0-1, low nibble of ql[l + 32] and bits 2-3, high nibble of ql[l]
 // and bits 4-5, high nibble of ql[l + 32] and bits 6-7.
 struct Q6KPanel8 {
-    static constexpr bool kSixBit = true;
+    static constexpr int kGroups = 16, kOffset = 32;  // groups of 16, codes q + 32
+    static constexpr bool kMins = false;
     static constexpr int kSum16 = 2;  // codes q + 32 <= 63: a pair is at most 2 * 63 * 128 = 16128
     DG_TARGET static void decode(const uint8_t *b0, size_t stride, int64_t rows, KPanel8 &p) {
         const __m256i m4 = _mm256_set1_epi8(0x0f);
@@ -416,13 +418,116 @@ struct Q6KPanel8 {
     }
 };
 
+// Q3_K: element 128n + 32j + l is bits 2j, 2j+1 of qs[32n + l] and, as bit 2, bit 4n + j of
+// hmask[l]: unsigned codes u = value + 4 in 0..7, x = d*(sc - 32) * (u - 4) per group of 16.
+struct Q3KPanel8 {
+    static constexpr int kGroups = 16, kOffset = 4;
+    static constexpr bool kMins = false;
+    static constexpr int kSum16 = 4;  // a pair is at most 2 * 7 * 128 = 1792: a group's 4 registers fit
+    DG_TARGET static void decode(const uint8_t *b0, size_t stride, int64_t rows, KPanel8 &p) {
+        __m256i hm[8];
+        rows32(b0, stride, rows, offsetof(BlockQ3_K, hmask), hm);
+        for (int n = 0; n < 2; ++n) {
+            __m256i q[8];
+            rows32(b0, stride, rows, offsetof(BlockQ3_K, qs) + 32 * n, q);
+            for (int j = 0; j < 4; ++j)
+                for (int w = 0; w < 8; ++w) {
+                    const __m256i lo = _mm256_and_si256(_mm256_srli_epi32(q[w], 2 * j), _mm256_set1_epi8(0x03));
+                    const __m256i hi = _mm256_and_si256(_mm256_srli_epi32(hm[w], 4 * n + j), _mm256_set1_epi8(0x01));
+                    p.codes[32 * n + 8 * j + w] = _mm256_or_si256(lo, _mm256_slli_epi32(hi, 2));
+                }
+        }
+        alignas(32) float sc[16][8] = {};
+        for (int64_t i = 0; i < rows; ++i) {
+            const BlockQ3_K &b = *reinterpret_cast<const BlockQ3_K *>(b0 + i * stride);
+            int s[16];
+            q3_k_scales(b.scales, s);
+            const float d = f16(b.d);
+            for (int g = 0; g < 16; ++g) sc[g][i] = d * static_cast<float>(s[g]);
+        }
+        for (int g = 0; g < 16; ++g) p.scale[g] = _mm256_load_ps(sc[g]);
+    }
+};
+
+// Q2_K: element 128n + 32j + l is bits 2j, 2j+1 of qs[32n + l], x = d*sc_g * q - dmin*m_g per group
+// g of 16 (sc_g, m_g: the nibbles of scales[g]); the mins paired (m_2p, m_2p+1) against the
+// activations' 16-element sums.
+struct Q2KPanel8 {
+    static constexpr int kGroups = 16, kOffset = 0;
+    static constexpr bool kMins = true;
+    static constexpr int kSum16 = 4;  // codes 0..3: a pair is at most 768
+    DG_TARGET static void decode(const uint8_t *b0, size_t stride, int64_t rows, KPanel8 &p) {
+        for (int n = 0; n < 2; ++n) {
+            __m256i q[8];
+            rows32(b0, stride, rows, offsetof(BlockQ2_K, qs) + 32 * n, q);
+            for (int j = 0; j < 4; ++j)
+                for (int w = 0; w < 8; ++w)
+                    p.codes[32 * n + 8 * j + w] = _mm256_and_si256(_mm256_srli_epi32(q[w], 2 * j), _mm256_set1_epi8(0x03));
+        }
+        alignas(32) float sc[16][8] = {}, dmin[8] = {};
+        alignas(32) int32_t mins[8][8] = {};
+        for (int64_t i = 0; i < rows; ++i) {
+            const BlockQ2_K &b = *reinterpret_cast<const BlockQ2_K *>(b0 + i * stride);
+            const float d = f16(b.d);
+            dmin[i] = f16(b.dmin);
+            for (int g = 0; g < 16; ++g) sc[g][i] = d * static_cast<float>(b.scales[g] & 0xf);
+            for (int q = 0; q < 8; ++q) mins[q][i] = (b.scales[2 * q] >> 4) | ((b.scales[2 * q + 1] >> 4) << 16);
+        }
+        for (int g = 0; g < 16; ++g) p.scale[g] = _mm256_load_ps(sc[g]);
+        for (int q = 0; q < 8; ++q) p.mins[q] = _mm256_load_si256(reinterpret_cast<const __m256i *>(mins[q]));
+        p.dmin = _mm256_load_ps(dmin);
+    }
+};
+
+// IQ4_XS (AVX-VNNI only: its unsigned codes, values + 128, are too wide for vpmaddubsw's pairs):
+// element 32g + l is the nibble of qs[16g + l % 16] (high for l >= 16) looked up in kIq4nlValues,
+// x = d*(ls_g - 32) * value per group of 32.
+struct IQ4XSPanel8 {
+    static constexpr int kGroups = 8, kOffset = 128;
+    static constexpr bool kMins = false;
+    static constexpr int kSum16 = 0;
+    DG_TARGET static void decode(const uint8_t *b0, size_t stride, int64_t rows, KPanel8 &p) {
+        alignas(16) uint8_t lut[16];
+        for (int v = 0; v < 16; ++v) lut[v] = static_cast<uint8_t>(kIq4nlValues[v] + 128);
+        const __m256i table = _mm256_broadcastsi128_si256(_mm_load_si128(reinterpret_cast<const __m128i *>(lut)));
+        const __m256i m4 = _mm256_set1_epi8(0x0f);
+        for (int h = 0; h < 4; ++h) {
+            __m256i r[8];  // dword c: qs[32h + 4c ..], group 2h + c / 4, elements 4 (c % 4) .. (+16 high)
+            rows32(b0, stride, rows, offsetof(BlockIQ4_XS, qs) + 32 * h, r);
+            for (int c = 0; c < 8; ++c) {
+                const int g = 2 * h + c / 4, w = c % 4;
+                p.codes[8 * g + w] = _mm256_shuffle_epi8(table, _mm256_and_si256(r[c], m4));
+                p.codes[8 * g + 4 + w] = _mm256_shuffle_epi8(table, _mm256_and_si256(_mm256_srli_epi16(r[c], 4), m4));
+            }
+        }
+        alignas(32) float sc[8][8] = {};
+        for (int64_t i = 0; i < rows; ++i) {
+            const BlockIQ4_XS &b = *reinterpret_cast<const BlockIQ4_XS *>(b0 + i * stride);
+            const float d = f16(b.d);
+            for (int g = 0; g < 8; ++g) {
+                const int ls = ((b.scales_l[g / 2] >> (4 * (g % 2))) & 0xf) | (((b.scales_h >> (2 * g)) & 3) << 4);
+                sc[g][i] = d * static_cast<float>(ls - 32);
+            }
+        }
+        for (int g = 0; g < 8; ++g) p.scale[g] = _mm256_load_ps(sc[g]);
+    }
+};
+
 DG_TARGET inline __m256i bcast32(const void *p) {
     int32_t v;
     std::memcpy(&v, p, 4);
     return _mm256_set1_epi32(v);
 }
 
-template <bool kSixBit, int NT>
+// The start of group g's integer sum: -offset x the group's activation sum (0 without an offset).
+template <typename P>
+DG_TARGET inline __m256i group_start(const BlockQ8_K &x, int g) {
+    if constexpr (P::kOffset == 0) return _mm256_setzero_si256();
+    const int sum = P::kGroups == 16 ? x.bsums[g] : x.bsums[2 * g] + x.bsums[2 * g + 1];
+    return _mm256_set1_epi32(-P::kOffset * sum);
+}
+
+template <typename P, int NT>
 DG_TARGET_VNNI inline void k_panel_tile_vnni(const KPanel8 *p, int64_t ns, const uint8_t *x0, size_t x_stride, float *y,
                                              int64_t ldy, int64_t rows) {
     const BlockQ8_K *x[NT];
@@ -434,15 +539,15 @@ DG_TARGET_VNNI inline void k_panel_tile_vnni(const KPanel8 *p, int64_t ns, const
         __m256 f[NT];
         __m256i s[NT];
         for (int t = 0; t < NT; ++t) f[t] = _mm256_setzero_ps();
-        constexpr int kGroups = kSixBit ? 16 : 8, kRegs = 64 / kGroups;  // registers (4 elements) per group
-        for (int g = 0; g < kGroups; ++g) {
-            for (int t = 0; t < NT; ++t) s[t] = kSixBit ? _mm256_set1_epi32(-32 * x[t][i].bsums[g]) : _mm256_setzero_si256();
+        constexpr int kRegs = 64 / P::kGroups;  // registers (4 elements) per group
+        for (int g = 0; g < P::kGroups; ++g) {
+            for (int t = 0; t < NT; ++t) s[t] = group_start<P>(x[t][i], g);
             for (int q = 0; q < kRegs; ++q)
                 for (int t = 0; t < NT; ++t)
                     s[t] = _mm256_dpbusd_avx_epi32(s[t], w.codes[kRegs * g + q], bcast32(x[t][i].qs + 4 * (kRegs * g + q)));
             for (int t = 0; t < NT; ++t) f[t] = _mm256_fmadd_ps(_mm256_cvtepi32_ps(s[t]), w.scale[g], f[t]);
         }
-        if constexpr (!kSixBit) {
+        if constexpr (P::kMins) {
             for (int t = 0; t < NT; ++t) s[t] = _mm256_setzero_si256();
             for (int q = 0; q < 8; ++q)
                 for (int t = 0; t < NT; ++t) s[t] = _mm256_dpwssd_avx_epi32(s[t], w.mins[q], bcast32(x[t][i].bsums + 2 * q));
@@ -469,9 +574,10 @@ DG_TARGET inline void k_panel_tile_avx2(const KPanel8 *p, int64_t ns, const uint
         __m256 f[NT];
         __m256i s[NT];
         for (int t = 0; t < NT; ++t) f[t] = _mm256_setzero_ps();
-        constexpr int kGroups = P::kSixBit ? 16 : 8, kRegs = 64 / kGroups;
-        for (int g = 0; g < kGroups; ++g) {
-            for (int t = 0; t < NT; ++t) s[t] = P::kSixBit ? _mm256_set1_epi32(-32 * x[t][i].bsums[g]) : _mm256_setzero_si256();
+        static_assert(P::kSum16 > 0, "codes too wide for vpmaddubsw's int16 pairs");
+        constexpr int kRegs = 64 / P::kGroups;
+        for (int g = 0; g < P::kGroups; ++g) {
+            for (int t = 0; t < NT; ++t) s[t] = group_start<P>(x[t][i], g);
             for (int q0 = 0; q0 < kRegs; q0 += P::kSum16) {
                 __m256i s16[NT];
                 for (int q = q0; q < q0 + P::kSum16; ++q)
@@ -483,7 +589,7 @@ DG_TARGET inline void k_panel_tile_avx2(const KPanel8 *p, int64_t ns, const uint
             }
             for (int t = 0; t < NT; ++t) f[t] = _mm256_fmadd_ps(_mm256_cvtepi32_ps(s[t]), w.scale[g], f[t]);
         }
-        if constexpr (!P::kSixBit) {
+        if constexpr (P::kMins) {
             for (int t = 0; t < NT; ++t) s[t] = _mm256_setzero_si256();
             for (int q = 0; q < 8; ++q)
                 for (int t = 0; t < NT; ++t) s[t] = _mm256_add_epi32(s[t], _mm256_madd_epi16(w.mins[q], bcast32(x[t][i].bsums + 2 * q)));
@@ -514,7 +620,7 @@ __attribute__((always_inline)) inline void sweep_k_panels(const GemmArgs &a, Til
 template <typename P, typename Block>
 DG_TARGET_VNNI void gemm_k_panels_vnni(const GemmArgs &a) {
     sweep_k_panels<P, Block, 4>(a, [&](auto nt, const KPanel8 *panel, int64_t ns, int64_t t, int64_t r0, int64_t rows) {
-        k_panel_tile_vnni<P::kSixBit, decltype(nt)::value>(panel, ns, a.x + t * a.x_stride, a.x_stride, a.y + r0 + t * a.ldy,
+        k_panel_tile_vnni<P, decltype(nt)::value>(panel, ns, a.x + t * a.x_stride, a.x_stride, a.y + r0 + t * a.ldy,
                                                             a.ldy, rows);
     });
 }
@@ -638,6 +744,8 @@ GemmKernel gemm_kernel_avx2(TensorType type) {
         case TensorType::Q4_K: return {gemm_k_panels_avx2<Q45KPanel8<BlockQ4_K, false>, BlockQ4_K>, avx2::quantize_row_q8_k, q8_k_bytes};
         case TensorType::Q5_K: return {gemm_k_panels_avx2<Q45KPanel8<BlockQ5_K, true>, BlockQ5_K>, avx2::quantize_row_q8_k, q8_k_bytes};
         case TensorType::Q6_K: return {gemm_k_panels_avx2<Q6KPanel8, BlockQ6_K>, avx2::quantize_row_q8_k, q8_k_bytes};
+        case TensorType::Q3_K: return {gemm_k_panels_avx2<Q3KPanel8, BlockQ3_K>, avx2::quantize_row_q8_k, q8_k_bytes};
+        case TensorType::Q2_K: return {gemm_k_panels_avx2<Q2KPanel8, BlockQ2_K>, avx2::quantize_row_q8_k, q8_k_bytes};
         case TensorType::F32: return {gemm_float_panels<F32Elems8>};
         case TensorType::F16: return {gemm_float_panels<F16Elems8>};
         case TensorType::BF16: return {gemm_float_panels<BF16Elems8>};
@@ -656,6 +764,9 @@ GemmKernel gemm_kernel_avxvnni(TensorType type) {
         case TensorType::Q4_K: return {gemm_k_panels_vnni<Q45KPanel8<BlockQ4_K, false>, BlockQ4_K>, avx2::quantize_row_q8_k, q8_k_bytes};
         case TensorType::Q5_K: return {gemm_k_panels_vnni<Q45KPanel8<BlockQ5_K, true>, BlockQ5_K>, avx2::quantize_row_q8_k, q8_k_bytes};
         case TensorType::Q6_K: return {gemm_k_panels_vnni<Q6KPanel8, BlockQ6_K>, avx2::quantize_row_q8_k, q8_k_bytes};
+        case TensorType::Q3_K: return {gemm_k_panels_vnni<Q3KPanel8, BlockQ3_K>, avx2::quantize_row_q8_k, q8_k_bytes};
+        case TensorType::Q2_K: return {gemm_k_panels_vnni<Q2KPanel8, BlockQ2_K>, avx2::quantize_row_q8_k, q8_k_bytes};
+        case TensorType::IQ4_XS: return {gemm_k_panels_vnni<IQ4XSPanel8, BlockIQ4_XS>, avx2::quantize_row_q8_k, q8_k_bytes};
         default: return gemm_kernel_avx2(type);
     }
 }
