@@ -234,10 +234,11 @@ DG_TARGET inline void panel_tile(const PanelBlock<C> *p, int64_t nb, const uint8
     store_panel<NT>(acc, y, ldy, rows);
 }
 
-// Each panel is decoded once per call and swept by every token (a panel, 544 B per block, stays
-// in L1 for rows up to ~1800 elements).
-template <typename C>
-DG_TARGET void gemm_panels(const GemmArgs &a) {
+// Each panel is decoded once per call and swept by every token in tiles of 4 (a panel, 544 B per
+// block, stays in L1 for rows up to ~1800 elements). tile(NT, ...) is the instruction set's tile;
+// inlined into its caller, whose target it takes.
+template <typename C, typename Tile>
+__attribute__((always_inline)) inline void sweep_panels(const GemmArgs &a, Tile tile) {
     constexpr int64_t kTokens = 4;
     const int64_t nb = a.k / 32;
     thread_local std::vector<uint8_t> buf;
@@ -245,12 +246,17 @@ DG_TARGET void gemm_panels(const GemmArgs &a) {
     for (int64_t r0 = 0; r0 < a.n_rows; r0 += kPanel32) {
         const int64_t rows = std::min<int64_t>(kPanel32, a.n_rows - r0);
         decode_panel<C>(a.w + r0 * a.w_stride, a.w_stride, rows, a.k, panel);
-        float *y = a.y + r0;
         int64_t t = 0;
-        for (; t + kTokens <= a.n_tokens; t += kTokens)
-            panel_tile<C, kTokens>(panel, nb, a.x + t * a.x_stride, a.x_stride, y + t * a.ldy, a.ldy, rows);
-        for (; t < a.n_tokens; ++t) panel_tile<C, 1>(panel, nb, a.x + t * a.x_stride, a.x_stride, y + t * a.ldy, a.ldy, rows);
+        for (; t + kTokens <= a.n_tokens; t += kTokens) tile(std::integral_constant<int, kTokens>{}, panel, nb, t, r0, rows);
+        for (; t < a.n_tokens; ++t) tile(std::integral_constant<int, 1>{}, panel, nb, t, r0, rows);
     }
+}
+
+template <typename C>
+DG_TARGET void gemm_panels(const GemmArgs &a) {
+    sweep_panels<C>(a, [&](auto nt, const PanelBlock<C> *panel, int64_t nb, int64_t t, int64_t r0, int64_t rows) {
+        panel_tile<C, decltype(nt)::value>(panel, nb, a.x + t * a.x_stride, a.x_stride, a.y + r0 + t * a.ldy, a.ldy, rows);
+    });
 }
 
 // ---- AVX-VNNI: the same panels with vpdpbusd ----
@@ -294,19 +300,9 @@ DG_TARGET_VNNI inline void panel_tile_vnni(const PanelBlock<C> *p, int64_t nb, c
 template <typename C>
 DG_TARGET_VNNI void gemm_panels_vnni(const GemmArgs &a) {
     static_assert(!C::kSigned, "vpdpbusd takes unsigned weight codes");
-    constexpr int64_t kTokens = 4;
-    const int64_t nb = a.k / 32;
-    thread_local std::vector<uint8_t> buf;
-    PanelBlock<C> *const panel = aligned_scratch<PanelBlock<C>>(buf, nb);
-    for (int64_t r0 = 0; r0 < a.n_rows; r0 += kPanel32) {
-        const int64_t rows = std::min<int64_t>(kPanel32, a.n_rows - r0);
-        decode_panel<C>(a.w + r0 * a.w_stride, a.w_stride, rows, a.k, panel);
-        float *y = a.y + r0;
-        int64_t t = 0;
-        for (; t + kTokens <= a.n_tokens; t += kTokens)
-            panel_tile_vnni<C, kTokens>(panel, nb, a.x + t * a.x_stride, a.x_stride, y + t * a.ldy, a.ldy, rows);
-        for (; t < a.n_tokens; ++t) panel_tile_vnni<C, 1>(panel, nb, a.x + t * a.x_stride, a.x_stride, y + t * a.ldy, a.ldy, rows);
-    }
+    sweep_panels<C>(a, [&](auto nt, const PanelBlock<C> *panel, int64_t nb, int64_t t, int64_t r0, int64_t rows) {
+        panel_tile_vnni<C, decltype(nt)::value>(panel, nb, a.x + t * a.x_stride, a.x_stride, a.y + r0 + t * a.ldy, a.ldy, rows);
+    });
 }
 
 // ---- K-quants (Q4_K, Q5_K, Q6_K) against Q8_K, in lane-per-row panels (AVX2 and AVX-VNNI) ----
