@@ -110,25 +110,20 @@ struct Raw8 {
     int a = 0, b = 0, c = 0;  // shifts and groups from the element index alone
 };
 
-DG_HD uint32_t load_u16(const uint8_t *p) {
+// One aligned word (W: uint16_t or uint32_t) at p, zero-extended: a plain load on the device; on
+// the host, memcpy (the host check's buffers carry no alignment promise).
+template <typename W>
+DG_HD uint32_t load_word(const uint8_t *p) {
 #if defined(__CUDA_ARCH__)
-    return *reinterpret_cast<const uint16_t *>(p);
+    return *reinterpret_cast<const W *>(p);
 #else
-    uint16_t v;
-    std::memcpy(&v, p, 2);
+    W v;
+    std::memcpy(&v, p, sizeof(W));
     return v;
 #endif
 }
-
-DG_HD uint32_t load_u32(const uint8_t *p) {
-#if defined(__CUDA_ARCH__)
-    return *reinterpret_cast<const uint32_t *>(p);
-#else
-    uint32_t v;
-    std::memcpy(&v, p, 4);
-    return v;
-#endif
-}
+DG_HD uint32_t load_u16(const uint8_t *p) { return load_word<uint16_t>(p); }
+DG_HD uint32_t load_u32(const uint8_t *p) { return load_word<uint32_t>(p); }
 
 // Byte j of the little-endian 16-bit words w[0], w[1], ...
 DG_HD uint32_t byte_at(const uint32_t *w, int j) { return (w[j / 2] >> (8 * (j % 2))) & 0xffu; }
