@@ -5,7 +5,7 @@
     python bench/bench_gpu.py --dry-run     # the whole script on the CPU, tiny config, no floors (CI)
 
 Rows, each a JSON record with the keys card, commit, config, weight_type, batch, step_ms, prefill_tok_s,
-peak_mem_gb, floor_ms (and `row`, `tokens_s`, `floor_ratio`):
+peak_mem_gb, floor_ms (and `row`, `tokens_s`, `floor_ratio`, `kernels`: DGEMMA_CUDA_KERNELS, "auto" when unset):
   - prefill of 512 and 8192 tokens (tokens/s);
   - a denoising step of a 256-token canvas, self-conditioning on, at 1 and 4 sequences (ms per step and
     per sequence-step), from generate() with a fixed number of steps (no early stop), so the sampler
@@ -220,7 +220,8 @@ def main() -> int:
         a.config, a.device, a.prompts = "tiny", "cpu", "64,200"
     preset = PRESETS[a.config]
     prompts = [int(p) for p in a.prompts.split(",")]
-    base = dict(card=card() if a.device != "cpu" else "cpu", commit=commit(), config=a.config, weight_type=a.type.upper())
+    base = dict(card=card() if a.device != "cpu" else "cpu", commit=commit(), config=a.config, weight_type=a.type.upper(),
+                kernels=os.environ.get("DGEMMA_CUDA_KERNELS") or "auto")
     rows = []
     with tempfile.TemporaryDirectory(dir=os.environ.get("DGEMMA_BENCH_TMP")) as tmp:
         path = a.model
@@ -276,7 +277,7 @@ def main() -> int:
     for r in rows:
         for key in ("step_ms", "prefill_tok_s", "tokens_s"):
             r.setdefault(key, None)
-    print(f"{base['card']}, commit {base['commit']}, {a.config} at {base['weight_type']}; floor {floor_ms:.2f} ms "
+    print(f"{base['card']}, commit {base['commit']}, {a.config} at {base['weight_type']}, kernels {base['kernels']}; floor {floor_ms:.2f} ms "
           f"({file_bytes / 2**30:.2f} GiB at {bw / 1e12:.2f} TB/s, {flops / 1e12:.2f} TFLOP at {rate / 1e12:.0f} TFLOP/s); "
           f"peak {peak:.2f} GB")
     print(f"{'row':<44} {'step ms':>9} {'tokens/s':>10} {'prefill tok/s':>14} {'x floor':>8}")

@@ -7,8 +7,10 @@
 // Built with the CUDA backend (cmake/cuda.cmake); run by bench/gpu_check.sh. The matrix shapes
 // take both the per-row reference kernels (one row) and the tiled ones (67 and 256 rows).
 // --bench-full times the ops of one step at the 26B-A4B shapes instead (bench_full below);
-// --no-reference-kernels skips the passes over the matrix ops with the other kernel sets
-// (DGEMMA_CUDA_KERNELS=reference, and =tensor where the device has compute capability 8.0);
+// Kernel sets (DGEMMA_CUDA_KERNELS): every op is checked with the float32 tiles ('float'), then the
+// matrix ops again with the per-row reference kernels and, where the device has compute capability
+// 8.0, the bf16 tensor-core tiles (held to 1e-2). --sets LIST (comma-separated, default
+// float,reference,tensor) checks those sets alone; --no-reference-kernels is --sets float.
 // --only OP runs the checks of one op (CI: --self-test --only matmul-reload, the CPU reference).
 //
 // Tolerances (relative L2 error of CUDA against CPU): float paths 1e-5 (same operations, other
@@ -574,6 +576,20 @@ double median_ms(Backend &be, const std::function<void()> &op, int reps = 5) {
     return t[t.size() / 2];
 }
 
+// A CUDA backend on device 0 with the kernel set `set` (DGEMMA_CUDA_KERNELS).
+std::unique_ptr<Backend> make_kernel_set(const char *set) {
+    ::setenv("DGEMMA_CUDA_KERNELS", set, 1);
+    std::unique_ptr<Backend> be;
+    try {
+        be = make_cuda_backend_direct(0);
+    } catch (...) {
+        ::unsetenv("DGEMMA_CUDA_KERNELS");
+        throw;
+    }
+    ::unsetenv("DGEMMA_CUDA_KERNELS");
+    return be;
+}
+
 int bench_full() {
     constexpr int64_t E = 2816, V = 262144, T = 256, n_past = 512, H = 16, Hkv = 8, D = 256, F = 2112, X = 128,
                       Fe = 704, K = 8, L = 30;
@@ -581,15 +597,13 @@ int bench_full() {
     // tensor-core tiles (null where the device lacks them).
     std::unique_ptr<Backend> sets[3];
     for (int i : {1, 2}) {
-        ::setenv("DGEMMA_CUDA_KERNELS", i == 1 ? "reference" : "tensor", 1);
         try {
-            sets[i] = make_cuda_backend_direct(0);
+            sets[i] = make_kernel_set(i == 1 ? "reference" : "tensor");
         } catch (const std::exception &e) {
             std::printf("kernel set %s: %s\n", i == 1 ? "reference" : "tensor", e.what());
         }
-        ::unsetenv("DGEMMA_CUDA_KERNELS");
     }
-    sets[0] = make_cuda_backend_direct(0);
+    sets[0] = make_kernel_set("float");
     std::unique_ptr<Backend> &gpu = sets[0];
     std::printf("26B-A4B shapes, %ld canvas rows over %ld cached positions; weights as in Q4_K_M; %s\n", long(T),
                 long(n_past), gpu->name().c_str());
@@ -654,14 +668,19 @@ int bench_full() {
     }
     Backend &be = *gpu;
     {
-        Buf w = random_weight(be, TensorType::F32, E, X, 1, rng);
-        Buf x = tensor(be, TensorType::F32, randn(rng, E * T).data(), E, T);
-        std::vector<float> ones(E, 1.0f);
-        Buf s = tensor(be, TensorType::F32, ones.data(), E), p = tensor(be, TensorType::F32, ones.data(), X);
-        Buf ids = tensor(be, TensorType::I32, nullptr, K, T), wts = tensor(be, TensorType::F32, nullptr, K, T);
-        be.reserve(PassLimits{T, 1, E, E, 1, X, K, 1, 0, 0});
-        row1("route", TensorType::F32, dims({E, X, T}), median_ms(be, [&] { be.route(w.t, x.t, s.t, p.t, 1e-6f, int(K), ids.t, wts.t); }),
-            2.0 * E * X * T, int(L));
+        double ms[3] = {0, 0, 0};
+        for (int which = 0; which < 3; ++which) {
+            if (!sets[which]) continue;
+            Backend &b = *sets[which];
+            Buf w = random_weight(b, TensorType::F32, E, X, 1, rng);
+            Buf x = tensor(b, TensorType::F32, randn(rng, E * T).data(), E, T);
+            std::vector<float> ones(E, 1.0f);
+            Buf s = tensor(b, TensorType::F32, ones.data(), E), p = tensor(b, TensorType::F32, ones.data(), X);
+            Buf ids = tensor(b, TensorType::I32, nullptr, K, T), wts = tensor(b, TensorType::F32, nullptr, K, T);
+            b.reserve(PassLimits{T, 1, E, E, 1, X, K, 1, 0, 0});
+            ms[which] = median_ms(b, [&] { b.route(w.t, x.t, s.t, p.t, 1e-6f, int(K), ids.t, wts.t); });
+        }
+        row("route", TensorType::F32, dims({E, X, T}), ms, 2.0 * E * X * T, int(L));
     }
     // Decoder attention over the prompt's cache and the canvas: 25 sliding layers (8 KV heads of 256)
     // and 5 global ones (2 KV heads of 512), the tiles and the per-query reference kernel.
@@ -707,12 +726,19 @@ int bench_full() {
             0, int(8 * L));
     }
     {  // self-conditioning's soft embedding and the sampler over the full vocabulary
-        Buf w = random_weight(be, TensorType::Q6_K, E, V, 1, rng);
+        double ms[3] = {0, 0, 0};
+        for (int which = 0; which < 3; ++which) {
+            if (!sets[which]) continue;
+            Backend &b = *sets[which];
+            Buf w = random_weight(b, TensorType::Q6_K, E, V, 1, rng);
+            Buf z = tensor(b, TensorType::F32, randn(rng, V * T, 3.0f).data(), V, T);
+            Buf o = tensor(b, TensorType::F32, nullptr, E, T);
+            b.reserve(PassLimits{T, 1, E, E, 1, 1, 1, 1, T, V});
+            ms[which] = median_ms(b, [&] { b.soft_embed(w.t, z.t, 16.0f, o.t); });
+        }
+        row("soft_embed", TensorType::Q6_K, dims({E, V, T}), ms, 2.0 * E * V * T, 1);
         Buf z = tensor(be, TensorType::F32, randn(rng, V * T, 3.0f).data(), V, T);
-        Buf o = tensor(be, TensorType::F32, nullptr, E, T);
         be.reserve(PassLimits{T, 1, E, E, 1, 1, 1, 1, T, V});
-        row1("soft_embed", TensorType::Q6_K, dims({E, V, T}), median_ms(be, [&] { be.soft_embed(w.t, z.t, 16.0f, o.t); }),
-            2.0 * E * V * T, 1);
         SamplerParams p;
         std::vector<int32_t> canvas0(T, 7);
         Buf canvas = tensor(be, TensorType::I32, canvas0.data(), T), argmax = tensor(be, TensorType::I32, nullptr, T);
@@ -742,14 +768,15 @@ int bench_full() {
 // --self-test runs the harness with a second CPU backend in place of CUDA (every check must pass,
 // the exact ones included): a rehearsal of the harness itself on machines without a GPU.
 int main(int argc, char **argv) {
-    std::string out_dir = ".", only;
-    bool self_test = false, bench = false, reference_kernels = true;
+    std::string out_dir = ".", only, sets = "float,reference,tensor";
+    bool self_test = false, bench = false;
     for (int i = 1; i < argc; ++i) {
         if (std::string(argv[i]) == "--out" && i + 1 < argc) out_dir = argv[++i];
         else if (std::string(argv[i]) == "--only" && i + 1 < argc) only = argv[++i];
         else if (std::string(argv[i]) == "--self-test") self_test = true;
         else if (std::string(argv[i]) == "--bench-full") bench = true;
-        else if (std::string(argv[i]) == "--no-reference-kernels") reference_kernels = false;
+        else if (std::string(argv[i]) == "--no-reference-kernels") sets = "float";
+        else if (std::string(argv[i]) == "--sets" && i + 1 < argc) sets = argv[++i];
     }
     if (bench) {
         try {
@@ -761,7 +788,7 @@ int main(int argc, char **argv) {
     }
     std::unique_ptr<Backend> gpu;
     try {
-        gpu = self_test ? make_cpu_backend(1) : make_cuda_backend_direct(0);
+        gpu = self_test ? make_cpu_backend(1) : make_kernel_set("float");
     } catch (const std::exception &e) {
         std::printf("no CUDA device: %s\n", e.what());
         return 3;
@@ -773,22 +800,23 @@ int main(int argc, char **argv) {
     h.only = only;
     h.failures.open(out_dir + "/failures.txt");
     std::printf("checked backend: %s\n", gpu->name().c_str());
-    matrix_ops(h);
-    row_ops(h);
-    attention_ops(h);
-    sampler_ops(h);
+    const auto wanted = [&](const char *set) { return ("," + sets + ",").find(std::string(",") + set + ",") != std::string::npos; };
+    if (self_test || wanted("float")) {
+        matrix_ops(h);
+        row_ops(h);
+        attention_ops(h);
+        sampler_ops(h);
+    }
     // The matrix ops again with the other kernel sets (DGEMMA_CUDA_KERNELS): the per-row reference
     // kernels, and the bf16 tensor-core tiles where the device has them (held to 1e-2).
     for (const char *set : {"reference", "tensor"}) {
-        if (self_test || !reference_kernels) break;
-        ::setenv("DGEMMA_CUDA_KERNELS", set, 1);
+        if (self_test || !wanted(set)) continue;
         std::unique_ptr<Backend> other;
         try {
-            other = make_cuda_backend_direct(0);
+            other = make_kernel_set(set);
         } catch (const std::exception &e) {
             std::printf("kernel set %s: not checked: %s\n", set, e.what());
         }
-        ::unsetenv("DGEMMA_CUDA_KERNELS");
         if (!other) continue;
         Harness hs(*cpu, *other);
         hs.type_suffix = std::string("-") + (set[0] == 'r' ? "ref" : "tc");

@@ -33,6 +33,10 @@
 #   bench/gpu_check.sh --all     on the device: the checks, then bench_gpu.py at the full shapes without
 #                                the transformers peer, in one call (about 450 s on an H200: one machine
 #                                start instead of two; timeout_s=590).
+#   bench/gpu_check.sh --quick   on the device, for a short lease: the op check of the tensor-core set
+#                                only (--sets tensor), the model tests, memcheck, gpu_step.py, --bench-full,
+#                                and bench_gpu.py's 512-token and step rows (no 8192-token prefill, no
+#                                offload rows, no peer); about 260 s on an H200 (timeout_s=360).
 # After a device run, commit what came back (summary.txt, opcheck.txt, failures.txt, the logs) under
 # bench/results/<card>-<date>-<commit>/ (run.txt names all three).
 # `dgemma_cuda_opcheck --self-test` rehearses the op harness with the CPU in place of CUDA (~4 min on 2 cores).
@@ -50,8 +54,9 @@ case "${1:-}" in
   --no-gpu) MODE=no-gpu ;;
   --bench-gpu) MODE=bench-gpu ;;
   --all) MODE=all ;;
+  --quick) MODE=quick ;;
   "") ;;
-  *) echo "usage: bench/gpu_check.sh [--build | --no-gpu | --bench-gpu | --all]" >&2; exit 2 ;;
+  *) echo "usage: bench/gpu_check.sh [--build | --no-gpu | --bench-gpu | --all | --quick]" >&2; exit 2 ;;
 esac
 OUT=${OUT:-$ROOT/bench/results/local}
 mkdir -p "$OUT"
@@ -120,8 +125,13 @@ if [ "$MODE" = bench-gpu ]; then
   exit "${PIPESTATUS[0]}"
 fi
 
-say "== 1. op by op (dgemma_cuda_opcheck)"
-timeout 240 "$PACK/dgemma_cuda_opcheck" --out "$OUT" >"$OUT/opcheck.log" 2>&1
+if [ "$MODE" = quick ]; then
+  say "== 1. op by op, the tensor-core set only (dgemma_cuda_opcheck --sets tensor)"
+  timeout 120 "$PACK/dgemma_cuda_opcheck" --sets tensor --out "$OUT" >"$OUT/opcheck.log" 2>&1
+else
+  say "== 1. op by op (dgemma_cuda_opcheck)"
+  timeout 240 "$PACK/dgemma_cuda_opcheck" --out "$OUT" >"$OUT/opcheck.log" 2>&1
+fi
 say "op check exit code $? (0: all passed, 1: failures in $OUT/failures.txt)"
 
 say "== 2. the models (tests/test_cuda.py)"
@@ -160,10 +170,15 @@ if [ "$MODE" = all ]; then
   DGEMMA_BENCH_TMP=/tmp timeout 300 python3 bench/bench_gpu.py --config full --type Q4_K_M --no-peer \
     --json "$OUT/bench_gpu.json" >"$OUT/bench_gpu.txt" 2>&1
   say "bench_gpu exit code $?"
+elif [ "$MODE" = quick ]; then
+  say "== 6. bench/bench_gpu.py at the full shapes, Q4_K_M: 512-token prefill and the step rows (JSON in $OUT/bench_gpu.json)"
+  DGEMMA_BENCH_TMP=/tmp timeout 170 python3 bench/bench_gpu.py --config full --type Q4_K_M --no-peer --prompts 512 \
+    --offload-caps '' --json "$OUT/bench_gpu.json" >"$OUT/bench_gpu.txt" 2>&1
+  say "bench_gpu exit code $?"
 fi
 
 
 python3 bench/gpu_check_report.py "$OUT" | tee "$OUT/summary.txt"
 cat "$OUT/gpu_step.txt" "$OUT/bench_full.txt"
-[ "$MODE" = all ] && cat "$OUT/bench_gpu.txt"
+[ "$MODE" = all ] || [ "$MODE" = quick ] && cat "$OUT/bench_gpu.txt"
 exit 0

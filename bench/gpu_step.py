@@ -4,10 +4,10 @@ The baseline for the issue "GPU speed at full 26B-A4B scale": random models of a
 (convert/random_model.py's random blocks in a quantize recipe's types; --config full is the 26B-A4B,
 about 16 GB at Q4_K_M, written in well under a minute) as Q8_0 and Q4_K_M, a 512-token
 prompt, one canvas, self-conditioning on, median of --steps steps after a warm-up; the CPU on all
-cores. CUDA runs three times: its default (float32 tiled) matrix kernels, DGEMMA_CUDA_KERNELS=reference
-and =tensor (bf16 tensor-core tiles).
+cores. CUDA runs three times: DGEMMA_CUDA_KERNELS=float (float32 tiles), =reference (per-row kernels)
+and =tensor (bf16 tensor-core tiles, the default from compute capability 8.0).
 Prints one table: the figures, the CPU from the same run, the ratios; then, with --profile, the
-device time per op of one more CUDA run (DGEMMA_CUDA_PROFILE, on stderr).
+device time per op of one more CUDA run with the default set (DGEMMA_CUDA_PROFILE, on stderr).
 
     python bench/gpu_step.py [--config medium] [--steps 5] [--types Q8_0,Q4_K_M] [--no-cpu] [--profile]
 """
@@ -83,7 +83,7 @@ def main() -> None:
             path = Path(d) / f"{t}.gguf"
             write_random_blocks_gguf(str(path), a.config, t, seed=1, progress=None)
             cpu = (float("nan"), float("nan")) if a.no_cpu else measure(path, "cpu", a.steps, a.prompt)
-            cuda = measure(path, "cuda", a.steps, a.prompt)
+            cuda = measure(path, "cuda", a.steps, a.prompt, DGEMMA_CUDA_KERNELS="float")
             ref = measure(path, "cuda", a.steps, a.prompt, DGEMMA_CUDA_KERNELS="reference")
             try:  # the tensor-core set needs compute capability 8.0
                 tc = measure(path, "cuda", a.steps, a.prompt, DGEMMA_CUDA_KERNELS="tensor")
@@ -93,10 +93,10 @@ def main() -> None:
             rows.append((t, "prefill", cuda[0], ref[0], tc[0], cpu[0]))
             rows.append((t, "step", cuda[1], ref[1], tc[1], cpu[1]))
         print(f"{a.config}, {a.prompt}-token prompt, median of {a.steps}; CPU: {os.cpu_count()} threads")
-        print(f"{'type':<8} {'what':<8} {'cuda ms':>9} {'ref ms':>9} {'tc ms':>9} {'cpu ms':>9} {'cuda/ref':>9} "
-              f"{'tc/cuda':>9} {'cuda/cpu':>9}")
+        print(f"{'type':<8} {'what':<8} {'float ms':>9} {'ref ms':>9} {'tc ms':>9} {'cpu ms':>9} {'float/ref':>9} "
+              f"{'tc/float':>9} {'tc/cpu':>9}")
         for t, what, g, r, tc, c in rows:
-            print(f"{t:<8} {what:<8} {g:9.2f} {r:9.2f} {tc:9.2f} {c:9.2f} {g / r:9.3f} {tc / g:9.3f} {g / c:9.3f}",
+            print(f"{t:<8} {what:<8} {g:9.2f} {r:9.2f} {tc:9.2f} {c:9.2f} {g / r:9.3f} {tc / g:9.3f} {tc / c:9.3f}",
                   flush=True)
         if a.profile:
             print(f"device time per op, {t}: one prefill and {a.steps + 1} steps (then the prefills timed)", flush=True)

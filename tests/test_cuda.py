@@ -12,6 +12,11 @@ multiply dequantized weights by float activations, while the CPU quantizes activ
 for its integer dot products, which moves random models' logits by about 3 % (measured on an H200,
 2026-11-27) and would hide any kernel error smaller than that.
 
+Kernel sets (DGEMMA_CUDA_KERNELS): the default from compute capability 8.0 is the bf16 tensor-core
+set, whose error is of bf16's size, not float's; the tests here run the float32 tiles ('float', the
+exact mode) unless they name the set, and test_tensor_core_kernels_match_the_cpu_within_bf16_rounding
+bounds the tensor set on the models.
+
 Token-for-token equality of generate is checked on the trained demo model. Random models give
 near-uniform distributions whose positions' entropies lie within float rounding of each other, so
 a 1e-6 difference in logits reorders the entropy-bound acceptance and the runs part (seen on an
@@ -45,6 +50,12 @@ CUDA_TYPES = ["F32", "F16", "BF16", "Q8_0", "Q4_0", "Q4_1", "Q5_0", "Q5_1", "Q4_
 FLOAT_TOL = 1e-4
 # mini with expert rows of 256 so that every matrix takes the K-quant types (no Q5_0 fallback).
 MINI_K = dict(PRESETS["mini"], moe_intermediate_size=256)
+
+
+@pytest.fixture(autouse=True)
+def float_kernels(monkeypatch):
+    """The float32 tiles unless a test names another set (see the module's docstring)."""
+    monkeypatch.setenv("DGEMMA_CUDA_KERNELS", "float")
 
 
 # --- no GPU needed ------------------------------------------------------------------------------
@@ -88,6 +99,15 @@ def test_attention_tile_spans_match_the_cpu_backends_visibility(tmp_path):
     out = subprocess.run([str(_host_check("attention_span_check.cpp", tmp_path))], capture_output=True, text=True)
     assert out.returncode == 0, out.stdout
     assert int(out.stdout.split()[-1]) > 1_000_000  # (query, key) pairs compared
+
+
+def test_tensor_core_tile_layout_covers_each_element_once_and_multiplies_as_the_ptx_fragments_say(tmp_path):
+    """cuda/mma_layout.h (the tensor-core tiles' loaders, warp tiles and fragment coordinates) on the host:
+    every stage element loaded once, conflict-free fragment reads, and a block's products emulated as the
+    PTX ISA's m16n8k16 fragment tables say equal to a plain product, for both tile widths."""
+    out = subprocess.run([str(_host_check("mma_layout_check.cpp", tmp_path))], capture_output=True, text=True)
+    assert out.returncode == 0, out.stdout
+    assert int(out.stdout.split()[-1]) == 128 * (32 + 128)  # outputs compared
 
 
 def test_router_top_k_is_the_contracts_choice_with_ties_to_the_lower_id(tmp_path):
@@ -280,8 +300,29 @@ def test_tensor_core_kernels_match_the_cpu_within_bf16_rounding(models, preset, 
 @needs_cuda
 def test_an_unknown_kernel_set_is_refused_by_name(monkeypatch):
     monkeypatch.setenv("DGEMMA_CUDA_KERNELS", "fastest")
-    with pytest.raises(dgemma.InvalidArgumentError, match="DGEMMA_CUDA_KERNELS must be 'auto', 'reference' or 'tensor', got 'fastest'"):
+    with pytest.raises(dgemma.InvalidArgumentError,
+                       match="DGEMMA_CUDA_KERNELS must be 'auto', 'float', 'reference' or 'tensor', got 'fastest'"):
         dgemma.Model(dgemma.demo_model_path(), device="cuda")
+
+
+def _compute_capability() -> float:
+    out = subprocess.run(["nvidia-smi", "--query-gpu=compute_cap", "--format=csv,noheader"], capture_output=True, text=True,
+                         check=True).stdout
+    return float(out.split()[0])
+
+
+@needs_cuda
+@pytest.mark.parametrize("setting", [None, "auto"])
+def test_the_default_kernel_set_is_the_tensor_cores_from_compute_capability_8(models, monkeypatch, setting):
+    path = models("mini", "Q4_K_M")
+    monkeypatch.setenv("DGEMMA_CUDA_KERNELS", "tensor" if _compute_capability() >= 8.0 else "float")
+    want = _trace(path, "cuda")
+    if setting is None:
+        monkeypatch.delenv("DGEMMA_CUDA_KERNELS")
+    else:
+        monkeypatch.setenv("DGEMMA_CUDA_KERNELS", setting)
+    for got, w in zip(_trace(path, "cuda"), want):
+        np.testing.assert_array_equal(got, w)
 
 
 @needs_cuda
@@ -329,7 +370,9 @@ def test_experts_offloaded_to_the_cpu_give_the_same_tokens():
 
 
 @needs_cuda
-def test_a_batch_on_cuda_gives_each_sequence_what_it_gets_alone(models):
+@pytest.mark.parametrize("kernel_set", ["float", "tensor"])
+def test_a_batch_on_cuda_gives_each_sequence_what_it_gets_alone(models, monkeypatch, kernel_set):
+    monkeypatch.setenv("DGEMMA_CUDA_KERNELS", kernel_set)
     path = models("tiny", "Q8_0")
     prompts = [[1, 2, 3, 4, 5], [9, 8, 7]]
     with dgemma.Model(path, device="cuda") as m:

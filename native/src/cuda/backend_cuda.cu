@@ -2,9 +2,10 @@
 // weights are uploaded once at load (types without a kernel are refused there, naming the type:
 // no silent host fallback); upload() and download() are the only host crossings, and download()
 // and synchronize() the only waits. Kernels: cuda/*.cu; entry points for the core: plugin.cu.
-// Environment: DGEMMA_CUDA_KERNELS=reference runs the per-row reference kernels of the matrix ops,
-// =tensor the bf16 tensor-core tiles (cuda/tile_mma.cuh; not yet the default); DGEMMA_CUDA_PROFILE=1 prints
-// the device time per op to stderr when the backend goes (cuda/op_profile.h).
+// Environment: DGEMMA_CUDA_KERNELS chooses the matrix ops' kernels (kernel_set below: the bf16
+// tensor-core tiles by default from compute capability 8.0, 'float' for the float32 tiles);
+// DGEMMA_CUDA_PROFILE=1 prints the device time per op to stderr when the backend goes
+// (cuda/op_profile.h).
 #include <algorithm>
 #include <cstdlib>
 #include <string>
@@ -14,6 +15,7 @@
 #include "cuda/backend_cuda.h"
 #include "cuda/dequant.h"
 #include "cuda/kernels.h"
+#include "cuda/mma_layout.h"
 #include "cuda/op_profile.h"
 #include "sampler_math.h"
 
@@ -67,15 +69,7 @@ public:
         cudaDeviceProp prop;
         check(cudaGetDeviceProperties(&prop, device), "cudaGetDeviceProperties");
         name_ = "cuda:" + std::to_string(device) + " (" + prop.name + ")";
-        if (const char *k = std::getenv("DGEMMA_CUDA_KERNELS"); k && *k) {
-            const std::string v = k;
-            if (v != "auto" && v != "reference" && v != "tensor")
-                throw Error(DGEMMA_ERR_INVALID_ARGUMENT, "DGEMMA_CUDA_KERNELS must be 'auto', 'reference' or 'tensor', got '" + v + "'");
-            if (v == "tensor" && prop.major < 8)
-                throw Error(DGEMMA_ERR_UNSUPPORTED, "DGEMMA_CUDA_KERNELS=tensor needs compute capability 8.0 or newer; " + name_ +
-                                                        " has " + std::to_string(prop.major) + "." + std::to_string(prop.minor));
-            kernels_ = v == "reference" ? cuda::KernelSet::reference : v == "tensor" ? cuda::KernelSet::tensor : cuda::KernelSet::tiled;
-        }
+        kernels_ = kernel_set(std::getenv("DGEMMA_CUDA_KERNELS"), prop.major, prop.minor);
     }
     ~CudaBackend() override {
         cudaStreamSynchronize(stream_);
@@ -151,6 +145,10 @@ public:
         soft_partial_.grow(static_cast<size_t>(cuda::kSoftEmbedParts * l.rows * l.n_embd));
         router_z_.grow(static_cast<size_t>(l.rows * l.n_embd));
         router_logits_.grow(static_cast<size_t>(l.rows * l.n_expert));
+        if (kernels_ == cuda::KernelSet::tensor) {  // bf16 copies of the products' activations
+            x_bf16_.grow(static_cast<size_t>(l.rows * cuda::mma_padded_cols(l.max_cols)));
+            act_bf16_.grow(slots * static_cast<size_t>(cuda::mma_padded_cols(l.n_ff_exp)));
+        }
         if (l.canvas > 0) {
             entropy_.grow(static_cast<size_t>(l.canvas));
             draw_.grow(static_cast<size_t>(l.canvas));
@@ -161,7 +159,7 @@ public:
     // --- ops -------------------------------------------------------------------------------------
     void matmul(const Tensor &w, const Tensor &x, const Tensor &y) override {
         cuda::OpScope scope(profile_, stream_, "matmul");
-        cuda::matmul(stream_, view(w), dev<float>(x), x.n_rows(), dev<float>(y), kernels_);
+        cuda::matmul(stream_, view(w), dev<float>(x), x.n_rows(), dev<float>(y), kernels_, x_bf16(x.n_rows(), w.n_cols()));
     }
     void moe(const MoeWeights &w, const Tensor &x, const Tensor &expert, const Tensor &weight, const Tensor &out) override {
         cuda::OpScope scope(profile_, stream_, "moe");
@@ -173,6 +171,9 @@ public:
         m.slot_of = moe_slot_of_.get(slots);
         m.act = moe_act_.get(slots * static_cast<size_t>(w.gate.n_rows()));
         m.y = moe_y_.get(slots * static_cast<size_t>(w.down.n_rows()));
+        m.x_bf16 = x_bf16(n, w.gate.n_cols());
+        if (kernels_ == cuda::KernelSet::tensor)
+            m.act_bf16 = act_bf16_.get(slots * static_cast<size_t>(cuda::mma_padded_cols(w.gate.n_rows())));
         cuda::moe(stream_, view(w.gate), view(w.up), view(w.down), X, dev<float>(x), n, dev<int32_t>(expert),
                   dev<float>(weight), static_cast<int>(k), dev<float>(out), m, kernels_);
     }
@@ -285,6 +286,11 @@ public:
     }
 
 private:
+    // The tensor set's bf16 copy of n activation rows of `cols` (null under the other sets).
+    __nv_bfloat16 *x_bf16(int64_t n, int64_t cols) const {
+        if (kernels_ != cuda::KernelSet::tensor) return nullptr;
+        return x_bf16_.get(static_cast<size_t>(n * cuda::mma_padded_cols(cols)));
+    }
     void *device_malloc(size_t bytes, const char *what) {
         void *p = nullptr;
         const cudaError_t e = cudaMalloc(&p, bytes);
@@ -312,8 +318,26 @@ private:
                                                      std::to_string(k) + " was needed");
     }
 
+    // DGEMMA_CUDA_KERNELS: 'auto' (or unset) is the tensor cores from compute capability 8.0 (bf16
+    // operands, as vLLM and transformers run the model) and the float32 tiles before; 'float' the
+    // float32 tiles (the CPU's products to float rounding: the exact mode); 'reference' the per-row
+    // kernels; 'tensor' the tensor cores, refused below 8.0.
+    cuda::KernelSet kernel_set(const char *env, int major, int minor) const {
+        const std::string v = env && *env ? env : "auto";
+        if (v == "auto") return major >= 8 ? cuda::KernelSet::tensor : cuda::KernelSet::tiled;
+        if (v == "float") return cuda::KernelSet::tiled;
+        if (v == "reference") return cuda::KernelSet::reference;
+        if (v != "tensor")
+            throw Error(DGEMMA_ERR_INVALID_ARGUMENT,
+                        "DGEMMA_CUDA_KERNELS must be 'auto', 'float', 'reference' or 'tensor', got '" + v + "'");
+        if (major < 8)
+            throw Error(DGEMMA_ERR_UNSUPPORTED, "DGEMMA_CUDA_KERNELS=tensor needs compute capability 8.0 or newer; " + name_ +
+                                                    " has " + std::to_string(major) + "." + std::to_string(minor));
+        return cuda::KernelSet::tensor;
+    }
+
     int device_;
-    cuda::KernelSet kernels_ = cuda::KernelSet::tiled;  // DGEMMA_CUDA_KERNELS
+    cuda::KernelSet kernels_ = cuda::KernelSet::tiled;
     cudaStream_t stream_ = nullptr;
     cuda::OpProfile profile_;  // prints when destroyed, after ~CudaBackend has drained the stream
     std::string name_;
@@ -322,6 +346,7 @@ private:
     Scratch<int32_t> moe_offsets_, moe_order_, moe_slot_of_, draw_, order_;
     Scratch<float> moe_act_, moe_y_, row_max_, row_inv_sum_, soft_partial_, router_z_, router_logits_;
     Scratch<double> entropy_;
+    Scratch<__nv_bfloat16> x_bf16_, act_bf16_;
 };
 
 }  // namespace

@@ -3,6 +3,7 @@
 // contiguous F32 [rows][width].
 #pragma once
 
+#include <cuda_bf16.h>
 #include <cuda_runtime.h>
 
 #include <cstdint>
@@ -12,13 +13,16 @@
 
 namespace dg::cuda {
 
-// Which kernels run the matrix products (DGEMMA_CUDA_KERNELS): the float32 tiles (the default), the
-// per-row reference kernels, or bf16 tensor-core tiles (sm_80+; cuda/tile_mma.cuh).
+// Which kernels run the matrix products (DGEMMA_CUDA_KERNELS; the backend's kernel_set): the float32
+// tiles ('float'), the per-row reference kernels, or the bf16 tensor-core tiles (sm_80+, the default
+// there; cuda/tile_mma.cuh).
 enum class KernelSet { tiled, reference, tensor };
 
 // --- matrices (matmul.cu)
-// y[n][w.rows] = x[n][w.cols] . W^T
-void matmul(cudaStream_t s, const WeightView &w, const float *x, int64_t n, float *y, KernelSet k);
+// y[n][w.rows] = x[n][w.cols] . W^T. x_bf16: scratch of n * mma_padded_cols(w.cols) (the tensor set
+// multiplies a bf16 copy of x; the other sets take null).
+void matmul(cudaStream_t s, const WeightView &w, const float *x, int64_t n, float *y, KernelSet k,
+            __nv_bfloat16 *x_bf16);
 void embed(cudaStream_t s, const WeightView &table, const int32_t *ids, int64_t n, float scale, float *out);
 // row_max / row_inv_sum: scratch [n]; partial: scratch [kSoftEmbedParts][n][table.cols] (the tiles
 // sum the vocabulary in kSoftEmbedParts fixed parts, soft_embed_part_rows rows each, then add them).
@@ -36,6 +40,8 @@ struct MoeScratch {
     int32_t *slot_of = nullptr;  // [slots]
     float *act = nullptr;        // [slots][n_ff_exp]
     float *y = nullptr;          // [slots][n_embd]
+    // The tensor set's bf16 operands, rows padded to mma_padded_cols: x [n][n_embd], act [slots][n_ff_exp].
+    __nv_bfloat16 *x_bf16 = nullptr, *act_bf16 = nullptr;
 };
 struct RouteScratch {
     float *z = nullptr;       // [n][n_embd]: the router's input

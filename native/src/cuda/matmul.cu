@@ -1,7 +1,8 @@
-// Matrix products and the soft embedding over weights of any supported type. Two kernels each: the
-// reference, dequantizing element by element (cuda/dequant.h), plain and obviously right, run when
-// DGEMMA_CUDA_KERNELS=reference; and the tiled one (cuda/tile_gemm.cuh), the default at every size
-// (its results do not depend on the pass's other rows). Tensor-core tiles are a later step.
+// Matrix products and the soft embedding over weights of any supported type: the reference,
+// dequantizing element by element (cuda/dequant.h), plain and obviously right, run when
+// DGEMMA_CUDA_KERNELS=reference; the float32 tiles (cuda/tile_gemm.cuh, 'float'); and for the
+// products and the soft embedding the bf16 tensor-core tiles (cuda/tile_mma.cuh, the default from
+// sm_80). No set's results depend on the pass's other rows.
 #include "cuda/dequant.h"
 #include "cuda/kernels.h"
 #include "cuda/tile_gemm.cuh"
@@ -49,16 +50,37 @@ __global__ void __launch_bounds__(kTileThreads) matmul_tiled_kernel(WeightView w
     });
 }
 
-template <TensorType T>
-__global__ void __launch_bounds__(kTileThreads) matmul_mma_kernel(WeightView w, const float *x, int64_t n, float *y) {
-    __shared__ MmaOperand ws, xs;
-    const int64_t row0 = static_cast<int64_t>(blockIdx.x) * kTileRows, t0 = static_cast<int64_t>(blockIdx.y) * kTileRows;
-    const int64_t my_token = t0 + mma_loader_token();
-    float acc[4][4] = {};
-    mma_accumulate<T>(ws, xs, w.data, w.row_stride, w.rows, w.cols, row0, my_token < n ? x + my_token * w.cols : nullptr, acc);
-    mma_store(acc, [&](int r, int t, float v) {
-        if (row0 + r < w.rows && t0 + t < n) y[(t0 + t) * w.rows + row0 + r] = v;
+// The tensor-core product (cuda/tile_mma.cuh): a block per kMmaRows weight rows x N tokens of the
+// bf16 copy xb of the activations (rows of mma_padded_cols(w.cols)).
+template <TensorType T, int N>
+__global__ void __launch_bounds__(kMmaThreads) matmul_mma_kernel(WeightView w, const __nv_bfloat16 *xb, int64_t n, float *y) {
+    __shared__ MmaStage<N, 1> st[2];
+    const int64_t row0 = static_cast<int64_t>(blockIdx.x) * kMmaRows, t0 = static_cast<int64_t>(blockIdx.y) * N;
+    const int64_t padded = mma_padded_cols(w.cols);
+    MmaWeightLoader<T, 1> wl;
+    wl.base[0] = w.data;
+    wl.row_stride[0] = w.row_stride;
+    wl.n_rows = w.rows;
+    wl.n_cols = w.cols;
+    wl.row0 = row0;
+    MmaTokenLoader<N> xl;
+    xl.bind([&](int t) { return t0 + t < n ? xb + (t0 + t) * padded : nullptr; });
+    MmaAcc<N, 1> acc = {};
+    mma_accumulate<T, N, 1>(st, wl, xl, acc);
+    mma_for_each<N>([&](int mt, int nt, int r, int row, int t) {
+        if (row0 + row < w.rows && t0 + t < n) y[(t0 + t) * w.rows + row0 + row] = acc[0][mt][nt][r];
     });
+}
+
+// Thread i: elements 8 (i % groups) .. + 7 of row i / groups, groups = padded / 8.
+__global__ void to_bf16_rows_kernel(const float *x, int64_t n, int64_t cols, int64_t padded, __nv_bfloat16 *out) {
+    const int64_t groups = padded / 8, i = static_cast<int64_t>(blockIdx.x) * blockDim.x + threadIdx.x;
+    if (i >= n * groups) return;
+    const int64_t t = i / groups, c0 = 8 * (i % groups);
+    float f[8];
+#pragma unroll
+    for (int j = 0; j < 8; ++j) f[j] = c0 + j < cols ? x[t * cols + c0 + j] : 0.0f;
+    store8_bf16(out + t * padded + c0, f);
 }
 
 __global__ void embed_kernel(WeightView table, const int32_t *ids, float scale, float *out) {
@@ -152,6 +174,83 @@ __global__ void __launch_bounds__(kTileThreads) soft_embed_tiled_kernel(WeightVi
     });
 }
 
+// The soft embedding on tensor cores: the tiled kernel's parts and roles (the table's columns are the
+// tile's kMmaRows lines, the vocabulary the walked k), bf16 operands. The table is loaded turned
+// (mma_turned_loader_coord); the probabilities exp(z - max) / sum of a token's eight consecutive
+// vocabulary entries are computed by the thread that stores them.
+template <TensorType T>
+__global__ void __launch_bounds__(kMmaThreads) soft_embed_mma_kernel(WeightView table, const float *logits, int64_t n,
+                                                                      const float *row_max, const float *row_inv_sum,
+                                                                      float *partial) {
+    constexpr int N = 128, G = MmaShape<N>::kTokenGroups;
+    __shared__ MmaStage<N, 1> st[2];
+    const int64_t V = table.rows, E = table.cols;
+    const int64_t col0 = static_cast<int64_t>(blockIdx.x) * kMmaRows, t0 = static_cast<int64_t>(blockIdx.y) * N;
+    const int64_t part_rows = soft_embed_part_rows(V), v_begin = blockIdx.z * part_rows, v_end = min(V, v_begin + part_rows);
+    WeightFetch8<T> w[kMmaWeightGroups];
+    const float *z[G];
+    float mx[G], inv[G], zv[G][8];
+#pragma unroll
+    for (int i = 0; i < G; ++i) {
+        const int64_t t = t0 + mma_loader_coord(threadIdx.x, i).line;
+        const bool has = mma_token_group_used<N>(threadIdx.x, i) && t < n;
+        z[i] = has ? logits + t * V : nullptr;
+        mx[i] = has ? row_max[t] : 0.0f;
+        inv[i] = has ? row_inv_sum[t] : 0.0f;
+    }
+    auto fetch = [&](int64_t v0) {
+#pragma unroll
+        for (int i = 0; i < kMmaWeightGroups; ++i) {
+            const Coord c = mma_turned_loader_coord(threadIdx.x, i);
+            w[i].fetch(table.data, table.row_stride, v_end, E, v0 + c.k, col0 + c.line);
+        }
+#pragma unroll
+        for (int i = 0; i < G; ++i)
+#pragma unroll
+            for (int j = 0; j < 8; ++j) {
+                const int64_t v = v0 + mma_loader_coord(threadIdx.x, i).k + j;
+                zv[i][j] = z[i] && v < v_end ? z[i][v] : -INFINITY;  // exp(-inf) = 0: no probability
+            }
+    };
+    auto store = [&](MmaStage<N, 1> &s) {
+#pragma unroll
+        for (int i = 0; i < kMmaWeightGroups; ++i) {
+            const Coord c = mma_turned_loader_coord(threadIdx.x, i);
+            float f[8];
+            w[i].value(f);
+#pragma unroll
+            for (int j = 0; j < 8; ++j) s.w[0][c.line + j][c.k] = __float2bfloat16_rn(f[j]);
+        }
+#pragma unroll
+        for (int i = 0; i < G; ++i)
+            if (mma_token_group_used<N>(threadIdx.x, i)) {
+                const Coord c = mma_loader_coord(threadIdx.x, i);
+                float p[8];
+#pragma unroll
+                for (int j = 0; j < 8; ++j) p[j] = z[i] ? expf(zv[i][j] - mx[i]) * inv[i] : 0.0f;
+                store8_bf16(&s.x[c.line][c.k], p);
+            }
+    };
+    MmaAcc<N, 1> acc = {};
+    const int64_t chunks = (v_end - v_begin + kMmaK - 1) / kMmaK;
+    if (chunks > 0) {
+        fetch(v_begin);
+        store(st[0]);
+    }
+    __syncthreads();
+    for (int64_t c = 0; c < chunks; ++c) {
+        const bool more = c + 1 < chunks;
+        if (more) fetch(v_begin + (c + 1) * kMmaK);
+        mma_stage<N, 1>(st[c % 2], acc);
+        if (more) store(st[(c + 1) % 2]);
+        __syncthreads();
+    }
+    float *part = partial + static_cast<int64_t>(blockIdx.z) * n * E;
+    mma_for_each<N>([&](int mt, int nt, int r, int col, int t) {
+        if (col0 + col < E && t0 + t < n) part[(t0 + t) * E + col0 + col] = acc[0][mt][nt][r];
+    });
+}
+
 // out[i] = scale * (partial[0][i] + partial[1][i] + ...), the parts in order.
 __global__ void soft_embed_sum_kernel(const float *partial, int64_t count, float scale, float *out) {
     const int64_t i = static_cast<int64_t>(blockIdx.x) * blockDim.x + threadIdx.x;
@@ -163,13 +262,28 @@ __global__ void soft_embed_sum_kernel(const float *partial, int64_t count, float
 
 }  // namespace
 
-void matmul(cudaStream_t s, const WeightView &w, const float *x, int64_t n, float *y, KernelSet k) {
+void to_bf16_rows(cudaStream_t s, const float *x, int64_t n, int64_t cols, __nv_bfloat16 *out) {
+    if (n <= 0) return;
+    to_bf16_rows_kernel<<<blocks_for(n * (mma_padded_cols(cols) / 8), 256), 256, 0, s>>>(x, n, cols, mma_padded_cols(cols), out);
+    check_launch("activations to bf16");
+}
+
+void matmul(cudaStream_t s, const WeightView &w, const float *x, int64_t n, float *y, KernelSet k, __nv_bfloat16 *x_bf16) {
     if (n <= 0 || w.rows <= 0) return;
     if (k == KernelSet::tensor) {
-        const dim3 grid(blocks_for(w.rows, kTileRows), blocks_for(n, kTileRows));
-        with_weight_type(w.type, [&](auto type) {
-            matmul_mma_kernel<decltype(type)::value><<<grid, kTileThreads, 0, s>>>(w, x, n, y);
-        });
+        to_bf16_rows(s, x, n, w.cols, x_bf16);
+        // 32-token tiles for short passes: the same bits as 128 (each output's chain is its own).
+        auto launch = [&](auto width) {
+            constexpr int N = decltype(width)::value;
+            const dim3 grid(blocks_for(w.rows, kMmaRows), blocks_for(n, N));
+            with_weight_type(w.type, [&](auto type) {
+                matmul_mma_kernel<decltype(type)::value, N><<<grid, kMmaThreads, 0, s>>>(w, x_bf16, n, y);
+            });
+        };
+        if (n <= 32)
+            launch(std::integral_constant<int, 32>{});
+        else
+            launch(std::integral_constant<int, 128>{});
         check_launch("matmul (tensor cores)");
         return;
     }
@@ -200,18 +314,27 @@ void soft_embed(cudaStream_t s, const WeightView &table, const float *logits, in
     if (n <= 0) return;
     softmax_stats_kernel<<<static_cast<unsigned>(n), 256, 0, s>>>(logits, table.rows, row_max, row_inv_sum);
     check_launch("soft_embed statistics");
-    if (k == KernelSet::reference) {  // the tensor set keeps the float tiles here (not yet on tensor cores)
+    if (k == KernelSet::reference) {
         const dim3 grid(blocks_for(table.cols, kSoftCols), blocks_for(n, kSoftTokens));
         soft_embed_kernel<<<grid, kSoftCols, 0, s>>>(table, logits, n, row_max, row_inv_sum, scale, out);
         check_launch("soft_embed");
         return;
     }
-    const dim3 grid(blocks_for(table.cols, kTileRows), blocks_for(n, 64), kSoftEmbedParts);
-    with_weight_type(table.type, [&](auto type) {
-        soft_embed_tiled_kernel<decltype(type)::value><<<grid, kTileThreads, 0, s>>>(table, logits, n, row_max, row_inv_sum,
-                                                                                      partial);
-    });
-    check_launch("soft_embed (tiled)");
+    if (k == KernelSet::tensor) {
+        const dim3 grid(blocks_for(table.cols, kMmaRows), blocks_for(n, 128), kSoftEmbedParts);
+        with_weight_type(table.type, [&](auto type) {
+            soft_embed_mma_kernel<decltype(type)::value><<<grid, kMmaThreads, 0, s>>>(table, logits, n, row_max, row_inv_sum,
+                                                                                    partial);
+        });
+        check_launch("soft_embed (tensor cores)");
+    } else {
+        const dim3 grid(blocks_for(table.cols, kTileRows), blocks_for(n, 64), kSoftEmbedParts);
+        with_weight_type(table.type, [&](auto type) {
+            soft_embed_tiled_kernel<decltype(type)::value><<<grid, kTileThreads, 0, s>>>(table, logits, n, row_max,
+                                                                                          row_inv_sum, partial);
+        });
+        check_launch("soft_embed (tiled)");
+    }
     soft_embed_sum_kernel<<<blocks_for(n * table.cols, 256), 256, 0, s>>>(partial, n * table.cols, scale, out);
     check_launch("soft_embed (sum of parts)");
 }

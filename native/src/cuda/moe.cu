@@ -49,12 +49,30 @@ __global__ void route_kernel(WeightView w, const float *x, const float *scale, c
 }
 
 // The router in three launches (the default sets): z = rmsnorm_noscale(x) * scale * E^-1/2 per
-// token (route_input_kernel), the logits z . W^T as a tiled product (matmul.cu), then softmax and
-// top-k per token, one thread each (route_select_kernel). route_kernel above is the reference.
+// token (route_input_kernel), the logits z . W^T, a warp per (token, expert) (route_logits_kernel),
+// then softmax and top-k per token, one thread each (route_select_kernel). route_kernel above is the
+// reference; the logits are its sums, term for term (lane-strided, then warp_sum), in float32 under
+// every set: the top-k choice is sensitive to rounding.
 __global__ void route_input_kernel(const float *x, int64_t E, const float *scale, float eps, float *z) {
     __shared__ double red[32];
     const int64_t t = blockIdx.x;
     route_input_row(x + t * E, E, scale, eps, z + t * E, red);
+}
+
+constexpr int kRouteWarps = 8;  // experts per block of route_logits_kernel, one warp each
+
+// Block (token, expert group): logits[t][e] = W[e] . z[t] for experts e = kRouteWarps * blockIdx.y + warp.
+__global__ void route_logits_kernel(WeightView w, const float *z, float *logits) {
+    const int64_t E = w.cols, X = w.rows, t = blockIdx.x;
+    const int64_t e = static_cast<int64_t>(blockIdx.y) * kRouteWarps + threadIdx.x / 32;
+    const int lane = threadIdx.x % 32;
+    if (e >= X) return;
+    const uint8_t *row = w.data + e * w.row_stride;
+    const float *zt = z + t * E;
+    float acc = 0.0f;
+    for (int64_t i = lane; i < E; i += 32) acc += dequant(w.type, row, i) * zt[i];
+    acc = warp_sum(acc);
+    if (lane == 0) logits[t * X + e] = acc;
 }
 
 __global__ void route_select_kernel(float *logits, int64_t n, int64_t X, int k, const float *pes, int32_t *expert,
@@ -227,42 +245,62 @@ __global__ void __launch_bounds__(kTileThreads) down_tiled_kernel(WeightView dow
     });
 }
 
-// The tensor-core experts (cuda/tile_mma.cuh), 64 slots per tile; gate and up in two passes over
-// the columns.
+// The tensor-core experts (cuda/tile_mma.cuh): tiles of kMmaRows weight rows x kExpertSlots slots
+// (an expert holds about n k / n_expert of a pass's n rows: 16 of 256 at the 26B shapes). Gate and
+// up are multiplied in one pass over the columns, sharing the tokens' operand; the hidden
+// activations go out as bf16 rows of mma_padded_cols(F), the down product's operand (rows F ..
+// padded are written too: their weights read as zeros, so they hold gelu(0) * 0 = 0).
+constexpr int kExpertSlots = 32;
+
 template <TensorType T>
-__global__ void __launch_bounds__(kTileThreads) gate_up_mma_kernel(WeightView gate, WeightView up, const float *x, int k,
-                                                                   const int32_t *offsets, const int32_t *order, float *act) {
-    __shared__ MmaOperand ws, xs;
+__global__ void __launch_bounds__(kMmaThreads) gate_up_mma_kernel(WeightView gate, WeightView up, const __nv_bfloat16 *xb,
+                                                                  int k, const int32_t *offsets, const int32_t *order,
+                                                                  __nv_bfloat16 *act) {
+    constexpr int N = kExpertSlots;
+    __shared__ MmaStage<N, 2> st[2];
     const int64_t e = blockIdx.z, F = gate.rows, K = gate.cols;
-    const int64_t first = offsets[e], count = offsets[e + 1] - first, s0 = static_cast<int64_t>(blockIdx.y) * kTileRows;
+    const int64_t first = offsets[e], count = offsets[e + 1] - first, s0 = static_cast<int64_t>(blockIdx.y) * N;
     if (s0 >= count) return;
-    const int64_t row0 = static_cast<int64_t>(blockIdx.x) * kTileRows, my_slot = s0 + mma_loader_token();
-    const float *xr = my_slot < count ? x + static_cast<int64_t>(order[first + my_slot] / k) * K : nullptr;
-    float g[4][4] = {}, u[4][4] = {};
-    mma_accumulate<T>(ws, xs, gate.data + e * gate.expert_stride, gate.row_stride, F, K, row0, xr, g);
-    mma_accumulate<T>(ws, xs, up.data + e * up.expert_stride, up.row_stride, F, K, row0, xr, u);
-#pragma unroll
-    for (int a = 0; a < 4; ++a)
-#pragma unroll
-        for (int b = 0; b < 4; ++b) g[a][b] = gelu_tanh(g[a][b]) * u[a][b];
-    mma_store(g, [&](int r, int sl, float v) {
-        if (row0 + r < F && s0 + sl < count) act[(first + s0 + sl) * F + row0 + r] = v;
+    const int64_t row0 = static_cast<int64_t>(blockIdx.x) * kMmaRows, Kp = mma_padded_cols(K), Fp = mma_padded_cols(F);
+    MmaWeightLoader<T, 2> wl;
+    wl.base[0] = gate.data + e * gate.expert_stride;
+    wl.base[1] = up.data + e * up.expert_stride;
+    wl.row_stride[0] = gate.row_stride;
+    wl.row_stride[1] = up.row_stride;
+    wl.n_rows = F;
+    wl.n_cols = K;
+    wl.row0 = row0;
+    MmaTokenLoader<N> xl;
+    xl.bind([&](int sl) { return s0 + sl < count ? xb + static_cast<int64_t>(order[first + s0 + sl] / k) * Kp : nullptr; });
+    MmaAcc<N, 2> acc = {};
+    mma_accumulate<T, N, 2>(st, wl, xl, acc);
+    mma_for_each<N>([&](int mt, int nt, int r, int row, int sl) {
+        if (row0 + row < Fp && s0 + sl < count)
+            act[(first + s0 + sl) * Fp + row0 + row] = __float2bfloat16_rn(gelu_tanh(acc[0][mt][nt][r]) * acc[1][mt][nt][r]);
     });
 }
 
 template <TensorType T>
-__global__ void __launch_bounds__(kTileThreads) down_mma_kernel(WeightView down, const float *act, const int32_t *offsets,
-                                                                float *y) {
-    __shared__ MmaOperand ws, xs;
+__global__ void __launch_bounds__(kMmaThreads) down_mma_kernel(WeightView down, const __nv_bfloat16 *act,
+                                                                const int32_t *offsets, float *y) {
+    constexpr int N = kExpertSlots;
+    __shared__ MmaStage<N, 1> st[2];
     const int64_t e = blockIdx.z, E = down.rows, F = down.cols;
-    const int64_t first = offsets[e], count = offsets[e + 1] - first, s0 = static_cast<int64_t>(blockIdx.y) * kTileRows;
+    const int64_t first = offsets[e], count = offsets[e + 1] - first, s0 = static_cast<int64_t>(blockIdx.y) * N;
     if (s0 >= count) return;
-    const int64_t row0 = static_cast<int64_t>(blockIdx.x) * kTileRows, my_slot = s0 + mma_loader_token();
-    float acc[4][4] = {};
-    mma_accumulate<T>(ws, xs, down.data + e * down.expert_stride, down.row_stride, E, F, row0,
-                      my_slot < count ? act + (first + my_slot) * F : nullptr, acc);
-    mma_store(acc, [&](int r, int sl, float v) {
-        if (row0 + r < E && s0 + sl < count) y[(first + s0 + sl) * E + row0 + r] = v;
+    const int64_t row0 = static_cast<int64_t>(blockIdx.x) * kMmaRows, Fp = mma_padded_cols(F);
+    MmaWeightLoader<T, 1> wl;
+    wl.base[0] = down.data + e * down.expert_stride;
+    wl.row_stride[0] = down.row_stride;
+    wl.n_rows = E;
+    wl.n_cols = F;
+    wl.row0 = row0;
+    MmaTokenLoader<N> xl;
+    xl.bind([&](int sl) { return s0 + sl < count ? act + (first + s0 + sl) * Fp : nullptr; });
+    MmaAcc<N, 1> acc = {};
+    mma_accumulate<T, N, 1>(st, wl, xl, acc);
+    mma_for_each<N>([&](int mt, int nt, int r, int row, int sl) {
+        if (row0 + row < E && s0 + sl < count) y[(first + s0 + sl) * E + row0 + row] = acc[0][mt][nt][r];
     });
 }
 
@@ -293,7 +331,9 @@ void route(cudaStream_t s, const WeightView &w, const float *x, int64_t n, const
     if (kernels != KernelSet::reference) {
         route_input_kernel<<<static_cast<unsigned>(n), kRouteThreads, 0, s>>>(x, w.cols, scale, eps, r.z);
         check_launch("route input");
-        matmul(s, w, r.z, n, r.logits, KernelSet::tiled);  // float32 tiles under every set: choices are sensitive
+        route_logits_kernel<<<dim3(static_cast<unsigned>(n), blocks_for(w.rows, kRouteWarps)), 32 * kRouteWarps, 0, s>>>(
+            w, r.z, r.logits);
+        check_launch("route logits");
         route_select_kernel<<<blocks_for(n, 128), 128, 0, s>>>(r.logits, n, w.rows, k, per_expert_scale, expert, weight);
         check_launch("route selection");
         return;
@@ -319,14 +359,16 @@ void moe(cudaStream_t s, const WeightView &gate, const WeightView &up, const Wei
     // Gate and up share one type in every file seen (one tensor, or two of one quantization); a file
     // that mixes them runs the per-row kernels. The tile width follows the mean tokens per expert.
     if (kernels == KernelSet::tensor && gate.type == up.type) {
-        const dim3 grid(blocks_for(gate.rows, kTileRows), blocks_for(n, kTileRows), static_cast<unsigned>(n_expert));
+        to_bf16_rows(s, x, n, gate.cols, m.x_bf16);
+        const dim3 grid(blocks_for(gate.rows, kMmaRows), blocks_for(n, kExpertSlots), static_cast<unsigned>(n_expert));
         with_weight_type(gate.type, [&](auto type) {
-            gate_up_mma_kernel<decltype(type)::value><<<grid, kTileThreads, 0, s>>>(gate, up, x, k, m.offsets, m.order, m.act);
+            gate_up_mma_kernel<decltype(type)::value><<<grid, kMmaThreads, 0, s>>>(gate, up, m.x_bf16, k, m.offsets, m.order,
+                                                                                 m.act_bf16);
         });
         check_launch("moe gate/up (tensor cores)");
-        const dim3 grid_down(blocks_for(down.rows, kTileRows), blocks_for(n, kTileRows), static_cast<unsigned>(n_expert));
+        const dim3 grid_down(blocks_for(down.rows, kMmaRows), blocks_for(n, kExpertSlots), static_cast<unsigned>(n_expert));
         with_weight_type(down.type, [&](auto type) {
-            down_mma_kernel<decltype(type)::value><<<grid_down, kTileThreads, 0, s>>>(down, m.act, m.offsets, m.y);
+            down_mma_kernel<decltype(type)::value><<<grid_down, kMmaThreads, 0, s>>>(down, m.act_bf16, m.offsets, m.y);
         });
         check_launch("moe down (tensor cores)");
     } else if (kernels != KernelSet::reference && gate.type == up.type) {

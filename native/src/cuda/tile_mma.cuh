@@ -1,133 +1,200 @@
-// Tensor-core tiles (DGEMMA_CUDA_KERNELS=tensor; sm_80 and newer): the tiled products of
-// tile_gemm.cuh with the chunk's weights and activations rounded to bf16 in shared memory and
-// multiplied by `mma.sync.m16n8k16` into float32 accumulators. bf16 keeps 8 significant bits, so
-// each operand carries a relative rounding error up to 2^-9 and a long dot product one near 1e-3:
-// this set is held to 1e-2 against the CPU on dequantized weights, not to the float bound. Each
-// output is still one chain of k16 products in column order, so a row's result does not depend on
-// the other rows of its pass.
+// Tensor-core tiles (DGEMMA_CUDA_KERNELS=tensor; sm_80 and newer): a block multiplies kMmaRows
+// weight rows by N tokens (index maths and shapes: cuda/mma_layout.h) with `mma.sync.m16n8k16`,
+// bf16 operands, float32 accumulators. bf16 keeps 8 significant bits, so each operand carries a
+// relative rounding error up to 2^-9 and a long dot product one near 1e-3: this set is held to
+// 1e-2 against the CPU on dequantized weights, not to the float bound. Each output is one chain
+// of k16 products in k order whatever else shares its tile, so a row's result does not depend on
+// the other rows of its pass (a batch gives each sequence what it gets alone).
 //
-// Block: 64 weight rows x 64 tokens, 256 threads = 8 warps; warp w owns rows 16 * (w % 4) .. + 15
-// and tokens 32 * (w / 4) .. + 31 (four n8 tiles). Shared operands: [64][kTileK + 8] bf16, one row
-// (weight row or token) per line, k contiguous: 80-byte lines put the 8 rows a fragment load
-// touches on 8 different bank groups.
+// Activations come as bf16 rows padded to whole chunks (to_bf16_rows below; the experts' hidden
+// activations are written so by their gate/up kernel): a thread's 8 elements of a chunk are one
+// 16-byte load. Weights are dequantized by WeightFetch8 (dequant.h's values), rounded to bf16 once
+// per block; a dense pass of 256 tokens dequantizes each weight element twice, the experts once.
 //
-// Fragment layout of m16n8k16 (PTX ISA, "Matrix Fragments for mma.m16n8k16"), g = lane / 4,
-// q = lane % 4: A (row-major M x K) a0 = (g, 2q..2q+1), a1 = (g + 8, 2q..), a2 = (g, 2q + 8..),
-// a3 = (g + 8, 2q + 8..); B (K x N, column-major) b0 = (2q..2q+1, g), b1 = (2q + 8.., g);
-// C c0, c1 = (g, 2q..2q+1), c2, c3 = (g + 8, 2q..2q+1).
+// Pipeline: two shared stages. While the warps multiply stage c % 2, each thread holds chunk c + 1's
+// raw words in registers (fetched before the products), then decodes and stores them into the
+// other stage: one barrier per chunk.
 #pragma once
 
 #include <cuda_bf16.h>
 
+#include "cuda/mma_layout.h"
 #include "cuda/tile_gemm.cuh"
 
 namespace dg::cuda {
 
-constexpr int kMmaLine = kTileK + 8;  // bf16 per shared line (80 bytes)
-
-struct __align__(16) MmaOperand {  // 16-byte stores of 8 bf16
-    __nv_bfloat16 v[kTileRows][kMmaLine];
+// NW weight operands (1, or 2 for the experts' gate and up) and the tokens' operand of one chunk.
+template <int N, int NW>
+struct __align__(16) MmaStage {
+    __nv_bfloat16 w[NW][kMmaRows][kMmaLine];
+    __nv_bfloat16 x[N][kMmaLine];
 };
-static_assert(sizeof(__nv_bfloat16) * kMmaLine % 16 == 0, "lines stay 16-byte aligned");
 
-// Thread t fills line t / 4, k = 8 * (t % 4) .. + 7, from 8 floats.
-__device__ inline void store8_bf16(MmaOperand &s, const float (&f)[8]) {
-    const int t = threadIdx.x;
+template <int N, int NW>
+using MmaAcc = float[NW][MmaShape<N>::MT][MmaShape<N>::NT][4];
+
+__device__ inline void store8_bf16(__nv_bfloat16 *dst, const float (&f)[8]) {
     __align__(16) __nv_bfloat162 h[4];
 #pragma unroll
     for (int j = 0; j < 4; ++j) h[j] = __floats2bfloat162_rn(f[2 * j], f[2 * j + 1]);
-    *reinterpret_cast<uint4 *>(&s.v[t / 4][8 * (t % 4)]) = *reinterpret_cast<const uint4 *>(h);
+    *reinterpret_cast<uint4 *>(dst) = *reinterpret_cast<const uint4 *>(h);
 }
 
-// Thread t's part of the weight operand: line t / 4, k = 8 * (t % 4) .. + 7 (the float tiles' loader
-// position, so WeightFetch8 serves both).
-template <TensorType T>
-__device__ inline void store_weight_mma(MmaOperand &s, const WeightFetch8<T> &w) {
-    float f[8];
-    w.value(f);
-    store8_bf16(s, f);
-}
+// This thread's weight groups (mma_loader_coord) of rows row0 .. row0 + kMmaRows - 1 of NW matrices
+// of type T sharing a shape: fetch() issues the loads of chunk c0, store() decodes them into a stage.
+template <TensorType T, int NW>
+struct MmaWeightLoader {
+    static constexpr int G = kMmaWeightGroups;
+    WeightFetch8<T> f[NW][G];
+    const uint8_t *base[NW];
+    size_t row_stride[NW];
+    int64_t n_rows = 0, n_cols = 0, row0 = 0;
 
-// This thread's 8 activations of a chunk (line t / 4, as the weights), fetched then stored.
-struct ActivationFetchMma {
-    float v[8];
-    __device__ void fetch(const float *x_row, int64_t n_cols, int64_t c0) {
+    __device__ void fetch(int64_t c0) {
 #pragma unroll
-        for (int j = 0; j < 8; ++j) {
-            const int64_t c = c0 + 8 * (threadIdx.x % 4) + j;
-            v[j] = x_row && c < n_cols ? x_row[c] : 0.0f;
-        }
+        for (int m = 0; m < NW; ++m)
+#pragma unroll
+            for (int i = 0; i < G; ++i) {
+                const Coord c = mma_loader_coord(threadIdx.x, i);
+                f[m][i].fetch(base[m], row_stride[m], n_rows, n_cols, row0 + c.line, c0 + c.k);
+            }
     }
-    __device__ void store(MmaOperand &s) const { store8_bf16(s, v); }
+    template <int N>
+    __device__ void store(MmaStage<N, NW> &s) const {
+#pragma unroll
+        for (int m = 0; m < NW; ++m)
+#pragma unroll
+            for (int i = 0; i < G; ++i) {
+                const Coord c = mma_loader_coord(threadIdx.x, i);
+                float v[8];
+                f[m][i].value(v);
+                store8_bf16(&s.w[m][c.line][c.k], v);
+            }
+    }
 };
 
-__device__ inline uint32_t pair_at(const MmaOperand &s, int line, int k) {
-    return *reinterpret_cast<const uint32_t *>(&s.v[line][k]);
+// This thread's token groups: row[i] is the bf16 row (padded to mma_padded_cols) of group i's token,
+// or null past the tile's tokens (zeros).
+template <int N>
+struct MmaTokenLoader {
+    static constexpr int G = MmaShape<N>::kTokenGroups;
+    const __nv_bfloat16 *row[G];
+    uint4 v[G];
+
+    // Sets row[i] = row_of(token within the tile) for the groups this thread loads.
+    template <typename RowOf>
+    __device__ void bind(RowOf row_of) {
+#pragma unroll
+        for (int i = 0; i < G; ++i)
+            row[i] = mma_token_group_used<N>(threadIdx.x, i) ? row_of(mma_loader_coord(threadIdx.x, i).line) : nullptr;
+    }
+    __device__ void fetch(int64_t c0) {
+#pragma unroll
+        for (int i = 0; i < G; ++i)
+            v[i] = row[i] ? *reinterpret_cast<const uint4 *>(row[i] + c0 + mma_loader_coord(threadIdx.x, i).k) : uint4{0, 0, 0, 0};
+    }
+    template <int NW>
+    __device__ void store(MmaStage<N, NW> &s) const {
+#pragma unroll
+        for (int i = 0; i < G; ++i)
+            if (mma_token_group_used<N>(threadIdx.x, i)) {
+                const Coord c = mma_loader_coord(threadIdx.x, i);
+                *reinterpret_cast<uint4 *>(&s.x[c.line][c.k]) = v[i];
+            }
+    }
+};
+
+__device__ inline uint32_t bf16_pair(const __nv_bfloat16 (&line)[kMmaLine], int k) {
+    return *reinterpret_cast<const uint32_t *>(&line[k]);
 }
 
-// acc[j] (the warp's n8 tile j) += W . X over one chunk of kTileK.
-__device__ inline void mma_chunk(const MmaOperand &w, const MmaOperand &x, float (&acc)[4][4]) {
+// acc[m] += W_m . X over one stage (kMmaK), the warp's MT x NT mma tiles.
+template <int N, int NW>
+__device__ inline void mma_stage(const MmaStage<N, NW> &s, MmaAcc<N, NW> &acc) {
 #if defined(__CUDA_ARCH__) && __CUDA_ARCH__ >= 800
-    const int warp = threadIdx.x / 32, lane = threadIdx.x % 32, g = lane / 4, q = lane % 4;
-    const int m0 = 16 * (warp % 4), n0 = 32 * (warp / 4);
+    constexpr int MT = MmaShape<N>::MT, NT = MmaShape<N>::NT;
+    const int warp = threadIdx.x / 32, lane = threadIdx.x % 32;
+    const int m0 = mma_warp_row0<N>(warp), n0 = mma_warp_token0<N>(warp);
 #pragma unroll
-    for (int ks = 0; ks < kTileK; ks += 16) {
-        const uint32_t a0 = pair_at(w, m0 + g, ks + 2 * q), a1 = pair_at(w, m0 + g + 8, ks + 2 * q);
-        const uint32_t a2 = pair_at(w, m0 + g, ks + 2 * q + 8), a3 = pair_at(w, m0 + g + 8, ks + 2 * q + 8);
+    for (int ks = 0; ks < kMmaK; ks += 16) {
+        uint32_t b[NT][2];
 #pragma unroll
-        for (int j = 0; j < 4; ++j) {
-            const uint32_t b0 = pair_at(x, n0 + 8 * j + g, ks + 2 * q), b1 = pair_at(x, n0 + 8 * j + g, ks + 2 * q + 8);
-            asm volatile(
-                "mma.sync.aligned.m16n8k16.row.col.f32.bf16.bf16.f32 {%0,%1,%2,%3}, {%4,%5,%6,%7}, {%8,%9}, "
-                "{%0,%1,%2,%3};\n"
-                : "+f"(acc[j][0]), "+f"(acc[j][1]), "+f"(acc[j][2]), "+f"(acc[j][3])
-                : "r"(a0), "r"(a1), "r"(a2), "r"(a3), "r"(b0), "r"(b1));
-        }
+        for (int nt = 0; nt < NT; ++nt)
+#pragma unroll
+            for (int r = 0; r < 2; ++r) {
+                const Coord c = mma_b_coord(lane, r);
+                b[nt][r] = bf16_pair(s.x[n0 + 8 * nt + c.line], ks + c.k);
+            }
+#pragma unroll
+        for (int m = 0; m < NW; ++m)
+#pragma unroll
+            for (int mt = 0; mt < MT; ++mt) {
+                uint32_t a[4];
+#pragma unroll
+                for (int r = 0; r < 4; ++r) {
+                    const Coord c = mma_a_coord(lane, r);
+                    a[r] = bf16_pair(s.w[m][m0 + 16 * mt + c.line], ks + c.k);
+                }
+#pragma unroll
+                for (int nt = 0; nt < NT; ++nt) {
+                    float(&d)[4] = acc[m][mt][nt];
+                    asm volatile(
+                        "mma.sync.aligned.m16n8k16.row.col.f32.bf16.bf16.f32 {%0,%1,%2,%3}, {%4,%5,%6,%7}, {%8,%9}, "
+                        "{%0,%1,%2,%3};\n"
+                        : "+f"(d[0]), "+f"(d[1]), "+f"(d[2]), "+f"(d[3])
+                        : "r"(a[0]), "r"(a[1]), "r"(a[2]), "r"(a[3]), "r"(b[nt][0]), "r"(b[nt][1]));
+                }
+            }
     }
 #else
     __trap();  // the host selects this set only on compute capability 8.0 and newer
 #endif
 }
 
-// acc += W[row0 .. row0 + 63] . X[the tile's tokens] over all columns (as tile_accumulate).
-template <TensorType T>
-__device__ inline void mma_accumulate(MmaOperand &ws, MmaOperand &xs, const uint8_t *base, size_t row_stride,
-                                      int64_t n_rows, int64_t n_cols, int64_t row0, const float *x_row,
-                                      float (&acc)[4][4]) {
-    WeightFetch8<T> w;
-    ActivationFetchMma x;
-    const int64_t my_row = row0 + weight_loader_row();
-    w.fetch(base, row_stride, n_rows, n_cols, my_row, weight_loader_k());
-    x.fetch(x_row, n_cols, 0);
-    for (int64_t c0 = 0; c0 < n_cols; c0 += kTileK) {
-        store_weight_mma<T>(ws, w);
-        x.store(xs);
-        __syncthreads();
-        if (c0 + kTileK < n_cols) {  // the next chunk's loads in flight during this chunk's products
-            w.fetch(base, row_stride, n_rows, n_cols, my_row, c0 + kTileK + weight_loader_k());
-            x.fetch(x_row, n_cols, c0 + kTileK);
+// acc += W . X over all n_cols columns, chunk by chunk (the pipeline of the header comment).
+template <TensorType T, int N, int NW>
+__device__ inline void mma_accumulate(MmaStage<N, NW> (&st)[2], MmaWeightLoader<T, NW> &w, MmaTokenLoader<N> &x,
+                                      MmaAcc<N, NW> &acc) {
+    const int64_t chunks = (w.n_cols + kMmaK - 1) / kMmaK;
+    w.fetch(0);
+    x.fetch(0);
+    w.store(st[0]);
+    x.store(st[0]);
+    __syncthreads();
+    for (int64_t c = 0; c < chunks; ++c) {
+        const bool more = c + 1 < chunks;
+        if (more) {
+            w.fetch((c + 1) * kMmaK);
+            x.fetch((c + 1) * kMmaK);
         }
-        mma_chunk(ws, xs, acc);
+        mma_stage<N, NW>(st[c % 2], acc);
+        if (more) {
+            w.store(st[(c + 1) % 2]);
+            x.store(st[(c + 1) % 2]);
+        }
         __syncthreads();
     }
 }
 
-// Calls out(row, token, value) with the tile-relative row and token of each accumulator.
-template <typename Out>
-__device__ inline void mma_store(const float (&acc)[4][4], Out out) {
-    const int warp = threadIdx.x / 32, lane = threadIdx.x % 32, g = lane / 4, q = lane % 4;
-    const int m0 = 16 * (warp % 4), n0 = 32 * (warp / 4);
+// Calls f(mt, nt, r, row, token) for each of this thread's accumulators acc[.][mt][nt][r], with its
+// tile-relative weight row and token.
+template <int N, typename F>
+__device__ inline void mma_for_each(F f) {
+    const int warp = threadIdx.x / 32, lane = threadIdx.x % 32;
+    const int m0 = mma_warp_row0<N>(warp), n0 = mma_warp_token0<N>(warp);
 #pragma unroll
-    for (int j = 0; j < 4; ++j) {
-        const int n = n0 + 8 * j + 2 * q;
-        out(m0 + g, n, acc[j][0]);
-        out(m0 + g, n + 1, acc[j][1]);
-        out(m0 + g + 8, n, acc[j][2]);
-        out(m0 + g + 8, n + 1, acc[j][3]);
-    }
+    for (int mt = 0; mt < MmaShape<N>::MT; ++mt)
+#pragma unroll
+        for (int nt = 0; nt < MmaShape<N>::NT; ++nt)
+#pragma unroll
+            for (int r = 0; r < 4; ++r) {
+                const Coord c = mma_c_coord(lane, r);
+                f(mt, nt, r, m0 + 16 * mt + c.line, n0 + 8 * nt + c.k);
+            }
 }
 
-// The token of the tile this thread's activation load fills.
-__device__ inline int mma_loader_token() { return threadIdx.x / 4; }
+// Host launcher (matmul.cu): out[t][0 .. padded) = bf16(x[t][c]) for c < cols, 0 past them, for n
+// rows; padded = mma_padded_cols(cols).
+void to_bf16_rows(cudaStream_t s, const float *x, int64_t n, int64_t cols, __nv_bfloat16 *out);
 
 }  // namespace dg::cuda
