@@ -6,7 +6,8 @@
 // made on the host included) and exits 1 when any check failed, 3 when there is no CUDA device.
 // Built with the CUDA backend (cmake/cuda.cmake); run by bench/gpu_check.sh. The matrix shapes
 // take both the per-row reference kernels (one row) and the tiled ones (67 and 256 rows).
-// --bench-full times the ops of one step at the 26B-A4B shapes instead (bench_full below);
+// --bench-full times the ops of one step at the 26B-A4B shapes instead (bench_full below; --reps N
+// timed runs of each after a warm-up, 5 by default, 0 for the warm-up alone: gpu_check.sh --ncu);
 // Kernel sets (DGEMMA_CUDA_KERNELS): every op is checked with the float32 tiles ('float'), then the
 // matrix ops again with the per-row reference kernels and, where the device has compute capability
 // 8.0, the bf16 tensor-core tiles (held to 1e-2). --sets LIST (comma-separated, default
@@ -22,6 +23,7 @@
 #include <chrono>
 #include <cmath>
 #include <cstdio>
+#include <cstdlib>
 #include <cstring>
 #include <fstream>
 #include <functional>
@@ -562,9 +564,14 @@ Buf random_weight(Backend &be, TensorType type, int64_t cols, int64_t rows, int6
     return b;
 }
 
-double median_ms(Backend &be, const std::function<void()> &op, int reps = 5) {
+int g_bench_reps = 5;  // --reps N: timed runs after the warm-up (0: the warm-up alone, for ncu)
+
+double median_ms(Backend &be, const std::function<void()> &op) {
+    const int reps = g_bench_reps;
+    const auto w0 = Clock::now();
     op();  // warm-up
     be.synchronize();
+    if (reps <= 0) return std::chrono::duration<double, std::milli>(Clock::now() - w0).count();
     std::vector<double> t;
     for (int i = 0; i < reps; ++i) {
         const auto t0 = Clock::now();
@@ -775,6 +782,7 @@ int main(int argc, char **argv) {
         else if (std::string(argv[i]) == "--only" && i + 1 < argc) only = argv[++i];
         else if (std::string(argv[i]) == "--self-test") self_test = true;
         else if (std::string(argv[i]) == "--bench-full") bench = true;
+        else if (std::string(argv[i]) == "--reps" && i + 1 < argc) g_bench_reps = std::atoi(argv[++i]);
         else if (std::string(argv[i]) == "--no-reference-kernels") sets = "float";
         else if (std::string(argv[i]) == "--sets" && i + 1 < argc) sets = argv[++i];
     }

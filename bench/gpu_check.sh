@@ -37,6 +37,11 @@
 #                                only (--sets tensor), the model tests, memcheck, gpu_step.py, --bench-full,
 #                                and bench_gpu.py's 512-token and step rows (no 8192-token prefill, no
 #                                offload rows, no peer); about 260 s on an H200 (timeout_s=360).
+#   bench/gpu_check.sh --ncu     on the device: Nsight Compute on one run of each op at the 26B shapes
+#                                (--bench-full --reps 0): the tensor-core kernels, the router's logits and
+#                                the attention tiles, with the speed-of-light, occupancy, warp-state and
+#                                memory sections, to $OUT/ncu.txt (timeout_s=300). Needs ncu's counters
+#                                (a Firecracker machine, KINDS.md).
 # After a device run, commit what came back (summary.txt, opcheck.txt, failures.txt, the logs) under
 # bench/results/<card>-<date>-<commit>/ (run.txt names all three).
 # `dgemma_cuda_opcheck --self-test` rehearses the op harness with the CPU in place of CUDA (~4 min on 2 cores).
@@ -55,8 +60,9 @@ case "${1:-}" in
   --bench-gpu) MODE=bench-gpu ;;
   --all) MODE=all ;;
   --quick) MODE=quick ;;
+  --ncu) MODE=ncu ;;
   "") ;;
-  *) echo "usage: bench/gpu_check.sh [--build | --no-gpu | --bench-gpu | --all | --quick]" >&2; exit 2 ;;
+  *) echo "usage: bench/gpu_check.sh [--build | --no-gpu | --bench-gpu | --all | --quick | --ncu]" >&2; exit 2 ;;
 esac
 OUT=${OUT:-$ROOT/bench/results/local}
 mkdir -p "$OUT"
@@ -123,6 +129,15 @@ if [ "$MODE" = bench-gpu ]; then
   DGEMMA_BENCH_TMP=/tmp python3 bench/bench_gpu.py --config full --type Q4_K_M --json "$OUT/bench_gpu.json" 2>&1 |
     tee "$OUT/bench_gpu.txt"
   exit "${PIPESTATUS[0]}"
+fi
+
+if [ "$MODE" = ncu ]; then
+  say "== Nsight Compute: one run of each op at the 26B-A4B shapes (dgemma_cuda_opcheck --bench-full --reps 0)"
+  timeout 280 ncu --clock-control none -k regex:'_mma_kernel|route_logits|attention_tile' \
+    --section SpeedOfLight --section Occupancy --section LaunchStats --section WarpStateStats \
+    --section MemoryWorkloadAnalysis "$PACK/dgemma_cuda_opcheck" --bench-full --reps 0 >"$OUT/ncu.txt" 2>&1
+  say "ncu exit code $? (report: $OUT/ncu.txt)"
+  exit 0
 fi
 
 if [ "$MODE" = quick ]; then

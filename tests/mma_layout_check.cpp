@@ -167,6 +167,11 @@ long check() {
     if (mma_padded_cols(1) != kMmaK || mma_padded_cols(kMmaK) != kMmaK || mma_padded_cols(2816) != 2816 ||
         mma_padded_cols(176) != 192)
         fail("mma_padded_cols", 0, 0);
+    // Tile widths: short passes and grids that would leave multiprocessors idle take 32 tokens.
+    if (mma_tile_tokens(4096, 16, 132) != 32 || mma_tile_tokens(2048, 256, 132) != 32 ||
+        mma_tile_tokens(262144, 256, 132) != 128 || mma_tile_tokens(2048, 8192, 132) != 128 ||
+        mma_tile_tokens(4096, 512, 132) != 32 || mma_tile_tokens(8192, 512, 132) != 128 || mma_tile_tokens(4096, 256, 132) != 32)
+        fail("mma_tile_tokens", 0, 0);
     return static_cast<long>(kMmaRows) * N;
 }
 

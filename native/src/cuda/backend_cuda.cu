@@ -69,6 +69,7 @@ public:
         cudaDeviceProp prop;
         check(cudaGetDeviceProperties(&prop, device), "cudaGetDeviceProperties");
         name_ = "cuda:" + std::to_string(device) + " (" + prop.name + ")";
+        sm_count_ = prop.multiProcessorCount;
         kernels_ = kernel_set(std::getenv("DGEMMA_CUDA_KERNELS"), prop.major, prop.minor);
     }
     ~CudaBackend() override {
@@ -159,7 +160,8 @@ public:
     // --- ops -------------------------------------------------------------------------------------
     void matmul(const Tensor &w, const Tensor &x, const Tensor &y) override {
         cuda::OpScope scope(profile_, stream_, "matmul");
-        cuda::matmul(stream_, view(w), dev<float>(x), x.n_rows(), dev<float>(y), kernels_, x_bf16(x.n_rows(), w.n_cols()));
+        cuda::matmul(stream_, view(w), dev<float>(x), x.n_rows(), dev<float>(y), kernels_, x_bf16(x.n_rows(), w.n_cols()),
+                     sm_count_);
     }
     void moe(const MoeWeights &w, const Tensor &x, const Tensor &expert, const Tensor &weight, const Tensor &out) override {
         cuda::OpScope scope(profile_, stream_, "moe");
@@ -336,7 +338,7 @@ private:
         return cuda::KernelSet::tensor;
     }
 
-    int device_;
+    int device_, sm_count_ = 0;
     cuda::KernelSet kernels_ = cuda::KernelSet::tiled;
     cudaStream_t stream_ = nullptr;
     cuda::OpProfile profile_;  // prints when destroyed, after ~CudaBackend has drained the stream

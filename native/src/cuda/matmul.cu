@@ -268,11 +268,11 @@ void to_bf16_rows(cudaStream_t s, const float *x, int64_t n, int64_t cols, __nv_
     check_launch("activations to bf16");
 }
 
-void matmul(cudaStream_t s, const WeightView &w, const float *x, int64_t n, float *y, KernelSet k, __nv_bfloat16 *x_bf16) {
+void matmul(cudaStream_t s, const WeightView &w, const float *x, int64_t n, float *y, KernelSet k, __nv_bfloat16 *x_bf16,
+            int sm_count) {
     if (n <= 0 || w.rows <= 0) return;
     if (k == KernelSet::tensor) {
         to_bf16_rows(s, x, n, w.cols, x_bf16);
-        // 32-token tiles for short passes: the same bits as 128 (each output's chain is its own).
         auto launch = [&](auto width) {
             constexpr int N = decltype(width)::value;
             const dim3 grid(blocks_for(w.rows, kMmaRows), blocks_for(n, N));
@@ -280,7 +280,7 @@ void matmul(cudaStream_t s, const WeightView &w, const float *x, int64_t n, floa
                 matmul_mma_kernel<decltype(type)::value, N><<<grid, kMmaThreads, 0, s>>>(w, x_bf16, n, y);
             });
         };
-        if (n <= 32)
+        if (mma_tile_tokens(w.rows, n, sm_count) == 32)
             launch(std::integral_constant<int, 32>{});
         else
             launch(std::integral_constant<int, 128>{});

@@ -76,6 +76,15 @@ DG_HD Coord mma_turned_loader_coord(int t, int i) {
     return {8 * (g / 32), g % 32};
 }
 
+// Tokens per tile of a dense product of `rows` weight rows over n tokens on a device of sm_count
+// multiprocessors: 128, unless the pass is short or 128 x 128 tiles would leave multiprocessors
+// idle (a 2048-row projection over 256 tokens is 32 such blocks): then 32, four times the blocks for
+// four times the weight decoding. Both widths give the same bits (each output's chain is its own).
+DG_HD int mma_tile_tokens(int64_t rows, int64_t n, int sm_count) {
+    const int64_t wide_blocks = (rows + kMmaRows - 1) / kMmaRows * ((n + 127) / 128);
+    return n <= 32 || wide_blocks < sm_count ? 32 : 128;
+}
+
 // Elements per row of a bf16 activation copy: the row's k rounded up to whole chunks (zeros past
 // the row), so a chunk's 16-byte loads never need a bound.
 DG_HD int64_t mma_padded_cols(int64_t cols) { return (cols + kMmaK - 1) / kMmaK * kMmaK; }
