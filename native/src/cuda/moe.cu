@@ -304,20 +304,29 @@ __global__ void __launch_bounds__(kMmaThreads) down_mma_kernel(WeightView down, 
     });
 }
 
-// out[t] = sum_j weight[t][j] * y[slot(t, j)], the slots taken in increasing expert id.
+// out[t] = sum_j weight[t][j] * y[slot(t, j)], the slots taken in increasing expert id. Block t:
+// one thread puts token t's k assignments in that order (shared: slot [k], then weight [k]), then
+// every thread sums its elements over them.
 __global__ void combine_kernel(const float *y, const int32_t *expert, const float *weight, const int32_t *slot_of, int k,
                                int64_t E, float *out) {
+    extern __shared__ int32_t ordered_slot[];
+    float *ordered_weight = reinterpret_cast<float *>(ordered_slot + k);
     const int64_t t = blockIdx.x;
-    for (int64_t i = threadIdx.x; i < E; i += blockDim.x) {
-        float o = 0.0f;
+    if (threadIdx.x == 0) {
         int32_t last = -1;
         for (int jj = 0; jj < k; ++jj) {
             int j = -1;
             for (int c = 0; c < k; ++c)
                 if (expert[t * k + c] > last && (j < 0 || expert[t * k + c] < expert[t * k + j])) j = c;
             last = expert[t * k + j];
-            o += y[static_cast<int64_t>(slot_of[t * k + j]) * E + i] * weight[t * k + j];
+            ordered_slot[jj] = slot_of[t * k + j];
+            ordered_weight[jj] = weight[t * k + j];
         }
+    }
+    __syncthreads();
+    for (int64_t i = threadIdx.x; i < E; i += blockDim.x) {
+        float o = 0.0f;
+        for (int jj = 0; jj < k; ++jj) o += y[static_cast<int64_t>(ordered_slot[jj]) * E + i] * ordered_weight[jj];
         out[t * E + i] = o;
     }
 }
@@ -393,7 +402,8 @@ void moe(cudaStream_t s, const WeightView &gate, const WeightView &up, const Wei
             down, m.act, m.offsets, m.y);
         check_launch("moe down");
     }
-    combine_kernel<<<static_cast<unsigned>(n), 256, 0, s>>>(m.y, expert, weight, m.slot_of, k, down.rows, out);
+    combine_kernel<<<static_cast<unsigned>(n), 256, static_cast<size_t>(k) * (sizeof(int32_t) + sizeof(float)), s>>>(
+        m.y, expert, weight, m.slot_of, k, down.rows, out);
     check_launch("moe combine");
 }
 
