@@ -625,25 +625,40 @@ DG_TARGET inline void pack_float_panel(const uint8_t *w0, size_t stride, __mmask
     }
 }
 
-// How the float kernel reads a panel element (kk of 16 rows): widened float32 registers (made per
-// call, or F32 packed at load).
+// How the float kernel reads a panel element (kk of 16 rows of panel p). WideRead: widened float32
+// registers (made per call, or F32 packed at load). WidenRead: the 16-bit values packed at load,
+// widened as the first tile of tokens needs them and stored for the tiles after it, so the pack's
+// loads (often from L3: the experts' matrices) overlap that tile's FMAs instead of a widening pass
+// of their own.
 struct WideRead {
-    using Elem = __m512;
-    DG_TARGET static __m512 read(const Elem *p) { return _mm512_load_ps(reinterpret_cast<const float *>(p)); }
+    const __m512 *panel;
+    int64_t pstride;
+    DG_TARGET __m512 read(int p, int64_t kk) const { return _mm512_load_ps(reinterpret_cast<const float *>(panel + p * pstride + kk)); }
+};
+template <typename C>
+struct WidenRead {
+    const __m256i *src;  // packed element k0 of panel 0
+    int64_t sstride;     // packed elements between panels
+    __m512 *dst;         // the widened chunk, panel p at dst + p * dstride
+    int64_t dstride;
+    DG_TARGET __m512 read(int p, int64_t kk) const {
+        const __m512 w = C::widen16(_mm256_load_si256(src + p * sstride + kk));
+        _mm512_store_ps(reinterpret_cast<float *>(dst + p * dstride + kk), w);
+        return w;
+    }
 };
 
-// NP panels (16 NP rows, panel p's elements pstride apart) x NT tokens over kc elements; each
-// broadcast feeds NP FMAs.
-template <typename R, int NP, int NT>
-DG_TARGET inline void float_panel_tile(const typename R::Elem *panel, int64_t pstride, int64_t kc, bool first, const float *x0,
-                                       int64_t ldx, float *y, int64_t ldy, const __mmask16 (&rows)[2]) {
+// NP panels (16 NP rows) x NT tokens over kc elements; each broadcast feeds NP FMAs.
+template <int NP, int NT, typename R>
+DG_TARGET inline void float_panel_tile(const R &r, int64_t kc, bool first, const float *x0, int64_t ldx, float *y, int64_t ldy,
+                                       const __mmask16 (&rows)[2]) {
     __m512 acc[NP][NT];
     for (int p = 0; p < NP; ++p)
         for (int t = 0; t < NT; ++t)
             acc[p][t] = first ? _mm512_setzero_ps() : _mm512_maskz_loadu_ps(rows[p], y + t * ldy + p * kPanelRows);
     for (int64_t kk = 0; kk < kc; ++kk) {
         __m512 w[NP];
-        for (int p = 0; p < NP; ++p) w[p] = R::read(panel + p * pstride + kk);
+        for (int p = 0; p < NP; ++p) w[p] = r.read(p, kk);
         for (int t = 0; t < NT; ++t) {
             const __m512 xv = _mm512_set1_ps(x0[t * ldx + kk]);
             for (int p = 0; p < NP; ++p) acc[p][t] = _mm512_fmadd_ps(w[p], xv, acc[p][t]);
@@ -653,18 +668,28 @@ DG_TARGET inline void float_panel_tile(const typename R::Elem *panel, int64_t ps
         for (int t = 0; t < NT; ++t) _mm512_mask_storeu_ps(y + t * ldy + p * kPanelRows, rows[p], acc[p][t]);
 }
 
-template <typename R, int NP>
-DG_TARGET inline void float_panel_tiles(const typename R::Elem *panel, int64_t pstride, int64_t kc, bool first, const float *x,
-                                        int64_t ldx, int64_t n, float *y, int64_t ldy, const __mmask16 (&rows)[2]) {
-    constexpr int64_t kTokens = NP == 2 ? 8 : 12;  // at least 12 FMA chains hide the FMA latency on two ports
-    int64_t t = 0;
-    for (; t + kTokens <= n; t += kTokens)
-        float_panel_tile<R, NP, kTokens>(panel, pstride, kc, first, x + t * ldx, ldx, y + t * ldy, ldy, rows);
-    if (n - t >= 4) {
-        float_panel_tile<R, NP, 4>(panel, pstride, kc, first, x + t * ldx, ldx, y + t * ldy, ldy, rows);
-        t += 4;
+// A tile of n < kMax tokens as one tile of exactly n (2n FMA chains rather than runs of single
+// tokens, whose 2 chains leave the FMA units waiting on their latency).
+template <int NP, int kMax, typename R>
+DG_TARGET inline void float_panel_tail(const R &r, int64_t kc, bool first, const float *x, int64_t ldx, int64_t n, float *y,
+                                       int64_t ldy, const __mmask16 (&rows)[2]) {
+    if constexpr (kMax > 1) {
+        if (n == kMax - 1) return float_panel_tile<NP, kMax - 1>(r, kc, first, x, ldx, y, ldy, rows);
+        return float_panel_tail<NP, kMax - 1>(r, kc, first, x, ldx, n, y, ldy, rows);
     }
-    for (; t < n; ++t) float_panel_tile<R, NP, 1>(panel, pstride, kc, first, x + t * ldx, ldx, y + t * ldy, ldy, rows);
+}
+
+// Every token against NP panels: the first tile reads through `r0` (which may widen the panels as
+// it goes), the others through `r`.
+template <int NP, typename R0>
+DG_TARGET inline void float_panel_tiles(const R0 &r0, const WideRead &r, int64_t kc, bool first, const float *x, int64_t ldx, int64_t n,
+                                        float *y, int64_t ldy, const __mmask16 (&rows)[2]) {
+    constexpr int64_t kTokens = NP == 2 ? 8 : 12;  // at least 12 FMA chains hide the FMA latency on two ports
+    if (n < kTokens) return float_panel_tail<NP, kTokens>(r0, kc, first, x, ldx, n, y, ldy, rows);
+    float_panel_tile<NP, kTokens>(r0, kc, first, x, ldx, y, ldy, rows);
+    int64_t t = kTokens;
+    for (; t + kTokens <= n; t += kTokens) float_panel_tile<NP, kTokens>(r, kc, first, x + t * ldx, ldx, y + t * ldy, ldy, rows);
+    if (t < n) float_panel_tail<NP, kTokens>(r, kc, first, x + t * ldx, ldx, n - t, y + t * ldy, ldy, rows);
 }
 
 // Packed at load: F32 as widened panels (64 B per element of 16 rows, the file's size), F16/BF16
@@ -692,20 +717,12 @@ DG_TARGET void pack_float_panel_at_load(const uint8_t *w0, size_t w_stride, int6
     }
 }
 
-template <int kPerDword>
-struct PackedElemOf;  // one element of 16 rows as packed at load
-template <>
-struct PackedElemOf<1> { using type = __m512; };
-template <>
-struct PackedElemOf<2> { using type = __m256i; };
-
 template <typename C>
 DG_TARGET void gemm_float_panels(const GemmArgs &a) {
-    using PackedElem = typename PackedElemOf<C::kPerDword>::type;
     thread_local std::vector<uint8_t> buf;
     const int64_t chunk = std::min(a.k, kFloatChunk);
-    // Widened panels: made here from the rows, or from 16-bit packs (once per call rather than once
-    // per tile of tokens); F32 packs are read in place.
+    // Widened panels: made here from the rows, or from 16-bit packs by the first tile of tokens;
+    // F32 packs are read in place.
     __m512 *const panel = aligned_scratch<__m512>(buf, 2 * chunk);
     const float *x = reinterpret_cast<const float *>(a.x);
     const int64_t ldx = static_cast<int64_t>(a.x_stride / sizeof(float));
@@ -714,26 +731,29 @@ DG_TARGET void gemm_float_panels(const GemmArgs &a) {
         const int np = rows > kPanelRows ? 2 : 1;
         const __mmask16 mask[2] = {static_cast<__mmask16>((1u << std::min<int64_t>(rows, kPanelRows)) - 1),
                                    static_cast<__mmask16>((1u << std::max<int64_t>(rows - kPanelRows, 0)) - 1)};
-        const PackedElem *packed = a.packed ? reinterpret_cast<const PackedElem *>(a.packed) + r0 / kPanelRows * a.k : nullptr;
         for (int64_t k0 = 0; k0 < a.k; k0 += kFloatChunk) {
             const int64_t kc = std::min(kFloatChunk, a.k - k0);
             const bool first = k0 == 0;
-            const __m512 *rows_panel = panel;
-            int64_t pstride = kc;
-            if constexpr (C::kPerDword == 1) {
-                if (packed) rows_panel = packed + k0, pstride = a.k;
-            }
-            for (int p = 0; p < np && rows_panel == panel; ++p) {
-                if constexpr (C::kPerDword == 2) {
-                    if (packed) {
-                        for (int64_t kk = 0; kk < kc; ++kk) panel[p * kc + kk] = C::widen16(_mm256_load_si256(packed + p * a.k + k0 + kk));
-                        continue;
-                    }
+            float *const y = a.y + r0;
+            const float *const xc = x + k0;
+            if constexpr (C::kPerDword == 2) {
+                if (a.packed) {
+                    const WidenRead<C> w0{reinterpret_cast<const __m256i *>(a.packed) + r0 / kPanelRows * a.k + k0, a.k, panel, kc};
+                    const WideRead w{panel, kc};
+                    if (np == 2) float_panel_tiles<2>(w0, w, kc, first, xc, ldx, a.n_tokens, y, a.ldy, mask);
+                    else float_panel_tiles<1>(w0, w, kc, first, xc, ldx, a.n_tokens, y, a.ldy, mask);
+                    continue;
                 }
-                pack_float_panel<C>(a.w + (r0 + p * kPanelRows) * a.w_stride, a.w_stride, mask[p], k0, kc, panel + p * kc);
             }
-            if (np == 2) float_panel_tiles<WideRead, 2>(rows_panel, pstride, kc, first, x + k0, ldx, a.n_tokens, a.y + r0, a.ldy, mask);
-            else float_panel_tiles<WideRead, 1>(rows_panel, pstride, kc, first, x + k0, ldx, a.n_tokens, a.y + r0, a.ldy, mask);
+            WideRead w{panel, kc};
+            if (C::kPerDword == 1 && a.packed) {
+                w = {reinterpret_cast<const __m512 *>(a.packed) + r0 / kPanelRows * a.k + k0, a.k};
+            } else {
+                for (int p = 0; p < np; ++p)
+                    pack_float_panel<C>(a.w + (r0 + p * kPanelRows) * a.w_stride, a.w_stride, mask[p], k0, kc, panel + p * kc);
+            }
+            if (np == 2) float_panel_tiles<2>(w, w, kc, first, xc, ldx, a.n_tokens, y, a.ldy, mask);
+            else float_panel_tiles<1>(w, w, kc, first, xc, ldx, a.n_tokens, y, a.ldy, mask);
         }
     }
 }
