@@ -382,8 +382,11 @@ public:
             if (window > 0) c_lo = std::max(c_lo, g.n_past + i0 - window + 1);
             c_lo = std::min(c_lo, cache_end);
             const int64_t n_c = cache_end - c_lo;
+            // Current keys [cur_lo, cur_hi): a sliding window hides those before i0 - window + 1.
             const int64_t cur_hi = causal ? i1 : g.n;
-            const int64_t n_keys = n_c + cur_hi;
+            const int64_t cur_lo = window > 0 ? std::min(cur_hi, std::max<int64_t>(0, i0 - window + 1)) : 0;
+            const int64_t n_cur = cur_hi - cur_lo;
+            const int64_t n_keys = n_c + n_cur;
             float *scores = reserved(scratch_[thread].scores, static_cast<size_t>(nb * n_keys));
             const float *q = qs + i0 * q_stride + h * d;
             // A ring run of cached rows of one KV head as F32 rows with stride ld.
@@ -410,22 +413,24 @@ public:
                 gemm(c.k.type_id, GemmArgs{kc, c.k.nb[1], run, qb, q_row, nb, d, scores + (j - c_lo), n_keys});
                 j += run;
             }
-            if (cur_hi > 0)
-                gemm(TensorType::F32, GemmArgs{reinterpret_cast<const uint8_t *>(ks + kvh * d), static_cast<size_t>(kv_row) * sizeof(float),
-                                               cur_hi, qb, q_row, nb, d, scores + n_c, n_keys});
+            if (n_cur > 0)
+                gemm(TensorType::F32, GemmArgs{reinterpret_cast<const uint8_t *>(ks + cur_lo * kv_row + kvh * d),
+                                               static_cast<size_t>(kv_row) * sizeof(float), n_cur, qb, q_row, nb, d, scores + n_c, n_keys});
             for (int64_t i = i0; i < i1; ++i) {
                 float *sr = scores + (i - i0) * n_keys;
                 const int64_t p = g.n_past + i;
                 // Visible: cached j >= c0 (window), current j <= i (causal) and j > p - window;
-                // in score columns, [vis_c0, n_c) and [n_c + cur0, n_c + cur_end).
+                // in score columns, [vis_c0, n_c) and [n_c + cur0 - cur_lo, n_c + cur_end - cur_lo).
+                // A query that sees a cached key sees every current key up to itself (they are
+                // nearer), so the two runs are one: the softmax runs over it, the rest is 0.
                 const int64_t c0 = window > 0 ? std::max(c_lo, p - window + 1) : c_lo;
-                const int64_t cur0 = window > 0 ? std::max<int64_t>(0, p - window + 1 - g.n_past) : 0;
+                const int64_t cur0 = window > 0 ? std::max<int64_t>(cur_lo, p - window + 1 - g.n_past) : 0;
                 const int64_t cur_end = causal ? i + 1 : g.n;
                 const int64_t vis_c0 = std::min(n_c, c0 - c_lo);
-                std::fill(sr, sr + vis_c0, -INFINITY);
-                std::fill(sr + n_c, sr + n_c + cur0, -INFINITY);
-                std::fill(sr + n_c + cur_end, sr + n_keys, -INFINITY);
-                softmax(sr, n_keys);
+                const int64_t lo = vis_c0 < n_c ? vis_c0 : n_c + cur0 - cur_lo, hi = n_c + cur_end - cur_lo;
+                std::fill(sr, sr + lo, 0.0f);
+                std::fill(sr + hi, sr + n_keys, 0.0f);
+                softmax(sr + lo, hi - lo);
                 float *o = host<float>(a.out) + (g.row0 + i) * q_stride + h * d;
                 std::fill(o, o + d, 0.0f);
             }
@@ -439,7 +444,7 @@ public:
                 accumulate_rows(scores + (j - c_lo), n_keys, nb, vc, ld, run, d, o, q_stride);
                 j += run;
             }
-            if (cur_hi > 0) accumulate_rows(scores + n_c, n_keys, nb, vs + kvh * d, kv_row, cur_hi, d, o, q_stride);
+            if (n_cur > 0) accumulate_rows(scores + n_c, n_keys, nb, vs + cur_lo * kv_row + kvh * d, kv_row, n_cur, d, o, q_stride);
         });
     }
 
