@@ -53,6 +53,7 @@ public:
     std::string name() const override { return "cpu"; }
 
     Tensor alloc(TensorType type, int64_t ne0, int64_t ne1, int64_t ne2, int64_t ne3) override {
+        touch();
         Tensor t = make_tensor(nullptr, type, ne0, ne1, ne2, ne3, this);
         const size_t bytes = (t.bytes() + 63) / 64 * 64;
         if (bytes) {
@@ -63,6 +64,7 @@ public:
     }
 
     void free(Tensor &t) override {
+        touch();
         std::free(t.data);
         t = Tensor{};
     }
@@ -71,6 +73,7 @@ public:
     // get that layout here, once, so no product decodes them again (kept beside the rows, which
     // the embedding lookups read).
     Tensor load_weight(const Tensor &h) override {
+        touch();
         Tensor t = h;
         t.backend = this;
         const int64_t k = h.n_cols(), rows = h.n_rows(), matrices = h.ne[2] * h.ne[3];
@@ -114,12 +117,14 @@ public:
     }
 
     void upload(const Tensor &dst, const void *src, size_t bytes, size_t offset) override {
+        touch();
         if (bytes) std::memcpy(dst.bytes_at(offset), src, bytes);
     }
     void download(const Tensor &src, void *dst, size_t bytes, size_t offset) override {
         if (bytes) std::memcpy(dst, src.bytes_at(offset), bytes);
     }
     void copy_rows(const Tensor &src, int64_t s0, const Tensor &dst, int64_t d0, int64_t n) override {
+        touch();
         for (int64_t r = 0; r < n; ++r)
             std::memcpy(dst.bytes_at(static_cast<size_t>(d0 + r) * dst.nb[1]), src.bytes_at(static_cast<size_t>(s0 + r) * src.nb[1]),
                         src.nb[1]);
@@ -127,6 +132,7 @@ public:
     void synchronize() override {}
 
     void reserve(const PassLimits &l) override {
+        touch();
         auto grow = [](auto &v, int64_t n) {
             if (v.size() < static_cast<size_t>(n)) v.resize(static_cast<size_t>(n));
         };
@@ -139,6 +145,7 @@ public:
         // Activations packed for the GEMM kernels (gemm_activation_bytes) take at most 4 bytes per value.
         grow(qx_, 4 * std::max(slots, l.rows) * l.max_cols);
         grow(qx_up_, 4 * slots * l.max_cols);
+        grow(qx_mm_, 4 * l.rows * l.max_cols);
         grow(qx_tok_, 4 * l.rows * l.max_cols);
         grow(offsets_, l.n_expert + 1);
         grow(fill_, l.n_expert + 1);
@@ -206,16 +213,28 @@ public:
         if (n <= 0) return;
         const float *x = host<float>(xt);
         float *y = host<float>(yt);
-        size_t xq_row = 0;
-        const uint8_t *xq = quantize_activations(w, x, n, qx_, &xq_row);
+        const int64_t K = w.n_cols();
+        // Products over the same activations one after another (q, k and v of one normed input;
+        // the dense gate and up) quantize them once: the rows are kept until any other op of this
+        // backend runs (touch()) or a product writes over them.
+        QuantCache &c = qcache_;
+        if (!(c.valid && c.x == x && c.n == n && c.k == K && c.type == w.type_id)) {
+            c.xq = quantize_activations(w, x, n, qx_mm_, &c.row);
+            c = {c.xq != nullptr, x, n, K, w.type_id, c.xq, c.row};
+        }
+        const uint8_t *xq = c.xq;
+        const size_t xq_row = c.row;
         const int64_t n_tiles = (w.n_rows() + kRowTile - 1) / kRowTile;
         pool_.run(n_tiles, [&](int64_t tile, int) {
             const int64_t r0 = tile * kRowTile, r1 = std::min(w.n_rows(), r0 + kRowTile);
             rows(w, x, xq, xq_row, n, y, w.n_rows(), r0, r1);
         });
+        const float *y_end = y + (n - 1) * w.n_rows() + w.n_rows();
+        if (y < x + n * K && x < y_end) touch();
     }
 
     void moe(const MoeWeights &w, const Tensor &xt, const Tensor &expert_t, const Tensor &weight_t, const Tensor &out_t) override {
+        touch();
         const float *x = host<float>(xt);
         const int32_t *expert = host<int32_t>(expert_t);
         const float *weight = host<float>(weight_t);
@@ -302,6 +321,7 @@ public:
     // --- normalisation and elementwise ----------------------------------------------------------
 
     void rmsnorm(const Tensor &xt, const Tensor *wt, float eps, const Tensor &yt) override {
+        touch();
         const int64_t dim = xt.ne[0], rows = xt.count() / dim;
         const float *x = host<float>(xt), *w = wt ? host<float>(*wt) : nullptr;
         float *y = host<float>(yt);
@@ -322,6 +342,7 @@ public:
     }
 
     void rope(const Tensor &xt, int n_heads, int head_dim, const Tensor &pos_t, const Tensor &freq_t, int n_rot) override {
+        touch();
         float *x = host<float>(xt);
         const int32_t *pos = host<int32_t>(pos_t);
         const float *inv_freq = host<float>(freq_t);
@@ -350,6 +371,7 @@ public:
     // contiguous ring runs, converted to F32 when the cache is F16/BF16, then the current keys);
     // keys a query may not see are masked before the softmax.
     void attention(const AttentionArgs &a) override {
+        touch();
         const Pass &pass = *a.pass;
         const int group = a.n_head / a.n_head_kv;
         const int d = a.head_dim;
@@ -449,6 +471,7 @@ public:
     }
 
     void cache_store(const KvLayer &c, const Tensor &k, const Tensor &v, int64_t row0, int64_t n, int64_t pos0) override {
+        touch();
         if (c.capacity <= 0) return;
         const int64_t skip = std::max<int64_t>(0, n - c.capacity);  // a ring keeps the last `capacity`
         const int64_t row = c.k.ne[0];
@@ -467,15 +490,20 @@ public:
     }
 
     void gelu_mul(const Tensor &gate, const Tensor &up, const Tensor &out) override {
+        touch();
         const float *g = host<float>(gate), *u = host<float>(up);
         float *o = host<float>(out);
         // The experts' vectorised form (cpu/kernels.h) for the dense MLP too: one GELU per ISA.
         elementwise(out.count(), [&](int64_t i0, int64_t i1) { gelu_tanh_mul(g + i0, u + i0, o + i0, i1 - i0); });
     }
 
-    void zero(const Tensor &t) override { std::memset(t.data, 0, t.bytes()); }
+    void zero(const Tensor &t) override {
+        touch();
+        std::memset(t.data, 0, t.bytes());
+    }
 
     void add(const Tensor &yt, const Tensor &xt) override {
+        touch();
         float *y = host<float>(yt);
         const float *x = host<float>(xt);
         elementwise(yt.count(), [&](int64_t i0, int64_t i1) {
@@ -484,6 +512,7 @@ public:
     }
 
     void scale_rows(const Tensor &xt, const Tensor &mode_t, const float scalars[2]) override {
+        touch();
         float *x = host<float>(xt);
         const int32_t *mode = host<int32_t>(mode_t);
         const int64_t w = xt.ne[0];
@@ -497,6 +526,7 @@ public:
     }
 
     void softcap(const Tensor &xt, float cap) override {
+        touch();
         float *x = host<float>(xt);
         elementwise(xt.count(), [&](int64_t i0, int64_t i1) {
             dg::softcap(x + i0, i1 - i0, cap);
@@ -504,6 +534,7 @@ public:
     }
 
     void embed(const Tensor &e, const Tensor &ids_t, float s, const Tensor &out_t) override {
+        touch();
         const int32_t *ids = host<int32_t>(ids_t);
         float *out = host<float>(out_t);
         const int64_t E = e.n_cols();
@@ -515,6 +546,7 @@ public:
     }
 
     void soft_embed(const Tensor &e, const Tensor &logits_t, float s, const Tensor &out_t) override {
+        touch();
         const float *logits = host<float>(logits_t);
         float *out = host<float>(out_t);
         const int64_t V = e.n_rows(), E = e.n_cols(), n = logits_t.n_rows();
@@ -561,6 +593,7 @@ public:
 
     void route(const Tensor &w, const Tensor &xt, const Tensor &scale_t, const Tensor &pes_t, float eps, int k,
                const Tensor &expert_t, const Tensor &weight_t) override {
+        touch();
         const int64_t E = w.n_cols(), X = w.n_rows(), n = xt.n_rows();
         const float *scale = host<float>(scale_t), *per_expert_scale = host<float>(pes_t);
         int32_t *expert = host<int32_t>(expert_t);
@@ -596,10 +629,12 @@ public:
 
     void sampler_init(const Tensor &canvas, const Tensor &fixed, const Tensor &history, uint64_t seed,
                       const Tensor &table, int64_t canvas_no, const SamplerParams &p, int64_t n_vocab) override {
+        touch();
         sampler_init_host(view(canvas, fixed, history, p, seed, table, canvas_no, n_vocab));
     }
 
     void sample(const SampleArgs &a) override {
+        touch();
         SamplerView v = view(a.canvas, a.fixed, a.history, *a.params, a.seed, a.draw_table, a.canvas_no, a.logits.ne[0]);
         v.argmax = host<int32_t>(a.argmax);
         v.accepted = a.accepted ? host<int8_t>(a.accepted) : nullptr;
@@ -630,11 +665,23 @@ private:
         std::unique_ptr<uint8_t, FreeDeleter> data;
     };
 
+    // The activations the last matmul quantized (qx_mm_), while no other op has run since.
+    struct QuantCache {
+        bool valid = false;
+        const float *x = nullptr;
+        int64_t n = 0, k = 0;
+        TensorType type = TensorType::F32;
+        const uint8_t *xq = nullptr;
+        size_t row = 0;
+    };
+    void touch() { qcache_.valid = false; }
+
+    QuantCache qcache_;
     ThreadPool pool_;
     std::map<const uint8_t *, Packed> packed_;  // by the tensor's first byte; read-only after load
     size_t packed_bytes_ = 0;
     std::vector<Scratch> scratch_;
-    std::vector<uint8_t> qx_, qx_up_, qx_tok_;
+    std::vector<uint8_t> qx_, qx_up_, qx_tok_, qx_mm_;
     std::vector<int64_t> offsets_, order_, slot_of_, fill_;
     struct TaskRec { int64_t e, r0, r1; };
     std::vector<TaskRec> tasks_;
