@@ -22,6 +22,7 @@ namespace dg {
 namespace {
 
 constexpr int64_t kRowTile = 32;          // weight rows per matmul task (two 16-row panels)
+constexpr int64_t kMoeRowTile = 96;       // weight rows per expert task
 constexpr int64_t kElementwiseChunk = 1 << 16;
 constexpr int64_t kQueriesPerTask = 32;    // attention queries per task (one head)
 constexpr int64_t kSoftParts = 16;        // soft_embed: fixed vocabulary ranges, reduced in order
@@ -262,11 +263,11 @@ public:
         // Tasks: (expert, row tile) over the experts that received tokens.
         int64_t n_tasks = 0;
         auto make_tasks = [&](int64_t n_rows) {
-            TaskRec *tasks = reserved(tasks_, static_cast<size_t>(X * ((n_rows + kRowTile - 1) / kRowTile)));
+            TaskRec *tasks = reserved(tasks_, static_cast<size_t>(X * ((n_rows + kMoeRowTile - 1) / kMoeRowTile)));
             n_tasks = 0;
             for (int64_t e = 0; e < X; ++e)
                 if (offsets[e + 1] > offsets[e])
-                    for (int64_t r0 = 0; r0 < n_rows; r0 += kRowTile) tasks[n_tasks++] = {e, r0, std::min(n_rows, r0 + kRowTile)};
+                    for (int64_t r0 = 0; r0 < n_rows; r0 += kMoeRowTile) tasks[n_tasks++] = {e, r0, std::min(n_rows, r0 + kMoeRowTile)};
         };
         // The slots' activations in the kernels' form: each token quantized once, then gathered
         // per slot (a token has k slots), or null for float weights (which read xg).

@@ -31,6 +31,21 @@ inline T *aligned_scratch(std::vector<uint8_t> &buf, int64_t n) {
     return reinterpret_cast<T *>((reinterpret_cast<uintptr_t>(buf.data()) + 63) & ~uintptr_t{63});
 }
 
+// Asks for the lines of [p, p + bytes) into L2 a few at a time (step() per tile of tokens), so
+// the next panels of a product come in while the current ones are swept: a product over few tokens
+// (the experts', ~64) otherwise starts each panel pair waiting on L3.
+struct Prefetcher {
+    const char *p = nullptr;
+    const char *end = nullptr;
+    int64_t lines_per_step = 0;
+    Prefetcher() = default;
+    Prefetcher(const void *at, size_t bytes, int64_t steps)
+        : p(static_cast<const char *>(at)), end(p + bytes), lines_per_step((static_cast<int64_t>(bytes) / 64 + steps) / std::max<int64_t>(1, steps)) {}
+    DG_TARGET void step() {
+        for (int64_t i = 0; i < lines_per_step && p < end; ++i, p += 64) _mm_prefetch(p, _MM_HINT_T1);
+    }
+};
+
 // ---- 32-element blocks (Q8_0, Q4_0, Q5_0) against Q8_0 activations ----
 // Weight rows go in panels of 16, repacked so that lane i of every register belongs to row i:
 // register q of a block holds elements 4q .. 4q+3 of the 16 rows, and one vpdpbusd against the
@@ -231,10 +246,17 @@ DG_TARGET inline void panel_tile(const typename P::Out *p, int64_t nb, const uin
 }
 
 template <typename P, int NP, int NT>
-DG_TARGET inline void panel_tiles(const typename P::Out *panel, int64_t nb, const GemmArgs &a, float *y, const __mmask16 *rows) {
+DG_TARGET inline void panel_tiles(const typename P::Out *panel, int64_t nb, const GemmArgs &a, float *y, const __mmask16 *rows,
+                                  Prefetcher &next) {
     int64_t t = 0;
-    for (; t + NT <= a.n_tokens; t += NT) panel_tile<P, NP, NT>(panel, nb, a.x + t * a.x_stride, a.x_stride, y + t * a.ldy, a.ldy, rows);
-    for (; t < a.n_tokens; ++t) panel_tile<P, NP, 1>(panel, nb, a.x + t * a.x_stride, a.x_stride, y + t * a.ldy, a.ldy, rows);
+    for (; t + NT <= a.n_tokens; t += NT) {
+        next.step();
+        panel_tile<P, NP, NT>(panel, nb, a.x + t * a.x_stride, a.x_stride, y + t * a.ldy, a.ldy, rows);
+    }
+    for (; t < a.n_tokens; ++t) {
+        next.step();
+        panel_tile<P, NP, 1>(panel, nb, a.x + t * a.x_stride, a.x_stride, y + t * a.ldy, a.ldy, rows);
+    }
 }
 
 // One panel (rows <= 16 rows from w0, w_stride apart, k elements) decoded into nb = k / 32 blocks.
@@ -277,8 +299,14 @@ DG_TARGET void gemm_panels(const GemmArgs &a) {
                 decode_panel<P>(a.w + (r0 + k * kPanelRows) * a.w_stride, a.w_stride, std::min<int64_t>(kPanelRows, rows - k * kPanelRows),
                                 a.k, scratch + k * nb);
         }
-        if (np == 2) panel_tiles<P, 2, 3>(panel, nb, a, a.y + r0, mask);
-        else panel_tiles<P, 1, 8>(panel, nb, a, a.y + r0, mask);
+        // The next pair's packs (within this call) are asked for while this pair is swept.
+        Prefetcher next;
+        if (a.packed && r0 + 2 * kPanelRows < a.n_rows) {
+            const int64_t next_np = a.n_rows - r0 - 2 * kPanelRows > kPanelRows ? 2 : 1;
+            next = Prefetcher(panel + 2 * nb, static_cast<size_t>(next_np * nb) * sizeof(Out), (a.n_tokens + 2) / 3);
+        }
+        if (np == 2) panel_tiles<P, 2, 3>(panel, nb, a, a.y + r0, mask, next);
+        else panel_tiles<P, 1, 8>(panel, nb, a, a.y + r0, mask, next);
     }
 }
 
