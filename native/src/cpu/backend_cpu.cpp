@@ -312,9 +312,7 @@ public:
                 for (int c = 0; c < k; ++c)
                     if (expert[t * k + c] > last && (j < 0 || expert[t * k + c] < expert[t * k + j])) j = c;
                 last = expert[t * k + j];
-                const float *src = yd + slot_of[t * k + j] * E;
-                const float a = weight[t * k + j];
-                for (int64_t i = 0; i < E; ++i) o[i] += src[i] * a;
+                axpy(o, yd + slot_of[t * k + j] * E, weight[t * k + j], E);
             }
         });
     }
@@ -328,17 +326,8 @@ public:
         float *y = host<float>(yt);
         const int64_t per_task = std::max<int64_t>(1, kElementwiseChunk / dim);
         pool_.run((rows + per_task - 1) / per_task, [&](int64_t task, int) {
-            const int64_t r1 = std::min(rows, (task + 1) * per_task);
-            for (int64_t r = task * per_task; r < r1; ++r) {
-                const float *xr = x + r * dim;
-                float *yr = y + r * dim;
-                const double ss = sum_squares(xr, dim);
-                const float scale = static_cast<float>(1.0 / std::sqrt(ss / static_cast<double>(dim) + eps));
-                if (w)
-                    for (int64_t i = 0; i < dim; ++i) yr[i] = xr[i] * scale * w[i];
-                else
-                    for (int64_t i = 0; i < dim; ++i) yr[i] = xr[i] * scale;
-            }
+            const int64_t r0 = task * per_task, r1 = std::min(rows, r0 + per_task);
+            rmsnorm_rows(x + r0 * dim, w, eps, y + r0 * dim, r1 - r0, dim);
         });
     }
 
@@ -356,14 +345,7 @@ public:
                 cs[j] = std::cos(angle);
                 cs[half + j] = std::sin(angle);
             }
-            for (int h = 0; h < n_heads; ++h) {
-                float *v = x + (t * n_heads + h) * head_dim;
-                for (int j = 0; j < half; ++j) {
-                    const float a = v[j], b = v[j + half];
-                    v[j] = a * cs[j] - b * cs[half + j];
-                    v[j + half] = b * cs[j] + a * cs[half + j];
-                }
-            }
+            for (int h = 0; h < n_heads; ++h) rope_rotate(x + (t * n_heads + h) * head_dim, cs, half);
         });
     }
 
@@ -507,9 +489,7 @@ public:
         touch();
         float *y = host<float>(yt);
         const float *x = host<float>(xt);
-        elementwise(yt.count(), [&](int64_t i0, int64_t i1) {
-            for (int64_t i = i0; i < i1; ++i) y[i] += x[i];
-        });
+        elementwise(yt.count(), [&](int64_t i0, int64_t i1) { axpy(y + i0, x + i0, 1.0f, i1 - i0); });
     }
 
     void scale_rows(const Tensor &xt, const Tensor &mode_t, const float scalars[2]) override {
