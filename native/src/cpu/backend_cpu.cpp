@@ -12,9 +12,9 @@
 #include "backend.h"
 #include "cpu/gemm.h"
 #include "cpu/kernels.h"
+#include "cpu/router_cpu.h"
 #include "cpu/threadpool.h"
 #include "error.h"
-#include "router_math.h"
 #include "sampler.h"
 
 namespace dg {
@@ -589,7 +589,12 @@ public:
         });
         float *logits = reserved(router_p_, static_cast<size_t>(n * X));
         matmul(w, zt, make_tensor(logits, TensorType::F32, X, n, 1, 1, this));
-        pool_.run(n, [&](int64_t t, int) { route_top_k(logits + t * X, X, k, per_expert_scale, expert + t * k, weight + t * k); });
+        // The router's choice (cpu/router_cpu.h: router_math.h's route_top_k in one pass), 16 tokens a task.
+        constexpr int64_t kTokensPerTask = 16;
+        pool_.run((n + kTokensPerTask - 1) / kTokensPerTask, [&](int64_t task, int) {
+            for (int64_t t = task * kTokensPerTask; t < std::min(n, (task + 1) * kTokensPerTask); ++t)
+                route_top_k_cpu(logits + t * X, X, k, per_expert_scale, expert + t * k, weight + t * k);
+        });
     }
 
     // --- the sampler (the reference in sampler.cpp, on this backend's host tensors) ----------------
