@@ -268,6 +268,12 @@ public:
             for (int64_t e = 0; e < X; ++e)
                 if (offsets[e + 1] > offsets[e])
                     for (int64_t r0 = 0; r0 < n_rows; r0 += kMoeRowTile) tasks[n_tasks++] = {e, r0, std::min(n_rows, r0 + kMoeRowTile)};
+            // The experts' loads are uneven (a few take hundreds of tokens, many a handful): the
+            // largest tasks go first, so the pool does not end on one long task with the other
+            // threads idle. Tasks write disjoint outputs, so their order changes no result.
+            std::stable_sort(tasks, tasks + n_tasks, [&](const TaskRec &p, const TaskRec &q) {
+                return (offsets[p.e + 1] - offsets[p.e]) * (p.r1 - p.r0) > (offsets[q.e + 1] - offsets[q.e]) * (q.r1 - q.r0);
+            });
         };
         // The slots' activations in the kernels' form: each token quantized once, then gathered
         // per slot (a token has k slots), or null for float weights (which read xg).
