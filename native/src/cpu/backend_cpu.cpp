@@ -177,7 +177,7 @@ public:
         if (rs == 0) return nullptr;
         *row_size = rs;
         uint8_t *out = reserved(buf, rs * static_cast<size_t>(n));
-        pool_.run(n, [&](int64_t t, int) { gemm_pack_activations(type, x + t * K, out + t * rs, K); });
+        for_rows(n, 8, [&](int64_t t, int) { gemm_pack_activations(type, x + t * K, out + t * rs, K); });
         return out;
     }
 
@@ -282,7 +282,7 @@ public:
             if (!q) return nullptr;
             uint8_t *out = reserved(buf, *row * static_cast<size_t>(total));
             const size_t rs = *row;
-            pool_.run(total, [&](int64_t s, int) { std::memcpy(out + s * rs, q + (order[s] / k) * rs, rs); });
+            for_rows(total, 64, [&](int64_t s, int) { std::memcpy(out + s * rs, q + (order[s] / k) * rs, rs); });
             return out;
         };
         size_t q_row = 0;
@@ -291,7 +291,7 @@ public:
         size_t q_row_up = q_row;
         if (w.up.type_id != w.gate.type_id) xq_up = slot_activations(w.up, qx_up_, &q_row_up);
         if (!xq || !xq_up)  // float weights read the slots' rows as they are
-            pool_.run(total, [&](int64_t s, int) { std::memcpy(xg + s * K, x + (order[s] / k) * K, K * sizeof(float)); });
+            for_rows(total, 64, [&](int64_t s, int) { std::memcpy(xg + s * K, x + (order[s] / k) * K, K * sizeof(float)); });
         make_tasks(F);
         pool_.run(n_tasks, [&](int64_t ti, int) {
             const TaskRec &t = tasks_[ti];
@@ -308,7 +308,7 @@ public:
             rows(w.down.slice(t.e), gate + s0 * F, xq ? xq + s0 * q_row : nullptr, q_row, m, yd + s0 * E, E, t.r0, t.r1);
         });
         // out[t] = sum_j weight[t][j] * yd[slot(t, j)].
-        pool_.run(n, [&](int64_t t, int) {
+        for_rows(n, 4, [&](int64_t t, int) {
             float *o = out + t * E;
             std::fill(o, o + E, 0.0f);
             // The reference visits experts in increasing id; slots of one token are few, so select in order.
@@ -343,7 +343,7 @@ public:
         const int32_t *pos = host<int32_t>(pos_t);
         const float *inv_freq = host<float>(freq_t);
         const int half = n_rot / 2;
-        pool_.run(pos_t.count(), [&](int64_t t, int thread) {
+        for_rows(pos_t.count(), 8, [&](int64_t t, int thread) {
             float *cs = reserved(scratch_[thread].scores, static_cast<size_t>(2 * half));
             const float p = static_cast<float>(pos[t]);
             for (int j = 0; j < half; ++j) {
@@ -525,7 +525,7 @@ public:
         const int32_t *ids = host<int32_t>(ids_t);
         float *out = host<float>(out_t);
         const int64_t E = e.n_cols();
-        pool_.run(ids_t.count(), [&](int64_t t, int) {
+        for_rows(ids_t.count(), 8, [&](int64_t t, int) {
             float *o = out + t * E;
             e.type->to_float(e.bytes_at(static_cast<size_t>(ids[t]) * e.row_stride()), o, E);
             for (int64_t i = 0; i < E; ++i) o[i] *= s;
@@ -589,18 +589,14 @@ public:
         const Tensor zt = make_tensor(z, TensorType::F32, E, n, 1, 1, this);
         rmsnorm(xt, nullptr, eps, zt);
         const float root = static_cast<float>(1.0 / std::sqrt(static_cast<double>(E)));
-        pool_.run(n, [&](int64_t t, int) {
+        for_rows(n, 16, [&](int64_t t, int) {
             float *zr = z + t * E;
             for (int64_t i = 0; i < E; ++i) zr[i] = zr[i] * scale[i] * root;
         });
         float *logits = reserved(router_p_, static_cast<size_t>(n * X));
         matmul(w, zt, make_tensor(logits, TensorType::F32, X, n, 1, 1, this));
-        // The router's choice (cpu/router_cpu.h: router_math.h's route_top_k in one pass), 16 tokens a task.
-        constexpr int64_t kTokensPerTask = 16;
-        pool_.run((n + kTokensPerTask - 1) / kTokensPerTask, [&](int64_t task, int) {
-            for (int64_t t = task * kTokensPerTask; t < std::min(n, (task + 1) * kTokensPerTask); ++t)
-                route_top_k_cpu(logits + t * X, X, k, per_expert_scale, expert + t * k, weight + t * k);
-        });
+        // The router's choice (cpu/router_cpu.h: router_math.h's route_top_k in one pass).
+        for_rows(n, 16, [&](int64_t t, int) { route_top_k_cpu(logits + t * X, X, k, per_expert_scale, expert + t * k, weight + t * k); });
     }
 
     // --- the sampler (the reference in sampler.cpp, on this backend's host tensors) ----------------
@@ -637,6 +633,15 @@ public:
     }
 
 private:
+    // f(row, thread) for rows [0, n), `per_task` rows a task: per-row work of a microsecond or so
+    // would otherwise spend a good part of it on the pool's shared task counter.
+    template <typename F>
+    void for_rows(int64_t n, int64_t per_task, F &&f) {
+        pool_.run((n + per_task - 1) / per_task, [&](int64_t task, int thread) {
+            for (int64_t r = task * per_task; r < std::min(n, (task + 1) * per_task); ++r) f(r, thread);
+        });
+    }
+
     template <typename F>
     void elementwise(int64_t count, F &&f) {
         const int64_t chunks = (count + kElementwiseChunk - 1) / kElementwiseChunk;
