@@ -44,6 +44,7 @@ struct Scratch {
     std::vector<float> tile;    // soft_embed's dequantized vocabulary rows
     std::vector<float> scores;  // attention scores [queries per task][keys]; RoPE's cos/sin
     std::vector<float> kv;      // a run of cached keys or values converted to F32
+    std::vector<uint8_t> kpack; // attention: the current keys of one KV head in the float kernel's panels
 };
 
 class CpuBackend final : public Backend {
@@ -141,6 +142,7 @@ public:
             grow(sc.tile, kSoftChunk * l.n_embd);
             grow(sc.scores, std::max({kQueriesPerTask * l.keys, l.max_head_dim, l.rows * kSoftChunk}));
             grow(sc.kv, kKvChunk * l.max_head_dim);
+            grow(sc.kpack, (l.keys + kPanelRows) * l.max_head_dim * static_cast<int64_t>(sizeof(float)) + 64);
         }
         const int64_t slots = l.rows * l.n_expert_used;
         // Activations packed for the GEMM kernels (gemm_activation_bytes) take at most 4 bytes per value.
@@ -355,23 +357,25 @@ public:
         });
     }
 
-    // Per task: one segment, one head and a block of queries. Scores for the block against every key
-    // any of its queries may see come from the vectorised dot_tile (cached keys in at most two
-    // contiguous ring runs, converted to F32 when the cache is F16/BF16, then the current keys);
-    // keys a query may not see are masked before the softmax.
+    // Per task: one segment, one KV head with its query heads and a block of queries. Scores for the
+    // block against every key any of its queries may see come from the float panel products (cached
+    // keys in at most two contiguous ring runs as stored, then the current keys, packed into panels
+    // once for the heads of the group); keys a query may not see get probability 0.
     void attention(const AttentionArgs &a) override {
         touch();
         const Pass &pass = *a.pass;
         const int group = a.n_head / a.n_head_kv;
         const int d = a.head_dim;
         const int64_t kv_row = static_cast<int64_t>(a.n_head_kv) * d, q_stride = static_cast<int64_t>(a.n_head) * d;
-        // Tasks of all segments in one loop: segment g owns tasks [first[g], first[g + 1]).
+        // Tasks of all segments in one loop: segment g owns tasks [first[g], first[g + 1]). A task
+        // is one block of queries and one KV head with the query heads that share it; blocks go
+        // last to first (a causal block sees more keys the later it is: the longest first).
         int64_t n_tasks = 0;
-        for (const PassSegment &g : pass.segments) n_tasks += (g.n + kQueriesPerTask - 1) / kQueriesPerTask * a.n_head;
+        for (const PassSegment &g : pass.segments) n_tasks += (g.n + kQueriesPerTask - 1) / kQueriesPerTask * a.n_head_kv;
         pool_.run(n_tasks, [&](int64_t task, int thread) {
             size_t gi = 0;
             for (;; ++gi) {
-                const int64_t nt = (pass.segments[gi].n + kQueriesPerTask - 1) / kQueriesPerTask * a.n_head;
+                const int64_t nt = (pass.segments[gi].n + kQueriesPerTask - 1) / kQueriesPerTask * a.n_head_kv;
                 if (task < nt) break;
                 task -= nt;
             }
@@ -379,9 +383,9 @@ public:
             const KvLayer &c = (*g.cache)[static_cast<size_t>(a.layer)];
             const bool causal = g.mode == PassMode::Encoder;
             const int64_t window = causal ? a.window : 0;
-            const int h = static_cast<int>(task % a.n_head);
-            const int kvh = h / group;
-            const int64_t i0 = (task / a.n_head) * kQueriesPerTask, i1 = std::min(g.n, i0 + kQueriesPerTask);
+            const int kvh = static_cast<int>(task % a.n_head_kv);
+            const int64_t n_blocks = (g.n + kQueriesPerTask - 1) / kQueriesPerTask;
+            const int64_t i0 = (n_blocks - 1 - task / a.n_head_kv) * kQueriesPerTask, i1 = std::min(g.n, i0 + kQueriesPerTask);
             const int64_t nb = i1 - i0;
             const float *qs = host<float>(a.q) + g.row0 * q_stride, *ks = host<float>(a.k) + g.row0 * kv_row,
                         *vs = host<float>(a.v) + g.row0 * kv_row;
@@ -399,63 +403,76 @@ public:
             const int64_t n_cur = cur_hi - cur_lo;
             const int64_t n_keys = n_c + n_cur;
             float *scores = reserved(scratch_[thread].scores, static_cast<size_t>(nb * n_keys));
-            const float *q = qs + i0 * q_stride + h * d;
-            // A ring run of cached rows of one KV head as F32 rows with stride ld.
-            auto cached = [&](const Tensor &cache, int64_t slot, int64_t run, int64_t *ld) -> const float * {
-                if (cache.type_id == TensorType::F32) {
-                    *ld = kv_row;
-                    return host<float>(cache) + slot * kv_row + kvh * d;
+            // The current keys in the float kernel's panels, once for the heads of the group (null
+            // where the set's kernel reads rows as stored): the same products as over the rows.
+            const uint8_t *kpack = nullptr;
+            const size_t k_row = static_cast<size_t>(kv_row) * sizeof(float);
+            const uint8_t *k_cur = reinterpret_cast<const uint8_t *>(ks + cur_lo * kv_row + kvh * d);
+            if (n_cur > 0) {
+                if (const size_t bytes = gemm_packed_bytes(TensorType::F32, n_cur, d)) {
+                    std::vector<uint8_t> &buf = scratch_[thread].kpack;
+                    uint8_t *at = reinterpret_cast<uint8_t *>((reinterpret_cast<uintptr_t>(reserved(buf, bytes + 64)) + 63) & ~uintptr_t{63});
+                    gemm_pack_weights(TensorType::F32, k_cur, k_row, n_cur, d, at);
+                    kpack = at;
                 }
-                float *buf = reserved(scratch_[thread].kv, static_cast<size_t>(run * d));
-                for (int64_t r = 0; r < run; ++r)
-                    cache.type->to_float(cache.bytes_at(static_cast<size_t>(slot + r) * cache.nb[1] + static_cast<size_t>(kvh * d) * cache.nb[0]),
-                                         buf + r * d, d);
-                *ld = d;
-                return buf;
-            };
-            // Scores = the block's queries against key rows, by the matrix product over the keys as
-            // they are stored (F32, F16 or BF16 cache rows; the current pass's F32 rows).
-            const uint8_t *qb = reinterpret_cast<const uint8_t *>(q);
-            const size_t q_row = static_cast<size_t>(q_stride) * sizeof(float);
-            for (int64_t j = c_lo; j < cache_end;) {  // ring runs of contiguous slots, kKvChunk at most
-                const int64_t slot = j % c.capacity;
-                const int64_t run = std::min({cache_end - j, c.capacity - slot, kKvChunk});
-                const uint8_t *kc = c.k.bytes_at(static_cast<size_t>(slot) * c.k.nb[1] + static_cast<size_t>(kvh * d) * c.k.nb[0]);
-                gemm(c.k.type_id, GemmArgs{kc, c.k.nb[1], run, qb, q_row, nb, d, scores + (j - c_lo), n_keys});
-                j += run;
             }
-            if (n_cur > 0)
-                gemm(TensorType::F32, GemmArgs{reinterpret_cast<const uint8_t *>(ks + cur_lo * kv_row + kvh * d),
-                                               static_cast<size_t>(kv_row) * sizeof(float), n_cur, qb, q_row, nb, d, scores + n_c, n_keys});
-            for (int64_t i = i0; i < i1; ++i) {
-                float *sr = scores + (i - i0) * n_keys;
-                const int64_t p = g.n_past + i;
-                // Visible: cached j >= c0 (window), current j <= i (causal) and j > p - window;
-                // in score columns, [vis_c0, n_c) and [n_c + cur0 - cur_lo, n_c + cur_end - cur_lo).
-                // A query that sees a cached key sees every current key up to itself (they are
-                // nearer), so the two runs are one: the softmax runs over it, the rest is 0.
-                const int64_t c0 = window > 0 ? std::max(c_lo, p - window + 1) : c_lo;
-                const int64_t cur0 = window > 0 ? std::max<int64_t>(cur_lo, p - window + 1 - g.n_past) : 0;
-                const int64_t cur_end = causal ? i + 1 : g.n;
-                const int64_t vis_c0 = std::min(n_c, c0 - c_lo);
-                const int64_t lo = vis_c0 < n_c ? vis_c0 : n_c + cur0 - cur_lo, hi = n_c + cur_end - cur_lo;
-                std::fill(sr, sr + lo, 0.0f);
-                std::fill(sr + hi, sr + n_keys, 0.0f);
-                softmax(sr + lo, hi - lo);
-                float *o = host<float>(a.out) + (g.row0 + i) * q_stride + h * d;
-                std::fill(o, o + d, 0.0f);
+            for (int h = kvh * group; h < (kvh + 1) * group; ++h) {
+                const float *q = qs + i0 * q_stride + h * d;
+                // A ring run of cached rows of one KV head as F32 rows with stride ld.
+                auto cached = [&](const Tensor &cache, int64_t slot, int64_t run, int64_t *ld) -> const float * {
+                    if (cache.type_id == TensorType::F32) {
+                        *ld = kv_row;
+                        return host<float>(cache) + slot * kv_row + kvh * d;
+                    }
+                    float *buf = reserved(scratch_[thread].kv, static_cast<size_t>(run * d));
+                    for (int64_t r = 0; r < run; ++r)
+                        cache.type->to_float(cache.bytes_at(static_cast<size_t>(slot + r) * cache.nb[1] + static_cast<size_t>(kvh * d) * cache.nb[0]),
+                                             buf + r * d, d);
+                    *ld = d;
+                    return buf;
+                };
+                // Scores = the block's queries against key rows, by the matrix product over the keys as
+                // they are stored (F32, F16 or BF16 cache rows; the current pass's F32 rows).
+                const uint8_t *qb = reinterpret_cast<const uint8_t *>(q);
+                const size_t q_row = static_cast<size_t>(q_stride) * sizeof(float);
+                for (int64_t j = c_lo; j < cache_end;) {  // ring runs of contiguous slots, kKvChunk at most
+                    const int64_t slot = j % c.capacity;
+                    const int64_t run = std::min({cache_end - j, c.capacity - slot, kKvChunk});
+                    const uint8_t *kc = c.k.bytes_at(static_cast<size_t>(slot) * c.k.nb[1] + static_cast<size_t>(kvh * d) * c.k.nb[0]);
+                    gemm(c.k.type_id, GemmArgs{kc, c.k.nb[1], run, qb, q_row, nb, d, scores + (j - c_lo), n_keys});
+                    j += run;
+                }
+                if (n_cur > 0) gemm(TensorType::F32, GemmArgs{k_cur, k_row, n_cur, qb, q_row, nb, d, scores + n_c, n_keys, kpack});
+                for (int64_t i = i0; i < i1; ++i) {
+                    float *sr = scores + (i - i0) * n_keys;
+                    const int64_t p = g.n_past + i;
+                    // Visible: cached j >= c0 (window), current j <= i (causal) and j > p - window;
+                    // in score columns, [vis_c0, n_c) and [n_c + cur0 - cur_lo, n_c + cur_end - cur_lo).
+                    // A query that sees a cached key sees every current key up to itself (they are
+                    // nearer), so the two runs are one: the softmax runs over it, the rest is 0.
+                    const int64_t c0 = window > 0 ? std::max(c_lo, p - window + 1) : c_lo;
+                    const int64_t cur0 = window > 0 ? std::max<int64_t>(cur_lo, p - window + 1 - g.n_past) : 0;
+                    const int64_t cur_end = causal ? i + 1 : g.n;
+                    const int64_t vis_c0 = std::min(n_c, c0 - c_lo);
+                    const int64_t lo = vis_c0 < n_c ? vis_c0 : n_c + cur0 - cur_lo, hi = n_c + cur_end - cur_lo;
+                    std::fill(sr, sr + lo, 0.0f);
+                    std::fill(sr + hi, sr + n_keys, 0.0f);
+                    softmax(sr + lo, hi - lo);
+                    float *o = host<float>(a.out) + (g.row0 + i) * q_stride + h * d;
+                    std::fill(o, o + d, 0.0f);
+                }
+                // out = P . V for the whole block, value rows in the same runs as the keys.
+                float *o = host<float>(a.out) + (g.row0 + i0) * q_stride + h * d;
+                for (int64_t j = c_lo; j < cache_end;) {
+                    const int64_t slot = j % c.capacity;
+                    const int64_t run = std::min({cache_end - j, c.capacity - slot, kKvChunk});
+                    int64_t ld;
+                    const float *vc = cached(c.v, slot, run, &ld);
+                    accumulate_rows(scores + (j - c_lo), n_keys, nb, vc, ld, run, d, o, q_stride);
+                    j += run;
+                }
+                if (n_cur > 0) accumulate_rows(scores + n_c, n_keys, nb, vs + cur_lo * kv_row + kvh * d, kv_row, n_cur, d, o, q_stride);
             }
-            // out = P . V for the whole block, value rows in the same runs as the keys.
-            float *o = host<float>(a.out) + (g.row0 + i0) * q_stride + h * d;
-            for (int64_t j = c_lo; j < cache_end;) {
-                const int64_t slot = j % c.capacity;
-                const int64_t run = std::min({cache_end - j, c.capacity - slot, kKvChunk});
-                int64_t ld;
-                const float *vc = cached(c.v, slot, run, &ld);
-                accumulate_rows(scores + (j - c_lo), n_keys, nb, vc, ld, run, d, o, q_stride);
-                j += run;
-            }
-            if (n_cur > 0) accumulate_rows(scores + n_c, n_keys, nb, vs + cur_lo * kv_row + kvh * d, kv_row, n_cur, d, o, q_stride);
         });
     }
 
