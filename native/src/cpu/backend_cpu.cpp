@@ -307,7 +307,10 @@ public:
         pool_.run(n_tasks, [&](int64_t ti, int) {
             const TaskRec &t = tasks_[ti];
             const int64_t s0 = offsets[t.e], m = offsets[t.e + 1] - s0;
-            rows(w.down.slice(t.e), gate + s0 * F, xq ? xq + s0 * q_row : nullptr, q_row, m, yd + s0 * E, E, t.r0, t.r1);
+            // yd by row tile: tile [r0, r1) holds every slot's r1 - r0 values, slot after slot.
+            const int64_t width = t.r1 - t.r0;
+            rows(w.down.slice(t.e), gate + s0 * F, xq ? xq + s0 * q_row : nullptr, q_row, m, yd + t.r0 * total + s0 * width - t.r0, width,
+                 t.r0, t.r1);
         });
         // out[t] = sum_j weight[t][j] * yd[slot(t, j)].
         for_rows(n, 4, [&](int64_t t, int) {
@@ -320,7 +323,11 @@ public:
                 for (int c = 0; c < k; ++c)
                     if (expert[t * k + c] > last && (j < 0 || expert[t * k + c] < expert[t * k + j])) j = c;
                 last = expert[t * k + j];
-                axpy(o, yd + slot_of[t * k + j] * E, weight[t * k + j], E);
+                const int64_t slot = slot_of[t * k + j];
+                for (int64_t r0 = 0; r0 < E; r0 += kMoeRowTile) {
+                    const int64_t width = std::min(kMoeRowTile, E - r0);
+                    axpy(o + r0, yd + r0 * total + slot * width, weight[t * k + j], width);
+                }
             }
         });
     }
