@@ -375,14 +375,19 @@ public:
         const int d = a.head_dim;
         const int64_t kv_row = static_cast<int64_t>(a.n_head_kv) * d, q_stride = static_cast<int64_t>(a.n_head) * d;
         // Tasks of all segments in one loop: segment g owns tasks [first[g], first[g + 1]). A task
-        // is one block of queries and one KV head with the query heads that share it; blocks go
-        // last to first (a causal block sees more keys the later it is: the longest first).
-        int64_t n_tasks = 0;
-        for (const PassSegment &g : pass.segments) n_tasks += (g.n + kQueriesPerTask - 1) / kQueriesPerTask * a.n_head_kv;
+        // is one block of queries and one KV head with `per_task` of the query heads that share it
+        // (all of them, unless that leaves fewer than 4 tasks a thread); blocks go last to first (a
+        // causal block sees more keys the later it is: the longest first).
+        int64_t n_blocks_all = 0;
+        for (const PassSegment &g : pass.segments) n_blocks_all += (g.n + kQueriesPerTask - 1) / kQueriesPerTask;
+        int per_task = group;
+        while (per_task % 2 == 0 && n_blocks_all * a.n_head / per_task < 4 * pool_.size()) per_task /= 2;
+        const int64_t slices = a.n_head / per_task;  // (KV head, run of its query heads) per block
+        int64_t n_tasks = n_blocks_all * slices;
         pool_.run(n_tasks, [&](int64_t task, int thread) {
             size_t gi = 0;
             for (;; ++gi) {
-                const int64_t nt = (pass.segments[gi].n + kQueriesPerTask - 1) / kQueriesPerTask * a.n_head_kv;
+                const int64_t nt = (pass.segments[gi].n + kQueriesPerTask - 1) / kQueriesPerTask * slices;
                 if (task < nt) break;
                 task -= nt;
             }
@@ -390,9 +395,9 @@ public:
             const KvLayer &c = (*g.cache)[static_cast<size_t>(a.layer)];
             const bool causal = g.mode == PassMode::Encoder;
             const int64_t window = causal ? a.window : 0;
-            const int kvh = static_cast<int>(task % a.n_head_kv);
+            const int h0 = static_cast<int>(task % slices) * per_task, kvh = h0 / group;
             const int64_t n_blocks = (g.n + kQueriesPerTask - 1) / kQueriesPerTask;
-            const int64_t i0 = (n_blocks - 1 - task / a.n_head_kv) * kQueriesPerTask, i1 = std::min(g.n, i0 + kQueriesPerTask);
+            const int64_t i0 = (n_blocks - 1 - task / slices) * kQueriesPerTask, i1 = std::min(g.n, i0 + kQueriesPerTask);
             const int64_t nb = i1 - i0;
             const float *qs = host<float>(a.q) + g.row0 * q_stride, *ks = host<float>(a.k) + g.row0 * kv_row,
                         *vs = host<float>(a.v) + g.row0 * kv_row;
@@ -410,7 +415,7 @@ public:
             const int64_t n_cur = cur_hi - cur_lo;
             const int64_t n_keys = n_c + n_cur;
             float *scores = reserved(scratch_[thread].scores, static_cast<size_t>(nb * n_keys));
-            // The current keys in the float kernel's panels, once for the heads of the group (null
+            // The current keys in the float kernel's panels, once for the task's heads (null
             // where the set's kernel reads rows as stored): the same products as over the rows.
             const uint8_t *kpack = nullptr;
             const size_t k_row = static_cast<size_t>(kv_row) * sizeof(float);
@@ -423,7 +428,7 @@ public:
                     kpack = at;
                 }
             }
-            for (int h = kvh * group; h < (kvh + 1) * group; ++h) {
+            for (int h = h0; h < h0 + per_task; ++h) {
                 const float *q = qs + i0 * q_stride + h * d;
                 // A ring run of cached rows of one KV head as F32 rows with stride ld.
                 auto cached = [&](const Tensor &cache, int64_t slot, int64_t run, int64_t *ld) -> const float * {
