@@ -239,8 +239,9 @@ def test_matvec_rows_match_vec_dot():
 # ---- register-blocked matrix products (gemm), per instruction set ----
 
 # (rows, tokens, blocks per row): tiles and every edge (rows and tokens not multiples of the tiles,
-# one token, one row, an odd number of 32-element blocks, 257 tokens).
-GEMM_SHAPES = [(13, 7, 5), (1, 1, 3), (4, 257, 2), (9, 4, 1), (6, 12, 4)]
+# one token, one row, an odd number of 32-element blocks, 257 tokens, rows past two panel pairs, rows
+# longer than one sweep of the AVX-512 32-element panels: 70 blocks in 3 chunks).
+GEMM_SHAPES = [(13, 7, 5), (1, 1, 3), (4, 257, 2), (9, 4, 1), (6, 12, 4), (70, 9, 3), (20, 13, 70)]
 
 
 def gemm_inputs(t, rows, tokens, blocks, rng):
@@ -343,6 +344,51 @@ def test_float_panels_give_the_same_bits_on_avx2_and_avx512(t):
             got[isa] = kernels.gemm(t, w, x)
         kernels.set_cpu_isa("auto")
         np.testing.assert_array_equal(got["avx2"].view(np.uint32), got["avx512"].view(np.uint32))
+
+
+def float_weights(t, rows, n, rng):
+    """Random rows of float type t as stored (uint8 [rows, row bytes]) and their float32 values."""
+    wf = rng.standard_normal((rows, n)).astype(np.float32)
+    if t == T.BF16:
+        bits = wf.view(np.uint32) >> 16
+        return bits.astype(np.uint16).view(np.uint8).reshape(rows, -1), (bits << 16).view(np.float32)
+    w = wf.astype(FLOAT_TYPES[t])
+    return w.view(np.uint8).reshape(rows, -1), w.astype(np.float32)
+
+
+@pytest.mark.parametrize("isa", isa_params(), indirect=True)
+@pytest.mark.parametrize("t", [T.F32, T.F16, T.BF16], ids=lambda t: t.name)
+def test_float_panels_packed_at_load_give_the_rows_bits(t, isa, monkeypatch):
+    """The products over weights packed at load (DGEMMA_GEMM_PACKED=1 packs them as the backend does;
+    the 16-bit packs are widened by the first tile of tokens) against the same rows read as stored: one
+    FMA chain per (row, token) over k in order either way, so the same bits, for every token count of
+    a tile's tail (1 .. 25 tokens), rows that fill no panel, the experts' 176 and a row past a chunk
+    (528, 1100); each token's result is also what it gets alone, and within float32 of the float64
+    product."""
+    rng = np.random.default_rng()
+    for rows, n in [(32, 176), (13, 528), (37, 1100), (16, 5)]:
+        w, wf = float_weights(t, rows, n, rng)
+        for tokens in list(range(1, 26)) + [64, 67]:
+            x = rng.standard_normal((tokens, n)).astype(np.float32)
+            monkeypatch.delenv("DGEMMA_GEMM_PACKED", raising=False)
+            rows_read = kernels.gemm(t, w, x)
+            monkeypatch.setenv("DGEMMA_GEMM_PACKED", "1")
+            packed = kernels.gemm(t, w, x)
+            assert same_floats(packed, rows_read), (rows, n, tokens)
+            ref = x.astype(np.float64) @ wf.T.astype(np.float64)
+            scale = np.abs(x.astype(np.float64)) @ np.abs(wf.T.astype(np.float64))
+            assert np.all(np.abs(packed - ref) <= 1e-6 * scale + 1e-30), (rows, n, tokens)
+        for lo in (0, 5, 13, 66):
+            assert same_floats(packed[lo:lo + 1], kernels.gemm(t, w, x[lo:lo + 1])), (rows, n, lo)
+
+
+@pytest.mark.parametrize("isa", isa_params(), indirect=True)
+@pytest.mark.parametrize("t", DOT_TYPES, ids=lambda t: t.name)
+def test_gemm_over_packed_weights_agrees_with_generic(t, isa, monkeypatch):
+    """test_gemm_agrees_with_generic with the weights packed at load where the set's kernel packs them
+    (DGEMMA_GEMM_PACKED=1): the packs the model's products read, against vec_dot per pair."""
+    monkeypatch.setenv("DGEMMA_GEMM_PACKED", "1")
+    test_gemm_agrees_with_generic(t, isa)
 
 
 @pytest.mark.parametrize("isa", isa_params(), indirect=True)

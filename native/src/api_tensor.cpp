@@ -2,6 +2,7 @@
 // and the CPU instruction-set choice.
 #include <algorithm>
 #include <cstdint>
+#include <cstdlib>
 #include <cstring>
 #include <string>
 #include <thread>
@@ -198,12 +199,25 @@ DGEMMA_API dgemma_status dgemma_gemm(int32_t type, const void *w, int64_t n_rows
         if (n_tokens < 0) throw Error(DGEMMA_ERR_INVALID_ARGUMENT, "n_tokens " + std::to_string(n_tokens) + " is negative");
         if (!tt.to_float) throw Error(DGEMMA_ERR_UNSUPPORTED, std::string("type ") + tt.name + " cannot be read by this build");
         const dg::TensorType id = dg::type_id(tt);
+        // DGEMMA_GEMM_PACKED=1 (a test hook): the weights packed into the active kernel's panels
+        // first, as the CPU backend packs its weights at load, so the kernel reads the packs.
+        std::vector<uint8_t> packs;
+        const char *packed_env = std::getenv("DGEMMA_GEMM_PACKED");
+        if (packed_env && std::strcmp(packed_env, "1") == 0) {
+            if (const size_t bytes = dg::gemm_packed_bytes(id, n_rows, n)) packs.resize(bytes + 64);
+        }
+        auto packed_rows = [&](const uint8_t *rows) -> const uint8_t * {
+            if (packs.empty()) return nullptr;
+            uint8_t *at = reinterpret_cast<uint8_t *>((reinterpret_cast<uintptr_t>(packs.data()) + 63) & ~uintptr_t{63});
+            dg::gemm_pack_weights(id, rows, dg::row_bytes(tt, n), n_rows, n, at);
+            return at;
+        };
         const size_t x_row = buffer_bytes(n, sizeof(float), "x");
         const Scratch w_in(w, buffer_bytes(n_rows, dg::row_bytes(tt, n), "w")), x_in(x, buffer_bytes(n_tokens, x_row, "x")),
             result(out, buffer_bytes(n_tokens, buffer_bytes(n_rows, sizeof(float), "out"), "out"));
         if (!tt.vec_dot) {  // float weights take the float rows as they are
             dg::gemm(id, dg::GemmArgs{w_in.get<const uint8_t>(), dg::row_bytes(tt, n), n_rows, x_in.get<const uint8_t>(),
-                                      x_row, n_tokens, n, result.get<float>(), n_rows});
+                                      x_row, n_tokens, n, result.get<float>(), n_rows, packed_rows(w_in.get<const uint8_t>())});
             result.commit();
             return;
         }
@@ -213,7 +227,7 @@ DGEMMA_API dgemma_status dgemma_gemm(int32_t type, const void *w, int64_t n_rows
         for (int64_t t = 0; t < n_tokens; ++t)
             dg::gemm_pack_activations(id, x_in.get<const float>() + t * n, xq.data() + t * x_stride, n);
         dg::gemm(id, dg::GemmArgs{w_in.get<const uint8_t>(), dg::row_bytes(tt, n), n_rows, xq.data(), x_stride, n_tokens,
-                                  n, result.get<float>(), n_rows});
+                                  n, result.get<float>(), n_rows, packed_rows(w_in.get<const uint8_t>())});
         result.commit();
     });
 }

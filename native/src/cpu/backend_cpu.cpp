@@ -12,9 +12,9 @@
 #include "backend.h"
 #include "cpu/gemm.h"
 #include "cpu/kernels.h"
+#include "cpu/router_cpu.h"
 #include "cpu/threadpool.h"
 #include "error.h"
-#include "router_math.h"
 #include "sampler.h"
 
 namespace dg {
@@ -22,6 +22,7 @@ namespace dg {
 namespace {
 
 constexpr int64_t kRowTile = 32;          // weight rows per matmul task (two 16-row panels)
+constexpr int64_t kMoeRowTile = 96;       // weight rows per expert task
 constexpr int64_t kElementwiseChunk = 1 << 16;
 constexpr int64_t kQueriesPerTask = 32;    // attention queries per task (one head)
 constexpr int64_t kSoftParts = 16;        // soft_embed: fixed vocabulary ranges, reduced in order
@@ -43,6 +44,7 @@ struct Scratch {
     std::vector<float> tile;    // soft_embed's dequantized vocabulary rows
     std::vector<float> scores;  // attention scores [queries per task][keys]; RoPE's cos/sin
     std::vector<float> kv;      // a run of cached keys or values converted to F32
+    std::vector<uint8_t> kpack; // attention: the current keys of one KV head in the float kernel's panels
 };
 
 class CpuBackend final : public Backend {
@@ -53,6 +55,7 @@ public:
     std::string name() const override { return "cpu"; }
 
     Tensor alloc(TensorType type, int64_t ne0, int64_t ne1, int64_t ne2, int64_t ne3) override {
+        touch();
         Tensor t = make_tensor(nullptr, type, ne0, ne1, ne2, ne3, this);
         const size_t bytes = (t.bytes() + 63) / 64 * 64;
         if (bytes) {
@@ -63,6 +66,7 @@ public:
     }
 
     void free(Tensor &t) override {
+        touch();
         std::free(t.data);
         t = Tensor{};
     }
@@ -71,6 +75,7 @@ public:
     // get that layout here, once, so no product decodes them again (kept beside the rows, which
     // the embedding lookups read).
     Tensor load_weight(const Tensor &h) override {
+        touch();
         Tensor t = h;
         t.backend = this;
         const int64_t k = h.n_cols(), rows = h.n_rows(), matrices = h.ne[2] * h.ne[3];
@@ -114,12 +119,14 @@ public:
     }
 
     void upload(const Tensor &dst, const void *src, size_t bytes, size_t offset) override {
+        touch();
         if (bytes) std::memcpy(dst.bytes_at(offset), src, bytes);
     }
     void download(const Tensor &src, void *dst, size_t bytes, size_t offset) override {
         if (bytes) std::memcpy(dst, src.bytes_at(offset), bytes);
     }
     void copy_rows(const Tensor &src, int64_t s0, const Tensor &dst, int64_t d0, int64_t n) override {
+        touch();
         for (int64_t r = 0; r < n; ++r)
             std::memcpy(dst.bytes_at(static_cast<size_t>(d0 + r) * dst.nb[1]), src.bytes_at(static_cast<size_t>(s0 + r) * src.nb[1]),
                         src.nb[1]);
@@ -127,6 +134,7 @@ public:
     void synchronize() override {}
 
     void reserve(const PassLimits &l) override {
+        touch();
         auto grow = [](auto &v, int64_t n) {
             if (v.size() < static_cast<size_t>(n)) v.resize(static_cast<size_t>(n));
         };
@@ -134,11 +142,13 @@ public:
             grow(sc.tile, kSoftChunk * l.n_embd);
             grow(sc.scores, std::max({kQueriesPerTask * l.keys, l.max_head_dim, l.rows * kSoftChunk}));
             grow(sc.kv, kKvChunk * l.max_head_dim);
+            grow(sc.kpack, (l.keys + kPanelRows) * l.max_head_dim * static_cast<int64_t>(sizeof(float)) + 64);
         }
         const int64_t slots = l.rows * l.n_expert_used;
         // Activations packed for the GEMM kernels (gemm_activation_bytes) take at most 4 bytes per value.
         grow(qx_, 4 * std::max(slots, l.rows) * l.max_cols);
         grow(qx_up_, 4 * slots * l.max_cols);
+        grow(qx_mm_, 4 * l.rows * l.max_cols);
         grow(qx_tok_, 4 * l.rows * l.max_cols);
         grow(offsets_, l.n_expert + 1);
         grow(fill_, l.n_expert + 1);
@@ -169,7 +179,7 @@ public:
         if (rs == 0) return nullptr;
         *row_size = rs;
         uint8_t *out = reserved(buf, rs * static_cast<size_t>(n));
-        pool_.run(n, [&](int64_t t, int) { gemm_pack_activations(type, x + t * K, out + t * rs, K); });
+        for_rows(n, 8, [&](int64_t t, int) { gemm_pack_activations(type, x + t * K, out + t * rs, K); });
         return out;
     }
 
@@ -206,16 +216,28 @@ public:
         if (n <= 0) return;
         const float *x = host<float>(xt);
         float *y = host<float>(yt);
-        size_t xq_row = 0;
-        const uint8_t *xq = quantize_activations(w, x, n, qx_, &xq_row);
+        const int64_t K = w.n_cols();
+        // Products over the same activations one after another (q, k and v of one normed input;
+        // the dense gate and up) quantize them once: the rows are kept until any other op of this
+        // backend runs (touch()) or a product writes over them.
+        QuantCache &c = qcache_;
+        if (!(c.valid && c.x == x && c.n == n && c.k == K && c.type == w.type_id)) {
+            c.xq = quantize_activations(w, x, n, qx_mm_, &c.row);
+            c = {c.xq != nullptr, x, n, K, w.type_id, c.xq, c.row};
+        }
+        const uint8_t *xq = c.xq;
+        const size_t xq_row = c.row;
         const int64_t n_tiles = (w.n_rows() + kRowTile - 1) / kRowTile;
         pool_.run(n_tiles, [&](int64_t tile, int) {
             const int64_t r0 = tile * kRowTile, r1 = std::min(w.n_rows(), r0 + kRowTile);
             rows(w, x, xq, xq_row, n, y, w.n_rows(), r0, r1);
         });
+        const float *y_end = y + (n - 1) * w.n_rows() + w.n_rows();
+        if (y < x + n * K && x < y_end) touch();
     }
 
     void moe(const MoeWeights &w, const Tensor &xt, const Tensor &expert_t, const Tensor &weight_t, const Tensor &out_t) override {
+        touch();
         const float *x = host<float>(xt);
         const int32_t *expert = host<int32_t>(expert_t);
         const float *weight = host<float>(weight_t);
@@ -243,11 +265,17 @@ public:
         // Tasks: (expert, row tile) over the experts that received tokens.
         int64_t n_tasks = 0;
         auto make_tasks = [&](int64_t n_rows) {
-            TaskRec *tasks = reserved(tasks_, static_cast<size_t>(X * ((n_rows + kRowTile - 1) / kRowTile)));
+            TaskRec *tasks = reserved(tasks_, static_cast<size_t>(X * ((n_rows + kMoeRowTile - 1) / kMoeRowTile)));
             n_tasks = 0;
             for (int64_t e = 0; e < X; ++e)
                 if (offsets[e + 1] > offsets[e])
-                    for (int64_t r0 = 0; r0 < n_rows; r0 += kRowTile) tasks[n_tasks++] = {e, r0, std::min(n_rows, r0 + kRowTile)};
+                    for (int64_t r0 = 0; r0 < n_rows; r0 += kMoeRowTile) tasks[n_tasks++] = {e, r0, std::min(n_rows, r0 + kMoeRowTile)};
+            // The experts' loads are uneven (a few take hundreds of tokens, many a handful): the
+            // largest tasks go first, so the pool does not end on one long task with the other
+            // threads idle. Tasks write disjoint outputs, so their order changes no result.
+            std::stable_sort(tasks, tasks + n_tasks, [&](const TaskRec &p, const TaskRec &q) {
+                return (offsets[p.e + 1] - offsets[p.e]) * (p.r1 - p.r0) > (offsets[q.e + 1] - offsets[q.e]) * (q.r1 - q.r0);
+            });
         };
         // The slots' activations in the kernels' form: each token quantized once, then gathered
         // per slot (a token has k slots), or null for float weights (which read xg).
@@ -256,7 +284,7 @@ public:
             if (!q) return nullptr;
             uint8_t *out = reserved(buf, *row * static_cast<size_t>(total));
             const size_t rs = *row;
-            pool_.run(total, [&](int64_t s, int) { std::memcpy(out + s * rs, q + (order[s] / k) * rs, rs); });
+            for_rows(total, 64, [&](int64_t s, int) { std::memcpy(out + s * rs, q + (order[s] / k) * rs, rs); });
             return out;
         };
         size_t q_row = 0;
@@ -265,7 +293,7 @@ public:
         size_t q_row_up = q_row;
         if (w.up.type_id != w.gate.type_id) xq_up = slot_activations(w.up, qx_up_, &q_row_up);
         if (!xq || !xq_up)  // float weights read the slots' rows as they are
-            pool_.run(total, [&](int64_t s, int) { std::memcpy(xg + s * K, x + (order[s] / k) * K, K * sizeof(float)); });
+            for_rows(total, 64, [&](int64_t s, int) { std::memcpy(xg + s * K, x + (order[s] / k) * K, K * sizeof(float)); });
         make_tasks(F);
         pool_.run(n_tasks, [&](int64_t ti, int) {
             const TaskRec &t = tasks_[ti];
@@ -279,10 +307,13 @@ public:
         pool_.run(n_tasks, [&](int64_t ti, int) {
             const TaskRec &t = tasks_[ti];
             const int64_t s0 = offsets[t.e], m = offsets[t.e + 1] - s0;
-            rows(w.down.slice(t.e), gate + s0 * F, xq ? xq + s0 * q_row : nullptr, q_row, m, yd + s0 * E, E, t.r0, t.r1);
+            // yd by row tile: tile [r0, r1) holds every slot's r1 - r0 values, slot after slot.
+            const int64_t width = t.r1 - t.r0;
+            rows(w.down.slice(t.e), gate + s0 * F, xq ? xq + s0 * q_row : nullptr, q_row, m, yd + t.r0 * total + s0 * width - t.r0, width,
+                 t.r0, t.r1);
         });
         // out[t] = sum_j weight[t][j] * yd[slot(t, j)].
-        pool_.run(n, [&](int64_t t, int) {
+        for_rows(n, 4, [&](int64_t t, int) {
             float *o = out + t * E;
             std::fill(o, o + E, 0.0f);
             // The reference visits experts in increasing id; slots of one token are few, so select in order.
@@ -292,9 +323,11 @@ public:
                 for (int c = 0; c < k; ++c)
                     if (expert[t * k + c] > last && (j < 0 || expert[t * k + c] < expert[t * k + j])) j = c;
                 last = expert[t * k + j];
-                const float *src = yd + slot_of[t * k + j] * E;
-                const float a = weight[t * k + j];
-                for (int64_t i = 0; i < E; ++i) o[i] += src[i] * a;
+                const int64_t slot = slot_of[t * k + j];
+                for (int64_t r0 = 0; r0 < E; r0 += kMoeRowTile) {
+                    const int64_t width = std::min(kMoeRowTile, E - r0);
+                    axpy(o + r0, yd + r0 * total + slot * width, weight[t * k + j], width);
+                }
             }
         });
     }
@@ -302,31 +335,24 @@ public:
     // --- normalisation and elementwise ----------------------------------------------------------
 
     void rmsnorm(const Tensor &xt, const Tensor *wt, float eps, const Tensor &yt) override {
+        touch();
         const int64_t dim = xt.ne[0], rows = xt.count() / dim;
         const float *x = host<float>(xt), *w = wt ? host<float>(*wt) : nullptr;
         float *y = host<float>(yt);
         const int64_t per_task = std::max<int64_t>(1, kElementwiseChunk / dim);
         pool_.run((rows + per_task - 1) / per_task, [&](int64_t task, int) {
-            const int64_t r1 = std::min(rows, (task + 1) * per_task);
-            for (int64_t r = task * per_task; r < r1; ++r) {
-                const float *xr = x + r * dim;
-                float *yr = y + r * dim;
-                const double ss = sum_squares(xr, dim);
-                const float scale = static_cast<float>(1.0 / std::sqrt(ss / static_cast<double>(dim) + eps));
-                if (w)
-                    for (int64_t i = 0; i < dim; ++i) yr[i] = xr[i] * scale * w[i];
-                else
-                    for (int64_t i = 0; i < dim; ++i) yr[i] = xr[i] * scale;
-            }
+            const int64_t r0 = task * per_task, r1 = std::min(rows, r0 + per_task);
+            rmsnorm_rows(x + r0 * dim, w, eps, y + r0 * dim, r1 - r0, dim);
         });
     }
 
     void rope(const Tensor &xt, int n_heads, int head_dim, const Tensor &pos_t, const Tensor &freq_t, int n_rot) override {
+        touch();
         float *x = host<float>(xt);
         const int32_t *pos = host<int32_t>(pos_t);
         const float *inv_freq = host<float>(freq_t);
         const int half = n_rot / 2;
-        pool_.run(pos_t.count(), [&](int64_t t, int thread) {
+        for_rows(pos_t.count(), 8, [&](int64_t t, int thread) {
             float *cs = reserved(scratch_[thread].scores, static_cast<size_t>(2 * half));
             const float p = static_cast<float>(pos[t]);
             for (int j = 0; j < half; ++j) {
@@ -334,33 +360,34 @@ public:
                 cs[j] = std::cos(angle);
                 cs[half + j] = std::sin(angle);
             }
-            for (int h = 0; h < n_heads; ++h) {
-                float *v = x + (t * n_heads + h) * head_dim;
-                for (int j = 0; j < half; ++j) {
-                    const float a = v[j], b = v[j + half];
-                    v[j] = a * cs[j] - b * cs[half + j];
-                    v[j + half] = b * cs[j] + a * cs[half + j];
-                }
-            }
+            for (int h = 0; h < n_heads; ++h) rope_rotate(x + (t * n_heads + h) * head_dim, cs, half);
         });
     }
 
-    // Per task: one segment, one head and a block of queries. Scores for the block against every key
-    // any of its queries may see come from the vectorised dot_tile (cached keys in at most two
-    // contiguous ring runs, converted to F32 when the cache is F16/BF16, then the current keys);
-    // keys a query may not see are masked before the softmax.
+    // Per task: one segment, one KV head with its query heads and a block of queries. Scores for the
+    // block against every key any of its queries may see come from the float panel products (cached
+    // keys in at most two contiguous ring runs as stored, then the current keys, packed into panels
+    // once for the heads of the group); keys a query may not see get probability 0.
     void attention(const AttentionArgs &a) override {
+        touch();
         const Pass &pass = *a.pass;
         const int group = a.n_head / a.n_head_kv;
         const int d = a.head_dim;
         const int64_t kv_row = static_cast<int64_t>(a.n_head_kv) * d, q_stride = static_cast<int64_t>(a.n_head) * d;
-        // Tasks of all segments in one loop: segment g owns tasks [first[g], first[g + 1]).
-        int64_t n_tasks = 0;
-        for (const PassSegment &g : pass.segments) n_tasks += (g.n + kQueriesPerTask - 1) / kQueriesPerTask * a.n_head;
+        // Tasks of all segments in one loop: segment g owns tasks [first[g], first[g + 1]). A task
+        // is one block of queries and one KV head with `per_task` of the query heads that share it
+        // (all of them, unless that leaves fewer than 4 tasks a thread); blocks go last to first (a
+        // causal block sees more keys the later it is: the longest first).
+        int64_t n_blocks_all = 0;
+        for (const PassSegment &g : pass.segments) n_blocks_all += (g.n + kQueriesPerTask - 1) / kQueriesPerTask;
+        int per_task = group;
+        while (per_task % 2 == 0 && n_blocks_all * a.n_head / per_task < 4 * pool_.size()) per_task /= 2;
+        const int64_t slices = a.n_head / per_task;  // (KV head, run of its query heads) per block
+        int64_t n_tasks = n_blocks_all * slices;
         pool_.run(n_tasks, [&](int64_t task, int thread) {
             size_t gi = 0;
             for (;; ++gi) {
-                const int64_t nt = (pass.segments[gi].n + kQueriesPerTask - 1) / kQueriesPerTask * a.n_head;
+                const int64_t nt = (pass.segments[gi].n + kQueriesPerTask - 1) / kQueriesPerTask * slices;
                 if (task < nt) break;
                 task -= nt;
             }
@@ -368,9 +395,9 @@ public:
             const KvLayer &c = (*g.cache)[static_cast<size_t>(a.layer)];
             const bool causal = g.mode == PassMode::Encoder;
             const int64_t window = causal ? a.window : 0;
-            const int h = static_cast<int>(task % a.n_head);
-            const int kvh = h / group;
-            const int64_t i0 = (task / a.n_head) * kQueriesPerTask, i1 = std::min(g.n, i0 + kQueriesPerTask);
+            const int h0 = static_cast<int>(task % slices) * per_task, kvh = h0 / group;
+            const int64_t n_blocks = (g.n + kQueriesPerTask - 1) / kQueriesPerTask;
+            const int64_t i0 = (n_blocks - 1 - task / slices) * kQueriesPerTask, i1 = std::min(g.n, i0 + kQueriesPerTask);
             const int64_t nb = i1 - i0;
             const float *qs = host<float>(a.q) + g.row0 * q_stride, *ks = host<float>(a.k) + g.row0 * kv_row,
                         *vs = host<float>(a.v) + g.row0 * kv_row;
@@ -382,68 +409,87 @@ public:
             if (window > 0) c_lo = std::max(c_lo, g.n_past + i0 - window + 1);
             c_lo = std::min(c_lo, cache_end);
             const int64_t n_c = cache_end - c_lo;
+            // Current keys [cur_lo, cur_hi): a sliding window hides those before i0 - window + 1.
             const int64_t cur_hi = causal ? i1 : g.n;
-            const int64_t n_keys = n_c + cur_hi;
+            const int64_t cur_lo = window > 0 ? std::min(cur_hi, std::max<int64_t>(0, i0 - window + 1)) : 0;
+            const int64_t n_cur = cur_hi - cur_lo;
+            const int64_t n_keys = n_c + n_cur;
             float *scores = reserved(scratch_[thread].scores, static_cast<size_t>(nb * n_keys));
-            const float *q = qs + i0 * q_stride + h * d;
-            // A ring run of cached rows of one KV head as F32 rows with stride ld.
-            auto cached = [&](const Tensor &cache, int64_t slot, int64_t run, int64_t *ld) -> const float * {
-                if (cache.type_id == TensorType::F32) {
-                    *ld = kv_row;
-                    return host<float>(cache) + slot * kv_row + kvh * d;
+            // The current keys in the float kernel's panels, once for the task's heads (null
+            // where the set's kernel reads rows as stored): the same products as over the rows.
+            const uint8_t *kpack = nullptr;
+            const size_t k_row = static_cast<size_t>(kv_row) * sizeof(float);
+            const uint8_t *k_cur = reinterpret_cast<const uint8_t *>(ks + cur_lo * kv_row + kvh * d);
+            if (n_cur > 0) {
+                if (const size_t bytes = gemm_packed_bytes(TensorType::F32, n_cur, d)) {
+                    std::vector<uint8_t> &buf = scratch_[thread].kpack;
+                    uint8_t *at = reinterpret_cast<uint8_t *>((reinterpret_cast<uintptr_t>(reserved(buf, bytes + 64)) + 63) & ~uintptr_t{63});
+                    gemm_pack_weights(TensorType::F32, k_cur, k_row, n_cur, d, at);
+                    kpack = at;
                 }
-                float *buf = reserved(scratch_[thread].kv, static_cast<size_t>(run * d));
-                for (int64_t r = 0; r < run; ++r)
-                    cache.type->to_float(cache.bytes_at(static_cast<size_t>(slot + r) * cache.nb[1] + static_cast<size_t>(kvh * d) * cache.nb[0]),
-                                         buf + r * d, d);
-                *ld = d;
-                return buf;
-            };
-            // Scores = the block's queries against key rows, by the matrix product over the keys as
-            // they are stored (F32, F16 or BF16 cache rows; the current pass's F32 rows).
-            const uint8_t *qb = reinterpret_cast<const uint8_t *>(q);
-            const size_t q_row = static_cast<size_t>(q_stride) * sizeof(float);
-            for (int64_t j = c_lo; j < cache_end;) {  // ring runs of contiguous slots, kKvChunk at most
-                const int64_t slot = j % c.capacity;
-                const int64_t run = std::min({cache_end - j, c.capacity - slot, kKvChunk});
-                const uint8_t *kc = c.k.bytes_at(static_cast<size_t>(slot) * c.k.nb[1] + static_cast<size_t>(kvh * d) * c.k.nb[0]);
-                gemm(c.k.type_id, GemmArgs{kc, c.k.nb[1], run, qb, q_row, nb, d, scores + (j - c_lo), n_keys});
-                j += run;
             }
-            if (cur_hi > 0)
-                gemm(TensorType::F32, GemmArgs{reinterpret_cast<const uint8_t *>(ks + kvh * d), static_cast<size_t>(kv_row) * sizeof(float),
-                                               cur_hi, qb, q_row, nb, d, scores + n_c, n_keys});
-            for (int64_t i = i0; i < i1; ++i) {
-                float *sr = scores + (i - i0) * n_keys;
-                const int64_t p = g.n_past + i;
-                // Visible: cached j >= c0 (window), current j <= i (causal) and j > p - window;
-                // in score columns, [vis_c0, n_c) and [n_c + cur0, n_c + cur_end).
-                const int64_t c0 = window > 0 ? std::max(c_lo, p - window + 1) : c_lo;
-                const int64_t cur0 = window > 0 ? std::max<int64_t>(0, p - window + 1 - g.n_past) : 0;
-                const int64_t cur_end = causal ? i + 1 : g.n;
-                const int64_t vis_c0 = std::min(n_c, c0 - c_lo);
-                std::fill(sr, sr + vis_c0, -INFINITY);
-                std::fill(sr + n_c, sr + n_c + cur0, -INFINITY);
-                std::fill(sr + n_c + cur_end, sr + n_keys, -INFINITY);
-                softmax(sr, n_keys);
-                float *o = host<float>(a.out) + (g.row0 + i) * q_stride + h * d;
-                std::fill(o, o + d, 0.0f);
+            for (int h = h0; h < h0 + per_task; ++h) {
+                const float *q = qs + i0 * q_stride + h * d;
+                // A ring run of cached rows of one KV head as F32 rows with stride ld.
+                auto cached = [&](const Tensor &cache, int64_t slot, int64_t run, int64_t *ld) -> const float * {
+                    if (cache.type_id == TensorType::F32) {
+                        *ld = kv_row;
+                        return host<float>(cache) + slot * kv_row + kvh * d;
+                    }
+                    float *buf = reserved(scratch_[thread].kv, static_cast<size_t>(run * d));
+                    for (int64_t r = 0; r < run; ++r)
+                        cache.type->to_float(cache.bytes_at(static_cast<size_t>(slot + r) * cache.nb[1] + static_cast<size_t>(kvh * d) * cache.nb[0]),
+                                             buf + r * d, d);
+                    *ld = d;
+                    return buf;
+                };
+                // Scores = the block's queries against key rows, by the matrix product over the keys as
+                // they are stored (F32, F16 or BF16 cache rows; the current pass's F32 rows).
+                const uint8_t *qb = reinterpret_cast<const uint8_t *>(q);
+                const size_t q_row = static_cast<size_t>(q_stride) * sizeof(float);
+                for (int64_t j = c_lo; j < cache_end;) {  // ring runs of contiguous slots, kKvChunk at most
+                    const int64_t slot = j % c.capacity;
+                    const int64_t run = std::min({cache_end - j, c.capacity - slot, kKvChunk});
+                    const uint8_t *kc = c.k.bytes_at(static_cast<size_t>(slot) * c.k.nb[1] + static_cast<size_t>(kvh * d) * c.k.nb[0]);
+                    gemm(c.k.type_id, GemmArgs{kc, c.k.nb[1], run, qb, q_row, nb, d, scores + (j - c_lo), n_keys});
+                    j += run;
+                }
+                if (n_cur > 0) gemm(TensorType::F32, GemmArgs{k_cur, k_row, n_cur, qb, q_row, nb, d, scores + n_c, n_keys, kpack});
+                for (int64_t i = i0; i < i1; ++i) {
+                    float *sr = scores + (i - i0) * n_keys;
+                    const int64_t p = g.n_past + i;
+                    // Visible: cached j >= c0 (window), current j <= i (causal) and j > p - window;
+                    // in score columns, [vis_c0, n_c) and [n_c + cur0 - cur_lo, n_c + cur_end - cur_lo).
+                    // A query that sees a cached key sees every current key up to itself (they are
+                    // nearer), so the two runs are one: the softmax runs over it, the rest is 0.
+                    const int64_t c0 = window > 0 ? std::max(c_lo, p - window + 1) : c_lo;
+                    const int64_t cur0 = window > 0 ? std::max<int64_t>(cur_lo, p - window + 1 - g.n_past) : 0;
+                    const int64_t cur_end = causal ? i + 1 : g.n;
+                    const int64_t vis_c0 = std::min(n_c, c0 - c_lo);
+                    const int64_t lo = vis_c0 < n_c ? vis_c0 : n_c + cur0 - cur_lo, hi = n_c + cur_end - cur_lo;
+                    std::fill(sr, sr + lo, 0.0f);
+                    std::fill(sr + hi, sr + n_keys, 0.0f);
+                    softmax(sr + lo, hi - lo);
+                    float *o = host<float>(a.out) + (g.row0 + i) * q_stride + h * d;
+                    std::fill(o, o + d, 0.0f);
+                }
+                // out = P . V for the whole block, value rows in the same runs as the keys.
+                float *o = host<float>(a.out) + (g.row0 + i0) * q_stride + h * d;
+                for (int64_t j = c_lo; j < cache_end;) {
+                    const int64_t slot = j % c.capacity;
+                    const int64_t run = std::min({cache_end - j, c.capacity - slot, kKvChunk});
+                    int64_t ld;
+                    const float *vc = cached(c.v, slot, run, &ld);
+                    accumulate_rows(scores + (j - c_lo), n_keys, nb, vc, ld, run, d, o, q_stride);
+                    j += run;
+                }
+                if (n_cur > 0) accumulate_rows(scores + n_c, n_keys, nb, vs + cur_lo * kv_row + kvh * d, kv_row, n_cur, d, o, q_stride);
             }
-            // out = P . V for the whole block, value rows in the same runs as the keys.
-            float *o = host<float>(a.out) + (g.row0 + i0) * q_stride + h * d;
-            for (int64_t j = c_lo; j < cache_end;) {
-                const int64_t slot = j % c.capacity;
-                const int64_t run = std::min({cache_end - j, c.capacity - slot, kKvChunk});
-                int64_t ld;
-                const float *vc = cached(c.v, slot, run, &ld);
-                accumulate_rows(scores + (j - c_lo), n_keys, nb, vc, ld, run, d, o, q_stride);
-                j += run;
-            }
-            if (cur_hi > 0) accumulate_rows(scores + n_c, n_keys, nb, vs + kvh * d, kv_row, cur_hi, d, o, q_stride);
         });
     }
 
     void cache_store(const KvLayer &c, const Tensor &k, const Tensor &v, int64_t row0, int64_t n, int64_t pos0) override {
+        touch();
         if (c.capacity <= 0) return;
         const int64_t skip = std::max<int64_t>(0, n - c.capacity);  // a ring keeps the last `capacity`
         const int64_t row = c.k.ne[0];
@@ -462,23 +508,27 @@ public:
     }
 
     void gelu_mul(const Tensor &gate, const Tensor &up, const Tensor &out) override {
+        touch();
         const float *g = host<float>(gate), *u = host<float>(up);
         float *o = host<float>(out);
         // The experts' vectorised form (cpu/kernels.h) for the dense MLP too: one GELU per ISA.
         elementwise(out.count(), [&](int64_t i0, int64_t i1) { gelu_tanh_mul(g + i0, u + i0, o + i0, i1 - i0); });
     }
 
-    void zero(const Tensor &t) override { std::memset(t.data, 0, t.bytes()); }
+    void zero(const Tensor &t) override {
+        touch();
+        std::memset(t.data, 0, t.bytes());
+    }
 
     void add(const Tensor &yt, const Tensor &xt) override {
+        touch();
         float *y = host<float>(yt);
         const float *x = host<float>(xt);
-        elementwise(yt.count(), [&](int64_t i0, int64_t i1) {
-            for (int64_t i = i0; i < i1; ++i) y[i] += x[i];
-        });
+        elementwise(yt.count(), [&](int64_t i0, int64_t i1) { axpy(y + i0, x + i0, 1.0f, i1 - i0); });
     }
 
     void scale_rows(const Tensor &xt, const Tensor &mode_t, const float scalars[2]) override {
+        touch();
         float *x = host<float>(xt);
         const int32_t *mode = host<int32_t>(mode_t);
         const int64_t w = xt.ne[0];
@@ -492,6 +542,7 @@ public:
     }
 
     void softcap(const Tensor &xt, float cap) override {
+        touch();
         float *x = host<float>(xt);
         elementwise(xt.count(), [&](int64_t i0, int64_t i1) {
             dg::softcap(x + i0, i1 - i0, cap);
@@ -499,10 +550,11 @@ public:
     }
 
     void embed(const Tensor &e, const Tensor &ids_t, float s, const Tensor &out_t) override {
+        touch();
         const int32_t *ids = host<int32_t>(ids_t);
         float *out = host<float>(out_t);
         const int64_t E = e.n_cols();
-        pool_.run(ids_t.count(), [&](int64_t t, int) {
+        for_rows(ids_t.count(), 8, [&](int64_t t, int) {
             float *o = out + t * E;
             e.type->to_float(e.bytes_at(static_cast<size_t>(ids[t]) * e.row_stride()), o, E);
             for (int64_t i = 0; i < E; ++i) o[i] *= s;
@@ -510,6 +562,7 @@ public:
     }
 
     void soft_embed(const Tensor &e, const Tensor &logits_t, float s, const Tensor &out_t) override {
+        touch();
         const float *logits = host<float>(logits_t);
         float *out = host<float>(out_t);
         const int64_t V = e.n_rows(), E = e.n_cols(), n = logits_t.n_rows();
@@ -556,6 +609,7 @@ public:
 
     void route(const Tensor &w, const Tensor &xt, const Tensor &scale_t, const Tensor &pes_t, float eps, int k,
                const Tensor &expert_t, const Tensor &weight_t) override {
+        touch();
         const int64_t E = w.n_cols(), X = w.n_rows(), n = xt.n_rows();
         const float *scale = host<float>(scale_t), *per_expert_scale = host<float>(pes_t);
         int32_t *expert = host<int32_t>(expert_t);
@@ -564,13 +618,14 @@ public:
         const Tensor zt = make_tensor(z, TensorType::F32, E, n, 1, 1, this);
         rmsnorm(xt, nullptr, eps, zt);
         const float root = static_cast<float>(1.0 / std::sqrt(static_cast<double>(E)));
-        pool_.run(n, [&](int64_t t, int) {
+        for_rows(n, 16, [&](int64_t t, int) {
             float *zr = z + t * E;
             for (int64_t i = 0; i < E; ++i) zr[i] = zr[i] * scale[i] * root;
         });
         float *logits = reserved(router_p_, static_cast<size_t>(n * X));
         matmul(w, zt, make_tensor(logits, TensorType::F32, X, n, 1, 1, this));
-        pool_.run(n, [&](int64_t t, int) { route_top_k(logits + t * X, X, k, per_expert_scale, expert + t * k, weight + t * k); });
+        // The router's choice (cpu/router_cpu.h: router_math.h's route_top_k in one pass).
+        for_rows(n, 16, [&](int64_t t, int) { route_top_k_cpu(logits + t * X, X, k, per_expert_scale, expert + t * k, weight + t * k); });
     }
 
     // --- the sampler (the reference in sampler.cpp, on this backend's host tensors) ----------------
@@ -591,10 +646,12 @@ public:
 
     void sampler_init(const Tensor &canvas, const Tensor &fixed, const Tensor &history, uint64_t seed,
                       const Tensor &table, int64_t canvas_no, const SamplerParams &p, int64_t n_vocab) override {
+        touch();
         sampler_init_host(view(canvas, fixed, history, p, seed, table, canvas_no, n_vocab));
     }
 
     void sample(const SampleArgs &a) override {
+        touch();
         SamplerView v = view(a.canvas, a.fixed, a.history, *a.params, a.seed, a.draw_table, a.canvas_no, a.logits.ne[0]);
         v.argmax = host<int32_t>(a.argmax);
         v.accepted = a.accepted ? host<int8_t>(a.accepted) : nullptr;
@@ -605,6 +662,15 @@ public:
     }
 
 private:
+    // f(row, thread) for rows [0, n), `per_task` rows a task: per-row work of a microsecond or so
+    // would otherwise spend a good part of it on the pool's shared task counter.
+    template <typename F>
+    void for_rows(int64_t n, int64_t per_task, F &&f) {
+        pool_.run((n + per_task - 1) / per_task, [&](int64_t task, int thread) {
+            for (int64_t r = task * per_task; r < std::min(n, (task + 1) * per_task); ++r) f(r, thread);
+        });
+    }
+
     template <typename F>
     void elementwise(int64_t count, F &&f) {
         const int64_t chunks = (count + kElementwiseChunk - 1) / kElementwiseChunk;
@@ -625,11 +691,23 @@ private:
         std::unique_ptr<uint8_t, FreeDeleter> data;
     };
 
+    // The activations the last matmul quantized (qx_mm_), while no other op has run since.
+    struct QuantCache {
+        bool valid = false;
+        const float *x = nullptr;
+        int64_t n = 0, k = 0;
+        TensorType type = TensorType::F32;
+        const uint8_t *xq = nullptr;
+        size_t row = 0;
+    };
+    void touch() { qcache_.valid = false; }
+
+    QuantCache qcache_;
     ThreadPool pool_;
     std::map<const uint8_t *, Packed> packed_;  // by the tensor's first byte; read-only after load
     size_t packed_bytes_ = 0;
     std::vector<Scratch> scratch_;
-    std::vector<uint8_t> qx_, qx_up_, qx_tok_;
+    std::vector<uint8_t> qx_, qx_up_, qx_tok_, qx_mm_;
     std::vector<int64_t> offsets_, order_, slot_of_, fill_;
     struct TaskRec { int64_t e, r0, r1; };
     std::vector<TaskRec> tasks_;

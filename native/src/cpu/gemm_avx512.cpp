@@ -31,6 +31,21 @@ inline T *aligned_scratch(std::vector<uint8_t> &buf, int64_t n) {
     return reinterpret_cast<T *>((reinterpret_cast<uintptr_t>(buf.data()) + 63) & ~uintptr_t{63});
 }
 
+// Asks for the lines of [p, p + bytes) into L2 a few at a time (step() per tile of tokens), so
+// the next panels of a product come in while the current ones are swept: a product over few tokens
+// (the experts', ~64) otherwise starts each panel pair waiting on L3.
+struct Prefetcher {
+    const char *p = nullptr;
+    const char *end = nullptr;
+    int64_t lines_per_step = 0;
+    Prefetcher() = default;
+    Prefetcher(const void *at, size_t bytes, int64_t steps)
+        : p(static_cast<const char *>(at)), end(p + bytes), lines_per_step((static_cast<int64_t>(bytes) / 64 + steps) / std::max<int64_t>(1, steps)) {}
+    DG_TARGET void step() {
+        for (int64_t i = 0; i < lines_per_step && p < end; ++i, p += 64) _mm_prefetch(p, _MM_HINT_T1);
+    }
+};
+
 // ---- 32-element blocks (Q8_0, Q4_0, Q5_0) against Q8_0 activations ----
 // Weight rows go in panels of 16, repacked so that lane i of every register belongs to row i:
 // register q of a block holds elements 4q .. 4q+3 of the 16 rows, and one vpdpbusd against the
@@ -195,14 +210,15 @@ DG_TARGET void pack_act_blocks(const float *x, void *dst, int64_t k) {
 // blocks each (each broadcast activation feeds NP vpdpbusd); y: the first panel's first row for
 // the first token; rows[p] marks panel p's rows that are written.
 template <typename P, int NP, int NT>
-DG_TARGET inline void panel_tile(const typename P::Out *p, int64_t nb, const uint8_t *x0, size_t x_stride, float *y, int64_t ldy,
-                                 const __mmask16 *rows) {
+DG_TARGET __attribute__((noinline)) void panel_tile(const typename P::Out *p, int64_t nb, int64_t n_blocks, bool first, const uint8_t *x0, size_t x_stride,
+                                 float *y, int64_t ldy, const __mmask16 *rows) {
     const ActBlock *x[NT];
     for (int t = 0; t < NT; ++t) x[t] = reinterpret_cast<const ActBlock *>(x0 + t * x_stride);
-    __m512 acc[NP][NT];
+    __m512 acc[NP][NT];  // n_blocks blocks from p and x0; unless first, the sums so far come back from y
     for (int k = 0; k < NP; ++k)
-        for (int t = 0; t < NT; ++t) acc[k][t] = _mm512_setzero_ps();
-    for (int64_t b = 0; b < nb; ++b) {
+        for (int t = 0; t < NT; ++t)
+            acc[k][t] = first ? _mm512_setzero_ps() : _mm512_maskz_loadu_ps(rows[k], y + t * ldy + k * kPanelRows);
+    for (int64_t b = 0; b < n_blocks; ++b) {
         __m512i s[NP][NT];  // NP x NT independent vpdpbusd chains
         for (int t = 0; t < NT; ++t) {
             const __m512i neg = _mm512_set1_epi32(x[t][b].neg);
@@ -231,11 +247,28 @@ DG_TARGET inline void panel_tile(const typename P::Out *p, int64_t nb, const uin
 }
 
 template <typename P, int NP, int NT>
-DG_TARGET inline void panel_tiles(const typename P::Out *panel, int64_t nb, const GemmArgs &a, float *y, const __mmask16 *rows) {
+DG_TARGET inline void panel_tiles(const typename P::Out *panel, int64_t nb, int64_t b0, int64_t b1, const GemmArgs &a, float *y,
+                                  const __mmask16 *rows, Prefetcher &next) {
     int64_t t = 0;
-    for (; t + NT <= a.n_tokens; t += NT) panel_tile<P, NP, NT>(panel, nb, a.x + t * a.x_stride, a.x_stride, y + t * a.ldy, a.ldy, rows);
-    for (; t < a.n_tokens; ++t) panel_tile<P, NP, 1>(panel, nb, a.x + t * a.x_stride, a.x_stride, y + t * a.ldy, a.ldy, rows);
+    for (; t + NT <= a.n_tokens; t += NT) {
+        next.step();
+        panel_tile<P, NP, NT>(panel + b0, nb, b1 - b0, b0 == 0, a.x + t * a.x_stride + b0 * sizeof(ActBlock), a.x_stride, y + t * a.ldy,
+                              a.ldy, rows);
+    }
+    for (; t < a.n_tokens; ++t) {
+        next.step();
+        panel_tile<P, NP, 1>(panel + b0, nb, b1 - b0, b0 == 0, a.x + t * a.x_stride + b0 * sizeof(ActBlock), a.x_stride, y + t * a.ldy,
+                             a.ldy, rows);
+    }
 }
+
+// Blocks per sweep of the tokens: two panels of a chunk (576 B per block each, 36 KiB) stay in L1
+// while every token passes; longer rows (the full layers' 2048, the 26B's 2816) go in chunks, the
+// sums stored after one and reloaded for the next (the same float operations in the same order:
+// the same bits). One thread, 704 rows over 512 tokens: k = 2048 206 -> 220 G MAC/s; 1408 rows,
+// k = 2816 over 256: 193 -> 203. The tile is not inlined: inlined with its chunk loop, the sweep
+// lost ~20% (k <= 1024 included).
+constexpr int64_t kBlockChunk = 32;
 
 // One panel (rows <= 16 rows from w0, w_stride apart, k elements) decoded into nb = k / 32 blocks.
 template <typename P>
@@ -277,8 +310,18 @@ DG_TARGET void gemm_panels(const GemmArgs &a) {
                 decode_panel<P>(a.w + (r0 + k * kPanelRows) * a.w_stride, a.w_stride, std::min<int64_t>(kPanelRows, rows - k * kPanelRows),
                                 a.k, scratch + k * nb);
         }
-        if (np == 2) panel_tiles<P, 2, 3>(panel, nb, a, a.y + r0, mask);
-        else panel_tiles<P, 1, 8>(panel, nb, a, a.y + r0, mask);
+        // The next pair's packs (within this call) are asked for while this pair is swept.
+        Prefetcher next;
+        if (a.packed && r0 + 2 * kPanelRows < a.n_rows) {
+            const int64_t next_np = a.n_rows - r0 - 2 * kPanelRows > kPanelRows ? 2 : 1;
+            next = Prefetcher(panel + 2 * nb, static_cast<size_t>(next_np * nb) * sizeof(Out), (a.n_tokens + 2) / 3);
+        }
+        const int64_t n_chunks = (nb + kBlockChunk - 1) / kBlockChunk, per = (nb + n_chunks - 1) / n_chunks;
+        for (int64_t b0 = 0; b0 < nb; b0 += per) {
+            const int64_t b1 = std::min(nb, b0 + per);
+            if (np == 2) panel_tiles<P, 2, 3>(panel, nb, b0, b1, a, a.y + r0, mask, next);
+            else panel_tiles<P, 1, 8>(panel, nb, b0, b1, a, a.y + r0, mask, next);
+        }
     }
 }
 
@@ -625,25 +668,40 @@ DG_TARGET inline void pack_float_panel(const uint8_t *w0, size_t stride, __mmask
     }
 }
 
-// How the float kernel reads a panel element (kk of 16 rows): widened float32 registers (made per
-// call, or F32 packed at load).
+// How the float kernel reads a panel element (kk of 16 rows of panel p). WideRead: widened float32
+// registers (made per call, or F32 packed at load). WidenRead: the 16-bit values packed at load,
+// widened as the first tile of tokens needs them and stored for the tiles after it, so the pack's
+// loads (often from L3: the experts' matrices) overlap that tile's FMAs instead of a widening pass
+// of their own.
 struct WideRead {
-    using Elem = __m512;
-    DG_TARGET static __m512 read(const Elem *p) { return _mm512_load_ps(reinterpret_cast<const float *>(p)); }
+    const __m512 *panel;
+    int64_t pstride;
+    DG_TARGET __m512 read(int p, int64_t kk) const { return _mm512_load_ps(reinterpret_cast<const float *>(panel + p * pstride + kk)); }
+};
+template <typename C>
+struct WidenRead {
+    const __m256i *src;  // packed element k0 of panel 0
+    int64_t sstride;     // packed elements between panels
+    __m512 *dst;         // the widened chunk, panel p at dst + p * dstride
+    int64_t dstride;
+    DG_TARGET __m512 read(int p, int64_t kk) const {
+        const __m512 w = C::widen16(_mm256_load_si256(src + p * sstride + kk));
+        _mm512_store_ps(reinterpret_cast<float *>(dst + p * dstride + kk), w);
+        return w;
+    }
 };
 
-// NP panels (16 NP rows, panel p's elements pstride apart) x NT tokens over kc elements; each
-// broadcast feeds NP FMAs.
-template <typename R, int NP, int NT>
-DG_TARGET inline void float_panel_tile(const typename R::Elem *panel, int64_t pstride, int64_t kc, bool first, const float *x0,
-                                       int64_t ldx, float *y, int64_t ldy, const __mmask16 (&rows)[2]) {
+// NP panels (16 NP rows) x NT tokens over kc elements; each broadcast feeds NP FMAs.
+template <int NP, int NT, typename R>
+DG_TARGET inline void float_panel_tile(const R &r, int64_t kc, bool first, const float *x0, int64_t ldx, float *y, int64_t ldy,
+                                       const __mmask16 (&rows)[2]) {
     __m512 acc[NP][NT];
     for (int p = 0; p < NP; ++p)
         for (int t = 0; t < NT; ++t)
             acc[p][t] = first ? _mm512_setzero_ps() : _mm512_maskz_loadu_ps(rows[p], y + t * ldy + p * kPanelRows);
     for (int64_t kk = 0; kk < kc; ++kk) {
         __m512 w[NP];
-        for (int p = 0; p < NP; ++p) w[p] = R::read(panel + p * pstride + kk);
+        for (int p = 0; p < NP; ++p) w[p] = r.read(p, kk);
         for (int t = 0; t < NT; ++t) {
             const __m512 xv = _mm512_set1_ps(x0[t * ldx + kk]);
             for (int p = 0; p < NP; ++p) acc[p][t] = _mm512_fmadd_ps(w[p], xv, acc[p][t]);
@@ -653,18 +711,28 @@ DG_TARGET inline void float_panel_tile(const typename R::Elem *panel, int64_t ps
         for (int t = 0; t < NT; ++t) _mm512_mask_storeu_ps(y + t * ldy + p * kPanelRows, rows[p], acc[p][t]);
 }
 
-template <typename R, int NP>
-DG_TARGET inline void float_panel_tiles(const typename R::Elem *panel, int64_t pstride, int64_t kc, bool first, const float *x,
-                                        int64_t ldx, int64_t n, float *y, int64_t ldy, const __mmask16 (&rows)[2]) {
-    constexpr int64_t kTokens = NP == 2 ? 8 : 12;  // at least 12 FMA chains hide the FMA latency on two ports
-    int64_t t = 0;
-    for (; t + kTokens <= n; t += kTokens)
-        float_panel_tile<R, NP, kTokens>(panel, pstride, kc, first, x + t * ldx, ldx, y + t * ldy, ldy, rows);
-    if (n - t >= 4) {
-        float_panel_tile<R, NP, 4>(panel, pstride, kc, first, x + t * ldx, ldx, y + t * ldy, ldy, rows);
-        t += 4;
+// A tile of n < kMax tokens as one tile of exactly n (2n FMA chains rather than runs of single
+// tokens, whose 2 chains leave the FMA units waiting on their latency).
+template <int NP, int kMax, typename R>
+DG_TARGET inline void float_panel_tail(const R &r, int64_t kc, bool first, const float *x, int64_t ldx, int64_t n, float *y,
+                                       int64_t ldy, const __mmask16 (&rows)[2]) {
+    if constexpr (kMax > 1) {
+        if (n == kMax - 1) return float_panel_tile<NP, kMax - 1>(r, kc, first, x, ldx, y, ldy, rows);
+        return float_panel_tail<NP, kMax - 1>(r, kc, first, x, ldx, n, y, ldy, rows);
     }
-    for (; t < n; ++t) float_panel_tile<R, NP, 1>(panel, pstride, kc, first, x + t * ldx, ldx, y + t * ldy, ldy, rows);
+}
+
+// Every token against NP panels: the first tile reads through `r0` (which may widen the panels as
+// it goes), the others through `r`.
+template <int NP, typename R0>
+DG_TARGET inline void float_panel_tiles(const R0 &r0, const WideRead &r, int64_t kc, bool first, const float *x, int64_t ldx, int64_t n,
+                                        float *y, int64_t ldy, const __mmask16 (&rows)[2]) {
+    constexpr int64_t kTokens = NP == 2 ? 8 : 12;  // at least 12 FMA chains hide the FMA latency on two ports
+    if (n < kTokens) return float_panel_tail<NP, kTokens>(r0, kc, first, x, ldx, n, y, ldy, rows);
+    float_panel_tile<NP, kTokens>(r0, kc, first, x, ldx, y, ldy, rows);
+    int64_t t = kTokens;
+    for (; t + kTokens <= n; t += kTokens) float_panel_tile<NP, kTokens>(r, kc, first, x + t * ldx, ldx, y + t * ldy, ldy, rows);
+    if (t < n) float_panel_tail<NP, kTokens>(r, kc, first, x + t * ldx, ldx, n - t, y + t * ldy, ldy, rows);
 }
 
 // Packed at load: F32 as widened panels (64 B per element of 16 rows, the file's size), F16/BF16
@@ -692,20 +760,12 @@ DG_TARGET void pack_float_panel_at_load(const uint8_t *w0, size_t w_stride, int6
     }
 }
 
-template <int kPerDword>
-struct PackedElemOf;  // one element of 16 rows as packed at load
-template <>
-struct PackedElemOf<1> { using type = __m512; };
-template <>
-struct PackedElemOf<2> { using type = __m256i; };
-
 template <typename C>
 DG_TARGET void gemm_float_panels(const GemmArgs &a) {
-    using PackedElem = typename PackedElemOf<C::kPerDword>::type;
     thread_local std::vector<uint8_t> buf;
     const int64_t chunk = std::min(a.k, kFloatChunk);
-    // Widened panels: made here from the rows, or from 16-bit packs (once per call rather than once
-    // per tile of tokens); F32 packs are read in place.
+    // Widened panels: made here from the rows, or from 16-bit packs by the first tile of tokens;
+    // F32 packs are read in place.
     __m512 *const panel = aligned_scratch<__m512>(buf, 2 * chunk);
     const float *x = reinterpret_cast<const float *>(a.x);
     const int64_t ldx = static_cast<int64_t>(a.x_stride / sizeof(float));
@@ -714,26 +774,29 @@ DG_TARGET void gemm_float_panels(const GemmArgs &a) {
         const int np = rows > kPanelRows ? 2 : 1;
         const __mmask16 mask[2] = {static_cast<__mmask16>((1u << std::min<int64_t>(rows, kPanelRows)) - 1),
                                    static_cast<__mmask16>((1u << std::max<int64_t>(rows - kPanelRows, 0)) - 1)};
-        const PackedElem *packed = a.packed ? reinterpret_cast<const PackedElem *>(a.packed) + r0 / kPanelRows * a.k : nullptr;
         for (int64_t k0 = 0; k0 < a.k; k0 += kFloatChunk) {
             const int64_t kc = std::min(kFloatChunk, a.k - k0);
             const bool first = k0 == 0;
-            const __m512 *rows_panel = panel;
-            int64_t pstride = kc;
-            if constexpr (C::kPerDword == 1) {
-                if (packed) rows_panel = packed + k0, pstride = a.k;
-            }
-            for (int p = 0; p < np && rows_panel == panel; ++p) {
-                if constexpr (C::kPerDword == 2) {
-                    if (packed) {
-                        for (int64_t kk = 0; kk < kc; ++kk) panel[p * kc + kk] = C::widen16(_mm256_load_si256(packed + p * a.k + k0 + kk));
-                        continue;
-                    }
+            float *const y = a.y + r0;
+            const float *const xc = x + k0;
+            if constexpr (C::kPerDword == 2) {
+                if (a.packed) {
+                    const WidenRead<C> w0{reinterpret_cast<const __m256i *>(a.packed) + r0 / kPanelRows * a.k + k0, a.k, panel, kc};
+                    const WideRead w{panel, kc};
+                    if (np == 2) float_panel_tiles<2>(w0, w, kc, first, xc, ldx, a.n_tokens, y, a.ldy, mask);
+                    else float_panel_tiles<1>(w0, w, kc, first, xc, ldx, a.n_tokens, y, a.ldy, mask);
+                    continue;
                 }
-                pack_float_panel<C>(a.w + (r0 + p * kPanelRows) * a.w_stride, a.w_stride, mask[p], k0, kc, panel + p * kc);
             }
-            if (np == 2) float_panel_tiles<WideRead, 2>(rows_panel, pstride, kc, first, x + k0, ldx, a.n_tokens, a.y + r0, a.ldy, mask);
-            else float_panel_tiles<WideRead, 1>(rows_panel, pstride, kc, first, x + k0, ldx, a.n_tokens, a.y + r0, a.ldy, mask);
+            WideRead w{panel, kc};
+            if (C::kPerDword == 1 && a.packed) {
+                w = {reinterpret_cast<const __m512 *>(a.packed) + r0 / kPanelRows * a.k + k0, a.k};
+            } else {
+                for (int p = 0; p < np; ++p)
+                    pack_float_panel<C>(a.w + (r0 + p * kPanelRows) * a.w_stride, a.w_stride, mask[p], k0, kc, panel + p * kc);
+            }
+            if (np == 2) float_panel_tiles<2>(w, w, kc, first, xc, ldx, a.n_tokens, y, a.ldy, mask);
+            else float_panel_tiles<1>(w, w, kc, first, xc, ldx, a.n_tokens, y, a.ldy, mask);
         }
     }
 }

@@ -341,6 +341,74 @@ double exp_sum_generic(const float *x, int64_t n, float shift, float scale, floa
     return total;
 }
 
+// y = x * scale * w per row (the RMS norm's scaling, in that order), sum of squares by `ss`.
+template <typename V>
+__attribute__((always_inline)) inline void rmsnorm_lanes(const float *x, const float *w, float eps, float *y, int64_t n_rows,
+                                                         int64_t dim) {
+    constexpr int L = sizeof(V) / sizeof(float);
+    for (int64_t r = 0; r < n_rows; ++r) {
+        const float *xr = x + r * dim;
+        float *yr = y + r * dim;
+        const float scale = static_cast<float>(1.0 / std::sqrt(sum_squares_lanes<V>(xr, dim) / static_cast<double>(dim) + eps));
+        int64_t i = 0;
+        for (; i + L <= dim; i += L) {
+            V v = load<V>(xr + i) * scale;
+            if (w) v = v * load<V>(w + i);
+            __builtin_memcpy(yr + i, &v, sizeof(V));
+        }
+        for (; i < dim; ++i) yr[i] = w ? xr[i] * scale * w[i] : xr[i] * scale;
+    }
+}
+
+template <typename V>
+__attribute__((always_inline)) inline void axpy_lanes(float *y, const float *x, float a, int64_t n) {
+    constexpr int L = sizeof(V) / sizeof(float);
+    int64_t i = 0;
+    for (; i + L <= n; i += L) {
+        const V v = load<V>(y + i) + load<V>(x + i) * a;
+        __builtin_memcpy(y + i, &v, sizeof(V));
+    }
+    for (; i < n; ++i) y[i] += x[i] * a;
+}
+
+template <typename V>
+__attribute__((always_inline)) inline void rope_lanes(float *v, const float *cs, int64_t half) {
+    constexpr int L = sizeof(V) / sizeof(float);
+    int64_t j = 0;
+    for (; j + L <= half; j += L) {
+        const V a = load<V>(v + j), b = load<V>(v + half + j), c = load<V>(cs + j), s = load<V>(cs + half + j);
+        const V lo = a * c - b * s, hi = b * c + a * s;
+        __builtin_memcpy(v + j, &lo, sizeof(V));
+        __builtin_memcpy(v + half + j, &hi, sizeof(V));
+    }
+    for (; j < half; ++j) {
+        const float a = v[j], b = v[j + half];
+        v[j] = a * cs[j] - b * cs[half + j];
+        v[j + half] = b * cs[j] + a * cs[half + j];
+    }
+}
+
+void rmsnorm_generic(const float *x, const float *w, float eps, float *y, int64_t n_rows, int64_t dim) {
+    for (int64_t r = 0; r < n_rows; ++r) {
+        const float *xr = x + r * dim;
+        float *yr = y + r * dim;
+        const float scale = static_cast<float>(1.0 / std::sqrt(sum_squares_generic(xr, dim) / static_cast<double>(dim) + eps));
+        for (int64_t i = 0; i < dim; ++i) yr[i] = w ? xr[i] * scale * w[i] : xr[i] * scale;
+    }
+}
+
+void axpy_generic(float *y, const float *x, float a, int64_t n) {
+    for (int64_t i = 0; i < n; ++i) y[i] += x[i] * a;
+}
+
+void rope_generic(float *v, const float *cs, int64_t half) {
+    for (int64_t j = 0; j < half; ++j) {
+        const float a = v[j], b = v[j + half];
+        v[j] = a * cs[j] - b * cs[half + j];
+        v[j + half] = b * cs[j] + a * cs[half + j];
+    }
+}
+
 void tile_generic(const float *x, int64_t ldx, int64_t n, const float *w, int64_t ldw, int64_t rows, int64_t k,
                   float *y, int64_t ldy) {
     tile<v8, 2, 4>(x, ldx, n, w, ldw, rows, k, y, ldy);
@@ -405,9 +473,66 @@ __attribute__((target("avx512f,avx512bw,avx512vl,fma"))) double exp_sum_avx512(c
                                                                              float scale, float *out) {
     return exp_lanes_sum<v16>(x, n, shift, scale, out);
 }
+__attribute__((target("avx2,fma"))) void rmsnorm_avx2(const float *x, const float *w, float eps, float *y, int64_t n_rows,
+                                                      int64_t dim) {
+    rmsnorm_lanes<v8>(x, w, eps, y, n_rows, dim);
+}
+
+__attribute__((target("avx512f,avx512bw,avx512vl,fma"))) void rmsnorm_avx512(const float *x, const float *w, float eps, float *y,
+                                                                             int64_t n_rows, int64_t dim) {
+    rmsnorm_lanes<v16>(x, w, eps, y, n_rows, dim);
+}
+
+__attribute__((target("avx2,fma"))) void axpy_avx2(float *y, const float *x, float a, int64_t n) { axpy_lanes<v8>(y, x, a, n); }
+
+__attribute__((target("avx512f,avx512bw,avx512vl,fma"))) void axpy_avx512(float *y, const float *x, float a, int64_t n) {
+    axpy_lanes<v16>(y, x, a, n);
+}
+
+__attribute__((target("avx2,fma"))) void rope_avx2(float *v, const float *cs, int64_t half) { rope_lanes<v8>(v, cs, half); }
+
+__attribute__((target("avx512f,avx512bw,avx512vl,fma"))) void rope_avx512(float *v, const float *cs, int64_t half) {
+    rope_lanes<v16>(v, cs, half);
+}
 #endif
 
 }  // namespace
+
+void rmsnorm_rows(const float *x, const float *w, float eps, float *y, int64_t n_rows, int64_t dim) {
+#ifdef DG_X86_KERNELS
+    switch (active_isa()) {
+        case Isa::Avx512: return rmsnorm_avx512(x, w, eps, y, n_rows, dim);
+        case Isa::Avx2:
+        case Isa::AvxVnni: return rmsnorm_avx2(x, w, eps, y, n_rows, dim);
+        case Isa::Generic: break;
+    }
+#endif
+    rmsnorm_generic(x, w, eps, y, n_rows, dim);
+}
+
+void axpy(float *y, const float *x, float a, int64_t n) {
+#ifdef DG_X86_KERNELS
+    switch (active_isa()) {
+        case Isa::Avx512: return axpy_avx512(y, x, a, n);
+        case Isa::Avx2:
+        case Isa::AvxVnni: return axpy_avx2(y, x, a, n);
+        case Isa::Generic: break;
+    }
+#endif
+    axpy_generic(y, x, a, n);
+}
+
+void rope_rotate(float *v, const float *cs, int64_t half) {
+#ifdef DG_X86_KERNELS
+    switch (active_isa()) {
+        case Isa::Avx512: return rope_avx512(v, cs, half);
+        case Isa::Avx2:
+        case Isa::AvxVnni: return rope_avx2(v, cs, half);
+        case Isa::Generic: break;
+    }
+#endif
+    rope_generic(v, cs, half);
+}
 
 void gelu_tanh_mul(const float *gate, const float *up, float *out, int64_t n) {
 #ifdef DG_X86_KERNELS

@@ -32,6 +32,19 @@ double exp_sum(const float *x, int64_t n, float shift, float scale, float *out);
 // The sum of x[i]^2 in double (RMS norm): lane-wise sums, then across lanes.
 double sum_squares(const float *x, int64_t n);
 
+// y[r][i] = x[r][i] * scale_r * w[i] for rows r < n_rows of dim values (w null: x[r][i] * scale_r),
+// scale_r = 1 / sqrt(sum_squares(x[r]) / dim + eps) (the RMS norm; y may alias x). Every set rounds
+// the same operations in the same order, so the only difference between sets is sum_squares'.
+void rmsnorm_rows(const float *x, const float *w, float eps, float *y, int64_t n_rows, int64_t dim);
+
+// y[i] += x[i] * a: the active set's vectorised form fuses the multiply-add (one rounding); the
+// generic set's rounds the product first. With a = 1, y[i] + x[i] on every set.
+void axpy(float *y, const float *x, float a, int64_t n);
+
+// RoPE on one head's vector of 2 half values: (v[j], v[j + half]) rotated by (cs[j], cs[half + j]) =
+// (cos, sin) of its angle; the active set's vectorised form may fuse the multiply-adds.
+void rope_rotate(float *v, const float *cs, int64_t half);
+
 // x = softmax(x) in place (-inf entries become 0; at least one entry finite): max, exp_sum, scale.
 void softmax(float *x, int64_t n);
 

@@ -1,0 +1,42 @@
+"""The CPU backend's row kernels (cpu/kernels.cpp: the RMS norm's scaling, y += a x, RoPE's rotation)
+on each instruction set this machine runs against the generic set, the reference path, through a
+host check that links kernels.cpp alone (tests/cpu_kernels_check.cpp)."""
+
+from __future__ import annotations
+
+import os
+import shutil
+import subprocess
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def test_row_kernels_of_every_instruction_set_match_the_generic_ones(tmp_path):
+    compiler = shutil.which(os.environ.get("CXX", "c++"))
+    assert compiler, "a C++ compiler is needed for the host check of the CPU kernels"
+    exe = tmp_path / "cpu_kernels_check"
+    subprocess.run([compiler, "-std=c++17", "-O1", "-Wno-psabi", "-I", str(ROOT / "native" / "src"), "-I",
+                    str(ROOT / "native" / "include"), str(ROOT / "tests" / "cpu_kernels_check.cpp"),
+                    str(ROOT / "native" / "src" / "cpu" / "kernels.cpp"), "-o", str(exe)], check=True)
+    out = subprocess.run([str(exe)], capture_output=True, text=True)
+    assert out.returncode == 0, out.stdout
+    words = out.stdout.split()
+    assert int(words[-1]) > 100_000  # elements compared
+    from dgemma import kernels
+    features = set(kernels.cpu_features().split())
+    assert int(words[1]) >= ("avx2" in features) + ("avx512f" in features)  # the wide sets this CPU has were run
+
+
+def test_cpu_router_choice_is_the_contracts_bit_for_bit(tmp_path):
+    """cpu/router_cpu.h's one-pass top k (the CPU backend's router) against router_math.h's route_top_k
+    (the contract the CUDA kernels share): the same experts, order and weights, bit for bit, on random
+    logits with planted ties and equal maxima (tests/router_cpu_check.cpp)."""
+    compiler = shutil.which(os.environ.get("CXX", "c++"))
+    assert compiler, "a C++ compiler is needed for the host check of the CPU router"
+    exe = tmp_path / "router_cpu_check"
+    subprocess.run([compiler, "-std=c++17", "-O1", "-I", str(ROOT / "native" / "src"), "-I", str(ROOT / "native" / "include"),
+                    str(ROOT / "tests" / "router_cpu_check.cpp"), "-o", str(exe)], check=True)
+    out = subprocess.run([str(exe)], capture_output=True, text=True)
+    assert out.returncode == 0, out.stdout
+    assert int(out.stdout.split()[-1]) == 20000
