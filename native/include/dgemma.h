@@ -368,7 +368,9 @@ DGEMMA_API const char *dgemma_cpu_isa(void);
 /* out[t * n_rows + r] = dot(row r of w, row t of x) for n_rows consecutive weight rows and n_tokens
  * consecutive float rows x, all of n elements: every x row quantized to the type's activation type
  * (as they are for F32, F16 and BF16 weights), then the active instruction set's register-blocked
- * kernel, single-threaded: the CPU backend's matrix product, for tests and benchmarks.
+ * kernel, single-threaded: the CPU backend's matrix product, for tests and benchmarks. With the
+ * environment variable DGEMMA_GEMM_PACKED=1 the weights are first packed into the kernel's panels,
+ * as the CPU backend packs them at load (the tests compare both paths bit for bit).
  * DGEMMA_ERR_UNSUPPORTED for a type this build cannot read. */
 DGEMMA_API dgemma_status dgemma_gemm(int32_t type, const void *w, int64_t n_rows, const float *x, int64_t n_tokens,
                                      int64_t n, float *out);

@@ -9,6 +9,9 @@
 //     attending to up to max_keys keys) before the first pass that needs it.
 //   - Host memory crosses only through upload() and download() (and weights at load); the
 //     description of a pass (Pass, AttentionArgs) is small host data every op may read.
+//   - A tensor's contents change only through these ops, so a backend may keep what it derived
+//     from an op's inputs until its next op (the CPU backend's quantized activations, shared by
+//     back-to-back products over one input).
 #pragma once
 
 #include <cstddef>
