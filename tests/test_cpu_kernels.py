@@ -28,15 +28,15 @@ def test_row_kernels_of_every_instruction_set_match_the_generic_ones(tmp_path):
     assert int(words[1]) >= ("avx2" in features) + ("avx512f" in features)  # the wide sets this CPU has were run
 
 
-def test_cpu_router_choice_is_the_contracts_bit_for_bit(tmp_path):
-    """cpu/router_cpu.h's one-pass top k (the CPU backend's router) against router_math.h's route_top_k
-    (the contract the CUDA kernels share): the same experts, order and weights, bit for bit, on random
-    logits with planted ties and equal maxima (tests/router_cpu_check.cpp)."""
+def test_one_pass_router_choice_is_the_contracts_bit_for_bit(tmp_path):
+    """router_math.h's route_top_k_one_pass (the CPU backend's and the CUDA default kernels' router)
+    against route_top_k (the contract): the same experts, order and weights, bit for bit, on random
+    logits with planted ties and equal maxima (tests/router_one_pass_check.cpp)."""
     compiler = shutil.which(os.environ.get("CXX", "c++"))
-    assert compiler, "a C++ compiler is needed for the host check of the CPU router"
-    exe = tmp_path / "router_cpu_check"
+    assert compiler, "a C++ compiler is needed for the host check of the router"
+    exe = tmp_path / "router_one_pass_check"
     subprocess.run([compiler, "-std=c++17", "-O1", "-I", str(ROOT / "native" / "src"), "-I", str(ROOT / "native" / "include"),
-                    str(ROOT / "tests" / "router_cpu_check.cpp"), "-o", str(exe)], check=True)
+                    str(ROOT / "tests" / "router_one_pass_check.cpp"), "-o", str(exe)], check=True)
     out = subprocess.run([str(exe)], capture_output=True, text=True)
     assert out.returncode == 0, out.stdout
     assert int(out.stdout.split()[-1]) == 20000

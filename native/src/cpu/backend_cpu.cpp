@@ -12,9 +12,9 @@
 #include "backend.h"
 #include "cpu/gemm.h"
 #include "cpu/kernels.h"
-#include "cpu/router_cpu.h"
 #include "cpu/threadpool.h"
 #include "error.h"
+#include "router_math.h"
 #include "sampler.h"
 
 namespace dg {
@@ -624,8 +624,8 @@ public:
         });
         float *logits = reserved(router_p_, static_cast<size_t>(n * X));
         matmul(w, zt, make_tensor(logits, TensorType::F32, X, n, 1, 1, this));
-        // The router's choice (cpu/router_cpu.h: router_math.h's route_top_k in one pass).
-        for_rows(n, 16, [&](int64_t t, int) { route_top_k_cpu(logits + t * X, X, k, per_expert_scale, expert + t * k, weight + t * k); });
+        // The router's choice (router_math.h's route_top_k in one pass).
+        for_rows(n, 16, [&](int64_t t, int) { route_top_k_one_pass(logits + t * X, X, k, per_expert_scale, expert + t * k, weight + t * k); });
     }
 
     // --- the sampler (the reference in sampler.cpp, on this backend's host tensors) ----------------

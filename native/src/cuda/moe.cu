@@ -50,8 +50,8 @@ __global__ void route_kernel(WeightView w, const float *x, const float *scale, c
 
 // The router in three launches (the default sets): z = rmsnorm_noscale(x) * scale * E^-1/2 per
 // token (route_input_kernel), the logits z . W^T, a warp per (token, expert) (route_logits_kernel),
-// then softmax and top-k per token, one thread each (route_select_kernel). route_kernel above is the
-// reference; the logits are its sums, term for term (lane-strided, then warp_sum), in float32 under
+// then softmax and top-k per token, one thread each (route_select_kernel, route_top_k_one_pass: no
+// rescans, no marks written back). route_kernel above is the reference (route_top_k); the logits are its sums, term for term (lane-strided, then warp_sum), in float32 under
 // every set: the top-k choice is sensitive to rounding.
 __global__ void route_input_kernel(const float *x, int64_t E, const float *scale, float eps, float *z) {
     __shared__ double red[32];
@@ -78,7 +78,7 @@ __global__ void route_logits_kernel(WeightView w, const float *z, float *logits)
 __global__ void route_select_kernel(float *logits, int64_t n, int64_t X, int k, const float *pes, int32_t *expert,
                                     float *weight) {
     const int64_t t = static_cast<int64_t>(blockIdx.x) * blockDim.x + threadIdx.x;
-    if (t < n) route_top_k(logits + t * X, X, k, pes, expert + t * k, weight + t * k);
+    if (t < n) route_top_k_one_pass(logits + t * X, X, k, pes, expert + t * k, weight + t * k);
 }
 
 // Groups the n * k assignments by expert (slots offsets[e] .. offsets[e + 1], in assignment order
