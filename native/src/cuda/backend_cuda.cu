@@ -326,8 +326,8 @@ private:
     // kernels; 'tensor' the tensor cores, refused below 8.0.
     cuda::KernelSet kernel_set(const char *env, int major, int minor) const {
         const std::string v = env && *env ? env : "auto";
-        if (v == "auto") return major >= 8 ? cuda::KernelSet::tensor : cuda::KernelSet::tiled;
-        if (v == "float") return cuda::KernelSet::tiled;
+        if (v == "auto") return major >= 8 ? cuda::KernelSet::tensor : cuda::KernelSet::float_tiles;
+        if (v == "float") return cuda::KernelSet::float_tiles;
         if (v == "reference") return cuda::KernelSet::reference;
         if (v != "tensor")
             throw Error(DGEMMA_ERR_INVALID_ARGUMENT,
@@ -339,7 +339,7 @@ private:
     }
 
     int device_, sm_count_ = 0;
-    cuda::KernelSet kernels_ = cuda::KernelSet::tiled;
+    cuda::KernelSet kernels_ = cuda::KernelSet::float_tiles;
     cudaStream_t stream_ = nullptr;
     cuda::OpProfile profile_;  // prints when destroyed, after ~CudaBackend has drained the stream
     std::string name_;

@@ -16,7 +16,7 @@ namespace dg::cuda {
 // Which kernels run the matrix products (DGEMMA_CUDA_KERNELS; the backend's kernel_set): the float32
 // tiles ('float'), the per-row reference kernels, or the bf16 tensor-core tiles (sm_80+, the default
 // there; cuda/tile_mma.cuh).
-enum class KernelSet { tiled, reference, tensor };
+enum class KernelSet { float_tiles, reference, tensor };
 
 // --- matrices (matmul.cu)
 // y[n][w.rows] = x[n][w.cols] . W^T. x_bf16: scratch of n * mma_padded_cols(w.cols) (the tensor set
