@@ -99,65 +99,82 @@ void Model::forward(Workspace &ws, const std::vector<PassItem> &items) {
     }
     if (D) be.rmsnorm(rows_of(ws.x, E, D), nullptr, hp_.eps, rows_of(ws.x, E, D));
 
+    // The decoder segments alone (rows 0 .. D-1): in the last layer the encoder rows need only their
+    // keys and values for the cache, so past the cache store only these rows go on. Exact: nothing
+    // reads an encoder row's hidden state after its last keys and values.
+    Pass decoder_pass;
+    decoder_pass.n_rows = D;
+    for (const PassSegment &g : pass.segments)
+        if (g.mode == PassMode::Decoder) decoder_pass.segments.push_back(g);
+    decoder_pass.positions = ws.positions->rows(0, D);
+    decoder_pass.row_mode = ws.row_mode->rows(0, D);
+
     const Tensor xn = rows_of(ws.xn, E, n);
     for (int64_t il = 0; il < hp_.n_layer; ++il) {
         const LayerHparams &L = hp_.layers[il];
         const LayerWeights &w = w_.layers[il];
         const int d = L.head_dim, Hkv = L.n_head_kv;
-        const Tensor q = rows_of(ws.q, H * d, n), kk = rows_of(ws.k, static_cast<int64_t>(Hkv) * d, n),
-                     v = rows_of(ws.v, static_cast<int64_t>(Hkv) * d, n), attn = rows_of(ws.attn, H * d, n);
+        const bool last = il + 1 == hp_.n_layer;
+        const Pass &out_pass = last ? decoder_pass : pass;  // the rows whose hidden state goes on
+        const int64_t m = out_pass.n_rows;
+        const Tensor q = rows_of(ws.q, H * d, m), kk = rows_of(ws.k, static_cast<int64_t>(Hkv) * d, n),
+                     v = rows_of(ws.v, static_cast<int64_t>(Hkv) * d, n), attn = rows_of(ws.attn, H * d, m);
 
         // --- attention: h = h + post_attn_norm(Wo . attn(q, k, v))
         be.rmsnorm(x, &*w.attn_norm, hp_.eps, xn);
-        be.matmul(w.wq, xn, q);   // [n][H][d]
         be.matmul(w.wk, xn, kk);  // [n][Hkv][d]
         // Full layers have no V projection: V is the raw K projection, before k_norm and RoPE.
         be.matmul(L.has_v ? w.wv : w.wk, xn, v);
-        be.rmsnorm(rows_of(ws.q, d, n * H), &*w.q_norm, hp_.eps, rows_of(ws.q, d, n * H));
+        if (m > 0) be.matmul(w.wq, rows_of(ws.xn, E, m), q);  // [m][H][d]
         be.rmsnorm(rows_of(ws.k, d, n * Hkv), &*w.k_norm, hp_.eps, rows_of(ws.k, d, n * Hkv));
         be.rmsnorm(rows_of(ws.v, d, n * Hkv), nullptr, hp_.eps, rows_of(ws.v, d, n * Hkv));
-        be.rope(q, static_cast<int>(H), d, pass.positions, *w.inv_freq, L.n_rot);
         be.rope(kk, Hkv, d, pass.positions, *w.inv_freq, L.n_rot);
-        AttentionArgs a;
-        a.q = q;
-        a.k = kk;
-        a.v = v;
-        a.out = attn;
-        a.n_head = static_cast<int>(H);
-        a.n_head_kv = Hkv;
-        a.head_dim = d;
-        a.window = L.sliding ? hp_.sliding_window : 0;
-        a.layer = static_cast<int>(il);
-        a.pass = &pass;
-        be.attention(a);
+        if (m > 0) {
+            be.rmsnorm(rows_of(ws.q, d, m * H), &*w.q_norm, hp_.eps, rows_of(ws.q, d, m * H));
+            be.rope(q, static_cast<int>(H), d, out_pass.positions, *w.inv_freq, L.n_rot);
+            AttentionArgs a;
+            a.q = q;
+            a.k = kk;
+            a.v = v;
+            a.out = attn;
+            a.n_head = static_cast<int>(H);
+            a.n_head_kv = Hkv;
+            a.head_dim = d;
+            a.window = L.sliding ? hp_.sliding_window : 0;
+            a.layer = static_cast<int>(il);
+            a.pass = &out_pass;
+            be.attention(a);
+        }
         for (const PassSegment &g : pass.segments)
             if (g.mode == PassMode::Encoder) be.cache_store((*g.cache)[il], kk, v, g.row0, g.n, g.n_past);
-        be.matmul(w.wo, attn, rows_of(ws.proj, E, n));
-        be.rmsnorm(rows_of(ws.proj, E, n), &*w.post_attn_norm, hp_.eps, rows_of(ws.proj, E, n));
-        be.add(x, rows_of(ws.proj, E, n));
+        if (m == 0) continue;  // a last layer without decoder rows: the cache is all it had to give
+        const Tensor xm = rows_of(ws.x, E, m), xnm = rows_of(ws.xn, E, m), proj = rows_of(ws.proj, E, m);
+        be.matmul(w.wo, attn, proj);
+        be.rmsnorm(proj, &*w.post_attn_norm, hp_.eps, proj);
+        be.add(xm, proj);
 
         // --- dense MLP and experts, in parallel on the same h
-        const Tensor gate = rows_of(ws.ff_gate, hp_.n_ff, n), up = rows_of(ws.ff_up, hp_.n_ff, n);
-        const Tensor dense = rows_of(ws.dense, E, n), moe_out = rows_of(ws.moe_out, E, n);
-        be.rmsnorm(x, &*w.ffn_norm, hp_.eps, xn);
-        be.matmul(w.ffn_gate, xn, gate);
-        be.matmul(w.ffn_up, xn, up);
+        const Tensor gate = rows_of(ws.ff_gate, hp_.n_ff, m), up = rows_of(ws.ff_up, hp_.n_ff, m);
+        const Tensor dense = rows_of(ws.dense, E, m), moe_out = rows_of(ws.moe_out, E, m);
+        be.rmsnorm(xm, &*w.ffn_norm, hp_.eps, xnm);
+        be.matmul(w.ffn_gate, xnm, gate);
+        be.matmul(w.ffn_up, xnm, up);
         be.gelu_mul(gate, up, gate);
         be.matmul(w.ffn_down, gate, dense);
         be.rmsnorm(dense, &*w.post_ffw_norm_1, hp_.eps, dense);
 
         // The router reads h itself; the experts read pre_ffw_norm_2(h).
-        const Tensor ids = make_tensor(ws.expert_ids->data, TensorType::I32, k, n, 1, 1, &be);
-        const Tensor wts = make_tensor(ws.expert_weight->data, TensorType::F32, k, n, 1, 1, &be);
-        be.route(w.router, x, *w.router_scale, *w.per_expert_scale, hp_.eps, static_cast<int>(k), ids, wts);
-        be.rmsnorm(x, &*w.pre_ffw_norm_2, hp_.eps, xn);
-        moe(w, xn, ids, wts, moe_out);
+        const Tensor ids = make_tensor(ws.expert_ids->data, TensorType::I32, k, m, 1, 1, &be);
+        const Tensor wts = make_tensor(ws.expert_weight->data, TensorType::F32, k, m, 1, 1, &be);
+        be.route(w.router, xm, *w.router_scale, *w.per_expert_scale, hp_.eps, static_cast<int>(k), ids, wts);
+        be.rmsnorm(xm, &*w.pre_ffw_norm_2, hp_.eps, xnm);
+        moe(w, xnm, ids, wts, moe_out);
         be.rmsnorm(moe_out, &*w.post_ffw_norm_2, hp_.eps, moe_out);
 
         be.add(dense, moe_out);
         be.rmsnorm(dense, &*w.post_ffw_norm, hp_.eps, dense);
-        be.add(x, dense);
-        be.scale_rows(x, pass.row_mode, w.scalars);
+        be.add(xm, dense);
+        be.scale_rows(xm, out_pass.row_mode, w.scalars);
     }
 
     // --- decoder rows: softcap(lm_head(final_norm(h))), the tied embedding read once for all

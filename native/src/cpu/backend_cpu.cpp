@@ -219,9 +219,10 @@ public:
         const int64_t K = w.n_cols();
         // Products over the same activations one after another (q, k and v of one normed input;
         // the dense gate and up) quantize them once: the rows are kept until any other op of this
-        // backend runs (touch()) or a product writes over them.
+        // backend runs (touch()) or a product writes over them. Rows are quantized one by one, so
+        // kept rows serve a product over their first n too (the last layer's q of the decoder rows).
         QuantCache &c = qcache_;
-        if (!(c.valid && c.x == x && c.n == n && c.k == K && c.type == w.type_id)) {
+        if (!(c.valid && c.x == x && c.n >= n && c.k == K && c.type == w.type_id)) {
             c.xq = quantize_activations(w, x, n, qx_mm_, &c.row);
             c = {c.xq != nullptr, x, n, K, w.type_id, c.xq, c.row};
         }
