@@ -45,6 +45,7 @@ struct Scratch {
     std::vector<float> scores;  // attention scores [queries per task][keys]; RoPE's cos/sin
     std::vector<float> kv;      // a run of cached keys or values converted to F32
     std::vector<uint8_t> kpack; // attention: the current keys of one KV head in the float kernel's panels
+    std::vector<float> moe_y;   // the experts' down product of one expert's slots for one row tile
 };
 
 class CpuBackend final : public Backend {
@@ -143,6 +144,7 @@ public:
             grow(sc.scores, std::max({kQueriesPerTask * l.keys, l.max_head_dim, l.rows * kSoftChunk}));
             grow(sc.kv, kKvChunk * l.max_head_dim);
             grow(sc.kpack, (l.keys + kPanelRows) * l.max_head_dim * static_cast<int64_t>(sizeof(float)) + 64);
+            grow(sc.moe_y, l.rows * moe_down_tile(l.n_embd));
         }
         const int64_t slots = l.rows * l.n_expert_used;
         // Activations packed for the GEMM kernels (gemm_activation_bytes) take at most 4 bytes per value.
@@ -153,12 +155,10 @@ public:
         grow(offsets_, l.n_expert + 1);
         grow(fill_, l.n_expert + 1);
         grow(order_, slots);
-        grow(slot_of_, slots);
         grow(tasks_, l.n_expert * ((l.max_cols + kRowTile - 1) / kRowTile));
         grow(moe_x_, slots * l.n_embd);
         grow(moe_gate_, slots * l.n_ff_exp);
         grow(moe_up_, slots * l.n_ff_exp);
-        grow(moe_y_, slots * l.n_embd);
         grow(router_in_, l.rows * l.n_embd);
         grow(router_p_, l.rows * l.n_expert);
         grow(row_max_, l.rows);
@@ -248,7 +248,7 @@ public:
         const int64_t total = n * k;
         // Group the (token, slot) assignments by expert: slots offsets[e] .. offsets[e+1].
         int64_t *offsets = reserved(offsets_, static_cast<size_t>(X + 1)), *fill = reserved(fill_, static_cast<size_t>(X + 1));
-        int64_t *order = reserved(order_, static_cast<size_t>(total)), *slot_of = reserved(slot_of_, static_cast<size_t>(total));
+        int64_t *order = reserved(order_, static_cast<size_t>(total));
         std::fill(offsets, offsets + X + 1, 0);
         for (int64_t i = 0; i < total; ++i) ++offsets[expert[i] + 1];
         for (int64_t e = 0; e < X; ++e) offsets[e + 1] += offsets[e];
@@ -256,12 +256,10 @@ public:
         for (int64_t i = 0; i < total; ++i) {
             const int64_t s = fill[expert[i]]++;
             order[s] = i;  // assignment i = t * k + j
-            slot_of[i] = s;
         }
         float *xg = reserved(moe_x_, static_cast<size_t>(total * K));      // gathered inputs [slot][n_embd] (float weights)
         float *gate = reserved(moe_gate_, static_cast<size_t>(total * F));  // [slot][F], then the activation
         float *up = reserved(moe_up_, static_cast<size_t>(total * F));
-        float *yd = reserved(moe_y_, static_cast<size_t>(total * E));       // [slot][n_embd]
 
         // Tasks: (expert, row tile) over the experts that received tokens.
         int64_t n_tasks = 0;
@@ -303,31 +301,24 @@ public:
             rows(w.up.slice(t.e), xg + s0 * K, xq_up ? xq_up + s0 * q_row_up : nullptr, q_row_up, m, up + s0 * F, F, t.r0, t.r1);
             for (int64_t s = s0; s < s0 + m; ++s) gelu_tanh_mul(gate + s * F + t.r0, up + s * F + t.r0, gate + s * F + t.r0, t.r1 - t.r0);
         });
+        // The down products with the weighted sum fused: a task is a tile of output rows [r0, r1)
+        // for every token, and visits the experts in increasing id, adding each slot's product
+        // to its token's rows as it comes: every token's sum runs over its experts in the
+        // reference's order, whichever thread runs the tile, and no [slot][n_embd] buffer is
+        // written and read back. Tiles are whole 16-row panels, two a thread.
         xq = quantize_activations(w.down, gate, total, qx_, &q_row);
-        make_tasks(E);
-        pool_.run(n_tasks, [&](int64_t ti, int) {
-            const TaskRec &t = tasks_[ti];
-            const int64_t s0 = offsets[t.e], m = offsets[t.e + 1] - s0;
-            // yd by row tile: tile [r0, r1) holds every slot's r1 - r0 values, slot after slot.
-            const int64_t width = t.r1 - t.r0;
-            rows(w.down.slice(t.e), gate + s0 * F, xq ? xq + s0 * q_row : nullptr, q_row, m, yd + t.r0 * total + s0 * width - t.r0, width,
-                 t.r0, t.r1);
-        });
-        // out[t] = sum_j weight[t][j] * yd[slot(t, j)].
-        for_rows(n, 4, [&](int64_t t, int) {
-            float *o = out + t * E;
-            std::fill(o, o + E, 0.0f);
-            // The reference visits experts in increasing id; slots of one token are few, so select in order.
-            int32_t last = -1;
-            for (int jj = 0; jj < k; ++jj) {
-                int j = -1;
-                for (int c = 0; c < k; ++c)
-                    if (expert[t * k + c] > last && (j < 0 || expert[t * k + c] < expert[t * k + j])) j = c;
-                last = expert[t * k + j];
-                const int64_t slot = slot_of[t * k + j];
-                for (int64_t r0 = 0; r0 < E; r0 += kMoeRowTile) {
-                    const int64_t width = std::min(kMoeRowTile, E - r0);
-                    axpy(o + r0, yd + r0 * total + slot * width, weight[t * k + j], width);
+        const int64_t tile = moe_down_tile(E);
+        pool_.run((E + tile - 1) / tile, [&](int64_t ti, int thread) {
+            const int64_t r0 = ti * tile, r1 = std::min(E, r0 + tile), width = r1 - r0;
+            float *yt = reserved(scratch_[thread].moe_y, static_cast<size_t>(n * width));  // [slot of e][width]
+            for (int64_t t = 0; t < n; ++t) std::fill(out + t * E + r0, out + t * E + r1, 0.0f);
+            for (int64_t e = 0; e < X; ++e) {
+                const int64_t s0 = offsets[e], m = offsets[e + 1] - s0;
+                if (m == 0) continue;
+                rows(w.down.slice(e), gate + s0 * F, xq ? xq + s0 * q_row : nullptr, q_row, m, yt - r0, width, r0, r1);
+                for (int64_t s = 0; s < m; ++s) {
+                    const int64_t i = order[s0 + s];  // assignment t * k + j
+                    axpy(out + (i / k) * E + r0, yt + s * width, weight[i], width);
                 }
             }
         });
@@ -663,6 +654,12 @@ public:
     }
 
 private:
+    // Output rows per task of the experts' down products: whole 16-row panels, two tasks a thread.
+    int64_t moe_down_tile(int64_t n_embd) const {
+        const int64_t n_panels = (n_embd + kPanelRows - 1) / kPanelRows, n_tasks = std::min<int64_t>(n_panels, 2 * pool_.size());
+        return (n_panels + n_tasks - 1) / n_tasks * kPanelRows;
+    }
+
     // f(row, thread) for rows [0, n), `per_task` rows a task: per-row work of a microsecond or so
     // would otherwise spend a good part of it on the pool's shared task counter.
     template <typename F>
@@ -709,10 +706,10 @@ private:
     size_t packed_bytes_ = 0;
     std::vector<Scratch> scratch_;
     std::vector<uint8_t> qx_, qx_up_, qx_tok_, qx_mm_;
-    std::vector<int64_t> offsets_, order_, slot_of_, fill_;
+    std::vector<int64_t> offsets_, order_, fill_;
     struct TaskRec { int64_t e, r0, r1; };
     std::vector<TaskRec> tasks_;
-    std::vector<float> moe_x_, moe_gate_, moe_up_, moe_y_, router_in_, router_p_, row_max_, row_inv_sum_, soft_partial_;
+    std::vector<float> moe_x_, moe_gate_, moe_up_, router_in_, router_p_, row_max_, row_inv_sum_, soft_partial_;
     SamplerScratch sampler_scratch_;
 };
 
