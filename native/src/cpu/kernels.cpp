@@ -18,15 +18,49 @@ namespace {
 // count and differ between ISAs only in summation order.
 typedef float v8 __attribute__((vector_size(32)));
 typedef float v16 __attribute__((vector_size(64)));
+
+// Lane-wise sums of V's float lanes in double: lane l accumulates lane l of every value added, in
+// order, and total() adds the lanes in order 0 .. L-1. Held as two halves of register width: GCC
+// keeps a double vector wider than a register (16 lanes) in memory, a store-to-load dependency on
+// every add.
+typedef float v4 __attribute__((vector_size(16)));
+typedef double v4d __attribute__((vector_size(32)));
 typedef double v8d __attribute__((vector_size(64)));
-typedef double v16d __attribute__((vector_size(128)));
+template <typename V>
+struct HalfLanes;  // H: half of V's float lanes; D: as many doubles
+template <>
+struct HalfLanes<v8> { using H = v4; using D = v4d; };
+template <>
+struct HalfLanes<v16> { using H = v8; using D = v8d; };
 
 template <typename V>
-struct DoubleLanes;  // as many double lanes as V has float lanes
-template <>
-struct DoubleLanes<v8> { using type = v8d; };
-template <>
-struct DoubleLanes<v16> { using type = v16d; };
+struct DoubleLanes {
+    static constexpr int L = sizeof(V) / sizeof(float);
+    using H = typename HalfLanes<V>::H;
+    using D = typename HalfLanes<V>::D;
+    D lo = {}, hi = {};
+    __attribute__((always_inline)) void add(V v) {
+        H a, b;
+        __builtin_memcpy(&a, &v, sizeof(H));
+        __builtin_memcpy(&b, reinterpret_cast<const char *>(&v) + sizeof(H), sizeof(H));
+        lo += __builtin_convertvector(a, D);
+        hi += __builtin_convertvector(b, D);
+    }
+    __attribute__((always_inline)) void add_squares(V v) {
+        H a, b;
+        __builtin_memcpy(&a, &v, sizeof(H));
+        __builtin_memcpy(&b, reinterpret_cast<const char *>(&v) + sizeof(H), sizeof(H));
+        const D da = __builtin_convertvector(a, D), db = __builtin_convertvector(b, D);
+        lo += da * da;
+        hi += db * db;
+    }
+    __attribute__((always_inline)) double total() const {
+        double t = 0.0;
+        for (int l = 0; l < L / 2; ++l) t += lo[l];
+        for (int l = 0; l < L / 2; ++l) t += hi[l];
+        return t;
+    }
+};
 
 template <typename V>
 __attribute__((always_inline)) inline V load(const float *p) {
@@ -243,19 +277,17 @@ __attribute__((always_inline)) inline void softcap_lanes(float *x, int64_t n, fl
 template <typename V>
 __attribute__((always_inline)) inline double exp_lanes_sum(const float *x, int64_t n, float shift, float scale, float *out) {
     constexpr int L = sizeof(V) / sizeof(float);
-    using D = typename DoubleLanes<V>::type;
-    D sum = {};
+    DoubleLanes<V> sum;
     int64_t i = 0;
     for (; i + L <= n; i += L) {
         const V e = exp_lanes<V>(load<V>(x + i) - shift);
-        sum += __builtin_convertvector(e, D);
+        sum.add(e);
         if (out) {
             const V o = e * scale;
             __builtin_memcpy(out + i, &o, sizeof(V));
         }
     }
-    double total = 0.0;
-    for (int l = 0; l < L; ++l) total += sum[l];
+    double total = sum.total();
     for (; i < n; ++i) {
         const float e = std::exp(x[i] - shift);
         total += e;
@@ -296,15 +328,10 @@ __attribute__((always_inline)) inline void softmax_lanes(float *x, int64_t n) {
 template <typename V>
 __attribute__((always_inline)) inline double sum_squares_lanes(const float *x, int64_t n) {
     constexpr int L = sizeof(V) / sizeof(float);
-    using D = typename DoubleLanes<V>::type;
-    D sum = {};
+    DoubleLanes<V> sum;
     int64_t i = 0;
-    for (; i + L <= n; i += L) {
-        const D v = __builtin_convertvector(load<V>(x + i), D);
-        sum += v * v;
-    }
-    double total = 0.0;
-    for (int l = 0; l < L; ++l) total += sum[l];
+    for (; i + L <= n; i += L) sum.add_squares(load<V>(x + i));
+    double total = sum.total();
     for (; i < n; ++i) total += static_cast<double>(x[i]) * x[i];
     return total;
 }
