@@ -325,6 +325,28 @@ __attribute__((always_inline)) inline void softmax_lanes(float *x, int64_t n) {
     for (; i < n; ++i) x[i] *= inv;
 }
 
+#ifdef DG_AVX512_REDUCE
+// The sum of squares in double on AVX-512: four chains of 8 lanes (the float values widened from
+// memory, no shuffles), one tree at the end. Its order differs from the lane sums of the other
+// ISAs; the RMS norm's scale rounds to float, so the two agree but for rare last-bit ties.
+__attribute__((target("avx512f,avx512bw,avx512vl,fma"), always_inline)) inline double sum_squares_avx512_lanes(const float *x, int64_t n) {
+    __m512d a[4] = {_mm512_setzero_pd(), _mm512_setzero_pd(), _mm512_setzero_pd(), _mm512_setzero_pd()};
+    int64_t i = 0;
+    for (; i + 32 <= n; i += 32)
+        for (int c = 0; c < 4; ++c) {
+            const __m512d v = _mm512_cvtps_pd(_mm256_loadu_ps(x + i + 8 * c));
+            a[c] = _mm512_fmadd_pd(v, v, a[c]);
+        }
+    for (int c = 0; i + 8 <= n; i += 8, ++c) {
+        const __m512d v = _mm512_cvtps_pd(_mm256_loadu_ps(x + i));
+        a[c] = _mm512_fmadd_pd(v, v, a[c]);
+    }
+    double total = _mm512_reduce_add_pd(_mm512_add_pd(_mm512_add_pd(a[0], a[1]), _mm512_add_pd(a[2], a[3])));
+    for (; i < n; ++i) total += static_cast<double>(x[i]) * x[i];
+    return total;
+}
+#endif
+
 template <typename V>
 __attribute__((always_inline)) inline double sum_squares_lanes(const float *x, int64_t n) {
     constexpr int L = sizeof(V) / sizeof(float);
@@ -368,23 +390,29 @@ double exp_sum_generic(const float *x, int64_t n, float shift, float scale, floa
     return total;
 }
 
-// y = x * scale * w per row (the RMS norm's scaling, in that order), sum of squares by `ss`.
+inline float rms_scale(double sum_squares, int64_t dim, float eps) {
+    return static_cast<float>(1.0 / std::sqrt(sum_squares / static_cast<double>(dim) + eps));
+}
+
+// y = x * scale * w (the RMS norm's scaling, in that order) for one row.
+template <typename V>
+__attribute__((always_inline)) inline void rmsnorm_scale_row(const float *xr, const float *w, float scale, float *yr, int64_t dim) {
+    constexpr int L = sizeof(V) / sizeof(float);
+    int64_t i = 0;
+    for (; i + L <= dim; i += L) {
+        V v = load<V>(xr + i) * scale;
+        if (w) v = v * load<V>(w + i);
+        __builtin_memcpy(yr + i, &v, sizeof(V));
+    }
+    for (; i < dim; ++i) yr[i] = w ? xr[i] * scale * w[i] : xr[i] * scale;
+}
+
+// The RMS norm of each row.
 template <typename V>
 __attribute__((always_inline)) inline void rmsnorm_lanes(const float *x, const float *w, float eps, float *y, int64_t n_rows,
                                                          int64_t dim) {
-    constexpr int L = sizeof(V) / sizeof(float);
-    for (int64_t r = 0; r < n_rows; ++r) {
-        const float *xr = x + r * dim;
-        float *yr = y + r * dim;
-        const float scale = static_cast<float>(1.0 / std::sqrt(sum_squares_lanes<V>(xr, dim) / static_cast<double>(dim) + eps));
-        int64_t i = 0;
-        for (; i + L <= dim; i += L) {
-            V v = load<V>(xr + i) * scale;
-            if (w) v = v * load<V>(w + i);
-            __builtin_memcpy(yr + i, &v, sizeof(V));
-        }
-        for (; i < dim; ++i) yr[i] = w ? xr[i] * scale * w[i] : xr[i] * scale;
-    }
+    for (int64_t r = 0; r < n_rows; ++r)
+        rmsnorm_scale_row<V>(x + r * dim, w, rms_scale(sum_squares_lanes<V>(x + r * dim, dim), dim, eps), y + r * dim, dim);
 }
 
 template <typename V>
@@ -483,7 +511,7 @@ __attribute__((target("avx512f,avx512bw,avx512vl,fma"))) void softcap_avx512(flo
 __attribute__((target("avx2,fma"))) double sum_squares_avx2(const float *x, int64_t n) { return sum_squares_lanes<v8>(x, n); }
 
 __attribute__((target("avx512f,avx512bw,avx512vl,fma"))) double sum_squares_avx512(const float *x, int64_t n) {
-    return sum_squares_lanes<v16>(x, n);
+    return sum_squares_avx512_lanes(x, n);
 }
 
 __attribute__((target("avx2,fma"))) void softmax_avx2(float *x, int64_t n) { softmax_lanes<v8>(x, n); }
@@ -507,7 +535,8 @@ __attribute__((target("avx2,fma"))) void rmsnorm_avx2(const float *x, const floa
 
 __attribute__((target("avx512f,avx512bw,avx512vl,fma"))) void rmsnorm_avx512(const float *x, const float *w, float eps, float *y,
                                                                              int64_t n_rows, int64_t dim) {
-    rmsnorm_lanes<v16>(x, w, eps, y, n_rows, dim);
+    for (int64_t r = 0; r < n_rows; ++r)
+        rmsnorm_scale_row<v16>(x + r * dim, w, rms_scale(sum_squares_avx512_lanes(x + r * dim, dim), dim, eps), y + r * dim, dim);
 }
 
 __attribute__((target("avx2,fma"))) void axpy_avx2(float *y, const float *x, float a, int64_t n) { axpy_lanes<v8>(y, x, a, n); }
