@@ -41,7 +41,7 @@ private:
     const std::function<void(int64_t, int)> *fn_ = nullptr;
     int64_t n_tasks_ = 0;
     std::atomic<int64_t> next_{0};
-    int active_ = 0;     // workers inside the current loop
+    std::atomic<int> active_{0};  // workers inside the current loop (joined under mu_)
     bool open_ = false;  // the current loop still accepts workers
     uint64_t generation_ = 0;
     std::atomic<uint64_t> published_{0};  // generation_, readable without the lock (workers' spin)
