@@ -23,6 +23,8 @@ namespace {
 
 constexpr int64_t kRowTile = 32;          // weight rows per matmul task (two 16-row panels)
 constexpr int64_t kMoeRowTile = 96;       // weight rows per expert task
+constexpr int64_t kMatmulTasksPerThread = 32;  // a matmul's tasks a thread, at least, when its tokens allow
+constexpr int64_t kMatmulMinRun = 64;          // tokens per matmul task, at least
 constexpr int64_t kElementwiseChunk = 1 << 16;
 constexpr int64_t kQueriesPerTask = 32;    // attention queries per task (one head)
 constexpr int64_t kSoftParts = 16;        // soft_embed: fixed vocabulary ranges, reduced in order
@@ -228,10 +230,16 @@ public:
         }
         const uint8_t *xq = c.xq;
         const size_t xq_row = c.row;
+        // Tasks: row tiles, each over runs of tokens when that gives a thread several more tasks
+        // (the last task's wait is the pool's loss; a run re-reads only its tile's panels).
         const int64_t n_tiles = (w.n_rows() + kRowTile - 1) / kRowTile;
-        pool_.run(n_tiles, [&](int64_t tile, int) {
-            const int64_t r0 = tile * kRowTile, r1 = std::min(w.n_rows(), r0 + kRowTile);
-            rows(w, x, xq, xq_row, n, y, w.n_rows(), r0, r1);
+        const int64_t n_runs = std::clamp<int64_t>(kMatmulTasksPerThread * pool_.size() / n_tiles, 1, std::max<int64_t>(1, n / kMatmulMinRun));
+        const int64_t run = (n + n_runs - 1) / n_runs;
+        pool_.run(n_tiles * n_runs, [&](int64_t task, int) {
+            const int64_t r0 = task / n_runs * kRowTile, r1 = std::min(w.n_rows(), r0 + kRowTile);
+            const int64_t t0 = task % n_runs * run, t1 = std::min(n, t0 + run);
+            if (t0 >= t1) return;
+            rows(w, x + t0 * K, xq ? xq + t0 * xq_row : nullptr, xq_row, t1 - t0, y + t0 * w.n_rows(), w.n_rows(), r0, r1);
         });
         const float *y_end = y + (n - 1) * w.n_rows() + w.n_rows();
         if (y < x + n * K && x < y_end) touch();
