@@ -684,7 +684,10 @@ struct WidenRead {
     int64_t sstride;     // packed elements between panels
     __m512 *dst;         // the widened chunk, panel p at dst + p * dstride
     int64_t dstride;
+    const __m256i *next; // the same element of the next pair's panel 0, or null: asked into L1 a
+                         // pair ahead (the experts' packs come from memory, a pair is ~1000s of cycles)
     DG_TARGET __m512 read(int p, int64_t kk) const {
+        if (next && !(kk & 1)) _mm_prefetch(reinterpret_cast<const char *>(next + p * sstride + kk), _MM_HINT_T0);
         const __m512 w = C::widen16(_mm256_load_si256(src + p * sstride + kk));
         _mm512_store_ps(reinterpret_cast<float *>(dst + p * dstride + kk), w);
         return w;
@@ -781,7 +784,9 @@ DG_TARGET void gemm_float_panels(const GemmArgs &a) {
             const float *const xc = x + k0;
             if constexpr (C::kPerDword == 2) {
                 if (a.packed) {
-                    const WidenRead<C> w0{reinterpret_cast<const __m256i *>(a.packed) + r0 / kPanelRows * a.k + k0, a.k, panel, kc};
+                    const __m256i *pair = reinterpret_cast<const __m256i *>(a.packed) + r0 / kPanelRows * a.k + k0;
+                    const bool has_next = r0 + 2 * kPanelRows < a.n_rows;
+                    const WidenRead<C> w0{pair, a.k, panel, kc, has_next ? pair + 2 * a.k : nullptr};
                     const WideRead w{panel, kc};
                     if (np == 2) float_panel_tiles<2>(w0, w, kc, first, xc, ldx, a.n_tokens, y, a.ldy, mask);
                     else float_panel_tiles<1>(w0, w, kc, first, xc, ldx, a.n_tokens, y, a.ldy, mask);
