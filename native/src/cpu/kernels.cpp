@@ -138,6 +138,8 @@ __attribute__((always_inline)) inline void tile(const float *x, int64_t ldx, int
     }
 }
 
+constexpr int64_t kAccumulateRun = 64;  // value rows per run of accumulate (a 64-column slab: 16 KiB)
+
 // o[a][c] += sum_m p[a][m] * v[m][c] for NA rows a and NC vectors of columns c: the NA x NC sums stay
 // in registers over all m, each v vector is loaded once for the NA rows and each p once for NC vectors.
 template <typename V, int NA, int NC>
@@ -166,19 +168,26 @@ template <typename V, int NA, int NC>
 __attribute__((always_inline)) inline void accumulate(const float *p, int64_t ldp, int64_t nb, const float *v,
                                                       int64_t ldv, int64_t n, int64_t d, float *o, int64_t ldo) {
     constexpr int L = sizeof(V) / sizeof(float);
-    int64_t a = 0;
-    for (; a + NA <= nb; a += NA) {
+    // Columns outer: a slab of NC vectors of columns over a run of value rows is read by every
+    // block of rows while it is in L1 (rows outer read all of v once per block of rows, from L2);
+    // runs of kAccumulateRun value rows keep the slab within L1 (each run's sums are added to o).
+    for (int64_t m0 = 0; m0 < n; m0 += kAccumulateRun) {
+        const int64_t nm = std::min(kAccumulateRun, n - m0);
+        const float *pm = p + m0, *vm = v + m0 * ldv;
         int64_t c = 0;
-        for (; c + NC * L <= d; c += NC * L) accumulate_block<V, NA, NC>(p + a * ldp, ldp, v + c, ldv, n, o + a * ldo + c, ldo);
-        for (; c + L <= d; c += L) accumulate_block<V, NA, 1>(p + a * ldp, ldp, v + c, ldv, n, o + a * ldo + c, ldo);
-    }
-    for (; a < nb; ++a) {
-        int64_t c = 0;
-        for (; c + NC * L <= d; c += NC * L) accumulate_block<V, 1, NC>(p + a * ldp, ldp, v + c, ldv, n, o + a * ldo + c, ldo);
-        for (; c + L <= d; c += L) accumulate_block<V, 1, 1>(p + a * ldp, ldp, v + c, ldv, n, o + a * ldo + c, ldo);
+        for (; c + NC * L <= d; c += NC * L) {
+            int64_t a = 0;
+            for (; a + NA <= nb; a += NA) accumulate_block<V, NA, NC>(pm + a * ldp, ldp, vm + c, ldv, nm, o + a * ldo + c, ldo);
+            for (; a < nb; ++a) accumulate_block<V, 1, NC>(pm + a * ldp, ldp, vm + c, ldv, nm, o + a * ldo + c, ldo);
+        }
+        for (; c + L <= d; c += L) {
+            int64_t a = 0;
+            for (; a + NA <= nb; a += NA) accumulate_block<V, NA, 1>(pm + a * ldp, ldp, vm + c, ldv, nm, o + a * ldo + c, ldo);
+            for (; a < nb; ++a) accumulate_block<V, 1, 1>(pm + a * ldp, ldp, vm + c, ldv, nm, o + a * ldo + c, ldo);
+        }
     }
     const int64_t c0 = d / L * L;  // columns past the last whole vector
-    for (a = 0; a < nb; ++a)
+    for (int64_t a = 0; a < nb; ++a)
         for (int64_t m = 0; m < n; ++m)
             for (int64_t c = c0; c < d; ++c) o[a * ldo + c] += p[a * ldp + m] * v[m * ldv + c];
 }
