@@ -11,6 +11,8 @@ peak_mem_gb, floor_ms (and `row`, `tokens_s`, `floor_ratio`, `kernels`: DGEMMA_C
     per sequence-step), from generate() with a fixed number of steps (no early stop), so the sampler
     runs on the device and only the stop flag comes back, as in real use;
   - tokens/s of whole canvases at 16, 25 and 48 steps per canvas;
+  - the step rows again with each pass recorded once as a CUDA graph and replayed (DGEMMA_CUDA_GRAPH=1;
+    not in --dry-run, skipped by --no-graph-rows);
   - the peer: transformers' DiffusionGemma in bf16 at the same shapes with random weights, ms per step;
   - expert offload: for each cap of --offload-caps (GB of GPU memory; 12 and 16 by default) the step
     with the experts of the last N layers on the CPU backend, N chosen as `--gpu-memory` chooses it
@@ -176,6 +178,18 @@ def generation_rows(m, prompt_ids, steps_per_canvas, batch: int) -> dict:
     return dict(step_ms=1e3 * denoise / steps / batch, tokens_s=batch * C / denoise, steps=steps)
 
 
+def graph_rows(path: str, ids) -> list[dict]:
+    """The step rows again with DGEMMA_CUDA_GRAPH=1 (read when the backend is made): each step's
+    pass recorded once per canvas and replayed."""
+    os.environ["DGEMMA_CUDA_GRAPH"] = "1"
+    try:
+        with dgemma.Model(path, device="cuda") as m:
+            return [dict(row=f"step, {b} sequence{'s' if b > 1 else ''}, CUDA graphs", batch=b,
+                         step_ms=generation_rows(m, ids, CANVAS_STEPS[0], b)["step_ms"]) for b in (1, 4)]
+    finally:
+        del os.environ["DGEMMA_CUDA_GRAPH"]
+
+
 def offload_rows(path: str, a, ids) -> list[dict]:
     """The step with experts offloaded to the CPU backend, per GPU memory cap (see the docstring). In a
     dry run the caps are the model's own need less one and two layers' experts."""
@@ -214,6 +228,8 @@ def main() -> int:
     ap.add_argument("--prompts", default="512,8192")
     ap.add_argument("--steps", type=int, default=5, help="repetitions of the timed peer step")
     ap.add_argument("--offload-caps", default="12,16", help="GPU memory caps (GB) for the expert-offload rows; '' for none")
+    ap.add_argument("--no-graph-rows", action="store_true",
+                    help="skip the step rows with each pass replayed as a CUDA graph (DGEMMA_CUDA_GRAPH=1)")
     ap.add_argument("--dry-run", action="store_true", help="tiny config on the CPU, no floors")
     a = ap.parse_args()
     if a.dry_run:  # the peer runs too (on the CPU) when transformers is installed
@@ -261,6 +277,8 @@ def main() -> int:
             for steps in CANVAS_STEPS:
                 r = generation_rows(m, ids, steps, 1)
                 rows.append(dict(row=f"canvas at {steps} steps", batch=1, step_ms=r["step_ms"], tokens_s=r["tokens_s"]))
+        if a.device != "cpu" and not a.no_graph_rows:
+            rows += graph_rows(path, ids)
         rows += offload_rows(path, a, ids)
     flops = step_flops(preset, prompts[0])
     floor_ms = max(1e3 * file_bytes / bw, 1e3 * flops / rate) if bw == bw else float("nan")

@@ -35,8 +35,9 @@
 #                                start instead of two; timeout_s=590).
 #   bench/gpu_check.sh --quick   on the device, for a short lease: the op check of the tensor-core set
 #                                only (--sets tensor), the model tests, memcheck, gpu_step.py, --bench-full,
-#                                and bench_gpu.py's 512-token and step rows (no 8192-token prefill, no
-#                                offload rows, no peer); about 260 s on an H200 (timeout_s=360).
+#                                and bench_gpu.py's 512-token and step rows, op by op and as CUDA graphs
+#                                (no 8192-token prefill, no offload rows, no peer); about 220 s on an H200
+#                                (run 9: 177 s before the graph rows; timeout_s=360).
 #   bench/gpu_check.sh --ncu     on the device: Nsight Compute on one run of each op at the 26B shapes
 #                                (--bench-full --reps 0): the tensor-core kernels, the router's logits and
 #                                the attention tiles, with the speed-of-light, occupancy, warp-state and
@@ -187,7 +188,7 @@ if [ "$MODE" = all ]; then
   say "bench_gpu exit code $?"
 elif [ "$MODE" = quick ]; then
   say "== 6. bench/bench_gpu.py at the full shapes, Q4_K_M: 512-token prefill and the step rows (JSON in $OUT/bench_gpu.json)"
-  DGEMMA_BENCH_TMP=/tmp timeout 170 python3 bench/bench_gpu.py --config full --type Q4_K_M --no-peer --prompts 512 \
+  DGEMMA_BENCH_TMP=/tmp timeout 230 python3 bench/bench_gpu.py --config full --type Q4_K_M --no-peer --prompts 512 \
     --offload-caps '' --json "$OUT/bench_gpu.json" >"$OUT/bench_gpu.txt" 2>&1
   say "bench_gpu exit code $?"
 fi

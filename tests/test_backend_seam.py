@@ -159,3 +159,32 @@ def test_expert_offload_runs_the_experts_on_a_host_backend(tiny_random):
     assert mem["weights_on_host"] == expert_bytes > 0
     with pytest.raises(dgemma.InvalidArgumentError):
         dgemma.Model(tiny_random, host_expert_layers=-1)
+
+
+def test_recorded_passes_replay_to_the_cpu_logits(tiny_random, capfd, monkeypatch):
+    """The opaque backend records each pass the model brackets and replays the recording for an equal
+    key, as the CUDA backend's graphs do (Backend::record_pass_begin). The self-conditioned steps of
+    one canvas replay the first one's recording; a prefill and a step after it are new keys. Every
+    logit is the CPU backend's, bit for bit, which a key missing anything the ops read would break
+    (a replayed step would attend at a stale position, or read another tensor)."""
+    monkeypatch.setenv("DGEMMA_PASS_STATS", "1")
+    rng = np.random.default_rng(8)
+    prompt = list(rng.integers(0, 1024, 40))
+    canvases = [rng.integers(0, 1024, 16) for _ in range(4)]
+    out = {}
+    for backend in ("cpu", "opaque"):
+        with dgemma.Model(tiny_random, threads=2, backend=backend) as m:
+            s = m.session()
+            s.prefill(prompt)
+            z = s.denoise(canvases[0])
+            zs = [z]
+            for c in canvases[1:]:
+                z = s.denoise(c, z / 0.7)
+                zs.append(z)
+            s.prefill(canvases[-1])
+            zs.append(s.denoise(canvases[0], z / 0.7))
+            s.close()
+            out[backend] = zs
+    assert "dgemma opaque backend: 5 passes recorded, 2 replayed" in capfd.readouterr().err
+    for a, b in zip(out["cpu"], out["opaque"]):
+        np.testing.assert_array_equal(a, b)

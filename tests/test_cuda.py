@@ -381,6 +381,51 @@ def test_a_batch_on_cuda_gives_each_sequence_what_it_gets_alone(models, monkeypa
     assert [g.tokens for g in batch] == [g.tokens for g in alone]
 
 
+def _steps(path):
+    """Logits of the self-conditioned steps of two canvases (the same pass key within a canvas)."""
+    with dgemma.Model(path, threads=2, device="cuda") as m:
+        c = m.config
+        rng = np.random.default_rng(6)
+        s = m.session()
+        s.prefill(rng.integers(0, c.n_vocab, c.sliding_window + 13))
+        out = []
+        for _ in range(2):
+            z = s.denoise(rng.integers(0, c.n_vocab, c.canvas_length))
+            for _ in range(3):
+                z = s.denoise(rng.integers(0, c.n_vocab, c.canvas_length), z / 0.7)
+                out.append(z)
+            s.prefill(rng.integers(0, c.n_vocab, c.canvas_length))
+        s.close()
+        return out
+
+
+@needs_cuda
+@pytest.mark.parametrize("kernel_set", ["float", "tensor"])
+def test_cuda_graphs_replay_to_the_logits_and_tokens_of_op_by_op_passes(models, monkeypatch, capfd, kernel_set):
+    """DGEMMA_CUDA_GRAPH=1: each pass the model brackets is captured once as a CUDA graph and replayed
+    for an equal key. The same kernels run, so the logits and a batch's tokens are bit for bit those
+    of passes launched op by op; the backend's count shows that steps were replayed."""
+    monkeypatch.setenv("DGEMMA_CUDA_KERNELS", kernel_set)
+    path = models("mini", "Q4_K_M")
+    prompts = [[1, 2, 3, 4, 5], [9, 8, 7]]
+
+    def tokens():
+        with dgemma.Model(path, device="cuda") as m:
+            return [g.tokens for g in m.generate(prompts, max_new_tokens=40, seed=2)]
+
+    want, want_tokens = _steps(path), tokens()
+    monkeypatch.setenv("DGEMMA_CUDA_GRAPH", "1")
+    capfd.readouterr()
+    got = _steps(path)
+    err = capfd.readouterr().err
+    counts = re.search(r"dgemma CUDA graphs \(DGEMMA_CUDA_GRAPH\): (\d+) passes recorded, (\d+) replayed(.*)", err)
+    assert counts and counts.group(3) == "", err
+    assert int(counts.group(2)) >= 4  # two canvases, three self-conditioned steps each
+    for g, w in zip(got, want):
+        np.testing.assert_array_equal(g, w)
+    assert tokens() == want_tokens
+
+
 @needs_cuda
 def test_the_device_sampler_consumes_a_draw_table_as_the_cpu():
     path = dgemma.demo_model_path()

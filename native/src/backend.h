@@ -125,6 +125,24 @@ public:
     // Waits for every op enqueued so far (no-op on the CPU).
     virtual void synchronize() = 0;
 
+    // --- recorded passes ---------------------------------------------------------------------------
+    // A device backend may record a pass's ops once and replay the recording (one launch instead
+    // of hundreds). The model brackets the ops of a pass that cross no host memory:
+    //   if (!be.replay_pass(key)) {
+    //       bool ran = false;
+    //       if (be.record_pass_begin(key)) { ...ops...; ran = be.record_pass_end(ops_enqueued); }
+    //       if (!ran) ...ops...;   // as called
+    //   }
+    // `key` names everything the ops depend on but tensor contents (rows, segments, positions,
+    // the tensors' addresses); an empty key is never recorded. While recording, ops are enqueued
+    // without running; record_pass_end(true) launches them and returns true. It returns false
+    // when there is nothing to launch (an op threw while recording, or the recording failed): the
+    // recording is dropped, the backend may stop recording, and the caller runs the ops as called.
+    // Backends that do not record keep these defaults.
+    virtual bool replay_pass(const std::vector<int64_t> &key) { return false; }
+    virtual bool record_pass_begin(const std::vector<int64_t> &key) { return false; }
+    virtual bool record_pass_end(bool ops_enqueued) { return false; }
+
     // --- ops -------------------------------------------------------------------------------------
     // y[n][w.rows] = x[n][w.cols] . W^T; x and y F32.
     virtual void matmul(const Tensor &w, const Tensor &x, const Tensor &y) = 0;

@@ -41,8 +41,6 @@ void Model::check_room(const Session &s, int64_t n, const char *what) const {
 
 void Model::forward(Workspace &ws, const std::vector<PassItem> &items) {
     Backend &be = *backend_;
-    const int64_t E = hp_.n_embd, H = hp_.n_head, k = hp_.n_expert_used;
-    const float embed_scale = static_cast<float>(std::sqrt(static_cast<double>(E)));
 
     // --- the pass description: segments, positions and modes per row
     Pass pass;
@@ -73,6 +71,44 @@ void Model::forward(Workspace &ws, const std::vector<PassItem> &items) {
     pass.row_mode = ws.row_mode->rows(0, n);
     be.upload(pass.positions, pos.data(), pos.size() * sizeof(int32_t));
     be.upload(pass.row_mode, mode.data(), mode.size() * sizeof(int32_t));
+
+    // The rest reads only backend tensors: recorded once per key, replayed after (device backends).
+    const std::vector<int64_t> key = pass_key(ws, items, pass, D, any_sc);
+    if (!be.replay_pass(key)) {
+        bool ran = false;
+        if (be.record_pass_begin(key)) {
+            bool enqueued = true;
+            try {
+                run_pass(ws, items, pass, D, any_sc);
+            } catch (...) {
+                enqueued = false;  // nothing ran: the pass runs again below and reports its error
+            }
+            ran = be.record_pass_end(enqueued);
+        }
+        if (!ran) run_pass(ws, items, pass, D, any_sc);
+    }
+    for (const PassItem &it : items)
+        if (it.mode == PassMode::Encoder) it.s->n_past += it.n;
+}
+
+std::vector<int64_t> Model::pass_key(const Workspace &ws, const std::vector<PassItem> &items, const Pass &pass, int64_t D,
+                                     bool any_sc) const {
+    if (host_) return {};  // offloaded experts cross to the host inside the pass
+    auto addr = [](const void *p) { return static_cast<int64_t>(reinterpret_cast<uintptr_t>(p)); };
+    std::vector<int64_t> key = {addr(&ws), ws.n_rows, ws.n_logit_rows, addr(ws.x->data), pass.n_rows, D, any_sc};
+    for (size_t i = 0; i < items.size(); ++i) {
+        const PassSegment &g = pass.segments[i];
+        key.insert(key.end(), {g.row0, g.n, g.n_past, static_cast<int64_t>(g.mode), addr(items[i].ids.data),
+                               addr(items[i].sc_embed.data)});
+        for (const KvLayer &c : *g.cache) key.insert(key.end(), {addr(c.k.data), addr(c.v.data), c.capacity});
+    }
+    return key;
+}
+
+void Model::run_pass(Workspace &ws, const std::vector<PassItem> &items, const Pass &pass, int64_t D, bool any_sc) {
+    Backend &be = *backend_;
+    const int64_t E = hp_.n_embd, H = hp_.n_head, k = hp_.n_expert_used, n = pass.n_rows;
+    const float embed_scale = static_cast<float>(std::sqrt(static_cast<double>(E)));
 
     // --- input: embed[ids] * sqrt(E); decoder rows add the self-conditioning MLP, then a plain norm:
     // x = rmsnorm_noscale(e + sc_down(gelu(sc_gate(m)) * sc_up(m))), m = sc_pre_norm(soft embedding);
@@ -184,8 +220,6 @@ void Model::forward(Workspace &ws, const std::vector<PassItem> &items) {
         be.matmul(w_.token_embd, rows_of(ws.xn, E, D), logits);
         be.softcap(logits, hp_.softcap);
     }
-    for (const PassItem &it : items)
-        if (it.mode == PassMode::Encoder) it.s->n_past += it.n;
 }
 
 void Model::moe(const LayerWeights &w, const Tensor &xn, const Tensor &ids, const Tensor &wts, const Tensor &out) {

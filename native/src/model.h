@@ -142,6 +142,13 @@ private:
     void build_config_json();
     TensorBuffer upload_vector(const std::vector<float> &v);
     size_t workspace_bytes(int64_t rows, int64_t logit_rows) const;
+    // The ops of a pass after its description is uploaded: embedding, layers, logits. They read
+    // only backend tensors, so a backend may record them (Backend::record_pass_begin).
+    void run_pass(Workspace &ws, const std::vector<PassItem> &items, const Pass &pass, int64_t D, bool any_sc);
+    // What run_pass depends on besides tensor contents; empty when it crosses to the host
+    // (offloaded experts), so that it is never recorded.
+    std::vector<int64_t> pass_key(const Workspace &ws, const std::vector<PassItem> &items, const Pass &pass, int64_t D,
+                                  bool any_sc) const;
     // out = the MoE of layer w on rows of xn, on the backend that holds its experts.
     void moe(const LayerWeights &w, const Tensor &xn, const Tensor &ids, const Tensor &wts, const Tensor &out);
 

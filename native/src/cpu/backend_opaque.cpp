@@ -4,8 +4,20 @@
 // crosses through upload() and download() is counted. A generation that runs to the same tokens on
 // this backend as on the CPU touches backend memory only through ops and counted transfers, as a
 // device backend requires.
+// It also records passes as a device backend does (Backend::record_pass_begin): the ops of a
+// recorded pass are kept, with copies of their arguments, and run again for a pass with the same
+// key, so a key that misses something the ops depend on gives other logits than the CPU's. An
+// upload or download while recording is refused. DGEMMA_PASS_STATS=1 prints the counts at teardown.
 #include <cstdint>
+#include <cstdio>
+#include <cstdlib>
+#include <functional>
+#include <map>
+#include <memory>
+#include <string>
 #include <vector>
+
+#include "error.h"
 
 #include "backend.h"
 
@@ -21,6 +33,11 @@ void *untag(void *p) { return reinterpret_cast<void *>(reinterpret_cast<uintptr_
 class OpaqueBackend final : public Backend {
 public:
     OpaqueBackend(int n_threads, TransferCounts *counts) : cpu_(make_cpu_backend(n_threads)), counts_(counts) {}
+    ~OpaqueBackend() override {
+        const char *e = std::getenv("DGEMMA_PASS_STATS");
+        if (e && *e && std::string(e) != "0")
+            std::fprintf(stderr, "dgemma opaque backend: %ld passes recorded, %ld replayed\n", recorded_count_, replayed_count_);
+    }
 
     std::string name() const override { return "opaque"; }
 
@@ -28,6 +45,7 @@ public:
         return out(cpu_->alloc(type, ne0, ne1, ne2, ne3));
     }
     void free(Tensor &t) override {
+        recorded_.clear();  // a recording may name it
         Tensor h = in(t);
         cpu_->free(h);
         t = Tensor{};
@@ -35,71 +53,123 @@ public:
     Tensor load_weight(const Tensor &host) override { return out(cpu_->load_weight(host)); }
     size_t weight_bytes_owned() const override { return cpu_->weight_bytes_owned(); }
     void upload(const Tensor &dst, const void *src, size_t bytes, size_t offset) override {
+        no_host_crossing("upload");
         counts_->bytes_to_device += bytes;
         ++counts_->uploads;
         cpu_->upload(in(dst), src, bytes, offset);
     }
     void download(const Tensor &src, void *dst, size_t bytes, size_t offset) override {
+        no_host_crossing("download");
         counts_->bytes_to_host += bytes;
         ++counts_->downloads;
         cpu_->download(in(src), dst, bytes, offset);
     }
     void copy_rows(const Tensor &src, int64_t s0, const Tensor &dst, int64_t d0, int64_t n) override {
-        cpu_->copy_rows(in(src), s0, in(dst), d0, n);
+        enqueue([=, this] { cpu_->copy_rows(in(src), s0, in(dst), d0, n); });
     }
-    void reserve(const PassLimits &l) override { cpu_->reserve(l); }
+    void reserve(const PassLimits &l) override {
+        recorded_.clear();
+        cpu_->reserve(l);
+    }
     void synchronize() override {}
 
-    void matmul(const Tensor &w, const Tensor &x, const Tensor &y) override { cpu_->matmul(in(w), in(x), in(y)); }
+    bool replay_pass(const std::vector<int64_t> &key) override {
+        const auto it = key.empty() ? recorded_.end() : recorded_.find(key);
+        if (it == recorded_.end()) return false;
+        for (const auto &op : it->second) op();
+        ++replayed_count_;
+        return true;
+    }
+    bool record_pass_begin(const std::vector<int64_t> &key) override {
+        if (key.empty()) return false;
+        recording_ = std::make_unique<Recording>(Recording{key, {}});
+        return true;
+    }
+    bool record_pass_end(bool ops_enqueued) override {
+        std::unique_ptr<Recording> r = std::move(recording_);
+        if (!r || !ops_enqueued) return false;
+        for (const auto &op : r->ops) op();
+        recorded_[r->key] = std::move(r->ops);
+        ++recorded_count_;
+        return true;
+    }
+
+    void matmul(const Tensor &w, const Tensor &x, const Tensor &y) override {
+        enqueue([=, this] { cpu_->matmul(in(w), in(x), in(y)); });
+    }
     void moe(const MoeWeights &w, const Tensor &x, const Tensor &e, const Tensor &wt, const Tensor &o) override {
-        cpu_->moe({in(w.gate), in(w.up), in(w.down)}, in(x), in(e), in(wt), in(o));
+        enqueue([=, this] { cpu_->moe({in(w.gate), in(w.up), in(w.down)}, in(x), in(e), in(wt), in(o)); });
     }
     void rmsnorm(const Tensor &x, const Tensor *w, float eps, const Tensor &y) override {
-        const Tensor wh = w ? in(*w) : Tensor{};
-        cpu_->rmsnorm(in(x), w ? &wh : nullptr, eps, in(y));
+        const Tensor wh = w ? *w : Tensor{};
+        const bool has_w = w != nullptr;
+        enqueue([=, this] {
+            const Tensor wi = has_w ? in(wh) : Tensor{};
+            cpu_->rmsnorm(in(x), has_w ? &wi : nullptr, eps, in(y));
+        });
     }
     void rope(const Tensor &x, int heads, int d, const Tensor &pos, const Tensor &freq, int n_rot) override {
-        cpu_->rope(in(x), heads, d, in(pos), in(freq), n_rot);
+        enqueue([=, this] { cpu_->rope(in(x), heads, d, in(pos), in(freq), n_rot); });
     }
     void attention(const AttentionArgs &a) override {
-        // The pass description holds each segment's caches by pointer: untagged copies for the CPU.
-        Pass p = *a.pass;
-        std::vector<std::vector<KvLayer>> caches(p.segments.size());
-        for (size_t g = 0; g < p.segments.size(); ++g) {
-            for (const KvLayer &c : *p.segments[g].cache) caches[g].push_back(in(c));
-            p.segments[g].cache = &caches[g];
+        // The pass description holds each segment's caches by pointer: untagged copies for the CPU,
+        // kept with the op (a recorded op runs after the model's pass description is gone).
+        auto p = std::make_shared<Pass>(*a.pass);
+        auto caches = std::make_shared<std::vector<std::vector<KvLayer>>>(p->segments.size());
+        for (size_t g = 0; g < p->segments.size(); ++g) {
+            for (const KvLayer &c : *p->segments[g].cache) (*caches)[g].push_back(in(c));
+            p->segments[g].cache = &(*caches)[g];
         }
-        p.positions = in(p.positions);
-        p.row_mode = in(p.row_mode);
+        p->positions = in(p->positions);
+        p->row_mode = in(p->row_mode);
         AttentionArgs h = a;
         h.q = in(a.q);
         h.k = in(a.k);
         h.v = in(a.v);
         h.out = in(a.out);
-        h.pass = &p;
-        cpu_->attention(h);
+        enqueue([=, this] {
+            AttentionArgs args = h;
+            args.pass = p.get();
+            (void)caches;  // owned by the op
+            cpu_->attention(args);
+        });
     }
     void cache_store(const KvLayer &c, const Tensor &k, const Tensor &v, int64_t row0, int64_t n, int64_t pos0) override {
-        cpu_->cache_store(in(c), in(k), in(v), row0, n, pos0);
+        enqueue([=, this] { cpu_->cache_store(in(c), in(k), in(v), row0, n, pos0); });
     }
-    void gelu_mul(const Tensor &g, const Tensor &u, const Tensor &o) override { cpu_->gelu_mul(in(g), in(u), in(o)); }
-    void zero(const Tensor &t) override { cpu_->zero(in(t)); }
-    void add(const Tensor &y, const Tensor &x) override { cpu_->add(in(y), in(x)); }
-    void scale_rows(const Tensor &x, const Tensor &mode, const float s[2]) override { cpu_->scale_rows(in(x), in(mode), s); }
-    void softcap(const Tensor &x, float cap) override { cpu_->softcap(in(x), cap); }
-    void embed(const Tensor &t, const Tensor &ids, float s, const Tensor &o) override { cpu_->embed(in(t), in(ids), s, in(o)); }
+    void gelu_mul(const Tensor &g, const Tensor &u, const Tensor &o) override {
+        enqueue([=, this] { cpu_->gelu_mul(in(g), in(u), in(o)); });
+    }
+    void zero(const Tensor &t) override {
+        enqueue([=, this] { cpu_->zero(in(t)); });
+    }
+    void add(const Tensor &y, const Tensor &x) override {
+        enqueue([=, this] { cpu_->add(in(y), in(x)); });
+    }
+    void scale_rows(const Tensor &x, const Tensor &mode, const float s[2]) override {
+        const float scalars[2] = {s[0], s[1]};
+        enqueue([=, this] { cpu_->scale_rows(in(x), in(mode), scalars); });
+    }
+    void softcap(const Tensor &x, float cap) override {
+        enqueue([=, this] { cpu_->softcap(in(x), cap); });
+    }
+    void embed(const Tensor &t, const Tensor &ids, float s, const Tensor &o) override {
+        enqueue([=, this] { cpu_->embed(in(t), in(ids), s, in(o)); });
+    }
     void soft_embed(const Tensor &t, const Tensor &l, float s, const Tensor &o) override {
-        cpu_->soft_embed(in(t), in(l), s, in(o));
+        enqueue([=, this] { cpu_->soft_embed(in(t), in(l), s, in(o)); });
     }
     void route(const Tensor &w, const Tensor &x, const Tensor &scale, const Tensor &pes, float eps, int k,
                const Tensor &e, const Tensor &wt) override {
-        cpu_->route(in(w), in(x), in(scale), in(pes), eps, k, in(e), in(wt));
+        enqueue([=, this] { cpu_->route(in(w), in(x), in(scale), in(pes), eps, k, in(e), in(wt)); });
     }
     void sampler_init(const Tensor &canvas, const Tensor &fixed, const Tensor &history, uint64_t seed, const Tensor &table,
                       int64_t canvas_no, const SamplerParams &p, int64_t n_vocab) override {
+        no_host_crossing("sampler_init");
         cpu_->sampler_init(in(canvas), in(fixed), in(history), seed, in(table), canvas_no, p, n_vocab);
     }
     void sample(const SampleArgs &a) override {
+        no_host_crossing("sample");
         SampleArgs h = a;
         for (Tensor *t : {&h.logits, &h.draw_table, &h.canvas, &h.argmax, &h.fixed, &h.history, &h.stop, &h.accepted})
             *t = in(*t);
@@ -121,8 +191,25 @@ private:
         return d;
     }
 
+    // An op runs now, or joins the pass being recorded.
+    template <typename F>
+    void enqueue(F &&op) {
+        if (recording_) recording_->ops.emplace_back(std::forward<F>(op));
+        else op();
+    }
+    void no_host_crossing(const char *what) const {
+        if (recording_) throw Error(DGEMMA_ERR_INTERNAL, std::string(what) + " inside a recorded pass");
+    }
+
+    struct Recording {
+        std::vector<int64_t> key;
+        std::vector<std::function<void()>> ops;
+    };
     std::unique_ptr<Backend> cpu_;
     TransferCounts *counts_;
+    std::unique_ptr<Recording> recording_;
+    std::map<std::vector<int64_t>, std::vector<std::function<void()>>> recorded_;
+    long recorded_count_ = 0, replayed_count_ = 0;
 };
 
 }  // namespace

@@ -5,9 +5,12 @@
 // Environment: DGEMMA_CUDA_KERNELS chooses the matrix ops' kernels (kernel_set below: the bf16
 // tensor-core tiles by default from compute capability 8.0, 'float' for the float32 tiles);
 // DGEMMA_CUDA_PROFILE=1 prints the device time per op to stderr when the backend goes
-// (cuda/op_profile.h).
+// (cuda/op_profile.h); DGEMMA_CUDA_GRAPH=1 records each pass the model brackets as a CUDA graph
+// and replays it for the same key (Backend::replay_pass; opt-in until verified on a device).
 #include <algorithm>
+#include <cstdio>
 #include <cstdlib>
+#include <map>
 #include <string>
 #include <vector>
 
@@ -71,9 +74,19 @@ public:
         name_ = "cuda:" + std::to_string(device) + " (" + prop.name + ")";
         sm_count_ = prop.multiProcessorCount;
         kernels_ = kernel_set(std::getenv("DGEMMA_CUDA_KERNELS"), prop.major, prop.minor);
+        const char *g = std::getenv("DGEMMA_CUDA_GRAPH");
+        graphs_asked_ = g && *g && std::string(g) != "0";
+        graphs_on_ = graphs_asked_ && !profile_.on();  // the profile times ops one by one
     }
     ~CudaBackend() override {
         cudaStreamSynchronize(stream_);
+        drop_graphs();
+        if (graphs_asked_)
+            std::fprintf(stderr, "dgemma CUDA graphs (DGEMMA_CUDA_GRAPH): %ld passes recorded, %ld replayed%s\n", graphs_recorded_,
+                         graphs_replayed_,
+                         graphs_on_         ? ""
+                         : profile_.on()    ? "; off under DGEMMA_CUDA_PROFILE"
+                                            : "; recording stopped: a pass could not be captured");
         for (void *w : weights_) cudaFree(w);
         cudaStreamDestroy(stream_);
     }
@@ -89,6 +102,7 @@ public:
     void free(Tensor &t) override {
         if (t.data) {
             cudaStreamSynchronize(stream_);  // ops still queued may read it
+            drop_graphs();                   // a recording may name it
             cudaFree(t.data);
         }
         t = Tensor{};
@@ -133,8 +147,53 @@ public:
         profile_.collect();
     }
 
+    // --- recorded passes (CUDA graphs) ---------------------------------------------------------------
+    // A key's graph holds the addresses of every tensor and scratch buffer its kernels touch, so
+    // every graph goes when any device memory is freed (free(), reserve()). A pass that cannot be
+    // captured turns recording off for this backend (the model then runs it op by op). Capture is
+    // relaxed: an op may set a kernel attribute (the attention tiles' shared memory) while it runs.
+    bool replay_pass(const std::vector<int64_t> &key) override {
+        if (!graphs_on_ || key.empty()) return false;
+        const auto it = graphs_.find(key);
+        if (it == graphs_.end()) return false;
+        check(cudaGraphLaunch(it->second, stream_), "cudaGraphLaunch");
+        ++graphs_replayed_;
+        return true;
+    }
+    bool record_pass_begin(const std::vector<int64_t> &key) override {
+        if (!graphs_on_ || key.empty()) return false;
+        if (graphs_.size() >= kMaxGraphs) drop_graphs();  // keys of finished canvases and old batches
+        if (cudaStreamBeginCapture(stream_, cudaStreamCaptureModeRelaxed) != cudaSuccess) {
+            cudaGetLastError();
+            graphs_on_ = false;
+            return false;
+        }
+        recording_ = key;
+        return true;
+    }
+    bool record_pass_end(bool ops_enqueued) override {
+        if (recording_.empty()) return false;
+        std::vector<int64_t> key;
+        key.swap(recording_);
+        cudaGraph_t graph = nullptr;
+        cudaGraphExec_t exec = nullptr;
+        bool ok = cudaStreamEndCapture(stream_, &graph) == cudaSuccess && ops_enqueued;
+        ok = ok && cudaGraphInstantiate(&exec, graph, 0) == cudaSuccess;
+        if (graph) cudaGraphDestroy(graph);
+        if (!ok) {  // nothing ran; the ops run one by one from now on
+            cudaGetLastError();
+            graphs_on_ = false;
+            return false;
+        }
+        graphs_.emplace(std::move(key), exec);
+        check(cudaGraphLaunch(exec, stream_), "cudaGraphLaunch");
+        ++graphs_recorded_;
+        return true;
+    }
+
     void reserve(const PassLimits &l) override {
         synchronize();  // scratch that grows is freed: nothing queued may still use it
+        drop_graphs();
         const size_t slots = static_cast<size_t>(l.rows * l.n_expert_used);
         moe_offsets_.grow(static_cast<size_t>(l.n_expert + 1));
         moe_order_.grow(slots);
@@ -288,6 +347,11 @@ public:
     }
 
 private:
+    void drop_graphs() {
+        for (auto &[key, exec] : graphs_) cudaGraphExecDestroy(exec);
+        graphs_.clear();
+    }
+
     // The tensor set's bf16 copy of n activation rows of `cols` (null under the other sets).
     __nv_bfloat16 *x_bf16(int64_t n, int64_t cols) const {
         if (kernels_ != cuda::KernelSet::tensor) return nullptr;
@@ -349,6 +413,11 @@ private:
     Scratch<float> moe_act_, moe_y_, row_max_, row_inv_sum_, soft_partial_, router_z_, router_logits_;
     Scratch<double> entropy_;
     Scratch<__nv_bfloat16> x_bf16_, act_bf16_;
+    static constexpr size_t kMaxGraphs = 16;  // passes kept recorded (a step's key lives for a canvas)
+    bool graphs_asked_ = false, graphs_on_ = false;
+    long graphs_recorded_ = 0, graphs_replayed_ = 0;
+    std::map<std::vector<int64_t>, cudaGraphExec_t> graphs_;
+    std::vector<int64_t> recording_;  // the key being captured; empty when none
 };
 
 }  // namespace

@@ -38,6 +38,8 @@ public:
     OpProfile(const OpProfile &) = delete;
     OpProfile &operator=(const OpProfile &) = delete;
 
+    bool on() const { return on_; }
+
     // Brackets one op: begin() before its launches, end() after (with the same name).
     void begin(cudaStream_t s) {
         if (!on_) return;
