@@ -3,8 +3,8 @@
 // per_expert_scale[e]. route_top_k states it plainly (k rounds over the experts; p is scratch: each
 // chosen expert's probability is overwritten with -1, below every probability, so later rounds skip
 // it): the contract, and the CUDA reference kernel's. route_top_k_one_pass, which the CPU backend
-// and the CUDA default kernels run, keeps the running top k instead (tests/router_one_pass_check.cpp
-// compares the two bit for bit).
+// runs, keeps the running top k instead (tests/router_one_pass_check.cpp compares the two bit for
+// bit); the CUDA default kernels run its arithmetic a warp per token (cuda/moe.cu).
 #pragma once
 
 #include <cmath>

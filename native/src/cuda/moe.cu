@@ -50,9 +50,10 @@ __global__ void route_kernel(WeightView w, const float *x, const float *scale, c
 
 // The router in three launches (the default sets): z = rmsnorm_noscale(x) * scale * E^-1/2 per
 // token (route_input_kernel), the logits z . W^T, a warp per (token, expert) (route_logits_kernel),
-// then softmax and top-k per token, one thread each (route_select_kernel, route_top_k_one_pass: no
-// rescans, no marks written back). route_kernel above is the reference (route_top_k); the logits are its sums, term for term (lane-strided, then warp_sum), in float32 under
-// every set: the top-k choice is sensitive to rounding.
+// then softmax and top-k per token, a warp each (route_select_kernel, route_top_k_one_pass's
+// arithmetic). route_kernel above is the reference (route_top_k); the logits are its sums, term for
+// term (lane-strided, then warp_sum), in float32 under every set: the top-k choice is sensitive to
+// rounding.
 __global__ void route_input_kernel(const float *x, int64_t E, const float *scale, float eps, float *z) {
     __shared__ double red[32];
     const int64_t t = blockIdx.x;
@@ -75,10 +76,78 @@ __global__ void route_logits_kernel(WeightView w, const float *z, float *logits)
     if (lane == 0) logits[t * X + e] = acc;
 }
 
-__global__ void route_select_kernel(float *logits, int64_t n, int64_t X, int k, const float *pes, int32_t *expert,
+// A warp per token, the token's logits staged in shared memory: route_top_k_one_pass's arithmetic
+// (router_math.h) with its independent parts over the lanes. The maximum (the same in any order),
+// each exponential and each scaling per element; the double sum in expert order on lane 0; the
+// top k as k rounds of a warp arg-max by (probability, then the lower id), which is the order the
+// one-pass insertion keeps; the renormalisation on lane 0 in slot order. So the same experts,
+// order and weights bit for bit. (One thread per token, reading its row from global memory three
+// times, had 256 threads for a 256-row pass.)
+constexpr int kSelectWarps = 4;
+
+__host__ inline int select_warps(int64_t X) {
+    return static_cast<int>(std::max<int64_t>(1, std::min<int64_t>(kSelectWarps, 48 * 1024 / (X * int64_t{sizeof(float)}))));
+}
+
+__global__ void route_select_kernel(const float *logits, int64_t n, int64_t X, int k, const float *pes, int32_t *expert,
                                     float *weight) {
-    const int64_t t = static_cast<int64_t>(blockIdx.x) * blockDim.x + threadIdx.x;
-    if (t < n) route_top_k_one_pass(logits + t * X, X, k, pes, expert + t * k, weight + t * k);
+    extern __shared__ float staged[];  // [warps per block][X]
+    const int warp = threadIdx.x / 32, lane = threadIdx.x % 32;
+    const int64_t t = static_cast<int64_t>(blockIdx.x) * (blockDim.x / 32) + warp;
+    if (t >= n) return;  // a whole warp; the block never synchronises
+    float *p = staged + static_cast<int64_t>(warp) * X;
+    const float *z = logits + t * X;
+    float mx = -INFINITY;
+    for (int64_t e = lane; e < X; e += 32) {
+        const float v = z[e];
+        p[e] = v;
+        mx = v > mx ? v : mx;
+    }
+    for (int o = 16; o > 0; o >>= 1) {
+        const float u = __shfl_xor_sync(0xffffffffu, mx, o);
+        mx = u > mx ? u : mx;
+    }
+    for (int64_t e = lane; e < X; e += 32) p[e] = expf(p[e] - mx);
+    __syncwarp();
+    float inv = 0.0f;
+    if (lane == 0) {
+        double sum = 0.0;
+        for (int64_t e = 0; e < X; ++e) sum += p[e];
+        inv = static_cast<float>(1.0 / sum);
+    }
+    inv = __shfl_sync(0xffffffffu, inv, 0);
+    for (int64_t e = lane; e < X; e += 32) p[e] *= inv;
+    __syncwarp();
+    int32_t *ids = expert + t * k;
+    float *wt = weight + t * k;
+    for (int j = 0; j < k; ++j) {
+        float bv = -INFINITY;
+        int64_t bi = X;
+        for (int64_t e = lane; e < X; e += 32)  // a lane's experts in increasing id: strict > keeps the lower
+            if (p[e] > bv) {
+                bv = p[e];
+                bi = e;
+            }
+        for (int o = 16; o > 0; o >>= 1) {
+            const float ov = __shfl_xor_sync(0xffffffffu, bv, o);
+            const int64_t oi = __shfl_xor_sync(0xffffffffu, bi, o);
+            if (ov > bv || (ov == bv && oi < bi)) {
+                bv = ov;
+                bi = oi;
+            }
+        }
+        if (lane == 0) {
+            ids[j] = static_cast<int32_t>(bi);
+            wt[j] = bv;
+            p[bi] = -1.0f;  // below every probability: out of the later rounds
+        }
+        __syncwarp();
+    }
+    if (lane == 0) {
+        float total = 0.0f;
+        for (int j = 0; j < k; ++j) total += wt[j];
+        for (int j = 0; j < k; ++j) wt[j] = wt[j] / total * pes[ids[j]];
+    }
 }
 
 // Groups the n * k assignments by expert (slots offsets[e] .. offsets[e + 1], in assignment order
@@ -343,7 +412,12 @@ void route(cudaStream_t s, const WeightView &w, const float *x, int64_t n, const
         route_logits_kernel<<<dim3(static_cast<unsigned>(n), blocks_for(w.rows, kRouteWarps)), 32 * kRouteWarps, 0, s>>>(
             w, r.z, r.logits);
         check_launch("route logits");
-        route_select_kernel<<<blocks_for(n, 128), 128, 0, s>>>(r.logits, n, w.rows, k, per_expert_scale, expert, weight);
+        if (w.rows * static_cast<int64_t>(sizeof(float)) > 48 * 1024)
+            throw Error(DGEMMA_ERR_UNSUPPORTED, "CUDA route: " + std::to_string(w.rows) +
+                                                    " experts exceed the selection's 48 KB of shared memory (12288 at most)");
+        const int warps = select_warps(w.rows);
+        route_select_kernel<<<blocks_for(n, warps), 32 * warps, static_cast<size_t>(warps * w.rows) * sizeof(float), s>>>(
+            r.logits, n, w.rows, k, per_expert_scale, expert, weight);
         check_launch("route selection");
         return;
     }
