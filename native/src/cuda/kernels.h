@@ -27,7 +27,9 @@ void matmul(cudaStream_t s, const WeightView &w, const float *x, int64_t n, floa
 void embed(cudaStream_t s, const WeightView &table, const int32_t *ids, int64_t n, float scale, float *out);
 // row_max / row_inv_sum: scratch [n]; partial: scratch [kSoftEmbedParts][n][table.cols] (the tiles
 // sum the vocabulary in kSoftEmbedParts fixed parts, soft_embed_part_rows rows each, then add them).
-constexpr int kSoftEmbedParts = 4;
+// 16 parts: at the 26B shapes 22 column tiles x 2 token tiles x 16 = 704 blocks of 512 chunks
+// (4 parts gave 176 blocks of 2048 chunks for 132 multiprocessors); the partial sums take 46 MB.
+constexpr int kSoftEmbedParts = 16;
 __host__ __device__ inline int64_t soft_embed_part_rows(int64_t n_vocab) {
     return (n_vocab + kSoftEmbedParts - 1) / kSoftEmbedParts;
 }
