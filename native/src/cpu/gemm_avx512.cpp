@@ -218,24 +218,34 @@ DG_TARGET __attribute__((noinline)) void panel_tile(const typename P::Out *p, in
     for (int k = 0; k < NP; ++k)
         for (int t = 0; t < NT; ++t)
             acc[k][t] = first ? _mm512_setzero_ps() : _mm512_maskz_loadu_ps(rows[k], y + t * ldy + k * kPanelRows);
+    // C chains of vpdpbusd per (panel, token), registers q = c, c + C, ...: narrow tiles (the last
+    // tokens of a sweep) get enough independent chains to cover the instruction's latency. The
+    // chains are integer sums, added before the scales: the same block sums whatever C is.
+    constexpr int C = NP * NT >= 6 ? 1 : NP * NT >= 4 ? 2 : 4;
     for (int64_t b = 0; b < n_blocks; ++b) {
-        __m512i s[NP][NT];  // NP x NT independent vpdpbusd chains
+        __m512i s[C][NP][NT];  // C x NP x NT independent vpdpbusd chains
         for (int t = 0; t < NT; ++t) {
             const __m512i neg = _mm512_set1_epi32(x[t][b].neg);
-            for (int k = 0; k < NP; ++k) s[k][t] = neg;
+            for (int k = 0; k < NP; ++k) {
+                s[0][k][t] = neg;
+                for (int c = 1; c < C; ++c) s[c][k][t] = _mm512_setzero_si512();
+            }
         }
         for (int q = 0; q < 8; ++q) {
             for (int t = 0; t < NT; ++t) {
                 int32_t codes;
                 std::memcpy(&codes, x[t][b].qs + 4 * q, 4);
                 const __m512i xv = _mm512_set1_epi32(codes);
-                for (int k = 0; k < NP; ++k) s[k][t] = _mm512_dpbusd_epi32(s[k][t], p[k * nb + b].codes[q], xv);
+                for (int k = 0; k < NP; ++k) s[q % C][k][t] = _mm512_dpbusd_epi32(s[q % C][k][t], p[k * nb + b].codes[q], xv);
             }
         }
+        for (int c = 1; c < C; ++c)
+            for (int t = 0; t < NT; ++t)
+                for (int k = 0; k < NP; ++k) s[0][k][t] = _mm512_add_epi32(s[0][k][t], s[c][k][t]);
         for (int t = 0; t < NT; ++t) {
             const __m512 xd = _mm512_set1_ps(x[t][b].d);
             for (int k = 0; k < NP; ++k)
-                acc[k][t] = _mm512_fmadd_ps(_mm512_mul_ps(_mm512_cvtepi32_ps(s[k][t]), xd), p[k * nb + b].scale, acc[k][t]);
+                acc[k][t] = _mm512_fmadd_ps(_mm512_mul_ps(_mm512_cvtepi32_ps(s[0][k][t]), xd), p[k * nb + b].scale, acc[k][t]);
             if constexpr (std::is_same_v<typename P::Out, PanelBlockMin>) {
                 const __m512 xs = _mm512_set1_ps(x[t][b].dsum);
                 for (int k = 0; k < NP; ++k) acc[k][t] = _mm512_fmadd_ps(p[k * nb + b].min, xs, acc[k][t]);
@@ -254,6 +264,14 @@ DG_TARGET inline void panel_tiles(const typename P::Out *panel, int64_t nb, int6
         next.step();
         panel_tile<P, NP, NT>(panel + b0, nb, b1 - b0, b0 == 0, a.x + t * a.x_stride + b0 * sizeof(ActBlock), a.x_stride, y + t * a.ldy,
                               a.ldy, rows);
+    }
+    if constexpr (NT > 2) {
+        if (a.n_tokens - t == 2) {  // the last two tokens as one tile
+            next.step();
+            panel_tile<P, NP, 2>(panel + b0, nb, b1 - b0, b0 == 0, a.x + t * a.x_stride + b0 * sizeof(ActBlock), a.x_stride,
+                                 y + t * a.ldy, a.ldy, rows);
+            return;
+        }
     }
     for (; t < a.n_tokens; ++t) {
         next.step();
