@@ -240,8 +240,9 @@ def test_matvec_rows_match_vec_dot():
 
 # (rows, tokens, blocks per row): tiles and every edge (rows and tokens not multiples of the tiles,
 # one token, one row, an odd number of 32-element blocks, 257 tokens, rows past two panel pairs, rows
-# longer than one sweep of the AVX-512 32-element panels: 70 blocks in 3 chunks).
-GEMM_SHAPES = [(13, 7, 5), (1, 1, 3), (4, 257, 2), (9, 4, 1), (6, 12, 4), (70, 9, 3), (20, 13, 70)]
+# longer than one sweep of the AVX-512 32-element panels: 70 blocks in 3 chunks). The token counts
+# leave every tail of the AVX-512 tiles (1 or 2 after tiles of 3; 1, 2 or 3 after tiles of 4).
+GEMM_SHAPES = [(13, 7, 5), (1, 1, 3), (4, 257, 2), (9, 4, 1), (6, 12, 4), (70, 9, 3), (20, 13, 70), (5, 6, 9)]
 
 
 def gemm_inputs(t, rows, tokens, blocks, rng):

@@ -588,18 +588,28 @@ DG_TARGET inline void k_panel_tile(const KPanel *p, int64_t ns, const uint8_t *x
     for (int t = 0; t < NT; ++t) x[t] = reinterpret_cast<const ActSuper *>(x0 + t * x_stride);
     __m512 acc[NT];
     for (int t = 0; t < NT; ++t) acc[t] = _mm512_setzero_ps();
+    // C chains of vpdpbusd per token within a group (registers q = c, c + C, ...): a narrow tile
+    // (the last tokens of a sweep) covers the instruction's latency; integer sums, added before the
+    // scale, so the same group sums whatever C is.
+    constexpr int C = NT >= 4 ? 1 : NT >= 2 ? 2 : 4;
     for (int64_t i = 0; i < ns; ++i) {
         const KPanel &w = p[i];
         __m512 f[NT];
-        __m512i s[NT];
+        __m512i s[NT], sc[C][NT];
         for (int t = 0; t < NT; ++t) f[t] = _mm512_setzero_ps();
         constexpr int kRegs = 64 / P::kGroups;  // registers (4 elements) per group
         for (int g = 0; g < P::kGroups; ++g) {
-            for (int t = 0; t < NT; ++t) s[t] = P::kOffset ? _mm512_set1_epi32(x[t][i].neg[g]) : _mm512_setzero_si512();
+            for (int t = 0; t < NT; ++t) {
+                sc[0][t] = P::kOffset ? _mm512_set1_epi32(x[t][i].neg[g]) : _mm512_setzero_si512();
+                for (int c = 1; c < C; ++c) sc[c][t] = _mm512_setzero_si512();
+            }
             for (int q = 0; q < kRegs; ++q)
                 for (int t = 0; t < NT; ++t)
-                    s[t] = _mm512_dpbusd_epi32(s[t], w.codes[kRegs * g + q], bcast32(x[t][i].qs + 4 * (kRegs * g + q)));
-            for (int t = 0; t < NT; ++t) f[t] = _mm512_fmadd_ps(_mm512_cvtepi32_ps(s[t]), w.scale[g], f[t]);
+                    sc[q % C][t] = _mm512_dpbusd_epi32(sc[q % C][t], w.codes[kRegs * g + q], bcast32(x[t][i].qs + 4 * (kRegs * g + q)));
+            for (int t = 0; t < NT; ++t) {
+                for (int c = 1; c < C; ++c) sc[0][t] = _mm512_add_epi32(sc[0][t], sc[c][t]);
+                f[t] = _mm512_fmadd_ps(_mm512_cvtepi32_ps(sc[0][t]), w.scale[g], f[t]);
+            }
         }
         if constexpr (P::kMins) {
             for (int t = 0; t < NT; ++t) s[t] = _mm512_setzero_si512();
@@ -627,7 +637,13 @@ DG_TARGET void gemm_k_panels(const GemmArgs &a) {
         int64_t t = 0;
         for (; t + kTokens <= a.n_tokens; t += kTokens)
             k_panel_tile<P, kTokens>(panel, ns, a.x + t * a.x_stride, a.x_stride, y + t * a.ldy, a.ldy, mask);
-        for (; t < a.n_tokens; ++t) k_panel_tile<P, 1>(panel, ns, a.x + t * a.x_stride, a.x_stride, y + t * a.ldy, a.ldy, mask);
+        const uint8_t *xt = a.x + t * a.x_stride;
+        switch (a.n_tokens - t) {  // the last tokens as one tile
+            case 3: k_panel_tile<P, 3>(panel, ns, xt, a.x_stride, y + t * a.ldy, a.ldy, mask); break;
+            case 2: k_panel_tile<P, 2>(panel, ns, xt, a.x_stride, y + t * a.ldy, a.ldy, mask); break;
+            case 1: k_panel_tile<P, 1>(panel, ns, xt, a.x_stride, y + t * a.ldy, a.ldy, mask); break;
+            default: break;
+        }
     }
 }
 
