@@ -151,7 +151,7 @@ def main():
 
         ref = ReferenceSequence(model)
         t_ref_prefill = median_time(lambda: (setattr(ref, "cache", ReferenceSequence(model).cache), ref.prefill(prompt)),
-                                    max(1, args.steps // 2))
+                                    args.steps)
         z_ref = ref.denoise(canvas)
         t_ref_step = median_time(lambda: ref.denoise(canvas, z_ref / 0.8), args.steps)
 
@@ -161,7 +161,7 @@ def main():
                     s = m.session()
                     s.prefill(prompt)
                     s.close()
-                t_prefill = median_time(ours_prefill, max(1, args.steps // 2))
+                t_prefill = median_time(ours_prefill, args.steps)
                 s = m.session()
                 s.prefill(prompt)
                 z = s.denoise(canvas)
