@@ -197,9 +197,10 @@ def models(tmp_path_factory):
     return get
 
 
-def _trace(path, device, kv_type="f32"):
+def _trace(path, device, kv_type="f32", sc_steps=1):
     """Logits of a prompt longer than the sliding window, then two committed canvases, each denoised
-    without and with self-conditioning."""
+    without self-conditioning, then `sc_steps` times with it (from the second on over a fresh canvas:
+    the same pass key, which a backend recording passes replays)."""
     with dgemma.Model(path, threads=2, device=device, kv_type=kv_type) as m:
         c = m.config
         rng = np.random.default_rng(3)
@@ -209,10 +210,16 @@ def _trace(path, device, kv_type="f32"):
         for _ in range(2):
             canvas = rng.integers(0, c.n_vocab, c.canvas_length)
             z = s.denoise(canvas)
-            out += [z, s.denoise(canvas, z / 0.7)]
+            out.append(z)
+            for i in range(sc_steps):
+                if i:
+                    canvas = rng.integers(0, c.n_vocab, c.canvas_length)
+                z = s.denoise(canvas, z / 0.7)
+                out.append(z)
             # Committed tokens drawn here, not the canvas's argmax: two backends within rounding of
             # each other may break a near tie differently, and then their contexts would differ.
             s.prefill(rng.integers(0, c.n_vocab, c.canvas_length))
+        s.close()
         return out
 
 
@@ -381,24 +388,6 @@ def test_a_batch_on_cuda_gives_each_sequence_what_it_gets_alone(models, monkeypa
     assert [g.tokens for g in batch] == [g.tokens for g in alone]
 
 
-def _steps(path):
-    """Logits of the self-conditioned steps of two canvases (the same pass key within a canvas)."""
-    with dgemma.Model(path, threads=2, device="cuda") as m:
-        c = m.config
-        rng = np.random.default_rng(6)
-        s = m.session()
-        s.prefill(rng.integers(0, c.n_vocab, c.sliding_window + 13))
-        out = []
-        for _ in range(2):
-            z = s.denoise(rng.integers(0, c.n_vocab, c.canvas_length))
-            for _ in range(3):
-                z = s.denoise(rng.integers(0, c.n_vocab, c.canvas_length), z / 0.7)
-                out.append(z)
-            s.prefill(rng.integers(0, c.n_vocab, c.canvas_length))
-        s.close()
-        return out
-
-
 @needs_cuda
 @pytest.mark.parametrize("kernel_set", ["float", "tensor"])
 def test_cuda_graphs_replay_to_the_logits_and_tokens_of_op_by_op_passes(models, monkeypatch, capfd, kernel_set):
@@ -413,10 +402,10 @@ def test_cuda_graphs_replay_to_the_logits_and_tokens_of_op_by_op_passes(models, 
         with dgemma.Model(path, device="cuda") as m:
             return [g.tokens for g in m.generate(prompts, max_new_tokens=40, seed=2)]
 
-    want, want_tokens = _steps(path), tokens()
+    want, want_tokens = _trace(path, "cuda", sc_steps=3), tokens()
     monkeypatch.setenv("DGEMMA_CUDA_GRAPH", "1")
     capfd.readouterr()
-    got = _steps(path)
+    got = _trace(path, "cuda", sc_steps=3)
     err = capfd.readouterr().err
     counts = re.search(r"dgemma CUDA graphs \(DGEMMA_CUDA_GRAPH\): (\d+) passes recorded, (\d+) replayed(.*)", err)
     assert counts and counts.group(3) == "", err
