@@ -1,5 +1,5 @@
 // Host check of cpu/kernels.cpp's row kernels that the CPU backend's norms and sums go through
-// (rmsnorm_rows, axpy, rope_rotate): each instruction set's vectorised form against the generic one
+// (rmsnorm_rows, axpy, rope_rotate, max_value): each instruction set's vectorised form against the generic one
 // (the reference path) on fresh random rows of lengths around every vector width, dim 1 .. 300 and
 // the model's 128, 256, 704. kernels.cpp is linked alone: active_isa() is this file's switch.
 // Prints the cases checked; exits 1 on any disagreement, printing it.
@@ -82,6 +82,15 @@ int main() {
                     const double mag = std::fabs(base[i]) + std::fabs(x[i] * coef);
                     expect(coef == 1.0f ? g[i] == r[i] : std::fabs(g[i] - r[i]) <= 1.2e-7 * mag + 1e-30, "axpy", isa, n, g[i], r[i]);
                 }
+            }
+            // max_value over a row and over each of its prefixes' last few lengths (every tail
+            // of the vector widths): the same value on every set.
+            for (long m = std::max(0L, n - 17); m <= n; ++m) {
+                dg::g_isa = dg::Isa::Generic;
+                const float want = dg::max_value(x.data(), m);
+                dg::g_isa = isa;
+                const float got = dg::max_value(x.data(), m);
+                expect(got == want, "max_value", isa, m, got, want);
             }
             // rope_rotate on vectors of 2 half values with random angles.
             const long half = n;

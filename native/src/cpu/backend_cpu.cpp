@@ -123,11 +123,9 @@ public:
 
     void upload(const Tensor &dst, const void *src, size_t bytes, size_t offset) override {
         touch();
-        if (bytes) std::memcpy(dst.bytes_at(offset), src, bytes);
+        copy_bytes(dst.bytes_at(offset), src, bytes);
     }
-    void download(const Tensor &src, void *dst, size_t bytes, size_t offset) override {
-        if (bytes) std::memcpy(dst, src.bytes_at(offset), bytes);
-    }
+    void download(const Tensor &src, void *dst, size_t bytes, size_t offset) override { copy_bytes(dst, src.bytes_at(offset), bytes); }
     void copy_rows(const Tensor &src, int64_t s0, const Tensor &dst, int64_t d0, int64_t n) override {
         touch();
         for (int64_t r = 0; r < n; ++r)
@@ -415,6 +413,7 @@ public:
             const int64_t n_cur = cur_hi - cur_lo;
             const int64_t n_keys = n_c + n_cur;
             float *scores = reserved(scratch_[thread].scores, static_cast<size_t>(nb * n_keys));
+            float inv_sum[kQueriesPerTask];  // 1 / the softmax's sum, per query of the block
             // The current keys in the float kernel's panels, once for the task's heads (null
             // where the set's kernel reads rows as stored): the same products as over the rows.
             const uint8_t *kpack = nullptr;
@@ -469,7 +468,10 @@ public:
                     const int64_t lo = vis_c0 < n_c ? vis_c0 : n_c + cur0 - cur_lo, hi = n_c + cur_end - cur_lo;
                     std::fill(sr, sr + lo, 0.0f);
                     std::fill(sr + hi, sr + n_keys, 0.0f);
-                    softmax(sr + lo, hi - lo);
+                    // The softmax's exponentials here, its normalisation on the output row after
+                    // P . V (d values instead of the visible keys).
+                    const float mx = max_value(sr + lo, hi - lo);
+                    inv_sum[i - i0] = static_cast<float>(1.0 / exp_sum(sr + lo, hi - lo, mx, 1.0f, sr + lo));
                     float *o = host<float>(a.out) + (g.row0 + i) * q_stride + h * d;
                     std::fill(o, o + d, 0.0f);
                 }
@@ -484,6 +486,8 @@ public:
                     j += run;
                 }
                 if (n_cur > 0) accumulate_rows(scores + n_c, n_keys, nb, vs + cur_lo * kv_row + kvh * d, kv_row, n_cur, d, o, q_stride);
+                for (int64_t r = 0; r < nb; ++r)
+                    for (float *orow = o + r * q_stride, *end = orow + d; orow < end; ++orow) *orow *= inv_sum[r];
             }
         });
     }
@@ -569,8 +573,7 @@ public:
         float *row_max = reserved(row_max_, static_cast<size_t>(n)), *row_inv_sum = reserved(row_inv_sum_, static_cast<size_t>(n));
         pool_.run(n, [&](int64_t t, int) {
             const float *z = logits + t * V;
-            float mx = -INFINITY;
-            for (int64_t v = 0; v < V; ++v) mx = std::max(mx, z[v]);
+            const float mx = max_value(z, V);
             const double sum = exp_sum(z, V, mx, 0.0f, nullptr);
             row_max[t] = mx;
             row_inv_sum[t] = static_cast<float>(1.0 / sum);
@@ -666,6 +669,16 @@ private:
     int64_t moe_down_tile(int64_t n_embd) const {
         const int64_t n_panels = (n_embd + kPanelRows - 1) / kPanelRows, n_tasks = std::min<int64_t>(n_panels, 2 * pool_.size());
         return (n_panels + n_tasks - 1) / n_tasks * kPanelRows;
+    }
+
+    // memcpy over the pool in 256 KiB pieces: a step's logits cross twice (8 MiB each at the medium
+    // config, 268 MiB at the 26B's), and one core's copy is slower than two.
+    void copy_bytes(void *dst, const void *src, size_t bytes) {
+        constexpr size_t kPiece = size_t{1} << 18;
+        pool_.run(static_cast<int64_t>((bytes + kPiece - 1) / kPiece), [&](int64_t p, int) {
+            const size_t at = static_cast<size_t>(p) * kPiece;
+            std::memcpy(static_cast<uint8_t *>(dst) + at, static_cast<const uint8_t *>(src) + at, std::min(kPiece, bytes - at));
+        });
     }
 
     // f(row, thread) for rows [0, n), `per_task` rows a task: per-row work of a microsecond or so

@@ -385,6 +385,12 @@ void softmax_generic(float *x, int64_t n) {
     for (int64_t i = 0; i < n; ++i) x[i] *= inv;
 }
 
+float max_value_generic(const float *x, int64_t n) {
+    float mx = -INFINITY;
+    for (int64_t i = 0; i < n; ++i) mx = std::max(mx, x[i]);
+    return mx;
+}
+
 void softcap_generic(float *x, int64_t n, float cap) {
     for (int64_t i = 0; i < n; ++i) x[i] = std::tanh(x[i] / cap) * cap;
 }
@@ -524,6 +530,12 @@ __attribute__((target("avx512f,avx512bw,avx512vl,fma"))) double sum_squares_avx5
 }
 
 __attribute__((target("avx2,fma"))) void softmax_avx2(float *x, int64_t n) { softmax_lanes<v8>(x, n); }
+
+__attribute__((target("avx2,fma"))) float max_value_avx2(const float *x, int64_t n) { return max_lanes<v8>(x, n); }
+
+__attribute__((target("avx512f,avx512bw,avx512vl,fma"))) float max_value_avx512(const float *x, int64_t n) {
+    return max_lanes<v16>(x, n);
+}
 
 __attribute__((target("avx512f,avx512bw,avx512vl,fma"))) void softmax_avx512(float *x, int64_t n) {
     softmax_lanes<v16>(x, n);
@@ -671,6 +683,18 @@ void softmax(float *x, int64_t n) {
     }
 #endif
     softmax_generic(x, n);
+}
+
+float max_value(const float *x, int64_t n) {
+#ifdef DG_X86_KERNELS
+    switch (active_isa()) {
+        case Isa::Avx512: return max_value_avx512(x, n);
+        case Isa::Avx2:
+        case Isa::AvxVnni: return max_value_avx2(x, n);
+        case Isa::Generic: break;
+    }
+#endif
+    return max_value_generic(x, n);
 }
 
 double exp_sum(const float *x, int64_t n, float shift, float scale, float *out) {

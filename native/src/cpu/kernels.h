@@ -48,4 +48,7 @@ void rope_rotate(float *v, const float *cs, int64_t half);
 // x = softmax(x) in place (-inf entries become 0; at least one entry finite): max, exp_sum, scale.
 void softmax(float *x, int64_t n);
 
+// The largest of x[0, n) (-inf for n = 0): the same value on every set.
+float max_value(const float *x, int64_t n);
+
 }  // namespace dg
