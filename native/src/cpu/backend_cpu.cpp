@@ -1,6 +1,7 @@
 // The CPU backend: every op of backend.h over host memory, parallelised with one ThreadPool.
 // Tensors' data pointers are host addresses; weights are used in place in the mapped file.
 #include <algorithm>
+#include <array>
 #include <cmath>
 #include <cstdlib>
 #include <cstring>
@@ -59,6 +60,7 @@ public:
 
     Tensor alloc(TensorType type, int64_t ne0, int64_t ne1, int64_t ne2, int64_t ne3) override {
         touch();
+        drop_rope_tables();
         Tensor t = make_tensor(nullptr, type, ne0, ne1, ne2, ne3, this);
         const size_t bytes = (t.bytes() + 63) / 64 * 64;
         if (bytes) {
@@ -70,6 +72,7 @@ public:
 
     void free(Tensor &t) override {
         touch();
+        drop_rope_tables();
         std::free(t.data);
         t = Tensor{};
     }
@@ -123,11 +126,13 @@ public:
 
     void upload(const Tensor &dst, const void *src, size_t bytes, size_t offset) override {
         touch();
+        drop_rope_tables();
         copy_bytes(dst.bytes_at(offset), src, bytes);
     }
     void download(const Tensor &src, void *dst, size_t bytes, size_t offset) override { copy_bytes(dst, src.bytes_at(offset), bytes); }
     void copy_rows(const Tensor &src, int64_t s0, const Tensor &dst, int64_t d0, int64_t n) override {
         touch();
+        drop_rope_tables();
         for (int64_t r = 0; r < n; ++r)
             std::memcpy(dst.bytes_at(static_cast<size_t>(d0 + r) * dst.nb[1]), src.bytes_at(static_cast<size_t>(s0 + r) * src.nb[1]),
                         src.nb[1]);
@@ -152,6 +157,7 @@ public:
         grow(qx_up_, 4 * slots * l.max_cols);
         grow(qx_mm_, 4 * l.rows * l.max_cols);
         grow(qx_tok_, 4 * l.rows * l.max_cols);
+        for (RopeTable &r : rope_tables_) grow(r.cs, l.rows * l.max_head_dim);
         grow(offsets_, l.n_expert + 1);
         grow(fill_, l.n_expert + 1);
         grow(order_, slots);
@@ -350,15 +356,34 @@ public:
         const int32_t *pos = host<int32_t>(pos_t);
         const float *inv_freq = host<float>(freq_t);
         const int half = n_rot / 2;
-        for_rows(pos_t.count(), 8, [&](int64_t t, int thread) {
-            float *cs = reserved(scratch_[thread].scores, static_cast<size_t>(2 * half));
-            const float p = static_cast<float>(pos[t]);
-            for (int j = 0; j < half; ++j) {
-                const float angle = p * inv_freq[j];
-                cs[j] = std::cos(angle);
-                cs[half + j] = std::sin(angle);
-            }
-            for (int h = 0; h < n_heads; ++h) rope_rotate(x + (t * n_heads + h) * head_dim, cs, half);
+        const int64_t n = pos_t.count();
+        // (cos, sin) per position for this inv_freq: every layer of a kind and both q and k rotate
+        // by the same angles, so a table made for a pass's positions serves them all while the
+        // positions are unchanged (they change only by upload, copy_rows or zero, which drop it).
+        RopeTable *tab = nullptr;
+        for (RopeTable &r : rope_tables_)
+            if (r.valid && r.pos == pos && r.inv_freq == inv_freq && r.half == half && r.n >= n) tab = &r;
+        if (!tab) {
+            tab = &rope_tables_[rope_next_++ % rope_tables_.size()];
+            float *cs0 = reserved(tab->cs, static_cast<size_t>(n * 2 * half));
+            for_rows(n, 16, [&](int64_t t, int) {
+                float *cs = cs0 + t * 2 * half;
+                const float p = static_cast<float>(pos[t]);
+                for (int j = 0; j < half; ++j) {
+                    const float angle = p * inv_freq[j];
+                    cs[j] = std::cos(angle);
+                    cs[half + j] = std::sin(angle);
+                }
+            });
+            tab->valid = true;
+            tab->pos = pos;
+            tab->inv_freq = inv_freq;
+            tab->half = half;
+            tab->n = n;
+        }
+        const float *cs0 = tab->cs.data();
+        for_rows(n, 8, [&](int64_t t, int) {
+            for (int h = 0; h < n_heads; ++h) rope_rotate(x + (t * n_heads + h) * head_dim, cs0 + t * 2 * half, half);
         });
     }
 
@@ -521,6 +546,7 @@ public:
 
     void zero(const Tensor &t) override {
         touch();
+        drop_rope_tables();
         std::memset(t.data, 0, t.bytes());
     }
 
@@ -720,6 +746,21 @@ private:
         size_t row = 0;
     };
     void touch() { qcache_.valid = false; }
+    void drop_rope_tables() {
+        for (RopeTable &r : rope_tables_) r.valid = false;
+    }
+
+    // RoPE's (cos, sin) of one pass's positions for one inv_freq: [n][cos half | sin half].
+    struct RopeTable {
+        bool valid = false;
+        const int32_t *pos = nullptr;
+        const float *inv_freq = nullptr;
+        int half = 0;
+        int64_t n = 0;
+        std::vector<float> cs;
+    };
+    std::array<RopeTable, 2> rope_tables_;  // the sliding layers' and the full layers' frequencies
+    size_t rope_next_ = 0;
 
     QuantCache qcache_;
     ThreadPool pool_;
