@@ -1,6 +1,7 @@
-"""The CPU backend's row kernels (cpu/kernels.cpp: the RMS norm's scaling, y += a x, RoPE's rotation)
-on each instruction set this machine runs against the generic set, the reference path, through a
-host check that links kernels.cpp alone (tests/cpu_kernels_check.cpp)."""
+"""The CPU backend's row kernels (cpu/kernels.cpp: the RMS norm's scaling, y += a x, RoPE's rotation,
+a row's maximum) on each instruction set this machine runs against the generic set, the reference
+path, through a host check that links kernels.cpp alone (tests/cpu_kernels_check.cpp); the one-pass
+router; and the thread pool, linked alone (tests/threadpool_check.cpp)."""
 
 from __future__ import annotations
 
@@ -40,3 +41,18 @@ def test_one_pass_router_choice_is_the_contracts_bit_for_bit(tmp_path):
     out = subprocess.run([str(exe)], capture_output=True, text=True)
     assert out.returncode == 0, out.stdout
     assert int(out.stdout.split()[-1]) == 20000
+
+
+def test_thread_pool_runs_every_task_once_and_rethrows_a_tasks_exception(tmp_path):
+    """cpu/threadpool.cpp linked alone (tests/threadpool_check.cpp): thousands of loops of every size
+    on 2-4 threads, each task once and done when run() returns, an exception rethrown with no task
+    still running, and the pool usable after it."""
+    compiler = shutil.which(os.environ.get("CXX", "c++"))
+    assert compiler, "a C++ compiler is needed for the host check of the thread pool"
+    exe = tmp_path / "threadpool_check"
+    subprocess.run([compiler, "-std=c++17", "-O1", "-pthread", "-I", str(ROOT / "native" / "src"),
+                    str(ROOT / "tests" / "threadpool_check.cpp"), str(ROOT / "native" / "src" / "cpu" / "threadpool.cpp"),
+                    "-o", str(exe)], check=True)
+    out = subprocess.run([str(exe)], capture_output=True, text=True, timeout=120)
+    assert out.returncode == 0, out.stdout
+    assert int(out.stdout.split()[-1]) > 9000  # loops checked
