@@ -437,8 +437,11 @@ def test_gemm_matches_float64(t, isa):
 @pytest.mark.parametrize("isa", isa_params(), indirect=True)
 def test_gemm_quantizes_activations_like_the_reference(isa):
     """Q8_0 weight rows that are unit vectors read the quantized activations back exactly: every set's
-    activation quantizer must round as ggml's reference does (half away from zero, ties included)."""
-    n = 64
+    activation quantizer must round as ggml's reference does (half away from zero, ties included).
+    20 blocks: AVX-512 quantizes up to 16 at a time, so one full group and one short; blocks of
+    scales from 1e-4 to 1e4 side by side. A block with an infinity sends its group down the per-block
+    path: every product over it is non-finite, as on the generic path."""
+    n = 640
     eye = np.eye(n, dtype=np.float32)
     blocks = np.zeros((n, n // 32, 34), np.uint8)
     blocks[:, :, :2] = np.array([1.0], np.float16).view(np.uint8)  # d = 1, codes one-hot
@@ -446,10 +449,14 @@ def test_gemm_quantizes_activations_like_the_reference(isa):
     w = blocks.reshape(n, -1)
     assert np.array_equal(quants.dequantize(w.reshape(-1), T.Q8_0).reshape(n, n), eye)
     rng = np.random.default_rng()
-    ties = np.concatenate([[127.0], np.arange(-15.5, 15.5, 1.0), rng.standard_normal(32) * 40]).astype(np.float32)
-    x = np.stack([ties, rng.standard_normal(n).astype(np.float32) * 1e-3, np.zeros(n, np.float32)])
+    ties = np.concatenate([[127.0], np.arange(-15.5, 15.5, 1.0), rng.standard_normal(n - 32) * 40]).astype(np.float32)
+    scaled = (rng.standard_normal(n) * np.repeat(10.0 ** rng.uniform(-4, 4, n // 32), 32)).astype(np.float32)
+    x = np.stack([ties, rng.standard_normal(n).astype(np.float32) * 1e-3, np.zeros(n, np.float32), scaled])
     ref = np.stack([kernels.dequantize_row(T.Q8_0, kernels.quantize_row(T.Q8_0, xi)) for xi in x])
     assert same_floats(kernels.gemm(T.Q8_0, w, x), ref)
+    with_inf = rng.standard_normal((1, n)).astype(np.float32)
+    with_inf[0, 32 * 3 + 5] = np.inf
+    assert not np.isfinite(kernels.gemm(T.Q8_0, w, with_inf)).any()
 
 
 @pytest.mark.parametrize("isa", isa_params(), indirect=True)

@@ -23,7 +23,7 @@ namespace dg {
 namespace {
 
 constexpr int64_t kRowTile = 32;          // weight rows per matmul task (two 16-row panels)
-constexpr int64_t kMoeRowTile = 96;       // weight rows per expert task
+constexpr int64_t kMoeRowTile = 192;      // weight rows per expert task (six panel pairs)
 constexpr int64_t kMatmulTasksPerThread = 32;  // a matmul's tasks a thread, at least, when its tokens allow
 constexpr int64_t kMatmulMinRun = 64;          // tokens per matmul task, at least
 constexpr int64_t kElementwiseChunk = 1 << 16;

@@ -192,17 +192,26 @@ size_t act_blocks_bytes(int64_t k) { return static_cast<size_t>(k / 32) * sizeof
 template <typename P>
 DG_TARGET void pack_act_blocks(const float *x, void *dst, int64_t k) {
     ActBlock *out = static_cast<ActBlock *>(dst);
-    for (int64_t b = 0; b < k / 32; ++b) {
-        uint16_t d;
-        const __m256i qs = avx512::quantize_block_q8_0(x + 32 * b, &d);
-        _mm256_storeu_si256(reinterpret_cast<__m256i *>(out[b].qs), qs);
-        const __m256i sums = _mm256_dpbusd_epi32(_mm256_setzero_si256(), _mm256_set1_epi8(1), qs);
-        const __m128i s4 = _mm_add_epi32(_mm256_castsi256_si128(sums), _mm256_extracti128_si256(sums, 1));
-        const __m128i s2 = _mm_add_epi32(s4, _mm_shuffle_epi32(s4, 0x4e));
-        const int32_t sum = _mm_cvtsi128_si32(_mm_add_epi32(s2, _mm_shuffle_epi32(s2, 0xb1)));
-        out[b].neg = -P::kOffset * sum;
-        out[b].d = f16(d);
-        out[b].dsum = out[b].d * static_cast<float>(sum);
+    const int64_t nb = k / 32;
+    for (int64_t b0 = 0; b0 < nb; b0 += 16) {
+        const int n = static_cast<int>(std::min<int64_t>(16, nb - b0));
+        int8_t codes[16][32];
+        uint16_t d[16];
+        int32_t sum[16];
+        if (!avx512::quantize_blocks_q8_0(x + 32 * b0, n, codes, d, sum))
+            for (int j = 0; j < n; ++j) {  // an infinite or NaN element: the per-block rule
+                const __m256i qs = avx512::quantize_block_q8_0(x + 32 * (b0 + j), &d[j]);
+                _mm256_storeu_si256(reinterpret_cast<__m256i *>(codes[j]), qs);
+                sum[j] = 0;
+                for (int e = 0; e < 32; ++e) sum[j] += codes[j][e];
+            }
+        for (int j = 0; j < n; ++j) {
+            ActBlock &o = out[b0 + j];
+            std::memcpy(o.qs, codes[j], sizeof(o.qs));
+            o.neg = -P::kOffset * sum[j];
+            o.d = f16(d[j]);
+            o.dsum = o.d * static_cast<float>(sum[j]);
+        }
     }
 }
 
