@@ -1,5 +1,5 @@
 // Host check of cpu/kernels.cpp's row kernels that the CPU backend's norms and sums go through
-// (rmsnorm_rows, axpy, rope_rotate, max_value): each instruction set's vectorised form against the generic one
+// (rmsnorm_rows, axpy, rope_rotate, max_value, exp_sum): each instruction set's vectorised form against the generic one
 // (the reference path) on fresh random rows of lengths around every vector width, dim 1 .. 300 and
 // the model's 128, 256, 704. kernels.cpp is linked alone: active_isa() is this file's switch.
 // Prints the cases checked; exits 1 on any disagreement, printing it.
@@ -91,6 +91,30 @@ int main() {
                 dg::g_isa = isa;
                 const float got = dg::max_value(x.data(), m);
                 expect(got == want, "max_value", isa, m, got, want);
+            }
+            // exp_sum (softmax's exponentials and their sum) shifted by the row's max, with masked
+            // entries (-inf: exactly 0), on every length up to n: the polynomial exp is within a few
+            // float ulps of std::exp (and 0 below exp(-87), 1e-38), the double sum within the same
+            // relative error.
+            {
+                std::vector<float> z = x;
+                for (long i = 0; i < n; i += 7) z[i] = -INFINITY;
+                z[n - 1] = normal(rng) * s;
+                dg::g_isa = dg::Isa::Generic;
+                const float mx = dg::max_value(z.data(), n);
+                const float sc = scale(rng);
+                for (long m = std::max(1L, n - 17); m <= n; ++m) {
+                    std::vector<float> e_ref(m), e(m);
+                    dg::g_isa = dg::Isa::Generic;
+                    const double want = dg::exp_sum(z.data(), m, mx, sc, e_ref.data());
+                    dg::g_isa = isa;
+                    const double got = dg::exp_sum(z.data(), m, mx, sc, e.data());
+                    expect(std::fabs(got - want) <= 1e-6 * want + 1e-37 * m, "exp_sum", isa, m, got, want);  // a prefix may hold only underflows
+                    expect(dg::exp_sum(z.data(), m, mx, sc, nullptr) == got, "exp_sum without out", isa, m, got, want);
+                    for (long i = 0; i < m; ++i)
+                        expect(std::fabs(e[i] - e_ref[i]) <= 1e-6 * std::fabs(e_ref[i]) + 1e-35 && (e_ref[i] != 0.0f || e[i] == 0.0f),
+                               "exp_sum out", isa, m, e[i], e_ref[i]);
+                }
             }
             // rope_rotate on vectors of 2 half values with random angles.
             const long half = n;

@@ -47,7 +47,7 @@ struct Scratch {
     std::vector<float> tile;    // soft_embed's dequantized vocabulary rows
     std::vector<float> scores;  // attention scores [queries per task][keys]; RoPE's cos/sin
     std::vector<float> kv;      // a run of cached keys or values converted to F32
-    std::vector<uint8_t> kpack; // attention: the current keys of one KV head in the float kernel's panels
+    std::vector<uint8_t> kpack; // attention: the keys of one KV head in the float kernel's panels
     std::vector<float> moe_y;   // the experts' down product of one expert's slots for one row tile
 };
 
@@ -148,7 +148,7 @@ public:
             grow(sc.tile, kSoftChunk * l.n_embd);
             grow(sc.scores, std::max({kQueriesPerTask * l.keys, l.max_head_dim, l.rows * kSoftChunk}));
             grow(sc.kv, kKvChunk * l.max_head_dim);
-            grow(sc.kpack, (l.keys + kPanelRows) * l.max_head_dim * static_cast<int64_t>(sizeof(float)) + 64);
+            grow(sc.kpack, (l.keys + 3 * kPanelRows) * l.max_head_dim * static_cast<int64_t>(sizeof(float)) + 4 * 64);  // <= 3 key runs
             grow(sc.moe_y, l.rows * moe_down_tile(l.n_embd));
         }
         const int64_t slots = l.rows * l.n_expert_used;
@@ -439,18 +439,39 @@ public:
             const int64_t n_keys = n_c + n_cur;
             float *scores = reserved(scratch_[thread].scores, static_cast<size_t>(nb * n_keys));
             float inv_sum[kQueriesPerTask];  // 1 / the softmax's sum, per query of the block
-            // The current keys in the float kernel's panels, once for the task's heads (null
-            // where the set's kernel reads rows as stored): the same products as over the rows.
-            const uint8_t *kpack = nullptr;
+            // The task's keys as runs of stored rows: the cached slots (two runs where the ring wraps),
+            // then the current pass's rows; each packed into the float kernel's panels once for the
+            // task's heads (unpacked where the set's kernel reads rows as stored): the same products
+            // as over the rows.
+            struct KeyRun {
+                TensorType type;
+                const uint8_t *rows;
+                size_t stride;
+                int64_t n, col;  // rows; their first score column
+                const uint8_t *pack;
+            };
+            KeyRun runs[3];
+            int n_runs = 0;
             const size_t k_row = static_cast<size_t>(kv_row) * sizeof(float);
-            const uint8_t *k_cur = reinterpret_cast<const uint8_t *>(ks + cur_lo * kv_row + kvh * d);
-            if (n_cur > 0) {
-                if (const size_t bytes = gemm_packed_bytes(TensorType::F32, n_cur, d)) {
-                    std::vector<uint8_t> &buf = scratch_[thread].kpack;
-                    uint8_t *at = reinterpret_cast<uint8_t *>((reinterpret_cast<uintptr_t>(reserved(buf, bytes + 64)) + 63) & ~uintptr_t{63});
-                    gemm_pack_weights(TensorType::F32, k_cur, k_row, n_cur, d, at);
-                    kpack = at;
-                }
+            for (int64_t j = c_lo; j < cache_end;) {
+                const int64_t slot = j % c.capacity;
+                const int64_t run = std::min(cache_end - j, c.capacity - slot);
+                runs[n_runs++] = {c.k.type_id, c.k.bytes_at(static_cast<size_t>(slot) * c.k.nb[1] + static_cast<size_t>(kvh * d) * c.k.nb[0]),
+                                  c.k.nb[1], run, j - c_lo, nullptr};
+                j += run;
+            }
+            if (n_cur > 0)
+                runs[n_runs++] = {TensorType::F32, reinterpret_cast<const uint8_t *>(ks + cur_lo * kv_row + kvh * d), k_row, n_cur, n_c, nullptr};
+            uint8_t *pack_at = reinterpret_cast<uint8_t *>((reinterpret_cast<uintptr_t>(scratch_[thread].kpack.data()) + 63) & ~uintptr_t{63});
+            for (int r = 0; r < n_runs; ++r) {
+                KeyRun &kr = runs[r];
+                const size_t bytes = (gemm_packed_bytes(kr.type, kr.n, d) + 63) / 64 * 64;
+                if (bytes == 0) continue;
+                if (pack_at + bytes > scratch_[thread].kpack.data() + scratch_[thread].kpack.size())
+                    throw Error(DGEMMA_ERR_INTERNAL, "backend scratch used before reserve()");
+                gemm_pack_weights(kr.type, kr.rows, kr.stride, kr.n, d, pack_at);
+                kr.pack = pack_at;
+                pack_at += bytes;
             }
             for (int h = h0; h < h0 + per_task; ++h) {
                 const float *q = qs + i0 * q_stride + h * d;
@@ -471,14 +492,10 @@ public:
                 // they are stored (F32, F16 or BF16 cache rows; the current pass's F32 rows).
                 const uint8_t *qb = reinterpret_cast<const uint8_t *>(q);
                 const size_t q_row = static_cast<size_t>(q_stride) * sizeof(float);
-                for (int64_t j = c_lo; j < cache_end;) {  // ring runs of contiguous slots, kKvChunk at most
-                    const int64_t slot = j % c.capacity;
-                    const int64_t run = std::min({cache_end - j, c.capacity - slot, kKvChunk});
-                    const uint8_t *kc = c.k.bytes_at(static_cast<size_t>(slot) * c.k.nb[1] + static_cast<size_t>(kvh * d) * c.k.nb[0]);
-                    gemm(c.k.type_id, GemmArgs{kc, c.k.nb[1], run, qb, q_row, nb, d, scores + (j - c_lo), n_keys});
-                    j += run;
+                for (int r = 0; r < n_runs; ++r) {
+                    const KeyRun &kr = runs[r];
+                    gemm(kr.type, GemmArgs{kr.rows, kr.stride, kr.n, qb, q_row, nb, d, scores + kr.col, n_keys, kr.pack});
                 }
-                if (n_cur > 0) gemm(TensorType::F32, GemmArgs{k_cur, k_row, n_cur, qb, q_row, nb, d, scores + n_c, n_keys, kpack});
                 for (int64_t i = i0; i < i1; ++i) {
                     float *sr = scores + (i - i0) * n_keys;
                     const int64_t p = g.n_past + i;
