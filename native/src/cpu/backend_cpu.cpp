@@ -235,13 +235,14 @@ public:
         const uint8_t *xq = c.xq;
         const size_t xq_row = c.row;
         // Tasks: row tiles, each over runs of tokens when that gives a thread several more tasks
-        // (the last task's wait is the pool's loss; a run re-reads only its tile's panels).
+        // (the last task's wait is the pool's loss; a run re-reads only its tile's panels), run
+        // after run: the pool's ranges then give each thread the tokens whose rows it wrote.
         const int64_t n_tiles = (w.n_rows() + kRowTile - 1) / kRowTile;
         const int64_t n_runs = std::clamp<int64_t>(kMatmulTasksPerThread * pool_.size() / n_tiles, 1, std::max<int64_t>(1, n / kMatmulMinRun));
         const int64_t run = (n + n_runs - 1) / n_runs;
         pool_.run(n_tiles * n_runs, [&](int64_t task, int) {
-            const int64_t r0 = task / n_runs * kRowTile, r1 = std::min(w.n_rows(), r0 + kRowTile);
-            const int64_t t0 = task % n_runs * run, t1 = std::min(n, t0 + run);
+            const int64_t r0 = task % n_tiles * kRowTile, r1 = std::min(w.n_rows(), r0 + kRowTile);
+            const int64_t t0 = task / n_tiles * run, t1 = std::min(n, t0 + run);
             if (t0 >= t1) return;
             rows(w, x + t0 * K, xq ? xq + t0 * xq_row : nullptr, xq_row, t1 - t0, y + t0 * w.n_rows(), w.n_rows(), r0, r1);
         });

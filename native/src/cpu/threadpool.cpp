@@ -25,7 +25,7 @@ int resolve_thread_count(int requested) {
     return requested > 0 ? requested : static_cast<int>(std::max(1u, std::thread::hardware_concurrency()));
 }
 
-ThreadPool::ThreadPool(int n_threads) : n_threads_(n_threads < 1 ? 1 : n_threads) {
+ThreadPool::ThreadPool(int n_threads) : n_threads_(n_threads < 1 ? 1 : n_threads), ranges_(new Range[static_cast<size_t>(n_threads_)]) {
     for (int t = 1; t < n_threads_; ++t) workers_.emplace_back([this, t] { worker(t); });
 }
 
@@ -39,15 +39,18 @@ ThreadPool::~ThreadPool() {
 }
 
 void ThreadPool::drain(int thread) {
-    for (;;) {
-        const int64_t task = next_.fetch_add(1, std::memory_order_relaxed);
-        if (task >= n_tasks_) return;
-        try {
-            (*fn_)(task, thread);
-        } catch (...) {
-            std::lock_guard<std::mutex> lock(mu_);
-            if (!error_) error_ = std::current_exception();
-            next_.store(n_tasks_);  // skip what is left
+    for (int k = 0; k < n_threads_; ++k) {  // its own range first, then the others' in turn
+        Range &r = ranges_[static_cast<size_t>((thread + k) % n_threads_)];
+        for (;;) {
+            const int64_t task = r.next.fetch_add(1, std::memory_order_relaxed);
+            if (task >= r.end) break;
+            try {
+                (*fn_)(task, thread);
+            } catch (...) {
+                std::lock_guard<std::mutex> lock(mu_);
+                if (!error_) error_ = std::current_exception();
+                for (int j = 0; j < n_threads_; ++j) ranges_[static_cast<size_t>(j)].next.store(ranges_[static_cast<size_t>(j)].end);  // skip what is left
+            }
         }
     }
 }
@@ -93,8 +96,11 @@ void ThreadPool::run(int64_t n_tasks, const std::function<void(int64_t, int)> &f
     {
         std::lock_guard<std::mutex> lock(mu_);
         fn_ = &fn;
-        n_tasks_ = n_tasks;
-        next_.store(0);
+        for (int i = 0; i < n_threads_; ++i) {
+            Range &r = ranges_[static_cast<size_t>(i)];
+            r.next.store(n_tasks * i / n_threads_, std::memory_order_relaxed);
+            r.end = n_tasks * (i + 1) / n_threads_;
+        }
         active_.store(0);
         open_ = true;
         error_ = nullptr;

@@ -5,6 +5,7 @@
 #include <condition_variable>
 #include <cstdint>
 #include <functional>
+#include <memory>
 #include <mutex>
 #include <thread>
 #include <vector>
@@ -24,9 +25,12 @@ public:
 
     int size() const { return n_threads_; }
 
-    // Calls fn(task, thread) for every task in [0, n_tasks), tasks handed out dynamically;
-    // `thread` in [0, size()) identifies the worker (for per-thread scratch). Returns when all
-    // tasks are done. The first exception a task throws is rethrown here.
+    // Calls fn(task, thread) for every task in [0, n_tasks), handed out dynamically: thread i
+    // starts at the i-th of size() contiguous ranges of tasks and, its own range done, takes from
+    // the others'. Loops over rows thus give thread i about the same rows op after op (the rows it
+    // wrote are in its own cache: read by the other core they cost twice as much here). `thread` in
+    // [0, size()) identifies the worker (for per-thread scratch). Returns when all tasks are done.
+    // The first exception a task throws is rethrown here.
     void run(int64_t n_tasks, const std::function<void(int64_t task, int thread)> &fn);
 
 private:
@@ -39,8 +43,11 @@ private:
     std::condition_variable wake_;
     std::condition_variable done_;
     const std::function<void(int64_t, int)> *fn_ = nullptr;
-    int64_t n_tasks_ = 0;
-    std::atomic<int64_t> next_{0};
+    struct alignas(64) Range {  // the tasks [next, end) not yet handed out of one thread's range
+        std::atomic<int64_t> next{0};
+        int64_t end = 0;
+    };
+    std::unique_ptr<Range[]> ranges_;
     std::atomic<int> active_{0};  // workers inside the current loop (joined under mu_)
     bool open_ = false;  // the current loop still accepts workers
     uint64_t generation_ = 0;
