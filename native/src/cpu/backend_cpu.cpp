@@ -49,6 +49,7 @@ struct Scratch {
     std::vector<float> kv;      // a run of cached keys or values converted to F32
     std::vector<uint8_t> kpack; // attention: the keys of one KV head in the float kernel's panels
     std::vector<float> moe_y;   // the experts' down product of one expert's slots for one row tile
+    std::vector<uint8_t> moe_x; // the experts' gate/up: one expert's slots' activation rows, gathered
 };
 
 class CpuBackend final : public Backend {
@@ -150,19 +151,19 @@ public:
             grow(sc.kv, kKvChunk * l.max_head_dim);
             grow(sc.kpack, (l.keys + 3 * kPanelRows) * l.max_head_dim * static_cast<int64_t>(sizeof(float)) + 4 * 64);  // <= 3 key runs
             grow(sc.moe_y, l.rows * moe_down_tile(l.n_embd));
+            grow(sc.moe_x, 4 * l.rows * l.max_cols);  // an expert takes each token at most once
         }
         const int64_t slots = l.rows * l.n_expert_used;
         // Activations packed for the GEMM kernels (gemm_activation_bytes) take at most 4 bytes per value.
         grow(qx_, 4 * std::max(slots, l.rows) * l.max_cols);
-        grow(qx_up_, 4 * slots * l.max_cols);
         grow(qx_mm_, 4 * l.rows * l.max_cols);
         grow(qx_tok_, 4 * l.rows * l.max_cols);
+        grow(qx_tok_up_, 4 * l.rows * l.max_cols);
         for (RopeTable &r : rope_tables_) grow(r.cs, l.rows * l.max_head_dim);
         grow(offsets_, l.n_expert + 1);
         grow(fill_, l.n_expert + 1);
         grow(order_, slots);
         grow(tasks_, l.n_expert * ((l.max_cols + kRowTile - 1) / kRowTile));
-        grow(moe_x_, slots * l.n_embd);
         grow(moe_gate_, slots * l.n_ff_exp);
         grow(moe_up_, slots * l.n_ff_exp);
         grow(router_in_, l.rows * l.n_embd);
@@ -270,7 +271,6 @@ public:
             const int64_t s = fill[expert[i]]++;
             order[s] = i;  // assignment i = t * k + j
         }
-        float *xg = reserved(moe_x_, static_cast<size_t>(total * K));      // gathered inputs [slot][n_embd] (float weights)
         float *gate = reserved(moe_gate_, static_cast<size_t>(total * F));  // [slot][F], then the activation
         float *up = reserved(moe_up_, static_cast<size_t>(total * F));
 
@@ -289,37 +289,39 @@ public:
                 return (offsets[p.e + 1] - offsets[p.e]) * (p.r1 - p.r0) > (offsets[q.e + 1] - offsets[q.e]) * (q.r1 - q.r0);
             });
         };
-        // The slots' activations in the kernels' form: each token quantized once, then gathered
-        // per slot (a token has k slots), or null for float weights (which read xg).
-        auto slot_activations = [&](const Tensor &wt, std::vector<uint8_t> &buf, size_t *row) -> const uint8_t * {
-            const uint8_t *q = quantize_activations(wt, x, n, qx_tok_, row);
-            if (!q) return nullptr;
-            uint8_t *out = reserved(buf, *row * static_cast<size_t>(total));
-            const size_t rs = *row;
-            for_rows(total, 64, [&](int64_t s, int) { std::memcpy(out + s * rs, q + (order[s] / k) * rs, rs); });
-            return out;
-        };
-        size_t q_row = 0;
-        const uint8_t *xq = slot_activations(w.gate, qx_, &q_row);
-        const uint8_t *xq_up = xq;
-        size_t q_row_up = q_row;
-        if (w.up.type_id != w.gate.type_id) xq_up = slot_activations(w.up, qx_up_, &q_row_up);
-        if (!xq || !xq_up)  // float weights read the slots' rows as they are
-            for_rows(total, 64, [&](int64_t s, int) { std::memcpy(xg + s * K, x + (order[s] / k) * K, K * sizeof(float)); });
+        // Each token's activations in the kernels' form, quantized once (null for float weights,
+        // which read x's rows); a task gathers its expert's rows from them into its own scratch,
+        // where they stay in cache for the product (the tokens' rows, 1/k of the slots', stay in L2).
+        size_t q_row = 0, q_row_up = 0;
+        const uint8_t *tq = quantize_activations(w.gate, x, n, qx_tok_, &q_row);
+        const uint8_t *tq_up = tq;
+        q_row_up = q_row;
+        if (w.up.type_id != w.gate.type_id) tq_up = quantize_activations(w.up, x, n, qx_tok_up_, &q_row_up);
         make_tasks(F);
-        pool_.run(n_tasks, [&](int64_t ti, int) {
+        pool_.run(n_tasks, [&](int64_t ti, int thread) {
             const TaskRec &t = tasks_[ti];
             const int64_t s0 = offsets[t.e], m = offsets[t.e + 1] - s0;
-            rows(w.gate.slice(t.e), xg + s0 * K, xq ? xq + s0 * q_row : nullptr, q_row, m, gate + s0 * F, F, t.r0, t.r1);
-            rows(w.up.slice(t.e), xg + s0 * K, xq_up ? xq_up + s0 * q_row_up : nullptr, q_row_up, m, up + s0 * F, F, t.r0, t.r1);
+            uint8_t *rows_at = reserved(scratch_[thread].moe_x, static_cast<size_t>(m) * std::max(std::max(q_row, q_row_up), K * sizeof(float)));
+            // rows [s0, s0 + m) of slot order: from the tokens' quantized rows, or x's floats
+            auto gather = [&](const uint8_t *tokens, size_t row_bytes) {
+                const uint8_t *src = tokens ? tokens : reinterpret_cast<const uint8_t *>(x);
+                const size_t rs = tokens ? row_bytes : static_cast<size_t>(K) * sizeof(float);
+                for (int64_t s = 0; s < m; ++s) std::memcpy(rows_at + s * rs, src + (order[s0 + s] / k) * rs, rs);
+            };
+            const float *xf = reinterpret_cast<const float *>(rows_at);
+            gather(tq, q_row);
+            rows(w.gate.slice(t.e), xf, tq ? rows_at : nullptr, q_row, m, gate + s0 * F, F, t.r0, t.r1);
+            if (tq_up != tq || q_row_up != q_row) gather(tq_up, q_row_up);
+            rows(w.up.slice(t.e), xf, tq_up ? rows_at : nullptr, q_row_up, m, up + s0 * F, F, t.r0, t.r1);
             for (int64_t s = s0; s < s0 + m; ++s) gelu_tanh_mul(gate + s * F + t.r0, up + s * F + t.r0, gate + s * F + t.r0, t.r1 - t.r0);
         });
+        size_t q_row_down = 0;
         // The down products with the weighted sum fused: a task is a tile of output rows [r0, r1)
         // for every token, and visits the experts in increasing id, adding each slot's product
         // to its token's rows as it comes: every token's sum runs over its experts in the
         // reference's order, whichever thread runs the tile, and no [slot][n_embd] buffer is
         // written and read back. Tiles are whole 16-row panels, two a thread.
-        xq = quantize_activations(w.down, gate, total, qx_, &q_row);
+        const uint8_t *xq = quantize_activations(w.down, gate, total, qx_, &q_row_down);
         const int64_t tile = moe_down_tile(E);
         pool_.run((E + tile - 1) / tile, [&](int64_t ti, int thread) {
             const int64_t r0 = ti * tile, r1 = std::min(E, r0 + tile), width = r1 - r0;
@@ -328,7 +330,7 @@ public:
             for (int64_t e = 0; e < X; ++e) {
                 const int64_t s0 = offsets[e], m = offsets[e + 1] - s0;
                 if (m == 0) continue;
-                rows(w.down.slice(e), gate + s0 * F, xq ? xq + s0 * q_row : nullptr, q_row, m, yt - r0, width, r0, r1);
+                rows(w.down.slice(e), gate + s0 * F, xq ? xq + s0 * q_row_down : nullptr, q_row_down, m, yt - r0, width, r0, r1);
                 for (int64_t s = 0; s < m; ++s) {
                     const int64_t i = order[s0 + s];  // assignment t * k + j
                     axpy(out + (i / k) * E + r0, yt + s * width, weight[i], width);
@@ -785,11 +787,11 @@ private:
     std::map<const uint8_t *, Packed> packed_;  // by the tensor's first byte; read-only after load
     size_t packed_bytes_ = 0;
     std::vector<Scratch> scratch_;
-    std::vector<uint8_t> qx_, qx_up_, qx_tok_, qx_mm_;
+    std::vector<uint8_t> qx_, qx_tok_, qx_tok_up_, qx_mm_;
     std::vector<int64_t> offsets_, order_, fill_;
     struct TaskRec { int64_t e, r0, r1; };
     std::vector<TaskRec> tasks_;
-    std::vector<float> moe_x_, moe_gate_, moe_up_, router_in_, router_p_, row_max_, row_inv_sum_, soft_partial_;
+    std::vector<float> moe_gate_, moe_up_, router_in_, router_p_, row_max_, row_inv_sum_, soft_partial_;
     SamplerScratch sampler_scratch_;
 };
 
