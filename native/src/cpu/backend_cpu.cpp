@@ -192,12 +192,12 @@ public:
 
     // y[t][r] for rows [r0, r1) of w and n contiguous activation rows (float x, or quantized xq).
     void rows(const Tensor &w, const float *x, const uint8_t *xq, size_t xq_row, int64_t n, float *y, int64_t ldy,
-              int64_t r0, int64_t r1) {
+              int64_t r0, int64_t r1, const uint8_t *prefetch = nullptr, size_t prefetch_bytes = 0) {
         const int64_t K = w.n_cols();
         const uint8_t *act = xq ? xq : reinterpret_cast<const uint8_t *>(x);
         const size_t act_row = xq ? xq_row : static_cast<size_t>(K) * sizeof(float);
         gemm(w.type_id, GemmArgs{w.bytes_at(static_cast<size_t>(r0) * w.row_stride()), w.row_stride(), r1 - r0, act, act_row, n,
-                                 K, y + r0, ldy, packed_rows(w, r0)});
+                                 K, y + r0, ldy, packed_rows(w, r0), prefetch, prefetch_bytes});
     }
 
     // Rows r0.. of matrix w in the packed layout, or null (not packed, packed for another
@@ -245,7 +245,10 @@ public:
             const int64_t r0 = task % n_tiles * kRowTile, r1 = std::min(w.n_rows(), r0 + kRowTile);
             const int64_t t0 = task / n_tiles * run, t1 = std::min(n, t0 + run);
             if (t0 >= t1) return;
-            rows(w, x + t0 * K, xq ? xq + t0 * xq_row : nullptr, xq_row, t1 - t0, y + t0 * w.n_rows(), w.n_rows(), r0, r1);
+            // The thread's next task is most likely the next row tile over the same tokens.
+            const uint8_t *next = r1 < w.n_rows() ? packed_rows(w, r1) : nullptr;
+            const size_t next_bytes = next ? gemm_packed_offset(w.type_id, std::min(kRowTile, (w.n_rows() - r1 + kPanelRows - 1) / kPanelRows * kPanelRows), K) : 0;
+            rows(w, x + t0 * K, xq ? xq + t0 * xq_row : nullptr, xq_row, t1 - t0, y + t0 * w.n_rows(), w.n_rows(), r0, r1, next, next_bytes);
         });
         const float *y_end = y + (n - 1) * w.n_rows() + w.n_rows();
         if (y < x + n * K && x < y_end) touch();
@@ -309,10 +312,21 @@ public:
                 for (int64_t s = 0; s < m; ++s) std::memcpy(rows_at + s * rs, src + (order[s0 + s] / k) * rs, rs);
             };
             const float *xf = reinterpret_cast<const float *>(rows_at);
+            // While one product's last panels are swept, the next's first come in: the up's, then
+            // the gate's of the thread's likely next task.
+            auto first_panels = [&](const Tensor &wt, int64_t r0, int64_t r1, const uint8_t **at) {
+                *at = packed_rows(wt, r0);
+                return *at ? gemm_packed_offset(wt.type_id, std::min<int64_t>((r1 - r0 + kPanelRows - 1) / kPanelRows * kPanelRows, 2 * kPanelRows), K) : 0;
+            };
+            const Tensor up_e = w.up.slice(t.e);
+            const uint8_t *pf_up = nullptr, *pf_next = nullptr;
+            const size_t pf_up_bytes = first_panels(up_e, t.r0, t.r1, &pf_up);
+            size_t pf_next_bytes = 0;
+            if (ti + 1 < n_tasks) pf_next_bytes = first_panels(w.gate.slice(tasks_[ti + 1].e), tasks_[ti + 1].r0, tasks_[ti + 1].r1, &pf_next);
             gather(tq, q_row);
-            rows(w.gate.slice(t.e), xf, tq ? rows_at : nullptr, q_row, m, gate + s0 * F, F, t.r0, t.r1);
+            rows(w.gate.slice(t.e), xf, tq ? rows_at : nullptr, q_row, m, gate + s0 * F, F, t.r0, t.r1, pf_up, pf_up_bytes);
             if (tq_up != tq || q_row_up != q_row) gather(tq_up, q_row_up);
-            rows(w.up.slice(t.e), xf, tq_up ? rows_at : nullptr, q_row_up, m, up + s0 * F, F, t.r0, t.r1);
+            rows(up_e, xf, tq_up ? rows_at : nullptr, q_row_up, m, up + s0 * F, F, t.r0, t.r1, pf_next, pf_next_bytes);
             for (int64_t s = s0; s < s0 + m; ++s) gelu_tanh_mul(gate + s * F + t.r0, up + s * F + t.r0, gate + s * F + t.r0, t.r1 - t.r0);
         });
         size_t q_row_down = 0;
@@ -327,10 +341,13 @@ public:
             const int64_t r0 = ti * tile, r1 = std::min(E, r0 + tile), width = r1 - r0;
             float *yt = reserved(scratch_[thread].moe_y, static_cast<size_t>(n * width));  // [slot of e][width]
             for (int64_t t = 0; t < n; ++t) std::fill(out + t * E + r0, out + t * E + r1, 0.0f);
-            for (int64_t e = 0; e < X; ++e) {
+            for (int64_t e = 0, next = 0; e < X; e = next) {
                 const int64_t s0 = offsets[e], m = offsets[e + 1] - s0;
+                for (next = e + 1; next < X && offsets[next + 1] == offsets[next];) ++next;  // the next expert with slots
                 if (m == 0) continue;
-                rows(w.down.slice(e), gate + s0 * F, xq ? xq + s0 * q_row_down : nullptr, q_row_down, m, yt - r0, width, r0, r1);
+                const uint8_t *pf = next < X ? packed_rows(w.down.slice(next), r0) : nullptr;
+                const size_t pf_bytes = pf ? gemm_packed_offset(w.down.type_id, std::min<int64_t>((width + kPanelRows - 1) / kPanelRows * kPanelRows, 2 * kPanelRows), F) : 0;
+                rows(w.down.slice(e), gate + s0 * F, xq ? xq + s0 * q_row_down : nullptr, q_row_down, m, yt - r0, width, r0, r1, pf, pf_bytes);
                 for (int64_t s = 0; s < m; ++s) {
                     const int64_t i = order[s0 + s];  // assignment t * k + j
                     axpy(out + (i / k) * E + r0, yt + s * width, weight[i], width);

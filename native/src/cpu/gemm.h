@@ -28,6 +28,11 @@ struct GemmArgs {
     // The rows' panels as gemm_pack_weights wrote them (row 0 here is a multiple of kPanelRows of
     // the packed matrix), or null: the kernel reads w (decoding each panel per call if it packs).
     const uint8_t *packed = nullptr;
+    // Bytes to ask into L2 while the last panels are swept (the caller's next call's first
+    // weights: a matmul task's next row tile), or null. Kernels that prefetch their own next
+    // panels take it; the others ignore it.
+    const uint8_t *prefetch = nullptr;
+    size_t prefetch_bytes = 0;
 };
 
 // Rows per panel of the packed layouts.

@@ -337,11 +337,14 @@ DG_TARGET void gemm_panels(const GemmArgs &a) {
                 decode_panel<P>(a.w + (r0 + k * kPanelRows) * a.w_stride, a.w_stride, std::min<int64_t>(kPanelRows, rows - k * kPanelRows),
                                 a.k, scratch + k * nb);
         }
-        // The next pair's packs (within this call) are asked for while this pair is swept.
+        // The next pair's packs are asked for while this pair is swept: within this call, or after
+        // the last pair the caller's next weights.
         Prefetcher next;
         if (a.packed && r0 + 2 * kPanelRows < a.n_rows) {
             const int64_t next_np = a.n_rows - r0 - 2 * kPanelRows > kPanelRows ? 2 : 1;
             next = Prefetcher(panel + 2 * nb, static_cast<size_t>(next_np * nb) * sizeof(Out), (a.n_tokens + 2) / 3);
+        } else if (a.prefetch) {
+            next = Prefetcher(a.prefetch, a.prefetch_bytes, (a.n_tokens + 2) / 3);
         }
         const int64_t n_chunks = (nb + kBlockChunk - 1) / kBlockChunk, per = (nb + n_chunks - 1) / n_chunks;
         for (int64_t b0 = 0; b0 < nb; b0 += per) {
