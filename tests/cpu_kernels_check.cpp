@@ -1,5 +1,5 @@
 // Host check of cpu/kernels.cpp's row kernels that the CPU backend's norms and sums go through
-// (rmsnorm_rows, axpy, rope_rotate, max_value, exp_sum): each instruction set's vectorised form against the generic one
+// (rmsnorm_rows, axpy, rope_rotate, max_value, exp_sum, gelu_tanh_mul): each instruction set's vectorised form against the generic one
 // (the reference path) on fresh random rows of lengths around every vector width, dim 1 .. 300 and
 // the model's 128, 256, 704. kernels.cpp is linked alone: active_isa() is this file's switch.
 // Prints the cases checked; exits 1 on any disagreement, printing it.
@@ -115,6 +115,18 @@ int main() {
                         expect(std::fabs(e[i] - e_ref[i]) <= 1e-6 * std::fabs(e_ref[i]) + 1e-35 && (e_ref[i] != 0.0f || e[i] == 0.0f),
                                "exp_sum out", isa, m, e[i], e_ref[i]);
                 }
+            }
+            // gelu_tanh_mul: the vectorised x / (1 + exp(-2u)) against the reference 0.5 x (1 + tanh u),
+            // within a few float ulps of x * up (the reference's 1 + tanh u cancels where u << 0).
+            {
+                std::vector<float> up(n), g_ref(n), g(n);
+                for (float &e : up) e = normal(rng);
+                dg::g_isa = dg::Isa::Generic;
+                dg::gelu_tanh_mul(x.data(), up.data(), g_ref.data(), n);
+                dg::g_isa = isa;
+                dg::gelu_tanh_mul(x.data(), up.data(), g.data(), n);
+                for (long i = 0; i < n; ++i)
+                    expect(std::fabs(g[i] - g_ref[i]) <= 1e-6 * std::fabs(x[i] * up[i]) + 1e-30, "gelu_tanh_mul", isa, n, g[i], g_ref[i]);
             }
             // rope_rotate on vectors of 2 half values with random angles.
             const long half = n;
