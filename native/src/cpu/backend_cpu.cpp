@@ -644,13 +644,13 @@ public:
         // The vocabulary is split into a fixed number of ranges, each summed into its own partial
         // [n][E] and reduced in range order, so results do not depend on scheduling or thread count.
         float *partials = reserved(soft_partial_, static_cast<size_t>(kSoftParts * n * E));
-        std::fill_n(partials, kSoftParts * n * E, 0.0f);
         const int64_t per_part = (V + kSoftParts - 1) / kSoftParts;
         // Within a range, vocabulary rows are taken kSoftChunk at a time (dequantized once) with the
         // probabilities of every token for them, and the register-blocked accumulate_rows adds
         // probabilities x rows into the partial sums.
         pool_.run(kSoftParts, [&](int64_t part, int thread) {
             float *partial = partials + part * n * E;
+            std::fill_n(partial, n * E, 0.0f);  // by the task that sums into it: in its cache, on every thread
             float *rows = reserved(scratch_[thread].tile, static_cast<size_t>(kSoftChunk * E));
             float *probs = reserved(scratch_[thread].scores, static_cast<size_t>(n * kSoftChunk));
             const int64_t v_end = std::min(V, (part + 1) * per_part);
@@ -664,11 +664,19 @@ public:
                 accumulate_rows(probs, kSoftChunk, n, rows, E, c1 - c0, E, partial, E);
             }
         });
+        // out = (((0 + part 0) + part 1) + ...) * s, element by element; the parts added a piece of
+        // out at a time, each piece one vectorisable pass per part.
         elementwise(n * E, [&](int64_t i0, int64_t i1) {
-            for (int64_t i = i0; i < i1; ++i) {
-                float acc = 0.0f;
-                for (int64_t part = 0; part < kSoftParts; ++part) acc += partials[part * n * E + i];
-                out[i] = acc * s;
+            constexpr int64_t kPiece = 512;
+            float acc[kPiece];
+            for (int64_t p0 = i0; p0 < i1; p0 += kPiece) {
+                const int64_t len = std::min(kPiece, i1 - p0);
+                std::fill_n(acc, len, 0.0f);
+                for (int64_t part = 0; part < kSoftParts; ++part) {
+                    const float *src = partials + part * n * E + p0;
+                    for (int64_t j = 0; j < len; ++j) acc[j] += src[j];
+                }
+                for (int64_t j = 0; j < len; ++j) out[p0 + j] = acc[j] * s;
             }
         });
     }
