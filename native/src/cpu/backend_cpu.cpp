@@ -27,7 +27,12 @@ constexpr int64_t kMoeRowTile = 192;      // weight rows per expert task (six pa
 constexpr int64_t kMatmulTasksPerThread = 32;  // a matmul's tasks a thread, at least, when its tokens allow
 constexpr int64_t kMatmulMinRun = 64;          // tokens per matmul task, at least
 constexpr int64_t kElementwiseChunk = 1 << 16;
-constexpr int64_t kQueriesPerTask = 32;    // attention queries per task (one head)
+// Attention queries per task: a causal block computes scores for keys its later queries see and
+// its earlier ones do not (its diagonal, the window's edge), so encoder blocks are short; every
+// decoder query sees the same keys, and a longer block packs those keys for more queries.
+constexpr int64_t kEncoderQueriesPerTask = 32, kDecoderQueriesPerTask = 64;
+constexpr int64_t kQueriesPerTask = std::max(kEncoderQueriesPerTask, kDecoderQueriesPerTask);
+inline int64_t queries_per_task(PassMode mode) { return mode == PassMode::Encoder ? kEncoderQueriesPerTask : kDecoderQueriesPerTask; }
 constexpr int64_t kSoftParts = 16;        // soft_embed: fixed vocabulary ranges, reduced in order
 constexpr int64_t kSoftChunk = 64;        // soft_embed: vocabulary rows dequantized at a time
 constexpr int64_t kKvChunk = 256;         // attention: cached rows converted to F32 at a time
@@ -422,7 +427,7 @@ public:
         // (all of them, unless that leaves fewer than 4 tasks a thread); blocks go last to first (a
         // causal block sees more keys the later it is: the longest first).
         int64_t n_blocks_all = 0;
-        for (const PassSegment &g : pass.segments) n_blocks_all += (g.n + kQueriesPerTask - 1) / kQueriesPerTask;
+        for (const PassSegment &g : pass.segments) n_blocks_all += (g.n + queries_per_task(g.mode) - 1) / queries_per_task(g.mode);
         int per_task = group;
         while (per_task % 2 == 0 && n_blocks_all * a.n_head / per_task < 4 * pool_.size()) per_task /= 2;
         const int64_t slices = a.n_head / per_task;  // (KV head, run of its query heads) per block
@@ -430,7 +435,8 @@ public:
         pool_.run(n_tasks, [&](int64_t task, int thread) {
             size_t gi = 0;
             for (;; ++gi) {
-                const int64_t nt = (pass.segments[gi].n + kQueriesPerTask - 1) / kQueriesPerTask * slices;
+                const int64_t qpt = queries_per_task(pass.segments[gi].mode);
+                const int64_t nt = (pass.segments[gi].n + qpt - 1) / qpt * slices;
                 if (task < nt) break;
                 task -= nt;
             }
@@ -439,8 +445,9 @@ public:
             const bool causal = g.mode == PassMode::Encoder;
             const int64_t window = causal ? a.window : 0;
             const int h0 = static_cast<int>(task % slices) * per_task, kvh = h0 / group;
-            const int64_t n_blocks = (g.n + kQueriesPerTask - 1) / kQueriesPerTask;
-            const int64_t i0 = (n_blocks - 1 - task / slices) * kQueriesPerTask, i1 = std::min(g.n, i0 + kQueriesPerTask);
+            const int64_t qpt = queries_per_task(g.mode);
+            const int64_t n_blocks = (g.n + qpt - 1) / qpt;
+            const int64_t i0 = (n_blocks - 1 - task / slices) * qpt, i1 = std::min(g.n, i0 + qpt);
             const int64_t nb = i1 - i0;
             const float *qs = host<float>(a.q) + g.row0 * q_stride, *ks = host<float>(a.k) + g.row0 * kv_row,
                         *vs = host<float>(a.v) + g.row0 * kv_row;
