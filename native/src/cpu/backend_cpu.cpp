@@ -53,7 +53,8 @@ struct Scratch {
     std::vector<float> scores;  // attention scores [queries per task][keys]; RoPE's cos/sin
     std::vector<float> kv;      // a run of cached keys or values converted to F32
     std::vector<uint8_t> kpack; // attention: the keys of one KV head in the float kernel's panels
-    std::vector<float> moe_y;   // the experts' down product of one expert's slots for one row tile
+    std::vector<float *> moe_rows;  // the experts' down: the token row each of one expert's slots adds to
+    std::vector<float> moe_scale;   // ... and the slot's weight
     std::vector<uint8_t> moe_x; // the experts' gate/up: one expert's slots' activation rows, gathered
 };
 
@@ -155,7 +156,8 @@ public:
             grow(sc.scores, std::max({kQueriesPerTask * l.keys, l.max_head_dim, l.rows * kSoftChunk}));
             grow(sc.kv, kKvChunk * l.max_head_dim);
             grow(sc.kpack, (l.keys + 3 * kPanelRows) * l.max_head_dim * static_cast<int64_t>(sizeof(float)) + 4 * 64);  // <= 3 key runs
-            grow(sc.moe_y, l.rows * moe_down_tile(l.n_embd));
+            grow(sc.moe_rows, l.rows);  // an expert takes each token at most once
+            grow(sc.moe_scale, l.rows);
             grow(sc.moe_x, 4 * l.rows * l.max_cols);  // an expert takes each token at most once
         }
         const int64_t slots = l.rows * l.n_expert_used;
@@ -196,13 +198,16 @@ public:
     }
 
     // y[t][r] for rows [r0, r1) of w and n contiguous activation rows (float x, or quantized xq).
+    // With y_rows set, token t's result for weight row r is added (times y_scale[t]) to
+    // y_rows[t][r - r0] instead (GemmArgs::y_rows).
     void rows(const Tensor &w, const float *x, const uint8_t *xq, size_t xq_row, int64_t n, float *y, int64_t ldy,
-              int64_t r0, int64_t r1, const uint8_t *prefetch = nullptr, size_t prefetch_bytes = 0) {
+              int64_t r0, int64_t r1, const uint8_t *prefetch = nullptr, size_t prefetch_bytes = 0, float *const *y_rows = nullptr,
+              const float *y_scale = nullptr) {
         const int64_t K = w.n_cols();
         const uint8_t *act = xq ? xq : reinterpret_cast<const uint8_t *>(x);
         const size_t act_row = xq ? xq_row : static_cast<size_t>(K) * sizeof(float);
         gemm(w.type_id, GemmArgs{w.bytes_at(static_cast<size_t>(r0) * w.row_stride()), w.row_stride(), r1 - r0, act, act_row, n,
-                                 K, y + r0, ldy, packed_rows(w, r0), prefetch, prefetch_bytes});
+                                 K, y ? y + r0 : nullptr, ldy, packed_rows(w, r0), prefetch, prefetch_bytes, y_rows, y_scale});
     }
 
     // Rows r0.. of matrix w in the packed layout, or null (not packed, packed for another
@@ -336,15 +341,16 @@ public:
         });
         size_t q_row_down = 0;
         // The down products with the weighted sum fused: a task is a tile of output rows [r0, r1)
-        // for every token, and visits the experts in increasing id, adding each slot's product
-        // to its token's rows as it comes: every token's sum runs over its experts in the
-        // reference's order, whichever thread runs the tile, and no [slot][n_embd] buffer is
-        // written and read back. Tiles are whole 16-row panels, two a thread.
+        // for every token, and visits the experts in increasing id, its product adding each slot's
+        // results times the slot's weight to its token's rows (GemmArgs::y_rows): every token's sum
+        // runs over its experts in the reference's order, whichever thread runs the tile, and no
+        // [slot][n_embd] buffer is written and read back. Tiles are whole 16-row panels, two a thread.
         const uint8_t *xq = quantize_activations(w.down, gate, total, qx_, &q_row_down);
         const int64_t tile = moe_down_tile(E);
         pool_.run((E + tile - 1) / tile, [&](int64_t ti, int thread) {
             const int64_t r0 = ti * tile, r1 = std::min(E, r0 + tile), width = r1 - r0;
-            float *yt = reserved(scratch_[thread].moe_y, static_cast<size_t>(n * width));  // [slot of e][width]
+            float **dst = reserved(scratch_[thread].moe_rows, static_cast<size_t>(n));  // an expert's slots' token rows
+            float *scale = reserved(scratch_[thread].moe_scale, static_cast<size_t>(n));
             for (int64_t t = 0; t < n; ++t) std::fill(out + t * E + r0, out + t * E + r1, 0.0f);
             for (int64_t e = 0, next = 0; e < X; e = next) {
                 const int64_t s0 = offsets[e], m = offsets[e + 1] - s0;
@@ -352,11 +358,13 @@ public:
                 if (m == 0) continue;
                 const uint8_t *pf = next < X ? packed_rows(w.down.slice(next), r0) : nullptr;
                 const size_t pf_bytes = pf ? gemm_packed_offset(w.down.type_id, std::min<int64_t>((width + kPanelRows - 1) / kPanelRows * kPanelRows, 2 * kPanelRows), F) : 0;
-                rows(w.down.slice(e), gate + s0 * F, xq ? xq + s0 * q_row_down : nullptr, q_row_down, m, yt - r0, width, r0, r1, pf, pf_bytes);
                 for (int64_t s = 0; s < m; ++s) {
                     const int64_t i = order[s0 + s];  // assignment t * k + j
-                    axpy(out + (i / k) * E + r0, yt + s * width, weight[i], width);
+                    dst[s] = out + (i / k) * E + r0;
+                    scale[s] = weight[i];
                 }
+                rows(w.down.slice(e), gate + s0 * F, xq ? xq + s0 * q_row_down : nullptr, q_row_down, m, nullptr, 0, r0, r1, pf, pf_bytes,
+                     dst, scale);
             }
         });
     }

@@ -54,7 +54,21 @@ namespace {
 // The product over at most one chunk of activation rows (see gemm()).
 void gemm_chunk(TensorType type, const GemmArgs &a) {
     const Isa isa = active_isa();
-    if (const GemmFn fn = gemm_kernel(type, isa).run) return fn(a);
+    const GemmKernel kernel = gemm_kernel(type, isa);
+    if (a.y_rows && !(kernel.run && a.k <= kernel.add_rows_max_k)) {
+        // Stored, then added row by row: y_rows[t] += y_scale[t] * (token t's results).
+        thread_local std::vector<float> tile;
+        if (tile.size() < static_cast<size_t>(a.n_tokens * a.n_rows)) tile.resize(static_cast<size_t>(a.n_tokens * a.n_rows));
+        GemmArgs s = a;
+        s.y = tile.data();
+        s.ldy = a.n_rows;
+        s.y_rows = nullptr;
+        s.y_scale = nullptr;
+        gemm_chunk(type, s);
+        for (int64_t t = 0; t < a.n_tokens; ++t) axpy(a.y_rows[t], tile.data() + t * a.n_rows, a.y_scale[t], a.n_rows);
+        return;
+    }
+    if (kernel.run) return kernel.run(a);
     if (const VecDotFn dot = vec_dot_kernel(type, isa)) {
         for (int64_t r = 0; r < a.n_rows; ++r) {
             const uint8_t *wr = a.w + r * a.w_stride;
@@ -93,7 +107,12 @@ void gemm(TensorType type, const GemmArgs &a) {
         GemmArgs c = a;
         c.x = a.x + t0 * a.x_stride;
         c.n_tokens = std::min(chunk, a.n_tokens - t0);
-        c.y = a.y + t0 * a.ldy;
+        if (a.y_rows) {
+            c.y_rows = a.y_rows + t0;
+            c.y_scale = a.y_scale + t0;
+        } else {
+            c.y = a.y + t0 * a.ldy;
+        }
         gemm_chunk(type, c);
     }
 }

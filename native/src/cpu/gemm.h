@@ -33,6 +33,12 @@ struct GemmArgs {
     // panels take it; the others ignore it.
     const uint8_t *prefetch = nullptr;
     size_t prefetch_bytes = 0;
+    // When set, token t's results are not stored at y but added, times y_scale[t], to row y_rows[t]
+    // (y_rows[t][r] = fma(dot, y_scale[t], y_rows[t][r]), the same rounding as axpy): the experts'
+    // down products summed into their tokens' rows. Kernels that do it in their register tiles say
+    // so (GemmKernel::add_rows_max_k); for the others gemm() stores and adds.
+    float *const *y_rows = nullptr;
+    const float *y_scale = nullptr;
 };
 
 // Rows per panel of the packed layouts.
@@ -49,6 +55,7 @@ struct GemmKernel {
     // Weight panels in the kernel's layout, made once at load (null: the kernel reads rows as stored).
     void (*pack_panel)(const uint8_t *w0, size_t w_stride, int64_t rows, int64_t k, uint8_t *dst) = nullptr;
     size_t (*panel_bytes)(int64_t k) = nullptr;  // bytes of one packed panel of rows of k elements
+    int64_t add_rows_max_k = 0;  // run adds to GemmArgs::y_rows itself for rows of up to this many elements
 };
 
 GemmKernel gemm_kernel(TensorType type, Isa isa);

@@ -740,14 +740,25 @@ struct WidenRead {
     }
 };
 
+// Where a tile's results go: stored at y (token t's row at y + t * ldy), or, with rows set, added
+// times scale[t] to rows[t] + col (GemmArgs::y_rows; one chunk of k only: the sums start at 0).
+struct FloatOut {
+    float *y;
+    int64_t ldy;
+    float *const *rows = nullptr;
+    const float *scale = nullptr;
+    int64_t col = 0;
+    FloatOut at(int64_t t) const { return rows ? FloatOut{y, ldy, rows + t, scale + t, col} : FloatOut{y + t * ldy, ldy}; }
+};
+
 // NP panels (16 NP rows) x NT tokens over kc elements; each broadcast feeds NP FMAs.
 template <int NP, int NT, typename R>
-DG_TARGET inline void float_panel_tile(const R &r, int64_t kc, bool first, const float *x0, int64_t ldx, float *y, int64_t ldy,
+DG_TARGET inline void float_panel_tile(const R &r, int64_t kc, bool first, const float *x0, int64_t ldx, const FloatOut &o,
                                        const __mmask16 (&rows)[2]) {
     __m512 acc[NP][NT];
     for (int p = 0; p < NP; ++p)
         for (int t = 0; t < NT; ++t)
-            acc[p][t] = first ? _mm512_setzero_ps() : _mm512_maskz_loadu_ps(rows[p], y + t * ldy + p * kPanelRows);
+            acc[p][t] = first ? _mm512_setzero_ps() : _mm512_maskz_loadu_ps(rows[p], o.y + t * o.ldy + p * kPanelRows);
     for (int64_t kk = 0; kk < kc; ++kk) {
         __m512 w[NP];
         for (int p = 0; p < NP; ++p) w[p] = r.read(p, kk);
@@ -756,18 +767,28 @@ DG_TARGET inline void float_panel_tile(const R &r, int64_t kc, bool first, const
             for (int p = 0; p < NP; ++p) acc[p][t] = _mm512_fmadd_ps(w[p], xv, acc[p][t]);
         }
     }
+    if (o.rows) {
+        for (int t = 0; t < NT; ++t) {
+            const __m512 s = _mm512_set1_ps(o.scale[t]);
+            for (int p = 0; p < NP; ++p) {
+                float *dst = o.rows[t] + o.col + p * kPanelRows;
+                _mm512_mask_storeu_ps(dst, rows[p], _mm512_fmadd_ps(acc[p][t], s, _mm512_maskz_loadu_ps(rows[p], dst)));
+            }
+        }
+        return;
+    }
     for (int p = 0; p < NP; ++p)
-        for (int t = 0; t < NT; ++t) _mm512_mask_storeu_ps(y + t * ldy + p * kPanelRows, rows[p], acc[p][t]);
+        for (int t = 0; t < NT; ++t) _mm512_mask_storeu_ps(o.y + t * o.ldy + p * kPanelRows, rows[p], acc[p][t]);
 }
 
 // A tile of n < kMax tokens as one tile of exactly n (2n FMA chains rather than runs of single
 // tokens, whose 2 chains leave the FMA units waiting on their latency).
 template <int NP, int kMax, typename R>
-DG_TARGET inline void float_panel_tail(const R &r, int64_t kc, bool first, const float *x, int64_t ldx, int64_t n, float *y,
-                                       int64_t ldy, const __mmask16 (&rows)[2]) {
+DG_TARGET inline void float_panel_tail(const R &r, int64_t kc, bool first, const float *x, int64_t ldx, int64_t n, const FloatOut &o,
+                                       const __mmask16 (&rows)[2]) {
     if constexpr (kMax > 1) {
-        if (n == kMax - 1) return float_panel_tile<NP, kMax - 1>(r, kc, first, x, ldx, y, ldy, rows);
-        return float_panel_tail<NP, kMax - 1>(r, kc, first, x, ldx, n, y, ldy, rows);
+        if (n == kMax - 1) return float_panel_tile<NP, kMax - 1>(r, kc, first, x, ldx, o, rows);
+        return float_panel_tail<NP, kMax - 1>(r, kc, first, x, ldx, n, o, rows);
     }
 }
 
@@ -775,13 +796,13 @@ DG_TARGET inline void float_panel_tail(const R &r, int64_t kc, bool first, const
 // it goes), the others through `r`.
 template <int NP, typename R0>
 DG_TARGET inline void float_panel_tiles(const R0 &r0, const WideRead &r, int64_t kc, bool first, const float *x, int64_t ldx, int64_t n,
-                                        float *y, int64_t ldy, const __mmask16 (&rows)[2]) {
+                                        const FloatOut &o, const __mmask16 (&rows)[2]) {
     constexpr int64_t kTokens = NP == 2 ? 8 : 12;  // at least 12 FMA chains hide the FMA latency on two ports
-    if (n < kTokens) return float_panel_tail<NP, kTokens>(r0, kc, first, x, ldx, n, y, ldy, rows);
-    float_panel_tile<NP, kTokens>(r0, kc, first, x, ldx, y, ldy, rows);
+    if (n < kTokens) return float_panel_tail<NP, kTokens>(r0, kc, first, x, ldx, n, o, rows);
+    float_panel_tile<NP, kTokens>(r0, kc, first, x, ldx, o, rows);
     int64_t t = kTokens;
-    for (; t + kTokens <= n; t += kTokens) float_panel_tile<NP, kTokens>(r, kc, first, x + t * ldx, ldx, y + t * ldy, ldy, rows);
-    if (t < n) float_panel_tail<NP, kTokens>(r, kc, first, x + t * ldx, ldx, n - t, y + t * ldy, ldy, rows);
+    for (; t + kTokens <= n; t += kTokens) float_panel_tile<NP, kTokens>(r, kc, first, x + t * ldx, ldx, o.at(t), rows);
+    if (t < n) float_panel_tail<NP, kTokens>(r, kc, first, x + t * ldx, ldx, n - t, o.at(t), rows);
 }
 
 // Packed at load: F32 as widened panels (64 B per element of 16 rows, the file's size), F16/BF16
@@ -826,7 +847,7 @@ DG_TARGET void gemm_float_panels(const GemmArgs &a) {
         for (int64_t k0 = 0; k0 < a.k; k0 += kFloatChunk) {
             const int64_t kc = std::min(kFloatChunk, a.k - k0);
             const bool first = k0 == 0;
-            float *const y = a.y + r0;
+            const FloatOut y = a.y_rows ? FloatOut{nullptr, 0, a.y_rows, a.y_scale, r0} : FloatOut{a.y + r0, a.ldy};
             const float *const xc = x + k0;
             if constexpr (C::kPerDword == 2) {
                 if (a.packed) {
@@ -834,8 +855,8 @@ DG_TARGET void gemm_float_panels(const GemmArgs &a) {
                     const bool has_next = r0 + 2 * kPanelRows < a.n_rows;
                     const WidenRead<C> w0{pair, a.k, panel, kc, has_next ? pair + 2 * a.k : nullptr};
                     const WideRead w{panel, kc};
-                    if (np == 2) float_panel_tiles<2>(w0, w, kc, first, xc, ldx, a.n_tokens, y, a.ldy, mask);
-                    else float_panel_tiles<1>(w0, w, kc, first, xc, ldx, a.n_tokens, y, a.ldy, mask);
+                    if (np == 2) float_panel_tiles<2>(w0, w, kc, first, xc, ldx, a.n_tokens, y, mask);
+                    else float_panel_tiles<1>(w0, w, kc, first, xc, ldx, a.n_tokens, y, mask);
                     continue;
                 }
             }
@@ -846,8 +867,8 @@ DG_TARGET void gemm_float_panels(const GemmArgs &a) {
                 for (int p = 0; p < np; ++p)
                     pack_float_panel<C>(a.w + (r0 + p * kPanelRows) * a.w_stride, a.w_stride, mask[p], k0, kc, panel + p * kc);
             }
-            if (np == 2) float_panel_tiles<2>(w, w, kc, first, xc, ldx, a.n_tokens, y, a.ldy, mask);
-            else float_panel_tiles<1>(w, w, kc, first, xc, ldx, a.n_tokens, y, a.ldy, mask);
+            if (np == 2) float_panel_tiles<2>(w, w, kc, first, xc, ldx, a.n_tokens, y, mask);
+            else float_panel_tiles<1>(w, w, kc, first, xc, ldx, a.n_tokens, y, mask);
         }
     }
 }
@@ -876,11 +897,11 @@ GemmKernel gemm_kernel_avx512(TensorType type) {
         case TensorType::IQ4_XS: return {gemm_k_panels<IQ4XSPanel, BlockIQ4_XS>, pack_act_super<IQ4XSPanel>, act_super_bytes};
         case TensorType::Q2_K: return {gemm_k_panels<Q2KPanel, BlockQ2_K>, pack_act_super<Q2KPanel>, act_super_bytes};
         case TensorType::F32:
-            return {gemm_float_panels<F32Elems>, nullptr, nullptr, pack_float_panel_at_load<F32Elems>, float_panel_bytes<F32Elems>};
+            return {gemm_float_panels<F32Elems>, nullptr, nullptr, pack_float_panel_at_load<F32Elems>, float_panel_bytes<F32Elems>, kFloatChunk};
         case TensorType::F16:
-            return {gemm_float_panels<F16Elems>, nullptr, nullptr, pack_float_panel_at_load<F16Elems>, float_panel_bytes<F16Elems>};
+            return {gemm_float_panels<F16Elems>, nullptr, nullptr, pack_float_panel_at_load<F16Elems>, float_panel_bytes<F16Elems>, kFloatChunk};
         case TensorType::BF16:
-            return {gemm_float_panels<BF16Elems>, nullptr, nullptr, pack_float_panel_at_load<BF16Elems>, float_panel_bytes<BF16Elems>};
+            return {gemm_float_panels<BF16Elems>, nullptr, nullptr, pack_float_panel_at_load<BF16Elems>, float_panel_bytes<BF16Elems>, kFloatChunk};
         default: return {};
     }
 }
