@@ -1,7 +1,9 @@
 """Prefill, one decoder step and the sampler, dgemma against transformers on the same weights.
 
 Protocol (shared/bench/models.json): a 512-token prompt, one canvas of the configuration's length,
-self-conditioning on, median of >= 5 steps after a warm-up, threads = all cores. transformers runs
+self-conditioning on, median of >= 5 steps after a warm-up, threads = all cores; transformers' and
+every dgemma type's prefills (then steps) run in interleaved rounds, so the ratios compare times taken
+under the same machine conditions. transformers runs
 F32 (its CPU path is float32); dgemma runs the same weights as F32 and, per --types, re-quantized
 (Q8_0, Q4_K_M, ...: `dgemma quantize` recipes), every type against the same transformers times.
 The sampler is timed on the same logits: dgemma's native sampler against transformers'
@@ -50,6 +52,20 @@ def median_time(fn, reps):
         fn()
         times.append(time.perf_counter() - t0)
     return statistics.median(times)
+
+
+def interleaved_medians(fns: dict, reps):
+    """{name: median seconds} of each callable, after a warm-up of each, over `reps` rounds that
+    call every one in turn."""
+    for fn in fns.values():
+        fn()
+    times = {name: [] for name in fns}
+    for _ in range(reps):
+        for name, fn in fns.items():
+            t0 = time.perf_counter()
+            fn()
+            times[name].append(time.perf_counter() - t0)
+    return {name: statistics.median(v) for name, v in times.items()}
 
 
 def core_peak(tmp: Path):
@@ -149,19 +165,52 @@ def main():
         gguf = Path(tmp) / "m.gguf"
         convert(hf, gguf, "f32", progress=None)
 
-        ref = ReferenceSequence(model)
-        t_ref_prefill = median_time(lambda: (setattr(ref, "cache", ReferenceSequence(model).cache), ref.prefill(prompt)),
-                                    args.steps)
-        z_ref = ref.denoise(canvas)
-        t_ref_step = median_time(lambda: ref.denoise(canvas, z_ref / 0.8), args.steps)
+        paths = {"F32": gguf}
+        for t in types[1:]:
+            paths[t] = Path(tmp) / f"m-{t}.gguf"
+            quantize_file(gguf, paths[t], t, progress=None)
 
-        def prefill_and_step(path, n_threads=threads):
+        # Prefills, then steps, of transformers and of every dgemma type in interleaved rounds: the
+        # machine's drift (tens of % over minutes here) falls on all of them alike, so each ratio
+        # compares times taken under the same conditions.
+        ref = ReferenceSequence(model)
+        models = {t: dgemma.Model(p, threads=threads) for t, p in paths.items()}
+        try:
+            def ref_prefill():
+                ref.cache = ReferenceSequence(model).cache
+                ref.prefill(prompt)
+
+            def ours_prefill(m):
+                s = m.session()
+                s.prefill(prompt)
+                s.close()
+
+            prefills = interleaved_medians({"ref": ref_prefill, **{t: (lambda m=m: ours_prefill(m)) for t, m in models.items()}},
+                                           args.steps)
+            ref.cache = ReferenceSequence(model).cache
+            ref.prefill(prompt)
+            z_ref = ref.denoise(canvas)
+            steps_fns = {"ref": lambda: ref.denoise(canvas, z_ref / 0.8)}
+            sessions, first_z = [], {}
+            for t, m in models.items():
+                s = m.session()
+                sessions.append(s)
+                s.prefill(prompt)
+                z_t = s.denoise(canvas)
+                first_z[t] = z_t
+                steps_fns[t] = (lambda s=s, sc=z_t / 0.8, out=np.empty_like(z_t): s.denoise(canvas, sc, out=out))
+            steps = interleaved_medians(steps_fns, args.steps)
+            for s in sessions:
+                s.close()
+        finally:
+            for m in models.values():
+                m.close()
+        t_ref_prefill, t_ref_step = prefills["ref"], steps["ref"]
+        t_prefill, t_step, z = prefills["F32"], steps["F32"], first_z["F32"]
+        quantized = [(t, prefills[t], steps[t]) for t in types[1:]]  # (type, prefill s, step s)
+
+        def step_time(path, n_threads):
             with dgemma.Model(path, threads=n_threads) as m:
-                def ours_prefill():
-                    s = m.session()
-                    s.prefill(prompt)
-                    s.close()
-                t_prefill = median_time(ours_prefill, args.steps)
                 s = m.session()
                 s.prefill(prompt)
                 z = s.denoise(canvas)
@@ -169,18 +218,12 @@ def main():
                 sc = z / 0.8
                 t_step = median_time(lambda: s.denoise(canvas, sc, out=out), args.steps)
                 s.close()
-            return t_prefill, t_step, z
+            return t_step
 
-        t_prefill, t_step, z = prefill_and_step(gguf)
-        quantized = []  # (type, prefill s, step s)
-        for t in types[1:]:
-            qpath = Path(tmp) / f"m-{t}.gguf"
-            quantize_file(gguf, qpath, t, progress=None)
-            quantized.append((t, *prefill_and_step(qpath)[:2]))
         # Thread scaling: the first quantized type's step on one thread, and transformers' on one.
         scaling = None
         if len(types) > 1 and threads > 1:
-            t_one = prefill_and_step(Path(tmp) / f"m-{types[1]}.gguf", n_threads=1)[1]
+            t_one = step_time(paths[types[1]], 1)
             torch.set_num_threads(1)
             t_ref_one = median_time(lambda: ref.denoise(canvas, z_ref / 0.8), args.steps)
             torch.set_num_threads(threads)

@@ -593,69 +593,99 @@ DG_TARGET inline __m512i bcast32(const void *p) {
     return _mm512_set1_epi32(v);
 }
 
-template <typename P, int NT>
+// NT tokens against NP consecutive panels (p, p + ns): each activation broadcast feeds NP
+// vpdpbusd (one panel alone left the tile bound by its broadcasts: 16 loads per 16 vpdpbusd).
+template <typename P, int NP, int NT>
 DG_TARGET inline void k_panel_tile(const KPanel *p, int64_t ns, const uint8_t *x0, size_t x_stride, float *y, int64_t ldy,
-                                   __mmask16 rows) {
+                                   const __mmask16 (&rows)[2]) {
     const ActSuper *x[NT];
     for (int t = 0; t < NT; ++t) x[t] = reinterpret_cast<const ActSuper *>(x0 + t * x_stride);
-    __m512 acc[NT];
-    for (int t = 0; t < NT; ++t) acc[t] = _mm512_setzero_ps();
-    // C chains of vpdpbusd per token within a group (registers q = c, c + C, ...): a narrow tile
-    // (the last tokens of a sweep) covers the instruction's latency; integer sums, added before the
-    // scale, so the same group sums whatever C is.
-    constexpr int C = NT >= 4 ? 1 : NT >= 2 ? 2 : 4;
+    __m512 acc[NP][NT];
+    for (int k = 0; k < NP; ++k)
+        for (int t = 0; t < NT; ++t) acc[k][t] = _mm512_setzero_ps();
+    // C chains of vpdpbusd per (panel, token) within a group (registers q = c, c + C, ...): a narrow
+    // tile (the last tokens of a sweep) covers the instruction's latency; integer sums, added before
+    // the scale, so the same group sums whatever C is.
+    constexpr int C = NP * NT >= 4 ? 1 : NP * NT >= 2 ? 2 : 4;
     for (int64_t i = 0; i < ns; ++i) {
-        const KPanel &w = p[i];
-        __m512 f[NT];
-        __m512i s[NT], sc[C][NT];
-        for (int t = 0; t < NT; ++t) f[t] = _mm512_setzero_ps();
+        __m512 f[NP][NT];
+        __m512i sc[C][NP][NT];
+        for (int k = 0; k < NP; ++k)
+            for (int t = 0; t < NT; ++t) f[k][t] = _mm512_setzero_ps();
         constexpr int kRegs = 64 / P::kGroups;  // registers (4 elements) per group
         for (int g = 0; g < P::kGroups; ++g) {
             for (int t = 0; t < NT; ++t) {
-                sc[0][t] = P::kOffset ? _mm512_set1_epi32(x[t][i].neg[g]) : _mm512_setzero_si512();
-                for (int c = 1; c < C; ++c) sc[c][t] = _mm512_setzero_si512();
+                const __m512i start = P::kOffset ? _mm512_set1_epi32(x[t][i].neg[g]) : _mm512_setzero_si512();
+                for (int k = 0; k < NP; ++k) {
+                    sc[0][k][t] = start;
+                    for (int c = 1; c < C; ++c) sc[c][k][t] = _mm512_setzero_si512();
+                }
             }
             for (int q = 0; q < kRegs; ++q)
-                for (int t = 0; t < NT; ++t)
-                    sc[q % C][t] = _mm512_dpbusd_epi32(sc[q % C][t], w.codes[kRegs * g + q], bcast32(x[t][i].qs + 4 * (kRegs * g + q)));
-            for (int t = 0; t < NT; ++t) {
-                for (int c = 1; c < C; ++c) sc[0][t] = _mm512_add_epi32(sc[0][t], sc[c][t]);
-                f[t] = _mm512_fmadd_ps(_mm512_cvtepi32_ps(sc[0][t]), w.scale[g], f[t]);
-            }
+                for (int t = 0; t < NT; ++t) {
+                    const __m512i xv = bcast32(x[t][i].qs + 4 * (kRegs * g + q));
+                    for (int k = 0; k < NP; ++k)
+                        sc[q % C][k][t] = _mm512_dpbusd_epi32(sc[q % C][k][t], p[k * ns + i].codes[kRegs * g + q], xv);
+                }
+            for (int k = 0; k < NP; ++k)
+                for (int t = 0; t < NT; ++t) {
+                    for (int c = 1; c < C; ++c) sc[0][k][t] = _mm512_add_epi32(sc[0][k][t], sc[c][k][t]);
+                    f[k][t] = _mm512_fmadd_ps(_mm512_cvtepi32_ps(sc[0][k][t]), p[k * ns + i].scale[g], f[k][t]);
+                }
         }
         if constexpr (P::kMins) {
-            for (int t = 0; t < NT; ++t) s[t] = _mm512_setzero_si512();
+            __m512i s[NP][NT];
+            for (int k = 0; k < NP; ++k)
+                for (int t = 0; t < NT; ++t) s[k][t] = _mm512_setzero_si512();
             for (int q = 0; q < 8; ++q)
-                for (int t = 0; t < NT; ++t) s[t] = _mm512_dpwssd_epi32(s[t], w.mins[q], bcast32(x[t][i].bsums + 2 * q));
-            for (int t = 0; t < NT; ++t) f[t] = _mm512_fnmadd_ps(_mm512_cvtepi32_ps(s[t]), w.dmin, f[t]);
+                for (int t = 0; t < NT; ++t) {
+                    const __m512i xv = bcast32(x[t][i].bsums + 2 * q);
+                    for (int k = 0; k < NP; ++k) s[k][t] = _mm512_dpwssd_epi32(s[k][t], p[k * ns + i].mins[q], xv);
+                }
+            for (int k = 0; k < NP; ++k)
+                for (int t = 0; t < NT; ++t) f[k][t] = _mm512_fnmadd_ps(_mm512_cvtepi32_ps(s[k][t]), p[k * ns + i].dmin, f[k][t]);
         }
-        for (int t = 0; t < NT; ++t) acc[t] = _mm512_fmadd_ps(f[t], _mm512_set1_ps(x[t][i].d), acc[t]);
+        for (int t = 0; t < NT; ++t) {
+            const __m512 xd = _mm512_set1_ps(x[t][i].d);
+            for (int k = 0; k < NP; ++k) acc[k][t] = _mm512_fmadd_ps(f[k][t], xd, acc[k][t]);
+        }
     }
-    for (int t = 0; t < NT; ++t) _mm512_mask_storeu_ps(y + t * ldy, rows, acc[t]);
+    for (int k = 0; k < NP; ++k)
+        for (int t = 0; t < NT; ++t) _mm512_mask_storeu_ps(y + t * ldy + k * kPanelRows, rows[k], acc[k][t]);
 }
 
-// Panels decoded once per call (a K panel takes 2.25 bytes per weight: not kept), swept by every token.
+template <typename P, int NP>
+DG_TARGET inline void k_panel_tiles(const KPanel *panel, int64_t ns, const GemmArgs &a, float *y, const __mmask16 (&mask)[2]) {
+    constexpr int64_t kTokens = NP == 2 ? 4 : 4;
+    int64_t t = 0;
+    for (; t + kTokens <= a.n_tokens; t += kTokens)
+        k_panel_tile<P, NP, kTokens>(panel, ns, a.x + t * a.x_stride, a.x_stride, y + t * a.ldy, a.ldy, mask);
+    const uint8_t *xt = a.x + t * a.x_stride;
+    switch (a.n_tokens - t) {  // the last tokens as one tile
+        case 3: k_panel_tile<P, NP, 3>(panel, ns, xt, a.x_stride, y + t * a.ldy, a.ldy, mask); break;
+        case 2: k_panel_tile<P, NP, 2>(panel, ns, xt, a.x_stride, y + t * a.ldy, a.ldy, mask); break;
+        case 1: k_panel_tile<P, NP, 1>(panel, ns, xt, a.x_stride, y + t * a.ldy, a.ldy, mask); break;
+        default: break;
+    }
+}
+
+// Panels decoded once per call (a K panel takes 2.25 bytes per weight: not kept), two at a time,
+// swept by every token.
 template <typename P, typename Block>
 DG_TARGET void gemm_k_panels(const GemmArgs &a) {
-    constexpr int64_t kTokens = 4;
     const int64_t ns = a.k / kQK_K;
     thread_local std::vector<uint8_t> buf;
-    KPanel *const panel = aligned_scratch<KPanel>(buf, ns);
-    for (int64_t r0 = 0; r0 < a.n_rows; r0 += kPanelRows) {
-        const int64_t rows = std::min<int64_t>(kPanelRows, a.n_rows - r0);
-        const __mmask16 mask = static_cast<__mmask16>((1u << rows) - 1);
-        for (int64_t i = 0; i < ns; ++i) P::decode(a.w + r0 * a.w_stride + i * sizeof(Block), a.w_stride, mask, panel[i]);
-        float *y = a.y + r0;
-        int64_t t = 0;
-        for (; t + kTokens <= a.n_tokens; t += kTokens)
-            k_panel_tile<P, kTokens>(panel, ns, a.x + t * a.x_stride, a.x_stride, y + t * a.ldy, a.ldy, mask);
-        const uint8_t *xt = a.x + t * a.x_stride;
-        switch (a.n_tokens - t) {  // the last tokens as one tile
-            case 3: k_panel_tile<P, 3>(panel, ns, xt, a.x_stride, y + t * a.ldy, a.ldy, mask); break;
-            case 2: k_panel_tile<P, 2>(panel, ns, xt, a.x_stride, y + t * a.ldy, a.ldy, mask); break;
-            case 1: k_panel_tile<P, 1>(panel, ns, xt, a.x_stride, y + t * a.ldy, a.ldy, mask); break;
-            default: break;
-        }
+    KPanel *const panel = aligned_scratch<KPanel>(buf, 2 * ns);
+    for (int64_t r0 = 0; r0 < a.n_rows; r0 += 2 * kPanelRows) {
+        const int64_t rows = std::min<int64_t>(2 * kPanelRows, a.n_rows - r0);
+        const int np = rows > kPanelRows ? 2 : 1;
+        const __mmask16 mask[2] = {static_cast<__mmask16>((1u << std::min<int64_t>(rows, kPanelRows)) - 1),
+                                   static_cast<__mmask16>((1u << std::max<int64_t>(rows - kPanelRows, 0)) - 1)};
+        for (int k = 0; k < np; ++k)
+            for (int64_t i = 0; i < ns; ++i)
+                P::decode(a.w + (r0 + k * kPanelRows) * a.w_stride + i * sizeof(Block), a.w_stride, mask[k], panel[k * ns + i]);
+        if (np == 2) k_panel_tiles<P, 2>(panel, ns, a, a.y + r0, mask);
+        else k_panel_tiles<P, 1>(panel, ns, a, a.y + r0, mask);
     }
 }
 
