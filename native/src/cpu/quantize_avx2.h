@@ -58,7 +58,11 @@ DG_TARGET inline __m256i quantize_block_q8_0(const float *src, uint16_t *d, int3
     *d = f32_to_f16(scale);
     const __m256 s = _mm256_set1_ps(id);
     __m256i q[4];
-    for (int j = 0; j < 4; ++j) q[j] = round_away(_mm256_mul_ps(x[j], s));
+    // Codes clamped to the bytes pack_bytes saturates to: the same for finite input (|code| <= 127),
+    // and for an infinite or NaN element (code INT_MIN) a sum that matches the stored codes and
+    // cannot overflow.
+    for (int j = 0; j < 4; ++j)
+        q[j] = _mm256_max_epi32(_mm256_min_epi32(round_away(_mm256_mul_ps(x[j], s)), _mm256_set1_epi32(127)), _mm256_set1_epi32(-128));
     *sum = hsum_epi32(_mm256_add_epi32(_mm256_add_epi32(q[0], q[1]), _mm256_add_epi32(q[2], q[3])));
     return pack_bytes(q[0], q[1], q[2], q[3]);
 }
