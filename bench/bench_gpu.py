@@ -14,10 +14,11 @@ peak_mem_gb, floor_ms (and `row`, `tokens_s`, `floor_ratio`, `kernels`: DGEMMA_C
   - the step rows again with each pass recorded once as a CUDA graph and replayed (DGEMMA_CUDA_GRAPH=1;
     not in --dry-run, skipped by --no-graph-rows);
   - the peer: transformers' DiffusionGemma in bf16 at the same shapes with random weights, ms per step;
-  - expert offload: for each cap of --offload-caps (GB of GPU memory; 12 and 16 by default) the step
-    with the experts of the last N layers on the CPU backend, N chosen as `--gpu-memory` chooses it
-    (dgemma/offload.py), its own peak memory and N in the row (`host_expert_layers`, `gpu_cap_gb`).
-    Only that way of running offloaded experts exists; streaming them to the GPU over PCIe does not.
+  - expert offload: for each cap of --offload-caps (GB of GPU memory; 12 and 16 by default) and each
+    way of running offloaded experts (computed by the CPU backend, or streamed to the GPU over PCIe for
+    each pass), the step with the experts of the last N layers in host memory, N chosen as
+    `--gpu-memory` chooses it (dgemma/offload.py), its own peak memory, N and the way in the row
+    (`host_expert_layers`, `expert_offload`, `gpu_cap_gb`).
 The floor for the file on this card: its bytes over the copy bandwidth and a step's FLOPs over the bf16
 matrix rate, both measured in this run through torch; floor_ms is the larger (they overlap at best).
 Peak memory: the card's used memory (nvidia-smi) over what was used before the model loaded.
@@ -191,8 +192,9 @@ def graph_rows(path: str, ids) -> list[dict]:
 
 
 def offload_rows(path: str, a, ids) -> list[dict]:
-    """The step with experts offloaded to the CPU backend, per GPU memory cap (see the docstring). In a
-    dry run the caps are the model's own need less one and two layers' experts."""
+    """The step with experts offloaded, per GPU memory cap and way of running them (computed by the
+    CPU backend, or streamed to the GPU for each pass: see the docstring). In a dry run the caps are
+    the model's own need less one and two layers' experts."""
     from dgemma.errors import OutOfMemoryError
     from dgemma.offload import device_bytes_needed, host_expert_layers_for, layer_expert_bytes
 
@@ -203,17 +205,19 @@ def offload_rows(path: str, a, ids) -> list[dict]:
         caps = [float(c) for c in a.offload_caps.split(",") if c.strip()]
     rows = []
     for cap in caps:
-        try:
-            n = host_expert_layers_for(path, int(cap * 1e9))
-        except OutOfMemoryError as e:
-            print(f"offload at {cap:g} GB: {e}", file=sys.stderr)
-            continue
-        before = used_gb()
-        with dgemma.Model(path, device=a.device, host_expert_layers=n) as m:
-            r = generation_rows(m, ids, CANVAS_STEPS[0], 1)
-            peak = used_gb() - before
-        rows.append(dict(row=f"step, {n} layers' experts on the CPU ({cap:.3g} GB cap)", batch=1, step_ms=r["step_ms"],
-                         host_expert_layers=n, gpu_cap_gb=cap, peak_mem_gb=peak if a.device != "cpu" else None))
+        for mode, where in (("cpu", "computed by the CPU"), ("stream", "streamed to the GPU")):
+            try:
+                n = host_expert_layers_for(path, int(cap * 1e9), mode)
+            except OutOfMemoryError as e:
+                print(f"offload ({mode}) at {cap:g} GB: {e}", file=sys.stderr)
+                continue
+            before = used_gb()
+            with dgemma.Model(path, device=a.device, host_expert_layers=n, expert_offload=mode) as m:
+                r = generation_rows(m, ids, CANVAS_STEPS[0], 1)
+                peak = used_gb() - before
+            rows.append(dict(row=f"step, {n} layers' experts {where} ({cap:.3g} GB cap)", batch=1, step_ms=r["step_ms"],
+                             host_expert_layers=n, expert_offload=mode, gpu_cap_gb=cap,
+                             peak_mem_gb=peak if a.device != "cpu" else None))
     return rows
 
 
@@ -298,10 +302,11 @@ def main() -> int:
     print(f"{base['card']}, commit {base['commit']}, {a.config} at {base['weight_type']}, kernels {base['kernels']}; floor {floor_ms:.2f} ms "
           f"({file_bytes / 2**30:.2f} GiB at {bw / 1e12:.2f} TB/s, {flops / 1e12:.2f} TFLOP at {rate / 1e12:.0f} TFLOP/s); "
           f"peak {peak:.2f} GB")
-    print(f"{'row':<44} {'step ms':>9} {'tokens/s':>10} {'prefill tok/s':>14} {'x floor':>8}")
+    w = max(44, *(len(r["row"]) for r in rows))
+    print(f"{'row':<{w}} {'step ms':>9} {'tokens/s':>10} {'prefill tok/s':>14} {'x floor':>8}")
     fmt = lambda v, f: format(v, f) if isinstance(v, (int, float)) and v == v else "-"  # noqa: E731
     for r in rows:
-        print(f"{r['row']:<44} {fmt(r['step_ms'], '9.2f'):>9} {fmt(r['tokens_s'], '10.0f'):>10} "
+        print(f"{r['row']:<{w}} {fmt(r['step_ms'], '9.2f'):>9} {fmt(r['tokens_s'], '10.0f'):>10} "
               f"{fmt(r['prefill_tok_s'], '14.0f'):>14} {fmt(r.get('floor_ratio'), '8.1f'):>8}")
     out = Path(a.json) if a.json else ROOT / "bench" / "results" / (
         f"{base['card'].replace(' ', '-')}-{datetime.date.today().isoformat()}.json")

@@ -35,9 +35,10 @@
 #                                start instead of two; timeout_s=590).
 #   bench/gpu_check.sh --quick   on the device, for a short lease: the op check of the tensor-core set
 #                                only (--sets tensor), the model tests, memcheck, gpu_step.py, --bench-full,
-#                                and bench_gpu.py's 512-token and step rows, op by op and as CUDA graphs
-#                                (no 8192-token prefill, no offload rows, no peer); about 220 s on an H200
-#                                (run 9: 177 s before the graph rows; timeout_s=360).
+#                                and bench_gpu.py's 512-token and step rows, op by op and as CUDA graphs,
+#                                and the offload rows at a 12 GB cap, both ways (no 8192-token prefill, no
+#                                peer); about 270 s on an H200 (run 9: 177 s before the graph and offload
+#                                rows; timeout_s=360).
 #   bench/gpu_check.sh --ncu     on the device: Nsight Compute on one run of each op at the 26B shapes
 #                                (--bench-full --reps 0): the tensor-core kernels, the router's logits and
 #                                the attention tiles, with the speed-of-light, occupancy, warp-state and
@@ -187,9 +188,9 @@ if [ "$MODE" = all ]; then
     --json "$OUT/bench_gpu.json" >"$OUT/bench_gpu.txt" 2>&1
   say "bench_gpu exit code $?"
 elif [ "$MODE" = quick ]; then
-  say "== 6. bench/bench_gpu.py at the full shapes, Q4_K_M: 512-token prefill and the step rows (JSON in $OUT/bench_gpu.json)"
-  DGEMMA_BENCH_TMP=/tmp timeout 230 python3 bench/bench_gpu.py --config full --type Q4_K_M --no-peer --prompts 512 \
-    --offload-caps '' --json "$OUT/bench_gpu.json" >"$OUT/bench_gpu.txt" 2>&1
+  say "== 6. bench/bench_gpu.py at the full shapes, Q4_K_M: 512-token prefill, the step rows, offload at 12 GB (JSON in $OUT/bench_gpu.json)"
+  DGEMMA_BENCH_TMP=/tmp timeout 290 python3 bench/bench_gpu.py --config full --type Q4_K_M --no-peer --prompts 512 \
+    --offload-caps 12 --json "$OUT/bench_gpu.json" >"$OUT/bench_gpu.txt" 2>&1
   say "bench_gpu exit code $?"
 fi
 

@@ -4,6 +4,8 @@ to the host; the KV cache types; and the memory accounting."""
 
 from __future__ import annotations
 
+import os
+
 import numpy as np
 import pytest
 
@@ -159,6 +161,85 @@ def test_expert_offload_runs_the_experts_on_a_host_backend(tiny_random):
     assert mem["weights_on_host"] == expert_bytes > 0
     with pytest.raises(dgemma.InvalidArgumentError):
         dgemma.Model(tiny_random, host_expert_layers=-1)
+
+
+def test_weight_stream_plan_stages_every_use_with_its_groups_bytes(tmp_path):
+    """weight_stream.h, the plan the opaque and CUDA backends stream weights by, run as a backend
+    would on random groups (tests/weight_stream_check.cpp): every use reads its group's bytes, in
+    order and out of it; an in-order pass copies each group once, ahead of its use; a copy never
+    goes into the slot the previous use computes from; misuse is an internal error."""
+    import shutil
+    import subprocess
+    from pathlib import Path
+
+    root = Path(__file__).resolve().parents[1]
+    compiler = shutil.which(os.environ.get("CXX", "c++"))
+    assert compiler, "a C++ compiler is needed for the host check of the weight stream"
+    exe = tmp_path / "weight_stream_check"
+    subprocess.run([compiler, "-std=c++17", "-O1", "-I", str(root / "native" / "src"), "-I", str(root / "native" / "include"),
+                    str(root / "tests" / "weight_stream_check.cpp"), "-o", str(exe)], check=True)
+    r = subprocess.run([str(exe)], capture_output=True, text=True, timeout=120)
+    assert r.returncode == 0, r.stdout
+    assert r.stdout.split()[0] == "ok" and int(r.stdout.split()[-1]) > 10_000  # uses checked
+
+
+@pytest.mark.parametrize("layers", [1, 2, 3])
+def test_streamed_experts_give_the_cpu_logits_and_cross_once_a_pass(tiny_random, layers):
+    """Expert offload by streaming (weight_stream.h): the experts of the last `layers` layers stay in
+    host memory and the opaque backend copies them into its staging slots as the plan says, then
+    computes from there. The logits are the CPU's bit for bit and the tokens the same; a decoder
+    pass after another copies each streamed layer's experts once (from three layers on: with one or
+    two, the slots hold them all and nothing crosses again); no activation row crosses (unlike
+    offload to a CPU backend); the accounting names the bytes on the host and the staging, the
+    bytes dgemma/offload.py plans with."""
+    from dgemma.gguf import GGUFFile
+    from dgemma.offload import stream_staging_bytes
+
+    rng = np.random.default_rng(11)
+    prompt, canvas = list(rng.integers(0, 1024, 37)), rng.integers(0, 1024, 16)
+    out = {}
+    for name, kw in (("cpu", {}), ("opaque", dict(backend="opaque")),
+                     ("host", dict(backend="opaque", host_expert_layers=layers)),
+                     ("stream", dict(backend="opaque", host_expert_layers=layers, expert_offload="stream"))):
+        with dgemma.Model(tiny_random, threads=2, **kw) as m:
+            s = m.session()
+            s.prefill(prompt)
+            z = s.denoise(canvas)
+            before = m.transfers()
+            z2 = s.denoise(canvas, z / 0.7)
+            moved = {k: m.transfers()[k] - before[k] for k in before}
+            tokens = m.generate(prompt, max_new_tokens=32, seed=4).tokens
+            out[name] = dict(z=z, z2=z2, moved=moved, tokens=tokens, mem=m.memory(), n_layer=m.config.n_layer)
+    for name in ("opaque", "stream"):
+        np.testing.assert_array_equal(out[name]["z"], out["cpu"]["z"])
+        np.testing.assert_array_equal(out[name]["z2"], out["cpu"]["z2"])
+        assert out[name]["tokens"] == out["cpu"]["tokens"]
+    f = GGUFFile(str(tiny_random))
+    n = out["cpu"]["n_layer"]
+    expert_bytes = sum(t.nbytes for name, t in f.tensors.items()
+                       if "_exps.weight" in name and int(name.split(".")[1]) >= n - layers)
+    plain, stream = out["opaque"]["moved"], out["stream"]["moved"]
+    assert stream["bytes_to_host"] == plain["bytes_to_host"] and stream["downloads"] == plain["downloads"]
+    assert stream["bytes_to_device"] - plain["bytes_to_device"] == (expert_bytes if layers > 2 else 0)
+    assert out["stream"]["mem"]["weights_on_host"] == expert_bytes > 0
+    staging = out["stream"]["mem"]["weights_owned"] - out["host"]["mem"]["weights_owned"]
+    assert staging == stream_staging_bytes(tiny_random, layers) >= min(layers, 2) * expert_bytes // layers
+
+
+def test_unknown_expert_offload_mode_is_a_clear_error(tiny_random):
+    from dgemma import _native
+
+    with pytest.raises(dgemma.InvalidArgumentError, match="expert_offload must be one of cpu, stream"):
+        dgemma.Model(tiny_random, host_expert_layers=1, expert_offload="gpu")
+    params = _native.ffi.new("dgemma_model_params *", _native.lib.dgemma_model_default_params())
+    assert params.expert_offload == 0  # DGEMMA_EXPERT_OFFLOAD_CPU
+    params.expert_offload = 7
+    out = _native.ffi.new("dgemma_model **")
+    status = _native.lib.dgemma_model_load(str(tiny_random).encode(), params, out)
+    assert status == dgemma.InvalidArgumentError.status
+    assert out[0] == _native.ffi.NULL
+    assert "expert offload mode must be 0 (computed by the CPU) or 1 (streamed), got 7" in \
+        _native.ffi.string(_native.lib.dgemma_last_error()).decode()
 
 
 def test_recorded_passes_replay_to_the_cpu_logits(tiny_random, capfd, monkeypatch):

@@ -377,6 +377,41 @@ def test_experts_offloaded_to_the_cpu_give_the_same_tokens():
 
 
 @needs_cuda
+@pytest.mark.parametrize("layers", [1, 3, 6])
+def test_streamed_experts_give_the_logits_of_experts_on_the_device(models, layers):
+    """--moe-offload stream: the experts of the last `layers` layers stay in pinned host memory and
+    are copied into two device slots for each pass (weight_stream.h), the next layer's while this
+    one computes. The same kernels read the same bytes, so every logit is that of the experts
+    placed on the device, bit for bit: over steps in a row, a prefill (which skips the last
+    layer's experts) and a step after it, and a batch's tokens. The staging is what the planner
+    counts."""
+    from dgemma.offload import stream_staging_bytes
+
+    path = models("mini", "Q4_K_M")
+    rng = np.random.default_rng(21)
+    prompt, canvas = [int(t) for t in rng.integers(0, 1024, 45)], rng.integers(0, 1024, 32)
+    out = {}
+    for name, kw in (("placed", {}), ("streamed", dict(host_expert_layers=layers, expert_offload="stream"))):
+        with dgemma.Model(path, device="cuda") as m:
+            s = m.session()
+            s.prefill(prompt)
+            zs = [s.denoise(canvas)]
+            for _ in range(3):
+                zs.append(s.denoise(canvas, zs[-1] / 0.7))
+            s.prefill(canvas[:16])
+            zs.append(s.denoise(canvas, zs[-1] / 0.7))
+            s.close()
+            tokens = [g.tokens for g in m.generate([prompt, prompt[:9]], max_new_tokens=40, seed=2)]
+            out[name] = dict(zs=zs, tokens=tokens, mem=m.memory())
+    for a, b in zip(out["placed"]["zs"], out["streamed"]["zs"]):
+        np.testing.assert_array_equal(a, b)
+    assert out["placed"]["tokens"] == out["streamed"]["tokens"]
+    assert out["streamed"]["mem"]["weights_on_host"] > 0
+    assert (out["streamed"]["mem"]["weights_owned"] - out["placed"]["mem"]["weights_owned"]
+            == stream_staging_bytes(path, layers) - out["streamed"]["mem"]["weights_on_host"])
+
+
+@needs_cuda
 @pytest.mark.parametrize("kernel_set", ["float", "tensor"])
 def test_a_batch_on_cuda_gives_each_sequence_what_it_gets_alone(models, monkeypatch, kernel_set):
     monkeypatch.setenv("DGEMMA_CUDA_KERNELS", kernel_set)

@@ -53,6 +53,26 @@ def test_gpu_memory_chooses_the_fewest_layers_that_fit(mini):
         host_expert_layers_for(mini, 0)
 
 
+def test_streaming_needs_the_staging_slots_and_chooses_by_them(mini):
+    """Streamed experts leave their bytes on the host but take two staging slots (one with a single
+    layer) of the largest offloaded layer; --gpu-memory's choice counts them."""
+    from dgemma.offload import layer_staged_bytes, stream_staging_bytes
+
+    per_layer, staged = layer_expert_bytes(mini), layer_staged_bytes(mini)
+    assert all(0 <= s - b < 256 * 2 for s, b in zip(staged, per_layer))  # two tensors, each aligned
+    assert stream_staging_bytes(mini, 0) == 0
+    assert stream_staging_bytes(mini, 1) == staged[5]
+    assert stream_staging_bytes(mini, 4) == 2 * max(staged[2:])
+    for n in range(7):
+        assert device_bytes_needed(mini, n, "stream") == device_bytes_needed(mini, n) + stream_staging_bytes(mini, n)
+    need = [device_bytes_needed(mini, n, "stream") for n in range(7)]
+    for cap in (need[0], need[2], need[6], need[0] - 1):
+        n = host_expert_layers_for(mini, cap, "stream")
+        assert need[n] <= cap and all(need[m] > cap for m in range(n))
+    with pytest.raises(dgemma.InvalidArgumentError, match="expert_offload must be one of cpu, stream"):
+        device_bytes_needed(mini, 1, "disk")
+
+
 def _cli(*args) -> subprocess.CompletedProcess:
     env = dict(os.environ, PYTHONPATH=os.pathsep.join([str(Path(dgemma.__file__).resolve().parents[1]),
                                                        os.environ.get("PYTHONPATH", "")]))
@@ -71,3 +91,10 @@ def test_offload_flags_on_the_cpu_are_a_clear_error(flags):
 def test_offload_flags_exclude_each_other():
     r = _cli("generate", "Copy: a b", "--n-cpu-moe", "1", "--gpu-memory", "4")
     assert r.returncode == 2 and "not allowed with argument" in r.stderr
+
+
+def test_moe_offload_without_offloaded_layers_is_a_clear_error():
+    r = _cli("generate", "Copy: a b", "--moe-offload", "stream")
+    assert r.returncode == 2
+    assert r.stderr.strip() == ("dgemma generate: error: --moe-offload says how offloaded experts run; give --n-cpu-moe "
+                                "or --gpu-memory to offload some")

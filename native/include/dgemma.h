@@ -46,7 +46,7 @@ extern "C" {
 #define DGEMMA_API __attribute__((visibility("default")))
 #endif
 
-#define DGEMMA_API_VERSION 3
+#define DGEMMA_API_VERSION 4
 
 typedef enum dgemma_status {
     DGEMMA_OK = 0,
@@ -79,9 +79,15 @@ typedef struct dgemma_model_params {
                             (host-opaque memory, transfers counted). CUDA loads libdgemma_cuda on first use;
                             a missing library, driver or device is DGEMMA_ERR_UNSUPPORTED saying which, a
                             weight type without a CUDA kernel too (naming the tensor and type). */
-    int32_t host_expert_layers; /* expert offload: the experts of the last N layers stay on a CPU backend
-                                   (their MoE runs there, its rows copied explicitly); 0: none */
+    int32_t host_expert_layers; /* expert offload: the experts of the last N layers stay in host memory;
+                                   0: none */
+    int32_t expert_offload;     /* how offloaded experts run: DGEMMA_EXPERT_OFFLOAD_CPU (default) on a CPU
+                                   backend, their MoE's rows copied explicitly; DGEMMA_EXPERT_OFFLOAD_STREAM
+                                   copied to the device for each pass and computed there (two layers'
+                                   experts of device memory staging them). Other values: INVALID_ARGUMENT */
 } dgemma_model_params;
+
+enum { DGEMMA_EXPERT_OFFLOAD_CPU = 0, DGEMMA_EXPERT_OFFLOAD_STREAM = 1 };
 
 DGEMMA_API dgemma_model_params dgemma_model_default_params(void);
 
@@ -117,8 +123,9 @@ DGEMMA_API const char *dgemma_model_config_json(const dgemma_model *model);
  * sessions + the batch. What `dgemma info`, admission control and offload planning read. */
 typedef struct dgemma_memory {
     uint64_t weights_mapped; /* file bytes used in place (the CPU maps them and pages them in on demand) */
-    uint64_t weights_owned;  /* weight bytes the backend holds beyond the file (uploads, repacked copies) */
-    uint64_t weights_on_host;/* of weights_mapped, the offloaded experts a host backend serves */
+    uint64_t weights_owned;  /* weight bytes the backend holds beyond the file (uploads, repacked copies, the
+                                staging of streamed experts) */
+    uint64_t weights_on_host;/* of weights_mapped, the offloaded experts (host memory, computed there or streamed) */
     uint64_t per_session;    /* KV cache of one session */
     uint64_t per_batch;      /* workspace (activations, logits) and sampler state of the batch */
     uint64_t total;

@@ -31,6 +31,7 @@ DGEMMA_API dgemma_model_params dgemma_model_default_params(void) {
     p.kv_type = static_cast<int32_t>(dg::TensorType::F32);
     p.backend = nullptr;
     p.host_expert_layers = 0;
+    p.expert_offload = DGEMMA_EXPERT_OFFLOAD_CPU;
     return p;
 }
 
@@ -67,6 +68,7 @@ DGEMMA_API dgemma_status dgemma_model_load(const char *path, const dgemma_model_
             o.kv_type = static_cast<dg::TensorType>(params->kv_type);
             if (params->backend) o.backend = params->backend;
             o.host_expert_layers = params->host_expert_layers;
+            o.expert_offload = static_cast<dg::ExpertOffload>(params->expert_offload);
         }
         auto m = std::make_unique<dgemma_model>();
         m->model = std::make_unique<dg::Model>(path, o);

@@ -95,7 +95,7 @@ struct PassLimits {
 struct MemoryPlan {
     size_t weights_mapped = 0;   // file bytes the backend uses in place (CPU: mapped, paged on demand)
     size_t weights_owned = 0;    // bytes the backend holds (uploaded, repacked)
-    size_t weights_on_host = 0;  // of the mapped bytes, those a host backend serves (offloaded experts)
+    size_t weights_on_host = 0;  // of the mapped bytes, the offloaded experts (a host backend's or streamed)
     size_t per_session = 0;      // KV cache of one sequence at the requested context
     size_t per_batch = 0;        // workspace and sampler state of the requested batch
     size_t total = 0;            // weights + n sessions + the batch
@@ -113,6 +113,13 @@ public:
     // in place, copy it or repack its blocks; the result is only ever passed back to its own ops.
     // `host` must outlive the weight; a weight loaded over bytes an earlier one used supersedes it.
     virtual Tensor load_weight(const Tensor &host) = 0;
+    // A weight that stays in host memory and is brought into the backend's memory for each op that
+    // reads it (expert offload by streaming: weight_stream.h). The weights of one `group` (a layer's
+    // experts) are added together and read together by one op; groups are used in the order they
+    // were loaded, cyclically, so a backend may copy the next group while the current one computes.
+    // A backend whose memory is host memory has nothing to stream: the default places the weight.
+    // Streamed weights go to moe() only; the bytes of their staging count in weight_bytes_owned().
+    virtual Tensor load_weight_streamed(const Tensor &host, int group) { return load_weight(host); }
     // Bytes held by the weights loaded so far, beyond the mapped file (uploads, repacked copies).
     virtual size_t weight_bytes_owned() const = 0;
     virtual void upload(const Tensor &dst, const void *src, size_t bytes, size_t offset = 0) = 0;

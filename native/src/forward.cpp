@@ -93,7 +93,7 @@ void Model::forward(Workspace &ws, const std::vector<PassItem> &items) {
 
 std::vector<int64_t> Model::pass_key(const Workspace &ws, const std::vector<PassItem> &items, const Pass &pass, int64_t D,
                                      bool any_sc) const {
-    if (host_) return {};  // offloaded experts cross to the host inside the pass
+    if (host_ || streams_experts_) return {};  // offloaded experts cross from or to the host inside the pass
     auto addr = [](const void *p) { return static_cast<int64_t>(reinterpret_cast<uintptr_t>(p)); };
     std::vector<int64_t> key = {addr(&ws), ws.n_rows, ws.n_logit_rows, addr(ws.x->data), pass.n_rows, D, any_sc};
     for (size_t i = 0; i < items.size(); ++i) {

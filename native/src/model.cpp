@@ -96,8 +96,13 @@ Model::Model(const std::string &path, const ModelOptions &options) : kv_type_(op
     else throw Error(DGEMMA_ERR_INVALID_ARGUMENT, "unknown backend '" + options.backend + "' (expected cpu, cuda or cuda:N)");
     if (options.host_expert_layers < 0)
         throw Error(DGEMMA_ERR_INVALID_ARGUMENT, "the number of layers with experts on the host must not be negative");
+    if (options.expert_offload != ExpertOffload::Cpu && options.expert_offload != ExpertOffload::Stream)
+        throw Error(DGEMMA_ERR_INVALID_ARGUMENT, "the expert offload mode must be 0 (computed by the CPU) or 1 (streamed), got " +
+                                                     std::to_string(static_cast<int32_t>(options.expert_offload)));
     host_expert_layers_ = options.host_expert_layers;
-    if (host_expert_layers_ > 0) host_ = make_cpu_backend(resolve_thread_count(options.n_threads));
+    if (host_expert_layers_ > 0 && options.expert_offload == ExpertOffload::Cpu)
+        host_ = make_cpu_backend(resolve_thread_count(options.n_threads));
+    streams_experts_ = host_expert_layers_ > 0 && options.expert_offload == ExpertOffload::Stream;
     file_ = std::make_unique<GgufFile>(path);
     const GgufValue *arch = file_->find("general.architecture");
     if (!arch || arch->type != GgufValueType::STRING)
@@ -231,9 +236,10 @@ TensorBuffer Model::upload_vector(const std::vector<float> &v) {
 void Model::load_weights() {
     const Binder b(*file_);
     // A backend may refuse a weight (a type without a kernel): the message names the tensor.
-    auto place = [&](Backend &be, const std::string &name, const Tensor &host) {
+    // stream_group >= 0: a streamed weight of that group (Backend::load_weight_streamed).
+    auto place = [&](Backend &be, const std::string &name, const Tensor &host, int stream_group = -1) {
         try {
-            return be.load_weight(host);
+            return stream_group < 0 ? be.load_weight(host) : be.load_weight_streamed(host, stream_group);
         } catch (const Error &e) {
             throw Error(e.status(), file_->path() + ": tensor '" + name + "': " + e.what() + " (backend " + be.name() + ")");
         }
@@ -282,21 +288,27 @@ void Model::load_weights() {
         lw.router_scale = vec(pre + "ffn_gate_inp.scale", E);
         lw.pre_ffw_norm_2 = vec(pre + "pre_ffw_norm_2.weight", E);
         const int64_t F = hp_.n_ff_exp, X = hp_.n_expert;
-        // The last host_expert_layers layers keep their experts on the host backend.
-        lw.experts_on_host = host_ && i >= hp_.n_layer - host_expert_layers_;
+        // The last host_expert_layers layers keep their experts in host memory: on the host backend,
+        // or streamed to the main one (a group per layer).
+        const bool offloaded = i >= hp_.n_layer - host_expert_layers_;
+        lw.experts_on_host = host_ && offloaded;
+        lw.experts_streamed = streams_experts_ && offloaded;
         Backend &xb = lw.experts_on_host ? *host_ : *backend_;
+        auto place_expert = [&](const std::string &name, int64_t n_cols, int64_t n_rows) {
+            return place(xb, name, b.host_view(name, n_cols, n_rows, X), lw.experts_streamed ? static_cast<int>(i) : -1);
+        };
         if (b.find(pre + "ffn_gate_up_exps.weight")) {
             // Fused: each expert's 2F rows are gate then up; two views over one placed tensor.
-            const Tensor gu = place(xb, pre + "ffn_gate_up_exps.weight", b.host_view(pre + "ffn_gate_up_exps.weight", E, 2 * F, X));
+            const Tensor gu = place_expert(pre + "ffn_gate_up_exps.weight", E, 2 * F);
             lw.experts.gate = gu;
             lw.experts.gate.ne[1] = F;
             lw.experts.up = lw.experts.gate;
             lw.experts.up.data = gu.bytes_at(static_cast<size_t>(F) * gu.nb[1]);
         } else {
-            lw.experts.gate = place(xb, pre + "ffn_gate_exps.weight", b.host_view(pre + "ffn_gate_exps.weight", E, F, X));
-            lw.experts.up = place(xb, pre + "ffn_up_exps.weight", b.host_view(pre + "ffn_up_exps.weight", E, F, X));
+            lw.experts.gate = place_expert(pre + "ffn_gate_exps.weight", E, F);
+            lw.experts.up = place_expert(pre + "ffn_up_exps.weight", E, F);
         }
-        lw.experts.down = place(xb, pre + "ffn_down_exps.weight", b.host_view(pre + "ffn_down_exps.weight", F, E, X));
+        lw.experts.down = place_expert(pre + "ffn_down_exps.weight", F, E);
         for (const char *name : {"ffn_gate_up_exps.weight", "ffn_gate_exps.weight", "ffn_up_exps.weight", "ffn_down_exps.weight"})
             if (const GgufTensor *t = b.find(pre + name)) lw.expert_bytes += t->nbytes;
         lw.per_expert_scale = vec(pre + "ffn_down_exps.scale", X);

@@ -42,7 +42,8 @@ struct LayerWeights {
     TensorBuffer router_scale, per_expert_scale, pre_ffw_norm_2, post_ffw_norm_2, post_ffw_norm;
     TensorBuffer inv_freq;  // F32 [n_rot / 2]
     MoeWeights experts;
-    bool experts_on_host = false;     // placed on the model's host backend (expert offload)
+    bool experts_on_host = false;     // placed on the model's host backend (expert offload, computed by the CPU)
+    bool experts_streamed = false;    // streamed to the main backend for each pass (expert offload, streamed)
     size_t expert_bytes = 0;          // file bytes of the expert tensors
     float scalars[2] = {1.0f, 1.0f};  // layer scalar per PassMode: decoder, encoder
 };
@@ -76,14 +77,19 @@ struct PassItem {
     Tensor sc_embed;  // decoder only; empty: no self-conditioning
 };
 
+enum class ExpertOffload : int32_t { Cpu = 0, Stream = 1 };  // dgemma_model_params.expert_offload
+
 struct ModelOptions {
     int n_threads = 0;                   // <= 0: one per core
     TensorType kv_type = TensorType::F32;
     std::string backend = "cpu";         // "cpu", "cuda", "cuda:N", or "opaque" (the test backend)
-    // Expert offload: the experts of the last `host_expert_layers` layers live on a CPU backend
-    // beside the main one (for cards that cannot hold them); their MoE runs there, its input and
-    // output rows copied explicitly. 0: every weight on the main backend.
+    // Expert offload: the experts of the last `host_expert_layers` layers stay in host memory (for
+    // cards that cannot hold them). 0: every weight on the main backend.
     int64_t host_expert_layers = 0;
+    // How offloaded experts run: on a CPU backend beside the main one, their MoE's input and output
+    // rows copied explicitly (Cpu), or copied to the main backend for each pass and computed there
+    // (Stream: Backend::load_weight_streamed).
+    ExpertOffload expert_offload = ExpertOffload::Cpu;
 };
 
 // The MoE of offloaded layers: rows copied to the host backend and back (F32 [rows][E], the
@@ -145,8 +151,8 @@ private:
     // The ops of a pass after its description is uploaded: embedding, layers, logits. They read
     // only backend tensors, so a backend may record them (Backend::record_pass_begin).
     void run_pass(Workspace &ws, const std::vector<PassItem> &items, const Pass &pass, int64_t D, bool any_sc);
-    // What run_pass depends on besides tensor contents; empty when it crosses to the host
-    // (offloaded experts), so that it is never recorded.
+    // What run_pass depends on besides tensor contents; empty when it crosses to the host or
+    // streams weights (offloaded experts), so that it is never recorded.
     std::vector<int64_t> pass_key(const Workspace &ws, const std::vector<PassItem> &items, const Pass &pass, int64_t D,
                                   bool any_sc) const;
     // out = the MoE of layer w on rows of xn, on the backend that holds its experts.
@@ -160,6 +166,7 @@ private:
     Weights w_;
     TensorType kv_type_ = TensorType::F32;
     int64_t host_expert_layers_ = 0;
+    bool streams_experts_ = false;  // some layer's experts are streamed (ExpertOffload::Stream)
     std::string config_json_;
     Workspace ws_;
     HostMoeScratch host_moe_;

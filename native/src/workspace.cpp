@@ -106,7 +106,7 @@ MemoryPlan Model::memory_plan(int64_t n_ctx_tokens, int64_t n_batch, int64_t n_s
     m.weights_mapped = file_->size();
     m.weights_owned = backend_->weight_bytes_owned();
     for (const LayerWeights &w : w_.layers)
-        if (w.experts_on_host) m.weights_on_host += w.expert_bytes;
+        if (w.experts_on_host || w.experts_streamed) m.weights_on_host += w.expert_bytes;
     m.per_session = session_cache_bytes(hp_, kv_type_, std::min(n_ctx_tokens, hp_.n_ctx));
     const int64_t C = hp_.canvas_length, rows = std::max(C * n_batch, std::min(n_ctx_tokens, kEncoderChunk));
     m.per_batch = workspace_bytes(rows, C * n_batch) + static_cast<size_t>(n_batch) * sampler_state_bytes();

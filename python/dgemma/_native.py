@@ -21,7 +21,7 @@ const char *dgemma_cpu_features(void);
 typedef struct dgemma_model dgemma_model;
 typedef struct dgemma_session dgemma_session;
 typedef struct dgemma_model_params {
-    int32_t n_threads; int32_t kv_type; const char *backend; int32_t host_expert_layers;
+    int32_t n_threads; int32_t kv_type; const char *backend; int32_t host_expert_layers; int32_t expert_offload;
 } dgemma_model_params;
 
 dgemma_model_params dgemma_model_default_params(void);
@@ -125,7 +125,7 @@ CDEF_EXTRA = [
     """,
 ]
 
-API_VERSION = 3
+API_VERSION = 4
 
 ffi = cffi.FFI()
 ffi.cdef(CDEF + "\n".join(CDEF_EXTRA))

@@ -5,7 +5,8 @@ from __future__ import annotations
 import argparse
 import sys
 
-from .cli_args import Parser, device_arg, host_expert_layers, int_in, name_flags, offload_args, positive_int, warn_threads
+from .cli_args import (Parser, device_arg, expert_offload, host_expert_layers, int_in, name_flags, offload_args,
+                       positive_int, warn_threads)
 from .errors import DgemmaError, InvalidArgumentError
 
 
@@ -51,7 +52,8 @@ def _time_demo(path: str, args) -> None:
 
     from .model import Model
 
-    with Model(path, threads=args.threads, device=args.device, host_expert_layers=host_expert_layers(args, path)) as m:
+    with Model(path, threads=args.threads, device=args.device, host_expert_layers=host_expert_layers(args, path),
+               expert_offload=expert_offload(args)) as m:
         c = m.config
         rng = np.random.default_rng(args.seed)
         s = m.session()

@@ -72,30 +72,42 @@ def device_arg(parser) -> None:
 
 
 def offload_args(parser) -> None:
-    """--n-cpu-moe / --gpu-memory on a command with --device: expert offload (dgemma/offload.py)."""
+    """--n-cpu-moe / --gpu-memory / --moe-offload on a command with --device: expert offload
+    (dgemma/offload.py)."""
     g = parser.add_mutually_exclusive_group()
     g.add_argument("--n-cpu-moe", dest="n_cpu_moe", type=int_in(0, 100000), default=None, metavar="N",
-                   help="keep the experts of the last N layers in host memory, computed by the CPU (a GPU smaller "
-                        "than the model)")
+                   help="keep the experts of the last N layers in host memory (a GPU smaller than the model)")
     g.add_argument("--gpu-memory", dest="gpu_memory", type=float, default=None, metavar="GB",
                    help="choose --n-cpu-moe so that the model fits in this many GB of GPU memory")
+    parser.add_argument("--moe-offload", dest="moe_offload", choices=("cpu", "stream"), default=None,
+                        help="how the experts in host memory run: cpu (computed by the CPU, the default) or stream "
+                             "(copied to the GPU for each step and computed there)")
+
+
+def expert_offload(args) -> str:
+    """The mode --moe-offload names, "cpu" when not given."""
+    return args.moe_offload or "cpu"
 
 
 def host_expert_layers(args, path: str) -> int:
-    """The N of --n-cpu-moe or the one --gpu-memory chooses (0 without either); both need a GPU."""
+    """The N of --n-cpu-moe or the one --gpu-memory chooses (0 without either); both need a GPU, and
+    --moe-offload needs one of them."""
     from .devices import resolve_device
     from .errors import InvalidArgumentError
     from .offload import host_expert_layers_for
 
     flag = "--n-cpu-moe" if args.n_cpu_moe is not None else "--gpu-memory" if args.gpu_memory is not None else None
     if flag is None:
+        if args.moe_offload is not None:
+            raise InvalidArgumentError("--moe-offload says how offloaded experts run; give --n-cpu-moe or --gpu-memory "
+                                       "to offload some")
         return 0
     if resolve_device(args.device) == "cpu":
         raise InvalidArgumentError(f"{flag} moves experts off a GPU, and this run is on the CPU (--device "
                                    f"{args.device}{': no usable GPU' if args.device == 'auto' else ''})")
     if args.n_cpu_moe is not None:
         return args.n_cpu_moe
-    n = host_expert_layers_for(path, int(args.gpu_memory * 1e9))
+    n = host_expert_layers_for(path, int(args.gpu_memory * 1e9), expert_offload(args))
     print(f"--gpu-memory {args.gpu_memory:g}: the experts of the last {n} layers stay in host memory", file=sys.stderr)
     return n
 

@@ -6,8 +6,8 @@ import argparse
 import json
 import sys
 
-from .cli_args import (device_arg, finite_float, host_expert_layers, int_in, nonnegative_float, offload_args, positive_int,
-                       typed_flag, warn_threads)
+from .cli_args import (device_arg, expert_offload, finite_float, host_expert_layers, int_in, nonnegative_float,
+                       offload_args, positive_int, typed_flag, warn_threads)
 
 SAMPLER_OPTIONS = ("max_denoising_steps", "t_min", "t_max", "entropy_bound", "stability_threshold",
                    "confidence_threshold")
@@ -106,7 +106,8 @@ def run(args: argparse.Namespace) -> int:
     sampler = {k: getattr(args, k) for k in SAMPLER_OPTIONS}
     out, err = sys.stdout, sys.stderr
     path = args.model or demo_model_path()
-    with Model(path, threads=args.threads, device=args.device, host_expert_layers=host_expert_layers(args, path)) as m:
+    with Model(path, threads=args.threads, device=args.device, host_expert_layers=host_expert_layers(args, path),
+               expert_offload=expert_offload(args)) as m:
         if args.chat or (m.prompt_format == "chat" and not args.raw):
             prompt = [{"role": "user", "content": prompt}]
         _check_room(args, m, prompt)

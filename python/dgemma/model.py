@@ -84,6 +84,8 @@ def _is_batch(prompt) -> bool:
 
 # KV cache element types by name: ggml type ids.
 KV_TYPES = {"f32": 0, "f16": 1, "bf16": 30}
+# How offloaded experts run (dgemma_model_params.expert_offload; dgemma/offload.py).
+EXPERT_OFFLOAD = {"cpu": 0, "stream": 1}
 
 
 class Model:
@@ -94,12 +96,15 @@ class Model:
     """
 
     def __init__(self, path: str | os.PathLike, *, threads: int | None = None, kv_type: str = "f32",
-                 device: str = "auto", backend: str | None = None, host_expert_layers: int = 0):
+                 device: str = "auto", backend: str | None = None, host_expert_layers: int = 0,
+                 expert_offload: str = "cpu"):
         """`kv_type`: the KV cache's element type, "f32", "f16" or "bf16". `device`: "auto" (a CUDA
         device when one can be used, else the CPU), "cpu", "cuda" or "cuda:N"; the device in use is
         `model.device`. `backend` replaces `device` with a backend by name, for tests: "opaque" is
         the backend whose memory the host cannot read (it counts transfers). `threads`: CPU threads.
-        `host_expert_layers`: expert offload, the experts of the last N layers stay on a CPU backend."""
+        `host_expert_layers`: expert offload, the experts of the last N layers stay in host memory;
+        `expert_offload` says how they run: "cpu" (computed by a CPU backend) or "stream" (copied to
+        the device for each pass and computed there; dgemma/offload.py)."""
         from .devices import resolve_device
 
         if threads is not None and (not isinstance(threads, int) or threads < 1):
@@ -121,6 +126,9 @@ class Model:
         if isinstance(host_expert_layers, bool) or not isinstance(host_expert_layers, int) or host_expert_layers < 0:
             raise InvalidArgumentError(f"host_expert_layers must be a non-negative integer, got {host_expert_layers!r}")
         params.host_expert_layers = host_expert_layers
+        if expert_offload not in EXPERT_OFFLOAD:
+            raise InvalidArgumentError(f"expert_offload must be one of {', '.join(EXPERT_OFFLOAD)}, got {expert_offload!r}")
+        params.expert_offload = EXPERT_OFFLOAD[expert_offload]
         out = ffi.new("dgemma_model **")
         check(lib.dgemma_model_load(self.path.encode(), params, out))
         self._gate = Gate(out[0], "model")

@@ -1,9 +1,13 @@
 """Expert offload for GPUs smaller than the model: how many layers' experts stay in host memory.
 
-`Model(path, host_expert_layers=N)` keeps the experts of the last N layers on a CPU backend (the core's
-seam: docs/backends.md); `dgemma generate --n-cpu-moe N` sets N, and `--gpu-memory GB` chooses the
-smallest N whose device share fits: the weights, one session's KV cache at full context and one
-canvas's workspace (the core's accounting, `Model.memory()`), less the offloaded experts' bytes.
+`Model(path, host_expert_layers=N)` keeps the experts of the last N layers in host memory (the core's
+seam: docs/backends.md), and `expert_offload` says how they run: "cpu", computed by a CPU backend
+beside the GPU (their rows copied across), or "stream", copied to the GPU for each pass and computed
+there, in two staging slots of device memory (one layer computes from one while the next is copied
+into the other). `dgemma generate --n-cpu-moe N` sets N, `--moe-offload` the mode, and
+`--gpu-memory GB` chooses the smallest N whose device share fits: the weights, one session's KV cache
+at full context and one canvas's workspace (the core's accounting, `Model.memory()`), less the
+offloaded experts' bytes, plus the staging slots when streaming.
 """
 
 from __future__ import annotations
@@ -27,28 +31,73 @@ def layer_expert_bytes(path: str | os.PathLike) -> list[int]:
     return [per_layer.get(i, 0) for i in range(max(per_layer, default=-1) + 1)]
 
 
-def device_bytes_needed(path: str | os.PathLike, host_expert_layers: int = 0) -> int:
+# The alignment of each weight in a staging slot (native/src/weight_stream.h, WeightStream::kAlign).
+STAGING_ALIGN = 256
+# The order the core places a layer's expert tensors in (model.cpp), which is their order in a slot.
+_EXPERT_ORDER = ("ffn_gate_up_exps.weight", "ffn_gate_exps.weight", "ffn_up_exps.weight", "ffn_down_exps.weight")
+
+
+def layer_staged_bytes(path: str | os.PathLike) -> list[int]:
+    """Bytes one layer's experts take in a staging slot when streamed, in layer order: its expert
+    tensors in the core's order, each at a multiple of STAGING_ALIGN (weight_stream.h)."""
+    from .gguf import GGUFFile
+
+    per_layer: dict[int, int] = {}
+    with GGUFFile(path) as f:
+        layers = sorted({int(n.split(".")[1]) for n in f.tensors if n.startswith("blk.")})
+        for layer in layers:
+            end = 0
+            for name in _EXPERT_ORDER:
+                t = f.tensors.get(f"blk.{layer}.{name}")
+                if t is not None:
+                    end = -(-end // STAGING_ALIGN) * STAGING_ALIGN + t.nbytes
+            per_layer[layer] = end
+    return [per_layer.get(i, 0) for i in range(max(per_layer, default=-1) + 1)]
+
+
+def stream_staging_bytes(path: str | os.PathLike, host_expert_layers: int) -> int:
+    """Device bytes that stage the streamed experts of the last `host_expert_layers` layers: one slot
+    of the largest such layer's experts, two slots from two layers on (weight_stream.h)."""
+    return _staging(layer_staged_bytes(path)[::-1][:host_expert_layers])
+
+
+def _staging(staged: list[int]) -> int:
+    return min(len(staged), 2) * max(staged, default=0)
+
+
+def device_bytes_needed(path: str | os.PathLike, host_expert_layers: int = 0, expert_offload: str = "cpu") -> int:
     """What the device holds for one sequence at full context with the last `host_expert_layers`
-    layers' experts on the host."""
-    from .model import Model
-
-    with Model(path, threads=1, device="cpu") as m:  # reads the accounting; places nothing
-        mem = m.memory(n_batch=1, n_sessions=1)
-    on_host = sum(layer_expert_bytes(path)[::-1][:host_expert_layers])
-    return mem["weights_mapped"] + mem["per_session"] + mem["per_batch"] - on_host
+    layers' experts in host memory, run as `expert_offload` says ("cpu" or "stream")."""
+    return _device_bytes(path, expert_offload)(host_expert_layers)
 
 
-def host_expert_layers_for(path: str | os.PathLike, gpu_bytes: int) -> int:
-    """The smallest N such that device_bytes_needed(path, N) fits in `gpu_bytes`; OutOfMemoryError,
-    naming the shortfall, when even every layer's experts on the host do not make it fit."""
+def host_expert_layers_for(path: str | os.PathLike, gpu_bytes: int, expert_offload: str = "cpu") -> int:
+    """The smallest N such that device_bytes_needed(path, N, expert_offload) fits in `gpu_bytes`;
+    OutOfMemoryError, naming the shortfall, when even every layer's experts on the host do not make
+    it fit."""
     if gpu_bytes <= 0:
         raise InvalidArgumentError(f"gpu_memory must be positive, got {gpu_bytes}")
-    experts = layer_expert_bytes(path)[::-1]  # the last layer first: those are offloaded first
-    need = device_bytes_needed(path, 0)
-    for n in range(len(experts) + 1):
+    needed = _device_bytes(path, expert_offload)
+    for n in range(len(layer_expert_bytes(path)) + 1):
+        need = needed(n)
         if need <= gpu_bytes:
             return n
-        if n < len(experts):
-            need -= experts[n]
     raise OutOfMemoryError(f"the model needs {need / 1e9:.2f} GB on the GPU even with every layer's experts in host "
                            f"memory; {gpu_bytes / 1e9:.2f} GB were given ({(need - gpu_bytes) / 1e9:.2f} GB short)")
+
+
+def _device_bytes(path: str | os.PathLike, expert_offload: str):
+    """device_bytes_needed(path, N, expert_offload) as a function of N, the model's accounting read once."""
+    from .model import EXPERT_OFFLOAD, Model
+
+    if expert_offload not in EXPERT_OFFLOAD:
+        raise InvalidArgumentError(f"expert_offload must be one of {', '.join(EXPERT_OFFLOAD)}, got {expert_offload!r}")
+    with Model(path, threads=1, device="cpu") as m:  # reads the accounting; places nothing
+        mem = m.memory(n_batch=1, n_sessions=1)
+    full = mem["weights_mapped"] + mem["per_session"] + mem["per_batch"]
+    experts = layer_expert_bytes(path)[::-1]  # the last layer first: those are offloaded first
+    staged = layer_staged_bytes(path)[::-1] if expert_offload == "stream" else []
+
+    def needed(n: int) -> int:
+        return full - sum(experts[:n]) + _staging(staged[:n])
+    return needed

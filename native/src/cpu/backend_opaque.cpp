@@ -8,9 +8,13 @@
 // recorded pass are kept, with copies of their arguments, and run again for a pass with the same
 // key, so a key that misses something the ops depend on gives other logits than the CPU's. An
 // upload or download while recording is refused. DGEMMA_PASS_STATS=1 prints the counts at teardown.
+// Streamed weights (Backend::load_weight_streamed) are streamed for real, as a device backend does:
+// they stay in host memory, the shared plan (weight_stream.h) says which staging slot a MoE reads
+// and what to copy into it, each copy is counted as an upload, and the MoE computes from the slot.
 #include <cstdint>
 #include <cstdio>
 #include <cstdlib>
+#include <cstring>
 #include <functional>
 #include <map>
 #include <memory>
@@ -20,6 +24,7 @@
 #include "error.h"
 
 #include "backend.h"
+#include "weight_stream.h"
 
 namespace dg {
 
@@ -34,6 +39,7 @@ class OpaqueBackend final : public Backend {
 public:
     OpaqueBackend(int n_threads, TransferCounts *counts) : cpu_(make_cpu_backend(n_threads)), counts_(counts) {}
     ~OpaqueBackend() override {
+        for (Tensor &s : slots_) cpu_->free(s);
         const char *e = std::getenv("DGEMMA_PASS_STATS");
         if (e && *e && std::string(e) != "0")
             std::fprintf(stderr, "dgemma opaque backend: %ld passes recorded, %ld replayed\n", recorded_count_, replayed_count_);
@@ -51,7 +57,16 @@ public:
         t = Tensor{};
     }
     Tensor load_weight(const Tensor &host) override { return out(cpu_->load_weight(host)); }
-    size_t weight_bytes_owned() const override { return cpu_->weight_bytes_owned(); }
+    // The host bytes are the weight; the slots grow to the plan's size as groups arrive.
+    Tensor load_weight_streamed(const Tensor &host, int group) override {
+        stream_.add(group, host.data, host.bytes());
+        for (Tensor &s : slots_) cpu_->free(s);
+        slots_.clear();
+        for (int i = 0; i < stream_.n_slots(); ++i)
+            slots_.push_back(cpu_->alloc(TensorType::I8, static_cast<int64_t>(stream_.slot_bytes())));
+        return out(host);
+    }
+    size_t weight_bytes_owned() const override { return cpu_->weight_bytes_owned() + stream_.staging_bytes(); }
     void upload(const Tensor &dst, const void *src, size_t bytes, size_t offset) override {
         no_host_crossing("upload");
         counts_->bytes_to_device += bytes;
@@ -98,7 +113,22 @@ public:
         enqueue([=, this] { cpu_->matmul(in(w), in(x), in(y)); });
     }
     void moe(const MoeWeights &w, const Tensor &x, const Tensor &e, const Tensor &wt, const Tensor &o) override {
-        enqueue([=, this] { cpu_->moe({in(w.gate), in(w.up), in(w.down)}, in(x), in(e), in(wt), in(o)); });
+        MoeWeights h{in(w.gate), in(w.up), in(w.down)};
+        const WeightStream::Where gate = stream_.locate(h.gate.data);
+        if (gate.group >= 0) {  // streamed: copy as the plan says, compute from the slot
+            no_host_crossing("a streamed weight");
+            const WeightStream::Plan plan = stream_.use(gate.group);
+            if (plan.copy) stage(gate.group, plan.slot);
+            for (Tensor *t : {&h.gate, &h.up, &h.down}) {
+                const WeightStream::Where at = stream_.locate(t->data);
+                if (at.group != gate.group) throw Error(DGEMMA_ERR_INTERNAL, "the experts of one MoE in different stream groups");
+                t->data = slots_[static_cast<size_t>(plan.slot)].bytes_at(at.offset);
+            }
+            cpu_->moe(h, in(x), in(e), in(wt), in(o));
+            if (plan.prefetch_group >= 0) stage(plan.prefetch_group, plan.prefetch_slot);
+            return;
+        }
+        enqueue([=, this] { cpu_->moe(h, in(x), in(e), in(wt), in(o)); });
     }
     void rmsnorm(const Tensor &x, const Tensor *w, float eps, const Tensor &y) override {
         const Tensor wh = w ? *w : Tensor{};
@@ -197,6 +227,14 @@ private:
         if (recording_) recording_->ops.emplace_back(std::forward<F>(op));
         else op();
     }
+    // Copies streamed group g into staging slot s, counted as uploads.
+    void stage(int g, int s) {
+        for (const WeightStream::Piece &p : stream_.group(g).pieces) {
+            std::memcpy(slots_[static_cast<size_t>(s)].bytes_at(p.offset), p.host, p.bytes);
+            counts_->bytes_to_device += p.bytes;
+            ++counts_->uploads;
+        }
+    }
     void no_host_crossing(const char *what) const {
         if (recording_) throw Error(DGEMMA_ERR_INTERNAL, std::string(what) + " inside a recorded pass");
     }
@@ -210,6 +248,8 @@ private:
     std::unique_ptr<Recording> recording_;
     std::map<std::vector<int64_t>, std::vector<std::function<void()>>> recorded_;
     long recorded_count_ = 0, replayed_count_ = 0;
+    WeightStream stream_;
+    std::vector<Tensor> slots_;  // staging of streamed weights (I8 [slot_bytes], CPU memory)
 };
 
 }  // namespace

@@ -7,9 +7,13 @@
 // DGEMMA_CUDA_PROFILE=1 prints the device time per op to stderr when the backend goes
 // (cuda/op_profile.h); DGEMMA_CUDA_GRAPH=1 records each pass the model brackets as a CUDA graph
 // and replays it for the same key (Backend::replay_pass; opt-in until verified on a device).
+// Streamed weights (expert offload by streaming, Backend::load_weight_streamed) live in pinned host
+// memory; a second stream copies each layer's experts into one of two device staging slots, as
+// weight_stream.h plans, while the op stream computes from the other; events order the two.
 #include <algorithm>
 #include <cstdio>
 #include <cstdlib>
+#include <cstring>
 #include <map>
 #include <string>
 #include <vector>
@@ -21,6 +25,7 @@
 #include "cuda/mma_layout.h"
 #include "cuda/op_profile.h"
 #include "sampler_math.h"
+#include "weight_stream.h"
 
 namespace dg {
 
@@ -88,6 +93,16 @@ public:
                          : profile_.on()    ? "; off under DGEMMA_CUDA_PROFILE"
                                             : "; recording stopped: a pass could not be captured");
         for (void *w : weights_) cudaFree(w);
+        if (copy_stream_) {
+            cudaStreamSynchronize(copy_stream_);
+            for (int i = 0; i < 2; ++i) {
+                if (slots_[i]) cudaFree(slots_[i]);
+                cudaEventDestroy(slot_ready_[i]);
+                cudaEventDestroy(slot_free_[i]);
+            }
+            cudaStreamDestroy(copy_stream_);
+        }
+        for (void *p : pinned_) cudaFreeHost(p);
         cudaStreamDestroy(stream_);
     }
 
@@ -108,11 +123,7 @@ public:
         t = Tensor{};
     }
     Tensor load_weight(const Tensor &host) override {
-        if (!cuda_weight_type_supported(host.type_id)) {
-            std::string runs;
-            for (TensorType t : kCudaWeightTypes) runs += (runs.empty() ? "" : ", ") + std::string(type_traits(t)->name);
-            throw Error(DGEMMA_ERR_UNSUPPORTED, std::string("type ") + host.type->name + " has no CUDA kernel (CUDA runs " + runs + ")");
-        }
+        check_weight_type(host);
         Tensor t = host;
         t.backend = this;
         t.data = device_malloc(host.bytes(), "weights");
@@ -122,7 +133,41 @@ public:
         owned_ += host.bytes();
         return t;
     }
-    size_t weight_bytes_owned() const override { return owned_; }
+    // A pinned host copy (what cudaMemcpyAsync reads without staging through the driver), and device
+    // slots grown to the plan's size. The tensor's data is the pinned copy: only moe() reads it.
+    Tensor load_weight_streamed(const Tensor &host, int group) override {
+        check_weight_type(host);
+        if (!copy_stream_) {
+            check(cudaStreamCreateWithFlags(&copy_stream_, cudaStreamNonBlocking), "cudaStreamCreate (weight copies)");
+            for (int i = 0; i < 2; ++i) {
+                check(cudaEventCreateWithFlags(&slot_ready_[i], cudaEventDisableTiming), "cudaEventCreate");
+                check(cudaEventCreateWithFlags(&slot_free_[i], cudaEventDisableTiming), "cudaEventCreate");
+            }
+        }
+        void *pinned = nullptr;
+        if (cudaHostAlloc(&pinned, host.bytes(), cudaHostAllocDefault) != cudaSuccess) {
+            cudaGetLastError();
+            throw Error(DGEMMA_ERR_OUT_OF_MEMORY, "no pinned host memory for " + std::to_string(host.bytes()) +
+                                                      " bytes of streamed experts");
+        }
+        pinned_.push_back(pinned);
+        std::memcpy(pinned, host.data, host.bytes());
+        stream_plan_.add(group, pinned, host.bytes());
+        if (stream_plan_.slot_bytes() > slot_bytes_ || (stream_plan_.n_slots() == 2 && !slots_[1])) {
+            check(cudaStreamSynchronize(stream_), "a weight upload");
+            for (void *&s : slots_) {
+                if (s) cudaFree(s);
+                s = nullptr;
+            }
+            slot_bytes_ = stream_plan_.slot_bytes();
+            for (int i = 0; i < stream_plan_.n_slots(); ++i) slots_[i] = device_malloc(slot_bytes_, "streamed experts' staging");
+        }
+        Tensor t = host;
+        t.backend = this;
+        t.data = pinned;
+        return t;
+    }
+    size_t weight_bytes_owned() const override { return owned_ + stream_plan_.staging_bytes(); }
     void upload(const Tensor &dst, const void *src, size_t bytes, size_t offset) override {
         cuda::OpScope scope(profile_, stream_, "upload");
         if (bytes) check(cudaMemcpyAsync(dst.bytes_at(offset), src, bytes, cudaMemcpyHostToDevice, stream_), "upload");
@@ -222,21 +267,26 @@ public:
         cuda::matmul(stream_, view(w), dev<float>(x), x.n_rows(), dev<float>(y), kernels_, x_bf16(x.n_rows(), w.n_cols()),
                      sm_count_);
     }
-    void moe(const MoeWeights &w, const Tensor &x, const Tensor &expert, const Tensor &weight, const Tensor &out) override {
-        cuda::OpScope scope(profile_, stream_, "moe");
-        const int64_t n = x.n_rows(), k = expert.ne[0], X = w.gate.ne[2];
-        const size_t slots = static_cast<size_t>(n * k);
-        cuda::MoeScratch m;
-        m.offsets = moe_offsets_.get(static_cast<size_t>(X + 1));
-        m.order = moe_order_.get(slots);
-        m.slot_of = moe_slot_of_.get(slots);
-        m.act = moe_act_.get(slots * static_cast<size_t>(w.gate.n_rows()));
-        m.y = moe_y_.get(slots * static_cast<size_t>(w.down.n_rows()));
-        m.x_bf16 = x_bf16(n, w.gate.n_cols());
-        if (kernels_ == cuda::KernelSet::tensor)
-            m.act_bf16 = act_bf16_.get(slots * static_cast<size_t>(cuda::mma_padded_cols(w.gate.n_rows())));
-        cuda::moe(stream_, view(w.gate), view(w.up), view(w.down), X, dev<float>(x), n, dev<int32_t>(expert),
-                  dev<float>(weight), static_cast<int>(k), dev<float>(out), m, kernels_);
+    void moe(const MoeWeights &weights, const Tensor &x, const Tensor &expert, const Tensor &weight, const Tensor &out) override {
+        MoeWeights w = weights;
+        const WeightStream::Where streamed = stream_plan_.locate(w.gate.data);
+        WeightStream::Plan plan;
+        if (streamed.group >= 0) {  // compute from the group's slot once its copy is in
+            cuda::OpScope wait(profile_, stream_, "stream_wait");
+            plan = stream_plan_.use(streamed.group);
+            if (plan.copy) stage(streamed.group, plan.slot);
+            check(cudaStreamWaitEvent(stream_, slot_ready_[plan.slot], 0), "cudaStreamWaitEvent (streamed experts)");
+            for (Tensor *t : {&w.gate, &w.up, &w.down}) {
+                const WeightStream::Where at = stream_plan_.locate(t->data);
+                if (at.group != streamed.group) throw Error(DGEMMA_ERR_INTERNAL, "the experts of one MoE in different stream groups");
+                t->data = static_cast<uint8_t *>(slots_[plan.slot]) + at.offset;
+            }
+        }
+        run_moe(w, x, expert, weight, out);
+        if (streamed.group >= 0) {  // the slot is free after this MoE; the next group goes to the other
+            check(cudaEventRecord(slot_free_[plan.slot], stream_), "cudaEventRecord (streamed experts)");
+            if (plan.prefetch_group >= 0) stage(plan.prefetch_group, plan.prefetch_slot);
+        }
     }
     void rmsnorm(const Tensor &x, const Tensor *w, float eps, const Tensor &y) override {
         cuda::OpScope scope(profile_, stream_, "rmsnorm");
@@ -347,6 +397,38 @@ public:
     }
 
 private:
+    // The MoE over weights in device memory (placed, or a staging slot).
+    void run_moe(const MoeWeights &w, const Tensor &x, const Tensor &expert, const Tensor &weight, const Tensor &out) {
+        cuda::OpScope scope(profile_, stream_, "moe");
+        const int64_t n = x.n_rows(), k = expert.ne[0], X = w.gate.ne[2];
+        const size_t slots = static_cast<size_t>(n * k);
+        cuda::MoeScratch m;
+        m.offsets = moe_offsets_.get(static_cast<size_t>(X + 1));
+        m.order = moe_order_.get(slots);
+        m.slot_of = moe_slot_of_.get(slots);
+        m.act = moe_act_.get(slots * static_cast<size_t>(w.gate.n_rows()));
+        m.y = moe_y_.get(slots * static_cast<size_t>(w.down.n_rows()));
+        m.x_bf16 = x_bf16(n, w.gate.n_cols());
+        if (kernels_ == cuda::KernelSet::tensor)
+            m.act_bf16 = act_bf16_.get(slots * static_cast<size_t>(cuda::mma_padded_cols(w.gate.n_rows())));
+        cuda::moe(stream_, view(w.gate), view(w.up), view(w.down), X, dev<float>(x), n, dev<int32_t>(expert),
+                  dev<float>(weight), static_cast<int>(k), dev<float>(out), m, kernels_);
+    }
+    void check_weight_type(const Tensor &host) const {
+        if (cuda_weight_type_supported(host.type_id)) return;
+        std::string runs;
+        for (TensorType t : kCudaWeightTypes) runs += (runs.empty() ? "" : ", ") + std::string(type_traits(t)->name);
+        throw Error(DGEMMA_ERR_UNSUPPORTED, std::string("type ") + host.type->name + " has no CUDA kernel (CUDA runs " + runs + ")");
+    }
+    // Copies streamed group g into staging slot s on the copy stream, after the slot's last reader.
+    void stage(int g, int s) {
+        check(cudaStreamWaitEvent(copy_stream_, slot_free_[s], 0), "cudaStreamWaitEvent (streamed experts)");
+        for (const WeightStream::Piece &p : stream_plan_.group(g).pieces)
+            check(cudaMemcpyAsync(static_cast<uint8_t *>(slots_[s]) + p.offset, p.host, p.bytes, cudaMemcpyHostToDevice,
+                                  copy_stream_),
+                  "streaming experts to the device");
+        check(cudaEventRecord(slot_ready_[s], copy_stream_), "cudaEventRecord (streamed experts)");
+    }
     void drop_graphs() {
         for (auto &[key, exec] : graphs_) cudaGraphExecDestroy(exec);
         graphs_.clear();
@@ -418,6 +500,13 @@ private:
     long graphs_recorded_ = 0, graphs_replayed_ = 0;
     std::map<std::vector<int64_t>, cudaGraphExec_t> graphs_;
     std::vector<int64_t> recording_;  // the key being captured; empty when none
+    // Streamed weights: the plan, their pinned host copies, two device slots and the copy stream.
+    WeightStream stream_plan_;
+    std::vector<void *> pinned_;
+    void *slots_[2] = {nullptr, nullptr};
+    size_t slot_bytes_ = 0;
+    cudaStream_t copy_stream_ = nullptr;
+    cudaEvent_t slot_ready_[2] = {nullptr, nullptr}, slot_free_[2] = {nullptr, nullptr};
 };
 
 }  // namespace
