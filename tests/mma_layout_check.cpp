@@ -172,6 +172,28 @@ long check() {
         mma_tile_tokens(262144, 256, 132) != 128 || mma_tile_tokens(2048, 8192, 132) != 128 ||
         mma_tile_tokens(4096, 512, 132) != 32 || mma_tile_tokens(8192, 512, 132) != 128 || mma_tile_tokens(4096, 256, 132) != 32)
         fail("mma_tile_tokens", 0, 0);
+    if (mma_tile_tokens(2048, 256, 132, 5) != 128 || mma_tile_tokens(2048, 64, 132, 5) != 32)
+        fail("mma_tile_tokens with k slices", 0, 0);
+    // K slices: every chunk in exactly one slice, none empty; a split only below sm_count row tiles,
+    // of at least kMmaMinSliceChunks chunks a slice; the partial sums within their bound.
+    for (int sm : {1, 16, 78, 114, 132, 170})
+        for (int64_t rows = 1; rows <= 40000; rows = rows * 3 / 2 + 7)
+            for (int64_t cols : {1, 31, 32, 176, 511, 512, 704, 2112, 2816, 4096, 5632, 16384, 262144}) {
+                const MmaSplit sp = mma_k_split(rows, cols, sm);
+                const int64_t chunks = (cols + kMmaK - 1) / kMmaK, row_tiles = (rows + kMmaRows - 1) / kMmaRows;
+                const bool covered = sp.slices >= 1 && sp.slice_chunks >= 1 && (sp.slices - 1) * sp.slice_chunks < chunks &&
+                                     chunks <= sp.slices * sp.slice_chunks;
+                if (!covered) fail("k slices cover the chunks once, none empty", static_cast<int>(rows), static_cast<int>(cols));
+                if (sp.slices > 1 && (row_tiles >= sm || sp.slices > kMmaMaxSlices || sp.slice_chunks < kMmaMinSliceChunks))
+                    fail("k split where none belongs", static_cast<int>(rows), static_cast<int>(cols));
+                if (sp.slices > 1 && sp.slices * row_tiles * kMmaRows * kMmaSplitTokens > mma_split_partial_floats(sm))
+                    fail("split partial sums past their bound", static_cast<int>(rows), static_cast<int>(cols));
+            }
+    // The 26B-A4B shapes on 132 multiprocessors: a 2048 x 2816 projection in 5 slices of 18 chunks;
+    // the lm_head (262144 rows) whole.
+    if (mma_k_split(2048, 2816, 132).slices != 5 || mma_k_split(2048, 2816, 132).slice_chunks != 18 ||
+        mma_k_split(262144, 2816, 132).slices != 1 || mma_k_split(2048, 256, 132).slices != 1)
+        fail("mma_k_split at the 26B shapes", 0, 0);
     return static_cast<long>(kMmaRows) * N;
 }
 

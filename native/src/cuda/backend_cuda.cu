@@ -252,6 +252,7 @@ public:
         router_logits_.grow(static_cast<size_t>(l.rows * l.n_expert));
         if (kernels_ == cuda::KernelSet::tensor) {  // bf16 copies of the products' activations
             x_bf16_.grow(static_cast<size_t>(l.rows * cuda::mma_padded_cols(l.max_cols)));
+            split_partial_.grow(static_cast<size_t>(cuda::mma_split_partial_floats(sm_count_)));
             act_bf16_.grow(slots * static_cast<size_t>(cuda::mma_padded_cols(l.n_ff_exp)));
         }
         if (l.canvas > 0) {
@@ -265,7 +266,9 @@ public:
     void matmul(const Tensor &w, const Tensor &x, const Tensor &y) override {
         cuda::OpScope scope(profile_, stream_, "matmul");
         cuda::matmul(stream_, view(w), dev<float>(x), x.n_rows(), dev<float>(y), kernels_, x_bf16(x.n_rows(), w.n_cols()),
-                     sm_count_);
+                     sm_count_,
+                     kernels_ == cuda::KernelSet::tensor ? split_partial_.get(static_cast<size_t>(cuda::mma_split_partial_floats(sm_count_)))
+                                                         : nullptr);
     }
     void moe(const MoeWeights &weights, const Tensor &x, const Tensor &expert, const Tensor &weight, const Tensor &out) override {
         MoeWeights w = weights;
@@ -492,7 +495,7 @@ private:
     size_t owned_ = 0;
     std::vector<void *> weights_;
     Scratch<int32_t> moe_offsets_, moe_order_, moe_slot_of_, draw_, order_;
-    Scratch<float> moe_act_, moe_y_, row_max_, row_inv_sum_, soft_partial_, router_z_, router_logits_;
+    Scratch<float> moe_act_, moe_y_, row_max_, row_inv_sum_, soft_partial_, router_z_, router_logits_, split_partial_;
     Scratch<double> entropy_;
     Scratch<__nv_bfloat16> x_bf16_, act_bf16_;
     static constexpr size_t kMaxGraphs = 16;  // passes kept recorded (a step's key lives for a canvas)

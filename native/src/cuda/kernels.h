@@ -21,9 +21,10 @@ enum class KernelSet { float_tiles, reference, tensor };
 // --- matrices (matmul.cu)
 // y[n][w.rows] = x[n][w.cols] . W^T. x_bf16: scratch of n * mma_padded_cols(w.cols) (the tensor set
 // multiplies a bf16 copy of x; the other sets take null); sm_count: the device's multiprocessors (the
-// tensor set's tile width, mma_tile_tokens).
+// tensor set's tile width and k slices, mma_tile_tokens and mma_k_split); split_partial: scratch of
+// mma_split_partial_floats(sm_count) for the tensor set's split products (null under the others).
 void matmul(cudaStream_t s, const WeightView &w, const float *x, int64_t n, float *y, KernelSet k,
-            __nv_bfloat16 *x_bf16, int sm_count);
+            __nv_bfloat16 *x_bf16, int sm_count, float *split_partial);
 void embed(cudaStream_t s, const WeightView &table, const int32_t *ids, int64_t n, float scale, float *out);
 // row_max / row_inv_sum: scratch [n]; partial: scratch [kSoftEmbedParts][n][table.cols] (the tiles
 // sum the vocabulary in kSoftEmbedParts fixed parts, soft_embed_part_rows rows each, then add them).

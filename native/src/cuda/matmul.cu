@@ -51,11 +51,16 @@ __global__ void __launch_bounds__(kTileThreads) matmul_tiled_kernel(WeightView w
 }
 
 // The tensor-core product (cuda/tile_mma.cuh): a block per kMmaRows weight rows x N tokens of the
-// bf16 copy xb of the activations (rows of mma_padded_cols(w.cols)).
+// bf16 copy xb of the activations (rows of mma_padded_cols(w.cols)) x k slice blockIdx.z, chunks
+// z * slice_chunks .. of the columns (mma_k_split); slice z writes y + z * n * w.rows.
 template <TensorType T, int N>
-__global__ void __launch_bounds__(kMmaThreads) matmul_mma_kernel(WeightView w, const __nv_bfloat16 *xb, int64_t n, float *y) {
+__global__ void __launch_bounds__(kMmaThreads) matmul_mma_kernel(WeightView w, const __nv_bfloat16 *xb, int64_t n, float *y,
+                                                                 int64_t slice_chunks) {
     __shared__ MmaStage<N, 1> st[2];
     const int64_t row0 = static_cast<int64_t>(blockIdx.x) * kMmaRows, t0 = static_cast<int64_t>(blockIdx.y) * N;
+    const int64_t c_begin = static_cast<int64_t>(blockIdx.z) * slice_chunks;
+    const int64_t c_end = min((w.cols + kMmaK - 1) / kMmaK, c_begin + slice_chunks);
+    y += static_cast<int64_t>(blockIdx.z) * n * w.rows;
     const int64_t padded = mma_padded_cols(w.cols);
     MmaWeightLoader<T, 1> wl;
     wl.base[0] = w.data;
@@ -66,7 +71,7 @@ __global__ void __launch_bounds__(kMmaThreads) matmul_mma_kernel(WeightView w, c
     MmaTokenLoader<N> xl;
     xl.bind([&](int t) { return t0 + t < n ? xb + (t0 + t) * padded : nullptr; });
     MmaAcc<N, 1> acc = {};
-    mma_accumulate<T, N, 1>(st, wl, xl, acc);
+    mma_accumulate<T, N, 1>(st, wl, xl, acc, c_begin, c_end);
     mma_for_each<N>([&](int mt, int nt, int r, int row, int t) {
         if (row0 + row < w.rows && t0 + t < n) y[(t0 + t) * w.rows + row0 + row] = acc[0][mt][nt][r];
     });
@@ -251,12 +256,12 @@ __global__ void __launch_bounds__(kMmaThreads) soft_embed_mma_kernel(WeightView 
     });
 }
 
-// out[i] = scale * (partial[0][i] + partial[1][i] + ...), the parts in order.
-__global__ void soft_embed_sum_kernel(const float *partial, int64_t count, float scale, float *out) {
+// out[i] = scale * (partial[0][i] + partial[1][i] + ...), the `parts` parts in order.
+__global__ void sum_parts_kernel(const float *partial, int parts, int64_t count, float scale, float *out) {
     const int64_t i = static_cast<int64_t>(blockIdx.x) * blockDim.x + threadIdx.x;
     if (i >= count) return;
     float s = partial[i];
-    for (int p = 1; p < kSoftEmbedParts; ++p) s += partial[p * count + i];
+    for (int p = 1; p < parts; ++p) s += partial[p * count + i];
     out[i] = s * scale;
 }
 
@@ -269,22 +274,36 @@ void to_bf16_rows(cudaStream_t s, const float *x, int64_t n, int64_t cols, __nv_
 }
 
 void matmul(cudaStream_t s, const WeightView &w, const float *x, int64_t n, float *y, KernelSet k, __nv_bfloat16 *x_bf16,
-            int sm_count) {
+            int sm_count, float *split_partial) {
     if (n <= 0 || w.rows <= 0) return;
     if (k == KernelSet::tensor) {
         to_bf16_rows(s, x, n, w.cols, x_bf16);
-        auto launch = [&](auto width) {
-            constexpr int N = decltype(width)::value;
-            const dim3 grid(blocks_for(w.rows, kMmaRows), blocks_for(n, N));
-            with_weight_type(w.type, [&](auto type) {
-                matmul_mma_kernel<decltype(type)::value, N><<<grid, kMmaThreads, 0, s>>>(w, x_bf16, n, y);
-            });
-        };
-        if (mma_tile_tokens(w.rows, n, sm_count) == 32)
-            launch(std::integral_constant<int, 32>{});
-        else
-            launch(std::integral_constant<int, 128>{});
-        check_launch("matmul (tensor cores)");
+        const MmaSplit split = mma_k_split(w.rows, w.cols, sm_count);
+        const int64_t padded = mma_padded_cols(w.cols);
+        // A split product runs kMmaSplitTokens tokens a launch into the partial sums, then adds them.
+        const int64_t step = split.slices > 1 ? kMmaSplitTokens : n;
+        for (int64_t t0 = 0; t0 < n; t0 += step) {
+            const int64_t m = min(step, n - t0);
+            float *out = split.slices > 1 ? split_partial : y + t0 * w.rows;
+            auto launch = [&](auto width) {
+                constexpr int N = decltype(width)::value;
+                const dim3 grid(blocks_for(w.rows, kMmaRows), blocks_for(m, N), split.slices);
+                with_weight_type(w.type, [&](auto type) {
+                    matmul_mma_kernel<decltype(type)::value, N>
+                        <<<grid, kMmaThreads, 0, s>>>(w, x_bf16 + t0 * padded, m, out, split.slice_chunks);
+                });
+            };
+            if (mma_tile_tokens(w.rows, m, sm_count, split.slices) == 32)
+                launch(std::integral_constant<int, 32>{});
+            else
+                launch(std::integral_constant<int, 128>{});
+            check_launch("matmul (tensor cores)");
+            if (split.slices > 1) {
+                sum_parts_kernel<<<blocks_for(m * w.rows, 256), 256, 0, s>>>(split_partial, split.slices, m * w.rows, 1.0f,
+                                                                            y + t0 * w.rows);
+                check_launch("matmul (sum of k slices)");
+            }
+        }
         return;
     }
     if (k == KernelSet::reference) {
@@ -335,7 +354,7 @@ void soft_embed(cudaStream_t s, const WeightView &table, const float *logits, in
         });
         check_launch("soft_embed (tiled)");
     }
-    soft_embed_sum_kernel<<<blocks_for(n * table.cols, 256), 256, 0, s>>>(partial, n * table.cols, scale, out);
+    sum_parts_kernel<<<blocks_for(n * table.cols, 256), 256, 0, s>>>(partial, kSoftEmbedParts, n * table.cols, scale, out);
     check_launch("soft_embed (sum of parts)");
 }
 

@@ -76,12 +76,45 @@ DG_HD Coord mma_turned_loader_coord(int t, int i) {
     return {8 * (g / 32), g % 32};
 }
 
-// Tokens per tile of a dense product of `rows` weight rows over n tokens on a device of sm_count
-// multiprocessors: 128, unless the pass is short or 128 x 128 tiles would leave multiprocessors
-// idle (a 2048-row projection over 256 tokens is 32 such blocks): then 32, four times the blocks for
-// four times the weight decoding. Both widths give the same bits (each output's chain is its own).
-DG_HD int mma_tile_tokens(int64_t rows, int64_t n, int sm_count) {
-    const int64_t wide_blocks = (rows + kMmaRows - 1) / kMmaRows * ((n + 127) / 128);
+// Split-K of a dense product: a weight of few row tiles leaves most multiprocessors idle while each
+// block walks every chunk of k in one chain (run 9: 0.10-0.16 ms for a 2048 x 2816 projection whose
+// bytes take 2 us to read). Such a product runs in `slices` ranges of slice_chunks whole chunks (the
+// last may have fewer, none is empty), a block per (row tile, token tile, slice), each writing its
+// partial sums; a second kernel adds the slices in order. The split depends only on the weight's
+// shape and the device, never on the pass's rows, so a row's result does not depend on the other
+// rows of its pass. A slice walks at least kMmaMinSliceChunks chunks; a product already of
+// sm_count row tiles is not split.
+constexpr int kMmaMinSliceChunks = 16, kMmaMaxSlices = 8;
+constexpr int64_t kMmaSplitTokens = 256;  // tokens per launch of a split product (bounds its partial sums)
+
+struct MmaSplit {
+    int slices;
+    int64_t slice_chunks;
+};
+
+DG_HD MmaSplit mma_k_split(int64_t rows, int64_t cols, int sm_count) {
+    const int64_t row_tiles = (rows + kMmaRows - 1) / kMmaRows, chunks = (cols + kMmaK - 1) / kMmaK;
+    int64_t s = 1;
+    if (row_tiles < sm_count) {
+        s = (sm_count + row_tiles - 1) / row_tiles;  // slices to give every multiprocessor a block
+        if (s > chunks / kMmaMinSliceChunks) s = chunks / kMmaMinSliceChunks;
+        if (s > kMmaMaxSlices) s = kMmaMaxSlices;
+        if (s < 1) s = 1;
+    }
+    const int64_t per = (chunks + s - 1) / s;
+    return {static_cast<int>(per > 0 ? (chunks + per - 1) / per : 1), per};
+}
+
+// Floats of the partial sums of any split product over up to kMmaSplitTokens tokens: slices x row
+// tiles < 2 sm_count (slices <= ceil(sm_count / row tiles), row tiles < sm_count).
+DG_HD int64_t mma_split_partial_floats(int sm_count) { return 2 * static_cast<int64_t>(sm_count) * kMmaRows * kMmaSplitTokens; }
+
+// Tokens per tile of a dense product of `rows` weight rows in `slices` k slices over n tokens on a
+// device of sm_count multiprocessors: 128, unless the pass is short or 128 x 128 tiles would leave
+// multiprocessors idle: then 32, four times the blocks for four times the weight decoding. Both
+// widths give the same bits (each output's chain is its own).
+DG_HD int mma_tile_tokens(int64_t rows, int64_t n, int sm_count, int slices = 1) {
+    const int64_t wide_blocks = (rows + kMmaRows - 1) / kMmaRows * ((n + 127) / 128) * slices;
     return n <= 32 || wide_blocks < sm_count ? 32 : 128;
 }
 

@@ -151,26 +151,28 @@ __device__ inline void mma_stage(const MmaStage<N, NW> &s, MmaAcc<N, NW> &acc) {
 #endif
 }
 
-// acc += W . X over all n_cols columns, chunk by chunk (the pipeline of the header comment).
+// acc += W . X over chunks c_begin .. c_end - 1 of the columns (all of them by default), chunk by
+// chunk (the pipeline of the header comment).
 template <TensorType T, int N, int NW>
 __device__ inline void mma_accumulate(MmaStage<N, NW> (&st)[2], MmaWeightLoader<T, NW> &w, MmaTokenLoader<N> &x,
-                                      MmaAcc<N, NW> &acc) {
-    const int64_t chunks = (w.n_cols + kMmaK - 1) / kMmaK;
-    w.fetch(0);
-    x.fetch(0);
+                                      MmaAcc<N, NW> &acc, int64_t c_begin = 0, int64_t c_end = -1) {
+    const int64_t chunks = c_end < 0 ? (w.n_cols + kMmaK - 1) / kMmaK : c_end;
+    if (c_begin >= chunks) return;
+    w.fetch(c_begin * kMmaK);
+    x.fetch(c_begin * kMmaK);
     w.store(st[0]);
     x.store(st[0]);
     __syncthreads();
-    for (int64_t c = 0; c < chunks; ++c) {
+    for (int64_t c = c_begin; c < chunks; ++c) {
         const bool more = c + 1 < chunks;
         if (more) {
             w.fetch((c + 1) * kMmaK);
             x.fetch((c + 1) * kMmaK);
         }
-        mma_stage<N, NW>(st[c % 2], acc);
+        mma_stage<N, NW>(st[(c - c_begin) % 2], acc);  // the first chunk went to stage 0
         if (more) {
-            w.store(st[(c + 1) % 2]);
-            x.store(st[(c + 1) % 2]);
+            w.store(st[(c + 1 - c_begin) % 2]);
+            x.store(st[(c + 1 - c_begin) % 2]);
         }
         __syncthreads();
     }
