@@ -319,10 +319,13 @@ __global__ void __launch_bounds__(kTileThreads) down_tiled_kernel(WeightView dow
 // up are multiplied in one pass over the columns, sharing the tokens' operand; the hidden
 // activations go out as bf16 rows of mma_padded_cols(F), the down product's operand (rows F ..
 // padded are written too: their weights read as zeros, so they hold gelu(0) * 0 = 0).
+// Two blocks a multiprocessor: the chunk loop waits on its weight loads (one chunk fetched ahead),
+// and at 146-167 registers a thread (Q4_K-Q6_K) one block of 8 warps was all a multiprocessor held;
+// capped at 128, ptxas spills 16-104 bytes a thread (L1-resident) for twice the loads in flight.
 constexpr int kExpertSlots = 32;
 
 template <TensorType T>
-__global__ void __launch_bounds__(kMmaThreads) gate_up_mma_kernel(WeightView gate, WeightView up, const __nv_bfloat16 *xb,
+__global__ void __launch_bounds__(kMmaThreads, 2) gate_up_mma_kernel(WeightView gate, WeightView up, const __nv_bfloat16 *xb,
                                                                   int k, const int32_t *offsets, const int32_t *order,
                                                                   __nv_bfloat16 *act) {
     constexpr int N = kExpertSlots;
