@@ -17,7 +17,7 @@
 // Tolerances (relative L2 error of CUDA against CPU): float paths 1e-5 (same operations, other
 // summation order), products with quantized weights included, since the CPU reference gets their
 // dequantized values (g_dequantized_reference); attention 1e-4 (online softmax against two
-// passes). Embedding lookups, cache stores, copies, route ids and the whole sampler must match
+// passes). The tensor set (bf16 products, tf32 attention) is held to 1e-2 throughout. Embedding lookups, cache stores, copies, route ids and the whole sampler must match
 // exactly (the sampler bit for bit, processed logits included; any NaN equals any NaN).
 #include <algorithm>
 #include <chrono>
@@ -395,7 +395,7 @@ void attention_ops(Harness &h) {
     for (TensorType ct : kCacheTypes)
         for (const Case &c : cases) {
             const std::string shape = dims({c.heads, c.kv_heads, c.d, c.window, c.capacity, c.n_past, c.n_dec, c.n_enc});
-            h.check("attention", type_traits(ct)->name, shape, 1e-4, [&](Backend &be, std::mt19937_64 &rng) {
+            h.check("attention", type_traits(ct)->name, shape, std::max(1e-4, g_matrix_tol_floor), [&](Backend &be, std::mt19937_64 &rng) {
                 const int64_t n = c.n_dec + c.n_enc, kv = int64_t(c.kv_heads) * c.d, q = int64_t(c.heads) * c.d;
                 std::vector<KvLayer> caches[2];
                 std::vector<Buf> keep;
@@ -833,8 +833,8 @@ int main(int argc, char **argv) {
         hs.failures.open(out_dir + "/failures.txt", std::ios::app);
         g_matrix_tol_floor = set[0] == 't' ? 1e-2 : 0;
         matrix_ops(hs);
+        attention_ops(hs);  // the per-query reference kernel; the tensor set's tf32 tiles (head sizes of 64 n)
         g_matrix_tol_floor = 0;
-        if (set[0] == 'r') attention_ops(hs);  // the per-query reference kernel (the tensor set uses the tiles)
         h.rows.insert(h.rows.end(), hs.rows.begin(), hs.rows.end());
     }
     std::FILE *tsv = std::fopen((out_dir + "/opcheck.txt").c_str(), "w");

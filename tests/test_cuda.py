@@ -110,6 +110,17 @@ def test_tensor_core_tile_layout_covers_each_element_once_and_multiplies_as_the_
     assert int(out.stdout.split()[-1]) == 128 * (32 + 128)  # outputs compared
 
 
+def test_tensor_core_attention_tiles_run_on_the_host_give_plain_attention(tmp_path):
+    """cuda/attention_mma.h (the tensor set's attention: tf32 mma for the scores and the output) on the
+    host, lane by lane as the kernel runs it: every fragment element supplied once, every score and output
+    owned once, the fragment coordinates at the PTX tables' spot values, and the result a plain attention's
+    (1e-5 with exact operands, 8e-3 with tf32 ones), over random head sizes, spans and partial tiles."""
+    out = subprocess.run([str(_host_check("attention_mma_check.cpp", tmp_path))], capture_output=True, text=True,
+                         timeout=120)
+    assert out.returncode == 0, out.stdout
+    assert out.stdout.split()[0] == "ok" and int(out.stdout.split()[-1]) > 100_000  # outputs compared
+
+
 def test_router_top_k_is_the_contracts_choice_with_ties_to_the_lower_id(tmp_path):
     """router_math.h's route_top_k (the CPU backend's and the CUDA kernels' router) against a stable sort
     of the probabilities, bit for bit, on random logits with planted ties."""

@@ -1,12 +1,15 @@
 // Attention of one pass segment: one pass over the visible keys with an online softmax (per tile of
 // keys: the scores, the running maximum and sum, the output rescaled). Keys: the cached positions a
 // query may see (read from the ring in the cache type), then the segment's current rows; which ones,
-// attention_span.h. Two kernels:
-//   - the tiles (default): a block per (16 queries, head); each tile of 32 keys is staged in shared
-//     memory once for the 16 queries, then its values in the same buffer;
+// attention_span.h. Three kernels:
+//   - the tiles (the float set): a block per (16 queries, head); each tile of 32 keys is staged in
+//     shared memory once for the 16 queries, then its values in the same buffer;
+//   - the same tiles with both products on tf32 tensor cores (the tensor set, head sizes that are a
+//     multiple of 64; cuda/attention_mma.h);
 //   - the reference (DGEMMA_CUDA_KERNELS=reference): a block per (query, head), keys read from
 //     global memory per query.
 #include "attention_span.h"
+#include "cuda/attention_mma.h"
 #include "cuda/kernels.h"
 #include "quant/float_bits.h"
 
@@ -111,10 +114,9 @@ __device__ inline float warp_max(float v) {
     return v;
 }
 
-// Rows [t0, t0 + kKeys) of the key (or value) sequence into buf, zero past t_end.
-__device__ inline void load_key_tile(float *buf, int d, int64_t t0, int64_t t_end, const AttentionSegment &g,
+// Rows [t0, t0 + kKeys) of the key (or value) sequence into buf (rows of ld floats), zero past t_end.
+__device__ inline void load_key_tile(float *buf, int d, int ld, int64_t t0, int64_t t_end, const AttentionSegment &g,
                                      const uint8_t *cache, const float *cur, int64_t kv_row, int kvh) {
-    const int ld = d + kPad;
     for (int idx = threadIdx.x; idx < kKeys * d; idx += kThreads) {
         const int j = idx / d, e = idx % d;
         const int64_t kp = t0 + j;
@@ -158,7 +160,7 @@ __global__ void __launch_bounds__(kThreads) attention_tile_kernel(const float *q
     const int64_t t_lo = span_lo(span, i0), t_end = span_hi(span, i0 + n_rows - 1);
     for (int64_t t0 = t_lo; t0 < t_end; t0 += kKeys) {
         __syncthreads();  // the previous tile's values are consumed (and qs written, the first time)
-        load_key_tile(kv, d, t0, t_end, g, g.k_cache, k, kv_row, kvh);
+        load_key_tile(kv, d, ld, t0, t_end, g, g.k_cache, k, kv_row, kvh);
         __syncthreads();
         const int64_t kp = t0 + lane;
         float sa = 0.0f, sb = 0.0f;
@@ -184,7 +186,7 @@ __global__ void __launch_bounds__(kThreads) attention_tile_kernel(const float *q
         update(sa, ma, la, qa);
         update(sb, mb, lb, qb);
         __syncthreads();  // p and rescale published; the keys consumed
-        load_key_tile(kv, d, t0, t_end, g, g.v_cache, v, kv_row, kvh);
+        load_key_tile(kv, d, ld, t0, t_end, g, g.v_cache, v, kv_row, kvh);
         __syncthreads();
 #pragma unroll
         for (int c = 0; c < kMaxDim / kThreads; ++c) {
@@ -220,6 +222,148 @@ __global__ void __launch_bounds__(kThreads) attention_tile_kernel(const float *q
     }
 }
 
+__device__ inline uint32_t to_tf32(float x) {
+    uint32_t r = 0;
+#if defined(__CUDA_ARCH__) && __CUDA_ARCH__ >= 800
+    asm("cvt.rna.tf32.f32 %0, %1;" : "=r"(r) : "f"(x));
+#endif
+    return r;
+}
+
+// d[16][8] += a[16][8] . b[8][8], tf32 operands (fragments: cuda/attention_mma.h).
+__device__ inline void mma_tf32(float (&d)[4], const uint32_t (&a)[4], const uint32_t (&b)[2]) {
+#if defined(__CUDA_ARCH__) && __CUDA_ARCH__ >= 800
+    asm volatile("mma.sync.aligned.m16n8k8.row.col.f32.tf32.tf32.f32 {%0,%1,%2,%3}, {%4,%5,%6,%7}, {%8,%9}, {%0,%1,%2,%3};\n"
+                 : "+f"(d[0]), "+f"(d[1]), "+f"(d[2]), "+f"(d[3])
+                 : "r"(a[0]), "r"(a[1]), "r"(a[2]), "r"(a[3]), "r"(b[0]), "r"(b[1]));
+#else
+    __trap();  // the host selects this kernel only on compute capability 8.0 and newer
+#endif
+}
+
+// The tensor set's tiles: the float tiles' block, loads and online softmax, the scores and the
+// output on tf32 mma (the work split, fragments and shared layout: cuda/attention_mma.h; the same
+// algorithm on the host, lane by lane: tests/attention_mma_check.cpp). D, the head dimension, is a
+// template argument so that the output accumulators (D / 64 n-tiles) stay in registers.
+template <int D>
+__global__ void __launch_bounds__(kAttnThreads) attention_mma_kernel(const float *q, const float *k, const float *v, float *out,
+                                                                      int n_head, int n_head_kv, AttentionSegment g) {
+    constexpr int d = D, tiles = D / 64;
+    extern __shared__ __align__(16) float sh[];
+    const AttnSmem L = attention_mma_smem(d);
+    float *qs = sh + L.q, *kv = sh + L.kv, *s_part = sh + L.s_part, *p = sh + L.p, *rescale = sh + L.rescale,
+          *inv_l = sh + L.inv_l;
+    const int warp = threadIdx.x / 32, lane = threadIdx.x % 32;
+    const int64_t i0 = static_cast<int64_t>(blockIdx.x) * kAttnQueries;
+    const int h = blockIdx.y, kvh = h / (n_head / n_head_kv);
+    const int64_t q_stride = static_cast<int64_t>(n_head) * d, kv_row = static_cast<int64_t>(n_head_kv) * d;
+    const int64_t n_rows = min(int64_t{kAttnQueries}, g.n - i0);
+    const AttentionSpan span{g.n, g.n_past, g.causal, g.window, g.cache_pos0};
+
+    for (int idx = threadIdx.x; idx < kAttnQueries * d; idx += kAttnThreads) {
+        const int r = idx / d, e = idx % d;
+        qs[r * L.ldq + e] = r < n_rows ? q[(g.row0 + i0 + r) * q_stride + static_cast<int64_t>(h) * d + e] : 0.0f;
+    }
+    // The softmax: this warp's two queries (lane = key), as the float tiles.
+    const int qa = 2 * warp, qb = qa + 1;
+    const bool a_ok = qa < n_rows, b_ok = qb < n_rows;
+    const int64_t a_lo = span_lo(span, i0 + qa), a_hi = span_hi(span, i0 + qa);
+    const int64_t b_lo = span_lo(span, i0 + qb), b_hi = span_hi(span, i0 + qb);
+    float ma = -INFINITY, la = 0.0f, mb = -INFINITY, lb = 0.0f;
+    // The products: this warp's score n-tile and half, and its output dimensions.
+    const AttnScoreWork sw = attention_score_work(warp, d);
+    const int dim0 = attention_out_dim0(warp, d);
+    static_assert(attention_mma_fits(D) && tiles == attention_out_tiles(D), "head dimensions of whole n-tiles");
+    float acc[tiles][4] = {};
+
+    const int64_t t_lo = span_lo(span, i0), t_end = span_hi(span, i0 + n_rows - 1);
+    for (int64_t t0 = t_lo; t0 < t_end; t0 += kAttnKeys) {
+        __syncthreads();  // the previous tile's values are consumed (and qs written, the first time)
+        load_key_tile(kv, d, L.ldk, t0, t_end, g, g.k_cache, k, kv_row, kvh);
+        __syncthreads();
+        float s[4] = {};
+        for (int k0 = sw.k_begin; k0 < sw.k_end; k0 += 8) {
+            uint32_t a[4], b[2];
+#pragma unroll
+            for (int r = 0; r < 4; ++r) {
+                const Coord c = tf32_a_coord(lane, r);
+                a[r] = to_tf32(qs[c.line * L.ldq + k0 + c.k]);
+            }
+#pragma unroll
+            for (int r = 0; r < 2; ++r) {
+                const Coord c = tf32_b_coord(lane, r);
+                b[r] = to_tf32(kv[(8 * sw.nt + c.line) * L.ldk + k0 + c.k]);
+            }
+            mma_tf32(s, a, b);
+        }
+#pragma unroll
+        for (int r = 0; r < 4; ++r) {
+            const Coord c = mma_c_coord(lane, r);
+            s_part[sw.half * kAttnQueries * kAttnLdP + c.line * kAttnLdP + 8 * sw.nt + c.k] = s[r];
+        }
+        __syncthreads();  // the scores' halves published
+        const int64_t kp = t0 + lane;
+        float sa = s_part[qa * kAttnLdP + lane] + s_part[(kAttnQueries + qa) * kAttnLdP + lane];
+        float sb = s_part[qb * kAttnLdP + lane] + s_part[(kAttnQueries + qb) * kAttnLdP + lane];
+        if (!(a_ok && kp >= a_lo && kp < a_hi)) sa = -INFINITY;
+        if (!(b_ok && kp >= b_lo && kp < b_hi)) sb = -INFINITY;
+        auto update = [&](float x, float &m, float &l, int qi) {
+            const float m_new = fmaxf(m, warp_max(x));
+            const float pj = m_new == -INFINITY ? 0.0f : expf(x - m_new);
+            const float r = m_new == -INFINITY ? 1.0f : expf(m - m_new);  // 0 on the first visible tile
+            l = l * r + warp_sum(pj);
+            m = m_new;
+            p[qi * kAttnLdP + lane] = pj;
+            if (lane == 0) rescale[qi] = r;
+        };
+        update(sa, ma, la, qa);
+        update(sb, mb, lb, qb);
+        __syncthreads();  // p and rescale published; the keys consumed
+        load_key_tile(kv, d, L.ldv, t0, t_end, g, g.v_cache, v, kv_row, kvh);
+        __syncthreads();
+        const float r_lo = rescale[lane / 4], r_hi = rescale[lane / 4 + 8];  // rows g and g + 8
+#pragma unroll
+        for (int nt = 0; nt < tiles; ++nt) {
+            acc[nt][0] *= r_lo;
+            acc[nt][1] *= r_lo;
+            acc[nt][2] *= r_hi;
+            acc[nt][3] *= r_hi;
+        }
+#pragma unroll
+        for (int k0 = 0; k0 < kAttnKeys; k0 += 8) {
+            uint32_t a[4];
+#pragma unroll
+            for (int r = 0; r < 4; ++r) {
+                const Coord c = tf32_a_coord(lane, r);
+                a[r] = to_tf32(p[c.line * kAttnLdP + k0 + c.k]);
+            }
+#pragma unroll
+            for (int nt = 0; nt < tiles; ++nt) {
+                uint32_t b[2];
+#pragma unroll
+                for (int r = 0; r < 2; ++r) {
+                    const Coord c = tf32_b_coord(lane, r);
+                    b[r] = to_tf32(kv[(k0 + c.k) * L.ldv + dim0 + 8 * nt + c.line]);
+                }
+                mma_tf32(acc[nt], a, b);
+            }
+        }
+    }
+    if (lane == 0) {
+        inv_l[qa] = la > 0.0f ? 1.0f / la : 0.0f;
+        inv_l[qb] = lb > 0.0f ? 1.0f / lb : 0.0f;
+    }
+    __syncthreads();
+#pragma unroll
+    for (int nt = 0; nt < tiles; ++nt)
+#pragma unroll
+        for (int r = 0; r < 4; ++r) {
+            const Coord c = mma_c_coord(lane, r);
+            if (c.line < n_rows)
+                out[(g.row0 + i0 + c.line) * q_stride + static_cast<int64_t>(h) * d + dim0 + 8 * nt + c.k] = acc[nt][r] * inv_l[c.line];
+        }
+}
+
 }  // namespace
 
 bool attention_tiles_fit(int head_dim) { return head_dim % 4 == 0 && head_dim <= kMaxDim; }
@@ -227,6 +371,28 @@ bool attention_tiles_fit(int head_dim) { return head_dim % 4 == 0 && head_dim <=
 void attention(cudaStream_t s, const float *q, const float *k, const float *v, float *out, int n_head, int n_head_kv,
                int head_dim, const AttentionSegment &g, KernelSet kernels) {
     if (g.n <= 0) return;
+    if (kernels == KernelSet::tensor && attention_mma_fits(head_dim)) {
+        const size_t shared = static_cast<size_t>(attention_mma_smem(head_dim).floats) * sizeof(float);
+        const dim3 grid(blocks_for(g.n, kAttnQueries), static_cast<unsigned>(n_head));
+        auto launch = [&](auto dim) {
+            constexpr int D = decltype(dim)::value;
+            check(cudaFuncSetAttribute(attention_mma_kernel<D>, cudaFuncAttributeMaxDynamicSharedMemorySize, static_cast<int>(shared)),
+                  "cudaFuncSetAttribute (attention on tensor cores)");
+            attention_mma_kernel<D><<<grid, kAttnThreads, shared, s>>>(q, k, v, out, n_head, n_head_kv, g);
+        };
+        switch (head_dim) {
+            case 64: launch(std::integral_constant<int, 64>{}); break;
+            case 128: launch(std::integral_constant<int, 128>{}); break;
+            case 192: launch(std::integral_constant<int, 192>{}); break;
+            case 256: launch(std::integral_constant<int, 256>{}); break;
+            case 320: launch(std::integral_constant<int, 320>{}); break;
+            case 384: launch(std::integral_constant<int, 384>{}); break;
+            case 448: launch(std::integral_constant<int, 448>{}); break;
+            default: launch(std::integral_constant<int, 512>{}); break;  // attention_mma_fits: 512
+        }
+        check_launch("attention (tensor cores)");
+        return;
+    }
     if (kernels != KernelSet::reference && attention_tiles_fit(head_dim)) {
         const size_t shared = tile_shared_bytes(head_dim);
         // Above 48 KiB a kernel must ask, on each device (head_dim 512 takes 101 KiB).
