@@ -690,10 +690,11 @@ int bench_full() {
         row("route", TensorType::F32, dims({E, X, T}), ms, 2.0 * E * X * T, int(L));
     }
     // Decoder attention over the prompt's cache and the canvas: 25 sliding layers (8 KV heads of 256)
-    // and 5 global ones (2 KV heads of 512), the tiles and the per-query reference kernel.
+    // and 5 global ones (2 KV heads of 512): the float tiles, the per-query reference kernel and the
+    // tensor set's tf32 tiles.
     auto attention_row = [&](const char *name, int64_t Hk, int64_t Dh, int64_t window, int per_step) {
         double ms[3] = {0, 0, 0};
-        for (int which = 0; which < 2; ++which) {
+        for (int which = 0; which < 3; ++which) {
             if (!sets[which]) continue;
             Backend &b = *sets[which];
             std::vector<KvLayer> cache(1);
