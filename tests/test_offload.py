@@ -73,6 +73,20 @@ def test_streaming_needs_the_staging_slots_and_chooses_by_them(mini):
         device_bytes_needed(mini, 1, "disk")
 
 
+def test_info_says_what_expert_offload_keeps_on_the_host_for_a_small_gpu(mini):
+    """`dgemma info`'s line for a GPU the model does not fit: --gpu-memory's choice both ways, or why
+    offload cannot help."""
+    from dgemma.cli_info import offload_advice
+
+    need = [device_bytes_needed(mini, n) for n in range(7)]
+    cap = need[2]
+    n_stream = host_expert_layers_for(mini, cap, "stream")
+    assert offload_advice(str(mini), cap) == (
+        f"with --gpu-memory {cap / 1e9:.1f}: 2 layers' experts in host memory (computed by the CPU); or {n_stream} "
+        f"layers' experts in host memory (streamed to the GPU, --moe-offload stream)")
+    assert offload_advice(str(mini), need[6] - 1).startswith("expert offload cannot make it fit: the model needs ")
+
+
 def _cli(*args) -> subprocess.CompletedProcess:
     env = dict(os.environ, PYTHONPATH=os.pathsep.join([str(Path(dgemma.__file__).resolve().parents[1]),
                                                        os.environ.get("PYTHONPATH", "")]))

@@ -61,13 +61,14 @@ def run(args: argparse.Namespace) -> int:
     print(f"memory: {_size(mem['weights_mapped'])} file, memory-mapped (pages are read as used){owned}; "
           f"per session: KV cache at full context {_size(mem['per_session'])}; "
           f"per generating canvas: workspace and logits {_size(mem['per_batch'])}")
-    _print_gpus(mem)
+    _print_gpus(path, mem)
     return 0
 
 
-def _print_gpus(mem: dict) -> None:
+def _print_gpus(path: str, mem: dict) -> None:
     """The CUDA devices, their free memory and what this model needs there (the CUDA backend holds
-    the weights, one session's KV cache at full context and one canvas's workspace)."""
+    the weights, one session's KV cache at full context and one canvas's workspace); for a GPU it
+    does not fit, what expert offload would keep in host memory."""
     from .devices import cuda_devices
     from .errors import UnsupportedError
 
@@ -81,3 +82,22 @@ def _print_gpus(mem: dict) -> None:
         fits = "fits" if need <= g.free_memory else "does NOT fit"
         print(f"GPU {g.device}: {g.name} (compute {g.compute_capability[0]}.{g.compute_capability[1]}), "
               f"{_size(g.free_memory)} free of {_size(g.total_memory)}; this model needs about {_size(need)} there: {fits}")
+        if need > g.free_memory:
+            print(f"  {offload_advice(path, g.free_memory)}")
+
+
+def offload_advice(path: str, gpu_bytes: int) -> str:
+    """One line: what --gpu-memory would choose for `gpu_bytes` of GPU memory, each way of running the
+    offloaded experts (dgemma/offload.py), or why nothing fits."""
+    from .errors import OutOfMemoryError
+    from .offload import host_expert_layers_for
+
+    gb = gpu_bytes / 1e9
+    parts = []
+    for mode, how in (("cpu", "computed by the CPU"), ("stream", "streamed to the GPU, --moe-offload stream")):
+        try:
+            n = host_expert_layers_for(path, gpu_bytes, mode)
+        except OutOfMemoryError as e:
+            return f"expert offload cannot make it fit: {e}"
+        parts.append(f"{n} layers' experts in host memory ({how})")
+    return f"with --gpu-memory {gb:.1f}: " + "; or ".join(parts)
