@@ -114,6 +114,19 @@ __device__ inline float warp_max(float v) {
     return v;
 }
 
+// One tile of a query's online softmax, lane = key, s = -inf where the key is not visible: returns
+// this lane's exp(s - m'), where m' is the running maximum with this tile's, updates m and the sum l
+// (the same in every lane) and gives the factor exp(m - m') the query's earlier terms are rescaled by
+// (0 on its first visible tile; a tile before its span leaves it at -inf, 0).
+__device__ inline float online_softmax_step(float s, float &m, float &l, float &rescale) {
+    const float m_new = fmaxf(m, warp_max(s));
+    const float pj = m_new == -INFINITY ? 0.0f : expf(s - m_new);
+    rescale = m_new == -INFINITY ? 1.0f : expf(m - m_new);
+    l = l * rescale + warp_sum(pj);
+    m = m_new;
+    return pj;
+}
+
 // Rows [t0, t0 + kKeys) of the key (or value) sequence into buf (rows of ld floats), zero past t_end.
 __device__ inline void load_key_tile(float *buf, int d, int ld, int64_t t0, int64_t t_end, const AttentionSegment &g,
                                      const uint8_t *cache, const float *cur, int64_t kv_row, int kvh) {
@@ -171,20 +184,13 @@ __global__ void __launch_bounds__(kThreads) attention_tile_kernel(const float *q
             sa = fmaf(x.x, kk.x, sa); sa = fmaf(x.y, kk.y, sa); sa = fmaf(x.z, kk.z, sa); sa = fmaf(x.w, kk.w, sa);
             sb = fmaf(y.x, kk.x, sb); sb = fmaf(y.y, kk.y, sb); sb = fmaf(y.z, kk.z, sb); sb = fmaf(y.w, kk.w, sb);
         }
-        if (!(a_ok && kp >= a_lo && kp < a_hi)) sa = -INFINITY;
-        if (!(b_ok && kp >= b_lo && kp < b_hi)) sb = -INFINITY;
-        // Online softmax, one query at a time; a tile before a query's span leaves it at -inf, 0.
-        auto update = [&](float s, float &m, float &l, int qi) {
-            const float m_new = fmaxf(m, warp_max(s));
-            const float pj = m_new == -INFINITY ? 0.0f : expf(s - m_new);
-            const float r = m_new == -INFINITY ? 1.0f : expf(m - m_new);  // 0 on the first visible tile
-            l = l * r + warp_sum(pj);
-            m = m_new;
-            p[lane * kQueries + qi] = pj;
+        auto update = [&](float s, bool visible, float &m, float &l, int qi) {
+            float r;
+            p[lane * kQueries + qi] = online_softmax_step(visible ? s : -INFINITY, m, l, r);
             if (lane == 0) rescale[qi] = r;
         };
-        update(sa, ma, la, qa);
-        update(sb, mb, lb, qb);
+        update(sa, a_ok && kp >= a_lo && kp < a_hi, ma, la, qa);
+        update(sb, b_ok && kp >= b_lo && kp < b_hi, mb, lb, qb);
         __syncthreads();  // p and rescale published; the keys consumed
         load_key_tile(kv, d, ld, t0, t_end, g, g.v_cache, v, kv_row, kvh);
         __syncthreads();
@@ -303,21 +309,15 @@ __global__ void __launch_bounds__(kAttnThreads) attention_mma_kernel(const float
         }
         __syncthreads();  // the scores' halves published
         const int64_t kp = t0 + lane;
-        float sa = s_part[qa * kAttnLdP + lane] + s_part[(kAttnQueries + qa) * kAttnLdP + lane];
-        float sb = s_part[qb * kAttnLdP + lane] + s_part[(kAttnQueries + qb) * kAttnLdP + lane];
-        if (!(a_ok && kp >= a_lo && kp < a_hi)) sa = -INFINITY;
-        if (!(b_ok && kp >= b_lo && kp < b_hi)) sb = -INFINITY;
-        auto update = [&](float x, float &m, float &l, int qi) {
-            const float m_new = fmaxf(m, warp_max(x));
-            const float pj = m_new == -INFINITY ? 0.0f : expf(x - m_new);
-            const float r = m_new == -INFINITY ? 1.0f : expf(m - m_new);  // 0 on the first visible tile
-            l = l * r + warp_sum(pj);
-            m = m_new;
-            p[qi * kAttnLdP + lane] = pj;
+        const float sa = s_part[qa * kAttnLdP + lane] + s_part[(kAttnQueries + qa) * kAttnLdP + lane];
+        const float sb = s_part[qb * kAttnLdP + lane] + s_part[(kAttnQueries + qb) * kAttnLdP + lane];
+        auto update = [&](float x, bool visible, float &m, float &l, int qi) {
+            float r;
+            p[qi * kAttnLdP + lane] = online_softmax_step(visible ? x : -INFINITY, m, l, r);
             if (lane == 0) rescale[qi] = r;
         };
-        update(sa, ma, la, qa);
-        update(sb, mb, lb, qb);
+        update(sa, a_ok && kp >= a_lo && kp < a_hi, ma, la, qa);
+        update(sb, b_ok && kp >= b_lo && kp < b_hi, mb, lb, qb);
         __syncthreads();  // p and rescale published; the keys consumed
         load_key_tile(kv, d, L.ldv, t0, t_end, g, g.v_cache, v, kv_row, kvh);
         __syncthreads();
