@@ -94,12 +94,19 @@ def _cli(*args) -> subprocess.CompletedProcess:
                           timeout=300)
 
 
+COMMANDS = {  # every command that runs a model takes --device and the offload flags
+    "generate": ["Copy: a b"], "chat": [], "serve": ["--port", "1"], "infill": ["--prefix", "a", "--suffix", "b"],
+    "demo": ["--config", "tiny"],
+}
+
+
+@pytest.mark.parametrize("command", sorted(COMMANDS))
 @pytest.mark.parametrize("flags", [["--n-cpu-moe", "2"], ["--gpu-memory", "0.5"]])
-def test_offload_flags_on_the_cpu_are_a_clear_error(flags):
-    r = _cli("generate", "Copy: a b", "--device", "cpu", *flags)
-    assert r.returncode == 2
-    assert r.stderr.strip() == (f"dgemma generate: error: {flags[0]} moves experts off a GPU, and this run is on "
-                                f"the CPU (--device cpu)")
+def test_offload_flags_on_the_cpu_are_a_clear_error(command, flags):
+    r = _cli(command, *COMMANDS[command], "--device", "cpu", *flags)
+    assert r.returncode == 2, r.stderr
+    assert r.stderr.strip().splitlines()[-1] == (f"dgemma {command}: error: {flags[0]} moves experts off a GPU, and this "
+                                                 f"run is on the CPU (--device cpu)")
 
 
 def test_offload_flags_exclude_each_other():

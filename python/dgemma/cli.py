@@ -5,8 +5,7 @@ from __future__ import annotations
 import argparse
 import sys
 
-from .cli_args import (Parser, device_arg, expert_offload, host_expert_layers, int_in, name_flags, offload_args,
-                       positive_int, warn_threads)
+from .cli_args import Parser, int_in, model_placement, name_flags, placement_args, positive_int, warn_threads
 from .errors import DgemmaError, InvalidArgumentError
 
 
@@ -52,8 +51,7 @@ def _time_demo(path: str, args) -> None:
 
     from .model import Model
 
-    with Model(path, threads=args.threads, device=args.device, host_expert_layers=host_expert_layers(args, path),
-               expert_offload=expert_offload(args)) as m:
+    with Model(path, threads=args.threads, **model_placement(args, path)) as m:
         c = m.config
         rng = np.random.default_rng(args.seed)
         s = m.session()
@@ -107,8 +105,7 @@ def build_parser() -> argparse.ArgumentParser:
     d.add_argument("--prompt-tokens", type=positive_int, default=128, help="prompt length (128)")
     d.add_argument("--threads", type=positive_int, default=None, help="threads (default: one per core)")
     d.add_argument("--seed", type=int_in(0, 2**32 - 1), default=0)
-    device_arg(d)
-    offload_args(d)
+    placement_args(d)
     d.set_defaults(func=_cmd_demo, parser=d)
 
     from . import cli_chat, cli_generate, cli_info, cli_infill, cli_pull, cli_quantize, cli_serve, cli_tokenize

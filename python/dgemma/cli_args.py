@@ -84,6 +84,17 @@ def offload_args(parser) -> None:
                              "(copied to the GPU for each step and computed there)")
 
 
+def placement_args(parser) -> None:
+    """--device and the expert-offload flags: where a command that runs a model runs it."""
+    device_arg(parser)
+    offload_args(parser)
+
+
+def model_placement(args, path: str) -> dict:
+    """Model() keywords from placement_args' flags: device, host_expert_layers, expert_offload."""
+    return dict(device=args.device, host_expert_layers=host_expert_layers(args, path), expert_offload=expert_offload(args))
+
+
 def expert_offload(args) -> str:
     """The mode --moe-offload names, "cpu" when not given."""
     return args.moe_offload or "cpu"

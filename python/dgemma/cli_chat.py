@@ -7,7 +7,7 @@ from __future__ import annotations
 import argparse
 import sys
 
-from .cli_args import int_in, positive_int, warn_threads
+from .cli_args import int_in, model_placement, placement_args, positive_int, warn_threads
 from .cli_generate import SAMPLER_OPTIONS, add_sampler_flags
 
 HELP = "commands: /reset (new conversation), /exit (or Ctrl-D); Ctrl-C stops an answer"
@@ -23,6 +23,7 @@ def register(subparsers) -> argparse.ArgumentParser:
     add_sampler_flags(c)
     c.add_argument("--visual", action="store_true", help="show the canvas settling step by step")
     c.add_argument("--threads", type=positive_int, default=None, help="threads (default: one per core)")
+    placement_args(c)
     c.set_defaults(func=run, parser=c)
     return c
 
@@ -83,7 +84,8 @@ def run(args) -> int:
 
     warn_threads(args.threads)
     seed = args.seed if args.seed is not None else random.getrandbits(63)
-    with Model(args.model or demo_model_path(), threads=args.threads) as m, \
+    path = args.model or demo_model_path()
+    with Model(path, threads=args.threads, **model_placement(args, path)) as m, \
             Scheduler(m, max_batch=1, prefix_cache=2) as sched:
         view = CanvasView(sys.stderr, 0.0) if args.visual and sys.stderr.isatty() else None
         if sys.stdin.isatty():

@@ -6,8 +6,8 @@ import argparse
 import json
 import sys
 
-from .cli_args import (device_arg, expert_offload, finite_float, host_expert_layers, int_in, nonnegative_float,
-                       offload_args, positive_int, typed_flag, warn_threads)
+from .cli_args import (finite_float, int_in, model_placement, nonnegative_float, placement_args, positive_int, typed_flag,
+                       warn_threads)
 
 SAMPLER_OPTIONS = ("max_denoising_steps", "t_min", "t_max", "entropy_bound", "stability_threshold",
                    "confidence_threshold")
@@ -43,8 +43,7 @@ def register(subparsers) -> argparse.ArgumentParser:
                    help="pause after each --visual frame (default 0.05)")
     g.add_argument("--json", action="store_true", help="print text, tokens, steps, tokens/forward and timings as JSON")
     g.add_argument("--threads", type=positive_int, default=None, help="threads (default: one per core)")
-    device_arg(g)
-    offload_args(g)
+    placement_args(g)
     g.set_defaults(func=run, parser=g)
     return g
 
@@ -106,8 +105,7 @@ def run(args: argparse.Namespace) -> int:
     sampler = {k: getattr(args, k) for k in SAMPLER_OPTIONS}
     out, err = sys.stdout, sys.stderr
     path = args.model or demo_model_path()
-    with Model(path, threads=args.threads, device=args.device, host_expert_layers=host_expert_layers(args, path),
-               expert_offload=expert_offload(args)) as m:
+    with Model(path, threads=args.threads, **model_placement(args, path)) as m:
         if args.chat or (m.prompt_format == "chat" and not args.raw):
             prompt = [{"role": "user", "content": prompt}]
         _check_room(args, m, prompt)

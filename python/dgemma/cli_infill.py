@@ -6,7 +6,7 @@ import argparse
 import json
 import sys
 
-from .cli_args import int_in, nonnegative_float, positive_int, typed_flag, warn_threads
+from .cli_args import int_in, model_placement, nonnegative_float, placement_args, positive_int, typed_flag, warn_threads
 
 HOLE_START, HOLE_END = "\u27e6", "\u27e7"  # --visual brackets each run of denoising positions: ⟦ ⟧
 
@@ -26,6 +26,7 @@ def _common(p) -> None:
                    help="pause after each --visual frame (default 0.05)")
     p.add_argument("--json", action="store_true", help="print the text, each hole's text and the steps as JSON")
     p.add_argument("--threads", type=positive_int, default=None, help="threads (default: one per core)")
+    placement_args(p)
 
 
 def register(subparsers) -> None:
@@ -90,7 +91,8 @@ def _run(args, call) -> int:
 
     warn_threads(args.threads)
     out, err = sys.stdout, sys.stderr
-    with Model(args.model or demo_model_path(), threads=args.threads) as m:
+    path = args.model or demo_model_path()
+    with Model(path, threads=args.threads, **model_placement(args, path)) as m:
         on_draft, view = _visual(m, args, err)
         try:
             result = call(m, _prompt(m, args), on_draft)

@@ -8,7 +8,7 @@ import os
 import signal
 import sys
 
-from .cli_args import int_in, positive_int, warn_threads
+from .cli_args import int_in, model_placement, placement_args, positive_int, warn_threads
 
 
 def register(subparsers) -> argparse.ArgumentParser:
@@ -26,6 +26,7 @@ def register(subparsers) -> argparse.ArgumentParser:
                    help="MiB for the KV caches of running and cached sequences (0: no limit)")
     s.add_argument("--model-id", default=None, help="the model's name in the API (default: the file's name)")
     s.add_argument("--threads", type=positive_int, default=None, help="threads (default: one per core)")
+    placement_args(s)
     s.set_defaults(func=run, parser=s)
     return s
 
@@ -46,7 +47,7 @@ def run(args) -> int:
     warn_threads(args.threads)
     path = args.model or demo_model_path()
     model_id = args.model_id or os.path.splitext(os.path.basename(path))[0]
-    with Model(path, threads=args.threads) as model:
+    with Model(path, threads=args.threads, **model_placement(args, path)) as model:
         engine = Engine(model, parallel=args.parallel, queue=args.queue, prefix_cache=args.prefix_cache,
                         memory_budget=args.memory_mb << 20)
         app = create_app(engine, model_id)
