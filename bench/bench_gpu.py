@@ -5,7 +5,8 @@
     python bench/bench_gpu.py --dry-run     # the whole script on the CPU, tiny config, no floors (CI)
 
 Rows, each a JSON record with the keys card, commit, config, weight_type, batch, step_ms, prefill_tok_s,
-peak_mem_gb, floor_ms (and `row`, `tokens_s`, `floor_ratio`, `kernels`: DGEMMA_CUDA_KERNELS, "auto" when unset):
+peak_mem_gb, floor_ms (and `row`, `tokens_s`, `floor_ratio`, `kernels`: DGEMMA_CUDA_KERNELS, "auto" when unset;
+`h2d_gb_s`: pinned host-to-device copies, measured through torch; offload rows: see below):
   - prefill of 512 and 8192 tokens (tokens/s);
   - a denoising step of a 256-token canvas, self-conditioning on, at 1 and 4 sequences (ms per step and
     per sequence-step), from generate() with a fixed number of steps (no early stop), so the sampler
@@ -18,7 +19,8 @@ peak_mem_gb, floor_ms (and `row`, `tokens_s`, `floor_ratio`, `kernels`: DGEMMA_C
     way of running offloaded experts (computed by the CPU backend, or streamed to the GPU over PCIe for
     each pass), the step with the experts of the last N layers in host memory, N chosen as
     `--gpu-memory` chooses it (dgemma/offload.py), its own peak memory, N and the way in the row
-    (`host_expert_layers`, `expert_offload`, `gpu_cap_gb`).
+    (`host_expert_layers`, `expert_offload`, `gpu_cap_gb`; streamed rows: `stream_floor_ms`, the
+    streamed bytes of a step over `h2d_gb_s`).
 The floor for the file on this card: its bytes over the copy bandwidth and a step's FLOPs over the bf16
 matrix rate, both measured in this run through torch; floor_ms is the larger (they overlap at best).
 Peak memory: the card's used memory (nvidia-smi) over what was used before the model loaded.
@@ -93,8 +95,9 @@ def step_flops(preset: dict, n_past: int) -> float:
     return per_token * C
 
 
-def measure_floors() -> tuple[float, float]:
-    """(copy bandwidth in bytes/s counting read + write, bf16 matrix rate in FLOP/s), through torch."""
+def measure_floors() -> tuple[float, float, float]:
+    """(copy bandwidth in bytes/s counting read + write, bf16 matrix rate in FLOP/s, host-to-device
+    copy bandwidth from pinned memory in bytes/s: what streamed experts cross), through torch."""
     import torch
 
     def median_ms(fn, reps=10):
@@ -115,12 +118,16 @@ def measure_floors() -> tuple[float, float]:
     src.random_(0, 255)
     bw = 2 * n / (median_ms(lambda: dst.copy_(src)) / 1e3)
     del src, dst
+    host = torch.empty(1 << 30, dtype=torch.uint8, pin_memory=True)
+    dev = torch.empty(1 << 30, dtype=torch.uint8, device="cuda")
+    h2d = (1 << 30) / (median_ms(lambda: dev.copy_(host, non_blocking=True), reps=5) / 1e3)
+    del host, dev
     m = 8192
     a, b = torch.randn(m, m, dtype=torch.bfloat16, device="cuda"), torch.randn(m, m, dtype=torch.bfloat16, device="cuda")
     rate = 2 * m ** 3 / (median_ms(lambda: a @ b) / 1e3)
     del a, b
     torch.cuda.empty_cache()
-    return bw, rate
+    return bw, rate, h2d
 
 
 def peer_step_ms(preset: dict, prompt: int, steps: int, device: str) -> float:
@@ -191,10 +198,12 @@ def graph_rows(path: str, ids) -> list[dict]:
         del os.environ["DGEMMA_CUDA_GRAPH"]
 
 
-def offload_rows(path: str, a, ids) -> list[dict]:
+def offload_rows(path: str, a, ids, h2d: float) -> list[dict]:
     """The step with experts offloaded, per GPU memory cap and way of running them (computed by the
-    CPU backend, or streamed to the GPU for each pass: see the docstring). In a dry run the caps are
-    the model's own need less one and two layers' experts."""
+    CPU backend, or streamed to the GPU for each pass: see the docstring). A streamed row carries
+    stream_floor_ms, its experts' bytes over the host-to-device bandwidth h2d (every offloaded layer
+    crosses once a pass from three layers on). In a dry run the caps are the model's own need less
+    one and two layers' experts."""
     from dgemma.errors import OutOfMemoryError
     from dgemma.offload import device_bytes_needed, host_expert_layers_for, layer_expert_bytes
 
@@ -215,9 +224,12 @@ def offload_rows(path: str, a, ids) -> list[dict]:
             with dgemma.Model(path, device=a.device, host_expert_layers=n, expert_offload=mode) as m:
                 r = generation_rows(m, ids, CANVAS_STEPS[0], 1)
                 peak = used_gb() - before
-            rows.append(dict(row=f"step, {n} layers' experts {where} ({cap:.3g} GB cap)", batch=1, step_ms=r["step_ms"],
+            streamed = sum(layer_expert_bytes(path)[::-1][:n]) if mode == "stream" and n > 2 else 0
+            copies = f"; copies >= {1e3 * streamed / h2d:.1f} ms" if mode == "stream" and h2d == h2d else ""
+            rows.append(dict(row=f"step, {n} layers' experts {where} ({cap:.3g} GB cap{copies})", batch=1, step_ms=r["step_ms"],
                              host_expert_layers=n, expert_offload=mode, gpu_cap_gb=cap,
-                             peak_mem_gb=peak if a.device != "cpu" else None))
+                             peak_mem_gb=peak if a.device != "cpu" else None,
+                             stream_floor_ms=1e3 * streamed / h2d if mode == "stream" and h2d == h2d else None))
     return rows
 
 
@@ -253,9 +265,9 @@ def main() -> int:
             print(f"wrote {os.path.getsize(path) / 2**30:.2f} GiB of random blocks in {time.perf_counter() - t0:.1f} s",
                   file=sys.stderr)
         file_bytes = os.path.getsize(path)
-        bw = rate = float("nan")
+        bw = rate = h2d = float("nan")
         if a.device != "cpu":
-            bw, rate = measure_floors()
+            bw, rate, h2d = measure_floors()
         before = used_gb()
         peak = 0.0
         with dgemma.Model(path, device=a.device) as m:
@@ -283,11 +295,12 @@ def main() -> int:
                 rows.append(dict(row=f"canvas at {steps} steps", batch=1, step_ms=r["step_ms"], tokens_s=r["tokens_s"]))
         if a.device != "cpu" and not a.no_graph_rows:
             rows += graph_rows(path, ids)
-        rows += offload_rows(path, a, ids)
+        rows += offload_rows(path, a, ids, h2d)
     flops = step_flops(preset, prompts[0])
     floor_ms = max(1e3 * file_bytes / bw, 1e3 * flops / rate) if bw == bw else float("nan")
     for i, r in enumerate(rows):  # an offload row keeps its own peak
         rows[i] = {**base, "peak_mem_gb": peak if a.device != "cpu" else None, "floor_ms": floor_ms,
+                   "h2d_gb_s": h2d / 1e9 if h2d == h2d else None,
                    "floor_ratio": r["step_ms"] / floor_ms if "step_ms" in r and floor_ms == floor_ms else None, **r}
     if not a.no_peer:
         try:
@@ -301,7 +314,7 @@ def main() -> int:
             r.setdefault(key, None)
     print(f"{base['card']}, commit {base['commit']}, {a.config} at {base['weight_type']}, kernels {base['kernels']}; floor {floor_ms:.2f} ms "
           f"({file_bytes / 2**30:.2f} GiB at {bw / 1e12:.2f} TB/s, {flops / 1e12:.2f} TFLOP at {rate / 1e12:.0f} TFLOP/s); "
-          f"peak {peak:.2f} GB")
+          f"peak {peak:.2f} GB; host-to-device {h2d / 1e9:.1f} GB/s")
     w = max(44, *(len(r["row"]) for r in rows))
     print(f"{'row':<{w}} {'step ms':>9} {'tokens/s':>10} {'prefill tok/s':>14} {'x floor':>8}")
     fmt = lambda v, f: format(v, f) if isinstance(v, (int, float)) and v == v else "-"  # noqa: E731
