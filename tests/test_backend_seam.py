@@ -200,7 +200,9 @@ def test_streamed_experts_give_the_cpu_logits_and_cross_once_a_pass(tiny_random,
     out = {}
     for name, kw in (("cpu", {}), ("opaque", dict(backend="opaque")),
                      ("host", dict(backend="opaque", host_expert_layers=layers)),
-                     ("stream", dict(backend="opaque", host_expert_layers=layers, expert_offload="stream"))):
+                     ("stream", dict(backend="opaque", host_expert_layers=layers, expert_offload="stream")),
+                     # the CPU backend has nothing to stream: its weights are host memory already
+                     ("cpu-stream", dict(host_expert_layers=layers, expert_offload="stream"))):
         with dgemma.Model(tiny_random, threads=2, **kw) as m:
             s = m.session()
             s.prefill(prompt)
@@ -210,7 +212,7 @@ def test_streamed_experts_give_the_cpu_logits_and_cross_once_a_pass(tiny_random,
             moved = {k: m.transfers()[k] - before[k] for k in before}
             tokens = m.generate(prompt, max_new_tokens=32, seed=4).tokens
             out[name] = dict(z=z, z2=z2, moved=moved, tokens=tokens, mem=m.memory(), n_layer=m.config.n_layer)
-    for name in ("opaque", "stream"):
+    for name in ("opaque", "stream", "cpu-stream"):
         np.testing.assert_array_equal(out[name]["z"], out["cpu"]["z"])
         np.testing.assert_array_equal(out[name]["z2"], out["cpu"]["z2"])
         assert out[name]["tokens"] == out["cpu"]["tokens"]
@@ -221,7 +223,8 @@ def test_streamed_experts_give_the_cpu_logits_and_cross_once_a_pass(tiny_random,
     plain, stream = out["opaque"]["moved"], out["stream"]["moved"]
     assert stream["bytes_to_host"] == plain["bytes_to_host"] and stream["downloads"] == plain["downloads"]
     assert stream["bytes_to_device"] - plain["bytes_to_device"] == (expert_bytes if layers > 2 else 0)
-    assert out["stream"]["mem"]["weights_on_host"] == expert_bytes > 0
+    assert out["stream"]["mem"]["weights_on_host"] == out["cpu-stream"]["mem"]["weights_on_host"] == expert_bytes > 0
+    assert out["cpu-stream"]["moved"]["bytes_to_device"] == 0
     staging = out["stream"]["mem"]["weights_owned"] - out["host"]["mem"]["weights_owned"]
     assert staging == stream_staging_bytes(tiny_random, layers) >= min(layers, 2) * expert_bytes // layers
 
