@@ -138,7 +138,7 @@ def test_expert_offload_runs_the_experts_on_a_host_backend(tiny_random):
     canvas = np.random.default_rng(5).integers(0, 1024, 16)
     prompt = list(range(3, 40))
     logits = {}
-    for name, kw in (("cpu", {}), ("offload", dict(backend="opaque", host_expert_layers=2))):
+    for name, kw in (("cpu", {}), ("offload", dict(backend="opaque", host_expert_layers=2, expert_offload="cpu"))):
         with dgemma.Model(tiny_random, threads=2, **kw) as m:
             s = m.session()
             s.prefill(prompt)
@@ -199,7 +199,7 @@ def test_streamed_experts_give_the_cpu_logits_and_cross_once_a_pass(tiny_random,
     prompt, canvas = list(rng.integers(0, 1024, 37)), rng.integers(0, 1024, 16)
     out = {}
     for name, kw in (("cpu", {}), ("opaque", dict(backend="opaque")),
-                     ("host", dict(backend="opaque", host_expert_layers=layers)),
+                     ("host", dict(backend="opaque", host_expert_layers=layers, expert_offload="cpu")),
                      ("stream", dict(backend="opaque", host_expert_layers=layers, expert_offload="stream")),
                      # the CPU backend has nothing to stream: its weights are host memory already
                      ("cpu-stream", dict(host_expert_layers=layers, expert_offload="stream"))):

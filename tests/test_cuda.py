@@ -379,7 +379,7 @@ def test_generate_gives_the_cpu_tokens(prompt):
 def test_experts_offloaded_to_the_cpu_give_the_same_tokens():
     """--n-cpu-moe on a GPU: the experts of the last 2 layers computed by the CPU backend."""
     runs = []
-    for kw in (dict(device="cpu"), dict(device="cuda", host_expert_layers=2)):
+    for kw in (dict(device="cpu"), dict(device="cuda", host_expert_layers=2, expert_offload="cpu")):
         with dgemma.Model(dgemma.demo_model_path(), threads=2, **kw) as m:
             runs.append(m.generate(DEMO_PROMPT, max_new_tokens=3 * m.config.canvas_length, seed=5).tokens)
             if "host_expert_layers" in kw:

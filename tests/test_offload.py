@@ -33,10 +33,10 @@ def test_the_device_share_drops_by_the_offloaded_layers_experts(mini):
     with dgemma.Model(mini, threads=1) as m:
         mem = m.memory()
     full = mem["weights_mapped"] + mem["per_session"] + mem["per_batch"]
-    assert device_bytes_needed(mini, 0) == full
-    assert device_bytes_needed(mini, 2) == full - per_layer[5] - per_layer[4]
+    assert device_bytes_needed(mini, 0, "cpu") == full
+    assert device_bytes_needed(mini, 2, "cpu") == full - per_layer[5] - per_layer[4]
     # The core's own accounting of an offloaded model names the same bytes as on the host.
-    with dgemma.Model(mini, threads=1, backend="opaque", host_expert_layers=2) as m:
+    with dgemma.Model(mini, threads=1, backend="opaque", host_expert_layers=2, expert_offload="cpu") as m:
         assert m.memory()["weights_on_host"] == per_layer[5] + per_layer[4]
 
 
@@ -64,7 +64,7 @@ def test_streaming_needs_the_staging_slots_and_chooses_by_them(mini):
     assert stream_staging_bytes(mini, 1) == staged[5]
     assert stream_staging_bytes(mini, 4) == 2 * max(staged[2:])
     for n in range(7):
-        assert device_bytes_needed(mini, n, "stream") == device_bytes_needed(mini, n) + stream_staging_bytes(mini, n)
+        assert device_bytes_needed(mini, n, "stream") == device_bytes_needed(mini, n, "cpu") + stream_staging_bytes(mini, n)
     need = [device_bytes_needed(mini, n, "stream") for n in range(7)]
     for cap in (need[0], need[2], need[6], need[0] - 1):
         n = host_expert_layers_for(mini, cap, "stream")
@@ -78,7 +78,7 @@ def test_info_says_what_expert_offload_keeps_on_the_host_for_a_small_gpu(mini):
     offload cannot help."""
     from dgemma.cli_info import offload_advice
 
-    need = [device_bytes_needed(mini, n) for n in range(7)]
+    need = [device_bytes_needed(mini, n, "cpu") for n in range(7)]
     cap = need[2]
     n_stream = host_expert_layers_for(mini, cap, "stream")
     assert offload_advice(str(mini), cap) == (

@@ -80,7 +80,7 @@ def offload_args(parser) -> None:
     g.add_argument("--gpu-memory", dest="gpu_memory", type=float, default=None, metavar="GB",
                    help="choose --n-cpu-moe so that the model fits in this many GB of GPU memory")
     parser.add_argument("--moe-offload", dest="moe_offload", choices=("cpu", "stream"), default=None,
-                        help="how the experts in host memory run: cpu (computed by the CPU, the default) or stream "
+                        help="how the experts in host memory run: cpu (computed by the CPU) or stream "
                              "(copied to the GPU for each step and computed there)")
 
 
@@ -92,12 +92,7 @@ def placement_args(parser) -> None:
 
 def model_placement(args, path: str) -> dict:
     """Model() keywords from placement_args' flags: device, host_expert_layers, expert_offload."""
-    return dict(device=args.device, host_expert_layers=host_expert_layers(args, path), expert_offload=expert_offload(args))
-
-
-def expert_offload(args) -> str:
-    """The mode --moe-offload names, "cpu" when not given."""
-    return args.moe_offload or "cpu"
+    return dict(device=args.device, host_expert_layers=host_expert_layers(args, path), expert_offload=args.moe_offload)
 
 
 def host_expert_layers(args, path: str) -> int:
@@ -118,7 +113,7 @@ def host_expert_layers(args, path: str) -> int:
                                    f"{args.device}{': no usable GPU' if args.device == 'auto' else ''})")
     if args.n_cpu_moe is not None:
         return args.n_cpu_moe
-    n = host_expert_layers_for(path, int(args.gpu_memory * 1e9), expert_offload(args))
+    n = host_expert_layers_for(path, int(args.gpu_memory * 1e9), args.moe_offload)
     print(f"--gpu-memory {args.gpu_memory:g}: the experts of the last {n} layers stay in host memory", file=sys.stderr)
     return n
 

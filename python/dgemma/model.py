@@ -88,6 +88,16 @@ KV_TYPES = {"f32": 0, "f16": 1, "bf16": 30}
 EXPERT_OFFLOAD = {"cpu": 0, "stream": 1}
 
 
+def expert_offload_mode(name: str | None) -> str:
+    """`name` checked, or the core's default (dgemma_model_default_params) when None."""
+    if name is None:
+        code = lib.dgemma_model_default_params().expert_offload
+        return next(k for k, v in EXPERT_OFFLOAD.items() if v == code)
+    if name not in EXPERT_OFFLOAD:
+        raise InvalidArgumentError(f"expert_offload must be one of {', '.join(EXPERT_OFFLOAD)}, got {name!r}")
+    return name
+
+
 class Model:
     """A DiffusionGemma GGUF file, memory-mapped and validated by the native core.
 
@@ -97,14 +107,14 @@ class Model:
 
     def __init__(self, path: str | os.PathLike, *, threads: int | None = None, kv_type: str = "f32",
                  device: str = "auto", backend: str | None = None, host_expert_layers: int = 0,
-                 expert_offload: str = "cpu"):
+                 expert_offload: str | None = None):
         """`kv_type`: the KV cache's element type, "f32", "f16" or "bf16". `device`: "auto" (a CUDA
         device when one can be used, else the CPU), "cpu", "cuda" or "cuda:N"; the device in use is
         `model.device`. `backend` replaces `device` with a backend by name, for tests: "opaque" is
         the backend whose memory the host cannot read (it counts transfers). `threads`: CPU threads.
         `host_expert_layers`: expert offload, the experts of the last N layers stay in host memory;
         `expert_offload` says how they run: "cpu" (computed by a CPU backend) or "stream" (copied to
-        the device for each pass and computed there; dgemma/offload.py)."""
+        the device for each pass and computed there; dgemma/offload.py); None: the core's default."""
         from .devices import resolve_device
 
         if threads is not None and (not isinstance(threads, int) or threads < 1):
@@ -126,9 +136,7 @@ class Model:
         if isinstance(host_expert_layers, bool) or not isinstance(host_expert_layers, int) or host_expert_layers < 0:
             raise InvalidArgumentError(f"host_expert_layers must be a non-negative integer, got {host_expert_layers!r}")
         params.host_expert_layers = host_expert_layers
-        if expert_offload not in EXPERT_OFFLOAD:
-            raise InvalidArgumentError(f"expert_offload must be one of {', '.join(EXPERT_OFFLOAD)}, got {expert_offload!r}")
-        params.expert_offload = EXPERT_OFFLOAD[expert_offload]
+        params.expert_offload = EXPERT_OFFLOAD[expert_offload_mode(expert_offload)]
         out = ffi.new("dgemma_model **")
         check(lib.dgemma_model_load(self.path.encode(), params, out))
         self._gate = Gate(out[0], "model")

@@ -65,13 +65,14 @@ def _staging(staged: list[int]) -> int:
     return min(len(staged), 2) * max(staged, default=0)
 
 
-def device_bytes_needed(path: str | os.PathLike, host_expert_layers: int = 0, expert_offload: str = "cpu") -> int:
+def device_bytes_needed(path: str | os.PathLike, host_expert_layers: int = 0, expert_offload: str | None = None) -> int:
     """What the device holds for one sequence at full context with the last `host_expert_layers`
-    layers' experts in host memory, run as `expert_offload` says ("cpu" or "stream")."""
+    layers' experts in host memory, run as `expert_offload` says ("cpu", "stream", None: the core's
+    default)."""
     return _device_bytes(path, expert_offload)(host_expert_layers)
 
 
-def host_expert_layers_for(path: str | os.PathLike, gpu_bytes: int, expert_offload: str = "cpu") -> int:
+def host_expert_layers_for(path: str | os.PathLike, gpu_bytes: int, expert_offload: str | None = None) -> int:
     """The smallest N such that device_bytes_needed(path, N, expert_offload) fits in `gpu_bytes`;
     OutOfMemoryError, naming the shortfall, when even every layer's experts on the host do not make
     it fit."""
@@ -86,12 +87,11 @@ def host_expert_layers_for(path: str | os.PathLike, gpu_bytes: int, expert_offlo
                            f"memory; {gpu_bytes / 1e9:.2f} GB were given ({(need - gpu_bytes) / 1e9:.2f} GB short)")
 
 
-def _device_bytes(path: str | os.PathLike, expert_offload: str):
+def _device_bytes(path: str | os.PathLike, expert_offload: str | None):
     """device_bytes_needed(path, N, expert_offload) as a function of N, the model's accounting read once."""
-    from .model import EXPERT_OFFLOAD, Model
+    from .model import Model, expert_offload_mode
 
-    if expert_offload not in EXPERT_OFFLOAD:
-        raise InvalidArgumentError(f"expert_offload must be one of {', '.join(EXPERT_OFFLOAD)}, got {expert_offload!r}")
+    expert_offload = expert_offload_mode(expert_offload)
     with Model(path, threads=1, device="cpu") as m:  # reads the accounting; places nothing
         mem = m.memory(n_batch=1, n_sessions=1)
     full = mem["weights_mapped"] + mem["per_session"] + mem["per_batch"]
