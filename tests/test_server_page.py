@@ -8,6 +8,7 @@ import json
 import os
 import re
 import shutil
+import signal
 import subprocess
 import tempfile
 import time
@@ -41,7 +42,7 @@ class Browser:
                                           "--no-first-run", f"--remote-debugging-port={self.port}",
                                           f"--user-data-dir={self.profile.name}", "about:blank"],
                                          stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, stderr=self.log,
-                                         env=BROWSER_ENV)
+                                         env=BROWSER_ENV, start_new_session=True)
             pages = self._wait_for_page(deadline)
             if pages:
                 break
@@ -62,9 +63,31 @@ class Browser:
             except OSError:
                 pass
             time.sleep(0.2)
-        if self.proc.poll() is None:
-            self.proc.kill()
+        self._stop()
         return None
+
+    def _stop(self):
+        """The browser and every process it started (renderer, crash handler: they write into the
+        profile after the browser itself has exited, which once failed the profile's removal)."""
+        try:
+            os.killpg(self.proc.pid, signal.SIGTERM)
+        except ProcessLookupError:
+            pass
+        try:
+            self.proc.wait(timeout=30)
+        except subprocess.TimeoutExpired:
+            os.killpg(self.proc.pid, signal.SIGKILL)
+            self.proc.wait(timeout=30)
+        deadline = time.time() + 10
+        while True:  # the group's last members may take a moment to go
+            try:
+                os.killpg(self.proc.pid, 0)
+            except ProcessLookupError:
+                return
+            if time.time() > deadline:
+                os.killpg(self.proc.pid, signal.SIGKILL)
+                return
+            time.sleep(0.1)
 
     def call(self, method: str, **params):
         self.next_id += 1
@@ -82,8 +105,7 @@ class Browser:
 
     def close(self):
         self.ws.close()
-        self.proc.terminate()
-        self.proc.wait(timeout=30)
+        self._stop()
         self.profile.cleanup()
 
 
