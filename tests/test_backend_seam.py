@@ -163,6 +163,39 @@ def test_expert_offload_runs_the_experts_on_a_host_backend(tiny_random):
         dgemma.Model(tiny_random, host_expert_layers=-1)
 
 
+@pytest.mark.parametrize("weight_type", ["F32", "Q8_0", "Q4_K_M"])
+def test_the_plan_backend_gives_the_cpu_backends_memory_plan_and_runs_nothing(workdir, weight_type):
+    """backend="plan" (what `dgemma info` and the offload planner open): the CPU backend's memory plan
+    to the byte (its packed copies counted, not made), offloaded experts included, and a clear error
+    for anything that computes."""
+    from dgemma.convert.quantize_gguf import quantize_file
+
+    path = workdir / f"plan-mini-{weight_type}.gguf"
+    if not path.exists():
+        if weight_type == "Q4_K_M":  # the recipe's mix of types (K-quants, and their fallbacks)
+            write_random_gguf(str(workdir / "plan-mini-src.gguf"), "mini", "F32", seed=6)
+            quantize_file(str(workdir / "plan-mini-src.gguf"), str(path), weight_type, progress=None)
+        else:
+            write_random_gguf(str(path), "mini", weight_type, seed=6)
+    for kw in ({}, dict(host_expert_layers=2, expert_offload="cpu"), dict(host_expert_layers=2, expert_offload="stream")):
+        plans = {}
+        for backend in ("cpu", "plan"):
+            with dgemma.Model(path, threads=1, backend=backend, **kw) as m:
+                plans[backend] = [m.memory(), m.memory(n_ctx_tokens=300, n_batch=3, n_sessions=2)]
+        assert plans["plan"] == plans["cpu"], kw
+    if weight_type == "Q8_0":  # a type the CPU packs on this machine's instruction sets
+        from dgemma import kernels
+        if "avx512f" in kernels.cpu_features().split():
+            assert plans["plan"][0]["weights_owned"] > 0
+    with dgemma.Model(path, backend="plan") as m:
+        s = m.session()
+        with pytest.raises(dgemma.UnsupportedError, match=r"opened for its memory plan only \(backend 'plan'\): it runs "
+                                                          r"nothing \(embed\)"):
+            s.prefill([1, 2, 3])
+        with pytest.raises(dgemma.UnsupportedError, match="memory plan only"):
+            m.generate([1, 2, 3], max_new_tokens=8)
+
+
 def test_weight_stream_plan_stages_every_use_with_its_groups_bytes(tmp_path):
     """weight_stream.h, the plan the opaque and CUDA backends stream weights by, run as a backend
     would on random groups (tests/weight_stream_check.cpp): every use reads its group's bytes, in

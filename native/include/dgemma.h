@@ -75,7 +75,9 @@ typedef struct dgemma_session dgemma_session;
 typedef struct dgemma_model_params {
     int32_t n_threads;   /* worker threads for the CPU backend; <= 0 means one per core */
     int32_t kv_type;     /* KV cache element type, a ggml type id: 0 = F32 (default), 1 = F16, 30 = BF16 */
-    const char *backend; /* NULL or "cpu"; "cuda" (device 0) or "cuda:N"; "opaque" is the test backend
+    const char *backend; /* NULL or "cpu"; "cuda" (device 0) or "cuda:N"; "plan" opens the model for
+                            dgemma_model_memory alone (weights neither read nor packed; every
+                            computation fails with DGEMMA_ERR_UNSUPPORTED); "opaque" is the test backend
                             (host-opaque memory, transfers counted). CUDA loads libdgemma_cuda on first use;
                             a missing library, driver or device is DGEMMA_ERR_UNSUPPORTED saying which, a
                             weight type without a CUDA kernel too (naming the tensor and type). */

@@ -194,6 +194,13 @@ public:
 
 // CPU backend over `n_threads` threads (<= 0: one per core).
 std::unique_ptr<Backend> make_cpu_backend(int n_threads);
+// Bytes of the packed copy the CPU backend makes of each matrix of weight `host` at load (0: used as
+// stored), on this machine's instruction set.
+size_t cpu_packed_matrix_bytes(const Tensor &host);
+// The accounting backend (cpu/backend_plan.cpp): a model opened on it reads its memory plan, the
+// CPU backend's to the byte, without packing or reading its weights; it runs nothing (every op is
+// DGEMMA_ERR_UNSUPPORTED). What `dgemma info` and the offload planner open.
+std::unique_ptr<Backend> make_plan_backend();
 // Test backend: the CPU backend behind tensors whose data pointers are tagged handles the host
 // cannot dereference, counting every byte that crosses to the host. See cpu/backend_opaque.cpp.
 struct TransferCounts {

@@ -92,6 +92,7 @@ Model::Model(const std::string &path, const ModelOptions &options) : kv_type_(op
         throw Error(DGEMMA_ERR_INVALID_ARGUMENT, "the KV cache type must be F32, F16 or BF16");
     if (options.backend == "cpu") backend_ = make_cpu_backend(resolve_thread_count(options.n_threads));
     else if (options.backend == "opaque") backend_ = make_opaque_test_backend(resolve_thread_count(options.n_threads), &transfers_);
+    else if (options.backend == "plan") backend_ = make_plan_backend();
     else if (const int device = cuda_device_index(options.backend); device >= 0) backend_ = make_cuda_backend(device);
     else throw Error(DGEMMA_ERR_INVALID_ARGUMENT, "unknown backend '" + options.backend + "' (expected cpu, cuda or cuda:N)");
     if (options.host_expert_layers < 0)
@@ -101,7 +102,7 @@ Model::Model(const std::string &path, const ModelOptions &options) : kv_type_(op
                                                      std::to_string(static_cast<int32_t>(options.expert_offload)));
     host_expert_layers_ = options.host_expert_layers;
     if (host_expert_layers_ > 0 && options.expert_offload == ExpertOffload::Cpu)
-        host_ = make_cpu_backend(resolve_thread_count(options.n_threads));
+        host_ = options.backend == "plan" ? make_plan_backend() : make_cpu_backend(resolve_thread_count(options.n_threads));
     streams_experts_ = host_expert_layers_ > 0 && options.expert_offload == ExpertOffload::Stream;
     file_ = std::make_unique<GgufFile>(path);
     const GgufValue *arch = file_->find("general.architecture");

@@ -82,7 +82,7 @@ enum class ExpertOffload : int32_t { Cpu = 0, Stream = 1 };  // dgemma_model_par
 struct ModelOptions {
     int n_threads = 0;                   // <= 0: one per core
     TensorType kv_type = TensorType::F32;
-    std::string backend = "cpu";         // "cpu", "cuda", "cuda:N", or "opaque" (the test backend)
+    std::string backend = "cpu";         // "cpu", "cuda", "cuda:N", "plan" (accounting only) or "opaque" (the test backend)
     // Expert offload: the experts of the last `host_expert_layers` layers stay in host memory (for
     // cards that cannot hold them). 0: every weight on the main backend.
     int64_t host_expert_layers = 0;

@@ -30,7 +30,7 @@ def run(args: argparse.Namespace) -> int:
     from .model import Model
 
     path = args.model or demo_model_path()
-    with Model(path, threads=1, device="cpu") as m:  # reads the file only: nothing to place on a GPU
+    with Model(path, backend="plan") as m:  # the accounting alone (the CPU backend's): no weight read or packed
         c = m.config
         mem = m.memory(n_ctx_tokens=c.n_ctx, n_batch=1, n_sessions=1)
     with GGUFFile(path) as f:

@@ -110,8 +110,10 @@ class Model:
                  expert_offload: str | None = None):
         """`kv_type`: the KV cache's element type, "f32", "f16" or "bf16". `device`: "auto" (a CUDA
         device when one can be used, else the CPU), "cpu", "cuda" or "cuda:N"; the device in use is
-        `model.device`. `backend` replaces `device` with a backend by name, for tests: "opaque" is
-        the backend whose memory the host cannot read (it counts transfers). `threads`: CPU threads.
+        `model.device`. `backend` replaces `device` with a backend by name: "plan" opens the model for
+        `memory()` alone (the CPU backend's plan, no weight read or packed; it runs nothing), and, for
+        tests, "opaque" is the backend whose memory the host cannot read (it counts transfers).
+        `threads`: CPU threads.
         `host_expert_layers`: expert offload, the experts of the last N layers stay in host memory;
         `expert_offload` says how they run: "cpu" (computed by a CPU backend) or "stream" (copied to
         the device for each pass and computed there; dgemma/offload.py); None: the core's default."""

@@ -92,7 +92,7 @@ def _device_bytes(path: str | os.PathLike, expert_offload: str | None):
     from .model import Model, expert_offload_mode
 
     expert_offload = expert_offload_mode(expert_offload)
-    with Model(path, threads=1, device="cpu") as m:  # reads the accounting; places nothing
+    with Model(path, backend="plan") as m:  # the accounting alone: nothing read, packed or placed
         mem = m.memory(n_batch=1, n_sessions=1)
     full = mem["weights_mapped"] + mem["per_session"] + mem["per_batch"]
     experts = layer_expert_bytes(path)[::-1]  # the last layer first: those are offloaded first

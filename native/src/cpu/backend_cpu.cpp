@@ -92,7 +92,7 @@ public:
         Tensor t = h;
         t.backend = this;
         const int64_t k = h.n_cols(), rows = h.n_rows(), matrices = h.ne[2] * h.ne[3];
-        const size_t bytes = h.data && rows > 1 ? gemm_packed_bytes(h.type_id, rows, k) : 0;
+        const size_t bytes = cpu_packed_matrix_bytes(h);
         if (bytes == 0) return t;
         Packed p;
         p.isa = active_isa();
@@ -836,6 +836,10 @@ private:
 };
 
 }  // namespace
+
+size_t cpu_packed_matrix_bytes(const Tensor &h) {
+    return h.data && h.n_rows() > 1 ? gemm_packed_bytes(h.type_id, h.n_rows(), h.n_cols()) : 0;
+}
 
 std::unique_ptr<Backend> make_cpu_backend(int n_threads) {
     return std::make_unique<CpuBackend>(resolve_thread_count(n_threads));
