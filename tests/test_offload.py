@@ -73,6 +73,56 @@ def test_streaming_needs_the_staging_slots_and_chooses_by_them(mini):
         device_bytes_needed(mini, 1, "disk")
 
 
+def test_a_gpu_too_small_gets_the_offload_gpu_memory_would_choose(mini, capsys):
+    """No offload flag, a GPU the model does not fit: the N --gpu-memory would choose for its free
+    memory, said; too small even so: the CPU under --device auto, an error naming the shortfall under
+    --device cuda."""
+    from dgemma.cli_args import fit_experts
+
+    need = [device_bytes_needed(mini, n, "cpu") for n in range(7)]
+    assert fit_experts(str(mini), "cuda:0", need[0], "cpu", fall_back=False) == 0
+    assert capsys.readouterr().err == ""
+    assert fit_experts(str(mini), "cuda:0", need[2], "cpu", fall_back=False) == 2
+    assert capsys.readouterr().err.strip() == (
+        f"cuda:0: the model needs {need[0] / 1e9:.1f} GB and {need[2] / 1e9:.1f} GB can be used: the experts of the "
+        f"last 2 layers stay in host memory (--n-cpu-moe N chooses, 0 for none)")
+    with pytest.raises(dgemma.OutOfMemoryError, match=r"^cuda:0: the model needs .* GB short\); --device cpu runs it on "
+                                                      r"the CPU$"):
+        fit_experts(str(mini), "cuda:0", need[6] - 1, "cpu", fall_back=False)
+    assert fit_experts(str(mini), "cuda:0", need[6] - 1, "cpu", fall_back=True) is None
+    assert capsys.readouterr().err.strip().endswith("GB short); running on the CPU")
+
+
+def test_placement_fits_the_model_to_the_gpus_free_memory(mini, monkeypatch, capsys):
+    """model_placement (every command's --device and offload flags) against a GPU whose free memory
+    is given: the accounting's choice, or the CPU under --device auto when nothing fits."""
+    import argparse
+
+    from dgemma import cli_args, devices
+    from dgemma.devices import CudaDevice
+
+    need = [device_bytes_needed(mini, n) for n in range(7)]
+    free = {"bytes": 0}
+    monkeypatch.setattr(devices, "resolve_device", lambda d: "cuda" if d == "auto" else d)
+    monkeypatch.setattr(devices, "cuda_devices", lambda: [CudaDevice(0, "test GPU", 2 * need[0], free["bytes"], (9, 0))])
+
+    def place(**flags):
+        args = argparse.Namespace(device="auto", n_cpu_moe=None, gpu_memory=None, moe_offload=None)
+        vars(args).update(flags)
+        return cli_args.model_placement(args, str(mini))
+
+    free["bytes"] = need[0] * 2
+    assert place() == dict(device="cuda", host_expert_layers=0, expert_offload=None)
+    free["bytes"] = int(need[3] / cli_args.AUTO_FIT_SHARE) + 1
+    assert place() == dict(device="cuda", host_expert_layers=3, expert_offload=None)
+    assert place(n_cpu_moe=1) == dict(device="cuda", host_expert_layers=1, expert_offload=None)  # the flag decides
+    free["bytes"] = need[6] // 2
+    assert place() == dict(device="cpu", host_expert_layers=0, expert_offload=None)
+    assert "running on the CPU" in capsys.readouterr().err
+    with pytest.raises(dgemma.OutOfMemoryError, match="--device cpu runs it on the CPU"):
+        place(device="cuda:0")
+
+
 def test_info_says_what_expert_offload_keeps_on_the_host_for_a_small_gpu(mini):
     """`dgemma info`'s line for a GPU the model does not fit: --gpu-memory's choice both ways, or why
     offload cannot help."""
@@ -114,8 +164,8 @@ def test_offload_flags_exclude_each_other():
     assert r.returncode == 2 and "not allowed with argument" in r.stderr
 
 
-def test_moe_offload_without_offloaded_layers_is_a_clear_error():
-    r = _cli("generate", "Copy: a b", "--moe-offload", "stream")
+def test_moe_offload_on_the_cpu_is_a_clear_error():
+    r = _cli("generate", "Copy: a b", "--device", "cpu", "--moe-offload", "stream")
     assert r.returncode == 2
-    assert r.stderr.strip() == ("dgemma generate: error: --moe-offload says how offloaded experts run; give --n-cpu-moe "
-                                "or --gpu-memory to offload some")
+    assert r.stderr.strip() == ("dgemma generate: error: --moe-offload says how experts offloaded from a GPU run, and this "
+                                "run is on the CPU (--device cpu)")

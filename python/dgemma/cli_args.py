@@ -90,32 +90,76 @@ def placement_args(parser) -> None:
     offload_args(parser)
 
 
+# Without an offload flag, a model is fitted into this share of its GPU's free memory: the
+# accounting leaves out the CUDA backend's op scratch (0.1-0.2 GB at the 26B shapes).
+AUTO_FIT_SHARE = 0.95
+
+
 def model_placement(args, path: str) -> dict:
-    """Model() keywords from placement_args' flags: device, host_expert_layers, expert_offload."""
-    return dict(device=args.device, host_expert_layers=host_expert_layers(args, path), expert_offload=args.moe_offload)
-
-
-def host_expert_layers(args, path: str) -> int:
-    """The N of --n-cpu-moe or the one --gpu-memory chooses (0 without either); both need a GPU, and
-    --moe-offload needs one of them."""
+    """Model() keywords from placement_args' flags: device, host_expert_layers, expert_offload.
+    --n-cpu-moe and --gpu-memory say how many layers' experts stay in host memory; without them, a
+    GPU the model does not fit gets the N --gpu-memory would choose for its free memory (said on
+    standard error), and with --device auto a GPU it does not fit even so is passed over for the CPU."""
     from .devices import resolve_device
     from .errors import InvalidArgumentError
     from .offload import host_expert_layers_for
 
-    flag = "--n-cpu-moe" if args.n_cpu_moe is not None else "--gpu-memory" if args.gpu_memory is not None else None
-    if flag is None:
-        if args.moe_offload is not None:
-            raise InvalidArgumentError("--moe-offload says how offloaded experts run; give --n-cpu-moe or --gpu-memory "
-                                       "to offload some")
-        return 0
-    if resolve_device(args.device) == "cpu":
-        raise InvalidArgumentError(f"{flag} moves experts off a GPU, and this run is on the CPU (--device "
-                                   f"{args.device}{': no usable GPU' if args.device == 'auto' else ''})")
+    flag = ("--n-cpu-moe" if args.n_cpu_moe is not None else "--gpu-memory" if args.gpu_memory is not None
+            else "--moe-offload" if args.moe_offload is not None else None)
+    device = resolve_device(args.device)
+    placement = dict(device=device, host_expert_layers=0, expert_offload=args.moe_offload)
+    if device == "cpu":
+        if flag is not None:
+            what = "says how experts offloaded from a GPU run" if flag == "--moe-offload" else "moves experts off a GPU"
+            raise InvalidArgumentError(f"{flag} {what}, and this run is on the CPU (--device "
+                                       f"{args.device}{': no usable GPU' if args.device == 'auto' else ''})")
+        return placement
     if args.n_cpu_moe is not None:
-        return args.n_cpu_moe
-    n = host_expert_layers_for(path, int(args.gpu_memory * 1e9), args.moe_offload)
-    print(f"--gpu-memory {args.gpu_memory:g}: the experts of the last {n} layers stay in host memory", file=sys.stderr)
+        placement["host_expert_layers"] = args.n_cpu_moe
+    elif args.gpu_memory is not None:
+        n = host_expert_layers_for(path, int(args.gpu_memory * 1e9), args.moe_offload)
+        print(f"--gpu-memory {args.gpu_memory:g}: the experts of the last {n} layers stay in host memory", file=sys.stderr)
+        placement["host_expert_layers"] = n
+    else:
+        free = _free_memory(device)
+        if free is not None:
+            n = fit_experts(path, device, int(free * AUTO_FIT_SHARE), args.moe_offload, fall_back=args.device == "auto")
+            if n is None:
+                placement["device"] = "cpu"
+            else:
+                placement["host_expert_layers"] = n
+    return placement
+
+
+def fit_experts(path: str, device: str, gpu_bytes: int, expert_offload: str | None, fall_back: bool) -> int | None:
+    """0 when the model fits in `gpu_bytes` of `device`, else the N --gpu-memory would choose for them,
+    said on standard error. When even every layer's experts in host memory leave it too large: None
+    (the CPU instead, said) with `fall_back`, else OutOfMemoryError naming the shortfall."""
+    from .errors import OutOfMemoryError
+    from .offload import device_bytes_needed, host_expert_layers_for
+
+    need = device_bytes_needed(path, 0, expert_offload)
+    if need <= gpu_bytes:
+        return 0
+    try:
+        n = host_expert_layers_for(path, gpu_bytes, expert_offload)
+    except OutOfMemoryError as e:
+        if not fall_back:
+            raise OutOfMemoryError(f"{device}: {e}; --device cpu runs it on the CPU") from None
+        print(f"{device}: {e}; running on the CPU", file=sys.stderr)
+        return None
+    print(f"{device}: the model needs {need / 1e9:.1f} GB and {gpu_bytes / 1e9:.1f} GB can be used: the experts of "
+          f"the last {n} layers stay in host memory (--n-cpu-moe N chooses, 0 for none)", file=sys.stderr)
     return n
+
+
+def _free_memory(device: str) -> int | None:
+    """Free bytes on CUDA device `device` ("cuda" is device 0), or None when it is not listed (the
+    core names it when the model loads)."""
+    from .devices import cuda_devices
+
+    index = int(device.split(":")[1]) if ":" in device else 0
+    return next((g.free_memory for g in cuda_devices() if g.index == index), None)
 
 
 def device_name(text: str) -> str:

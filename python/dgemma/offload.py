@@ -5,7 +5,8 @@ seam: docs/backends.md), and `expert_offload` says how they run: "cpu", computed
 beside the GPU (their rows copied across), or "stream", copied to the GPU for each pass and computed
 there, in two staging slots of device memory (one layer computes from one while the next is copied
 into the other). `dgemma generate --n-cpu-moe N` sets N, `--moe-offload` the mode, and
-`--gpu-memory GB` chooses the smallest N whose device share fits: the weights, one session's KV cache
+`--gpu-memory GB` chooses the smallest N whose device share fits (without either, the commands
+choose it for the GPU's free memory when the model does not fit there, cli_args.model_placement): the weights, one session's KV cache
 at full context and one canvas's workspace (the core's accounting, `Model.memory()`), less the
 offloaded experts' bytes, plus the staging slots when streaming.
 """
