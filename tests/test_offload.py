@@ -40,6 +40,20 @@ def test_the_device_share_drops_by_the_offloaded_layers_experts(mini):
         assert m.memory()["weights_on_host"] == per_layer[5] + per_layer[4]
 
 
+def test_the_planner_sizes_one_session_for_plan_context_not_the_models_whole_context(tmp_path):
+    """A model of a 64k context: its cache at 64k would push experts off the GPU that an 8k session
+    never needs; the planner sizes for PLAN_CONTEXT (8192) tokens."""
+    from dgemma.offload import PLAN_CONTEXT
+
+    path = tmp_path / "long.gguf"
+    write_random_gguf(path, "mini", "Q8_0", seed=3, max_position_embeddings=65536)
+    with dgemma.Model(path, backend="plan") as m:
+        assert m.config.n_ctx == 65536
+        planned, whole = m.memory(n_ctx_tokens=PLAN_CONTEXT, n_batch=1), m.memory(n_batch=1)
+    assert planned["per_session"] < whole["per_session"]
+    assert device_bytes_needed(path, 0) == planned["weights_mapped"] + planned["per_session"] + planned["per_batch"]
+
+
 def test_gpu_memory_chooses_the_fewest_layers_that_fit(mini):
     need = [device_bytes_needed(mini, n) for n in range(7)]
     assert need == sorted(need, reverse=True) and need[0] > need[6]

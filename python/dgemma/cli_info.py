@@ -28,11 +28,14 @@ def run(args: argparse.Namespace) -> int:
     from .gguf import GGUFFile
     from .metadata import prompt_examples, prompt_format
     from .model import Model
+    from .offload import plan_context
 
     path = args.model or demo_model_path()
     with Model(path, backend="plan") as m:  # the accounting alone (the CPU backend's): no weight read or packed
         c = m.config
         mem = m.memory(n_ctx_tokens=c.n_ctx, n_batch=1, n_sessions=1)
+        gpu_ctx = plan_context(m)
+        gpu_mem = m.memory(n_ctx_tokens=gpu_ctx, n_batch=1, n_sessions=1)
     with GGUFFile(path) as f:
         kv = f.kv
         types = Counter(t.type_name for t in f.tensors.values())
@@ -61,14 +64,14 @@ def run(args: argparse.Namespace) -> int:
     print(f"memory: {_size(mem['weights_mapped'])} file, memory-mapped (pages are read as used){owned}; "
           f"per session: KV cache at full context {_size(mem['per_session'])}; "
           f"per generating canvas: workspace and logits {_size(mem['per_batch'])}")
-    _print_gpus(path, mem)
+    _print_gpus(path, gpu_mem, gpu_ctx)
     return 0
 
 
-def _print_gpus(path: str, mem: dict) -> None:
+def _print_gpus(path: str, mem: dict, n_ctx: int) -> None:
     """The CUDA devices, their free memory and what this model needs there (the CUDA backend holds
-    the weights, one session's KV cache at full context and one canvas's workspace); for a GPU it
-    does not fit, what expert offload would keep in host memory."""
+    the weights, one session's KV cache at n_ctx tokens and one canvas's workspace: `mem`); for a GPU
+    it does not fit, what expert offload would keep in host memory."""
     from .devices import cuda_devices
     from .errors import UnsupportedError
 
@@ -81,7 +84,8 @@ def _print_gpus(path: str, mem: dict) -> None:
     for g in gpus:
         fits = "fits" if need <= g.free_memory else "does NOT fit"
         print(f"GPU {g.device}: {g.name} (compute {g.compute_capability[0]}.{g.compute_capability[1]}), "
-              f"{_size(g.free_memory)} free of {_size(g.total_memory)}; this model needs about {_size(need)} there: {fits}")
+              f"{_size(g.free_memory)} free of {_size(g.total_memory)}; this model needs about {_size(need)} there "
+              f"with a {n_ctx}-token context: {fits}")
         if need > g.free_memory:
             print(f"  {offload_advice(path, g.free_memory)}")
 

@@ -6,9 +6,10 @@ beside the GPU (their rows copied across), or "stream", copied to the GPU for ea
 there, in two staging slots of device memory (one layer computes from one while the next is copied
 into the other). `dgemma generate --n-cpu-moe N` sets N, `--moe-offload` the mode, and
 `--gpu-memory GB` chooses the smallest N whose device share fits (without either, the commands
-choose it for the GPU's free memory when the model does not fit there, cli_args.model_placement): the weights, one session's KV cache
-at full context and one canvas's workspace (the core's accounting, `Model.memory()`), less the
-offloaded experts' bytes, plus the staging slots when streaming.
+choose it for the GPU's free memory when the model does not fit there, cli_args.model_placement):
+the weights, one session's KV cache at PLAN_CONTEXT tokens and one canvas's workspace (the core's
+accounting, `Model.memory()`), less the offloaded experts' bytes, plus the staging slots when
+streaming.
 """
 
 from __future__ import annotations
@@ -31,6 +32,12 @@ def layer_expert_bytes(path: str | os.PathLike) -> list[int]:
                 per_layer[layer] = per_layer.get(layer, 0) + t.nbytes
     return [per_layer.get(i, 0) for i in range(max(per_layer, default=-1) + 1)]
 
+
+# The context one session's KV cache is planned for, or the model's if shorter (the issue's "one
+# sequence with an 8k context"): a model's own context can be 128k tokens and more, whose cache alone
+# would offload experts that a few thousand tokens never need. A longer conversation reserves its
+# cache as it grows, and a device too small for it then says so.
+PLAN_CONTEXT = 8192
 
 # The alignment of each weight in a staging slot (native/src/weight_stream.h, WeightStream::kAlign).
 STAGING_ALIGN = 256
@@ -88,13 +95,18 @@ def host_expert_layers_for(path: str | os.PathLike, gpu_bytes: int, expert_offlo
                            f"memory; {gpu_bytes / 1e9:.2f} GB were given ({(need - gpu_bytes) / 1e9:.2f} GB short)")
 
 
+def plan_context(model) -> int:
+    """Tokens of one session's KV cache the planner sizes for: PLAN_CONTEXT, or the model's context."""
+    return min(PLAN_CONTEXT, model.config.n_ctx)
+
+
 def _device_bytes(path: str | os.PathLike, expert_offload: str | None):
     """device_bytes_needed(path, N, expert_offload) as a function of N, the model's accounting read once."""
     from .model import Model, expert_offload_mode
 
     expert_offload = expert_offload_mode(expert_offload)
     with Model(path, backend="plan") as m:  # the accounting alone: nothing read, packed or placed
-        mem = m.memory(n_batch=1, n_sessions=1)
+        mem = m.memory(n_ctx_tokens=plan_context(m), n_batch=1, n_sessions=1)
     full = mem["weights_mapped"] + mem["per_session"] + mem["per_batch"]
     experts = layer_expert_bytes(path)[::-1]  # the last layer first: those are offloaded first
     staged = layer_staged_bytes(path)[::-1] if expert_offload == "stream" else []
