@@ -85,6 +85,11 @@ def test_streaming_needs_the_staging_slots_and_chooses_by_them(mini):
         assert need[n] <= cap and all(need[m] > cap for m in range(n))
     with pytest.raises(dgemma.InvalidArgumentError, match="expert_offload must be one of cpu, stream"):
         device_bytes_needed(mini, 1, "disk")
+    # A server decoding 8 canvases together holds 8 canvases' workspace (its logits above all).
+    with dgemma.Model(mini, backend="plan") as m:
+        extra = m.memory(n_batch=8)["per_batch"] - m.memory(n_batch=1)["per_batch"]
+    assert extra > 0 and device_bytes_needed(mini, 2, "stream", n_batch=8) == device_bytes_needed(mini, 2, "stream") + extra
+    assert host_expert_layers_for(mini, device_bytes_needed(mini, 2, n_batch=8), n_batch=8) == 2
 
 
 def test_a_gpu_too_small_gets_the_offload_gpu_memory_would_choose(mini, capsys):

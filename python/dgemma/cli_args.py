@@ -95,11 +95,12 @@ def placement_args(parser) -> None:
 AUTO_FIT_SHARE = 0.95
 
 
-def model_placement(args, path: str) -> dict:
+def model_placement(args, path: str, n_batch: int = 1) -> dict:
     """Model() keywords from placement_args' flags: device, host_expert_layers, expert_offload.
     --n-cpu-moe and --gpu-memory say how many layers' experts stay in host memory; without them, a
     GPU the model does not fit gets the N --gpu-memory would choose for its free memory (said on
-    standard error), and with --device auto a GPU it does not fit even so is passed over for the CPU."""
+    standard error), and with --device auto a GPU it does not fit even so is passed over for the CPU.
+    n_batch: the canvases the command decodes together (a server's --parallel)."""
     from .devices import resolve_device
     from .errors import InvalidArgumentError
     from .offload import host_expert_layers_for
@@ -117,13 +118,14 @@ def model_placement(args, path: str) -> dict:
     if args.n_cpu_moe is not None:
         placement["host_expert_layers"] = args.n_cpu_moe
     elif args.gpu_memory is not None:
-        n = host_expert_layers_for(path, int(args.gpu_memory * 1e9), args.moe_offload)
+        n = host_expert_layers_for(path, int(args.gpu_memory * 1e9), args.moe_offload, n_batch)
         print(f"--gpu-memory {args.gpu_memory:g}: the experts of the last {n} layers stay in host memory", file=sys.stderr)
         placement["host_expert_layers"] = n
     else:
         free = _free_memory(device)
         if free is not None:
-            n = fit_experts(path, device, int(free * AUTO_FIT_SHARE), args.moe_offload, fall_back=args.device == "auto")
+            n = fit_experts(path, device, int(free * AUTO_FIT_SHARE), args.moe_offload, fall_back=args.device == "auto",
+                            n_batch=n_batch)
             if n is None:
                 placement["device"] = "cpu"
             else:
@@ -131,18 +133,19 @@ def model_placement(args, path: str) -> dict:
     return placement
 
 
-def fit_experts(path: str, device: str, gpu_bytes: int, expert_offload: str | None, fall_back: bool) -> int | None:
+def fit_experts(path: str, device: str, gpu_bytes: int, expert_offload: str | None, fall_back: bool,
+                n_batch: int = 1) -> int | None:
     """0 when the model fits in `gpu_bytes` of `device`, else the N --gpu-memory would choose for them,
     said on standard error. When even every layer's experts in host memory leave it too large: None
     (the CPU instead, said) with `fall_back`, else OutOfMemoryError naming the shortfall."""
     from .errors import OutOfMemoryError
     from .offload import device_bytes_needed, host_expert_layers_for
 
-    need = device_bytes_needed(path, 0, expert_offload)
+    need = device_bytes_needed(path, 0, expert_offload, n_batch)
     if need <= gpu_bytes:
         return 0
     try:
-        n = host_expert_layers_for(path, gpu_bytes, expert_offload)
+        n = host_expert_layers_for(path, gpu_bytes, expert_offload, n_batch)
     except OutOfMemoryError as e:
         if not fall_back:
             raise OutOfMemoryError(f"{device}: {e}; --device cpu runs it on the CPU") from None

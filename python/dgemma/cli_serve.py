@@ -47,7 +47,7 @@ def run(args) -> int:
     warn_threads(args.threads)
     path = args.model or demo_model_path()
     model_id = args.model_id or os.path.splitext(os.path.basename(path))[0]
-    with Model(path, threads=args.threads, **model_placement(args, path)) as model:
+    with Model(path, threads=args.threads, **model_placement(args, path, n_batch=args.parallel)) as model:
         engine = Engine(model, parallel=args.parallel, queue=args.queue, prefix_cache=args.prefix_cache,
                         memory_budget=args.memory_mb << 20)
         app = create_app(engine, model_id)

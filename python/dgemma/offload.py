@@ -73,20 +73,23 @@ def _staging(staged: list[int]) -> int:
     return min(len(staged), 2) * max(staged, default=0)
 
 
-def device_bytes_needed(path: str | os.PathLike, host_expert_layers: int = 0, expert_offload: str | None = None) -> int:
-    """What the device holds for one sequence at full context with the last `host_expert_layers`
-    layers' experts in host memory, run as `expert_offload` says ("cpu", "stream", None: the core's
-    default)."""
-    return _device_bytes(path, expert_offload)(host_expert_layers)
+def device_bytes_needed(path: str | os.PathLike, host_expert_layers: int = 0, expert_offload: str | None = None,
+                        n_batch: int = 1) -> int:
+    """What the device holds for one session of PLAN_CONTEXT tokens and the workspace of `n_batch`
+    canvases decoded together, with the last `host_expert_layers` layers' experts in host memory,
+    run as `expert_offload` says ("cpu", "stream", None: the core's default). More sessions' caches
+    are what a server's --memory-mb bounds."""
+    return _device_bytes(path, expert_offload, n_batch)(host_expert_layers)
 
 
-def host_expert_layers_for(path: str | os.PathLike, gpu_bytes: int, expert_offload: str | None = None) -> int:
-    """The smallest N such that device_bytes_needed(path, N, expert_offload) fits in `gpu_bytes`;
-    OutOfMemoryError, naming the shortfall, when even every layer's experts on the host do not make
-    it fit."""
+def host_expert_layers_for(path: str | os.PathLike, gpu_bytes: int, expert_offload: str | None = None,
+                           n_batch: int = 1) -> int:
+    """The smallest N such that device_bytes_needed(path, N, expert_offload, n_batch) fits in
+    `gpu_bytes`; OutOfMemoryError, naming the shortfall, when even every layer's experts on the host
+    do not make it fit."""
     if gpu_bytes <= 0:
         raise InvalidArgumentError(f"gpu_memory must be positive, got {gpu_bytes}")
-    needed = _device_bytes(path, expert_offload)
+    needed = _device_bytes(path, expert_offload, n_batch)
     for n in range(len(layer_expert_bytes(path)) + 1):
         need = needed(n)
         if need <= gpu_bytes:
@@ -100,13 +103,14 @@ def plan_context(model) -> int:
     return min(PLAN_CONTEXT, model.config.n_ctx)
 
 
-def _device_bytes(path: str | os.PathLike, expert_offload: str | None):
-    """device_bytes_needed(path, N, expert_offload) as a function of N, the model's accounting read once."""
+def _device_bytes(path: str | os.PathLike, expert_offload: str | None, n_batch: int):
+    """device_bytes_needed(path, N, expert_offload, n_batch) as a function of N, the model's accounting
+    read once."""
     from .model import Model, expert_offload_mode
 
     expert_offload = expert_offload_mode(expert_offload)
     with Model(path, backend="plan") as m:  # the accounting alone: nothing read, packed or placed
-        mem = m.memory(n_ctx_tokens=plan_context(m), n_batch=1, n_sessions=1)
+        mem = m.memory(n_ctx_tokens=plan_context(m), n_batch=n_batch, n_sessions=1)
     full = mem["weights_mapped"] + mem["per_session"] + mem["per_batch"]
     experts = layer_expert_bytes(path)[::-1]  # the last layer first: those are offloaded first
     staged = layer_staged_bytes(path)[::-1] if expert_offload == "stream" else []
