@@ -103,7 +103,8 @@ __global__ void attention_reference_kernel(const float *q, const float *k, const
 // within each quarter warp.
 // Scores: warp w owns queries 2w and 2w + 1, lane j key j: two dot products in e order. Output:
 // thread t owns columns t and t + 256 (head_dim <= 512) of all kQueries rows.
-constexpr int kQueries = 16, kKeys = 32, kThreads = 256, kMaxDim = 512, kPad = 4;
+// The block shape both tile kernels share (cuda/attention_mma.h).
+constexpr int kQueries = kAttnQueries, kKeys = kAttnKeys, kThreads = kAttnThreads, kMaxDim = kAttnMaxDim, kPad = kAttnPadK;
 
 __host__ __device__ constexpr size_t tile_shared_bytes(int d) {
     return (static_cast<size_t>(kQueries + kKeys) * (d + kPad) + kKeys * kQueries + 2 * kQueries) * sizeof(float);
@@ -125,6 +126,16 @@ __device__ inline float online_softmax_step(float s, float &m, float &l, float &
     l = l * rescale + warp_sum(pj);
     m = m_new;
     return pj;
+}
+
+// The block's kQueries queries of head h (rows i0 .. of the segment) into qs (rows of ld floats), zero
+// past the segment's n_rows.
+__device__ inline void load_query_tile(float *qs, int d, int ld, const float *q, const AttentionSegment &g, int64_t i0,
+                                       int64_t n_rows, int h, int64_t q_stride) {
+    for (int idx = threadIdx.x; idx < kQueries * d; idx += kThreads) {
+        const int r = idx / d, e = idx % d;
+        qs[r * ld + e] = r < n_rows ? q[(g.row0 + i0 + r) * q_stride + static_cast<int64_t>(h) * d + e] : 0.0f;
+    }
 }
 
 // Rows [t0, t0 + kKeys) of the key (or value) sequence into buf (rows of ld floats), zero past t_end.
@@ -158,10 +169,7 @@ __global__ void __launch_bounds__(kThreads) attention_tile_kernel(const float *q
     const int64_t n_rows = min(int64_t{kQueries}, g.n - i0);
     const AttentionSpan span{g.n, g.n_past, g.causal, g.window, g.cache_pos0};
 
-    for (int idx = threadIdx.x; idx < kQueries * d; idx += kThreads) {
-        const int r = idx / d, e = idx % d;
-        qs[r * ld + e] = r < n_rows ? q[(g.row0 + i0 + r) * q_stride + static_cast<int64_t>(h) * d + e] : 0.0f;
-    }
+    load_query_tile(qs, d, ld, q, g, i0, n_rows, h, q_stride);
     // This warp's two queries: their visible spans and running maximum and sum (same in every lane).
     const int qa = 2 * warp, qb = qa + 1;
     const bool a_ok = qa < n_rows, b_ok = qb < n_rows;
@@ -266,10 +274,7 @@ __global__ void __launch_bounds__(kAttnThreads) attention_mma_kernel(const float
     const int64_t n_rows = min(int64_t{kAttnQueries}, g.n - i0);
     const AttentionSpan span{g.n, g.n_past, g.causal, g.window, g.cache_pos0};
 
-    for (int idx = threadIdx.x; idx < kAttnQueries * d; idx += kAttnThreads) {
-        const int r = idx / d, e = idx % d;
-        qs[r * L.ldq + e] = r < n_rows ? q[(g.row0 + i0 + r) * q_stride + static_cast<int64_t>(h) * d + e] : 0.0f;
-    }
+    load_query_tile(qs, d, L.ldq, q, g, i0, n_rows, h, q_stride);
     // The softmax: this warp's two queries (lane = key), as the float tiles.
     const int qa = 2 * warp, qb = qa + 1;
     const bool a_ok = qa < n_rows, b_ok = qb < n_rows;
