@@ -268,7 +268,7 @@ def test_unknown_expert_offload_mode_is_a_clear_error(tiny_random):
     with pytest.raises(dgemma.InvalidArgumentError, match="expert_offload must be one of cpu, stream"):
         dgemma.Model(tiny_random, host_expert_layers=1, expert_offload="gpu")
     params = _native.ffi.new("dgemma_model_params *", _native.lib.dgemma_model_default_params())
-    assert params.expert_offload == 0  # DGEMMA_EXPERT_OFFLOAD_CPU
+    assert params.expert_offload == 1  # DGEMMA_EXPERT_OFFLOAD_STREAM, the default
     params.expert_offload = 7
     out = _native.ffi.new("dgemma_model **")
     status = _native.lib.dgemma_model_load(str(tiny_random).encode(), params, out)

@@ -121,6 +121,16 @@ def test_tensor_core_attention_tiles_run_on_the_host_give_plain_attention(tmp_pa
     assert out.stdout.split()[0] == "ok" and int(out.stdout.split()[-1]) > 100_000  # outputs compared
 
 
+def test_quantized_codes_into_fragments_with_scales_after_give_the_dequantized_products(tmp_path):
+    """cuda/quant_mma.h (the tensor set's Q4_K and Q5_0 kernels: codes straight into mma fragments, each
+    32-element scale applied after) on the host, lane by lane: each step's 16 slots distinct k of one
+    sub-block, every A and B slot supplied once, and a warp's 16 x 8 outputs equal to the plain sum of
+    the dequantized weights times x within 1e-5 of sum |w x|, over random blocks and lengths."""
+    out = subprocess.run([str(_host_check("quant_mma_check.cpp", tmp_path))], capture_output=True, text=True)
+    assert out.returncode == 0, out.stdout
+    assert out.stdout.split()[0] == "ok" and int(out.stdout.split()[-1]) == 20 * 2 * 16 * 8  # outputs compared
+
+
 def test_router_top_k_is_the_contracts_choice_with_ties_to_the_lower_id(tmp_path):
     """router_math.h's route_top_k (the CPU backend's and the CUDA kernels' router) against a stable sort
     of the probabilities, bit for bit, on random logits with planted ties."""
@@ -169,7 +179,7 @@ def test_cli_device_flag_and_info_say_what_cuda_can_do():
         missing = _cli("generate", "Copy: a b", "--device", "cuda")
         assert missing.returncode == 1 and missing.stderr.strip() == f"dgemma generate: error: {NO_CUDA}"
     else:
-        assert re.search(r"GPU cuda:0: .* free of .*; this model needs about .* there: fits", info)
+        assert re.search(r"GPU cuda:0: .* free of .*; this model needs about .* there with a \d+-token context: fits", info)
 
 
 # --- on a GPU -----------------------------------------------------------------------------------
@@ -403,7 +413,7 @@ def test_streamed_experts_give_the_logits_of_experts_on_the_device(models, layer
     prompt, canvas = [int(t) for t in rng.integers(0, 1024, 45)], rng.integers(0, 1024, 32)
     out = {}
     for name, kw in (("placed", {}), ("streamed", dict(host_expert_layers=layers, expert_offload="stream"))):
-        with dgemma.Model(path, device="cuda") as m:
+        with dgemma.Model(path, device="cuda", **kw) as m:
             s = m.session()
             s.prefill(prompt)
             zs = [s.denoise(canvas)]

@@ -83,10 +83,10 @@ typedef struct dgemma_model_params {
                             weight type without a CUDA kernel too (naming the tensor and type). */
     int32_t host_expert_layers; /* expert offload: the experts of the last N layers stay in host memory;
                                    0: none */
-    int32_t expert_offload;     /* how offloaded experts run: DGEMMA_EXPERT_OFFLOAD_CPU (default) on a CPU
-                                   backend, their MoE's rows copied explicitly; DGEMMA_EXPERT_OFFLOAD_STREAM
-                                   copied to the device for each pass and computed there (two layers'
-                                   experts of device memory staging them). Other values: INVALID_ARGUMENT */
+    int32_t expert_offload;     /* how offloaded experts run: DGEMMA_EXPERT_OFFLOAD_STREAM (default) copied
+                                   to the device for each pass and computed there (two layers' experts of
+                                   device memory staging them); DGEMMA_EXPERT_OFFLOAD_CPU on a CPU backend,
+                                   their MoE's rows copied explicitly. Other values: INVALID_ARGUMENT */
 } dgemma_model_params;
 
 enum { DGEMMA_EXPERT_OFFLOAD_CPU = 0, DGEMMA_EXPERT_OFFLOAD_STREAM = 1 };

@@ -31,7 +31,7 @@ DGEMMA_API dgemma_model_params dgemma_model_default_params(void) {
     p.kv_type = static_cast<int32_t>(dg::TensorType::F32);
     p.backend = nullptr;
     p.host_expert_layers = 0;
-    p.expert_offload = DGEMMA_EXPERT_OFFLOAD_CPU;
+    p.expert_offload = DGEMMA_EXPERT_OFFLOAD_STREAM;  // H200, run 10: 168 ms a step against 289 (12 GB cap)
     return p;
 }
 

@@ -24,6 +24,7 @@
 #include "cuda/kernels.h"
 #include "cuda/mma_layout.h"
 #include "cuda/op_profile.h"
+#include "cuda/quant_mma.h"
 #include "sampler_math.h"
 #include "weight_stream.h"
 
@@ -254,6 +255,8 @@ public:
             x_bf16_.grow(static_cast<size_t>(l.rows * cuda::mma_padded_cols(l.max_cols)));
             split_partial_.grow(static_cast<size_t>(cuda::mma_split_partial_floats(sm_count_)));
             act_bf16_.grow(slots * static_cast<size_t>(cuda::mma_padded_cols(l.n_ff_exp)));
+            x_sums_.grow(static_cast<size_t>(l.rows * (cuda::mma_padded_cols(l.max_cols) / cuda::kQmmaSub)));
+            act_sums_.grow(slots * static_cast<size_t>(cuda::mma_padded_cols(l.n_ff_exp) / cuda::kQmmaSub));
         }
         if (l.canvas > 0) {
             entropy_.grow(static_cast<size_t>(l.canvas));
@@ -268,7 +271,10 @@ public:
         cuda::matmul(stream_, view(w), dev<float>(x), x.n_rows(), dev<float>(y), kernels_, x_bf16(x.n_rows(), w.n_cols()),
                      sm_count_,
                      kernels_ == cuda::KernelSet::tensor ? split_partial_.get(static_cast<size_t>(cuda::mma_split_partial_floats(sm_count_)))
-                                                         : nullptr);
+                                                         : nullptr,
+                     kernels_ == cuda::KernelSet::tensor
+                         ? x_sums_.get(static_cast<size_t>(x.n_rows() * (cuda::mma_padded_cols(w.n_cols()) / cuda::kQmmaSub)))
+                         : nullptr);
     }
     void moe(const MoeWeights &weights, const Tensor &x, const Tensor &expert, const Tensor &weight, const Tensor &out) override {
         MoeWeights w = weights;
@@ -412,8 +418,12 @@ private:
         m.act = moe_act_.get(slots * static_cast<size_t>(w.gate.n_rows()));
         m.y = moe_y_.get(slots * static_cast<size_t>(w.down.n_rows()));
         m.x_bf16 = x_bf16(n, w.gate.n_cols());
-        if (kernels_ == cuda::KernelSet::tensor)
-            m.act_bf16 = act_bf16_.get(slots * static_cast<size_t>(cuda::mma_padded_cols(w.gate.n_rows())));
+        if (kernels_ == cuda::KernelSet::tensor) {
+            const int64_t Kp = cuda::mma_padded_cols(w.gate.n_cols()), Fp = cuda::mma_padded_cols(w.gate.n_rows());
+            m.act_bf16 = act_bf16_.get(slots * static_cast<size_t>(Fp));
+            m.x_sums = x_sums_.get(static_cast<size_t>(n * (Kp / cuda::kQmmaSub)));
+            m.act_sums = act_sums_.get(slots * static_cast<size_t>(Fp / cuda::kQmmaSub));
+        }
         cuda::moe(stream_, view(w.gate), view(w.up), view(w.down), X, dev<float>(x), n, dev<int32_t>(expert),
                   dev<float>(weight), static_cast<int>(k), dev<float>(out), m, kernels_);
     }
@@ -495,7 +505,8 @@ private:
     size_t owned_ = 0;
     std::vector<void *> weights_;
     Scratch<int32_t> moe_offsets_, moe_order_, moe_slot_of_, draw_, order_;
-    Scratch<float> moe_act_, moe_y_, row_max_, row_inv_sum_, soft_partial_, router_z_, router_logits_, split_partial_;
+    Scratch<float> moe_act_, moe_y_, row_max_, row_inv_sum_, soft_partial_, router_z_, router_logits_, split_partial_,
+        x_sums_, act_sums_;
     Scratch<double> entropy_;
     Scratch<__nv_bfloat16> x_bf16_, act_bf16_;
     static constexpr size_t kMaxGraphs = 16;  // passes kept recorded (a step's key lives for a canvas)

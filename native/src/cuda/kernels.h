@@ -22,9 +22,11 @@ enum class KernelSet { float_tiles, reference, tensor };
 // y[n][w.rows] = x[n][w.cols] . W^T. x_bf16: scratch of n * mma_padded_cols(w.cols) (the tensor set
 // multiplies a bf16 copy of x; the other sets take null); sm_count: the device's multiprocessors (the
 // tensor set's tile width and k slices, mma_tile_tokens and mma_k_split); split_partial: scratch of
-// mma_split_partial_floats(sm_count) for the tensor set's split products (null under the others).
+// mma_split_partial_floats(sm_count) for the tensor set's split products (null under the others);
+// x_sums: scratch of n * mma_padded_cols(w.cols) / 32 for the tensor set's Q4_K and Q5_0 products
+// (qmma.cuh; null under the others).
 void matmul(cudaStream_t s, const WeightView &w, const float *x, int64_t n, float *y, KernelSet k,
-            __nv_bfloat16 *x_bf16, int sm_count, float *split_partial);
+            __nv_bfloat16 *x_bf16, int sm_count, float *split_partial, float *x_sums);
 void embed(cudaStream_t s, const WeightView &table, const int32_t *ids, int64_t n, float scale, float *out);
 // row_max / row_inv_sum: scratch [n]; partial: scratch [kSoftEmbedParts][n][table.cols] (the tiles
 // sum the vocabulary in kSoftEmbedParts fixed parts, soft_embed_part_rows rows each, then add them).
@@ -46,6 +48,8 @@ struct MoeScratch {
     float *y = nullptr;          // [slots][n_embd]
     // The tensor set's bf16 operands, rows padded to mma_padded_cols: x [n][n_embd], act [slots][n_ff_exp].
     __nv_bfloat16 *x_bf16 = nullptr, *act_bf16 = nullptr;
+    // Their 32-element sums (bf16_block_sums), for Q4_K and Q5_0 weights: [n][.] and [slots][.].
+    float *x_sums = nullptr, *act_sums = nullptr;
 };
 struct RouteScratch {
     float *z = nullptr;       // [n][n_embd]: the router's input

@@ -5,6 +5,7 @@
 // sm_80). No set's results depend on the pass's other rows.
 #include "cuda/dequant.h"
 #include "cuda/kernels.h"
+#include "cuda/qmma.cuh"
 #include "cuda/tile_gemm.cuh"
 #include "cuda/tile_mma.cuh"
 
@@ -86,6 +87,58 @@ __global__ void to_bf16_rows_kernel(const float *x, int64_t n, int64_t cols, int
 #pragma unroll
     for (int j = 0; j < 8; ++j) f[j] = c0 + j < cols ? x[t * cols + c0 + j] : 0.0f;
     store8_bf16(out + t * padded + c0, f);
+}
+
+// y = x . W^T for Q4_K and Q5_0 weights (qmma.cuh): block (row group, token tile), 4 warps of 16 rows.
+template <TensorType T>
+__global__ void __launch_bounds__(kQmmaThreads, 3) matmul_qmma_kernel(WeightView w, const __nv_bfloat16 *xb,
+                                                                      const float *x_sums, int64_t n, float *y) {
+    const int warp = threadIdx.x / 32, lane = threadIdx.x % 32, g = lane / 4, t = lane % 4;
+    const int64_t Kp = mma_padded_cols(w.cols), t0 = static_cast<int64_t>(blockIdx.y) * kQmmaTokens;
+    const int64_t row0 = (static_cast<int64_t>(blockIdx.x) * kQmmaWarps + warp) * kQmmaWarpRows;
+    if (row0 >= w.rows) return;
+    QmmaOperands<1> op;
+#pragma unroll
+    for (int half = 0; half < 2; ++half) {
+        const int64_t r = row0 + g + 8 * half;
+        op.row[0][half] = r < w.rows ? w.data + r * w.row_stride : nullptr;
+    }
+    const auto token = [&](int64_t sl) { return t0 + sl < n ? static_cast<int32_t>(t0 + sl) : -1; };
+    op.x = xb;
+    op.x_stride = Kp;
+    op.sums = x_sums;
+    op.sums_stride = Kp / kQmmaSub;
+#pragma unroll
+    for (int nt = 0; nt < kQmmaNT; ++nt) {
+        op.x_row[nt] = token(8 * nt + g);
+#pragma unroll
+        for (int j = 0; j < 2; ++j) op.sums_row[nt][j] = token(8 * nt + 2 * t + j);
+    }
+    op.n_used = static_cast<int>((n - t0 + 7) / 8 < kQmmaNT ? (n - t0 + 7) / 8 : kQmmaNT);
+    float acc[1][kQmmaNT][4] = {};
+    qmma_accumulate<T, 1>(op, w.cols, acc);
+    qmma_for_each(op.n_used, [&](int nt, int r, int row, int tk) {
+        if (t0 + tk < n && row0 + row < w.rows) y[(t0 + tk) * w.rows + row0 + row] = acc[0][nt][r];
+    });
+}
+
+// Thread i: block i of 32 bf16 (rows are padded to whole blocks, so block i is at 32 i), summed in order.
+__global__ void bf16_block_sums_kernel(const __nv_bfloat16 *rows, int64_t blocks, float *sums) {
+    const int64_t i = static_cast<int64_t>(blockIdx.x) * blockDim.x + threadIdx.x;
+    if (i >= blocks) return;
+    const uint4 *p = reinterpret_cast<const uint4 *>(rows + 32 * i);
+    float s = 0.0f;
+#pragma unroll
+    for (int q = 0; q < 4; ++q) {
+        const uint4 v = p[q];
+        const uint32_t w[4] = {v.x, v.y, v.z, v.w};
+#pragma unroll
+        for (int j = 0; j < 4; ++j) {
+            s += __uint_as_float(w[j] << 16);
+            s += __uint_as_float(w[j] & 0xffff0000u);
+        }
+    }
+    sums[i] = s;
 }
 
 __global__ void embed_kernel(WeightView table, const int32_t *ids, float scale, float *out) {
@@ -273,9 +326,26 @@ void to_bf16_rows(cudaStream_t s, const float *x, int64_t n, int64_t cols, __nv_
     check_launch("activations to bf16");
 }
 
+void bf16_block_sums(cudaStream_t s, const __nv_bfloat16 *rows, int64_t n, int64_t padded, float *sums) {
+    const int64_t blocks = n * (padded / kQmmaSub);
+    if (blocks <= 0) return;
+    bf16_block_sums_kernel<<<blocks_for(blocks, 256), 256, 0, s>>>(rows, blocks, sums);
+    check_launch("bf16 block sums");
+}
+
 void matmul(cudaStream_t s, const WeightView &w, const float *x, int64_t n, float *y, KernelSet k, __nv_bfloat16 *x_bf16,
-            int sm_count, float *split_partial) {
+            int sm_count, float *split_partial, float *x_sums) {
     if (n <= 0 || w.rows <= 0) return;
+    if (k == KernelSet::tensor && qmma_runs(w)) {
+        to_bf16_rows(s, x, n, w.cols, x_bf16);
+        bf16_block_sums(s, x_bf16, n, mma_padded_cols(w.cols), x_sums);
+        const dim3 grid(blocks_for(w.rows, kQmmaWarps * kQmmaWarpRows), blocks_for(n, kQmmaTokens));
+        with_qmma_type(w.type, [&](auto type) {
+            matmul_qmma_kernel<decltype(type)::value><<<grid, kQmmaThreads, 0, s>>>(w, x_bf16, x_sums, n, y);
+        });
+        check_launch("matmul (tensor cores, quantized)");
+        return;
+    }
     if (k == KernelSet::tensor) {
         to_bf16_rows(s, x, n, w.cols, x_bf16);
         const MmaSplit split = mma_k_split(w.rows, w.cols, sm_count);

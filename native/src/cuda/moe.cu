@@ -5,6 +5,7 @@
 // expert's weight tile dequantized once for up to 64 of its slots), chosen as in matmul.cu.
 #include "cuda/dequant.h"
 #include "cuda/kernels.h"
+#include "cuda/qmma.cuh"
 #include "cuda/tile_gemm.cuh"
 #include "cuda/tile_mma.cuh"
 #include "router_math.h"
@@ -376,6 +377,79 @@ __global__ void __launch_bounds__(kMmaThreads) down_mma_kernel(WeightView down, 
     });
 }
 
+// The same two products for Q4_K and Q5_0 weights (qmma.cuh: codes into fragments, scales after).
+// Block (row group, token tile, expert): 4 warps of 16 rows each, kQmmaTokens of the expert's slots.
+template <TensorType T>
+__global__ void __launch_bounds__(kQmmaThreads, 2) gate_up_qmma_kernel(WeightView gate, WeightView up, const __nv_bfloat16 *xb,
+                                                                    const float *x_sums, int k, const int32_t *offsets,
+                                                                    const int32_t *order, __nv_bfloat16 *act) {
+    const int warp = threadIdx.x / 32, lane = threadIdx.x % 32, g = lane / 4, t = lane % 4;
+    const int64_t e = blockIdx.z, F = gate.rows, K = gate.cols;
+    const int64_t first = offsets[e], count = offsets[e + 1] - first, s0 = static_cast<int64_t>(blockIdx.y) * kQmmaTokens;
+    const int64_t Kp = mma_padded_cols(K), Fp = mma_padded_cols(F);
+    const int64_t row0 = (static_cast<int64_t>(blockIdx.x) * kQmmaWarps + warp) * kQmmaWarpRows;
+    if (s0 >= count || row0 >= Fp) return;
+    QmmaOperands<2> op;
+#pragma unroll
+    for (int half = 0; half < 2; ++half) {
+        const int64_t r = row0 + g + 8 * half;
+        op.row[0][half] = r < F ? gate.data + e * gate.expert_stride + r * gate.row_stride : nullptr;
+        op.row[1][half] = r < F ? up.data + e * up.expert_stride + r * up.row_stride : nullptr;
+    }
+    const auto token = [&](int64_t sl) { return s0 + sl < count ? order[first + s0 + sl] / k : -1; };
+    op.x = xb;
+    op.x_stride = Kp;
+    op.sums = x_sums;
+    op.sums_stride = Kp / kQmmaSub;
+#pragma unroll
+    for (int nt = 0; nt < kQmmaNT; ++nt) {
+        op.x_row[nt] = token(8 * nt + g);
+#pragma unroll
+        for (int j = 0; j < 2; ++j) op.sums_row[nt][j] = token(8 * nt + 2 * t + j);
+    }
+    op.n_used = static_cast<int>((count - s0 + 7) / 8 < kQmmaNT ? (count - s0 + 7) / 8 : kQmmaNT);
+    float acc[2][kQmmaNT][4] = {};
+    qmma_accumulate<T, 2>(op, K, acc);
+    qmma_for_each(op.n_used, [&](int nt, int r, int row, int sl) {
+        if (s0 + sl < count)  // rows F .. Fp read zero weights: gelu(0) * 0 = 0, the padding down reads
+            act[(first + s0 + sl) * Fp + row0 + row] = __float2bfloat16_rn(gelu_tanh(acc[0][nt][r]) * acc[1][nt][r]);
+    });
+}
+
+template <TensorType T>
+__global__ void __launch_bounds__(kQmmaThreads, 3) down_qmma_kernel(WeightView down, const __nv_bfloat16 *act,
+                                                                 const float *act_sums, const int32_t *offsets, float *y) {
+    const int warp = threadIdx.x / 32, lane = threadIdx.x % 32, g = lane / 4, t = lane % 4;
+    const int64_t e = blockIdx.z, E = down.rows, F = down.cols;
+    const int64_t first = offsets[e], count = offsets[e + 1] - first, s0 = static_cast<int64_t>(blockIdx.y) * kQmmaTokens;
+    const int64_t Fp = mma_padded_cols(F);
+    const int64_t row0 = (static_cast<int64_t>(blockIdx.x) * kQmmaWarps + warp) * kQmmaWarpRows;
+    if (s0 >= count || row0 >= E) return;
+    QmmaOperands<1> op;
+#pragma unroll
+    for (int half = 0; half < 2; ++half) {
+        const int64_t r = row0 + g + 8 * half;
+        op.row[0][half] = r < E ? down.data + e * down.expert_stride + r * down.row_stride : nullptr;
+    }
+    const auto slot = [&](int64_t sl) { return s0 + sl < count ? static_cast<int32_t>(first + s0 + sl) : -1; };
+    op.x = act;
+    op.x_stride = Fp;
+    op.sums = act_sums;
+    op.sums_stride = Fp / kQmmaSub;
+#pragma unroll
+    for (int nt = 0; nt < kQmmaNT; ++nt) {
+        op.x_row[nt] = slot(8 * nt + g);
+#pragma unroll
+        for (int j = 0; j < 2; ++j) op.sums_row[nt][j] = slot(8 * nt + 2 * t + j);
+    }
+    op.n_used = static_cast<int>((count - s0 + 7) / 8 < kQmmaNT ? (count - s0 + 7) / 8 : kQmmaNT);
+    float acc[1][kQmmaNT][4] = {};
+    qmma_accumulate<T, 1>(op, F, acc);
+    qmma_for_each(op.n_used, [&](int nt, int r, int row, int sl) {
+        if (s0 + sl < count && row0 + row < E) y[(first + s0 + sl) * E + row0 + row] = acc[0][nt][r];
+    });
+}
+
 // out[t] = sum_j weight[t][j] * y[slot(t, j)], the slots taken in increasing expert id. Block t:
 // one thread puts token t's k assignments in that order (shared: slot [k], then weight [k]), then
 // every thread sums its elements over them.
@@ -446,17 +520,39 @@ void moe(cudaStream_t s, const WeightView &gate, const WeightView &up, const Wei
     // that mixes them runs the per-row kernels. The tile width follows the mean tokens per expert.
     if (kernels == KernelSet::tensor && gate.type == up.type) {
         to_bf16_rows(s, x, n, gate.cols, m.x_bf16);
-        const dim3 grid(blocks_for(gate.rows, kMmaRows), blocks_for(n, kExpertSlots), static_cast<unsigned>(n_expert));
-        with_weight_type(gate.type, [&](auto type) {
-            gate_up_mma_kernel<decltype(type)::value><<<grid, kMmaThreads, 0, s>>>(gate, up, m.x_bf16, k, m.offsets, m.order,
-                                                                                 m.act_bf16);
-        });
-        check_launch("moe gate/up (tensor cores)");
-        const dim3 grid_down(blocks_for(down.rows, kMmaRows), blocks_for(n, kExpertSlots), static_cast<unsigned>(n_expert));
-        with_weight_type(down.type, [&](auto type) {
-            down_mma_kernel<decltype(type)::value><<<grid_down, kMmaThreads, 0, s>>>(down, m.act_bf16, m.offsets, m.y);
-        });
-        check_launch("moe down (tensor cores)");
+        const int64_t slots = n * k, Fp = mma_padded_cols(gate.rows);
+        if (qmma_runs(gate) && qmma_runs(up)) {
+            bf16_block_sums(s, m.x_bf16, n, mma_padded_cols(gate.cols), m.x_sums);
+            const dim3 grid(blocks_for(Fp, kQmmaWarps * kQmmaWarpRows), blocks_for(n, kQmmaTokens), static_cast<unsigned>(n_expert));
+            with_qmma_type(gate.type, [&](auto type) {
+                gate_up_qmma_kernel<decltype(type)::value><<<grid, kQmmaThreads, 0, s>>>(gate, up, m.x_bf16, m.x_sums, k,
+                                                                                       m.offsets, m.order, m.act_bf16);
+            });
+            check_launch("moe gate/up (tensor cores, quantized)");
+        } else {
+            const dim3 grid(blocks_for(gate.rows, kMmaRows), blocks_for(n, kExpertSlots), static_cast<unsigned>(n_expert));
+            with_weight_type(gate.type, [&](auto type) {
+                gate_up_mma_kernel<decltype(type)::value><<<grid, kMmaThreads, 0, s>>>(gate, up, m.x_bf16, k, m.offsets,
+                                                                                     m.order, m.act_bf16);
+            });
+            check_launch("moe gate/up (tensor cores)");
+        }
+        if (qmma_runs(down)) {
+            bf16_block_sums(s, m.act_bf16, slots, Fp, m.act_sums);
+            const dim3 grid_down(blocks_for(down.rows, kQmmaWarps * kQmmaWarpRows), blocks_for(n, kQmmaTokens),
+                                 static_cast<unsigned>(n_expert));
+            with_qmma_type(down.type, [&](auto type) {
+                down_qmma_kernel<decltype(type)::value><<<grid_down, kQmmaThreads, 0, s>>>(down, m.act_bf16, m.act_sums,
+                                                                                         m.offsets, m.y);
+            });
+            check_launch("moe down (tensor cores, quantized)");
+        } else {
+            const dim3 grid_down(blocks_for(down.rows, kMmaRows), blocks_for(n, kExpertSlots), static_cast<unsigned>(n_expert));
+            with_weight_type(down.type, [&](auto type) {
+                down_mma_kernel<decltype(type)::value><<<grid_down, kMmaThreads, 0, s>>>(down, m.act_bf16, m.offsets, m.y);
+            });
+            check_launch("moe down (tensor cores)");
+        }
     } else if (kernels != KernelSet::reference && gate.type == up.type) {
         with_tile_width(n * k / n_expert, [&](auto width) {
             constexpr int N = decltype(width)::value;

@@ -1,0 +1,157 @@
+// Warp tiles of quantized weights on tensor cores, the scales applied after the product
+// (cuda/quant_mma.h has the form, its index maths and the host check). A warp owns 16 weight rows
+// (of NW matrices sharing a shape, e.g. the experts' gate and up) and up to kQmmaTokens tokens; it
+// reads its rows' bytes straight into registers, one chunk ahead, with no shared memory and no
+// barrier, and each row's bytes once per token tile. Tokens' operands are bf16 rows padded to whole
+// chunks (to_bf16_rows) with their 32-element sums (bf16_block_sums), read through L1.
+#pragma once
+
+#include <cuda_bf16.h>
+
+#include <type_traits>
+
+#include "cuda/common.cuh"
+#include "cuda/mma_layout.h"
+#include "cuda/quant_mma.h"
+
+namespace dg::cuda {
+
+constexpr int kQmmaNT = 4, kQmmaTokens = 8 * kQmmaNT;  // a warp's tokens: 4 n8 tiles
+constexpr int kQmmaWarps = 4, kQmmaThreads = 32 * kQmmaWarps, kQmmaWarpRows = 16;
+
+// Whether a weight's rows meet the loads of its Qmma form: Q4_K reads 16-byte heads, Q5_0 16-bit words.
+inline bool qmma_runs(const WeightView &w) {
+    if (!qmma_type(w.type)) return false;
+    const size_t align = w.type == TensorType::Q4_K ? 16 : 2;
+    return (reinterpret_cast<uintptr_t>(w.data) | w.row_stride | w.expert_stride) % align == 0;
+}
+
+// f(type) with the weight's Q4_K or Q5_0 as a compile-time constant (qmma_runs(w) holds).
+template <typename F>
+void with_qmma_type(TensorType t, F f) {
+    if (t == TensorType::Q4_K) f(std::integral_constant<TensorType, TensorType::Q4_K>{});
+    else f(std::integral_constant<TensorType, TensorType::Q5_0>{});
+}
+
+// A thread's operands: row[w][half] = row g + 8 half of matrix w (null past the matrix: zeros);
+// x_row[nt] = the row (of x, rows x_stride bf16 apart) of token g of n-tile nt, -1: zeros;
+// sums_row[nt][j] = the row (of sums, sums_stride apart) of token 2t + j of n-tile nt, the
+// accumulators' columns, -1: zeros. Rows as 32-bit indices: the pointers would not fit in registers.
+template <int NW>
+struct QmmaOperands {
+    const uint8_t *row[NW][2];
+    const __nv_bfloat16 *x;
+    const float *sums;
+    int64_t x_stride, sums_stride;
+    int32_t x_row[kQmmaNT], sums_row[kQmmaNT][2];
+    int n_used;  // n-tiles with tokens (the rest skipped)
+};
+
+__device__ inline void mma_bf16_16816(float (&d)[4], const uint32_t (&a)[4], const uint32_t (&b)[2]) {
+#if defined(__CUDA_ARCH__) && __CUDA_ARCH__ >= 800
+    asm volatile(
+        "mma.sync.aligned.m16n8k16.row.col.f32.bf16.bf16.f32 {%0,%1,%2,%3}, {%4,%5,%6,%7}, {%8,%9}, {%0,%1,%2,%3};\n"
+        : "+f"(d[0]), "+f"(d[1]), "+f"(d[2]), "+f"(d[3])
+        : "r"(a[0]), "r"(a[1]), "r"(a[2]), "r"(a[3]), "r"(b[0]), "r"(b[1]));
+#else
+    __trap();  // the host selects the tensor set only on compute capability 8.0 and newer
+#endif
+}
+
+// acc[w][nt][r] += sum over k < K of W_w[row][k] x[token][k], for the thread's accumulators (C
+// fragment r of n-tile nt: row g + 8 (r / 2), token 8 nt + 2t + r % 2). K: a multiple of the chunk.
+template <TensorType T, int NW>
+__device__ inline void qmma_accumulate(const QmmaOperands<NW> &op, int64_t K, float (&acc)[NW][kQmmaNT][4]) {
+    using Q = Qmma<T>;
+    using Raw = typename Q::Raw;
+    const int t = threadIdx.x % 4;
+    const int64_t chunks = K / Q::kChunk;
+    // One chunk loaded ahead for a single matrix; two (the experts' gate and up) load at the top of
+    // each chunk instead: their raw words twice would not fit three blocks a multiprocessor.
+    constexpr bool kAhead = NW == 1;
+    Raw raw[NW][2], next[NW][2];
+    const auto load = [&](int64_t c, Raw (&r)[NW][2]) {
+#pragma unroll
+        for (int w = 0; w < NW; ++w)
+#pragma unroll
+            for (int half = 0; half < 2; ++half)
+                if (op.row[w][half]) Q::load(op.row[w][half], c, t, r[w][half]);
+                else r[w][half] = Raw{};
+    };
+    if (kAhead && chunks > 0) load(0, raw);
+    for (int64_t c = 0; c < chunks; ++c) {
+        if (!kAhead) load(c, raw);
+        else if (c + 1 < chunks) load(c + 1, next);
+#pragma unroll
+        for (int h = 0; h < Q::kSubs; ++h) {
+            const int64_t sub = (Q::kChunk * c) / kQmmaSub + h;
+            uint32_t b[2][kQmmaNT][2];
+            float xs[kQmmaNT][2];
+#pragma unroll
+            for (int nt = 0; nt < kQmmaNT; ++nt) {
+#pragma unroll
+                for (int s = 0; s < 2; ++s) {
+                    uint2 v = {0u, 0u};
+                    if (nt < op.n_used && op.x_row[nt] >= 0)
+                        v = __ldg(reinterpret_cast<const uint2 *>(op.x + op.x_row[nt] * op.x_stride + Q::k0(c, h, s, t)));
+                    b[s][nt][0] = v.x;
+                    b[s][nt][1] = v.y;
+                }
+#pragma unroll
+                for (int j = 0; j < 2; ++j)
+                    xs[nt][j] = nt < op.n_used && op.sums_row[nt][j] >= 0 ? __ldg(op.sums + op.sums_row[nt][j] * op.sums_stride + sub) : 0.0f;
+            }
+#pragma unroll
+            for (int w = 0; w < NW; ++w) {
+                float tmp[kQmmaNT][4] = {};
+#pragma unroll
+                for (int s = 0; s < 2; ++s) {
+                    uint32_t lo[2], hi[2];  // rows g, g + 8
+                    qmma_a_regs<T>(raw[w][0], h, s, t, lo);
+                    qmma_a_regs<T>(raw[w][1], h, s, t, hi);
+                    const uint32_t a[4] = {lo[0], hi[0], lo[1], hi[1]};
+#pragma unroll
+                    for (int nt = 0; nt < kQmmaNT; ++nt)
+                        if (nt < op.n_used) mma_bf16_16816(tmp[nt], a, b[s][nt]);
+                }
+                float a_lo, b_lo, a_hi, b_hi;
+                Q::scale(raw[w][0], c, h, a_lo, b_lo);
+                Q::scale(raw[w][1], c, h, a_hi, b_hi);
+#pragma unroll
+                for (int nt = 0; nt < kQmmaNT; ++nt) {
+                    acc[w][nt][0] += a_lo * tmp[nt][0] + b_lo * xs[nt][0];
+                    acc[w][nt][1] += a_lo * tmp[nt][1] + b_lo * xs[nt][1];
+                    acc[w][nt][2] += a_hi * tmp[nt][2] + b_hi * xs[nt][0];
+                    acc[w][nt][3] += a_hi * tmp[nt][3] + b_hi * xs[nt][1];
+                }
+            }
+        }
+        if (kAhead && c + 1 < chunks) {
+#pragma unroll
+            for (int w = 0; w < NW; ++w)
+#pragma unroll
+                for (int half = 0; half < 2; ++half) raw[w][half] = next[w][half];
+        }
+    }
+}
+
+// Calls f(nt, r, row, token) for each accumulator of the thread: row within the warp's 16, token
+// within its kQmmaTokens.
+template <typename F>
+__device__ inline void qmma_for_each(int n_used, F f) {
+    const int lane = threadIdx.x % 32;
+#pragma unroll
+    for (int nt = 0; nt < kQmmaNT; ++nt)
+#pragma unroll
+        for (int r = 0; r < 4; ++r) {
+            if (nt >= n_used) continue;
+            const Coord c = mma_c_coord(lane, r);
+            f(nt, r, c.line, 8 * nt + c.k);
+        }
+}
+
+// sums[i] = the float sum, in k order, of the 32 bf16 of block i of rows [n][padded] (padded a
+// multiple of 32): the sub-block sums the scale-after form needs.
+void bf16_block_sums(cudaStream_t s, const __nv_bfloat16 *rows, int64_t n, int64_t padded, float *sums);
+
+}  // namespace dg::cuda
