@@ -37,8 +37,9 @@
 #                                only (--sets tensor), the model tests, memcheck, gpu_step.py, --bench-full,
 #                                and bench_gpu.py's 512-token and step rows, op by op and as CUDA graphs,
 #                                and the offload rows at a 12 GB cap, both ways (no 8192-token prefill, no
-#                                peer); about 270 s on an H200 (run 9: 177 s before the graph and offload
-#                                rows; timeout_s=360).
+#                                peer); about 270 s on an H200 (run 10: 233-263 s; timeout_s=360).
+#                                Every mode also runs the matmul and moe op checks and --bench-full with
+#                                DGEMMA_CUDA_QMMA=1 (Q4_K and Q5_0 on quantized fragments, opt-in; ~20 s).
 #   bench/gpu_check.sh --ncu     on the device: Nsight Compute on one run of each op at the 26B shapes
 #                                (--bench-full --reps 0): the tensor-core kernels, the router's logits and
 #                                the attention tiles, with the speed-of-light, occupancy, warp-state and
@@ -135,9 +136,10 @@ fi
 
 if [ "$MODE" = ncu ]; then
   say "== Nsight Compute: one run of each op at the 26B-A4B shapes (dgemma_cuda_opcheck --bench-full --reps 0)"
-  timeout 280 ncu --clock-control none -k regex:'_mma_kernel|route_logits|attention_tile' \
+  DGEMMA_CUDA_QMMA=1 timeout 280 ncu --clock-control none -k regex:'mma_kernel|route_logits|attention_tile' \
     --section SpeedOfLight --section Occupancy --section LaunchStats --section WarpStateStats \
-    --section MemoryWorkloadAnalysis "$PACK/dgemma_cuda_opcheck" --bench-full --reps 0 >"$OUT/ncu.txt" 2>&1
+    --section MemoryWorkloadAnalysis --section SchedulerStats --section SourceCounters \
+    "$PACK/dgemma_cuda_opcheck" --bench-full --reps 0 >"$OUT/ncu.txt" 2>&1
   say "ncu exit code $? (report: $OUT/ncu.txt)"
   exit 0
 fi
@@ -150,6 +152,13 @@ else
   timeout 240 "$PACK/dgemma_cuda_opcheck" --out "$OUT" >"$OUT/opcheck.log" 2>&1
 fi
 say "op check exit code $? (0: all passed, 1: failures in $OUT/failures.txt)"
+say "== 1b. the Q4_K and Q5_0 products on quantized fragments (DGEMMA_CUDA_QMMA=1, opt-in): the matmul and moe rows"
+for op in matmul moe; do
+  mkdir -p "$OUT/qmma-$op"
+  DGEMMA_CUDA_QMMA=1 timeout 60 "$PACK/dgemma_cuda_opcheck" --sets tensor --only $op --out "$OUT/qmma-$op" \
+    >"$OUT/qmma-$op/opcheck.log" 2>&1
+  say "qmma op check ($op) exit code $? (failures in $OUT/qmma-$op/failures.txt)"
+done
 
 say "== 2. the models (tests/test_cuda.py)"
 timeout 200 python3 -m pytest -q -rfEs -p no:cacheprovider tests/test_cuda.py --deselect tests/test_cuda.py::test_every_op_and_type_matches_the_cpu_backend --junitxml="$OUT/test_cuda.xml" \
@@ -181,6 +190,8 @@ say "gpu_step exit code $?"
 say "== 5. the ops of one step at the 26B-A4B shapes (dgemma_cuda_opcheck --bench-full)"
 timeout 120 "$PACK/dgemma_cuda_opcheck" --bench-full >"$OUT/bench_full.txt" 2>&1
 say "bench-full exit code $?"
+DGEMMA_CUDA_QMMA=1 timeout 120 "$PACK/dgemma_cuda_opcheck" --bench-full >"$OUT/bench_full_qmma.txt" 2>&1
+say "bench-full (DGEMMA_CUDA_QMMA=1) exit code $?"
 
 if [ "$MODE" = all ]; then
   say "== 6. bench/bench_gpu.py at the full shapes, Q4_K_M, no transformers peer (JSON in $OUT/bench_gpu.json)"
@@ -197,5 +208,7 @@ fi
 
 python3 bench/gpu_check_report.py "$OUT" | tee "$OUT/summary.txt"
 cat "$OUT/gpu_step.txt" "$OUT/bench_full.txt"
+echo "== with DGEMMA_CUDA_QMMA=1 (the tensor column: Q4_K and Q5_0 on quantized fragments)"
+cat "$OUT/bench_full_qmma.txt"
 [ "$MODE" = all ] || [ "$MODE" = quick ] && cat "$OUT/bench_gpu.txt"
 exit 0

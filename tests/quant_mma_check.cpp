@@ -118,7 +118,7 @@ int check(std::mt19937_64 &rng, int64_t K, long &compared) {
                 for (int r = 0; r < 4; ++r) {
                     const Coord cd = mma_c_coord(lane, r);
                     float a, b;
-                    Q::scale(raw[lane][r / 2], c, h, a, b);
+                    Q::scale(raw[lane][r / 2], static_cast<int>(c % Q::kGroups), h, a, b);
                     double xs = 0;
                     for (int k = 0; k < kQmmaSub; ++k) xs += xf(cd.k, sub0 + k);
                     acc[cd.line][cd.k] += double(a) * tmp[cd.line][cd.k] + double(b) * xs;

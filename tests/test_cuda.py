@@ -312,12 +312,16 @@ TENSOR_MARGIN = 3.0
 
 
 @needs_cuda
+@pytest.mark.parametrize("qmma", ["0", "1"])
 @pytest.mark.parametrize("preset, type_name", [("mini-k", "Q4_K"), ("mini", "Q4_K_M"), ("medium", "Q4_K_M")])
-def test_tensor_core_kernels_match_the_cpu_within_bf16_rounding(models, preset, type_name, monkeypatch):
+def test_tensor_core_kernels_match_the_cpu_within_bf16_rounding(models, preset, type_name, monkeypatch, qmma):
+    """qmma=1 (DGEMMA_CUDA_QMMA): the Q4_K and Q5_0 products on quantized fragments, scales after
+    (cuda/qmma.cuh): the same bf16 activations, the weights exact, so within the same bound."""
     path = models(preset, type_name)
     want = _trace(_dequantized(path), "cpu")
     rounded = _trace(_bf16_weights(path), "cpu")
     monkeypatch.setenv("DGEMMA_CUDA_KERNELS", "tensor")
+    monkeypatch.setenv("DGEMMA_CUDA_QMMA", qmma)
     got = _trace(path, "cuda")
     for g, r, w in zip(got, rounded, want):
         assert np.isfinite(g).all()
@@ -433,10 +437,11 @@ def test_streamed_experts_give_the_logits_of_experts_on_the_device(models, layer
 
 
 @needs_cuda
-@pytest.mark.parametrize("kernel_set", ["float", "tensor"])
+@pytest.mark.parametrize("kernel_set", ["float", "tensor", "tensor-qmma"])
 def test_a_batch_on_cuda_gives_each_sequence_what_it_gets_alone(models, monkeypatch, kernel_set):
-    monkeypatch.setenv("DGEMMA_CUDA_KERNELS", kernel_set)
-    path = models("tiny", "Q8_0")
+    monkeypatch.setenv("DGEMMA_CUDA_KERNELS", kernel_set.split("-")[0])
+    monkeypatch.setenv("DGEMMA_CUDA_QMMA", "1" if kernel_set.endswith("qmma") else "0")
+    path = models("tiny", "Q8_0" if kernel_set != "tensor-qmma" else "Q4_K_M")
     prompts = [[1, 2, 3, 4, 5], [9, 8, 7]]
     with dgemma.Model(path, device="cuda") as m:
         batch = m.generate(prompts, max_new_tokens=40, seed=2)

@@ -55,16 +55,17 @@ def test_the_planner_sizes_one_session_for_plan_context_not_the_models_whole_con
 
 
 def test_gpu_memory_chooses_the_fewest_layers_that_fit(mini):
-    need = [device_bytes_needed(mini, n) for n in range(7)]
+    """Experts computed by the CPU (streaming's staging: the next test)."""
+    need = [device_bytes_needed(mini, n, "cpu") for n in range(7)]
     assert need == sorted(need, reverse=True) and need[0] > need[6]
-    assert host_expert_layers_for(mini, need[0]) == 0
-    assert host_expert_layers_for(mini, need[0] - 1) == 1
-    assert host_expert_layers_for(mini, need[3]) == 3
-    assert host_expert_layers_for(mini, need[6]) == 6
+    assert host_expert_layers_for(mini, need[0], "cpu") == 0
+    assert host_expert_layers_for(mini, need[0] - 1, "cpu") == 1
+    assert host_expert_layers_for(mini, need[3], "cpu") == 3
+    assert host_expert_layers_for(mini, need[6], "cpu") == 6
     with pytest.raises(dgemma.OutOfMemoryError, match=r"even with every layer's experts in host memory; .* GB short"):
-        host_expert_layers_for(mini, need[6] - 1)
+        host_expert_layers_for(mini, need[6] - 1, "cpu")
     with pytest.raises(dgemma.InvalidArgumentError, match="gpu_memory must be positive"):
-        host_expert_layers_for(mini, 0)
+        host_expert_layers_for(mini, 0, "cpu")
 
 
 def test_streaming_needs_the_staging_slots_and_chooses_by_them(mini):
@@ -89,7 +90,7 @@ def test_streaming_needs_the_staging_slots_and_chooses_by_them(mini):
     with dgemma.Model(mini, backend="plan") as m:
         extra = m.memory(n_batch=8)["per_batch"] - m.memory(n_batch=1)["per_batch"]
     assert extra > 0 and device_bytes_needed(mini, 2, "stream", n_batch=8) == device_bytes_needed(mini, 2, "stream") + extra
-    assert host_expert_layers_for(mini, device_bytes_needed(mini, 2, n_batch=8), n_batch=8) == 2
+    assert host_expert_layers_for(mini, device_bytes_needed(mini, 2, "cpu", n_batch=8), "cpu", n_batch=8) == 2
 
 
 def test_a_gpu_too_small_gets_the_offload_gpu_memory_would_choose(mini, capsys):

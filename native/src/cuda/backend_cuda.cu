@@ -6,7 +6,10 @@
 // tensor-core tiles by default from compute capability 8.0, 'float' for the float32 tiles);
 // DGEMMA_CUDA_PROFILE=1 prints the device time per op to stderr when the backend goes
 // (cuda/op_profile.h); DGEMMA_CUDA_GRAPH=1 records each pass the model brackets as a CUDA graph
-// and replays it for the same key (Backend::replay_pass; opt-in until verified on a device).
+// and replays it for the same key (Backend::replay_pass; opt-in: run 10 measured it slower);
+// DGEMMA_CUDA_QMMA=1 runs the tensor set's Q4_K and Q5_0 products on quantized fragments
+// (cuda/qmma.cuh; opt-in: run 10 found them exact but slower than the bf16 tiles, see
+// bench/results/cuda-notes.md).
 // Streamed weights (expert offload by streaming, Backend::load_weight_streamed) live in pinned host
 // memory; a second stream copies each layer's experts into one of two device staging slots, as
 // weight_stream.h plans, while the op stream computes from the other; events order the two.
@@ -80,6 +83,8 @@ public:
         name_ = "cuda:" + std::to_string(device) + " (" + prop.name + ")";
         sm_count_ = prop.multiProcessorCount;
         kernels_ = kernel_set(std::getenv("DGEMMA_CUDA_KERNELS"), prop.major, prop.minor);
+        const char *q = std::getenv("DGEMMA_CUDA_QMMA");
+        qmma_ = kernels_ == cuda::KernelSet::tensor && q && *q && std::string(q) != "0";
         const char *g = std::getenv("DGEMMA_CUDA_GRAPH");
         graphs_asked_ = g && *g && std::string(g) != "0";
         graphs_on_ = graphs_asked_ && !profile_.on();  // the profile times ops one by one
@@ -255,6 +260,8 @@ public:
             x_bf16_.grow(static_cast<size_t>(l.rows * cuda::mma_padded_cols(l.max_cols)));
             split_partial_.grow(static_cast<size_t>(cuda::mma_split_partial_floats(sm_count_)));
             act_bf16_.grow(slots * static_cast<size_t>(cuda::mma_padded_cols(l.n_ff_exp)));
+        }
+        if (qmma_) {  // the 32-element sums of those copies
             x_sums_.grow(static_cast<size_t>(l.rows * (cuda::mma_padded_cols(l.max_cols) / cuda::kQmmaSub)));
             act_sums_.grow(slots * static_cast<size_t>(cuda::mma_padded_cols(l.n_ff_exp) / cuda::kQmmaSub));
         }
@@ -272,9 +279,8 @@ public:
                      sm_count_,
                      kernels_ == cuda::KernelSet::tensor ? split_partial_.get(static_cast<size_t>(cuda::mma_split_partial_floats(sm_count_)))
                                                          : nullptr,
-                     kernels_ == cuda::KernelSet::tensor
-                         ? x_sums_.get(static_cast<size_t>(x.n_rows() * (cuda::mma_padded_cols(w.n_cols()) / cuda::kQmmaSub)))
-                         : nullptr);
+                     qmma_ ? x_sums_.get(static_cast<size_t>(x.n_rows() * (cuda::mma_padded_cols(w.n_cols()) / cuda::kQmmaSub)))
+                           : nullptr);
     }
     void moe(const MoeWeights &weights, const Tensor &x, const Tensor &expert, const Tensor &weight, const Tensor &out) override {
         MoeWeights w = weights;
@@ -421,8 +427,10 @@ private:
         if (kernels_ == cuda::KernelSet::tensor) {
             const int64_t Kp = cuda::mma_padded_cols(w.gate.n_cols()), Fp = cuda::mma_padded_cols(w.gate.n_rows());
             m.act_bf16 = act_bf16_.get(slots * static_cast<size_t>(Fp));
-            m.x_sums = x_sums_.get(static_cast<size_t>(n * (Kp / cuda::kQmmaSub)));
-            m.act_sums = act_sums_.get(slots * static_cast<size_t>(Fp / cuda::kQmmaSub));
+            if (qmma_) {
+                m.x_sums = x_sums_.get(static_cast<size_t>(n * (Kp / cuda::kQmmaSub)));
+                m.act_sums = act_sums_.get(slots * static_cast<size_t>(Fp / cuda::kQmmaSub));
+            }
         }
         cuda::moe(stream_, view(w.gate), view(w.up), view(w.down), X, dev<float>(x), n, dev<int32_t>(expert),
                   dev<float>(weight), static_cast<int>(k), dev<float>(out), m, kernels_);
@@ -510,7 +518,7 @@ private:
     Scratch<double> entropy_;
     Scratch<__nv_bfloat16> x_bf16_, act_bf16_;
     static constexpr size_t kMaxGraphs = 16;  // passes kept recorded (a step's key lives for a canvas)
-    bool graphs_asked_ = false, graphs_on_ = false;
+    bool graphs_asked_ = false, graphs_on_ = false, qmma_ = false;
     long graphs_recorded_ = 0, graphs_replayed_ = 0;
     std::map<std::vector<int64_t>, cudaGraphExec_t> graphs_;
     std::vector<int64_t> recording_;  // the key being captured; empty when none

@@ -24,7 +24,7 @@ enum class KernelSet { float_tiles, reference, tensor };
 // tensor set's tile width and k slices, mma_tile_tokens and mma_k_split); split_partial: scratch of
 // mma_split_partial_floats(sm_count) for the tensor set's split products (null under the others);
 // x_sums: scratch of n * mma_padded_cols(w.cols) / 32 for the tensor set's Q4_K and Q5_0 products
-// (qmma.cuh; null under the others).
+// on quantized fragments (qmma.cuh); null: the bf16 tiles (the other sets, and DGEMMA_CUDA_QMMA unset).
 void matmul(cudaStream_t s, const WeightView &w, const float *x, int64_t n, float *y, KernelSet k,
             __nv_bfloat16 *x_bf16, int sm_count, float *split_partial, float *x_sums);
 void embed(cudaStream_t s, const WeightView &table, const int32_t *ids, int64_t n, float scale, float *out);
@@ -48,7 +48,8 @@ struct MoeScratch {
     float *y = nullptr;          // [slots][n_embd]
     // The tensor set's bf16 operands, rows padded to mma_padded_cols: x [n][n_embd], act [slots][n_ff_exp].
     __nv_bfloat16 *x_bf16 = nullptr, *act_bf16 = nullptr;
-    // Their 32-element sums (bf16_block_sums), for Q4_K and Q5_0 weights: [n][.] and [slots][.].
+    // Their 32-element sums (bf16_block_sums), for Q4_K and Q5_0 weights on quantized fragments
+    // (qmma.cuh): [n][.] and [slots][.]; null: the bf16 tiles.
     float *x_sums = nullptr, *act_sums = nullptr;
 };
 struct RouteScratch {

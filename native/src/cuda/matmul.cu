@@ -99,11 +99,10 @@ __global__ void __launch_bounds__(kQmmaThreads, 3) matmul_qmma_kernel(WeightView
     if (row0 >= w.rows) return;
     QmmaOperands<1> op;
 #pragma unroll
-    for (int half = 0; half < 2; ++half) {
-        const int64_t r = row0 + g + 8 * half;
-        op.row[0][half] = r < w.rows ? w.data + r * w.row_stride : nullptr;
-    }
-    const auto token = [&](int64_t sl) { return t0 + sl < n ? static_cast<int32_t>(t0 + sl) : -1; };
+    for (int half = 0; half < 2; ++half)  // rows past the matrix: its last (not stored)
+        op.row[0][half] = w.data + min(row0 + g + 8 * half, w.rows - 1) * w.row_stride;
+    // tokens past n: the tile's first (computed, not stored)
+    const auto token = [&](int64_t sl) { return static_cast<int32_t>(t0 + (t0 + sl < n ? sl : 0)); };
     op.x = xb;
     op.x_stride = Kp;
     op.sums = x_sums;
@@ -336,7 +335,7 @@ void bf16_block_sums(cudaStream_t s, const __nv_bfloat16 *rows, int64_t n, int64
 void matmul(cudaStream_t s, const WeightView &w, const float *x, int64_t n, float *y, KernelSet k, __nv_bfloat16 *x_bf16,
             int sm_count, float *split_partial, float *x_sums) {
     if (n <= 0 || w.rows <= 0) return;
-    if (k == KernelSet::tensor && qmma_runs(w)) {
+    if (k == KernelSet::tensor && x_sums && qmma_runs(w)) {
         to_bf16_rows(s, x, n, w.cols, x_bf16);
         bf16_block_sums(s, x_bf16, n, mma_padded_cols(w.cols), x_sums);
         const dim3 grid(blocks_for(w.rows, kQmmaWarps * kQmmaWarpRows), blocks_for(n, kQmmaTokens));

@@ -391,12 +391,13 @@ __global__ void __launch_bounds__(kQmmaThreads, 2) gate_up_qmma_kernel(WeightVie
     if (s0 >= count || row0 >= Fp) return;
     QmmaOperands<2> op;
 #pragma unroll
-    for (int half = 0; half < 2; ++half) {
-        const int64_t r = row0 + g + 8 * half;
-        op.row[0][half] = r < F ? gate.data + e * gate.expert_stride + r * gate.row_stride : nullptr;
-        op.row[1][half] = r < F ? up.data + e * up.expert_stride + r * up.row_stride : nullptr;
+    for (int half = 0; half < 2; ++half) {  // rows past F: row F - 1 (stored as zeros below)
+        const int64_t r = min(row0 + g + 8 * half, F - 1);
+        op.row[0][half] = gate.data + e * gate.expert_stride + r * gate.row_stride;
+        op.row[1][half] = up.data + e * up.expert_stride + r * up.row_stride;
     }
-    const auto token = [&](int64_t sl) { return s0 + sl < count ? order[first + s0 + sl] / k : -1; };
+    // tokens past the expert's count: its first token of the tile (computed, not stored)
+    const auto token = [&](int64_t sl) { return order[first + s0 + (s0 + sl < count ? sl : 0)] / k; };
     op.x = xb;
     op.x_stride = Kp;
     op.sums = x_sums;
@@ -411,8 +412,9 @@ __global__ void __launch_bounds__(kQmmaThreads, 2) gate_up_qmma_kernel(WeightVie
     float acc[2][kQmmaNT][4] = {};
     qmma_accumulate<T, 2>(op, K, acc);
     qmma_for_each(op.n_used, [&](int nt, int r, int row, int sl) {
-        if (s0 + sl < count)  // rows F .. Fp read zero weights: gelu(0) * 0 = 0, the padding down reads
-            act[(first + s0 + sl) * Fp + row0 + row] = __float2bfloat16_rn(gelu_tanh(acc[0][nt][r]) * acc[1][nt][r]);
+        if (s0 + sl < count)  // rows F .. Fp: zeros, the padding the down product reads
+            act[(first + s0 + sl) * Fp + row0 + row] =
+                __float2bfloat16_rn(row0 + row < F ? gelu_tanh(acc[0][nt][r]) * acc[1][nt][r] : 0.0f);
     });
 }
 
@@ -427,11 +429,10 @@ __global__ void __launch_bounds__(kQmmaThreads, 3) down_qmma_kernel(WeightView d
     if (s0 >= count || row0 >= E) return;
     QmmaOperands<1> op;
 #pragma unroll
-    for (int half = 0; half < 2; ++half) {
-        const int64_t r = row0 + g + 8 * half;
-        op.row[0][half] = r < E ? down.data + e * down.expert_stride + r * down.row_stride : nullptr;
-    }
-    const auto slot = [&](int64_t sl) { return s0 + sl < count ? static_cast<int32_t>(first + s0 + sl) : -1; };
+    for (int half = 0; half < 2; ++half)  // rows past E: row E - 1 (not stored)
+        op.row[0][half] = down.data + e * down.expert_stride + min(row0 + g + 8 * half, E - 1) * down.row_stride;
+    // slots past the expert's count: its first slot of the tile (computed, not stored)
+    const auto slot = [&](int64_t sl) { return static_cast<int32_t>(first + s0 + (s0 + sl < count ? sl : 0)); };
     op.x = act;
     op.x_stride = Fp;
     op.sums = act_sums;
@@ -521,7 +522,7 @@ void moe(cudaStream_t s, const WeightView &gate, const WeightView &up, const Wei
     if (kernels == KernelSet::tensor && gate.type == up.type) {
         to_bf16_rows(s, x, n, gate.cols, m.x_bf16);
         const int64_t slots = n * k, Fp = mma_padded_cols(gate.rows);
-        if (qmma_runs(gate) && qmma_runs(up)) {
+        if (m.x_sums && qmma_runs(gate) && qmma_runs(up)) {
             bf16_block_sums(s, m.x_bf16, n, mma_padded_cols(gate.cols), m.x_sums);
             const dim3 grid(blocks_for(Fp, kQmmaWarps * kQmmaWarpRows), blocks_for(n, kQmmaTokens), static_cast<unsigned>(n_expert));
             with_qmma_type(gate.type, [&](auto type) {
@@ -537,7 +538,7 @@ void moe(cudaStream_t s, const WeightView &gate, const WeightView &up, const Wei
             });
             check_launch("moe gate/up (tensor cores)");
         }
-        if (qmma_runs(down)) {
+        if (m.act_sums && qmma_runs(down)) {
             bf16_block_sums(s, m.act_bf16, slots, Fp, m.act_sums);
             const dim3 grid_down(blocks_for(down.rows, kQmmaWarps * kQmmaWarpRows), blocks_for(n, kQmmaTokens),
                                  static_cast<unsigned>(n_expert));

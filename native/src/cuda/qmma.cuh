@@ -33,10 +33,12 @@ void with_qmma_type(TensorType t, F f) {
     else f(std::integral_constant<TensorType, TensorType::Q5_0>{});
 }
 
-// A thread's operands: row[w][half] = row g + 8 half of matrix w (null past the matrix: zeros);
-// x_row[nt] = the row (of x, rows x_stride bf16 apart) of token g of n-tile nt, -1: zeros;
-// sums_row[nt][j] = the row (of sums, sums_stride apart) of token 2t + j of n-tile nt, the
-// accumulators' columns, -1: zeros. Rows as 32-bit indices: the pointers would not fit in registers.
+// A thread's operands. row[w][half]: row g + 8 half of matrix w; x_row[nt]: the row (of x, rows
+// x_stride bf16 apart) of token g of n-tile nt; sums_row[nt][j]: the row (of sums, sums_stride
+// apart) of token 2t + j of n-tile nt, the accumulators' columns. Past the matrix or the tile's
+// tokens the callers name a valid row instead (the tile's first): a column or row of the product
+// depends on its own operands only, so the extra ones are computed and not stored, with no test
+// in the loop. n-tiles from n_used on are skipped (the test is uniform over the warp).
 template <int NW>
 struct QmmaOperands {
     const uint8_t *row[NW][2];
@@ -44,7 +46,7 @@ struct QmmaOperands {
     const float *sums;
     int64_t x_stride, sums_stride;
     int32_t x_row[kQmmaNT], sums_row[kQmmaNT][2];
-    int n_used;  // n-tiles with tokens (the rest skipped)
+    int n_used;
 };
 
 __device__ inline void mma_bf16_16816(float (&d)[4], const uint32_t (&a)[4], const uint32_t (&b)[2]) {
@@ -59,78 +61,90 @@ __device__ inline void mma_bf16_16816(float (&d)[4], const uint32_t (&a)[4], con
 }
 
 // acc[w][nt][r] += sum over k < K of W_w[row][k] x[token][k], for the thread's accumulators (C
-// fragment r of n-tile nt: row g + 8 (r / 2), token 8 nt + 2t + r % 2). K: a multiple of the chunk.
+// fragment r of n-tile nt: row g + 8 (r / 2), token 8 nt + 2t + r % 2). K: a multiple of the chunk
+// times Q's groups. The chunks of a group run unrolled, so each one's scale bytes are constants;
+// the activation and sum pointers carry the lane's offsets, so a load's address is a pointer plus
+// a constant for each chunk.
 template <TensorType T, int NW>
 __device__ inline void qmma_accumulate(const QmmaOperands<NW> &op, int64_t K, float (&acc)[NW][kQmmaNT][4]) {
     using Q = Qmma<T>;
     using Raw = typename Q::Raw;
     const int t = threadIdx.x % 4;
-    const int64_t chunks = K / Q::kChunk;
+    const __nv_bfloat16 *xp[kQmmaNT];
+    const float *sp[kQmmaNT][2];
+#pragma unroll
+    for (int nt = 0; nt < kQmmaNT; ++nt) {
+        xp[nt] = op.x + op.x_row[nt] * op.x_stride + Q::lane_k(t);
+#pragma unroll
+        for (int j = 0; j < 2; ++j) sp[nt][j] = op.sums + op.sums_row[nt][j] * op.sums_stride;
+    }
     // One chunk loaded ahead for a single matrix; two (the experts' gate and up) load at the top of
-    // each chunk instead: their raw words twice would not fit three blocks a multiprocessor.
+    // each chunk instead: their raw words twice would not fit two blocks a multiprocessor.
     constexpr bool kAhead = NW == 1;
     Raw raw[NW][2], next[NW][2];
     const auto load = [&](int64_t c, Raw (&r)[NW][2]) {
 #pragma unroll
         for (int w = 0; w < NW; ++w)
 #pragma unroll
-            for (int half = 0; half < 2; ++half)
-                if (op.row[w][half]) Q::load(op.row[w][half], c, t, r[w][half]);
-                else r[w][half] = Raw{};
+            for (int half = 0; half < 2; ++half) Q::load(op.row[w][half], c, t, r[w][half]);
     };
+    const int64_t chunks = K / Q::kChunk;
     if (kAhead && chunks > 0) load(0, raw);
-    for (int64_t c = 0; c < chunks; ++c) {
-        if (!kAhead) load(c, raw);
-        else if (c + 1 < chunks) load(c + 1, next);
+    for (int64_t c0 = 0; c0 < chunks; c0 += Q::kGroups) {
 #pragma unroll
-        for (int h = 0; h < Q::kSubs; ++h) {
-            const int64_t sub = (Q::kChunk * c) / kQmmaSub + h;
-            uint32_t b[2][kQmmaNT][2];
-            float xs[kQmmaNT][2];
+        for (int group = 0; group < Q::kGroups; ++group) {
+            const int64_t c = c0 + group;
+            if (!kAhead) load(c, raw);
+            else if (c + 1 < chunks) load(c + 1, next);
 #pragma unroll
-            for (int nt = 0; nt < kQmmaNT; ++nt) {
-#pragma unroll
-                for (int s = 0; s < 2; ++s) {
-                    uint2 v = {0u, 0u};
-                    if (nt < op.n_used && op.x_row[nt] >= 0)
-                        v = __ldg(reinterpret_cast<const uint2 *>(op.x + op.x_row[nt] * op.x_stride + Q::k0(c, h, s, t)));
-                    b[s][nt][0] = v.x;
-                    b[s][nt][1] = v.y;
-                }
-#pragma unroll
-                for (int j = 0; j < 2; ++j)
-                    xs[nt][j] = nt < op.n_used && op.sums_row[nt][j] >= 0 ? __ldg(op.sums + op.sums_row[nt][j] * op.sums_stride + sub) : 0.0f;
-            }
-#pragma unroll
-            for (int w = 0; w < NW; ++w) {
-                float tmp[kQmmaNT][4] = {};
-#pragma unroll
-                for (int s = 0; s < 2; ++s) {
-                    uint32_t lo[2], hi[2];  // rows g, g + 8
-                    qmma_a_regs<T>(raw[w][0], h, s, t, lo);
-                    qmma_a_regs<T>(raw[w][1], h, s, t, hi);
-                    const uint32_t a[4] = {lo[0], hi[0], lo[1], hi[1]};
-#pragma unroll
-                    for (int nt = 0; nt < kQmmaNT; ++nt)
-                        if (nt < op.n_used) mma_bf16_16816(tmp[nt], a, b[s][nt]);
-                }
-                float a_lo, b_lo, a_hi, b_hi;
-                Q::scale(raw[w][0], c, h, a_lo, b_lo);
-                Q::scale(raw[w][1], c, h, a_hi, b_hi);
+            for (int h = 0; h < Q::kSubs; ++h) {
+                const int64_t sub = Q::kChunk / kQmmaSub * c + h;
+                uint32_t b[2][kQmmaNT][2];
+                float xs[kQmmaNT][2];
 #pragma unroll
                 for (int nt = 0; nt < kQmmaNT; ++nt) {
-                    acc[w][nt][0] += a_lo * tmp[nt][0] + b_lo * xs[nt][0];
-                    acc[w][nt][1] += a_lo * tmp[nt][1] + b_lo * xs[nt][1];
-                    acc[w][nt][2] += a_hi * tmp[nt][2] + b_hi * xs[nt][0];
-                    acc[w][nt][3] += a_hi * tmp[nt][3] + b_hi * xs[nt][1];
+                    if (nt >= op.n_used) continue;
+#pragma unroll
+                    for (int s = 0; s < 2; ++s) {
+                        const uint2 v = __ldg(reinterpret_cast<const uint2 *>(xp[nt] + Q::step_k(c, h, s)));
+                        b[s][nt][0] = v.x;
+                        b[s][nt][1] = v.y;
+                    }
+#pragma unroll
+                    for (int j = 0; j < 2; ++j) xs[nt][j] = __ldg(sp[nt][j] + sub);
+                }
+#pragma unroll
+                for (int w = 0; w < NW; ++w) {
+                    float tmp[kQmmaNT][4] = {};
+#pragma unroll
+                    for (int s = 0; s < 2; ++s) {
+                        uint32_t lo[2], hi[2];  // rows g, g + 8
+                        qmma_a_regs<T>(raw[w][0], h, s, t, lo);
+                        qmma_a_regs<T>(raw[w][1], h, s, t, hi);
+                        const uint32_t a[4] = {lo[0], hi[0], lo[1], hi[1]};
+#pragma unroll
+                        for (int nt = 0; nt < kQmmaNT; ++nt)
+                            if (nt < op.n_used) mma_bf16_16816(tmp[nt], a, b[s][nt]);
+                    }
+                    float a_lo, b_lo, a_hi, b_hi;
+                    Q::scale(raw[w][0], group, h, a_lo, b_lo);
+                    Q::scale(raw[w][1], group, h, a_hi, b_hi);
+#pragma unroll
+                    for (int nt = 0; nt < kQmmaNT; ++nt) {
+                        if (nt >= op.n_used) continue;
+                        acc[w][nt][0] = fmaf(a_lo, tmp[nt][0], fmaf(b_lo, xs[nt][0], acc[w][nt][0]));
+                        acc[w][nt][1] = fmaf(a_lo, tmp[nt][1], fmaf(b_lo, xs[nt][1], acc[w][nt][1]));
+                        acc[w][nt][2] = fmaf(a_hi, tmp[nt][2], fmaf(b_hi, xs[nt][0], acc[w][nt][2]));
+                        acc[w][nt][3] = fmaf(a_hi, tmp[nt][3], fmaf(b_hi, xs[nt][1], acc[w][nt][3]));
+                    }
                 }
             }
-        }
-        if (kAhead && c + 1 < chunks) {
+            if (kAhead && c + 1 < chunks) {
 #pragma unroll
-            for (int w = 0; w < NW; ++w)
+                for (int w = 0; w < NW; ++w)
 #pragma unroll
-                for (int half = 0; half < 2; ++half) raw[w][half] = next[w][half];
+                    for (int half = 0; half < 2; ++half) raw[w][half] = next[w][half];
+            }
         }
     }
 }

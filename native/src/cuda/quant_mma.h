@@ -21,7 +21,7 @@
 // (row g, slots 2t, 2t + 1), (g + 8, same), (g, 2t + 8, 2t + 9), (g + 8, same), and B registers
 // (slots 2t, 2t + 1 | 2t + 8, 2t + 9) of token g. The slots of a k16 step are any 16 distinct k of
 // one sub-block, provided A and B agree: here lane t's slots 2t, 2t + 1 are k0, k0 + 1 and slots
-// 2t + 8, 2t + 9 are k0 + 2, k0 + 3, with k0 = qmma_k0(...). So B is four consecutive bf16 of a token's
+// 2t + 8, 2t + 9 are k0 + 2, k0 + 3, with k0 = Qmma<T>::k0(...). So B is four consecutive bf16 of a token's
 // row (one 8-byte load), and A is four consecutive codes: bytes k0 .. k0 + 3 of the packed codes.
 //
 // Q4_K: a chunk is a 64-element group of a super-block (32 code bytes: low nibbles the first
@@ -42,6 +42,7 @@
 #include "quant/types.h"
 
 #if defined(__CUDACC__)
+#include <cuda_fp16.h>
 #include <cuda_runtime.h>
 #endif
 
@@ -87,12 +88,23 @@ DG_HD uint32_t load_u16(const uint8_t *p) {
 #endif
 }
 
+// f16 bits to float: the device's conversion instruction (exact, as f16_to_f32; f16_to_f32's
+// bit-by-bit form with its subnormal loop is what the host has).
+DG_HD float f16_bits_to_f32(uint32_t h) {
+#if defined(__CUDA_ARCH__)
+    return __half2float(__ushort_as_half(static_cast<unsigned short>(h)));
+#else
+    return f16_to_f32(static_cast<uint16_t>(h));
+#endif
+}
+
 template <TensorType T>
 struct Qmma;
 
 template <>
 struct Qmma<TensorType::Q4_K> {
-    static constexpr int kChunk = 64, kSubs = 2;
+    // kGroups: chunks that share a head (the kernels unroll them, so each chunk's group is a constant).
+    static constexpr int kChunk = 64, kSubs = 2, kGroups = 4;
     static constexpr int64_t kBlockBytes = sizeof(BlockQ4_K);
     struct Raw {
         uint32_t q0, q1;              // code bytes 8t .. 8t + 3, 8t + 4 .. 8t + 7 of the group
@@ -116,32 +128,36 @@ struct Qmma<TensorType::Q4_K> {
         std::memcpy(&r.s2, blk + 12, 4);
 #endif
     }
-    // The first k (within the row) of lane t's four at step s (0, 1) of sub-block h (0, 1) of chunk c.
-    DG_HD static int64_t k0(int64_t c, int h, int s, int t) { return kChunk * c + kQmmaSub * h + 8 * t + 4 * s; }
+    // The first k (within the row) of lane t's four at step s (0, 1) of sub-block h (0, 1) of chunk c:
+    // k0 = step_k(c, h, s) + lane_k(t), so a lane's activation pointer carries lane_k once.
+    DG_HD static int64_t step_k(int64_t c, int h, int s) { return kChunk * c + kQmmaSub * h + 4 * s; }
+    DG_HD static int lane_k(int t) { return 8 * t; }
+    DG_HD static int64_t k0(int64_t c, int h, int s, int t) { return step_k(c, h, s) + lane_k(t); }
     // A registers of one row: {slots 2t, 2t + 1}, {slots 2t + 8, 2t + 9}.
     DG_HD static void a_regs(const Raw &r, int h, int s, uint32_t (&a)[2]) {
         const uint32_t u = s == 0 ? r.q0 : r.q1;
         a[0] = nibble_pair(u, 0, h);
         a[1] = nibble_pair(u, 2, h);
     }
-    // w = a * (v - 128) + c over sub-block h of chunk c: returns a and b = c - 128 a.
-    DG_HD static void scale(const Raw &r, int64_t c, int h, float &a, float &b) {
-        const int j = static_cast<int>(2 * (c % 4) + h);
+    // w = a * (v - 128) + c over sub-block h of a chunk of group `group` (c % kGroups): returns a and
+    // b = c - 128 a.
+    DG_HD static void scale(const Raw &r, int group, int h, float &a, float &b) {
+        const int j = 2 * group + h;
         const auto byte = [&](int i) -> unsigned {
             const uint32_t w = i < 4 ? r.s0 : i < 8 ? r.s1 : r.s2;
             return (w >> (8 * (i & 3))) & 0xffu;
         };
         int sc, m;
         k4_scale_min_of(j, byte(j), byte(j + 4), j >= 4 ? byte(j - 4) : 0u, &sc, &m);
-        a = f16_to_f32(static_cast<uint16_t>(r.dd & 0xffff)) * static_cast<float>(sc);
-        const float dm = f16_to_f32(static_cast<uint16_t>(r.dd >> 16)) * static_cast<float>(m);
+        a = f16_bits_to_f32(r.dd & 0xffff) * static_cast<float>(sc);
+        const float dm = f16_bits_to_f32(r.dd >> 16) * static_cast<float>(m);
         b = -(128.0f * a + dm);
     }
 };
 
 template <>
 struct Qmma<TensorType::Q5_0> {
-    static constexpr int kChunk = 32, kSubs = 1;
+    static constexpr int kChunk = 32, kSubs = 1, kGroups = 1;
     static constexpr int64_t kBlockBytes = sizeof(BlockQ5_0);
     struct Raw {
         uint32_t q;   // code bytes 4t .. 4t + 3
@@ -154,15 +170,17 @@ struct Qmma<TensorType::Q5_0> {
         r.qh = load_u16(blk + 2) | (load_u16(blk + 4) << 16);
         r.q = load_u16(blk + 6 + 4 * t) | (load_u16(blk + 8 + 4 * t) << 16);
     }
-    DG_HD static int64_t k0(int64_t c, int /*h*/, int s, int t) { return kChunk * c + 16 * s + 4 * t; }
+    DG_HD static int64_t step_k(int64_t c, int /*h*/, int s) { return kChunk * c + 16 * s; }
+    DG_HD static int lane_k(int t) { return 4 * t; }
+    DG_HD static int64_t k0(int64_t c, int h, int s, int t) { return step_k(c, h, s) + lane_k(t); }
     // Codes k0 .. k0 + 3: nibble s of bytes 4t .. 4t + 3, bits k0 .. k0 + 3 of qh as their bit 4.
     DG_HD static void a_regs(const Raw &r, int /*h*/, int s, int t, uint32_t (&a)[2]) {
         const uint32_t hb = r.qh >> (16 * s + 4 * t);
         a[0] = nibble_pair(r.q, 0, s) | ((hb & 1u) << 4) | ((hb & 2u) << 19);
         a[1] = nibble_pair(r.q, 2, s) | ((hb & 4u) << 2) | ((hb & 8u) << 17);
     }
-    DG_HD static void scale(const Raw &r, int64_t /*c*/, int /*h*/, float &a, float &b) {
-        a = f16_to_f32(static_cast<uint16_t>(r.d));
+    DG_HD static void scale(const Raw &r, int /*group*/, int /*h*/, float &a, float &b) {
+        a = f16_bits_to_f32(r.d);
         b = -144.0f * a;  // w = d (q - 16) = d (v - 128) - 16 d
     }
 };
