@@ -276,7 +276,7 @@ void matrix_ops(Harness &h) {
             Buf w = weight(be, wt, randn(rng, E * V), E, V);
             Buf z = tensor(be, TensorType::F32, randn(rng, V * n, 3.0f).data(), V, n);
             Buf o = poisoned(be, TensorType::F32, E, n);
-            be.reserve(PassLimits{n, 1, E, E, 1, 1, 1, 1, 0, 0});
+            be.reserve(PassLimits{n, 1, E, E, 1, 1, 1, 1, 0, V});  // n_vocab: the tensor set's probabilities
             be.soft_embed(w.t, z.t, 16.0f, o.t);
             return fetch<float>(be, o.t);
         });

@@ -258,6 +258,7 @@ public:
         router_logits_.grow(static_cast<size_t>(l.rows * l.n_expert));
         if (kernels_ == cuda::KernelSet::tensor) {  // bf16 copies of the products' activations
             x_bf16_.grow(static_cast<size_t>(l.rows * cuda::mma_padded_cols(l.max_cols)));
+            soft_probs_.grow(static_cast<size_t>(cuda::soft_probs_rows(l.rows) * cuda::mma_padded_cols(l.n_vocab)));
             split_partial_.grow(static_cast<size_t>(cuda::mma_split_partial_floats(sm_count_)));
             act_bf16_.grow(slots * static_cast<size_t>(cuda::mma_padded_cols(l.n_ff_exp)));
         }
@@ -369,7 +370,11 @@ public:
         const int64_t n = logits.n_rows();
         cuda::soft_embed(stream_, view(table), dev<float>(logits), n, s, dev<float>(out), row_max_.get(static_cast<size_t>(n)),
                          row_inv_sum_.get(static_cast<size_t>(n)),
-                         soft_partial_.get(static_cast<size_t>(cuda::kSoftEmbedParts * n * table.n_cols())), kernels_);
+                         soft_partial_.get(static_cast<size_t>(cuda::kSoftEmbedParts * n * table.n_cols())),
+                         kernels_ == cuda::KernelSet::tensor
+                             ? soft_probs_.get(static_cast<size_t>(cuda::soft_probs_rows(n) * cuda::mma_padded_cols(table.n_rows())))
+                             : nullptr,
+                         kernels_);
     }
     void route(const Tensor &w, const Tensor &x, const Tensor &scale, const Tensor &per_expert_scale, float eps, int k,
                const Tensor &expert, const Tensor &weight) override {
@@ -516,7 +521,7 @@ private:
     Scratch<float> moe_act_, moe_y_, row_max_, row_inv_sum_, soft_partial_, router_z_, router_logits_, split_partial_,
         x_sums_, act_sums_;
     Scratch<double> entropy_;
-    Scratch<__nv_bfloat16> x_bf16_, act_bf16_;
+    Scratch<__nv_bfloat16> x_bf16_, act_bf16_, soft_probs_;  // soft_probs_: the soft embedding's (kernels.h)
     static constexpr size_t kMaxGraphs = 16;  // passes kept recorded (a step's key lives for a canvas)
     bool graphs_asked_ = false, graphs_on_ = false, qmma_ = false;
     long graphs_recorded_ = 0, graphs_replayed_ = 0;

@@ -128,7 +128,10 @@ DG_HD uint32_t load_u32(const uint8_t *p) { return load_word<uint32_t>(p); }
 // Byte j of the little-endian 16-bit words w[0], w[1], ...
 DG_HD uint32_t byte_at(const uint32_t *w, int j) { return (w[j / 2] >> (8 * (j % 2))) & 0xffu; }
 
-DG_HD void gather8(TensorType t, const uint8_t *row, int64_t i, Raw8 &g) {
+DG_HD void gather8(TensorType t, const uint8_t *row, int64_t i_signed, Raw8 &g) {
+    // i >= 0: unsigned, so the block and offset divisions are shifts and masks (signed ones cost
+    // sign fix-ups in every loader).
+    const uint64_t i = static_cast<uint64_t>(i_signed);
     switch (t) {
         case TensorType::F32:
             for (int j = 0; j < 8; ++j) g.r[j] = load_u32(row + 4 * (i + j));

@@ -233,41 +233,27 @@ __global__ void __launch_bounds__(kTileThreads) soft_embed_tiled_kernel(WeightVi
 
 // The soft embedding on tensor cores: the tiled kernel's parts and roles (the table's columns are the
 // tile's kMmaRows lines, the vocabulary the walked k), bf16 operands. The table is loaded turned
-// (mma_turned_loader_coord); the probabilities exp(z - max) / sum of a token's eight consecutive
-// vocabulary entries are computed by the thread that stores them.
+// (mma_turned_loader_coord); the tokens' operand is the bf16 probabilities soft_probs_kernel wrote,
+// rows [t - t_base] of probs (padded to whole chunks with zeros; a part is whole chunks), for the
+// tokens t_base .. t_end - 1 of n (partial is [parts][n][E]).
 template <TensorType T>
-__global__ void __launch_bounds__(kMmaThreads) soft_embed_mma_kernel(WeightView table, const float *logits, int64_t n,
-                                                                      const float *row_max, const float *row_inv_sum,
-                                                                      float *partial) {
-    constexpr int N = 128, G = MmaShape<N>::kTokenGroups;
+__global__ void __launch_bounds__(kMmaThreads) soft_embed_mma_kernel(WeightView table, const __nv_bfloat16 *probs,
+                                                                      int64_t t_base, int64_t t_end, int64_t n, float *partial) {
+    constexpr int N = 128;
     __shared__ MmaStage<N, 1> st[2];
-    const int64_t V = table.rows, E = table.cols;
-    const int64_t col0 = static_cast<int64_t>(blockIdx.x) * kMmaRows, t0 = static_cast<int64_t>(blockIdx.y) * N;
+    const int64_t V = table.rows, E = table.cols, Vp = mma_padded_cols(V);
+    const int64_t col0 = static_cast<int64_t>(blockIdx.x) * kMmaRows, t0 = t_base + static_cast<int64_t>(blockIdx.y) * N;
     const int64_t part_rows = soft_embed_part_rows(V), v_begin = blockIdx.z * part_rows, v_end = min(V, v_begin + part_rows);
     WeightFetch8<T> w[kMmaWeightGroups];
-    const float *z[G];
-    float mx[G], inv[G], zv[G][8];
-#pragma unroll
-    for (int i = 0; i < G; ++i) {
-        const int64_t t = t0 + mma_loader_coord(threadIdx.x, i).line;
-        const bool has = mma_token_group_used<N>(threadIdx.x, i) && t < n;
-        z[i] = has ? logits + t * V : nullptr;
-        mx[i] = has ? row_max[t] : 0.0f;
-        inv[i] = has ? row_inv_sum[t] : 0.0f;
-    }
+    MmaTokenLoader<N> xl;
+    xl.bind([&](int tl) { return t0 + tl < t_end ? probs + (t0 + tl - t_base) * Vp : nullptr; });
     auto fetch = [&](int64_t v0) {
 #pragma unroll
         for (int i = 0; i < kMmaWeightGroups; ++i) {
             const Coord c = mma_turned_loader_coord(threadIdx.x, i);
             w[i].fetch(table.data, table.row_stride, v_end, E, v0 + c.k, col0 + c.line);
         }
-#pragma unroll
-        for (int i = 0; i < G; ++i)
-#pragma unroll
-            for (int j = 0; j < 8; ++j) {
-                const int64_t v = v0 + mma_loader_coord(threadIdx.x, i).k + j;
-                zv[i][j] = z[i] && v < v_end ? z[i][v] : -INFINITY;  // exp(-inf) = 0: no probability
-            }
+        xl.fetch(v0);
     };
     auto store = [&](MmaStage<N, 1> &s) {
 #pragma unroll
@@ -278,15 +264,7 @@ __global__ void __launch_bounds__(kMmaThreads) soft_embed_mma_kernel(WeightView 
 #pragma unroll
             for (int j = 0; j < 8; ++j) s.w[0][c.line + j][c.k] = __float2bfloat16_rn(f[j]);
         }
-#pragma unroll
-        for (int i = 0; i < G; ++i)
-            if (mma_token_group_used<N>(threadIdx.x, i)) {
-                const Coord c = mma_loader_coord(threadIdx.x, i);
-                float p[8];
-#pragma unroll
-                for (int j = 0; j < 8; ++j) p[j] = z[i] ? expf(zv[i][j] - mx[i]) * inv[i] : 0.0f;
-                store8_bf16(&s.x[c.line][c.k], p);
-            }
+        xl.store(s);
     };
     MmaAcc<N, 1> acc = {};
     const int64_t chunks = (v_end - v_begin + kMmaK - 1) / kMmaK;
@@ -304,8 +282,23 @@ __global__ void __launch_bounds__(kMmaThreads) soft_embed_mma_kernel(WeightView 
     }
     float *part = partial + static_cast<int64_t>(blockIdx.z) * n * E;
     mma_for_each<N>([&](int mt, int nt, int r, int col, int t) {
-        if (col0 + col < E && t0 + t < n) part[(t0 + t) * E + col0 + col] = acc[0][mt][nt][r];
+        if (col0 + col < E && t0 + t < t_end) part[(t0 + t) * E + col0 + col] = acc[0][mt][nt][r];
     });
+}
+
+// probs[t - t_base][v] = bf16(exp(z[t][v] - max) * inv_sum) for tokens t_base .. t_base + m - 1, zeros
+// from V to the padded width: thread i writes 8 entries.
+__global__ void soft_probs_kernel(const float *logits, int64_t V, int64_t t_base, int64_t m, const float *row_max,
+                                  const float *row_inv_sum, __nv_bfloat16 *probs) {
+    const int64_t groups = mma_padded_cols(V) / 8, i = static_cast<int64_t>(blockIdx.x) * blockDim.x + threadIdx.x;
+    if (i >= m * groups) return;
+    const int64_t t = t_base + i / groups, v0 = 8 * (i % groups);
+    const float *z = logits + t * V;
+    const float mx = row_max[t], inv = row_inv_sum[t];
+    float p[8];
+#pragma unroll
+    for (int j = 0; j < 8; ++j) p[j] = v0 + j < V ? expf(z[v0 + j] - mx) * inv : 0.0f;
+    store8_bf16(probs + (i / groups) * mma_padded_cols(V) + v0, p);
 }
 
 // out[i] = scale * (partial[0][i] + partial[1][i] + ...), the `parts` parts in order.
@@ -398,7 +391,7 @@ void embed(cudaStream_t s, const WeightView &table, const int32_t *ids, int64_t 
 }
 
 void soft_embed(cudaStream_t s, const WeightView &table, const float *logits, int64_t n, float scale, float *out,
-                float *row_max, float *row_inv_sum, float *partial, KernelSet k) {
+                float *row_max, float *row_inv_sum, float *partial, __nv_bfloat16 *probs, KernelSet k) {
     if (n <= 0) return;
     softmax_stats_kernel<<<static_cast<unsigned>(n), 256, 0, s>>>(logits, table.rows, row_max, row_inv_sum);
     check_launch("soft_embed statistics");
@@ -409,12 +402,18 @@ void soft_embed(cudaStream_t s, const WeightView &table, const float *logits, in
         return;
     }
     if (k == KernelSet::tensor) {
-        const dim3 grid(blocks_for(table.cols, kMmaRows), blocks_for(n, 128), kSoftEmbedParts);
-        with_weight_type(table.type, [&](auto type) {
-            soft_embed_mma_kernel<decltype(type)::value><<<grid, kMmaThreads, 0, s>>>(table, logits, n, row_max, row_inv_sum,
-                                                                                    partial);
-        });
-        check_launch("soft_embed (tensor cores)");
+        for (int64_t t_base = 0; t_base < n; t_base += kSoftProbTokens) {
+            const int64_t m = min(kSoftProbTokens, n - t_base);
+            soft_probs_kernel<<<blocks_for(m * (mma_padded_cols(table.rows) / 8), 256), 256, 0, s>>>(
+                logits, table.rows, t_base, m, row_max, row_inv_sum, probs);
+            check_launch("soft_embed probabilities");
+            const dim3 grid(blocks_for(table.cols, kMmaRows), blocks_for(m, 128), kSoftEmbedParts);
+            with_weight_type(table.type, [&](auto type) {
+                soft_embed_mma_kernel<decltype(type)::value><<<grid, kMmaThreads, 0, s>>>(table, probs, t_base, t_base + m,
+                                                                                        n, partial);
+            });
+            check_launch("soft_embed (tensor cores)");
+        }
     } else {
         const dim3 grid(blocks_for(table.cols, kTileRows), blocks_for(n, 64), kSoftEmbedParts);
         with_weight_type(table.type, [&](auto type) {

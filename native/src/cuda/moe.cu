@@ -77,6 +77,39 @@ __global__ void route_logits_kernel(WeightView w, const float *z, float *logits)
     if (lane == 0) logits[t * X + e] = acc;
 }
 
+// The same sums, term for term (so the same bits), with kRouteTokens tokens' inputs staged in shared
+// memory and each warp walking kRouteExpertsPerWarp experts: the router's weight rows are read once per
+// kRouteTokens tokens instead of once per token (a warp per (token, expert) moved 22 KB for 2816 FMA:
+// 0.137 ms a layer at the 26B shapes, run 10).
+constexpr int kRouteTokens = 4, kRouteExpertsPerWarp = 4;
+
+__host__ inline bool route_logits_staged(int64_t E) { return kRouteTokens * E * int64_t{sizeof(float)} <= 48 * 1024; }
+
+__global__ void route_logits_staged_kernel(WeightView w, const float *z, int64_t n, float *logits) {
+    extern __shared__ float zs[];  // [kRouteTokens][E]
+    const int64_t E = w.cols, X = w.rows, t0 = static_cast<int64_t>(blockIdx.x) * kRouteTokens;
+    const int64_t tn = min(static_cast<int64_t>(kRouteTokens), n - t0);
+    for (int64_t i = threadIdx.x; i < kRouteTokens * E; i += blockDim.x) zs[i] = i < tn * E ? z[t0 * E + i] : 0.0f;
+    __syncthreads();
+    const int warp = threadIdx.x / 32, lane = threadIdx.x % 32;
+    for (int j = 0; j < kRouteExpertsPerWarp; ++j) {
+        const int64_t e = (static_cast<int64_t>(blockIdx.y) * kRouteWarps + warp) * kRouteExpertsPerWarp + j;
+        if (e >= X) return;
+        const uint8_t *row = w.data + e * w.row_stride;
+        float acc[kRouteTokens] = {};
+        for (int64_t i = lane; i < E; i += 32) {
+            const float wv = dequant(w.type, row, i);
+#pragma unroll
+            for (int tt = 0; tt < kRouteTokens; ++tt) acc[tt] += wv * zs[tt * E + i];
+        }
+#pragma unroll
+        for (int tt = 0; tt < kRouteTokens; ++tt) {
+            const float a = warp_sum(acc[tt]);
+            if (lane == 0 && tt < tn) logits[(t0 + tt) * X + e] = a;
+        }
+    }
+}
+
 // A warp per token, the token's logits staged in shared memory: route_top_k_one_pass's arithmetic
 // (router_math.h) with its independent parts over the lanes. The maximum (the same in any order),
 // each exponential and each scaling per element; the double sum in expert order on lane 0; the
@@ -487,8 +520,14 @@ void route(cudaStream_t s, const WeightView &w, const float *x, int64_t n, const
     if (kernels != KernelSet::reference) {
         route_input_kernel<<<static_cast<unsigned>(n), kRouteThreads, 0, s>>>(x, w.cols, scale, eps, r.z);
         check_launch("route input");
-        route_logits_kernel<<<dim3(static_cast<unsigned>(n), blocks_for(w.rows, kRouteWarps)), 32 * kRouteWarps, 0, s>>>(
-            w, r.z, r.logits);
+        if (route_logits_staged(w.cols)) {
+            const dim3 grid(blocks_for(n, kRouteTokens), blocks_for(w.rows, kRouteWarps * kRouteExpertsPerWarp));
+            route_logits_staged_kernel<<<grid, 32 * kRouteWarps, static_cast<size_t>(kRouteTokens * w.cols) * sizeof(float), s>>>(
+                w, r.z, n, r.logits);
+        } else {
+            route_logits_kernel<<<dim3(static_cast<unsigned>(n), blocks_for(w.rows, kRouteWarps)), 32 * kRouteWarps, 0, s>>>(
+                w, r.z, r.logits);
+        }
         check_launch("route logits");
         if (w.rows * static_cast<int64_t>(sizeof(float)) > 48 * 1024)
             throw Error(DGEMMA_ERR_UNSUPPORTED, "CUDA route: " + std::to_string(w.rows) +

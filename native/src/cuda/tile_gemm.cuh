@@ -72,8 +72,15 @@ struct WeightFetch8 {
             decode8(T, raw, f);
             return;
         }
+        // A quantized row is whole blocks (32 or 256 elements), so a group that is not whole lies
+        // past the row or past its columns: zeros. Only F32/F16/BF16 rows end inside a group.
+        if constexpr (T != TensorType::F32 && T != TensorType::F16 && T != TensorType::BF16) {
 #pragma unroll
-        for (int j = 0; j < 8; ++j) f[j] = in_rows && c + j < n_cols ? dequant(T, p, c + j) : 0.0f;
+            for (int j = 0; j < 8; ++j) f[j] = 0.0f;
+        } else {
+#pragma unroll
+            for (int j = 0; j < 8; ++j) f[j] = in_rows && c + j < n_cols ? dequant(T, p, c + j) : 0.0f;
+        }
     }
 };
 
