@@ -139,15 +139,22 @@ __device__ inline void load_query_tile(float *qs, int d, int ld, const float *q,
 }
 
 // Rows [t0, t0 + kKeys) of the key (or value) sequence into buf (rows of ld floats), zero past t_end.
+// Cached rows sit in a ring of g.capacity slots; the slot of t0 + j is found from t0's by at most one
+// wrap when the ring holds a whole tile (a 64-bit modulo per element was a library call: 42 of them
+// in the tf32 tile's key loop).
 __device__ inline void load_key_tile(float *buf, int d, int ld, int64_t t0, int64_t t_end, const AttentionSegment &g,
                                      const uint8_t *cache, const float *cur, int64_t kv_row, int kvh) {
+    const int64_t slot0 = t0 < g.n_past ? t0 % g.capacity : 0;
     for (int idx = threadIdx.x; idx < kKeys * d; idx += kThreads) {
         const int j = idx / d, e = idx % d;
         const int64_t kp = t0 + j;
         float x = 0.0f;
         if (kp < t_end) {
             if (kp < g.n_past) {
-                const uint8_t *row = cache + static_cast<size_t>(kp % g.capacity) * g.cache_row_bytes;
+                int64_t slot = slot0 + j;
+                if (g.capacity >= kKeys) slot -= slot >= g.capacity ? g.capacity : 0;
+                else slot %= g.capacity;
+                const uint8_t *row = cache + static_cast<size_t>(slot) * g.cache_row_bytes;
                 x = cache_value(row, g.cache_type, static_cast<int64_t>(kvh) * d + e);
             } else {
                 x = cur[(g.row0 + kp - g.n_past) * kv_row + static_cast<int64_t>(kvh) * d + e];
