@@ -93,7 +93,7 @@ __global__ void to_bf16_rows_kernel(const float *x, int64_t n, int64_t cols, int
 template <TensorType T>
 __global__ void __launch_bounds__(kQmmaThreads, 3) matmul_qmma_kernel(WeightView w, const __nv_bfloat16 *xb,
                                                                       const float *x_sums, int64_t n, float *y) {
-    const int warp = threadIdx.x / 32, lane = threadIdx.x % 32, g = lane / 4, t = lane % 4;
+    const int warp = threadIdx.x / 32, g = threadIdx.x % 32 / 4;
     const int64_t Kp = mma_padded_cols(w.cols), t0 = static_cast<int64_t>(blockIdx.y) * kQmmaTokens;
     const int64_t row0 = (static_cast<int64_t>(blockIdx.x) * kQmmaWarps + warp) * kQmmaWarpRows;
     if (row0 >= w.rows) return;
@@ -101,19 +101,7 @@ __global__ void __launch_bounds__(kQmmaThreads, 3) matmul_qmma_kernel(WeightView
 #pragma unroll
     for (int half = 0; half < 2; ++half)  // rows past the matrix: its last (not stored)
         op.row[0][half] = w.data + min(row0 + g + 8 * half, w.rows - 1) * w.row_stride;
-    // tokens past n: the tile's first (computed, not stored)
-    const auto token = [&](int64_t sl) { return static_cast<int32_t>(t0 + (t0 + sl < n ? sl : 0)); };
-    op.x = xb;
-    op.x_stride = Kp;
-    op.sums = x_sums;
-    op.sums_stride = Kp / kQmmaSub;
-#pragma unroll
-    for (int nt = 0; nt < kQmmaNT; ++nt) {
-        op.x_row[nt] = token(8 * nt + g);
-#pragma unroll
-        for (int j = 0; j < 2; ++j) op.sums_row[nt][j] = token(8 * nt + 2 * t + j);
-    }
-    op.n_used = static_cast<int>((n - t0 + 7) / 8 < kQmmaNT ? (n - t0 + 7) / 8 : kQmmaNT);
+    qmma_bind_tokens(op, xb, x_sums, Kp, n - t0, [&](int sl) { return t0 + sl; });
     float acc[1][kQmmaNT][4] = {};
     qmma_accumulate<T, 1>(op, w.cols, acc);
     qmma_for_each(op.n_used, [&](int nt, int r, int row, int tk) {

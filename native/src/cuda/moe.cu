@@ -416,7 +416,7 @@ template <TensorType T>
 __global__ void __launch_bounds__(kQmmaThreads, 2) gate_up_qmma_kernel(WeightView gate, WeightView up, const __nv_bfloat16 *xb,
                                                                     const float *x_sums, int k, const int32_t *offsets,
                                                                     const int32_t *order, __nv_bfloat16 *act) {
-    const int warp = threadIdx.x / 32, lane = threadIdx.x % 32, g = lane / 4, t = lane % 4;
+    const int warp = threadIdx.x / 32, g = threadIdx.x % 32 / 4;
     const int64_t e = blockIdx.z, F = gate.rows, K = gate.cols;
     const int64_t first = offsets[e], count = offsets[e + 1] - first, s0 = static_cast<int64_t>(blockIdx.y) * kQmmaTokens;
     const int64_t Kp = mma_padded_cols(K), Fp = mma_padded_cols(F);
@@ -429,19 +429,7 @@ __global__ void __launch_bounds__(kQmmaThreads, 2) gate_up_qmma_kernel(WeightVie
         op.row[0][half] = gate.data + e * gate.expert_stride + r * gate.row_stride;
         op.row[1][half] = up.data + e * up.expert_stride + r * up.row_stride;
     }
-    // tokens past the expert's count: its first token of the tile (computed, not stored)
-    const auto token = [&](int64_t sl) { return order[first + s0 + (s0 + sl < count ? sl : 0)] / k; };
-    op.x = xb;
-    op.x_stride = Kp;
-    op.sums = x_sums;
-    op.sums_stride = Kp / kQmmaSub;
-#pragma unroll
-    for (int nt = 0; nt < kQmmaNT; ++nt) {
-        op.x_row[nt] = token(8 * nt + g);
-#pragma unroll
-        for (int j = 0; j < 2; ++j) op.sums_row[nt][j] = token(8 * nt + 2 * t + j);
-    }
-    op.n_used = static_cast<int>((count - s0 + 7) / 8 < kQmmaNT ? (count - s0 + 7) / 8 : kQmmaNT);
+    qmma_bind_tokens(op, xb, x_sums, Kp, count - s0, [&](int sl) { return order[first + s0 + sl] / k; });
     float acc[2][kQmmaNT][4] = {};
     qmma_accumulate<T, 2>(op, K, acc);
     qmma_for_each(op.n_used, [&](int nt, int r, int row, int sl) {
@@ -454,7 +442,7 @@ __global__ void __launch_bounds__(kQmmaThreads, 2) gate_up_qmma_kernel(WeightVie
 template <TensorType T>
 __global__ void __launch_bounds__(kQmmaThreads, 3) down_qmma_kernel(WeightView down, const __nv_bfloat16 *act,
                                                                  const float *act_sums, const int32_t *offsets, float *y) {
-    const int warp = threadIdx.x / 32, lane = threadIdx.x % 32, g = lane / 4, t = lane % 4;
+    const int warp = threadIdx.x / 32, g = threadIdx.x % 32 / 4;
     const int64_t e = blockIdx.z, E = down.rows, F = down.cols;
     const int64_t first = offsets[e], count = offsets[e + 1] - first, s0 = static_cast<int64_t>(blockIdx.y) * kQmmaTokens;
     const int64_t Fp = mma_padded_cols(F);
@@ -464,19 +452,7 @@ __global__ void __launch_bounds__(kQmmaThreads, 3) down_qmma_kernel(WeightView d
 #pragma unroll
     for (int half = 0; half < 2; ++half)  // rows past E: row E - 1 (not stored)
         op.row[0][half] = down.data + e * down.expert_stride + min(row0 + g + 8 * half, E - 1) * down.row_stride;
-    // slots past the expert's count: its first slot of the tile (computed, not stored)
-    const auto slot = [&](int64_t sl) { return static_cast<int32_t>(first + s0 + (s0 + sl < count ? sl : 0)); };
-    op.x = act;
-    op.x_stride = Fp;
-    op.sums = act_sums;
-    op.sums_stride = Fp / kQmmaSub;
-#pragma unroll
-    for (int nt = 0; nt < kQmmaNT; ++nt) {
-        op.x_row[nt] = slot(8 * nt + g);
-#pragma unroll
-        for (int j = 0; j < 2; ++j) op.sums_row[nt][j] = slot(8 * nt + 2 * t + j);
-    }
-    op.n_used = static_cast<int>((count - s0 + 7) / 8 < kQmmaNT ? (count - s0 + 7) / 8 : kQmmaNT);
+    qmma_bind_tokens(op, act, act_sums, Fp, count - s0, [&](int sl) { return first + s0 + sl; });
     float acc[1][kQmmaNT][4] = {};
     qmma_accumulate<T, 1>(op, F, acc);
     qmma_for_each(op.n_used, [&](int nt, int r, int row, int sl) {

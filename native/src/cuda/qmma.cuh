@@ -49,6 +49,27 @@ struct QmmaOperands {
     int n_used;
 };
 
+// The token operands of a tile of `in_tile` tokens (at least one): row_of(sl) is the row, in x (x_stride
+// bf16 apart) and in sums (x_stride / 32 apart), of the tile's token sl; past in_tile the tile's first
+// (computed, not stored).
+template <int NW, typename RowOf>
+__device__ inline void qmma_bind_tokens(QmmaOperands<NW> &op, const __nv_bfloat16 *x, const float *sums, int64_t x_stride,
+                                        int64_t in_tile, RowOf row_of) {
+    const int g = threadIdx.x % 32 / 4, t = threadIdx.x % 4;
+    const auto row = [&](int sl) { return static_cast<int32_t>(row_of(sl < in_tile ? sl : 0)); };
+    op.x = x;
+    op.x_stride = x_stride;
+    op.sums = sums;
+    op.sums_stride = x_stride / kQmmaSub;
+#pragma unroll
+    for (int nt = 0; nt < kQmmaNT; ++nt) {
+        op.x_row[nt] = row(8 * nt + g);
+#pragma unroll
+        for (int j = 0; j < 2; ++j) op.sums_row[nt][j] = row(8 * nt + 2 * t + j);
+    }
+    op.n_used = static_cast<int>((in_tile + 7) / 8 < kQmmaNT ? (in_tile + 7) / 8 : kQmmaNT);
+}
+
 __device__ inline void mma_bf16_16816(float (&d)[4], const uint32_t (&a)[4], const uint32_t (&b)[2]) {
 #if defined(__CUDA_ARCH__) && __CUDA_ARCH__ >= 800
     asm volatile(

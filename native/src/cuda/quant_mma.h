@@ -35,6 +35,7 @@
 #include <cstdint>
 #include <cstring>
 
+#include "cuda/dequant.h"
 #include "host_device.h"
 #include "quant/float_bits.h"
 #include "quant/k_quants.h"
@@ -42,7 +43,6 @@
 #include "quant/types.h"
 
 #if defined(__CUDACC__)
-#include <cuda_fp16.h>
 #include <cuda_runtime.h>
 #endif
 
@@ -67,35 +67,6 @@ DG_HD uint32_t byte_perm(uint32_t a, uint32_t b, uint32_t sel) {
 DG_HD uint32_t nibble_pair(uint32_t u, int b, int h) {
     const uint32_t spread = byte_perm(u, 0, b == 0 ? 0x4140u : 0x4342u);  // byte b -> bits 0..7, b + 1 -> 16..23
     return ((spread >> (4 * h)) & 0x000F000Fu) | kBf16x2Of128;
-}
-
-DG_HD uint32_t load_u32_aligned(const uint8_t *p) {
-#if defined(__CUDA_ARCH__)
-    return __ldg(reinterpret_cast<const unsigned int *>(p));
-#else
-    uint32_t v;
-    std::memcpy(&v, p, 4);
-    return v;
-#endif
-}
-DG_HD uint32_t load_u16(const uint8_t *p) {
-#if defined(__CUDA_ARCH__)
-    return __ldg(reinterpret_cast<const unsigned short *>(p));
-#else
-    uint16_t v;
-    std::memcpy(&v, p, 2);
-    return v;
-#endif
-}
-
-// f16 bits to float: the device's conversion instruction (exact, as f16_to_f32; f16_to_f32's
-// bit-by-bit form with its subnormal loop is what the host has).
-DG_HD float f16_bits_to_f32(uint32_t h) {
-#if defined(__CUDA_ARCH__)
-    return __half2float(__ushort_as_half(static_cast<unsigned short>(h)));
-#else
-    return f16_to_f32(static_cast<uint16_t>(h));
-#endif
 }
 
 template <TensorType T>
@@ -149,8 +120,8 @@ struct Qmma<TensorType::Q4_K> {
         };
         int sc, m;
         k4_scale_min_of(j, byte(j), byte(j + 4), j >= 4 ? byte(j - 4) : 0u, &sc, &m);
-        a = f16_bits_to_f32(r.dd & 0xffff) * static_cast<float>(sc);
-        const float dm = f16_bits_to_f32(r.dd >> 16) * static_cast<float>(m);
+        a = f16_to_f32(static_cast<uint16_t>(r.dd & 0xffff)) * static_cast<float>(sc);
+        const float dm = f16_to_f32(static_cast<uint16_t>(r.dd >> 16)) * static_cast<float>(m);
         b = -(128.0f * a + dm);
     }
 };
@@ -165,7 +136,7 @@ struct Qmma<TensorType::Q5_0> {
         uint32_t d;   // f16 bits
     };
     DG_HD static void load(const uint8_t *row, int64_t c, int t, Raw &r) {
-        const uint8_t *blk = row + c * kBlockBytes;  // 2-byte aligned: 16-bit loads
+        const uint8_t *blk = row + c * kBlockBytes;  // 2-byte aligned: 16-bit loads (dequant.h's load_u16)
         r.d = load_u16(blk);
         r.qh = load_u16(blk + 2) | (load_u16(blk + 4) << 16);
         r.q = load_u16(blk + 6 + 4 * t) | (load_u16(blk + 8 + 4 * t) << 16);
@@ -180,7 +151,7 @@ struct Qmma<TensorType::Q5_0> {
         a[1] = nibble_pair(r.q, 2, s) | ((hb & 4u) << 2) | ((hb & 8u) << 17);
     }
     DG_HD static void scale(const Raw &r, int /*group*/, int /*h*/, float &a, float &b) {
-        a = f16_bits_to_f32(r.d);
+        a = f16_to_f32(static_cast<uint16_t>(r.d));
         b = -144.0f * a;  // w = d (q - 16) = d (v - 128) - 16 d
     }
 };
