@@ -44,7 +44,8 @@
 #   bench/gpu_check.sh --ncu     on the device: Nsight Compute on one run of each op at the 26B shapes
 #                                (--bench-full --reps 0): the tensor-core kernels, the router's logits and
 #                                the attention tiles, with the speed-of-light, occupancy, warp-state and
-#                                memory sections, to $OUT/ncu.txt (timeout_s=300). Needs ncu's counters
+#                                memory sections, to $OUT/ncu.txt; then the quantized fragments' kernels
+#                                (DGEMMA_CUDA_QMMA=1) to $OUT/ncu_qmma.txt (timeout_s=300). Needs ncu's counters
 #                                (a Firecracker machine, KINDS.md).
 # After a device run, commit what came back (summary.txt, opcheck.txt, failures.txt, the logs) under
 # bench/results/<card>-<date>-<commit>/ (run.txt names all three).
@@ -137,11 +138,17 @@ fi
 
 if [ "$MODE" = ncu ]; then
   say "== Nsight Compute: one run of each op at the 26B-A4B shapes (dgemma_cuda_opcheck --bench-full --reps 0)"
-  DGEMMA_CUDA_QMMA=1 timeout 280 ncu --clock-control none -k regex:'mma_kernel|route_logits|attention_tile' \
-    --section SpeedOfLight --section Occupancy --section LaunchStats --section WarpStateStats \
-    --section MemoryWorkloadAnalysis --section SchedulerStats --section SourceCounters \
+  NCU_SECTIONS="--section SpeedOfLight --section Occupancy --section LaunchStats --section WarpStateStats
+    --section MemoryWorkloadAnalysis --section SchedulerStats --section SourceCounters"
+  # shellcheck disable=SC2086  # the sections are words
+  timeout 200 ncu --clock-control none -k regex:'mma_kernel|route_logits|attention_tile|soft_probs' $NCU_SECTIONS \
     "$PACK/dgemma_cuda_opcheck" --bench-full --reps 0 >"$OUT/ncu.txt" 2>&1
   say "ncu exit code $? (report: $OUT/ncu.txt)"
+  # the quantized fragments (opt-in) on their own
+  # shellcheck disable=SC2086
+  DGEMMA_CUDA_QMMA=1 timeout 80 ncu --clock-control none -k regex:'qmma|block_sums' $NCU_SECTIONS \
+    "$PACK/dgemma_cuda_opcheck" --bench-full --reps 0 >"$OUT/ncu_qmma.txt" 2>&1
+  say "ncu (DGEMMA_CUDA_QMMA=1) exit code $? (report: $OUT/ncu_qmma.txt)"
   exit 0
 fi
 
