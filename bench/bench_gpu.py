@@ -13,7 +13,8 @@ peak_mem_gb, floor_ms (and `row`, `tokens_s`, `floor_ratio`, `kernels`: DGEMMA_C
     runs on the device and only the stop flag comes back, as in real use;
   - tokens/s of whole canvases at 16, 25 and 48 steps per canvas;
   - the step rows again with each pass recorded once as a CUDA graph and replayed (DGEMMA_CUDA_GRAPH=1;
-    not in --dry-run, skipped by --no-graph-rows);
+    not in --dry-run, skipped by --no-graph-rows), and with the Q4_K and Q5_0 products on quantized
+    fragments (DGEMMA_CUDA_QMMA=1, opt-in; not in --dry-run, skipped by --no-qmma-rows);
   - the peer: transformers' DiffusionGemma in bf16 at the same shapes with random weights, ms per step;
   - expert offload: for each cap of --offload-caps (GB of GPU memory; 12 and 16 by default) and each
     way of running offloaded experts (computed by the CPU backend, or streamed to the GPU over PCIe for
@@ -186,16 +187,17 @@ def generation_rows(m, prompt_ids, steps_per_canvas, batch: int) -> dict:
     return dict(step_ms=1e3 * denoise / steps / batch, tokens_s=batch * C / denoise, steps=steps)
 
 
-def graph_rows(path: str, ids) -> list[dict]:
-    """The step rows again with DGEMMA_CUDA_GRAPH=1 (read when the backend is made): each step's
-    pass recorded once per canvas and replayed."""
-    os.environ["DGEMMA_CUDA_GRAPH"] = "1"
+def env_rows(path: str, ids, var: str, what: str) -> list[dict]:
+    """The step rows again with the environment variable `var` set to 1 (read when the backend is made):
+    DGEMMA_CUDA_GRAPH (each step's pass recorded once per canvas and replayed) or DGEMMA_CUDA_QMMA (the
+    Q4_K and Q5_0 products on quantized fragments)."""
+    os.environ[var] = "1"
     try:
         with dgemma.Model(path, device="cuda") as m:
-            return [dict(row=f"step, {b} sequence{'s' if b > 1 else ''}, CUDA graphs", batch=b,
+            return [dict(row=f"step, {b} sequence{'s' if b > 1 else ''}, {what}", batch=b,
                          step_ms=generation_rows(m, ids, CANVAS_STEPS[0], b)["step_ms"]) for b in (1, 4)]
     finally:
-        del os.environ["DGEMMA_CUDA_GRAPH"]
+        del os.environ[var]
 
 
 def offload_rows(path: str, a, ids, h2d: float) -> list[dict]:
@@ -246,6 +248,8 @@ def main() -> int:
     ap.add_argument("--offload-caps", default="12,16", help="GPU memory caps (GB) for the expert-offload rows; '' for none")
     ap.add_argument("--no-graph-rows", action="store_true",
                     help="skip the step rows with each pass replayed as a CUDA graph (DGEMMA_CUDA_GRAPH=1)")
+    ap.add_argument("--no-qmma-rows", action="store_true",
+                    help="skip the step rows with Q4_K and Q5_0 on quantized fragments (DGEMMA_CUDA_QMMA=1)")
     ap.add_argument("--dry-run", action="store_true", help="tiny config on the CPU, no floors")
     a = ap.parse_args()
     if a.dry_run:  # the peer runs too (on the CPU) when transformers is installed
@@ -294,7 +298,9 @@ def main() -> int:
                 r = generation_rows(m, ids, steps, 1)
                 rows.append(dict(row=f"canvas at {steps} steps", batch=1, step_ms=r["step_ms"], tokens_s=r["tokens_s"]))
         if a.device != "cpu" and not a.no_graph_rows:
-            rows += graph_rows(path, ids)
+            rows += env_rows(path, ids, "DGEMMA_CUDA_GRAPH", "CUDA graphs")
+        if a.device != "cpu" and not a.no_qmma_rows:
+            rows += env_rows(path, ids, "DGEMMA_CUDA_QMMA", "quantized fragments")
         rows += offload_rows(path, a, ids, h2d)
     flops = step_flops(preset, prompts[0])
     floor_ms = max(1e3 * file_bytes / bw, 1e3 * flops / rate) if bw == bw else float("nan")

@@ -36,9 +36,9 @@
 #   bench/gpu_check.sh --quick   on the device, for a short lease: the op check of the tensor-core set
 #                                only (--sets tensor), the model tests, memcheck, gpu_step.py, --bench-full,
 #                                and bench_gpu.py's 512-token and step rows, op by op and as CUDA graphs,
-#                                and the offload rows at 12 and 16 GB caps, both ways (no 8192-token prefill,
-#                                no peer); about 330 s on an H200 (run 11: 263 s with the 12 GB rows alone;
-#                                timeout_s=420, and `timeout 400` inside).
+#                                and with the quantized fragments, and the offload rows at 12 and 16 GB caps,
+#                                both ways (no 8192-token prefill, no peer); about 360 s on an H200 (run 11:
+#                                263 s with the 12 GB rows alone; timeout_s=440, and `timeout 420` inside).
 #                                Every mode also runs the matmul and moe op checks and --bench-full with
 #                                DGEMMA_CUDA_QMMA=1 (Q4_K and Q5_0 on quantized fragments, opt-in; ~20 s).
 #   bench/gpu_check.sh --ncu     on the device: Nsight Compute on one run of each op at the 26B shapes
@@ -208,7 +208,7 @@ if [ "$MODE" = all ]; then
   say "bench_gpu exit code $?"
 elif [ "$MODE" = quick ]; then
   say "== 6. bench/bench_gpu.py at the full shapes, Q4_K_M: 512-token prefill, the step rows, offload at 12 and 16 GB (JSON in $OUT/bench_gpu.json)"
-  DGEMMA_BENCH_TMP=/tmp timeout 330 python3 bench/bench_gpu.py --config full --type Q4_K_M --no-peer --prompts 512 \
+  DGEMMA_BENCH_TMP=/tmp timeout 360 python3 bench/bench_gpu.py --config full --type Q4_K_M --no-peer --prompts 512 \
     --offload-caps 12,16 --json "$OUT/bench_gpu.json" >"$OUT/bench_gpu.txt" 2>&1
   say "bench_gpu exit code $?"
 fi
