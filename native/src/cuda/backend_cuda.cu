@@ -8,7 +8,7 @@
 // (cuda/op_profile.h); DGEMMA_CUDA_GRAPH=1 records each pass the model brackets as a CUDA graph
 // and replays it for the same key (Backend::replay_pass; opt-in: run 10 measured it slower);
 // DGEMMA_CUDA_QMMA=1 runs the tensor set's Q4_K and Q5_0 products on quantized fragments
-// (cuda/qmma.cuh; opt-in: run 10 found them exact but slower than the bf16 tiles, see
+// (cuda/qmma.cuh; opt-in: run 11 found them exact but slower than the bf16 tiles, see
 // bench/results/cuda-notes.md).
 // Streamed weights (expert offload by streaming, Backend::load_weight_streamed) live in pinned host
 // memory; a second stream copies each layer's experts into one of two device staging slots, as

@@ -9,6 +9,7 @@
 #include <cstdint>
 
 #include "cuda/common.cuh"
+#include "cuda/mma_layout.h"
 #include "sampler.h"
 
 namespace dg::cuda {
@@ -32,7 +33,7 @@ void embed(cudaStream_t s, const WeightView &table, const int32_t *ids, int64_t 
 // sum the vocabulary in kSoftEmbedParts fixed parts, soft_embed_part_rows rows each, then add them).
 // 16 parts: at the 26B shapes 22 column tiles x 2 token tiles x 16 = 704 blocks of 512 chunks
 // (4 parts gave 176 blocks of 2048 chunks for 132 multiprocessors); the partial sums take 46 MB.
-// A part is a whole number of 32-row chunks, so the tensor set's chunks never straddle two parts.
+// A part is a whole number of kMmaK-row chunks, so the tensor set's chunks never straddle two parts.
 // probs (tensor set; null under the others): scratch [soft_probs_rows(n)][mma_padded_cols(n_vocab)]
 // bf16, the probabilities computed once per token and entry (in kSoftProbTokens-token pieces) rather
 // than by each of the 22 column tiles that read them (run 10: 10.9 ms a step against lm_head's 4.7
@@ -40,7 +41,7 @@ void embed(cudaStream_t s, const WeightView &table, const int32_t *ids, int64_t 
 constexpr int kSoftEmbedParts = 16;
 constexpr int64_t kSoftProbTokens = 256;
 __host__ __device__ inline int64_t soft_embed_part_rows(int64_t n_vocab) {
-    return ((n_vocab + kSoftEmbedParts - 1) / kSoftEmbedParts + 31) / 32 * 32;
+    return ((n_vocab + kSoftEmbedParts - 1) / kSoftEmbedParts + kMmaK - 1) / kMmaK * kMmaK;
 }
 __host__ __device__ inline int64_t soft_probs_rows(int64_t n) { return n < kSoftProbTokens ? n : kSoftProbTokens; }
 void soft_embed(cudaStream_t s, const WeightView &table, const float *logits, int64_t n, float scale, float *out,
