@@ -10,7 +10,9 @@
 // timed runs of each after a warm-up, 5 by default, 0 for the warm-up alone: gpu_check.sh --ncu);
 // Kernel sets (DGEMMA_CUDA_KERNELS): every op is checked with the float32 tiles ('float'), then the
 // matrix ops again with the per-row reference kernels and, where the device has compute capability
-// 8.0, the bf16 tensor-core tiles (held to 1e-2). --sets LIST (comma-separated, default
+// 8.0, the bf16 tensor-core tiles (held to 1e-2); under DGEMMA_CUDA_INT8=1 the tensor set's Q4_K,
+// Q5_0 and Q8_0 products run on int8 tiles, and its matmul-int8 rows hold them to the CPU's portable
+// integer dot products bit for bit. --sets LIST (comma-separated, default
 // float,reference,tensor) checks those sets alone; --no-reference-kernels is --sets float.
 // --only OP runs the checks of one op (CI: --self-test --only matmul-reload, the CPU reference).
 //
@@ -31,11 +33,15 @@
 #include <random>
 #include <stdexcept>
 #include <string>
+#include <tuple>
 #include <vector>
 
 #include "backend.h"
 #include "cuda/backend_cuda.h"
 #include "error.h"
+#include "quant/k_quants.h"
+#include "quant/q4_q5.h"
+#include "quant/q8_0.h"
 #include "sampler_math.h"
 
 using namespace dg;
@@ -93,6 +99,25 @@ const Backend *g_reference = nullptr;
 bool g_dequantized_reference = false;
 // The least tolerance of the matrix products: 0, or 1e-2 for the bf16 tensor-core set (tile_mma.cuh).
 double g_matrix_tol_floor = 0;
+// Whether the checked backend runs Q4_K, Q5_0 and Q8_0 on int8 tensor cores (the tensor set under
+// DGEMMA_CUDA_INT8=1): their products are then the CPU's portable integer dot products bit for bit.
+bool g_int8_checked = false;
+
+// The CPU's portable integer dot product of a weight row of an int8-tile type against activations
+// quantized by its reference rule (the dispatched kernels may group their float sums otherwise).
+bool int8_tile_type(TensorType t) { return t == TensorType::Q4_K || t == TensorType::Q5_0 || t == TensorType::Q8_0; }
+std::vector<float> portable_products(TensorType type, const std::vector<uint8_t> &w, int64_t K, int64_t R,
+                                     const std::vector<float> &x, int64_t n) {
+    const TypeTraits &tt = *type_traits(type), &xt = *type_traits(tt.vec_dot_type);
+    const auto dot = type == TensorType::Q4_K ? vec_dot_q4_k_q8_k : type == TensorType::Q5_0 ? vec_dot_q5_0_q8_0 : vec_dot_q8_0_q8_0;
+    std::vector<uint8_t> xq(row_bytes(xt, K));
+    std::vector<float> y(static_cast<size_t>(R * n));
+    for (int64_t t = 0; t < n; ++t) {
+        xt.from_float(x.data() + t * K, xq.data(), K);
+        for (int64_t r = 0; r < R; ++r) y[t * R + r] = dot(w.data() + static_cast<size_t>(r) * row_bytes(tt, K), xq.data(), K);
+    }
+    return y;
+}
 
 Buf weight(Backend &be, TensorType type, const std::vector<float> &values, int64_t cols, int64_t rows, int64_t n_expert = 1) {
     const TypeTraits &tt = *type_traits(type);
@@ -262,6 +287,26 @@ void matrix_ops(Harness &h) {
             be.matmul(fresh.t, x.t, y_fresh.t);
             return std::vector<float>{must_be_zero(mismatches(fetch<float>(be, y.t), fetch<float>(be, y_fresh.t)), "outputs differ from the same weight loaded afresh")};
         }, true);
+        // Int8 tiles: the CPU's integer sums and its float combination, so bit for bit against its
+        // portable reference (not the CPU backend, whose dispatched kernels may sum in another order).
+        // k of whole tile units and not (Q5_0, Q8_0: 704 = 2.75 units), rows ending inside a tile.
+        if (g_int8_checked && int8_tile_type(wt))
+            for (auto [K, R, n] : {std::tuple<int64_t, int64_t, int64_t>{wt == TensorType::Q4_K ? 256 : 64, 37, 1},
+                                   {wt == TensorType::Q4_K ? 768 : 704, 300, 67}, {2816, 700, 256}}) {
+                h.check("matmul-int8", tn, dims({K, R, n}), 0, [&](Backend &be, std::mt19937_64 &rng) {
+                    const TypeTraits &tt = *type_traits(wt);
+                    const std::vector<float> wv = randn(rng, K * R), xv = randn(rng, K * n);
+                    std::vector<uint8_t> q(row_bytes(tt, K) * static_cast<size_t>(R));
+                    for (int64_t r = 0; r < R; ++r) tt.from_float(wv.data() + r * K, q.data() + static_cast<size_t>(r) * row_bytes(tt, K), K);
+                    if (&be == g_reference) return portable_products(wt, q, K, R, xv, n);
+                    Tensor w = be.load_weight(make_tensor(q.data(), wt, K, R));
+                    Buf x = tensor(be, TensorType::F32, xv.data(), K, n);
+                    Buf y = poisoned(be, TensorType::F32, R, n);
+                    be.reserve(PassLimits{n, 1, K, K, 1, 1, 1, 1, 0, 0});
+                    be.matmul(w, x.t, y.t);
+                    return fetch<float>(be, y.t);
+                }, true);
+            }
         const int64_t V = 1000, E = 256, n = 19;
         h.check("embed", tn, dims({E, V, n}), 0, [&](Backend &be, std::mt19937_64 &rng) {
             Buf w = weight(be, wt, randn(rng, E * V), E, V);
@@ -283,9 +328,7 @@ void matrix_ops(Harness &h) {
         // Experts: one token (most experts empty), a ragged batch, the fused gate/up layout.
         for (auto [n_tok, fused] : {std::pair<int64_t, bool>{1, false}, {37, false}, {37, true}}) {
             const int64_t Ke = 256, F = 256, X = 8, k = 2;
-            h.check("moe", tn, dims({Ke, F, X, n_tok}) + (fused ? "-fused" : ""),
-                    std::max(g_matrix_tol_floor, quantized(wt) && !g_dequantized_reference ? 2e-2 : 1e-5),
-                    [&](Backend &be, std::mt19937_64 &rng) {
+            const auto moe_body = [&, n_tok = n_tok, fused = fused](Backend &be, std::mt19937_64 &rng) {
                 MoeWeights mw;
                 Buf gu = weight(be, wt, randn(rng, Ke * 2 * F * X, 0.2f), Ke, 2 * F, X), g2, u2;
                 if (fused) {
@@ -315,7 +358,18 @@ void matrix_ops(Harness &h) {
                 be.reserve(PassLimits{n_tok, 1, Ke, std::max(Ke, F), 1, X, k, F, 0, 0});
                 be.moe(mw, x.t, it.t, wt_.t, o.t);
                 return fetch<float>(be, o.t);
-            });
+            };
+            const std::string shape = dims({Ke, F, X, n_tok}) + (fused ? "-fused" : "");
+            h.check("moe", tn, shape, std::max(g_matrix_tol_floor, quantized(wt) && !g_dequantized_reference ? 2e-2 : 1e-5), moe_body);
+            // Int8 tiles against the CPU backend on the same quantized weights: the same activation codes
+            // and integer sums; what differs is the float order of the CPU's dispatched kernels, gelu's
+            // last bits (tanhf) and, rarely, an activation code those move across a rounding boundary.
+            if (g_int8_checked && int8_tile_type(wt)) {
+                const bool dequantized = g_dequantized_reference;
+                g_dequantized_reference = false;
+                h.check("moe-int8", tn, shape, 1e-4, moe_body);
+                g_dequantized_reference = dequantized;
+            }
         }
     }
     const int64_t E = 256, X = 16, n = 37, k = 4;
@@ -833,9 +887,12 @@ int main(int argc, char **argv) {
         hs.only = only;
         hs.failures.open(out_dir + "/failures.txt", std::ios::app);
         g_matrix_tol_floor = set[0] == 't' ? 1e-2 : 0;
+        const char *int8 = std::getenv("DGEMMA_CUDA_INT8");
+        g_int8_checked = set[0] == 't' && int8 && *int8 && std::string(int8) != "0";
         matrix_ops(hs);
         attention_ops(hs);  // the per-query reference kernel; the tensor set's tf32 tiles (head sizes of 64 n)
         g_matrix_tol_floor = 0;
+        g_int8_checked = false;
         h.rows.insert(h.rows.end(), hs.rows.begin(), hs.rows.end());
     }
     std::FILE *tsv = std::fopen((out_dir + "/opcheck.txt").c_str(), "w");

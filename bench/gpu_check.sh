@@ -35,17 +35,20 @@
 #                                start instead of two; timeout_s=590).
 #   bench/gpu_check.sh --quick   on the device, for a short lease: the op check of the tensor-core set
 #                                only (--sets tensor), the model tests, memcheck, gpu_step.py, --bench-full,
-#                                and bench_gpu.py's 512-token and step rows, op by op and as CUDA graphs,
-#                                and with the quantized fragments, and the offload rows at 12 and 16 GB caps,
-#                                both ways (no 8192-token prefill, no peer); about 360 s on an H200 (run 11:
-#                                263 s with the 12 GB rows alone; timeout_s=440, and `timeout 420` inside).
-#                                Every mode also runs the matmul and moe op checks and --bench-full with
-#                                DGEMMA_CUDA_QMMA=1 (Q4_K and Q5_0 on quantized fragments, opt-in; ~20 s).
+#                                and bench_gpu.py's 512-token and step rows, op by op, with the quantized
+#                                fragments and with the int8 tiles (no CUDA-graph rows: run 10 measured
+#                                them), and the offload rows at 12 and 16 GB caps, both ways (no 8192-token
+#                                prefill, no peer); about 380 s on an H200 (run 11: 263 s with the 12 GB
+#                                rows alone; timeout_s=440, and `timeout 420` inside).
+#                                Every mode also runs the matrix op checks and --bench-full with each opt-in
+#                                product: DGEMMA_CUDA_QMMA=1 (Q4_K and Q5_0 on quantized fragments) and
+#                                DGEMMA_CUDA_INT8=1 (Q4_K, Q5_0, Q8_0 on int8 tensor cores); ~20 s each.
 #   bench/gpu_check.sh --ncu     on the device: Nsight Compute on one run of each op at the 26B shapes
 #                                (--bench-full --reps 0): the tensor-core kernels, the router's logits and
 #                                the attention tiles, with the speed-of-light, occupancy, warp-state and
 #                                memory sections, to $OUT/ncu.txt; then the quantized fragments' kernels
-#                                (DGEMMA_CUDA_QMMA=1) to $OUT/ncu_qmma.txt (timeout_s=300). Needs ncu's counters
+#                                (DGEMMA_CUDA_QMMA=1) to $OUT/ncu_qmma.txt and the int8 tiles' (DGEMMA_CUDA_INT8=1)
+#                                to $OUT/ncu_int8.txt (timeout_s=380). Needs ncu's counters
 #                                (a Firecracker machine, KINDS.md).
 # After a device run, commit what came back (summary.txt, opcheck.txt, failures.txt, the logs) under
 # bench/results/<card>-<date>-<commit>/ (run.txt names all three).
@@ -149,6 +152,11 @@ if [ "$MODE" = ncu ]; then
   DGEMMA_CUDA_QMMA=1 timeout 80 ncu --clock-control none -k regex:'qmma|block_sums' $NCU_SECTIONS \
     "$PACK/dgemma_cuda_opcheck" --bench-full --reps 0 >"$OUT/ncu_qmma.txt" 2>&1
   say "ncu (DGEMMA_CUDA_QMMA=1) exit code $? (report: $OUT/ncu_qmma.txt)"
+  # the int8 tiles (opt-in) and their activation quantizer
+  # shellcheck disable=SC2086
+  DGEMMA_CUDA_INT8=1 timeout 80 ncu --clock-control none -k regex:'i8_' $NCU_SECTIONS \
+    "$PACK/dgemma_cuda_opcheck" --bench-full --reps 0 >"$OUT/ncu_int8.txt" 2>&1
+  say "ncu (DGEMMA_CUDA_INT8=1) exit code $? (report: $OUT/ncu_int8.txt)"
   exit 0
 fi
 
@@ -160,12 +168,18 @@ else
   timeout 240 "$PACK/dgemma_cuda_opcheck" --out "$OUT" >"$OUT/opcheck.log" 2>&1
 fi
 say "op check exit code $? (0: all passed, 1: failures in $OUT/failures.txt)"
-say "== 1b. the Q4_K and Q5_0 products on quantized fragments (DGEMMA_CUDA_QMMA=1, opt-in): the matmul and moe rows"
-for op in matmul moe; do
-  mkdir -p "$OUT/qmma-$op"
-  DGEMMA_CUDA_QMMA=1 timeout 60 "$PACK/dgemma_cuda_opcheck" --sets tensor --only $op --out "$OUT/qmma-$op" \
-    >"$OUT/qmma-$op/opcheck.log" 2>&1
-  say "qmma op check ($op) exit code $? (failures in $OUT/qmma-$op/failures.txt)"
+# The opt-in product kernels of the tensor set, each its matrix rows: QMMA (Q4_K and Q5_0 on quantized
+# fragments) and INT8 (Q4_K, Q5_0 and Q8_0 on int8 tensor cores, bit for bit against the CPU's
+# portable integer dot products in its matmul-int8 rows, 1e-4 against the CPU backend in moe-int8).
+say "== 1b. the opt-in products: DGEMMA_CUDA_QMMA=1 (matmul, moe) and DGEMMA_CUDA_INT8=1 (matmul, matmul-int8, moe, moe-int8)"
+for variant in "QMMA qmma matmul moe" "INT8 int8 matmul matmul-int8 moe moe-int8"; do
+  read -r var tag ops <<<"$variant"
+  for op in $ops; do
+    mkdir -p "$OUT/$tag-$op"
+    env "DGEMMA_CUDA_$var=1" timeout 60 "$PACK/dgemma_cuda_opcheck" --sets tensor --only "$op" --out "$OUT/$tag-$op" \
+      >"$OUT/$tag-$op/opcheck.log" 2>&1
+    say "$tag op check ($op) exit code $? (failures in $OUT/$tag-$op/failures.txt)"
+  done
 done
 
 say "== 2. the models (tests/test_cuda.py)"
@@ -200,6 +214,8 @@ timeout 120 "$PACK/dgemma_cuda_opcheck" --bench-full >"$OUT/bench_full.txt" 2>&1
 say "bench-full exit code $?"
 DGEMMA_CUDA_QMMA=1 timeout 120 "$PACK/dgemma_cuda_opcheck" --bench-full >"$OUT/bench_full_qmma.txt" 2>&1
 say "bench-full (DGEMMA_CUDA_QMMA=1) exit code $?"
+DGEMMA_CUDA_INT8=1 timeout 120 "$PACK/dgemma_cuda_opcheck" --bench-full >"$OUT/bench_full_int8.txt" 2>&1
+say "bench-full (DGEMMA_CUDA_INT8=1) exit code $?"
 
 if [ "$MODE" = all ]; then
   say "== 6. bench/bench_gpu.py at the full shapes, Q4_K_M, no transformers peer (JSON in $OUT/bench_gpu.json)"
@@ -209,7 +225,7 @@ if [ "$MODE" = all ]; then
 elif [ "$MODE" = quick ]; then
   say "== 6. bench/bench_gpu.py at the full shapes, Q4_K_M: 512-token prefill, the step rows, offload at 12 and 16 GB (JSON in $OUT/bench_gpu.json)"
   DGEMMA_BENCH_TMP=/tmp timeout 360 python3 bench/bench_gpu.py --config full --type Q4_K_M --no-peer --prompts 512 \
-    --offload-caps 12,16 --json "$OUT/bench_gpu.json" >"$OUT/bench_gpu.txt" 2>&1
+    --offload-caps 12,16 --no-graph-rows --json "$OUT/bench_gpu.json" >"$OUT/bench_gpu.txt" 2>&1
   say "bench_gpu exit code $?"
 fi
 
@@ -218,5 +234,7 @@ python3 bench/gpu_check_report.py "$OUT" | tee "$OUT/summary.txt"
 cat "$OUT/gpu_step.txt" "$OUT/bench_full.txt"
 echo "== with DGEMMA_CUDA_QMMA=1 (the tensor column: Q4_K and Q5_0 on quantized fragments)"
 cat "$OUT/bench_full_qmma.txt"
+echo "== with DGEMMA_CUDA_INT8=1 (the tensor column: Q4_K, Q5_0 and Q8_0 on int8 tensor cores)"
+cat "$OUT/bench_full_int8.txt"
 [ "$MODE" = all ] || [ "$MODE" = quick ] && cat "$OUT/bench_gpu.txt"
 exit 0

@@ -23,9 +23,10 @@ import tempfile
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
-SOURCES = ["matmul.cu", "moe.cu", "attention.cu"]
+SOURCES = ["matmul.cu", "moe.cu", "attention.cu", "int8_mma.cu"]
 KERNELS = ["matmul_mma_kernel", "matmul_qmma_kernel", "gate_up_mma_kernel", "gate_up_qmma_kernel", "down_mma_kernel",
-           "down_qmma_kernel", "soft_embed_mma_kernel", "route_logits", "attention_mma_kernel"]
+           "down_qmma_kernel", "soft_embed_mma_kernel", "route_logits", "attention_mma_kernel", "i8_matmul_kernel",
+           "i8_gate_up_kernel", "i8_down_kernel"]
 TYPES = {"0": "F32", "1": "F16", "2": "Q4_0", "3": "Q4_1", "6": "Q5_0", "7": "Q5_1", "8": "Q8_0", "12": "Q4_K",
          "13": "Q5_K", "14": "Q6_K", "30": "BF16"}
 INSTRUCTION = re.compile(r"\s+/\*([0-9a-f]{4,})\*/\s+(.*?)\s*;")
@@ -67,11 +68,16 @@ def longest_loop(body: str) -> list[str]:
 
 
 def label(mangled: str) -> str:
-    m = re.search(r"\d+([a-z_]+kernel)(?:ILNS_10TensorTypeE(\d+)E(?:Li(\d+)E)?|ILi(\d+)E)?", mangled)
-    if not m:
-        return mangled[:60]
-    name, t, n, d = m.groups()
-    return name + (f"<{TYPES.get(t, t)}{', ' + n if n else ''}>" if t else f"<{d}>" if d else "")
+    """kernel<type, n> from a mangled name: the length-prefixed identifier ending in 'kernel', then its
+    template arguments."""
+    for m in re.finditer(r"(\d+)(?=[A-Za-z_])", mangled):
+        name = mangled[m.end():m.end() + int(m.group(1))]
+        if not name.endswith("kernel"):
+            continue
+        a = re.match(r"(?:ILNS_10TensorTypeE(\d+)E(?:Li(\d+)E)?|ILi(\d+)E)?", mangled[m.end() + len(name):])
+        t, n, d = a.groups()
+        return name + (f"<{TYPES.get(t, t)}{', ' + n if n else ''}>" if t else f"<{d}>" if d else "")
+    return mangled[:60]
 
 
 def main() -> int:

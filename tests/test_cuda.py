@@ -60,14 +60,15 @@ def float_kernels(monkeypatch):
 
 # --- no GPU needed ------------------------------------------------------------------------------
 
-def _host_check(source: str, out_dir: Path) -> Path:
-    """tests/<source> compiled with the host compiler against native/src: the DG_HD functions the CUDA
-    kernels share with the CPU, checked on machines without a GPU."""
+def _host_check(source: str, out_dir: Path, *links: str) -> Path:
+    """tests/<source> compiled with the host compiler against native/src (and the sources `links` of
+    native/src it calls): the DG_HD functions the CUDA kernels share with the CPU, checked on machines
+    without a GPU."""
     compiler = shutil.which(os.environ.get("CXX", "c++"))
     assert compiler, "a C++ compiler is needed to check the kernels' shared functions on the host"
     exe = out_dir / Path(source).stem
     subprocess.run([compiler, "-std=c++17", "-O1", "-I", str(ROOT / "native" / "src"), "-I", str(ROOT / "native" / "include"),
-                    str(ROOT / "tests" / source), "-o", str(exe)], check=True)
+                    str(ROOT / "tests" / source), *(str(ROOT / "native" / "src" / s) for s in links), "-o", str(exe)], check=True)
     return exe
 
 
@@ -129,6 +130,20 @@ def test_quantized_codes_into_fragments_with_scales_after_give_the_dequantized_p
     out = subprocess.run([str(_host_check("quant_mma_check.cpp", tmp_path))], capture_output=True, text=True)
     assert out.returncode == 0, out.stdout
     assert out.stdout.split()[0] == "ok" and int(out.stdout.split()[-1]) == 20 * 2 * 16 * 8  # outputs compared
+
+
+def test_int8_tensor_core_tiles_run_on_the_host_give_the_cpus_integer_dot_products_bit_for_bit(tmp_path):
+    """cuda/int8_mma.h (DGEMMA_CUDA_INT8: Q4_K, Q5_0 and Q8_0 products on int8 mma) on the host, lane by
+    lane as the kernels run it: the activation quantizer's warp gives the CPU's Q8_K and Q8_0 codes and
+    scales exactly (planted ties of opposite sign, zero units, rows ending inside a unit); a block's stage
+    copies fill each byte once; each step's A and B elements supplied once by the PTX fragment tables; the
+    fragment reads conflict-free; and every output equals the CPU's portable vec_dot bit for bit, for rows
+    and k ending inside a tile and a unit, and token tiles of 32 and 64."""
+    exe = _host_check("int8_mma_check.cpp", tmp_path, "quant/k_quants.cpp", "quant/k_quantize.cpp", "quant/q4_q5.cpp",
+                      "quant/q8_0.cpp")
+    out = subprocess.run([str(exe)], capture_output=True, text=True, timeout=120)
+    assert out.returncode == 0, out.stdout
+    assert out.stdout.split()[0] == "ok" and int(out.stdout.split()[-1]) > 500_000  # codes and outputs compared
 
 
 def test_router_top_k_is_the_contracts_choice_with_ties_to_the_lower_id(tmp_path):
@@ -312,21 +327,27 @@ TENSOR_MARGIN = 3.0
 
 
 @needs_cuda
-@pytest.mark.parametrize("qmma", ["0", "1"])
-@pytest.mark.parametrize("preset, type_name", [("mini-k", "Q4_K"), ("mini", "Q4_K_M"), ("medium", "Q4_K_M")])
-def test_tensor_core_kernels_match_the_cpu_within_bf16_rounding(models, preset, type_name, monkeypatch, qmma):
-    """qmma=1 (DGEMMA_CUDA_QMMA): the Q4_K and Q5_0 products on quantized fragments, scales after
-    (cuda/qmma.cuh): the same bf16 activations, the weights exact, so within the same bound."""
+@pytest.mark.parametrize("products", ["bf16", "qmma", "int8"])
+@pytest.mark.parametrize("preset, type_name", [("mini-k", "Q4_K"), ("mini", "Q4_K_M"), ("medium", "Q4_K_M"), ("mini-k", "Q8_0")])
+def test_tensor_core_kernels_match_the_cpu_within_bf16_rounding(models, preset, type_name, monkeypatch, products):
+    """products=qmma (DGEMMA_CUDA_QMMA): the Q4_K and Q5_0 products on quantized fragments, scales after
+    (cuda/qmma.cuh): the same bf16 activations, the weights exact, so within the same bound.
+    products=int8 (DGEMMA_CUDA_INT8): Q4_K, Q5_0 and Q8_0 products on int8 tensor cores take the CPU's
+    quantized activations and integer sums, so they are held against the CPU on the quantized file itself
+    (the activations' quantization is in both); what remains of the bf16 bound is the other products
+    (Q6_K, the soft embedding) and the tf32 attention."""
     path = models(preset, type_name)
     want = _trace(_dequantized(path), "cpu")
     rounded = _trace(_bf16_weights(path), "cpu")
     monkeypatch.setenv("DGEMMA_CUDA_KERNELS", "tensor")
-    monkeypatch.setenv("DGEMMA_CUDA_QMMA", qmma)
+    monkeypatch.setenv("DGEMMA_CUDA_QMMA", "1" if products == "qmma" else "0")
+    monkeypatch.setenv("DGEMMA_CUDA_INT8", "1" if products == "int8" else "0")
     got = _trace(path, "cuda")
-    for g, r, w in zip(got, rounded, want):
+    reference = _trace(path, "cpu") if products == "int8" else want
+    for g, r, w, ref in zip(got, rounded, want, reference):
         assert np.isfinite(g).all()
         assert 0 < _rel(r, w) < 0.05, "the bf16-rounded weights should move the logits a little"
-        assert _rel(g, w) <= TENSOR_MARGIN * _rel(r, w)
+        assert _rel(g, ref) <= TENSOR_MARGIN * _rel(r, w)
 
 
 @needs_cuda
@@ -437,11 +458,12 @@ def test_streamed_experts_give_the_logits_of_experts_on_the_device(models, layer
 
 
 @needs_cuda
-@pytest.mark.parametrize("kernel_set", ["float", "tensor", "tensor-qmma"])
+@pytest.mark.parametrize("kernel_set", ["float", "tensor", "tensor-qmma", "tensor-int8"])
 def test_a_batch_on_cuda_gives_each_sequence_what_it_gets_alone(models, monkeypatch, kernel_set):
     monkeypatch.setenv("DGEMMA_CUDA_KERNELS", kernel_set.split("-")[0])
     monkeypatch.setenv("DGEMMA_CUDA_QMMA", "1" if kernel_set.endswith("qmma") else "0")
-    path = models("tiny", "Q8_0" if kernel_set != "tensor-qmma" else "Q4_K_M")
+    monkeypatch.setenv("DGEMMA_CUDA_INT8", "1" if kernel_set.endswith("int8") else "0")
+    path = models("tiny", "Q8_0" if kernel_set in ("float", "tensor") else "Q4_K_M")
     prompts = [[1, 2, 3, 4, 5], [9, 8, 7]]
     with dgemma.Model(path, device="cuda") as m:
         batch = m.generate(prompts, max_new_tokens=40, seed=2)

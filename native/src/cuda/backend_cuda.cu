@@ -9,7 +9,9 @@
 // and replays it for the same key (Backend::replay_pass; opt-in: run 10 measured it slower);
 // DGEMMA_CUDA_QMMA=1 runs the tensor set's Q4_K and Q5_0 products on quantized fragments
 // (cuda/qmma.cuh; opt-in: run 11 found them exact but slower than the bf16 tiles, see
-// bench/results/cuda-notes.md).
+// bench/results/cuda-notes.md); DGEMMA_CUDA_INT8=1 runs its Q4_K, Q5_0 and Q8_0 products (dense and
+// experts) on int8 tensor cores, the CPU's integer dot products bit for bit (cuda/int8_mma.h;
+// opt-in until a device run has measured it; it takes precedence over DGEMMA_CUDA_QMMA).
 // Streamed weights (expert offload by streaming, Backend::load_weight_streamed) live in pinned host
 // memory; a second stream copies each layer's experts into one of two device staging slots, as
 // weight_stream.h plans, while the op stream computes from the other; events order the two.
@@ -24,6 +26,7 @@
 #include "backend.h"
 #include "cuda/backend_cuda.h"
 #include "cuda/dequant.h"
+#include "cuda/int8_mma.h"
 #include "cuda/kernels.h"
 #include "cuda/mma_layout.h"
 #include "cuda/op_profile.h"
@@ -83,10 +86,10 @@ public:
         name_ = "cuda:" + std::to_string(device) + " (" + prop.name + ")";
         sm_count_ = prop.multiProcessorCount;
         kernels_ = kernel_set(std::getenv("DGEMMA_CUDA_KERNELS"), prop.major, prop.minor);
-        const char *q = std::getenv("DGEMMA_CUDA_QMMA");
-        qmma_ = kernels_ == cuda::KernelSet::tensor && q && *q && std::string(q) != "0";
-        const char *g = std::getenv("DGEMMA_CUDA_GRAPH");
-        graphs_asked_ = g && *g && std::string(g) != "0";
+        qmma_ = kernels_ == cuda::KernelSet::tensor && env_on("DGEMMA_CUDA_QMMA");
+        int8_ = kernels_ == cuda::KernelSet::tensor && env_on("DGEMMA_CUDA_INT8");
+        if (int8_) cuda::i8_prepare();
+        graphs_asked_ = env_on("DGEMMA_CUDA_GRAPH");
         graphs_on_ = graphs_asked_ && !profile_.on();  // the profile times ops one by one
     }
     ~CudaBackend() override {
@@ -266,6 +269,12 @@ public:
             x_sums_.grow(static_cast<size_t>(l.rows * (cuda::mma_padded_cols(l.max_cols) / cuda::kQmmaSub)));
             act_sums_.grow(slots * static_cast<size_t>(cuda::mma_padded_cols(l.n_ff_exp) / cuda::kQmmaSub));
         }
+        if (int8_) {  // the int8 codes of the products' activations and their scales (a 32nd: either format)
+            x_q8_.grow(static_cast<size_t>(l.rows * cuda::i8_padded_cols(l.max_cols)));
+            x_q8_d_.grow(static_cast<size_t>(l.rows * cuda::i8_padded_cols(l.max_cols) / 32));
+            act_q8_.grow(slots * static_cast<size_t>(cuda::i8_padded_cols(l.n_ff_exp)));
+            act_q8_d_.grow(slots * static_cast<size_t>(cuda::i8_padded_cols(l.n_ff_exp) / 32));
+        }
         if (l.canvas > 0) {
             entropy_.grow(static_cast<size_t>(l.canvas));
             draw_.grow(static_cast<size_t>(l.canvas));
@@ -276,12 +285,18 @@ public:
     // --- ops -------------------------------------------------------------------------------------
     void matmul(const Tensor &w, const Tensor &x, const Tensor &y) override {
         cuda::OpScope scope(profile_, stream_, "matmul");
-        cuda::matmul(stream_, view(w), dev<float>(x), x.n_rows(), dev<float>(y), kernels_, x_bf16(x.n_rows(), w.n_cols()),
-                     sm_count_,
-                     kernels_ == cuda::KernelSet::tensor ? split_partial_.get(static_cast<size_t>(cuda::mma_split_partial_floats(sm_count_)))
-                                                         : nullptr,
-                     qmma_ ? x_sums_.get(static_cast<size_t>(x.n_rows() * (cuda::mma_padded_cols(w.n_cols()) / cuda::kQmmaSub)))
-                           : nullptr);
+        const size_t n = static_cast<size_t>(x.n_rows());
+        cuda::MatmulScratch m;
+        m.sm_count = sm_count_;
+        m.x_bf16 = x_bf16(x.n_rows(), w.n_cols());
+        if (kernels_ == cuda::KernelSet::tensor)
+            m.split_partial = split_partial_.get(static_cast<size_t>(cuda::mma_split_partial_floats(sm_count_)));
+        if (qmma_) m.x_sums = x_sums_.get(n * static_cast<size_t>(cuda::mma_padded_cols(w.n_cols()) / cuda::kQmmaSub));
+        if (int8_) {
+            m.x_q8 = x_q8_.get(n * static_cast<size_t>(cuda::i8_padded_cols(w.n_cols())));
+            m.x_q8_d = x_q8_d_.get(n * static_cast<size_t>(cuda::i8_padded_cols(w.n_cols()) / 32));
+        }
+        cuda::matmul(stream_, view(w), dev<float>(x), x.n_rows(), dev<float>(y), kernels_, m);
     }
     void moe(const MoeWeights &weights, const Tensor &x, const Tensor &expert, const Tensor &weight, const Tensor &out) override {
         MoeWeights w = weights;
@@ -436,6 +451,13 @@ private:
                 m.x_sums = x_sums_.get(static_cast<size_t>(n * (Kp / cuda::kQmmaSub)));
                 m.act_sums = act_sums_.get(slots * static_cast<size_t>(Fp / cuda::kQmmaSub));
             }
+            if (int8_) {
+                const int64_t Kq = cuda::i8_padded_cols(w.gate.n_cols()), Fq = cuda::i8_padded_cols(w.gate.n_rows());
+                m.x_q8 = x_q8_.get(static_cast<size_t>(n * Kq));
+                m.x_q8_d = x_q8_d_.get(static_cast<size_t>(n * Kq / 32));
+                m.act_q8 = act_q8_.get(slots * static_cast<size_t>(Fq));
+                m.act_q8_d = act_q8_d_.get(slots * static_cast<size_t>(Fq / 32));
+            }
         }
         cuda::moe(stream_, view(w.gate), view(w.up), view(w.down), X, dev<float>(x), n, dev<int32_t>(expert),
                   dev<float>(weight), static_cast<int>(k), dev<float>(out), m, kernels_);
@@ -460,6 +482,10 @@ private:
         graphs_.clear();
     }
 
+    static bool env_on(const char *name) {
+        const char *v = std::getenv(name);
+        return v && *v && std::string(v) != "0";
+    }
     // The tensor set's bf16 copy of n activation rows of `cols` (null under the other sets).
     __nv_bfloat16 *x_bf16(int64_t n, int64_t cols) const {
         if (kernels_ != cuda::KernelSet::tensor) return nullptr;
@@ -519,11 +545,12 @@ private:
     std::vector<void *> weights_;
     Scratch<int32_t> moe_offsets_, moe_order_, moe_slot_of_, draw_, order_;
     Scratch<float> moe_act_, moe_y_, row_max_, row_inv_sum_, soft_partial_, router_z_, router_logits_, split_partial_,
-        x_sums_, act_sums_;
+        x_sums_, act_sums_, x_q8_d_, act_q8_d_;
     Scratch<double> entropy_;
-    Scratch<__nv_bfloat16> x_bf16_, act_bf16_, soft_probs_;  // soft_probs_: the soft embedding's (kernels.h)
+    Scratch<__nv_bfloat16> x_bf16_, act_bf16_, soft_probs_;
+    Scratch<int8_t> x_q8_, act_q8_;  // the int8 tiles' codes (DGEMMA_CUDA_INT8)  // soft_probs_: the soft embedding's (kernels.h)
     static constexpr size_t kMaxGraphs = 16;  // passes kept recorded (a step's key lives for a canvas)
-    bool graphs_asked_ = false, graphs_on_ = false, qmma_ = false;
+    bool graphs_asked_ = false, graphs_on_ = false, qmma_ = false, int8_ = false;
     long graphs_recorded_ = 0, graphs_replayed_ = 0;
     std::map<std::vector<int64_t>, cudaGraphExec_t> graphs_;
     std::vector<int64_t> recording_;  // the key being captured; empty when none

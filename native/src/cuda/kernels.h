@@ -20,14 +20,24 @@ namespace dg::cuda {
 enum class KernelSet { float_tiles, reference, tensor };
 
 // --- matrices (matmul.cu)
-// y[n][w.rows] = x[n][w.cols] . W^T. x_bf16: scratch of n * mma_padded_cols(w.cols) (the tensor set
-// multiplies a bf16 copy of x; the other sets take null); sm_count: the device's multiprocessors (the
-// tensor set's tile width and k slices, mma_tile_tokens and mma_k_split); split_partial: scratch of
-// mma_split_partial_floats(sm_count) for the tensor set's split products (null under the others);
-// x_sums: scratch of n * mma_padded_cols(w.cols) / 32 for the tensor set's Q4_K and Q5_0 products
-// on quantized fragments (qmma.cuh); null: the bf16 tiles (the other sets, and DGEMMA_CUDA_QMMA unset).
-void matmul(cudaStream_t s, const WeightView &w, const float *x, int64_t n, float *y, KernelSet k,
-            __nv_bfloat16 *x_bf16, int sm_count, float *split_partial, float *x_sums);
+// The tensor set's scratch for a product over n rows of w.cols (null members under the other sets):
+//   x_bf16: n * mma_padded_cols(w.cols), the bf16 copy of x the tiles multiply;
+//   split_partial: mma_split_partial_floats(sm_count), the split products' partial sums;
+//   x_sums: n * mma_padded_cols(w.cols) / 32 for Q4_K and Q5_0 on quantized fragments (qmma.cuh;
+//     null: the bf16 tiles, DGEMMA_CUDA_QMMA unset);
+//   x_q8, x_q8_d: n * i8_padded_cols(w.cols) codes and n * i8_padded_cols(w.cols) / 32 scales for
+//     Q4_K, Q5_0 and Q8_0 on int8 tensor cores (int8_mma.h; null: DGEMMA_CUDA_INT8 unset).
+// sm_count: the device's multiprocessors (tile widths and k slices: mma_tile_tokens, mma_k_split,
+// i8_tile_tokens).
+struct MatmulScratch {
+    __nv_bfloat16 *x_bf16 = nullptr;
+    float *split_partial = nullptr, *x_sums = nullptr;
+    int8_t *x_q8 = nullptr;
+    float *x_q8_d = nullptr;
+    int sm_count = 0;
+};
+// y[n][w.rows] = x[n][w.cols] . W^T.
+void matmul(cudaStream_t s, const WeightView &w, const float *x, int64_t n, float *y, KernelSet k, const MatmulScratch &m);
 void embed(cudaStream_t s, const WeightView &table, const int32_t *ids, int64_t n, float scale, float *out);
 // row_max / row_inv_sum: scratch [n]; partial: scratch [kSoftEmbedParts][n][table.cols] (the tiles
 // sum the vocabulary in kSoftEmbedParts fixed parts, soft_embed_part_rows rows each, then add them).
@@ -59,6 +69,11 @@ struct MoeScratch {
     // Their 32-element sums (bf16_block_sums), for Q4_K and Q5_0 weights on quantized fragments
     // (qmma.cuh): [n][.] and [slots][.]; null: the bf16 tiles.
     float *x_sums = nullptr, *act_sums = nullptr;
+    // The int8 operands (int8_mma.h), for Q4_K, Q5_0 and Q8_0 experts on int8 tensor cores: codes of
+    // x [n][i8_padded_cols(n_embd)] and of act [slots][i8_padded_cols(n_ff_exp)], and their scales
+    // (a 32nd of that, enough for either activation format); null: DGEMMA_CUDA_INT8 unset.
+    int8_t *x_q8 = nullptr, *act_q8 = nullptr;
+    float *x_q8_d = nullptr, *act_q8_d = nullptr;
 };
 struct RouteScratch {
     float *z = nullptr;       // [n][n_embd]: the router's input
@@ -70,6 +85,24 @@ void route(cudaStream_t s, const WeightView &w, const float *x, int64_t n, const
 void moe(cudaStream_t s, const WeightView &gate, const WeightView &up, const WeightView &down, int64_t n_expert,
          const float *x, int64_t n, const int32_t *expert, const float *weight, int k, float *out, const MoeScratch &m,
          KernelSet kernels);
+
+// --- int8 tensor cores (int8_mma.cu; DGEMMA_CUDA_INT8=1 under the tensor set)
+// Allows the tiles' shared memory (above the default 48 KB) on the current device: once, before any launch.
+void i8_prepare();
+// Whether w's type has the int8 tile (Q4_K, Q5_0, Q8_0) and its rows meet the tile's copies.
+bool i8_runs(const WeightView &w);
+// Rows x [n][cols] quantized as the CPU quantizes activations for weights of weight_type: codes q
+// [n][i8_padded_cols(cols)], scales d [n][i8_scales_per_row(i8_act_of(weight_type), cols)].
+void i8_quantize(cudaStream_t s, TensorType weight_type, const float *x, int64_t n, int64_t cols, int8_t *q, float *d);
+// y[n][w.rows] = W . x from x's codes and scales (i8_quantize for w's type); i8_runs(w).
+void i8_matmul(cudaStream_t s, const WeightView &w, const int8_t *xq, const float *xd, int64_t n, float *y, int sm_count);
+// The experts on int8 tiles, grouped as moe() groups them (offsets, order over n tokens x k):
+// act[slot][gate.rows] = gelu(gate . x) * (up . x) from the tokens' codes, and y[slot][down.rows] =
+// down . act from the slots' codes (i8_quantize of act for down's type).
+void i8_moe_gate_up(cudaStream_t s, const WeightView &gate, const WeightView &up, const int8_t *xq, const float *xd, int64_t n,
+                    int k, int64_t n_expert, const int32_t *offsets, const int32_t *order, float *act);
+void i8_moe_down(cudaStream_t s, const WeightView &down, const int8_t *aq, const float *ad, int64_t n, int64_t n_expert,
+                 const int32_t *offsets, float *y);
 
 // --- row-wise and elementwise (elementwise.cu)
 void rmsnorm(cudaStream_t s, const float *x, const float *w, float eps, int64_t rows, int64_t dim, float *y);

@@ -2,7 +2,8 @@
 // dequantizing element by element (cuda/dequant.h), plain and obviously right, run when
 // DGEMMA_CUDA_KERNELS=reference; the float32 tiles (cuda/tile_gemm.cuh, 'float'); and for the
 // products and the soft embedding the bf16 tensor-core tiles (cuda/tile_mma.cuh, the default from
-// sm_80). No set's results depend on the pass's other rows.
+// sm_80), with Q4_K, Q5_0 and Q8_0 products on int8 tensor cores when the backend gives their
+// scratch (int8_mma.cu, DGEMMA_CUDA_INT8=1). No set's results depend on the pass's other rows.
 #include "cuda/dequant.h"
 #include "cuda/kernels.h"
 #include "cuda/qmma.cuh"
@@ -313,9 +314,16 @@ void bf16_block_sums(cudaStream_t s, const __nv_bfloat16 *rows, int64_t n, int64
     check_launch("bf16 block sums");
 }
 
-void matmul(cudaStream_t s, const WeightView &w, const float *x, int64_t n, float *y, KernelSet k, __nv_bfloat16 *x_bf16,
-            int sm_count, float *split_partial, float *x_sums) {
+void matmul(cudaStream_t s, const WeightView &w, const float *x, int64_t n, float *y, KernelSet k, const MatmulScratch &m) {
     if (n <= 0 || w.rows <= 0) return;
+    __nv_bfloat16 *x_bf16 = m.x_bf16;
+    float *x_sums = m.x_sums, *split_partial = m.split_partial;
+    const int sm_count = m.sm_count;
+    if (k == KernelSet::tensor && m.x_q8 && i8_runs(w)) {
+        i8_quantize(s, w.type, x, n, w.cols, m.x_q8, m.x_q8_d);
+        i8_matmul(s, w, m.x_q8, m.x_q8_d, n, y, sm_count);
+        return;
+    }
     if (k == KernelSet::tensor && x_sums && qmma_runs(w)) {
         to_bf16_rows(s, x, n, w.cols, x_bf16);
         bf16_block_sums(s, x_bf16, n, mma_padded_cols(w.cols), x_sums);

@@ -1,8 +1,9 @@
 // The router and the experts, all on the device: tokens grouped by expert on the device, one launch
 // per projection covering every expert (experts without tokens return at once), the weighted sum
 // in increasing expert id as the CPU. No host round trip. The projections have a per-row reference
-// kernel (a warp per weight row, kSlots slots at a time) and a tiled one (cuda/tile_gemm.cuh: each
-// expert's weight tile dequantized once for up to 64 of its slots), chosen as in matmul.cu.
+// kernel (a warp per weight row, kSlots slots at a time), a tiled one (cuda/tile_gemm.cuh: each
+// expert's weight tile dequantized once for up to 64 of its slots), the tensor set's bf16 tiles, and
+// its int8 tiles (int8_mma.cu) when the backend gives their scratch, chosen as in matmul.cu.
 #include "cuda/dequant.h"
 #include "cuda/kernels.h"
 #include "cuda/qmma.cuh"
@@ -534,7 +535,14 @@ void moe(cudaStream_t s, const WeightView &gate, const WeightView &up, const Wei
     check_launch("moe grouping");
     // Gate and up share one type in every file seen (one tensor, or two of one quantization); a file
     // that mixes them runs the per-row kernels. The tile width follows the mean tokens per expert.
-    if (kernels == KernelSet::tensor && gate.type == up.type) {
+    if (kernels == KernelSet::tensor && m.x_q8 && gate.type == up.type && gate.row_stride == up.row_stride && i8_runs(gate) &&
+        i8_runs(up) && i8_runs(down)) {
+        const int64_t slots = n * k;
+        i8_quantize(s, gate.type, x, n, gate.cols, m.x_q8, m.x_q8_d);
+        i8_moe_gate_up(s, gate, up, m.x_q8, m.x_q8_d, n, k, n_expert, m.offsets, m.order, m.act);
+        i8_quantize(s, down.type, m.act, slots, down.cols, m.act_q8, m.act_q8_d);
+        i8_moe_down(s, down, m.act_q8, m.act_q8_d, n, n_expert, m.offsets, m.y);
+    } else if (kernels == KernelSet::tensor && gate.type == up.type) {
         to_bf16_rows(s, x, n, gate.cols, m.x_bf16);
         const int64_t slots = n * k, Fp = mma_padded_cols(gate.rows);
         if (m.x_sums && qmma_runs(gate) && qmma_runs(up)) {
