@@ -15,7 +15,7 @@ peak_mem_gb, floor_ms (and `row`, `tokens_s`, `floor_ratio`, `kernels`: DGEMMA_C
   - the step rows again with each pass recorded once as a CUDA graph and replayed (DGEMMA_CUDA_GRAPH=1;
     not in --dry-run, skipped by --no-graph-rows), with the Q4_K and Q5_0 products on quantized
     fragments (DGEMMA_CUDA_QMMA=1, opt-in; not in --dry-run, skipped by --no-qmma-rows), and with the
-    Q4_K, Q5_0 and Q8_0 products on int8 tensor cores (DGEMMA_CUDA_INT8=1, opt-in; not in --dry-run,
+    Q4_K, Q6_K, Q5_0 and Q8_0 products on int8 tensor cores (DGEMMA_CUDA_INT8=1, opt-in; not in --dry-run,
     skipped by --no-int8-rows);
   - the peer: transformers' DiffusionGemma in bf16 at the same shapes with random weights, ms per step;
   - expert offload: for each cap of --offload-caps (GB of GPU memory; 12 and 16 by default) and each
@@ -192,7 +192,7 @@ def generation_rows(m, prompt_ids, steps_per_canvas, batch: int) -> dict:
 def env_rows(path: str, ids, var: str, what: str) -> list[dict]:
     """The step rows again with the environment variable `var` set to 1 (read when the backend is made):
     DGEMMA_CUDA_GRAPH (each step's pass recorded once per canvas and replayed), DGEMMA_CUDA_QMMA (the
-    Q4_K and Q5_0 products on quantized fragments) or DGEMMA_CUDA_INT8 (Q4_K, Q5_0 and Q8_0 on int8
+    Q4_K and Q5_0 products on quantized fragments) or DGEMMA_CUDA_INT8 (Q4_K, Q6_K, Q5_0 and Q8_0 on int8
     tensor cores)."""
     os.environ[var] = "1"
     try:
@@ -254,7 +254,7 @@ def main() -> int:
     ap.add_argument("--no-qmma-rows", action="store_true",
                     help="skip the step rows with Q4_K and Q5_0 on quantized fragments (DGEMMA_CUDA_QMMA=1)")
     ap.add_argument("--no-int8-rows", action="store_true",
-                    help="skip the step rows with Q4_K, Q5_0 and Q8_0 on int8 tensor cores (DGEMMA_CUDA_INT8=1)")
+                    help="skip the step rows with Q4_K, Q6_K, Q5_0 and Q8_0 on int8 tensor cores (DGEMMA_CUDA_INT8=1)")
     ap.add_argument("--dry-run", action="store_true", help="tiny config on the CPU, no floors")
     a = ap.parse_args()
     if a.dry_run:  # the peer runs too (on the CPU) when transformers is installed

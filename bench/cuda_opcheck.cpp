@@ -11,8 +11,8 @@
 // Kernel sets (DGEMMA_CUDA_KERNELS): every op is checked with the float32 tiles ('float'), then the
 // matrix ops again with the per-row reference kernels and, where the device has compute capability
 // 8.0, the bf16 tensor-core tiles (held to 1e-2); under DGEMMA_CUDA_INT8=1 the tensor set's Q4_K,
-// Q5_0 and Q8_0 products run on int8 tiles, and its matmul-int8 rows hold them to the CPU's portable
-// integer dot products bit for bit. --sets LIST (comma-separated, default
+// Q6_K, Q5_0 and Q8_0 products run on int8 tiles, and its matmul-int8 rows hold them to the CPU's
+// portable integer dot products bit for bit. --sets LIST (comma-separated, default
 // float,reference,tensor) checks those sets alone; --no-reference-kernels is --sets float.
 // --only OP runs the checks of one op (CI: --self-test --only matmul-reload, the CPU reference).
 //
@@ -99,17 +99,22 @@ const Backend *g_reference = nullptr;
 bool g_dequantized_reference = false;
 // The least tolerance of the matrix products: 0, or 1e-2 for the bf16 tensor-core set (tile_mma.cuh).
 double g_matrix_tol_floor = 0;
-// Whether the checked backend runs Q4_K, Q5_0 and Q8_0 on int8 tensor cores (the tensor set under
+// Whether the checked backend runs Q4_K, Q6_K, Q5_0 and Q8_0 on int8 tensor cores (the tensor set under
 // DGEMMA_CUDA_INT8=1): their products are then the CPU's portable integer dot products bit for bit.
 bool g_int8_checked = false;
 
 // The CPU's portable integer dot product of a weight row of an int8-tile type against activations
 // quantized by its reference rule (the dispatched kernels may group their float sums otherwise).
-bool int8_tile_type(TensorType t) { return t == TensorType::Q4_K || t == TensorType::Q5_0 || t == TensorType::Q8_0; }
+bool int8_tile_type(TensorType t) {
+    return t == TensorType::Q4_K || t == TensorType::Q6_K || t == TensorType::Q5_0 || t == TensorType::Q8_0;
+}
 std::vector<float> portable_products(TensorType type, const std::vector<uint8_t> &w, int64_t K, int64_t R,
                                      const std::vector<float> &x, int64_t n) {
     const TypeTraits &tt = *type_traits(type), &xt = *type_traits(tt.vec_dot_type);
-    const auto dot = type == TensorType::Q4_K ? vec_dot_q4_k_q8_k : type == TensorType::Q5_0 ? vec_dot_q5_0_q8_0 : vec_dot_q8_0_q8_0;
+    const auto dot = type == TensorType::Q4_K   ? vec_dot_q4_k_q8_k
+                     : type == TensorType::Q6_K ? vec_dot_q6_k_q8_k
+                     : type == TensorType::Q5_0 ? vec_dot_q5_0_q8_0
+                                                : vec_dot_q8_0_q8_0;
     std::vector<uint8_t> xq(row_bytes(xt, K));
     std::vector<float> y(static_cast<size_t>(R * n));
     for (int64_t t = 0; t < n; ++t) {
@@ -289,10 +294,12 @@ void matrix_ops(Harness &h) {
         }, true);
         // Int8 tiles: the CPU's integer sums and its float combination, so bit for bit against its
         // portable reference (not the CPU backend, whose dispatched kernels may sum in another order).
-        // k of whole tile units and not (Q5_0, Q8_0: 704 = 2.75 units), rows ending inside a tile.
+        // k of whole tile units and not (Q5_0, Q8_0: 704 = 2.75 units), rows ending inside a tile;
+        // Q6_K's rows of 210-byte blocks at both shifts (odd super-block counts).
+        const bool k_quant = wt == TensorType::Q4_K || wt == TensorType::Q6_K;
         if (g_int8_checked && int8_tile_type(wt))
-            for (auto [K, R, n] : {std::tuple<int64_t, int64_t, int64_t>{wt == TensorType::Q4_K ? 256 : 64, 37, 1},
-                                   {wt == TensorType::Q4_K ? 768 : 704, 300, 67}, {2816, 700, 256}}) {
+            for (auto [K, R, n] : {std::tuple<int64_t, int64_t, int64_t>{k_quant ? 256 : 64, 37, 1},
+                                   {k_quant ? 768 : 704, 300, 67}, {2816, 700, 256}}) {
                 h.check("matmul-int8", tn, dims({K, R, n}), 0, [&](Backend &be, std::mt19937_64 &rng) {
                     const TypeTraits &tt = *type_traits(wt);
                     const std::vector<float> wv = randn(rng, K * R), xv = randn(rng, K * n);

@@ -42,7 +42,7 @@
 #                                rows alone; timeout_s=440, and `timeout 420` inside).
 #                                Every mode also runs the matrix op checks and --bench-full with each opt-in
 #                                product: DGEMMA_CUDA_QMMA=1 (Q4_K and Q5_0 on quantized fragments) and
-#                                DGEMMA_CUDA_INT8=1 (Q4_K, Q5_0, Q8_0 on int8 tensor cores); ~20 s each.
+#                                DGEMMA_CUDA_INT8=1 (Q4_K, Q6_K, Q5_0, Q8_0 on int8 tensor cores); ~20 s each.
 #   bench/gpu_check.sh --ncu     on the device: Nsight Compute on one run of each op at the 26B shapes
 #                                (--bench-full --reps 0): the tensor-core kernels, the router's logits and
 #                                the attention tiles, with the speed-of-light, occupancy, warp-state and
@@ -169,7 +169,7 @@ else
 fi
 say "op check exit code $? (0: all passed, 1: failures in $OUT/failures.txt)"
 # The opt-in product kernels of the tensor set, each its matrix rows: QMMA (Q4_K and Q5_0 on quantized
-# fragments) and INT8 (Q4_K, Q5_0 and Q8_0 on int8 tensor cores, bit for bit against the CPU's
+# fragments) and INT8 (Q4_K, Q6_K, Q5_0 and Q8_0 on int8 tensor cores, bit for bit against the CPU's
 # portable integer dot products in its matmul-int8 rows, 1e-4 against the CPU backend in moe-int8).
 say "== 1b. the opt-in products: DGEMMA_CUDA_QMMA=1 (matmul, moe) and DGEMMA_CUDA_INT8=1 (matmul, matmul-int8, moe, moe-int8)"
 for variant in "QMMA qmma matmul moe" "INT8 int8 matmul matmul-int8 moe moe-int8"; do
@@ -234,7 +234,7 @@ python3 bench/gpu_check_report.py "$OUT" | tee "$OUT/summary.txt"
 cat "$OUT/gpu_step.txt" "$OUT/bench_full.txt"
 echo "== with DGEMMA_CUDA_QMMA=1 (the tensor column: Q4_K and Q5_0 on quantized fragments)"
 cat "$OUT/bench_full_qmma.txt"
-echo "== with DGEMMA_CUDA_INT8=1 (the tensor column: Q4_K, Q5_0 and Q8_0 on int8 tensor cores)"
+echo "== with DGEMMA_CUDA_INT8=1 (the tensor column: Q4_K, Q6_K, Q5_0 and Q8_0 on int8 tensor cores)"
 cat "$OUT/bench_full_int8.txt"
 [ "$MODE" = all ] || [ "$MODE" = quick ] && cat "$OUT/bench_gpu.txt"
 exit 0

@@ -83,6 +83,39 @@ void warp_mma(const uint32_t (&a)[32][4], const uint32_t (&b)[32][2], const int3
         }
 }
 
+// PTX ISA, "Matrix Fragments for mma.m16n8k16" with integer types (.s8): A element i (0..7), register
+// i / 4: row groupID for i < 4, groupID + 8 otherwise, col threadID_in_group * 4 + (i & 3); B element
+// i (0..3): row (k) threadID_in_group * 4 + i, col groupID; C as m16n8k32's.
+void warp_mma_k16(const uint32_t (&a)[32][2], const uint32_t (&b)[32], int32_t (&d)[32][4]) {
+    int8_t A[16][16], B[16][8];
+    int seen_a[16][16] = {}, seen_b[16][8] = {};
+    for (int lane = 0; lane < 32; ++lane) {
+        for (int i = 0; i < 8; ++i) {
+            const int row = (lane >> 2) + (i < 4 ? 0 : 8), col = (lane % 4) * 4 + (i & 3);
+            A[row][col] = byte_of(a[lane][i / 4], i % 4);
+            ++seen_a[row][col];
+        }
+        for (int i = 0; i < 4; ++i) {
+            const int row = (lane % 4) * 4 + i, col = lane >> 2;
+            B[row][col] = byte_of(b[lane], i);
+            ++seen_b[row][col];
+        }
+    }
+    for (int r = 0; r < 16; ++r)
+        for (int k = 0; k < 16; ++k)
+            if (seen_a[r][k] != 1) fail("k16 A element not supplied once", r, k);
+    for (int k = 0; k < 16; ++k)
+        for (int n = 0; n < 8; ++n)
+            if (seen_b[k][n] != 1) fail("k16 B element not supplied once", k, n);
+    for (int lane = 0; lane < 32; ++lane)
+        for (int i = 0; i < 4; ++i) {
+            const RowCol p = ptx_c(lane, i);
+            int32_t s = 0;
+            for (int k = 0; k < 16; ++k) s += int32_t{A[p.row][k]} * B[k][p.col];
+            d[lane][i] = s;
+        }
+}
+
 // A warp-wide 32-bit load at byte addresses addr[lane] (shared memory): no two different words in
 // one bank (the same word is a broadcast).
 void check_banks(const long (&addr)[32], const char *what) {
@@ -201,22 +234,28 @@ long check_quantizer(std::mt19937_64 &rng) {
 
 // --- a block's tile -----------------------------------------------------------------------------
 
-// The three types' blocks and quantizers (the CPU's reference rules).
+// The four types' blocks and quantizers (the CPU's reference rules).
 template <TensorType T>
 size_t block_bytes() {
-    return T == TensorType::Q4_K ? sizeof(BlockQ4_K) : T == TensorType::Q5_0 ? sizeof(BlockQ5_0) : sizeof(BlockQ8_0);
+    return T == TensorType::Q4_K   ? sizeof(BlockQ4_K)
+           : T == TensorType::Q6_K ? sizeof(BlockQ6_K)
+           : T == TensorType::Q5_0 ? sizeof(BlockQ5_0)
+                                   : sizeof(BlockQ8_0);
 }
 template <TensorType T>
 size_t row_bytes_of(int64_t cols) {
-    return block_bytes<T>() * static_cast<size_t>(cols / (T == TensorType::Q4_K ? 256 : 32));
+    return block_bytes<T>() * static_cast<size_t>(cols / (i8_k_quant(T) ? 256 : 32));
 }
 template <TensorType T>
 void quantize_row(const float *x, void *dst, int64_t cols) {
     if (T == TensorType::Q4_K) q4_k_row_from_float(x, dst, cols);
+    else if (T == TensorType::Q6_K) q6_k_row_from_float(x, dst, cols);
     else if (T == TensorType::Q5_0) q5_0_row_from_float(x, dst, cols);
     else q8_0_row_from_float(x, dst, cols);
 }
-const char *type_name(TensorType t) { return t == TensorType::Q4_K ? "Q4_K" : t == TensorType::Q5_0 ? "Q5_0" : "Q8_0"; }
+const char *type_name(TensorType t) {
+    return t == TensorType::Q4_K ? "Q4_K" : t == TensorType::Q6_K ? "Q6_K" : t == TensorType::Q5_0 ? "Q5_0" : "Q8_0";
+}
 
 template <TensorType T>
 std::vector<uint8_t> random_weights(std::mt19937_64 &rng, int64_t rows, int64_t cols) {
@@ -229,7 +268,7 @@ std::vector<uint8_t> random_weights(std::mt19937_64 &rng, int64_t rows, int64_t 
             for (size_t b = 0; b < rb / block; ++b) {
                 uint8_t *blk = w.data() + r * rb + b * block;
                 const uint16_t h = f32_to_f16(std::ldexp(static_cast<float>(rng() % 1000) / 1000.0f, -static_cast<int>(rng() % 8)));
-                std::memcpy(blk, &h, 2);
+                std::memcpy(blk + (T == TensorType::Q6_K ? 208 : 0), &h, 2);  // the super-scale (Q6_K's last)
                 if (T == TensorType::Q4_K) std::memcpy(blk + 2, &h, 2);
             }
         } else {
@@ -242,6 +281,7 @@ std::vector<uint8_t> random_weights(std::mt19937_64 &rng, int64_t rows, int64_t 
 
 float vec_dot(TensorType t, const uint8_t *w, const void *x, int64_t cols) {
     if (t == TensorType::Q4_K) return vec_dot_q4_k_q8_k(w, x, cols);
+    if (t == TensorType::Q6_K) return vec_dot_q6_k_q8_k(w, x, cols);
     if (t == TensorType::Q5_0) return vec_dot_q5_0_q8_0(w, x, cols);
     return vec_dot_q8_0_q8_0(w, x, cols);
 }
@@ -298,15 +338,23 @@ long check_tile(std::mt19937_64 &rng, int64_t rows_left, int64_t cols, int n_tok
             const uint8_t *p = static_cast<const uint8_t *>(src), *b = static_cast<const uint8_t *>(base);
             return p >= b && p + bytes <= b + size;
         };
-        const auto copy = [&](void *dst, const void *src, int bytes, bool valid) {
+        // A copy of a granule of `bytes`: n of them read (then zeros), the source aligned to the granule
+        // within its operand (the operands' starts are: cp.async's rule) and inside it for the bytes read.
+        const auto copy = [&](void *dst, const void *src, int bytes, int n) {
             const size_t at = static_cast<uint8_t *>(dst) - reinterpret_cast<uint8_t *>(&st);
-            if (at + bytes > sizeof st) return fail("copy past the stage", static_cast<long>(at));
-            if (!inside(src, bytes, w.data(), w.size()) && !inside(src, bytes, xq.data(), xq.size()) &&
-                !inside(src, bytes, xd.data(), xd.size() * sizeof(float)))
-                return fail("copy reads outside its operands", static_cast<long>(at), valid);
+            if (at + bytes > sizeof st || at % bytes != 0) return fail("copy past the stage or unaligned there", static_cast<long>(at));
+            const int reads = n > 0 ? n : 1;
+            const void *base = inside(src, reads, w.data(), w.size()) ? static_cast<const void *>(w.data())
+                               : inside(src, reads, xq.data(), xq.size()) ? static_cast<const void *>(xq.data())
+                               : inside(src, reads, xd.data(), xd.size() * sizeof(float)) ? static_cast<const void *>(xd.data())
+                                                                                          : nullptr;
+            if (!base) return fail("copy reads outside its operands", static_cast<long>(at), n);
+            if ((static_cast<const uint8_t *>(src) - static_cast<const uint8_t *>(base)) % bytes != 0)
+                return fail("copy source not aligned to its granule", static_cast<long>(at), bytes);
+            if (n < 0 || n > bytes) return fail("copy of more than its granule", static_cast<long>(at), n);
             for (int i = 0; i < bytes; ++i) ++seen[at + i];
-            if (valid) std::memcpy(dst, src, bytes);
-            else std::memset(dst, 0, bytes);
+            std::memcpy(dst, src, n);
+            std::memset(static_cast<uint8_t *>(dst) + n, 0, bytes - n);
         };
         const int bytes = i8_unit_bytes_at(T, cols, u);
         I8Operands<1> op;
@@ -319,11 +367,11 @@ long check_tile(std::mt19937_64 &rng, int64_t rows_left, int64_t cols, int n_tok
         op.xq_stride = Kq;
         op.xd_stride = groups;
         for (int tid = 0; tid < kI8Threads; ++tid)  // i8_load_stage, thread by thread
-            i8_stage_copies(tid, st, op, tok, u, [&](auto size, void *dst, const void *src, bool valid) { copy(dst, src, decltype(size)::value, valid); });
+            i8_stage_copies(tid, st, op, tok, u, [&](auto size, void *dst, const void *src, int n) { copy(dst, src, decltype(size)::value, n); });
         // Every byte of the weights' lines, the tokens' codes (the unit's 256 of each line) and the
         // scales copied exactly once; the padding of the lines never.
         for (int row = 0; row < kI8Rows; ++row)
-            for (int i = 0; i < Q::kUnitBytes; ++i)
+            for (int i = 0; i < Q::kLineBytes; ++i)
                 if (seen[reinterpret_cast<uint8_t *>(&st.w[0][row][i]) - reinterpret_cast<uint8_t *>(&st)] != 1) fail("weight byte not copied once", row, i);
         for (int tk = 0; tk < kTokens; ++tk) {
             for (int i = 0; i < kI8XPitch; ++i)
@@ -395,6 +443,33 @@ long check_tile(std::mt19937_64 &rng, int64_t rows_left, int64_t cols, int n_tok
                             const float d_x = st.xd[8 * nt + mma_c_coord(lane, r).k][0];
                             acc[warp][lane][nt][r] = Q::combine(acc[warp][lane][nt][r], d_x, head[lane][r / 2], isum[nt][lane][r], msum[nt][lane][r]);
                         }
+            } else if constexpr (T == TensorType::Q6_K) {
+                // Rows' units at their shifts in the lines; per group, a k16 product and the scale.
+                const auto unit = [&](int lane, int h) { return &st.w[0][r0(lane) + 8 * h][q6_k_shift(rb, r0(lane) + 8 * h, u)]; };
+                int32_t isum[NT][32][4] = {};
+                for (int j = 0; j < Q::kSteps; ++j)
+                    for (int h = 0; h < 2; ++h) {
+                        uint32_t b[NT][32], a[32][2];
+                        for (int nt = 0; nt < NT; ++nt)
+                            for (int lane = 0; lane < 32; ++lane) {
+                                const Coord c = i8_b_coord(lane, 0);
+                                b[nt][lane] = nt < n_used ? load_u32(reinterpret_cast<const uint8_t *>(&st.x[8 * nt + c.line][32 * j + 16 * h + c.k])) : 0u;
+                            }
+                        for (int lane = 0; lane < 32; ++lane)
+                            for (int hh = 0; hh < 2; ++hh) a[lane][hh] = Q::a_reg(unit(lane, hh), j, h, lane % 4);
+                        for (int nt = 0; nt < n_used; ++nt) {
+                            int32_t c[32][4];
+                            warp_mma_k16(a, b[nt], c);
+                            for (int lane = 0; lane < 32; ++lane)
+                                for (int r = 0; r < 4; ++r) isum[nt][lane][r] += Q::group_scale(unit(lane, r / 2), 2 * j + h) * c[lane][r];
+                        }
+                    }
+                for (int nt = 0; nt < n_used; ++nt)
+                    for (int lane = 0; lane < 32; ++lane)
+                        for (int r = 0; r < 4; ++r) {
+                            const float d_x = st.xd[8 * nt + mma_c_coord(lane, r).k][0];
+                            acc[warp][lane][nt][r] = Q::combine(acc[warp][lane][nt][r], d_x, Q::d(unit(lane, r / 2)), isum[nt][lane][r]);
+                        }
             } else {
                 for (int blk = 0; blk < Q::kSteps && blk < bytes / Q::kBlockBytes; ++blk) {
                     uint32_t b[NT][32][2];
@@ -460,6 +535,9 @@ int main() {
     for (auto [k, rows, tokens] : {std::tuple<int64_t, int64_t, int>{256, 64, 32}, {768, 37, 13}, {2816, 64, 17}}) {
         compared += check_tile<TensorType::Q4_K, 4>(rng, rows, k, tokens);
         compared += check_tile<TensorType::Q4_K, 8>(rng, rows, k, std::min(64, 3 * tokens));
+        // Q6_K: 210-byte blocks, so its rows' units sit at shifts 0 and 2 in turn.
+        compared += check_tile<TensorType::Q6_K, 4>(rng, rows, k, tokens);
+        compared += check_tile<TensorType::Q6_K, 8>(rng, rows, k, std::min(64, 3 * tokens));
     }
     for (auto [k, rows, tokens] : {std::tuple<int64_t, int64_t, int>{64, 64, 32}, {704, 50, 9}, {2112, 64, 30}}) {
         compared += check_tile<TensorType::Q5_0, 4>(rng, rows, k, tokens);
@@ -468,6 +546,9 @@ int main() {
         compared += check_tile<TensorType::Q8_0, 8>(rng, rows, k, std::min(64, 2 * tokens + 1));
     }
     // The dense products' tile width: 64 tokens only while that leaves two blocks a multiprocessor.
+    // Q6_K's shifts: every (row parity, unit parity) of a 2310-byte row, and none with 4-aligned rows.
+    if (q6_k_shift(2310, 1, 0) != 2 || q6_k_shift(2310, 1, 1) != 0 || q6_k_shift(2310, 2, 1) != 2 || q6_k_shift(3360, 5, 2) != 0)
+        fail("q6_k_shift");
     if (i8_tile_tokens(4096, 256, 132) != 64 || i8_tile_tokens(2816, 256, 132) != 32 || i8_tile_tokens(4096, 32, 132) != 32 ||
         i8_tile_tokens(262144, 256, 132) != 64)
         fail("i8_tile_tokens");

@@ -133,7 +133,7 @@ def test_quantized_codes_into_fragments_with_scales_after_give_the_dequantized_p
 
 
 def test_int8_tensor_core_tiles_run_on_the_host_give_the_cpus_integer_dot_products_bit_for_bit(tmp_path):
-    """cuda/int8_mma.h (DGEMMA_CUDA_INT8: Q4_K, Q5_0 and Q8_0 products on int8 mma) on the host, lane by
+    """cuda/int8_mma.h (DGEMMA_CUDA_INT8: Q4_K, Q6_K, Q5_0 and Q8_0 products on int8 mma) on the host, lane by
     lane as the kernels run it: the activation quantizer's warp gives the CPU's Q8_K and Q8_0 codes and
     scales exactly (planted ties of opposite sign, zero units, rows ending inside a unit); a block's stage
     copies fill each byte once; each step's A and B elements supplied once by the PTX fragment tables; the
@@ -332,7 +332,7 @@ TENSOR_MARGIN = 3.0
 def test_tensor_core_kernels_match_the_cpu_within_bf16_rounding(models, preset, type_name, monkeypatch, products):
     """products=qmma (DGEMMA_CUDA_QMMA): the Q4_K and Q5_0 products on quantized fragments, scales after
     (cuda/qmma.cuh): the same bf16 activations, the weights exact, so within the same bound.
-    products=int8 (DGEMMA_CUDA_INT8): Q4_K, Q5_0 and Q8_0 products on int8 tensor cores take the CPU's
+    products=int8 (DGEMMA_CUDA_INT8): Q4_K, Q6_K, Q5_0 and Q8_0 products on int8 tensor cores take the CPU's
     quantized activations and integer sums, so they are held against the CPU on the quantized file itself
     (the activations' quantization is in both); what remains of the bf16 bound is the other products
     (Q6_K, the soft embedding) and the tf32 attention."""

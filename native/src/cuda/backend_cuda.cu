@@ -9,7 +9,7 @@
 // and replays it for the same key (Backend::replay_pass; opt-in: run 10 measured it slower);
 // DGEMMA_CUDA_QMMA=1 runs the tensor set's Q4_K and Q5_0 products on quantized fragments
 // (cuda/qmma.cuh; opt-in: run 11 found them exact but slower than the bf16 tiles, see
-// bench/results/cuda-notes.md); DGEMMA_CUDA_INT8=1 runs its Q4_K, Q5_0 and Q8_0 products (dense and
+// bench/results/cuda-notes.md); DGEMMA_CUDA_INT8=1 runs its Q4_K, Q6_K, Q5_0 and Q8_0 products (dense and
 // experts) on int8 tensor cores, the CPU's integer dot products bit for bit (cuda/int8_mma.h;
 // opt-in until a device run has measured it; it takes precedence over DGEMMA_CUDA_QMMA).
 // Streamed weights (expert offload by streaming, Backend::load_weight_streamed) live in pinned host

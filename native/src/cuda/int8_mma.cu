@@ -1,6 +1,6 @@
 // The int8 tensor-core products (cuda/int8_mma.h, int8_mma.cuh): the activation quantizer, the
 // dense product, and the experts' gate/up and down. DGEMMA_CUDA_INT8=1 routes the tensor set's
-// Q4_K, Q5_0 and Q8_0 products here (the backend's int8 scratch; matmul.cu and moe.cu choose).
+// Q4_K, Q6_K, Q5_0 and Q8_0 products here (the backend's int8 scratch; matmul.cu and moe.cu choose).
 #include <type_traits>
 
 #include "cuda/int8_mma.cuh"
@@ -165,6 +165,7 @@ __global__ void __launch_bounds__(kI8Threads) i8_down_kernel(WeightView down, co
 template <typename F>
 void with_i8_type(TensorType t, F f) {
     if (t == TensorType::Q4_K) f(std::integral_constant<TensorType, TensorType::Q4_K>{});
+    else if (t == TensorType::Q6_K) f(std::integral_constant<TensorType, TensorType::Q6_K>{});
     else if (t == TensorType::Q5_0) f(std::integral_constant<TensorType, TensorType::Q5_0>{});
     else f(std::integral_constant<TensorType, TensorType::Q8_0>{});
 }
@@ -180,7 +181,7 @@ void allow_shared(Kernel kernel, size_t bytes) {
 }
 
 void i8_prepare() {
-    for (TensorType t : {TensorType::Q4_K, TensorType::Q5_0, TensorType::Q8_0})
+    for (TensorType t : {TensorType::Q4_K, TensorType::Q6_K, TensorType::Q5_0, TensorType::Q8_0})
         with_i8_type(t, [&](auto type) {
             constexpr TensorType T = decltype(type)::value;
             allow_shared(i8_matmul_kernel<T, 4>, i8_shared_bytes<T, 1, 4>());
@@ -193,7 +194,10 @@ void i8_prepare() {
 bool i8_runs(const WeightView &w) {
     if (!i8_type(w.type) || w.cols <= 0) return false;
     const size_t align = static_cast<size_t>(i8_copy_bytes(w.type));
-    return (reinterpret_cast<uintptr_t>(w.data) | w.row_stride | w.expert_stride) % align == 0;
+    // Q6_K rows (210-byte blocks) need only start the matrix and each expert aligned: a line takes
+    // the granules around its unit (q6_k_shift).
+    const size_t rows = w.type == TensorType::Q6_K ? 0 : w.row_stride;
+    return (reinterpret_cast<uintptr_t>(w.data) | rows | w.expert_stride) % align == 0;
 }
 
 void i8_quantize(cudaStream_t s, TensorType weight_type, const float *x, int64_t n, int64_t cols, int8_t *q, float *d) {

@@ -12,13 +12,12 @@
 
 namespace dg::cuda {
 
-// B bytes (4, 8 or 16) from global to shared memory without registers; zeros instead when !valid
-// (src-size 0: nothing is read, but src stays a mapped address).
+// B bytes (4, 8 or 16) from global to shared memory without registers: the first n from gmem, zeros
+// after (n = 0: nothing is read, but gmem stays a mapped address aligned to B).
 template <int B>
-__device__ inline void cp_async_zfill(void *smem, const void *gmem, bool valid) {
+__device__ inline void cp_async_zfill(void *smem, const void *gmem, int n) {
 #if defined(__CUDA_ARCH__) && __CUDA_ARCH__ >= 800
     const unsigned s = static_cast<unsigned>(__cvta_generic_to_shared(smem));
-    const int n = valid ? B : 0;
     if constexpr (B == 16)
         asm volatile("cp.async.cg.shared.global [%0], [%1], 16, %2;\n" ::"r"(s), "l"(gmem), "r"(n));
     else
@@ -40,6 +39,17 @@ __device__ inline void cp_async_wait() {
 #endif
 }
 
+// d = A B + c over one k16 group (s8 x s8 -> s32, exact): A rows g, g + 8 at k 4t.., B k 4t.. of token g.
+__device__ inline void mma_s8_k16(int32_t (&d)[4], const uint32_t (&a)[2], uint32_t b, const int32_t (&c)[4]) {
+#if defined(__CUDA_ARCH__) && __CUDA_ARCH__ >= 800
+    asm volatile("mma.sync.aligned.m16n8k16.row.col.s32.s8.s8.s32 {%0,%1,%2,%3}, {%4,%5}, {%6}, {%7,%8,%9,%10};\n"
+                 : "=r"(d[0]), "=r"(d[1]), "=r"(d[2]), "=r"(d[3])
+                 : "r"(a[0]), "r"(a[1]), "r"(b), "r"(c[0]), "r"(c[1]), "r"(c[2]), "r"(c[3]));
+#else
+    __trap();
+#endif
+}
+
 // d = A B + c over one k32 step (s8 x s8 -> s32, exact).
 __device__ inline void mma_s8(int32_t (&d)[4], const uint32_t (&a)[4], const uint32_t (&b)[2], const int32_t (&c)[4]) {
 #if defined(__CUDA_ARCH__) && __CUDA_ARCH__ >= 800
@@ -55,8 +65,8 @@ __device__ inline void mma_s8(int32_t (&d)[4], const uint32_t (&a)[4], const uin
 // Issues this thread's copies of unit u into stage s (not committed): i8_stage_copies on cp.async.
 template <TensorType T, int NW, int NT>
 __device__ inline void i8_load_stage(I8Stage<T, NW, NT> &s, const I8Operands<NW> &op, const int32_t *tok, int64_t u) {
-    i8_stage_copies(static_cast<int>(threadIdx.x), s, op, tok, u, [](auto size, void *dst, const void *src, bool valid) {
-        cp_async_zfill<decltype(size)::value>(dst, src, valid);
+    i8_stage_copies(static_cast<int>(threadIdx.x), s, op, tok, u, [](auto size, void *dst, const void *src, int n) {
+        cp_async_zfill<decltype(size)::value>(dst, src, n);
     });
 }
 
@@ -128,6 +138,57 @@ __device__ inline void i8_stage_q4_k(const I8Stage<TensorType::Q4_K, NW, NT> &s,
     }
 }
 
+// acc += one super-block of Q6_K rows times the tokens: per 16-element group a k16 product and the
+// group's scale into isum, per super-block the CPU's combine. A row's unit sits q6_k_shift bytes into
+// its line (row_stride: the matrix's; u: the unit).
+template <int NW, int NT>
+__device__ inline void i8_stage_q6_k(const I8Stage<TensorType::Q6_K, NW, NT> &s, size_t row_stride, int64_t u, int n_used,
+                                     float (&acc)[NW][NT][4]) {
+    using Q = I8Weight<TensorType::Q6_K>;
+    const int lane = threadIdx.x % 32, t = lane % 4, r0 = 16 * (threadIdx.x / 32) + lane / 4;
+    const uint8_t *blk[NW][2];
+#pragma unroll
+    for (int m = 0; m < NW; ++m)
+#pragma unroll
+        for (int h = 0; h < 2; ++h) blk[m][h] = s.w[m][r0 + 8 * h] + q6_k_shift(row_stride, r0 + 8 * h, u);
+    int32_t isum[NW][NT][4] = {};
+    const int32_t zero[4] = {0, 0, 0, 0};
+#pragma unroll
+    for (int j = 0; j < Q::kSteps; ++j)
+#pragma unroll
+        for (int h = 0; h < 2; ++h) {
+            uint32_t b[NT];
+#pragma unroll
+            for (int nt = 0; nt < NT; ++nt) {
+                const Coord c = i8_b_coord(lane, 0);
+                b[nt] = nt < n_used ? load_u32(reinterpret_cast<const uint8_t *>(&s.x[8 * nt + c.line][32 * j + 16 * h + c.k])) : 0u;
+            }
+#pragma unroll
+            for (int m = 0; m < NW; ++m) {
+                const uint32_t a[2] = {Q::a_reg(blk[m][0], j, h, t), Q::a_reg(blk[m][1], j, h, t)};
+                const int32_t sc[2] = {Q::group_scale(blk[m][0], 2 * j + h), Q::group_scale(blk[m][1], 2 * j + h)};
+#pragma unroll
+                for (int nt = 0; nt < NT; ++nt) {
+                    if (nt >= n_used) continue;  // uniform over the warp
+                    int32_t c[4];
+                    mma_s8_k16(c, a, b[nt], zero);
+#pragma unroll
+                    for (int r = 0; r < 4; ++r) isum[m][nt][r] += sc[r / 2] * c[r];
+                }
+            }
+        }
+#pragma unroll
+    for (int nt = 0; nt < NT; ++nt) {
+        if (nt >= n_used) continue;
+#pragma unroll
+        for (int r = 0; r < 4; ++r) {
+            const float d_x = s.xd[8 * nt + mma_c_coord(lane, r).k][0];
+#pragma unroll
+            for (int m = 0; m < NW; ++m) acc[m][nt][r] = Q::combine(acc[m][nt][r], d_x, Q::d(blk[m][r / 2]), isum[m][nt][r]);
+        }
+    }
+}
+
 // acc += `blocks` 32-element blocks (8 but in a row's last unit) of Q5_0 / Q8_0 rows times the tokens.
 template <TensorType T, int NW, int NT>
 __device__ inline void i8_stage_blocks(const I8Stage<T, NW, NT> &s, int blocks, int n_used, float (&acc)[NW][NT][4]) {
@@ -177,6 +238,8 @@ __device__ inline void i8_accumulate(I8Stage<T, NW, NT> *st, const I8Operands<NW
         const I8Stage<T, NW, NT> &s = st[u % kI8Stages];
         if constexpr (T == TensorType::Q4_K)
             i8_stage_q4_k(s, n_used, acc);
+        else if constexpr (T == TensorType::Q6_K)
+            i8_stage_q6_k(s, op.row_stride, u, n_used, acc);
         else
             i8_stage_blocks(s, i8_unit_bytes_at(T, op.cols, u) / I8Weight<T>::kBlockBytes, n_used, acc);
     }

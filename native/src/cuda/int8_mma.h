@@ -17,6 +17,8 @@
 //     sum q_w q_x exactly; isum += sc_j * that (an integer multiply-add), and a second mma with
 //     m_j in every byte of A accumulates msum = sum_j m_j sum q_x; per super-block
 //     sum += (d_x d) isum - (d_x dmin) msum, the CPU's expression in its order;
+//   - Q6_K: per 16-element group g, one k16 mma gives sum (q_w - 32) q_x; isum += scale_g * that,
+//     and per super-block sum += (d_x d) isum;
 //   - Q5_0, Q8_0: per 32-element block, c = sum (q_w - offset) q_x from one mma, and
 //     sum += float(c) * (d_w d_x).
 // Nothing else is rounded, so the tile's results do not depend on the other rows or tokens of the
@@ -28,6 +30,8 @@
 //                           a3 (row g + 8, k 16 + 4t..);
 //   B (32 x 8, column-major): b0 (k 4t.., token g), b1 (k 16 + 4t.., token g);
 //   C (16 x 8, s32): c0 (row g, token 2t), c1 (row g, 2t + 1), c2 (row g + 8, 2t), c3 (row g + 8, 2t + 1).
+// and of mma.m16n8k16 with .s8 (Q6_K's 16-element groups): a0 (row g, k 4t..), a1 (row g + 8, k 4t..),
+// b0 (k 4t.., token g), C as above.
 //
 // A block: kI8Warps warps, warp w owning weight rows 16 w .. 16 w + 15 of the block's kI8Rows, all
 // of its 8 NT tokens (NT n8 tiles), over NW matrices of one shape (2: the experts' gate and up).
@@ -59,7 +63,8 @@ static_assert(kI8Rows == 16 * kI8Warps, "a warp owns 16 rows");
 
 // Register r of lane's A fragment: (row within the m16 tile, first of its four k).
 DG_HD Coord i8_a_coord(int lane, int r) { return {lane / 4 + 8 * (r % 2), 4 * (lane % 4) + 16 * (r / 2)}; }
-// Register r of lane's B fragment: (token within the n8 tile, first of its four k).
+// Register r of lane's B fragment: (token within the n8 tile, first of its four k). The k16 form's
+// registers are r = 0 of these: A rows g and g + 8 and B at k 4t.. of the group.
 DG_HD Coord i8_b_coord(int lane, int r) { return {lane / 4, 4 * (lane % 4) + 16 * r}; }
 // Accumulators are mma_c_coord's (the same C layout as m16n8k16).
 
@@ -104,10 +109,10 @@ constexpr int kI8QuantLaneElems = 8;
 
 // --- weights: codes into A registers ------------------------------------------------------------
 //
-// Per type: the activation format, the bytes of one unit of a row (kUnitBytes), the shared line per
-// row (kPitch: rows g = 0..7 of a fragment read fall in different banks), the cp.async granule
-// (rows must be aligned to it: i8_runs), and the lane's registers of a k32 step from the unit's
-// bytes of rows g and g + 8 (shared memory).
+// Per type: the activation format, the bytes of one unit of a row (kUnitBytes), the bytes of a shared
+// line the copies write (kLineBytes) and its pitch (kPitch: rows g = 0..7 of a fragment read fall in
+// different banks), the cp.async granule (rows must be aligned to it: i8_runs), and the lane's
+// registers of a k32 step from the unit's bytes of rows g and g + 8 (shared memory).
 template <TensorType T>
 struct I8Weight;
 
@@ -116,7 +121,7 @@ struct I8Weight;
 template <>
 struct I8Weight<TensorType::Q4_K> {
     static constexpr I8Act kAct = I8Act::q8_k;
-    static constexpr int kUnitBytes = sizeof(BlockQ4_K), kPitch = kUnitBytes, kCopy = 16, kSteps = 8;
+    static constexpr int kUnitBytes = sizeof(BlockQ4_K), kLineBytes = kUnitBytes, kPitch = kUnitBytes, kCopy = 16, kSteps = 8;
     static_assert(kPitch % 16 == 0 && kPitch / 4 % 32 == 4, "Q4_K lines: 16-byte copies, rows g at banks 4 g");
     // The super-block's scales and mins, 6 bits each in a byte: sc[0] bytes j = 0..3, sc[1] j = 4..7.
     struct Head {
@@ -171,8 +176,8 @@ DG_HD uint32_t q5_i8x4(uint32_t nib, uint32_t bits) {
 template <>
 struct I8Weight<TensorType::Q5_0> {
     static constexpr I8Act kAct = I8Act::q8_0;
-    static constexpr int kBlockBytes = sizeof(BlockQ5_0), kUnitBytes = 8 * kBlockBytes, kPitch = kUnitBytes, kCopy = 4,
-                         kSteps = 8;
+    static constexpr int kBlockBytes = sizeof(BlockQ5_0), kUnitBytes = 8 * kBlockBytes, kLineBytes = kUnitBytes,
+                         kPitch = kUnitBytes, kCopy = 4, kSteps = 8;
     static_assert(kPitch % 16 == 0 && kPitch / 4 % 8 == 4, "Q5_0 lines: rows g at distinct multiples of 4 banks");
     // A registers of block b: codes 4t.. (low nibbles of qs[4t..]) and 16 + 4t.. (their high nibbles).
     DG_HD static void a_regs(const uint8_t *row_g, const uint8_t *row_g8, int b, int t, uint32_t (&a)[4]) {
@@ -190,8 +195,8 @@ struct I8Weight<TensorType::Q5_0> {
 template <>
 struct I8Weight<TensorType::Q8_0> {
     static constexpr I8Act kAct = I8Act::q8_0;
-    static constexpr int kBlockBytes = sizeof(BlockQ8_0), kUnitBytes = 8 * kBlockBytes, kPitch = kUnitBytes, kCopy = 4,
-                         kSteps = 8;
+    static constexpr int kBlockBytes = sizeof(BlockQ8_0), kUnitBytes = 8 * kBlockBytes, kLineBytes = kUnitBytes,
+                         kPitch = kUnitBytes, kCopy = 4, kSteps = 8;
     static_assert(kPitch % 16 == 0 && kPitch / 4 % 32 == 4, "Q8_0 lines: rows g at banks 4 g");
     DG_HD static void a_regs(const uint8_t *row_g, const uint8_t *row_g8, int b, int t, uint32_t (&a)[4]) {
         const uint8_t *rows[2] = {row_g, row_g8};
@@ -204,20 +209,55 @@ struct I8Weight<TensorType::Q8_0> {
     DG_HD static float block_d(const uint8_t *row, int b) { return f16_to_f32(static_cast<uint16_t>(load_u16(row + kBlockBytes * b))); }
 };
 
+// Q6_K: a unit is one super-block (ql[128], qh[64], 16 int8 scales, d); 16-element group g = 2 j + h
+// of k32 step j = 4 n + t4, its element 16 h + l at low nibble t4 / 2 of ql[64 n + 32 (t4 % 2) + 16 h + l]
+// and bits 2 t4 of qh[32 n + 16 h + l]. Its 210-byte blocks leave rows only 2-byte aligned, so a line
+// holds the 4-byte granules around its unit: the unit starts q6_k_shift bytes in (0 or 2), and the
+// last granule brings only the bytes up to the unit's end (cp.async's source size; zeros after).
+DG_HD int q6_k_shift(size_t row_stride, int line, int64_t u) {
+    // The matrix and the block's first row are 4-byte aligned (i8_runs; 64-row tiles), so the unit's
+    // address modulo 4 is that of line * row_stride + 210 u.
+    return static_cast<int>((static_cast<uint64_t>(line) * row_stride + static_cast<uint64_t>(u) * sizeof(BlockQ6_K)) & 3u);
+}
+
+template <>
+struct I8Weight<TensorType::Q6_K> {
+    static constexpr I8Act kAct = I8Act::q8_k;
+    static constexpr int kUnitBytes = sizeof(BlockQ6_K), kCopy = 4, kGranules = (kUnitBytes + 2 + 3) / 4,
+                         kLineBytes = 4 * kGranules, kPitch = 240, kSteps = 8;
+    static_assert(kLineBytes <= kPitch && kPitch % 16 == 0 && kPitch / 4 % 32 == 28, "Q6_K lines: rows g at banks 28 g");
+    // The A register (codes - 32, int8) of group 2 j + h for lane t, from a row's unit (blk: its line
+    // plus its shift).
+    DG_HD static uint32_t a_reg(const uint8_t *blk, int j, int h, int t) {
+        const int n = j / 4, t4 = j % 4;
+        const uint32_t lo = (load_u16_pair(blk + 64 * n + 32 * (t4 % 2) + 16 * h + 4 * t) >> (4 * (t4 / 2))) & 0x0f0f0f0fu;
+        const uint32_t hi = (load_u16_pair(blk + 128 + 32 * n + 16 * h + 4 * t) >> (2 * t4)) & 0x03030303u;
+        // code c = lo | hi << 4 (0..63) and c - 32 per byte: c + 0x60 stays in its byte; its top bit
+        // flipped is c - 32's (two's complement).
+        return ((lo | (hi << 4)) + 0x60606060u) ^ 0x80808080u;
+    }
+    DG_HD static int32_t group_scale(const uint8_t *blk, int g) { return static_cast<int8_t>(blk[192 + g]); }
+    DG_HD static float d(const uint8_t *blk) { return f16_to_f32(static_cast<uint16_t>(load_u16(blk + 208))); }
+    // The super-block's term, as vec_dot_q6_k_q8_k adds it.
+    DG_HD static float combine(float sum, float d_x, float d_w, int32_t isum) { return sum + mul_rn(mul_rn(d_x, d_w), static_cast<float>(isum)); }
+};
+
 // A 32-element block's term, as vec_dot_q5_0_q8_0 and vec_dot_q8_0_q8_0 add it.
 DG_HD float i8_block_combine(float sum, int32_t c, float d_w, float d_x) { return sum + mul_rn(static_cast<float>(c), mul_rn(d_w, d_x)); }
 
-DG_HD bool i8_type(TensorType t) { return t == TensorType::Q4_K || t == TensorType::Q5_0 || t == TensorType::Q8_0; }
-DG_HD I8Act i8_act_of(TensorType t) { return t == TensorType::Q4_K ? I8Act::q8_k : I8Act::q8_0; }
+DG_HD bool i8_k_quant(TensorType t) { return t == TensorType::Q4_K || t == TensorType::Q6_K; }
+DG_HD bool i8_type(TensorType t) { return i8_k_quant(t) || t == TensorType::Q5_0 || t == TensorType::Q8_0; }
+DG_HD I8Act i8_act_of(TensorType t) { return i8_k_quant(t) ? I8Act::q8_k : I8Act::q8_0; }
 DG_HD int i8_copy_bytes(TensorType t) { return t == TensorType::Q4_K ? 16 : 4; }
 DG_HD int i8_unit_bytes(TensorType t) {
-    return t == TensorType::Q4_K ? I8Weight<TensorType::Q4_K>::kUnitBytes
+    return t == TensorType::Q4_K   ? I8Weight<TensorType::Q4_K>::kUnitBytes
+           : t == TensorType::Q6_K ? I8Weight<TensorType::Q6_K>::kUnitBytes
            : t == TensorType::Q5_0 ? I8Weight<TensorType::Q5_0>::kUnitBytes
                                    : I8Weight<TensorType::Q8_0>::kUnitBytes;
 }
 // Row bytes of units u of a row of `cols` elements: whole units but the last of the 32-element types.
 DG_HD int i8_unit_bytes_at(TensorType t, int64_t cols, int64_t u) {
-    if (t == TensorType::Q4_K) return i8_unit_bytes(t);
+    if (i8_k_quant(t)) return i8_unit_bytes(t);
     const int64_t blocks = cols / 32 - 8 * u;
     return static_cast<int>((blocks < 8 ? blocks : 8) * (t == TensorType::Q5_0 ? sizeof(BlockQ5_0) : sizeof(BlockQ8_0)));
 }
@@ -261,26 +301,29 @@ struct I8Operands {
     int64_t xq_stride, xd_stride;
 };
 
-// The copies thread tid makes of unit u into stage s: copy(size, dst, src, valid) for each, size an
-// integral_constant of the bytes (the kernel's cp.async granule; zeros instead when !valid, src then
-// a valid address all the same). Weight rows past rows_left and bytes past the row's last block,
-// and tokens -1, are zeros.
+// The copies thread tid makes of unit u into stage s: copy(size, dst, src, src_bytes) for each, size
+// an integral_constant of the granule (the kernel's cp.async size), src_bytes of it read from src and
+// zeros after (0: all zeros; src is then still a mapped address aligned to the granule). Weight rows
+// past rows_left, bytes past the row's last block and tokens -1 are zeros.
 template <TensorType T, int NW, int NT, typename Copy>
 DG_HD void i8_stage_copies(int tid, I8Stage<T, NW, NT> &s, const I8Operands<NW> &op, const int32_t *tok, int64_t u, Copy copy) {
     using Q = I8Weight<T>;
     using S = I8Stage<T, NW, NT>;
     static_assert(kI8Threads % S::kTokens == 0, "whole threads a token");
-    constexpr int kGranules = Q::kUnitBytes / Q::kCopy;
+    constexpr int kGranules = Q::kLineBytes / Q::kCopy;
     const int bytes = i8_unit_bytes_at(T, op.cols, u);
     const I8Span ws = i8_weight_span(tid);
     const bool row_valid = ws.line < op.rows_left;
+    // Q6_K: the line starts at the granule holding the unit's first byte (q6_k_shift before it).
+    const int shift = T == TensorType::Q6_K ? q6_k_shift(op.row_stride, ws.line, u) : 0;
     for (int m = 0; m < NW; ++m) {
-        const uint8_t *src = op.w[m] + (row_valid ? ws.line * op.row_stride + u * Q::kUnitBytes : 0);
+        const uint8_t *src = row_valid ? op.w[m] + ws.line * op.row_stride + u * Q::kUnitBytes - shift : op.w[m];
         for (int g = 0; g < kGranules; g += kI8RowThreads) {
             if (g + ws.first >= kGranules) break;
             const int at = (g + ws.first) * Q::kCopy;
-            const bool valid = row_valid && at < bytes;
-            copy(std::integral_constant<int, Q::kCopy>{}, &s.w[m][ws.line][at], src + (valid ? at : 0), valid);
+            const int left = row_valid ? shift + bytes - at : 0;  // the unit's bytes from this granule on
+            const int n = left < 0 ? 0 : left < Q::kCopy ? left : Q::kCopy;
+            copy(std::integral_constant<int, Q::kCopy>{}, &s.w[m][ws.line][at], n > 0 ? src + at : src, n);
         }
     }
     const I8Span ts = i8_token_span(tid, S::kTokens);
@@ -288,17 +331,17 @@ DG_HD void i8_stage_copies(int tid, I8Stage<T, NW, NT> &s, const I8Operands<NW> 
     const int8_t *xsrc = op.xq + (r >= 0 ? r * op.xq_stride + u * kI8UnitK : 0);
     for (int g = 0; g < kI8TokenGranules; g += ts.step) {
         const int at = 16 * (g + ts.first);
-        copy(std::integral_constant<int, 16>{}, &s.x[ts.line][at], xsrc + (r >= 0 ? at : 0), r >= 0);
+        copy(std::integral_constant<int, 16>{}, &s.x[ts.line][at], xsrc + (r >= 0 ? at : 0), r >= 0 ? 16 : 0);
     }
     if (S::kScales == 1) {
         if (tid < S::kTokens) {
             const int32_t rt = tok[tid];
-            copy(std::integral_constant<int, 4>{}, &s.xd[tid][0], op.xd + (rt >= 0 ? rt * op.xd_stride + u : 0), rt >= 0);
+            copy(std::integral_constant<int, 4>{}, &s.xd[tid][0], op.xd + (rt >= 0 ? rt * op.xd_stride + u : 0), rt >= 0 ? 4 : 0);
         }
     } else if (tid < 2 * S::kTokens) {  // 8 scales a unit: two 16-byte copies a token
         const int32_t rt = tok[tid / 2];
         copy(std::integral_constant<int, 16>{}, &s.xd[tid / 2][4 * (tid % 2)],
-             op.xd + (rt >= 0 ? rt * op.xd_stride + 8 * u + 4 * (tid % 2) : 0), rt >= 0);
+             op.xd + (rt >= 0 ? rt * op.xd_stride + 8 * u + 4 * (tid % 2) : 0), rt >= 0 ? 16 : 0);
     }
 }
 

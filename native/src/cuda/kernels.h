@@ -26,7 +26,7 @@ enum class KernelSet { float_tiles, reference, tensor };
 //   x_sums: n * mma_padded_cols(w.cols) / 32 for Q4_K and Q5_0 on quantized fragments (qmma.cuh;
 //     null: the bf16 tiles, DGEMMA_CUDA_QMMA unset);
 //   x_q8, x_q8_d: n * i8_padded_cols(w.cols) codes and n * i8_padded_cols(w.cols) / 32 scales for
-//     Q4_K, Q5_0 and Q8_0 on int8 tensor cores (int8_mma.h; null: DGEMMA_CUDA_INT8 unset).
+//     Q4_K, Q6_K, Q5_0 and Q8_0 on int8 tensor cores (int8_mma.h; null: DGEMMA_CUDA_INT8 unset).
 // sm_count: the device's multiprocessors (tile widths and k slices: mma_tile_tokens, mma_k_split,
 // i8_tile_tokens).
 struct MatmulScratch {
@@ -69,7 +69,7 @@ struct MoeScratch {
     // Their 32-element sums (bf16_block_sums), for Q4_K and Q5_0 weights on quantized fragments
     // (qmma.cuh): [n][.] and [slots][.]; null: the bf16 tiles.
     float *x_sums = nullptr, *act_sums = nullptr;
-    // The int8 operands (int8_mma.h), for Q4_K, Q5_0 and Q8_0 experts on int8 tensor cores: codes of
+    // The int8 operands (int8_mma.h), for Q4_K, Q6_K, Q5_0 and Q8_0 experts on int8 tensor cores: codes of
     // x [n][i8_padded_cols(n_embd)] and of act [slots][i8_padded_cols(n_ff_exp)], and their scales
     // (a 32nd of that, enough for either activation format); null: DGEMMA_CUDA_INT8 unset.
     int8_t *x_q8 = nullptr, *act_q8 = nullptr;
@@ -89,7 +89,7 @@ void moe(cudaStream_t s, const WeightView &gate, const WeightView &up, const Wei
 // --- int8 tensor cores (int8_mma.cu; DGEMMA_CUDA_INT8=1 under the tensor set)
 // Allows the tiles' shared memory (above the default 48 KB) on the current device: once, before any launch.
 void i8_prepare();
-// Whether w's type has the int8 tile (Q4_K, Q5_0, Q8_0) and its rows meet the tile's copies.
+// Whether w's type has the int8 tile (Q4_K, Q6_K, Q5_0, Q8_0) and its rows meet the tile's copies.
 bool i8_runs(const WeightView &w);
 // Rows x [n][cols] quantized as the CPU quantizes activations for weights of weight_type: codes q
 // [n][i8_padded_cols(cols)], scales d [n][i8_scales_per_row(i8_act_of(weight_type), cols)].

@@ -2,7 +2,7 @@
 // dequantizing element by element (cuda/dequant.h), plain and obviously right, run when
 // DGEMMA_CUDA_KERNELS=reference; the float32 tiles (cuda/tile_gemm.cuh, 'float'); and for the
 // products and the soft embedding the bf16 tensor-core tiles (cuda/tile_mma.cuh, the default from
-// sm_80), with Q4_K, Q5_0 and Q8_0 products on int8 tensor cores when the backend gives their
+// sm_80), with Q4_K, Q6_K, Q5_0 and Q8_0 products on int8 tensor cores when the backend gives their
 // scratch (int8_mma.cu, DGEMMA_CUDA_INT8=1). No set's results depend on the pass's other rows.
 #include "cuda/dequant.h"
 #include "cuda/kernels.h"
