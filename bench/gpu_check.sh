@@ -76,7 +76,7 @@ OUT=${OUT:-$ROOT/bench/results/local}
 mkdir -p "$OUT"
 LOG=$OUT/gpu_check.log
 : > "$LOG"
-say() { echo "$*" | tee -a "$LOG"; }
+say() { echo "[$SECONDS s] $*" | tee -a "$LOG"; }  # seconds since the start: what each step costs a lease
 
 build() {
   say "== building build/gpu (CUDA for sm_90) and packing build/gpu-pack"

@@ -1,5 +1,6 @@
 """The one table that ends bench/gpu_check.sh: op checks passed/failed per op and type with their
-CUDA times (from dgemma_cuda_opcheck's opcheck.txt), the model tests of tests/test_cuda.py (JUnit
+CUDA times (from dgemma_cuda_opcheck's opcheck.txt, and those of the opt-in products in OUT's
+<variant>-<op>/ folders, marked [variant]), the model tests of tests/test_cuda.py (JUnit
 XML) and the memcheck verdict. Exit 1 when anything failed, was skipped on the GPU, or is missing."""
 
 from __future__ import annotations
@@ -22,13 +23,18 @@ def main(out: Path) -> int:
     bad = 0
     print((out / "run.txt").read_text().strip() if (out / "run.txt").exists() else "run: unknown")
     groups = defaultdict(lambda: [0, 0, 0.0])
-    for op, typ, result, ms in op_rows(out / "opcheck.txt"):
-        g = groups[(op, typ)]
-        g[0 if result == "pass" else 1] += 1
-        g[2] = max(g[2], ms)
-    print(f"\n{'op':<12} {'type':<14} {'passed':>6} {'failed':>6} {'max cuda ms':>12}")
+    # The main op check, then the opt-in products' (gpu_check.sh's <variant>-<op>/ folders), their
+    # types marked with the variant.
+    tables = [(out / "opcheck.txt", "")] + [(d / "opcheck.txt", f" [{d.name.split('-')[0]}]")
+                                            for d in sorted(out.iterdir()) if d.is_dir() and (d / "opcheck.txt").exists()]
+    for table, mark in tables:
+        for op, typ, result, ms in op_rows(table):
+            g = groups[(op, typ + mark)]
+            g[0 if result == "pass" else 1] += 1
+            g[2] = max(g[2], ms)
+    print(f"\n{'op':<12} {'type':<21} {'passed':>6} {'failed':>6} {'max cuda ms':>12}")
     for (op, typ), (ok, fail, ms) in groups.items():
-        print(f"{op:<12} {typ:<14} {ok:>6} {fail:>6} {ms:>12.3f}")
+        print(f"{op:<12} {typ:<21} {ok:>6} {fail:>6} {ms:>12.3f}")
         bad += fail
     if not groups:
         print("(no op check results)")
