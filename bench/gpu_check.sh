@@ -43,6 +43,9 @@
 #                                Every mode also runs the matrix op checks and --bench-full with each opt-in
 #                                product: DGEMMA_CUDA_QMMA=1 (Q4_K and Q5_0 on quantized fragments) and
 #                                DGEMMA_CUDA_INT8=1 (Q4_K, Q6_K, Q5_0, Q8_0 on int8 tensor cores); ~20 s each.
+#   bench/gpu_check.sh --int8    on the device, a second call after a fix: the int8 products alone (their op
+#                                checks, test_cuda.py -k int8, --bench-full with and without them, bench_gpu.py's
+#                                512-token and step rows both ways); about 150 s (timeout_s=300).
 #   bench/gpu_check.sh --ncu     on the device: Nsight Compute on one run of each op at the 26B shapes
 #                                (--bench-full --reps 0): the tensor-core kernels, the router's logits and
 #                                the attention tiles, with the speed-of-light, occupancy, warp-state and
@@ -69,8 +72,9 @@ case "${1:-}" in
   --all) MODE=all ;;
   --quick) MODE=quick ;;
   --ncu) MODE=ncu ;;
+  --int8) MODE=int8 ;;
   "") ;;
-  *) echo "usage: bench/gpu_check.sh [--build | --no-gpu | --bench-gpu | --all | --quick | --ncu]" >&2; exit 2 ;;
+  *) echo "usage: bench/gpu_check.sh [--build | --no-gpu | --bench-gpu | --all | --quick | --ncu | --int8]" >&2; exit 2 ;;
 esac
 OUT=${OUT:-$ROOT/bench/results/local}
 mkdir -p "$OUT"
@@ -137,6 +141,31 @@ if [ "$MODE" = bench-gpu ]; then
   DGEMMA_BENCH_TMP=/tmp python3 bench/bench_gpu.py --config full --type Q4_K_M --json "$OUT/bench_gpu.json" 2>&1 |
     tee "$OUT/bench_gpu.txt"
   exit "${PIPESTATUS[0]}"
+fi
+
+if [ "$MODE" = int8 ]; then
+  # The int8 products alone, for a second call on the same lease after a fix: their op checks, the
+  # model tests that run them, --bench-full with and without them, and bench_gpu.py's step rows both
+  # ways (about 150 s on an H200 by session 11's estimate; timeout_s=300).
+  say "== int8 products (DGEMMA_CUDA_INT8=1): op checks, model tests, bench-full both ways, bench_gpu step rows"
+  for op in matmul matmul-int8 moe moe-int8; do
+    mkdir -p "$OUT/int8-$op"
+    DGEMMA_CUDA_INT8=1 timeout 60 "$PACK/dgemma_cuda_opcheck" --sets tensor --only "$op" --out "$OUT/int8-$op" \
+      >"$OUT/int8-$op/opcheck.log" 2>&1
+    say "int8 op check ($op) exit code $?"
+  done
+  timeout 120 python3 -m pytest -q -rfEs -p no:cacheprovider tests/test_cuda.py -k int8 >"$OUT/test_cuda_int8.log" 2>&1
+  say "pytest -k int8 exit code $? ($OUT/test_cuda_int8.log)"
+  timeout 90 "$PACK/dgemma_cuda_opcheck" --bench-full >"$OUT/bench_full.txt" 2>&1
+  DGEMMA_CUDA_INT8=1 timeout 90 "$PACK/dgemma_cuda_opcheck" --bench-full >"$OUT/bench_full_int8.txt" 2>&1
+  say "bench-full exit code $? (bench_full.txt, bench_full_int8.txt)"
+  DGEMMA_BENCH_TMP=/tmp timeout 200 python3 bench/bench_gpu.py --config full --type Q4_K_M --no-peer --prompts 512 \
+    --offload-caps '' --no-graph-rows --no-qmma-rows --json "$OUT/bench_gpu.json" >"$OUT/bench_gpu.txt" 2>&1
+  say "bench_gpu exit code $?"
+  tail -n 3 "$OUT"/int8-*/opcheck.log
+  echo "== bench-full, bf16 tiles then int8 tiles (the tensor column)"
+  cat "$OUT/bench_full.txt" "$OUT/bench_full_int8.txt" "$OUT/bench_gpu.txt"
+  exit 0
 fi
 
 if [ "$MODE" = ncu ]; then
