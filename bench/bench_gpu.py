@@ -12,11 +12,10 @@ peak_mem_gb, floor_ms (and `row`, `tokens_s`, `floor_ratio`, `kernels`: DGEMMA_C
     per sequence-step), from generate() with a fixed number of steps (no early stop), so the sampler
     runs on the device and only the stop flag comes back, as in real use;
   - tokens/s of whole canvases at 16, 25 and 48 steps per canvas;
-  - the step rows again with each pass recorded once as a CUDA graph and replayed (DGEMMA_CUDA_GRAPH=1;
-    not in --dry-run, skipped by --no-graph-rows), with the Q4_K and Q5_0 products on quantized
-    fragments (DGEMMA_CUDA_QMMA=1, opt-in; not in --dry-run, skipped by --no-qmma-rows), and with the
-    Q4_K, Q6_K, Q5_0 and Q8_0 products on int8 tensor cores (DGEMMA_CUDA_INT8=1, opt-in; not in --dry-run,
-    skipped by --no-int8-rows);
+  - the step rows again under each opt-in of --env-rows (not in --dry-run; ENV_ROWS: each pass recorded
+    once as a CUDA graph and replayed, the Q4_K and Q5_0 products on quantized fragments, the Q4_K, Q6_K,
+    Q5_0 and Q8_0 products on int8 tensor cores, and those with the decoder's attention as flash
+    attention);
   - the peer: transformers' DiffusionGemma in bf16 at the same shapes with random weights, ms per step;
   - expert offload: for each cap of --offload-caps (GB of GPU memory; 12 and 16 by default) and each
     way of running offloaded experts (computed by the CPU backend, or streamed to the GPU over PCIe for
@@ -189,18 +188,29 @@ def generation_rows(m, prompt_ids, steps_per_canvas, batch: int) -> dict:
     return dict(step_ms=1e3 * denoise / steps / batch, tokens_s=batch * C / denoise, steps=steps)
 
 
-def env_rows(path: str, ids, var: str, what: str) -> list[dict]:
-    """The step rows again with the environment variable `var` set to 1 (read when the backend is made):
-    DGEMMA_CUDA_GRAPH (each step's pass recorded once per canvas and replayed), DGEMMA_CUDA_QMMA (the
-    Q4_K and Q5_0 products on quantized fragments) or DGEMMA_CUDA_INT8 (Q4_K, Q6_K, Q5_0 and Q8_0 on int8
-    tensor cores)."""
-    os.environ[var] = "1"
+# The CUDA backend's opt-ins --env-rows measures (each read when the backend is made): name -> the
+# variables set to 1, and the row's words.
+ENV_ROWS = {
+    "graph": (("DGEMMA_CUDA_GRAPH",), "CUDA graphs"),
+    "qmma": (("DGEMMA_CUDA_QMMA",), "quantized fragments"),
+    "int8": (("DGEMMA_CUDA_INT8",), "int8 tensor cores"),
+    "flash": (("DGEMMA_CUDA_FLASH",), "flash attention"),
+    "int8+flash": (("DGEMMA_CUDA_INT8", "DGEMMA_CUDA_FLASH"), "int8 tensor cores and flash attention"),
+}
+
+
+def env_rows(path: str, ids, name: str) -> list[dict]:
+    """The step rows (1 and 4 sequences) again with the opt-in `name` of ENV_ROWS set."""
+    names, what = ENV_ROWS[name]
+    for var in names:
+        os.environ[var] = "1"
     try:
         with dgemma.Model(path, device="cuda") as m:
             return [dict(row=f"step, {b} sequence{'s' if b > 1 else ''}, {what}", batch=b,
                          step_ms=generation_rows(m, ids, CANVAS_STEPS[0], b)["step_ms"]) for b in (1, 4)]
     finally:
-        del os.environ[var]
+        for var in names:
+            del os.environ[var]
 
 
 def offload_rows(path: str, a, ids, h2d: float) -> list[dict]:
@@ -249,14 +259,13 @@ def main() -> int:
     ap.add_argument("--prompts", default="512,8192")
     ap.add_argument("--steps", type=int, default=5, help="repetitions of the timed peer step")
     ap.add_argument("--offload-caps", default="12,16", help="GPU memory caps (GB) for the expert-offload rows; '' for none")
-    ap.add_argument("--no-graph-rows", action="store_true",
-                    help="skip the step rows with each pass replayed as a CUDA graph (DGEMMA_CUDA_GRAPH=1)")
-    ap.add_argument("--no-qmma-rows", action="store_true",
-                    help="skip the step rows with Q4_K and Q5_0 on quantized fragments (DGEMMA_CUDA_QMMA=1)")
-    ap.add_argument("--no-int8-rows", action="store_true",
-                    help="skip the step rows with Q4_K, Q6_K, Q5_0 and Q8_0 on int8 tensor cores (DGEMMA_CUDA_INT8=1)")
+    ap.add_argument("--env-rows", default="graph,qmma,int8,flash,int8+flash",
+                    help=f"the opt-ins to measure the step rows under, comma-separated ({', '.join(ENV_ROWS)}); '' for none")
     ap.add_argument("--dry-run", action="store_true", help="tiny config on the CPU, no floors")
     a = ap.parse_args()
+    unknown = [n for n in a.env_rows.split(",") if n.strip() and n.strip() not in ENV_ROWS]
+    if unknown:
+        ap.error(f"--env-rows: unknown {', '.join(unknown)} (known: {', '.join(ENV_ROWS)})")
     if a.dry_run:  # the peer runs too (on the CPU) when transformers is installed
         a.config, a.device, a.prompts = "tiny", "cpu", "64,200"
     preset = PRESETS[a.config]
@@ -302,12 +311,8 @@ def main() -> int:
             for steps in CANVAS_STEPS:
                 r = generation_rows(m, ids, steps, 1)
                 rows.append(dict(row=f"canvas at {steps} steps", batch=1, step_ms=r["step_ms"], tokens_s=r["tokens_s"]))
-        if a.device != "cpu" and not a.no_graph_rows:
-            rows += env_rows(path, ids, "DGEMMA_CUDA_GRAPH", "CUDA graphs")
-        if a.device != "cpu" and not a.no_qmma_rows:
-            rows += env_rows(path, ids, "DGEMMA_CUDA_QMMA", "quantized fragments")
-        if a.device != "cpu" and not a.no_int8_rows:
-            rows += env_rows(path, ids, "DGEMMA_CUDA_INT8", "int8 tensor cores")
+        for name in filter(None, (n.strip() for n in a.env_rows.split(",") if a.device != "cpu")):
+            rows += env_rows(path, ids, name)
         rows += offload_rows(path, a, ids, h2d)
     flops = step_flops(preset, prompts[0])
     floor_ms = max(1e3 * file_bytes / bw, 1e3 * flops / rate) if bw == bw else float("nan")

@@ -12,7 +12,8 @@
 // matrix ops again with the per-row reference kernels and, where the device has compute capability
 // 8.0, the bf16 tensor-core tiles (held to 1e-2); under DGEMMA_CUDA_INT8=1 the tensor set's Q4_K,
 // Q6_K, Q5_0 and Q8_0 products run on int8 tiles, and its matmul-int8 rows hold them to the CPU's
-// portable integer dot products bit for bit. --sets LIST (comma-separated, default
+// portable integer dot products bit for bit; under DGEMMA_CUDA_FLASH=1 its decoder attention is flash
+// attention on bf16 tensor cores, held to the set's 1e-2. --sets LIST (comma-separated, default
 // float,reference,tensor) checks those sets alone; --no-reference-kernels is --sets float.
 // --only OP runs the checks of one op (CI: --self-test --only matmul-reload, the CPU reference).
 //
@@ -480,7 +481,8 @@ void attention_ops(Harness &h) {
                 pass.n_rows = n;
                 pass.segments.push_back({0, c.n_dec, c.n_past, PassMode::Decoder, &caches[0]});
                 if (c.n_enc) pass.segments.push_back({c.n_dec, c.n_enc, c.n_past, PassMode::Encoder, &caches[1]});
-                be.reserve(PassLimits{n, c.n_past + n, 64, 64, c.d, 1, 1, 1, 0, 0});
+                // max_cols: the widest row, here the queries' (flash attention's slices size by it).
+                be.reserve(PassLimits{n, c.n_past + n, 64, std::max<int64_t>(64, q), c.d, 1, 1, 1, 0, 0});
                 AttentionArgs a;
                 a.q = qt.t;
                 a.k = kt.t;
@@ -771,7 +773,7 @@ int bench_full() {
             Pass pass;
             pass.n_rows = T;
             pass.segments.push_back({0, T, n_past, PassMode::Decoder, &cache});
-            b.reserve(PassLimits{T, n_past + T, E, E, Dh, 1, 1, 1, 0, 0});
+            b.reserve(PassLimits{T, n_past + T, E, std::max(E, H * Dh), Dh, 1, 1, 1, 0, 0});  // max_cols: the queries' width too
             AttentionArgs a;
             a.q = q.t;
             a.k = k.t;

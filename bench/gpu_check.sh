@@ -35,17 +35,19 @@
 #                                start instead of two; timeout_s=590).
 #   bench/gpu_check.sh --quick   on the device, for a short lease: the op check of the tensor-core set
 #                                only (--sets tensor), the model tests, memcheck, gpu_step.py, --bench-full,
-#                                and bench_gpu.py's 512-token and step rows, op by op, with the quantized
-#                                fragments and with the int8 tiles (no CUDA-graph rows: run 10 measured
-#                                them), and the offload rows at 12 and 16 GB caps, both ways (no 8192-token
+#                                and bench_gpu.py's 512-token and step rows, op by op, with the int8 tiles,
+#                                and with them and flash attention (no CUDA-graph or quantized-fragment rows:
+#                                runs 10 and 11 measured them), and the offload rows at 12 and 16 GB caps, both ways (no 8192-token
 #                                prefill, no peer); about 380 s on an H200 (run 11: 263 s with the 12 GB
 #                                rows alone; timeout_s=440, and `timeout 420` inside).
-#                                Every mode also runs the matrix op checks and --bench-full with each opt-in
-#                                product: DGEMMA_CUDA_QMMA=1 (Q4_K and Q5_0 on quantized fragments) and
-#                                DGEMMA_CUDA_INT8=1 (Q4_K, Q6_K, Q5_0, Q8_0 on int8 tensor cores); ~20 s each.
-#   bench/gpu_check.sh --int8    on the device, a second call after a fix: the int8 products alone (their op
-#                                checks, test_cuda.py -k int8, --bench-full with and without them, bench_gpu.py's
-#                                512-token and step rows both ways); about 150 s (timeout_s=300).
+#                                Every mode also runs the op checks of each opt-in: DGEMMA_CUDA_QMMA=1 (Q4_K and
+#                                Q5_0 on quantized fragments), DGEMMA_CUDA_INT8=1 (Q4_K, Q6_K, Q5_0, Q8_0 on int8
+#                                tensor cores) and DGEMMA_CUDA_FLASH=1 (the decoder's attention as flash
+#                                attention), and --bench-full with QMMA, then with INT8 and FLASH; ~20 s each.
+#   bench/gpu_check.sh --int8    on the device, a second call after a fix: the int8 products and flash attention
+#                                alone (their op checks, test_cuda.py -k 'int8 or flash', --bench-full with and
+#                                without them, bench_gpu.py's 512-token and step rows both ways); about 170 s
+#                                (timeout_s=300).
 #   bench/gpu_check.sh --ncu     on the device: Nsight Compute on one run of each op at the 26B shapes
 #                                (--bench-full --reps 0): the tensor-core kernels, the router's logits and
 #                                the attention tiles, with the speed-of-light, occupancy, warp-state and
@@ -144,26 +146,27 @@ if [ "$MODE" = bench-gpu ]; then
 fi
 
 if [ "$MODE" = int8 ]; then
-  # The int8 products alone, for a second call on the same lease after a fix: their op checks, the
-  # model tests that run them, --bench-full with and without them, and bench_gpu.py's step rows both
-  # ways (about 150 s on an H200 by session 11's estimate; timeout_s=300).
-  say "== int8 products (DGEMMA_CUDA_INT8=1): op checks, model tests, bench-full both ways, bench_gpu step rows"
-  for op in matmul matmul-int8 moe moe-int8; do
-    mkdir -p "$OUT/int8-$op"
-    DGEMMA_CUDA_INT8=1 timeout 60 "$PACK/dgemma_cuda_opcheck" --sets tensor --only "$op" --out "$OUT/int8-$op" \
-      >"$OUT/int8-$op/opcheck.log" 2>&1
-    say "int8 op check ($op) exit code $?"
+  # The int8 products and flash attention alone, for a second call on the same lease after a fix: their
+  # op checks, the model tests that run them, --bench-full with and without them, and bench_gpu.py's
+  # step rows both ways (about 170 s on an H200 by session 11's estimate; timeout_s=300).
+  say "== int8 products and flash attention: op checks, model tests, bench-full both ways, bench_gpu step rows"
+  for job in "INT8 int8 matmul" "INT8 int8 matmul-int8" "INT8 int8 moe" "INT8 int8 moe-int8" "FLASH flash attention"; do
+    read -r var tag op <<<"$job"
+    mkdir -p "$OUT/$tag-$op"
+    env "DGEMMA_CUDA_$var=1" timeout 60 "$PACK/dgemma_cuda_opcheck" --sets tensor --only "$op" --out "$OUT/$tag-$op" \
+      >"$OUT/$tag-$op/opcheck.log" 2>&1
+    say "$tag op check ($op) exit code $?"
   done
-  timeout 120 python3 -m pytest -q -rfEs -p no:cacheprovider tests/test_cuda.py -k int8 >"$OUT/test_cuda_int8.log" 2>&1
-  say "pytest -k int8 exit code $? ($OUT/test_cuda_int8.log)"
+  timeout 120 python3 -m pytest -q -rfEs -p no:cacheprovider tests/test_cuda.py -k "int8 or flash" >"$OUT/test_cuda_int8.log" 2>&1
+  say "pytest -k 'int8 or flash' exit code $? ($OUT/test_cuda_int8.log)"
   timeout 90 "$PACK/dgemma_cuda_opcheck" --bench-full >"$OUT/bench_full.txt" 2>&1
-  DGEMMA_CUDA_INT8=1 timeout 90 "$PACK/dgemma_cuda_opcheck" --bench-full >"$OUT/bench_full_int8.txt" 2>&1
+  DGEMMA_CUDA_INT8=1 DGEMMA_CUDA_FLASH=1 timeout 90 "$PACK/dgemma_cuda_opcheck" --bench-full >"$OUT/bench_full_int8.txt" 2>&1
   say "bench-full exit code $? (bench_full.txt, bench_full_int8.txt)"
   DGEMMA_BENCH_TMP=/tmp timeout 200 python3 bench/bench_gpu.py --config full --type Q4_K_M --no-peer --prompts 512 \
-    --offload-caps '' --no-graph-rows --no-qmma-rows --json "$OUT/bench_gpu.json" >"$OUT/bench_gpu.txt" 2>&1
+    --offload-caps '' --env-rows int8,int8+flash --json "$OUT/bench_gpu.json" >"$OUT/bench_gpu.txt" 2>&1
   say "bench_gpu exit code $?"
-  tail -n 3 "$OUT"/int8-*/opcheck.log
-  echo "== bench-full, bf16 tiles then int8 tiles (the tensor column)"
+  tail -n 3 "$OUT"/int8-*/opcheck.log "$OUT"/flash-*/opcheck.log
+  echo "== bench-full, the default tensor set, then with int8 tiles and flash attention (the tensor column)"
   cat "$OUT/bench_full.txt" "$OUT/bench_full_int8.txt" "$OUT/bench_gpu.txt"
   exit 0
 fi
@@ -181,11 +184,11 @@ if [ "$MODE" = ncu ]; then
   DGEMMA_CUDA_QMMA=1 timeout 80 ncu --clock-control none -k regex:'qmma|block_sums' $NCU_SECTIONS \
     "$PACK/dgemma_cuda_opcheck" --bench-full --reps 0 >"$OUT/ncu_qmma.txt" 2>&1
   say "ncu (DGEMMA_CUDA_QMMA=1) exit code $? (report: $OUT/ncu_qmma.txt)"
-  # the int8 tiles (opt-in) and their activation quantizer
+  # the int8 tiles, their activation quantizer and flash attention (opt-in)
   # shellcheck disable=SC2086
-  DGEMMA_CUDA_INT8=1 timeout 80 ncu --clock-control none -k regex:'i8_' $NCU_SECTIONS \
+  DGEMMA_CUDA_INT8=1 DGEMMA_CUDA_FLASH=1 timeout 100 ncu --clock-control none -k regex:'i8_|flash' $NCU_SECTIONS \
     "$PACK/dgemma_cuda_opcheck" --bench-full --reps 0 >"$OUT/ncu_int8.txt" 2>&1
-  say "ncu (DGEMMA_CUDA_INT8=1) exit code $? (report: $OUT/ncu_int8.txt)"
+  say "ncu (DGEMMA_CUDA_INT8=1 DGEMMA_CUDA_FLASH=1) exit code $? (report: $OUT/ncu_int8.txt)"
   exit 0
 fi
 
@@ -201,7 +204,7 @@ say "op check exit code $? (0: all passed, 1: failures in $OUT/failures.txt)"
 # fragments) and INT8 (Q4_K, Q6_K, Q5_0 and Q8_0 on int8 tensor cores, bit for bit against the CPU's
 # portable integer dot products in its matmul-int8 rows, 1e-4 against the CPU backend in moe-int8).
 say "== 1b. the opt-in products: DGEMMA_CUDA_QMMA=1 (matmul, moe) and DGEMMA_CUDA_INT8=1 (matmul, matmul-int8, moe, moe-int8)"
-for variant in "QMMA qmma matmul moe" "INT8 int8 matmul matmul-int8 moe moe-int8"; do
+for variant in "QMMA qmma matmul moe" "INT8 int8 matmul matmul-int8 moe moe-int8" "FLASH flash attention"; do
   read -r var tag ops <<<"$variant"
   for op in $ops; do
     mkdir -p "$OUT/$tag-$op"
@@ -243,18 +246,18 @@ timeout 120 "$PACK/dgemma_cuda_opcheck" --bench-full >"$OUT/bench_full.txt" 2>&1
 say "bench-full exit code $?"
 DGEMMA_CUDA_QMMA=1 timeout 120 "$PACK/dgemma_cuda_opcheck" --bench-full >"$OUT/bench_full_qmma.txt" 2>&1
 say "bench-full (DGEMMA_CUDA_QMMA=1) exit code $?"
-DGEMMA_CUDA_INT8=1 timeout 120 "$PACK/dgemma_cuda_opcheck" --bench-full >"$OUT/bench_full_int8.txt" 2>&1
-say "bench-full (DGEMMA_CUDA_INT8=1) exit code $?"
+DGEMMA_CUDA_INT8=1 DGEMMA_CUDA_FLASH=1 timeout 120 "$PACK/dgemma_cuda_opcheck" --bench-full >"$OUT/bench_full_int8.txt" 2>&1
+say "bench-full (DGEMMA_CUDA_INT8=1 DGEMMA_CUDA_FLASH=1) exit code $?"
 
 if [ "$MODE" = all ]; then
   say "== 6. bench/bench_gpu.py at the full shapes, Q4_K_M, no transformers peer (JSON in $OUT/bench_gpu.json)"
   DGEMMA_BENCH_TMP=/tmp timeout 300 python3 bench/bench_gpu.py --config full --type Q4_K_M --no-peer \
-    --json "$OUT/bench_gpu.json" >"$OUT/bench_gpu.txt" 2>&1
+    --env-rows int8,int8+flash --json "$OUT/bench_gpu.json" >"$OUT/bench_gpu.txt" 2>&1
   say "bench_gpu exit code $?"
 elif [ "$MODE" = quick ]; then
   say "== 6. bench/bench_gpu.py at the full shapes, Q4_K_M: 512-token prefill, the step rows, offload at 12 and 16 GB (JSON in $OUT/bench_gpu.json)"
   DGEMMA_BENCH_TMP=/tmp timeout 360 python3 bench/bench_gpu.py --config full --type Q4_K_M --no-peer --prompts 512 \
-    --offload-caps 12,16 --no-graph-rows --json "$OUT/bench_gpu.json" >"$OUT/bench_gpu.txt" 2>&1
+    --offload-caps 12,16 --env-rows int8,int8+flash --json "$OUT/bench_gpu.json" >"$OUT/bench_gpu.txt" 2>&1
   say "bench_gpu exit code $?"
 fi
 
@@ -263,7 +266,7 @@ python3 bench/gpu_check_report.py "$OUT" | tee "$OUT/summary.txt"
 cat "$OUT/gpu_step.txt" "$OUT/bench_full.txt"
 echo "== with DGEMMA_CUDA_QMMA=1 (the tensor column: Q4_K and Q5_0 on quantized fragments)"
 cat "$OUT/bench_full_qmma.txt"
-echo "== with DGEMMA_CUDA_INT8=1 (the tensor column: Q4_K, Q6_K, Q5_0 and Q8_0 on int8 tensor cores)"
+echo "== with DGEMMA_CUDA_INT8=1 DGEMMA_CUDA_FLASH=1 (the tensor column: Q4_K, Q6_K, Q5_0 and Q8_0 on int8 tensor cores, the attention rows flash attention)"
 cat "$OUT/bench_full_int8.txt"
 [ "$MODE" = all ] || [ "$MODE" = quick ] && cat "$OUT/bench_gpu.txt"
 exit 0

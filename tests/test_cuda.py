@@ -146,6 +146,20 @@ def test_int8_tensor_core_tiles_run_on_the_host_give_the_cpus_integer_dot_produc
     assert out.stdout.split()[0] == "ok" and int(out.stdout.split()[-1]) > 500_000  # codes and outputs compared
 
 
+def test_flash_attention_blocks_run_on_the_host_give_attention_within_bf16_rounding(tmp_path):
+    """cuda/flash_attention.h (DGEMMA_CUDA_FLASH: decoder attention on bf16 mma) on the host, block by
+    block and lane by lane as flash_attention.cu runs it: every query, key and value element loaded once
+    per tile (rings that wrap, F32/F16/BF16 caches), every A and B element supplied once by the PTX
+    fragment tables, the scores' C registers used as the probabilities' A registers, conflict-free
+    fragment reads, and the output within bf16's rounding of a double-precision attention (1e-2; 2e-3 of
+    the attention of the bf16-rounded inputs), whole and cut into key slices, for head sizes 64 to 512
+    and GQA groups of 1 to 8."""
+    out = subprocess.run([str(_host_check("flash_attention_check.cpp", tmp_path))], capture_output=True, text=True,
+                         timeout=300)
+    assert out.returncode == 0, out.stdout
+    assert out.stdout.split()[0] == "ok" and int(out.stdout.split()[-1]) > 1_000_000  # outputs compared
+
+
 def test_router_top_k_is_the_contracts_choice_with_ties_to_the_lower_id(tmp_path):
     """router_math.h's route_top_k (the CPU backend's and the CUDA kernels' router) against a stable sort
     of the probabilities, bit for bit, on random logits with planted ties."""
@@ -327,7 +341,7 @@ TENSOR_MARGIN = 3.0
 
 
 @needs_cuda
-@pytest.mark.parametrize("products", ["bf16", "qmma", "int8"])
+@pytest.mark.parametrize("products", ["bf16", "qmma", "int8", "flash"])
 @pytest.mark.parametrize("preset, type_name", [("mini-k", "Q4_K"), ("mini", "Q4_K_M"), ("medium", "Q4_K_M"), ("mini-k", "Q8_0")])
 def test_tensor_core_kernels_match_the_cpu_within_bf16_rounding(models, preset, type_name, monkeypatch, products):
     """products=qmma (DGEMMA_CUDA_QMMA): the Q4_K and Q5_0 products on quantized fragments, scales after
@@ -335,13 +349,16 @@ def test_tensor_core_kernels_match_the_cpu_within_bf16_rounding(models, preset, 
     products=int8 (DGEMMA_CUDA_INT8): Q4_K, Q6_K, Q5_0 and Q8_0 products on int8 tensor cores take the CPU's
     quantized activations and integer sums, so they are held against the CPU on the quantized file itself
     (the activations' quantization is in both); what remains of the bf16 bound is the other products
-    (Q6_K, the soft embedding) and the tf32 attention."""
+    (Q6_K, the soft embedding) and the tf32 attention.
+    products=flash (DGEMMA_CUDA_FLASH): the bf16 products with the decoder's attention as flash attention
+    on bf16 tensor cores (cuda/flash_attention.h): one more bf16 rounding of the same size, within the bound."""
     path = models(preset, type_name)
     want = _trace(_dequantized(path), "cpu")
     rounded = _trace(_bf16_weights(path), "cpu")
     monkeypatch.setenv("DGEMMA_CUDA_KERNELS", "tensor")
     monkeypatch.setenv("DGEMMA_CUDA_QMMA", "1" if products == "qmma" else "0")
     monkeypatch.setenv("DGEMMA_CUDA_INT8", "1" if products == "int8" else "0")
+    monkeypatch.setenv("DGEMMA_CUDA_FLASH", "1" if products == "flash" else "0")
     got = _trace(path, "cuda")
     reference = _trace(path, "cpu") if products == "int8" else want
     for g, r, w, ref in zip(got, rounded, want, reference):
@@ -458,12 +475,14 @@ def test_streamed_experts_give_the_logits_of_experts_on_the_device(models, layer
 
 
 @needs_cuda
-@pytest.mark.parametrize("kernel_set", ["float", "tensor", "tensor-qmma", "tensor-int8"])
+@pytest.mark.parametrize("kernel_set", ["float", "tensor", "tensor-qmma", "tensor-int8-flash"])
 def test_a_batch_on_cuda_gives_each_sequence_what_it_gets_alone(models, monkeypatch, kernel_set):
     monkeypatch.setenv("DGEMMA_CUDA_KERNELS", kernel_set.split("-")[0])
-    monkeypatch.setenv("DGEMMA_CUDA_QMMA", "1" if kernel_set.endswith("qmma") else "0")
-    monkeypatch.setenv("DGEMMA_CUDA_INT8", "1" if kernel_set.endswith("int8") else "0")
-    path = models("tiny", "Q8_0" if kernel_set in ("float", "tensor") else "Q4_K_M")
+    monkeypatch.setenv("DGEMMA_CUDA_QMMA", "1" if "qmma" in kernel_set else "0")
+    monkeypatch.setenv("DGEMMA_CUDA_INT8", "1" if "int8" in kernel_set else "0")
+    monkeypatch.setenv("DGEMMA_CUDA_FLASH", "1" if "flash" in kernel_set else "0")
+    # mini for flash attention (tiny's heads of 16 are below its 64)
+    path = models("mini" if "flash" in kernel_set else "tiny", "Q8_0" if kernel_set in ("float", "tensor") else "Q4_K_M")
     prompts = [[1, 2, 3, 4, 5], [9, 8, 7]]
     with dgemma.Model(path, device="cuda") as m:
         batch = m.generate(prompts, max_new_tokens=40, seed=2)

@@ -8,6 +8,7 @@
 //     multiple of 64; cuda/attention_mma.h);
 //   - the reference (DGEMMA_CUDA_KERNELS=reference): a block per (query, head), keys read from
 //     global memory per query.
+// Under DGEMMA_CUDA_FLASH=1 the tensor set's decoder segments take flash_attention.cu instead.
 #include "attention_span.h"
 #include "cuda/attention_mma.h"
 #include "cuda/kernels.h"
@@ -381,8 +382,12 @@ __global__ void __launch_bounds__(kAttnThreads) attention_mma_kernel(const float
 bool attention_tiles_fit(int head_dim) { return head_dim % 4 == 0 && head_dim <= kMaxDim; }
 
 void attention(cudaStream_t s, const float *q, const float *k, const float *v, float *out, int n_head, int n_head_kv,
-               int head_dim, const AttentionSegment &g, KernelSet kernels) {
+               int head_dim, const AttentionSegment &g, KernelSet kernels, const FlashScratch *flash) {
     if (g.n <= 0) return;
+    if (kernels == KernelSet::tensor && flash && flash_attention_fits(head_dim, n_head, n_head_kv, g)) {
+        flash_attention(s, q, k, v, out, n_head, n_head_kv, head_dim, g, *flash);
+        return;
+    }
     if (kernels == KernelSet::tensor && attention_mma_fits(head_dim)) {
         const size_t shared = static_cast<size_t>(attention_mma_smem(head_dim).floats) * sizeof(float);
         const dim3 grid(blocks_for(g.n, kAttnQueries), static_cast<unsigned>(n_head));

@@ -11,7 +11,9 @@
 // (cuda/qmma.cuh; opt-in: run 11 found them exact but slower than the bf16 tiles, see
 // bench/results/cuda-notes.md); DGEMMA_CUDA_INT8=1 runs its Q4_K, Q6_K, Q5_0 and Q8_0 products (dense and
 // experts) on int8 tensor cores, the CPU's integer dot products bit for bit (cuda/int8_mma.h;
-// opt-in until a device run has measured it; it takes precedence over DGEMMA_CUDA_QMMA).
+// opt-in until a device run has measured it; it takes precedence over DGEMMA_CUDA_QMMA);
+// DGEMMA_CUDA_FLASH=1 runs the tensor set's decoder attention as flash attention on bf16 tensor cores
+// (cuda/flash_attention.h; opt-in until a device run has measured it).
 // Streamed weights (expert offload by streaming, Backend::load_weight_streamed) live in pinned host
 // memory; a second stream copies each layer's experts into one of two device staging slots, as
 // weight_stream.h plans, while the op stream computes from the other; events order the two.
@@ -26,6 +28,7 @@
 #include "backend.h"
 #include "cuda/backend_cuda.h"
 #include "cuda/dequant.h"
+#include "cuda/flash_attention.h"
 #include "cuda/int8_mma.h"
 #include "cuda/kernels.h"
 #include "cuda/mma_layout.h"
@@ -88,6 +91,7 @@ public:
         kernels_ = kernel_set(std::getenv("DGEMMA_CUDA_KERNELS"), prop.major, prop.minor);
         qmma_ = kernels_ == cuda::KernelSet::tensor && env_on("DGEMMA_CUDA_QMMA");
         int8_ = kernels_ == cuda::KernelSet::tensor && env_on("DGEMMA_CUDA_INT8");
+        flash_ = kernels_ == cuda::KernelSet::tensor && env_on("DGEMMA_CUDA_FLASH");
         if (int8_) cuda::i8_prepare();
         graphs_asked_ = env_on("DGEMMA_CUDA_GRAPH");
         graphs_on_ = graphs_asked_ && !profile_.on();  // the profile times ops one by one
@@ -269,6 +273,11 @@ public:
             x_sums_.grow(static_cast<size_t>(l.rows * (cuda::mma_padded_cols(l.max_cols) / cuda::kQmmaSub)));
             act_sums_.grow(slots * static_cast<size_t>(cuda::mma_padded_cols(l.n_ff_exp) / cuda::kQmmaSub));
         }
+        if (flash_) {  // the slices' partial sums of segments up to kFaSplitRows rows (max_cols bounds n_head x head_dim)
+            const size_t rows = static_cast<size_t>(std::min<int64_t>(l.rows, cuda::kFaSplitRows));
+            flash_o_.grow(cuda::kFaMaxSlices * rows * static_cast<size_t>(l.max_cols));
+            flash_ml_.grow(cuda::kFaMaxSlices * rows * static_cast<size_t>(l.max_cols / 64 + 1) * 2);
+        }
         if (int8_) {  // the int8 codes of the products' activations and their scales (a 32nd: either format)
             x_q8_.grow(static_cast<size_t>(l.rows * cuda::i8_padded_cols(l.max_cols)));
             x_q8_d_.grow(static_cast<size_t>(l.rows * cuda::i8_padded_cols(l.max_cols) / 32));
@@ -344,8 +353,16 @@ public:
             s.cache_type = c.k.type_id;
             s.cache_row_bytes = c.k.nb[1];
             s.capacity = c.capacity;
+            cuda::FlashScratch fs;
+            if (flash_) {
+                fs.part_o = flash_o_.ptr;
+                fs.o_floats = flash_o_.n;
+                fs.part_ml = flash_ml_.ptr;
+                fs.ml_floats = flash_ml_.n;
+                fs.sm_count = sm_count_;
+            }
             cuda::attention(stream_, dev<float>(a.q), dev<float>(a.k), dev<float>(a.v), dev<float>(a.out), a.n_head,
-                            a.n_head_kv, a.head_dim, s, kernels_);
+                            a.n_head_kv, a.head_dim, s, kernels_, flash_ ? &fs : nullptr);
         }
     }
     void cache_store(const KvLayer &c, const Tensor &k, const Tensor &v, int64_t row0, int64_t n, int64_t pos0) override {
@@ -545,12 +562,12 @@ private:
     std::vector<void *> weights_;
     Scratch<int32_t> moe_offsets_, moe_order_, moe_slot_of_, draw_, order_;
     Scratch<float> moe_act_, moe_y_, row_max_, row_inv_sum_, soft_partial_, router_z_, router_logits_, split_partial_,
-        x_sums_, act_sums_, x_q8_d_, act_q8_d_;
+        x_sums_, act_sums_, x_q8_d_, act_q8_d_, flash_o_, flash_ml_;
     Scratch<double> entropy_;
     Scratch<__nv_bfloat16> x_bf16_, act_bf16_, soft_probs_;
     Scratch<int8_t> x_q8_, act_q8_;  // the int8 tiles' codes (DGEMMA_CUDA_INT8)  // soft_probs_: the soft embedding's (kernels.h)
     static constexpr size_t kMaxGraphs = 16;  // passes kept recorded (a step's key lives for a canvas)
-    bool graphs_asked_ = false, graphs_on_ = false, qmma_ = false, int8_ = false;
+    bool graphs_asked_ = false, graphs_on_ = false, qmma_ = false, int8_ = false, flash_ = false;
     long graphs_recorded_ = 0, graphs_replayed_ = 0;
     std::map<std::vector<int64_t>, cudaGraphExec_t> graphs_;
     std::vector<int64_t> recording_;  // the key being captured; empty when none

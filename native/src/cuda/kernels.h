@@ -128,10 +128,22 @@ struct AttentionSegment {
     int64_t capacity = 0;
 };
 // The tiles serve head_dim <= 512, a multiple of 4 (attention_tiles_fit); others, and the reference
-// set, take the per-query kernel.
+// set, take the per-query kernel. flash (null but under DGEMMA_CUDA_FLASH): the tensor set's decoder
+// segments go to flash_attention (flash_attention.cu) where flash_attention_fits.
+struct FlashScratch {
+    // Slices' partial sums (flash_attention.h): outputs [kFaMaxSlices][rows][n_head][d] and maxima and
+    // sums [kFaMaxSlices][rows][n_head][2], with their capacities in floats (null: no slices).
+    float *part_o = nullptr, *part_ml = nullptr;
+    size_t o_floats = 0, ml_floats = 0;
+    int sm_count = 0;
+};
 bool attention_tiles_fit(int head_dim);
 void attention(cudaStream_t s, const float *q, const float *k, const float *v, float *out, int n_head, int n_head_kv,
-               int head_dim, const AttentionSegment &g, KernelSet kernels);
+               int head_dim, const AttentionSegment &g, KernelSet kernels, const FlashScratch *flash = nullptr);
+// Decoder segments (not causal, no window) of head dimensions fa_fits takes and whole GQA groups.
+bool flash_attention_fits(int head_dim, int n_head, int n_head_kv, const AttentionSegment &g);
+void flash_attention(cudaStream_t s, const float *q, const float *k, const float *v, float *out, int n_head, int n_head_kv,
+                     int head_dim, const AttentionSegment &g, const FlashScratch &scratch);
 
 // --- the sampler (sampler.cu, compiled without contraction: the contract's arithmetic)
 struct DrawSpec {
