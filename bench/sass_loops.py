@@ -68,16 +68,25 @@ def longest_loop(body: str) -> list[str]:
 
 
 def label(mangled: str) -> str:
-    """kernel<type, n> from a mangled name: the length-prefixed identifier ending in 'kernel', then its
-    template arguments."""
-    for m in re.finditer(r"(\d+)(?=[A-Za-z_])", mangled):
-        name = mangled[m.end():m.end() + int(m.group(1))]
-        if not name.endswith("kernel"):
-            continue
-        a = re.match(r"(?:ILNS_10TensorTypeE(\d+)E(?:Li(\d+)E)?|ILi(\d+)E)?", mangled[m.end() + len(name):])
-        t, n, d = a.groups()
-        return name + (f"<{TYPES.get(t, t)}{', ' + n if n else ''}>" if t else f"<{d}>" if d else "")
-    return mangled[:60]
+    """kernel<type, n> from a mangled name: the nested name's length-prefixed parts read in turn (an
+    anonymous namespace's hash may end in digits), the last one the kernel's, then its template
+    arguments."""
+    i = mangled.find("_ZN")
+    if i < 0:
+        return mangled[:60]
+    i += 3
+    name = ""
+    while i < len(mangled) and mangled[i].isdigit():
+        j = i
+        while mangled[j].isdigit():
+            j += 1
+        n = int(mangled[i:j])
+        name, i = mangled[j:j + n], j + n
+    if not name:
+        return mangled[:60]
+    a = re.match(r"(?:ILNS_10TensorTypeE(\d+)E(?:Li(\d+)E)?|ILi(\d+)E)?", mangled[i:])
+    t, n, d = a.groups()
+    return name + (f"<{TYPES.get(t, t)}{', ' + n if n else ''}>" if t else f"<{d}>" if d else "")
 
 
 def main() -> int:
