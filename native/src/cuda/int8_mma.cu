@@ -80,15 +80,8 @@ __global__ void __launch_bounds__(kI8Threads) i8_matmul_kernel(WeightView w, con
     const int64_t row0 = static_cast<int64_t>(blockIdx.x) * kI8Rows, t0 = static_cast<int64_t>(blockIdx.y) * 8 * NT;
     for (int i = threadIdx.x; i < 8 * NT; i += kI8Threads) tok[i] = t0 + i < n ? static_cast<int32_t>(t0 + i) : -1;
     __syncthreads();
-    I8Operands<1> op;
-    op.w[0] = w.data + row0 * w.row_stride;
-    op.row_stride = w.row_stride;
-    op.rows_left = w.rows - row0;
-    op.cols = w.cols;
-    op.xq = xq;
-    op.xd = xd;
-    op.xq_stride = i8_padded_cols(w.cols);
-    op.xd_stride = i8_scales_per_row(I8Weight<T>::kAct, w.cols);
+    const WeightView ws[1] = {w};
+    const I8Operands<1> op = i8_operands<T, 1>(ws, 0, row0, xq, xd);
     const int n_used = i8_n_used<NT>(n - t0);
     float acc[1][NT][4] = {};
     i8_accumulate<T, 1, NT>(reinterpret_cast<I8Stage<T, 1, NT> *>(smem), op, tok, n_used, acc);
@@ -113,16 +106,8 @@ __global__ void __launch_bounds__(kI8Threads) i8_gate_up_kernel(WeightView gate,
     const int64_t row0 = static_cast<int64_t>(blockIdx.x) * kI8Rows;
     for (int i = threadIdx.x; i < 8 * NT; i += kI8Threads) tok[i] = s0 + i < count ? order[first + s0 + i] / k : -1;
     __syncthreads();
-    I8Operands<2> op;
-    op.w[0] = gate.data + e * gate.expert_stride + row0 * gate.row_stride;
-    op.w[1] = up.data + e * up.expert_stride + row0 * up.row_stride;
-    op.row_stride = gate.row_stride;  // the same type and k (the launcher checks)
-    op.rows_left = F - row0;
-    op.cols = gate.cols;
-    op.xq = xq;
-    op.xd = xd;
-    op.xq_stride = i8_padded_cols(gate.cols);
-    op.xd_stride = i8_scales_per_row(I8Weight<T>::kAct, gate.cols);
+    const WeightView ws[2] = {gate, up};  // one type, k and row stride (the launcher checks)
+    const I8Operands<2> op = i8_operands<T, 2>(ws, e, row0, xq, xd);
     const int n_used = i8_n_used<NT>(count - s0);
     float acc[2][NT][4] = {};
     i8_accumulate<T, 2, NT>(reinterpret_cast<I8Stage<T, 2, NT> *>(smem), op, tok, n_used, acc);
@@ -144,15 +129,8 @@ __global__ void __launch_bounds__(kI8Threads) i8_down_kernel(WeightView down, co
     const int64_t row0 = static_cast<int64_t>(blockIdx.x) * kI8Rows;
     for (int i = threadIdx.x; i < 8 * NT; i += kI8Threads) tok[i] = s0 + i < count ? static_cast<int32_t>(first + s0 + i) : -1;
     __syncthreads();
-    I8Operands<1> op;
-    op.w[0] = down.data + e * down.expert_stride + row0 * down.row_stride;
-    op.row_stride = down.row_stride;
-    op.rows_left = E - row0;
-    op.cols = down.cols;
-    op.xq = aq;
-    op.xd = ad;
-    op.xq_stride = i8_padded_cols(down.cols);
-    op.xd_stride = i8_scales_per_row(I8Weight<T>::kAct, down.cols);
+    const WeightView ws[1] = {down};
+    const I8Operands<1> op = i8_operands<T, 1>(ws, e, row0, aq, ad);
     const int n_used = i8_n_used<NT>(count - s0);
     float acc[1][NT][4] = {};
     i8_accumulate<T, 1, NT>(reinterpret_cast<I8Stage<T, 1, NT> *>(smem), op, tok, n_used, acc);

@@ -62,6 +62,23 @@ __device__ inline void mma_s8(int32_t (&d)[4], const uint32_t (&a)[4], const uin
 #endif
 }
 
+// The operands of a block over rows row0.. of expert e (0 for a dense weight) of NW matrices of one
+// type and shape, with the activations' codes and scales in the form of that type.
+template <TensorType T, int NW>
+__device__ inline I8Operands<NW> i8_operands(const WeightView (&w)[NW], int64_t e, int64_t row0, const int8_t *xq, const float *xd) {
+    I8Operands<NW> op;
+#pragma unroll
+    for (int m = 0; m < NW; ++m) op.w[m] = w[m].data + e * w[m].expert_stride + row0 * w[m].row_stride;
+    op.row_stride = w[0].row_stride;
+    op.rows_left = w[0].rows - row0;
+    op.cols = w[0].cols;
+    op.xq = xq;
+    op.xd = xd;
+    op.xq_stride = i8_padded_cols(w[0].cols);
+    op.xd_stride = i8_scales_per_row(I8Weight<T>::kAct, w[0].cols);
+    return op;
+}
+
 // Issues this thread's copies of unit u into stage s (not committed): i8_stage_copies on cp.async.
 template <TensorType T, int NW, int NT>
 __device__ inline void i8_load_stage(I8Stage<T, NW, NT> &s, const I8Operands<NW> &op, const int32_t *tok, int64_t u) {
