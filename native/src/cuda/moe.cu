@@ -81,11 +81,14 @@ __global__ void route_logits_kernel(WeightView w, const float *z, float *logits)
 // The same sums, term for term (so the same bits), with kRouteTokens tokens' inputs staged in shared
 // memory and each warp walking kRouteExpertsPerWarp experts: the router's weight rows are read once per
 // kRouteTokens tokens instead of once per token (a warp per (token, expert) moved 22 KB for 2816 FMA:
-// 0.137 ms a layer at the 26B shapes, run 10).
+// 0.137 ms a layer at the 26B shapes, run 10). The weight type is a template argument: with it a
+// run-time switch per element (dequant on w.type), each iteration waited on its own load (SASS: one
+// load a pass, behind the switch's branches); constant, the loop unrolls and its loads go out together.
 constexpr int kRouteTokens = 4, kRouteExpertsPerWarp = 4;
 
 __host__ inline bool route_logits_staged(int64_t E) { return kRouteTokens * E * int64_t{sizeof(float)} <= 48 * 1024; }
 
+template <TensorType T>
 __global__ void route_logits_staged_kernel(WeightView w, const float *z, int64_t n, float *logits) {
     extern __shared__ float zs[];  // [kRouteTokens][E]
     const int64_t E = w.cols, X = w.rows, t0 = static_cast<int64_t>(blockIdx.x) * kRouteTokens;
@@ -98,8 +101,9 @@ __global__ void route_logits_staged_kernel(WeightView w, const float *z, int64_t
         if (e >= X) return;
         const uint8_t *row = w.data + e * w.row_stride;
         float acc[kRouteTokens] = {};
+#pragma unroll 4
         for (int64_t i = lane; i < E; i += 32) {
-            const float wv = dequant(w.type, row, i);
+            const float wv = dequant(T, row, i);
 #pragma unroll
             for (int tt = 0; tt < kRouteTokens; ++tt) acc[tt] += wv * zs[tt * E + i];
         }
@@ -499,8 +503,10 @@ void route(cudaStream_t s, const WeightView &w, const float *x, int64_t n, const
         check_launch("route input");
         if (route_logits_staged(w.cols)) {
             const dim3 grid(blocks_for(n, kRouteTokens), blocks_for(w.rows, kRouteWarps * kRouteExpertsPerWarp));
-            route_logits_staged_kernel<<<grid, 32 * kRouteWarps, static_cast<size_t>(kRouteTokens * w.cols) * sizeof(float), s>>>(
-                w, r.z, n, r.logits);
+            with_weight_type(w.type, [&](auto type) {
+                route_logits_staged_kernel<decltype(type)::value>
+                    <<<grid, 32 * kRouteWarps, static_cast<size_t>(kRouteTokens * w.cols) * sizeof(float), s>>>(w, r.z, n, r.logits);
+            });
         } else {
             route_logits_kernel<<<dim3(static_cast<unsigned>(n), blocks_for(w.rows, kRouteWarps)), 32 * kRouteWarps, 0, s>>>(
                 w, r.z, r.logits);
