@@ -100,8 +100,8 @@ public:
         cudaStreamSynchronize(stream_);
         drop_graphs();
         if (graphs_asked_)
-            std::fprintf(stderr, "dgemma CUDA graphs (DGEMMA_CUDA_GRAPH): %ld passes recorded, %ld replayed%s\n", graphs_recorded_,
-                         graphs_replayed_,
+            std::fprintf(stderr, "dgemma CUDA graphs (DGEMMA_CUDA_GRAPH): %ld passes recorded (%ld of them updating another's), %ld replayed%s\n",
+                         graphs_recorded_, graphs_updated_, graphs_replayed_,
                          graphs_on_         ? ""
                          : profile_.on()    ? "; off under DGEMMA_CUDA_PROFILE"
                                             : "; recording stopped: a pass could not be captured");
@@ -210,11 +210,18 @@ public:
     // every graph goes when any device memory is freed (free(), reserve()). A pass that cannot be
     // captured turns recording off for this backend (the model then runs it op by op). Capture is
     // relaxed: an op may set a kernel attribute (the attention tiles' shared memory) while it runs.
+    // A newly captured pass of the same shape as a kept one (a canvas's step at another n_past, or over
+    // other buffers: the same kernels and copies, other arguments) updates that one's executable in place
+    // (cudaGraphExecUpdate), which costs far less than instantiating anew (run 10: every canvas
+    // instantiated its three passes, and the graphs ran slower than op by op); the kept pass's key goes
+    // with it. The candidate is the most recently used executable of the same node count; an update
+    // that does not fit fails without touching it, and the pass is instantiated as before.
     bool replay_pass(const std::vector<int64_t> &key) override {
         if (!graphs_on_ || key.empty()) return false;
         const auto it = graphs_.find(key);
         if (it == graphs_.end()) return false;
-        check(cudaGraphLaunch(it->second, stream_), "cudaGraphLaunch");
+        check(cudaGraphLaunch(it->second.exec, stream_), "cudaGraphLaunch");
+        it->second.last_use = ++graph_clock_;
         ++graphs_replayed_;
         return true;
     }
@@ -235,15 +242,30 @@ public:
         key.swap(recording_);
         cudaGraph_t graph = nullptr;
         cudaGraphExec_t exec = nullptr;
-        bool ok = cudaStreamEndCapture(stream_, &graph) == cudaSuccess && ops_enqueued;
-        ok = ok && cudaGraphInstantiate(&exec, graph, 0) == cudaSuccess;
+        size_t nodes = 0;
+        bool ok = cudaStreamEndCapture(stream_, &graph) == cudaSuccess && ops_enqueued &&
+                  cudaGraphGetNodes(graph, nullptr, &nodes) == cudaSuccess;
+        if (ok) {
+            auto same = graphs_.end();
+            for (auto it = graphs_.begin(); it != graphs_.end(); ++it)
+                if (it->second.nodes == nodes && (same == graphs_.end() || it->second.last_use > same->second.last_use)) same = it;
+            cudaGraphExecUpdateResultInfo info;
+            if (same != graphs_.end() && cudaGraphExecUpdate(same->second.exec, graph, &info) == cudaSuccess) {
+                exec = same->second.exec;
+                graphs_.erase(same);
+                ++graphs_updated_;
+            } else {
+                cudaGetLastError();  // a failed update leaves its executable as it was
+                ok = cudaGraphInstantiate(&exec, graph, 0) == cudaSuccess;
+            }
+        }
         if (graph) cudaGraphDestroy(graph);
         if (!ok) {  // nothing ran; the ops run one by one from now on
             cudaGetLastError();
             graphs_on_ = false;
             return false;
         }
-        graphs_.emplace(std::move(key), exec);
+        graphs_.emplace(std::move(key), Recorded{exec, nodes, ++graph_clock_});
         check(cudaGraphLaunch(exec, stream_), "cudaGraphLaunch");
         ++graphs_recorded_;
         return true;
@@ -495,7 +517,7 @@ private:
         check(cudaEventRecord(slot_ready_[s], copy_stream_), "cudaEventRecord (streamed experts)");
     }
     void drop_graphs() {
-        for (auto &[key, exec] : graphs_) cudaGraphExecDestroy(exec);
+        for (auto &[key, rec] : graphs_) cudaGraphExecDestroy(rec.exec);
         graphs_.clear();
     }
 
@@ -568,8 +590,14 @@ private:
     Scratch<int8_t> x_q8_, act_q8_;  // the int8 tiles' codes (DGEMMA_CUDA_INT8)  // soft_probs_: the soft embedding's (kernels.h)
     static constexpr size_t kMaxGraphs = 16;  // passes kept recorded (a step's key lives for a canvas)
     bool graphs_asked_ = false, graphs_on_ = false, qmma_ = false, int8_ = false, flash_ = false;
-    long graphs_recorded_ = 0, graphs_replayed_ = 0;
-    std::map<std::vector<int64_t>, cudaGraphExec_t> graphs_;
+    long graphs_recorded_ = 0, graphs_replayed_ = 0, graphs_updated_ = 0;
+    struct Recorded {
+        cudaGraphExec_t exec;
+        size_t nodes;     // the captured graph's (an update's candidates have as many)
+        long last_use;    // graph_clock_ at its last launch
+    };
+    long graph_clock_ = 0;
+    std::map<std::vector<int64_t>, Recorded> graphs_;
     std::vector<int64_t> recording_;  // the key being captured; empty when none
     // Streamed weights: the plan, their pinned host copies, two device slots and the copy stream.
     WeightStream stream_plan_;
