@@ -196,6 +196,8 @@ ENV_ROWS = {
     "int8": (("DGEMMA_CUDA_INT8",), "int8 tensor cores"),
     "flash": (("DGEMMA_CUDA_FLASH",), "flash attention"),
     "int8+flash": (("DGEMMA_CUDA_INT8", "DGEMMA_CUDA_FLASH"), "int8 tensor cores and flash attention"),
+    "int8+flash+graph": (("DGEMMA_CUDA_INT8", "DGEMMA_CUDA_FLASH", "DGEMMA_CUDA_GRAPH"),
+                         "int8 tensor cores, flash attention, CUDA graphs"),
 }
 
 

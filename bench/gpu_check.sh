@@ -36,18 +36,19 @@
 #   bench/gpu_check.sh --quick   on the device, for a short lease: the op check of the tensor-core set
 #                                only (--sets tensor), the model tests, memcheck, gpu_step.py, --bench-full,
 #                                and bench_gpu.py's 512-token and step rows, op by op, with the int8 tiles,
-#                                and with them and flash attention (no CUDA-graph or quantized-fragment rows:
-#                                runs 10 and 11 measured them), and the offload rows at 12 and 16 GB caps, both ways (no 8192-token
-#                                prefill, no peer); about 380 s on an H200 (run 11: 263 s with the 12 GB
-#                                rows alone; timeout_s=440, and `timeout 420` inside).
+#                                with them and flash attention, and with CUDA graphs too (no quantized-fragment
+#                                rows: run 11 measured them), and the offload rows at a 12 GB cap, both ways
+#                                (no 16 GB rows, no 8192-token prefill, no peer); about 380 s on an H200 by
+#                                session 11's estimate (run 11: 263 s with the 12 GB rows alone; timeout_s=440,
+#                                and `timeout 420` inside).
 #                                Every mode also runs the op checks of each opt-in: DGEMMA_CUDA_QMMA=1 (Q4_K and
 #                                Q5_0 on quantized fragments), DGEMMA_CUDA_INT8=1 (Q4_K, Q6_K, Q5_0, Q8_0 on int8
 #                                tensor cores) and DGEMMA_CUDA_FLASH=1 (the decoder's attention as flash
 #                                attention), and --bench-full with QMMA, then with INT8 and FLASH; ~20 s each.
 #   bench/gpu_check.sh --int8    on the device, a second call after a fix: the int8 products and flash attention
 #                                alone (their op checks, test_cuda.py -k 'int8 or flash', --bench-full with and
-#                                without them, bench_gpu.py's 512-token and step rows both ways); about 170 s
-#                                (timeout_s=300).
+#                                without them, bench_gpu.py's 512-token and step rows op by op and under the
+#                                opt-ins, CUDA graphs with them too); about 200 s (timeout_s=300).
 #   bench/gpu_check.sh --ncu     on the device: Nsight Compute on one run of each op at the 26B shapes
 #                                (--bench-full --reps 0): the tensor-core kernels, the router's logits and
 #                                the attention tiles, with the speed-of-light, occupancy, warp-state and
@@ -163,7 +164,7 @@ if [ "$MODE" = int8 ]; then
   DGEMMA_CUDA_INT8=1 DGEMMA_CUDA_FLASH=1 timeout 90 "$PACK/dgemma_cuda_opcheck" --bench-full >"$OUT/bench_full_int8.txt" 2>&1
   say "bench-full exit code $? (bench_full.txt, bench_full_int8.txt)"
   DGEMMA_BENCH_TMP=/tmp timeout 200 python3 bench/bench_gpu.py --config full --type Q4_K_M --no-peer --prompts 512 \
-    --offload-caps '' --env-rows int8,int8+flash --json "$OUT/bench_gpu.json" >"$OUT/bench_gpu.txt" 2>&1
+    --offload-caps '' --env-rows int8,int8+flash,int8+flash+graph --json "$OUT/bench_gpu.json" >"$OUT/bench_gpu.txt" 2>&1
   say "bench_gpu exit code $?"
   tail -n 3 "$OUT"/int8-*/opcheck.log "$OUT"/flash-*/opcheck.log
   echo "== bench-full, the default tensor set, then with int8 tiles and flash attention (the tensor column)"
@@ -253,12 +254,12 @@ say "bench-full (DGEMMA_CUDA_INT8=1 DGEMMA_CUDA_FLASH=1) exit code $?"
 if [ "$MODE" = all ]; then
   say "== 6. bench/bench_gpu.py at the full shapes, Q4_K_M, no transformers peer (JSON in $OUT/bench_gpu.json)"
   DGEMMA_BENCH_TMP=/tmp timeout 300 python3 bench/bench_gpu.py --config full --type Q4_K_M --no-peer \
-    --env-rows int8,int8+flash --json "$OUT/bench_gpu.json" >"$OUT/bench_gpu.txt" 2>&1
+    --env-rows int8,int8+flash,int8+flash+graph --json "$OUT/bench_gpu.json" >"$OUT/bench_gpu.txt" 2>&1
   say "bench_gpu exit code $?"
 elif [ "$MODE" = quick ]; then
-  say "== 6. bench/bench_gpu.py at the full shapes, Q4_K_M: 512-token prefill, the step rows, offload at 12 and 16 GB (JSON in $OUT/bench_gpu.json)"
+  say "== 6. bench/bench_gpu.py at the full shapes, Q4_K_M: 512-token prefill, the step rows, offload at 12 GB (JSON in $OUT/bench_gpu.json)"
   DGEMMA_BENCH_TMP=/tmp timeout 360 python3 bench/bench_gpu.py --config full --type Q4_K_M --no-peer --prompts 512 \
-    --offload-caps 12,16 --env-rows int8,int8+flash --json "$OUT/bench_gpu.json" >"$OUT/bench_gpu.txt" 2>&1
+    --offload-caps 12 --env-rows int8,int8+flash,int8+flash+graph --json "$OUT/bench_gpu.json" >"$OUT/bench_gpu.txt" 2>&1
   say "bench_gpu exit code $?"
 fi
 
