@@ -72,15 +72,25 @@ __global__ void __launch_bounds__(kFaThreads) flash_attention_kernel(const float
     const int64_t tile_end = tile0 + tiles_per_slice < tiles ? tile0 + tiles_per_slice : tiles;
     const int64_t q_stride = static_cast<int64_t>(n_head) * D, kv_row = static_cast<int64_t>(n_head_kv) * D;
 
-    for (int i = 0; i < S.rows * D / 4 / kFaThreads; ++i) {  // the block's query rows, bf16
-        const FaGroup gr = fa_row_group(threadIdx.x, i, D);
-        const int64_t rho = rho0 + gr.line;
-        float4 x{0.0f, 0.0f, 0.0f, 0.0f};
-        if (rho < n_rows) {
-            const FaRow fr = fa_row(rho, r, kvh);
-            x = *reinterpret_cast<const float4 *>(q + (g.row0 + fr.query) * q_stride + static_cast<int64_t>(fr.head) * D + gr.dim);
+    constexpr int kQueryRounds = S.rows * D / 4 / kFaThreads, kQueryBatch = 4;  // loads in flight before their stores
+    static_assert(kQueryRounds % kQueryBatch == 0, "whole batches of query rounds");
+    for (int i0 = 0; i0 < kQueryRounds; i0 += kQueryBatch) {  // the block's query rows, bf16
+        float4 x[kQueryBatch];
+#pragma unroll
+        for (int b = 0; b < kQueryBatch; ++b) {
+            const FaGroup gr = fa_row_group(threadIdx.x, i0 + b, D);
+            const int64_t rho = rho0 + gr.line;
+            x[b] = float4{0.0f, 0.0f, 0.0f, 0.0f};
+            if (rho < n_rows) {
+                const FaRow fr = fa_row(rho, r, kvh);
+                x[b] = *reinterpret_cast<const float4 *>(q + (g.row0 + fr.query) * q_stride + static_cast<int64_t>(fr.head) * D + gr.dim);
+            }
         }
-        store4_bf16(qs + gr.line * S.ldq + gr.dim, x);
+#pragma unroll
+        for (int b = 0; b < kQueryBatch; ++b) {
+            const FaGroup gr = fa_row_group(threadIdx.x, i0 + b, D);
+            store4_bf16(qs + gr.line * S.ldq + gr.dim, x[b]);
+        }
     }
 
     const int warp = threadIdx.x / 32, lane = threadIdx.x % 32;
@@ -91,15 +101,26 @@ __global__ void __launch_bounds__(kFaThreads) flash_attention_kernel(const float
     for (int64_t tile = tile0; tile < tile_end; ++tile) {
         const int64_t j0 = tile * S.keys;
         __syncthreads();  // the previous tile is consumed (and the queries stored, the first time)
-        for (int i = 0; i < S.keys * D / 4 / kFaThreads; ++i) {
-            const FaGroup gk = fa_row_group(threadIdx.x, i, D);
-            store4_bf16(ks + gk.line * S.ldk + gk.dim,
-                        kv_group(g, g.k_cache, k, kv_row, j0 + gk.line, n_cached, static_cast<int64_t>(kvh) * D + gk.dim));
-            const FaGroup gv = fa_value_group(threadIdx.x, i, S.keys);
-            const float4 x = kv_group(g, g.v_cache, v, kv_row, j0 + gv.line, n_cached, static_cast<int64_t>(kvh) * D + gv.dim);
-            const float xs[4] = {x.x, x.y, x.z, x.w};
+        // kLoadBatch rounds of loads issued before their stores: one round at a time waited on each
+        // load in turn (the loads sit behind kv_group's branches, which the compiler does not hoist).
+        constexpr int kRounds = S.keys * D / 4 / kFaThreads, kLoadBatch = 4;
+        static_assert(kRounds % kLoadBatch == 0, "whole batches of loader rounds");
+        for (int i0 = 0; i0 < kRounds; i0 += kLoadBatch) {
+            float4 kx[kLoadBatch], vx[kLoadBatch];
 #pragma unroll
-            for (int e = 0; e < 4; ++e) vs[(gv.dim + e) * S.ldv + gv.line] = __float2bfloat16_rn(xs[e]);
+            for (int b = 0; b < kLoadBatch; ++b) {
+                const FaGroup gk = fa_row_group(threadIdx.x, i0 + b, D), gv = fa_value_group(threadIdx.x, i0 + b, S.keys);
+                kx[b] = kv_group(g, g.k_cache, k, kv_row, j0 + gk.line, n_cached, static_cast<int64_t>(kvh) * D + gk.dim);
+                vx[b] = kv_group(g, g.v_cache, v, kv_row, j0 + gv.line, n_cached, static_cast<int64_t>(kvh) * D + gv.dim);
+            }
+#pragma unroll
+            for (int b = 0; b < kLoadBatch; ++b) {
+                const FaGroup gk = fa_row_group(threadIdx.x, i0 + b, D), gv = fa_value_group(threadIdx.x, i0 + b, S.keys);
+                store4_bf16(ks + gk.line * S.ldk + gk.dim, kx[b]);
+                const float xs[4] = {vx[b].x, vx[b].y, vx[b].z, vx[b].w};
+#pragma unroll
+                for (int e = 0; e < 4; ++e) vs[(gv.dim + e) * S.ldv + gv.line] = __float2bfloat16_rn(xs[e]);
+            }
         }
         __syncthreads();
 
