@@ -17,7 +17,23 @@ __global__ void rmsnorm_kernel(const float *x, const float *w, float eps, int64_
     for (int64_t i = threadIdx.x; i < dim; i += blockDim.x) ss += static_cast<double>(xr[i]) * xr[i];
     ss = block_sum(ss, red);
     const float scale = static_cast<float>(1.0 / sqrt(ss / static_cast<double>(dim) + eps));
-    for (int64_t i = threadIdx.x; i < dim; i += blockDim.x) yr[i] = w ? xr[i] * scale * w[i] : xr[i] * scale;
+    // kNormBatch rounds' loads before their stores: y may be x, so the compiler keeps each load behind
+    // the previous store (a memory round trip a round); the same values, the same bits.
+    constexpr int kNormBatch = 4;
+    for (int64_t base = threadIdx.x; base < dim; base += kNormBatch * static_cast<int64_t>(blockDim.x)) {
+        float v[kNormBatch], wv[kNormBatch];
+#pragma unroll
+        for (int b = 0; b < kNormBatch; ++b) {
+            const int64_t i = base + b * static_cast<int64_t>(blockDim.x);
+            v[b] = i < dim ? xr[i] : 0.0f;
+            wv[b] = w && i < dim ? w[i] : 0.0f;
+        }
+#pragma unroll
+        for (int b = 0; b < kNormBatch; ++b) {
+            const int64_t i = base + b * static_cast<int64_t>(blockDim.x);
+            if (i < dim) yr[i] = w ? v[b] * scale * wv[b] : v[b] * scale;
+        }
+    }
 }
 
 __global__ void rope_kernel(float *x, int64_t n, int n_heads, int head_dim, const int32_t *pos, const float *inv_freq,

@@ -25,7 +25,22 @@ __device__ void route_input_row(const float *xr, int64_t E, const float *scale, 
     ss = block_sum(ss, red);
     const float inv_rms = static_cast<float>(1.0 / sqrt(ss / static_cast<double>(E) + eps));
     const float root = static_cast<float>(1.0 / sqrt(static_cast<double>(E)));
-    for (int64_t i = threadIdx.x; i < E; i += blockDim.x) z[i] = xr[i] * inv_rms * scale[i] * root;
+    // 4 rounds' loads before their stores (z may alias them for all the compiler knows: each load would
+    // wait behind the previous store); the same values, the same bits.
+    for (int64_t base = threadIdx.x; base < E; base += 4 * static_cast<int64_t>(blockDim.x)) {
+        float v[4], sv[4];
+#pragma unroll
+        for (int b = 0; b < 4; ++b) {
+            const int64_t i = base + b * static_cast<int64_t>(blockDim.x);
+            v[b] = i < E ? xr[i] : 0.0f;
+            sv[b] = i < E ? scale[i] : 0.0f;
+        }
+#pragma unroll
+        for (int b = 0; b < 4; ++b) {
+            const int64_t i = base + b * static_cast<int64_t>(blockDim.x);
+            if (i < E) z[i] = v[b] * inv_rms * sv[b] * root;
+        }
+    }
 }
 
 // One block per token: z as route_input_row; p = softmax(W z); top-k of p (ties to the lower id)
