@@ -179,15 +179,21 @@ long run(const Case &c, std::mt19937_64 &rng, int sm_count) {
                     for (Lane &ln : lanes) ln.o.assign(out_tiles * 4, 0.0f);
                     const int64_t tile0 = slice * sl.tiles_per_slice, tile_end = std::min(tile0 + sl.tiles_per_slice, key_tiles);
                     for (int64_t tile = tile0; tile < tile_end; ++tile) {
-                        const int64_t j0 = tile * S.keys;
+                        const int64_t j0 = tile * S.keys, slot0 = j0 < n_cached ? (c.cache_pos0 + j0) % c.capacity : 0;
+                        // The kernel's row of the tile's key dj (kv_group: the slot from the tile's first).
+                        const auto tile_row = [&](int dj, bool value) -> const float * {
+                            const int64_t j = j0 + dj;
+                            if (j >= n_cached) return (value ? v : k).data() + (j - n_cached) * kv_row;
+                            return (value ? vc : kc).data() + fa_slot(slot0, dj, c.capacity, S.keys) * kv_row;
+                        };
                         std::fill(kseen.begin(), kseen.end(), 0);
                         std::fill(vseen.begin(), vseen.end(), 0);
                         for (int t = 0; t < kFaThreads; ++t)
                             for (int it = 0; it < S.keys * D / 4 / kFaThreads; ++it) {
                                 const FaGroup gk = fa_row_group(t, it, D), gv = fa_value_group(t, it, S.keys);
                                 for (int e = 0; e < 4; ++e) {
-                                    const float kx = j0 + gk.line < n_keys ? key_row(j0 + gk.line, false)[kvh * D + gk.dim + e] : 0.0f;
-                                    const float vx = j0 + gv.line < n_keys ? key_row(j0 + gv.line, true)[kvh * D + gv.dim + e] : 0.0f;
+                                    const float kx = j0 + gk.line < n_keys ? tile_row(gk.line, false)[kvh * D + gk.dim + e] : 0.0f;
+                                    const float vx = j0 + gv.line < n_keys ? tile_row(gv.line, true)[kvh * D + gv.dim + e] : 0.0f;
                                     ksh[gk.line * S.ldk + gk.dim + e] = f32_to_bf16(kx);
                                     ++kseen[gk.line * S.ldk + gk.dim + e];
                                     vsh[(gv.dim + e) * S.ldv + gv.line] = f32_to_bf16(vx);
@@ -365,6 +371,7 @@ int main() {
         {512, 16, 2, 40, 900, 2048, 0, TensorType::F32},    // its global layers' head size, groups of 8
         {192, 8, 2, 5, 0, 64, 0, TensorType::F32},          // no cached keys; a partial tile of rows
         {320, 4, 2, 19, 77, 100, 0, TensorType::BF16},      // split dimensions of 160
+        {64, 4, 2, 9, 12, 7, 5, TensorType::F16},           // a ring smaller than a tile: several wraps
     };
     long compared = 0;
     for (const Case &c : cases) compared += run(c, rng, 132);

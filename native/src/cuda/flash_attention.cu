@@ -36,14 +36,15 @@ __device__ inline void mma_bf16(float (&d)[4], const uint32_t (&a)[4], const uin
 #endif
 }
 
-// Elements e .. e + 3 of a key's (or value's) row of KV head kvh: cached (ring slot, cache type) or
-// the segment's own (float) rows.
-__device__ inline float4 kv_group(const AttentionSegment &g, const uint8_t *cache, const float *cur, int64_t kv_row, int64_t key,
-                                  int64_t n_cached, int64_t e) {
+// Elements e .. e + 3 of the row of key j0 + dj of a tile (first key j0, its ring slot slot0 when
+// cached) for KV head kvh: cached (ring slot, cache type) or the segment's own (float) rows.
+template <int kKeys>
+__device__ inline float4 kv_group(const AttentionSegment &g, const uint8_t *cache, const float *cur, int64_t kv_row, int64_t j0,
+                                  int dj, int64_t slot0, int64_t n_cached, int64_t e) {
+    const int64_t key = j0 + dj;
     if (key >= n_cached + g.n) return float4{0.0f, 0.0f, 0.0f, 0.0f};
-    const FaKey k = fa_key(key, n_cached, g.cache_pos0, g.capacity);
-    if (!k.cached) return *reinterpret_cast<const float4 *>(cur + (g.row0 + k.at) * kv_row + e);
-    const uint8_t *row = cache + static_cast<size_t>(k.at) * g.cache_row_bytes;
+    if (key >= n_cached) return *reinterpret_cast<const float4 *>(cur + (g.row0 + key - n_cached) * kv_row + e);
+    const uint8_t *row = cache + static_cast<size_t>(fa_slot(slot0, dj, g.capacity, kKeys)) * g.cache_row_bytes;
     if (g.cache_type == TensorType::F32) return *reinterpret_cast<const float4 *>(reinterpret_cast<const float *>(row) + e);
     const uint2 w = *reinterpret_cast<const uint2 *>(reinterpret_cast<const uint16_t *>(row) + e);
     const auto wide = [&](uint32_t h) {
@@ -99,7 +100,7 @@ __global__ void __launch_bounds__(kFaThreads) flash_attention_kernel(const float
     float m[2] = {-INFINITY, -INFINITY}, l[2] = {0.0f, 0.0f};  // rows g, g + 8: maximum; this lane's part of the sum
 
     for (int64_t tile = tile0; tile < tile_end; ++tile) {
-        const int64_t j0 = tile * S.keys;
+        const int64_t j0 = tile * S.keys, slot0 = j0 < n_cached ? (g.cache_pos0 + j0) % g.capacity : 0;
         __syncthreads();  // the previous tile is consumed (and the queries stored, the first time)
         // kLoadBatch rounds of loads issued before their stores: one round at a time waited on each
         // load in turn (the loads sit behind kv_group's branches, which the compiler does not hoist).
@@ -110,8 +111,8 @@ __global__ void __launch_bounds__(kFaThreads) flash_attention_kernel(const float
 #pragma unroll
             for (int b = 0; b < kLoadBatch; ++b) {
                 const FaGroup gk = fa_row_group(threadIdx.x, i0 + b, D), gv = fa_value_group(threadIdx.x, i0 + b, S.keys);
-                kx[b] = kv_group(g, g.k_cache, k, kv_row, j0 + gk.line, n_cached, static_cast<int64_t>(kvh) * D + gk.dim);
-                vx[b] = kv_group(g, g.v_cache, v, kv_row, j0 + gv.line, n_cached, static_cast<int64_t>(kvh) * D + gv.dim);
+                kx[b] = kv_group<S.keys>(g, g.k_cache, k, kv_row, j0, gk.line, slot0, n_cached, static_cast<int64_t>(kvh) * D + gk.dim);
+                vx[b] = kv_group<S.keys>(g, g.v_cache, v, kv_row, j0, gv.line, slot0, n_cached, static_cast<int64_t>(kvh) * D + gv.dim);
             }
 #pragma unroll
             for (int b = 0; b < kLoadBatch; ++b) {

@@ -117,6 +117,14 @@ DG_HD FaKey fa_key(int64_t j, int64_t n_cached, int64_t cache_pos0, int64_t capa
     if (j < n_cached) return {true, (cache_pos0 + j) % capacity};
     return {false, j - n_cached};
 }
+// The same slot found from the slot of the tile's first key, slot0 = (cache_pos0 + j0) % capacity, for
+// key j0 + dj (dj < keys): at most one wrap when the ring holds a whole tile, the modulo only below
+// that (a 64-bit modulo per element is a library call of dozens of instructions).
+DG_HD int64_t fa_slot(int64_t slot0, int64_t dj, int64_t capacity, int keys) {
+    const int64_t s = slot0 + dj;
+    if (capacity >= keys) return s >= capacity ? s - capacity : s;
+    return s % capacity;
+}
 
 // The online softmax of one row over a tile, in one lane: x[i] its scores (-inf for keys past the
 // segment), m the row's running maximum (the quad's max already folded in by the caller: tile_max),
