@@ -68,7 +68,12 @@ struct FaRow {
     int64_t query;
     int head;
 };
-DG_HD FaRow fa_row(int64_t rho, int r, int kvh) { return {rho / r, kvh * r + static_cast<int>(rho % r)}; }
+// (32-bit unsigned division: a segment's rows times its group stay far below 2^32, and a 64-bit one is a
+// library call.)
+DG_HD FaRow fa_row(int64_t rho, int r, int kvh) {
+    const uint32_t i = static_cast<uint32_t>(rho), q = i / static_cast<uint32_t>(r);
+    return {static_cast<int64_t>(q), kvh * r + static_cast<int>(i - q * static_cast<uint32_t>(r))};
+}
 DG_HD int fa_warp_row0(int warp, const FaShape &s) { return 16 * (warp / s.split); }
 DG_HD int fa_warp_dim0(int warp, const FaShape &s) { return (warp % s.split) * (s.d / s.split); }
 
