@@ -135,24 +135,36 @@ __device__ inline float online_softmax_step(float s, float &m, float &l, float &
 // 32 for values; the tiles' time went mostly there). The same elements and values, so the same bits.
 constexpr int kLoadBatch = 8;
 
-// The block's kQueries queries of head h (rows i0 .. of the segment) into qs (rows of ld floats), zero
-// past the segment's n_rows.
-__device__ inline void load_query_tile(float *qs, int d, int ld, const float *q, const AttentionSegment &g, int64_t i0,
-                                       int64_t n_rows, int h, int64_t q_stride) {
-    const int total = kQueries * d;
+// Elements idx = 0 .. total - 1 of a tile, this thread's (idx = threadIdx.x + kThreads i), as the
+// loaders above take them: load(idx) for kLoadBatch of them, then store(idx, value) for the same.
+template <typename Load, typename Store>
+__device__ inline void load_batched(int total, Load load, Store store) {
     for (int base = threadIdx.x; base < total; base += kLoadBatch * kThreads) {
         float x[kLoadBatch];
 #pragma unroll
         for (int b = 0; b < kLoadBatch; ++b) {
-            const int idx = base + b * kThreads, r = idx / d, e = idx % d;
-            x[b] = idx < total && r < n_rows ? q[(g.row0 + i0 + r) * q_stride + static_cast<int64_t>(h) * d + e] : 0.0f;
+            const int idx = base + b * kThreads;
+            x[b] = idx < total ? load(idx) : 0.0f;
         }
 #pragma unroll
         for (int b = 0; b < kLoadBatch; ++b) {
             const int idx = base + b * kThreads;
-            if (idx < total) qs[(idx / d) * ld + idx % d] = x[b];
+            if (idx < total) store(idx, x[b]);
         }
     }
+}
+
+// The block's kQueries queries of head h (rows i0 .. of the segment) into qs (rows of ld floats), zero
+// past the segment's n_rows.
+__device__ inline void load_query_tile(float *qs, int d, int ld, const float *q, const AttentionSegment &g, int64_t i0,
+                                       int64_t n_rows, int h, int64_t q_stride) {
+    load_batched(
+        kQueries * d,
+        [&](int idx) {
+            const int r = idx / d, e = idx % d;
+            return r < n_rows ? q[(g.row0 + i0 + r) * q_stride + static_cast<int64_t>(h) * d + e] : 0.0f;
+        },
+        [&](int idx, float x) { qs[(idx / d) * ld + idx % d] = x; });
 }
 
 // Rows [t0, t0 + kKeys) of the key (or value) sequence into buf (rows of ld floats), zero past t_end.
@@ -162,32 +174,19 @@ __device__ inline void load_query_tile(float *qs, int d, int ld, const float *q,
 __device__ inline void load_key_tile(float *buf, int d, int ld, int64_t t0, int64_t t_end, const AttentionSegment &g,
                                      const uint8_t *cache, const float *cur, int64_t kv_row, int kvh) {
     const int64_t slot0 = t0 < g.n_past ? t0 % g.capacity : 0;
-    const int total = kKeys * d;
-    for (int base = threadIdx.x; base < total; base += kLoadBatch * kThreads) {
-        float x[kLoadBatch];
-#pragma unroll
-        for (int b = 0; b < kLoadBatch; ++b) {
-            const int idx = base + b * kThreads, j = idx / d, e = idx % d;
+    load_batched(
+        kKeys * d,
+        [&](int idx) {
+            const int j = idx / d, e = idx % d;
             const int64_t kp = t0 + j;
-            x[b] = 0.0f;
-            if (idx < total && kp < t_end) {
-                if (kp < g.n_past) {
-                    int64_t slot = slot0 + j;
-                    if (g.capacity >= kKeys) slot -= slot >= g.capacity ? g.capacity : 0;
-                    else slot %= g.capacity;
-                    const uint8_t *row = cache + static_cast<size_t>(slot) * g.cache_row_bytes;
-                    x[b] = cache_value(row, g.cache_type, static_cast<int64_t>(kvh) * d + e);
-                } else {
-                    x[b] = cur[(g.row0 + kp - g.n_past) * kv_row + static_cast<int64_t>(kvh) * d + e];
-                }
-            }
-        }
-#pragma unroll
-        for (int b = 0; b < kLoadBatch; ++b) {
-            const int idx = base + b * kThreads;
-            if (idx < total) buf[(idx / d) * ld + idx % d] = x[b];
-        }
-    }
+            if (kp >= t_end) return 0.0f;
+            if (kp >= g.n_past) return cur[(g.row0 + kp - g.n_past) * kv_row + static_cast<int64_t>(kvh) * d + e];
+            int64_t slot = slot0 + j;
+            if (g.capacity >= kKeys) slot -= slot >= g.capacity ? g.capacity : 0;
+            else slot %= g.capacity;
+            return cache_value(cache + static_cast<size_t>(slot) * g.cache_row_bytes, g.cache_type, static_cast<int64_t>(kvh) * d + e);
+        },
+        [&](int idx, float x) { buf[(idx / d) * ld + idx % d] = x; });
 }
 
 __global__ void __launch_bounds__(kThreads) attention_tile_kernel(const float *q, const float *k, const float *v, float *out,

@@ -26,16 +26,6 @@ __device__ inline void store4_bf16(__nv_bfloat16 *dst, float4 x) {
 
 __device__ inline uint32_t lds32(const __nv_bfloat16 *p) { return *reinterpret_cast<const uint32_t *>(p); }
 
-__device__ inline void mma_bf16(float (&d)[4], const uint32_t (&a)[4], const uint32_t (&b)[2]) {
-#if defined(__CUDA_ARCH__) && __CUDA_ARCH__ >= 800
-    asm volatile("mma.sync.aligned.m16n8k16.row.col.f32.bf16.bf16.f32 {%0,%1,%2,%3}, {%4,%5,%6,%7}, {%8,%9}, {%0,%1,%2,%3};\n"
-                 : "+f"(d[0]), "+f"(d[1]), "+f"(d[2]), "+f"(d[3])
-                 : "r"(a[0]), "r"(a[1]), "r"(a[2]), "r"(a[3]), "r"(b[0]), "r"(b[1]));
-#else
-    __trap();  // the host selects the tensor set only on compute capability 8.0 and newer
-#endif
-}
-
 // Elements e .. e + 3 of the row of key j0 + dj of a tile (first key j0, its ring slot slot0 when
 // cached) for KV head kvh: cached (ring slot, cache type) or the segment's own (float) rows.
 template <int kKeys>
@@ -142,7 +132,7 @@ __global__ void __launch_bounds__(kFaThreads) flash_attention_kernel(const float
                     const Coord c = mma_b_coord(lane, rr);
                     b[rr] = lds32(ks + (8 * nt + c.line) * S.ldk + k0 + c.k);
                 }
-                mma_bf16(s[nt], a, b);
+                mma_bf16_16816(s[nt], a, b);
             }
         }
 #pragma unroll
@@ -183,7 +173,7 @@ __global__ void __launch_bounds__(kFaThreads) flash_attention_kernel(const float
                     const Coord c = mma_b_coord(lane, rr);
                     b[rr] = lds32(vs + (dim0 + 8 * nt + c.line) * S.ldv + 16 * kk + c.k);
                 }
-                mma_bf16(o[nt], a, b);
+                mma_bf16_16816(o[nt], a, b);
             }
         }
     }

@@ -70,17 +70,6 @@ __device__ inline void qmma_bind_tokens(QmmaOperands<NW> &op, const __nv_bfloat1
     op.n_used = static_cast<int>((in_tile + 7) / 8 < kQmmaNT ? (in_tile + 7) / 8 : kQmmaNT);
 }
 
-__device__ inline void mma_bf16_16816(float (&d)[4], const uint32_t (&a)[4], const uint32_t (&b)[2]) {
-#if defined(__CUDA_ARCH__) && __CUDA_ARCH__ >= 800
-    asm volatile(
-        "mma.sync.aligned.m16n8k16.row.col.f32.bf16.bf16.f32 {%0,%1,%2,%3}, {%4,%5,%6,%7}, {%8,%9}, {%0,%1,%2,%3};\n"
-        : "+f"(d[0]), "+f"(d[1]), "+f"(d[2]), "+f"(d[3])
-        : "r"(a[0]), "r"(a[1]), "r"(a[2]), "r"(a[3]), "r"(b[0]), "r"(b[1]));
-#else
-    __trap();  // the host selects the tensor set only on compute capability 8.0 and newer
-#endif
-}
-
 // acc[w][nt][r] += sum over k < K of W_w[row][k] x[token][k], for the thread's accumulators (C
 // fragment r of n-tile nt: row g + 8 (r / 2), token 8 nt + 2t + r % 2). K: a multiple of the chunk
 // times Q's groups. The chunks of a group run unrolled, so each one's scale bytes are constants;
