@@ -5,6 +5,7 @@
 // expert's weight tile dequantized once for up to 64 of its slots), the tensor set's bf16 tiles, and
 // its int8 tiles (int8_mma.cu) when the backend gives their scratch, chosen as in matmul.cu.
 #include "cuda/dequant.h"
+#include "cuda/expert_group.h"
 #include "cuda/kernels.h"
 #include "cuda/qmma.cuh"
 #include "cuda/tile_gemm.cuh"
@@ -204,45 +205,69 @@ __global__ void route_select_kernel(const float *logits, int64_t n, int64_t X, i
     }
 }
 
-// Groups the n * k assignments by expert (slots offsets[e] .. offsets[e + 1], in assignment order
-// within an expert, as the CPU). One block of kGroupThreads: the assignments are cut into S
-// segments (S = kGroupThreads / X, at least 1) and thread (e, seg) counts, then places, expert e's
-// assignments of segment seg; expert e's slots in segment seg follow those of the earlier segments.
-// Shared: count [X * S] (then the first slot of each (e, seg)). A single thread walking 2048
-// assignments with dependent global reads and writes took most of the experts' time before.
-constexpr int kGroupThreads = 1024;
-
-__host__ __device__ inline int64_t group_segments(int64_t X) { return X >= kGroupThreads ? 1 : kGroupThreads / X; }
-
-__global__ void __launch_bounds__(kGroupThreads) group_kernel(const int32_t *expert, int64_t total, int64_t X, int32_t *offsets,
-                                                              int32_t *order, int32_t *slot_of) {
-    extern __shared__ int32_t first[];  // [X][S]
-    const int64_t S = group_segments(X), len = (total + S - 1) / S;
-    for (int64_t task = threadIdx.x; task < X * S; task += blockDim.x) {
-        const int64_t e = task / S, seg = task % S;
-        int32_t c = 0;
-        for (int64_t i = seg * len; i < min(total, (seg + 1) * len); ++i) c += expert[i] == e;
-        first[task] = c;
+// The exclusive prefix sum of v over the block's threads in thread order, and the block's total.
+// Two warp scans (the threads', then the warps' sums); blockDim.x a multiple of 32.
+__device__ int32_t block_exclusive_scan(int32_t v, int32_t *warp_sums, int32_t &total) {
+    const int lane = threadIdx.x % 32, warp = threadIdx.x / 32, n_warps = blockDim.x / 32;
+    int32_t x = v;  // inclusive within the warp
+    for (int o = 1; o < 32; o *= 2) {
+        const int32_t y = __shfl_up_sync(0xffffffffu, x, o);
+        if (lane >= o) x += y;
     }
+    if (lane == 31) warp_sums[warp] = x;
     __syncthreads();
-    if (threadIdx.x == 0) {  // exclusive prefix over (e, seg) in order; offsets[e] = expert e's first slot
-        int32_t run = 0;
-        for (int64_t task = 0; task < X * S; ++task) {
-            if (task % S == 0) offsets[task / S] = run;
-            const int32_t c = first[task];
-            first[task] = run;
-            run += c;
+    if (warp == 0) {
+        int32_t w = lane < n_warps ? warp_sums[lane] : 0;
+        for (int o = 1; o < 32; o *= 2) {
+            const int32_t y = __shfl_up_sync(0xffffffffu, w, o);
+            if (lane >= o) w += y;
         }
-        offsets[X] = run;
+        if (lane < n_warps) warp_sums[lane] = w;  // inclusive over the warps
     }
     __syncthreads();
-    for (int64_t task = threadIdx.x; task < X * S; task += blockDim.x) {
-        const int64_t e = task / S, seg = task % S;
-        int32_t slot = first[task];
-        for (int64_t i = seg * len; i < min(total, (seg + 1) * len); ++i)
-            if (expert[i] == e) {
-                order[slot] = static_cast<int32_t>(i);
-                slot_of[i] = slot++;
+    total = warp_sums[n_warps - 1];
+    return x - v + (warp > 0 ? warp_sums[warp - 1] : 0);
+}
+
+// Groups the n * k assignments by expert (cuda/expert_group.h: tasks, entries, runs). The exclusive
+// prefix over the count entries runs on all threads (a run of entries each, then
+// block_exclusive_scan): it was one thread's loop with a 64-bit modulo per entry, and with a cache
+// line per lane in the segment walks, most of the experts' non-product time (run 10: 240 us a layer
+// beside 1241 us of products). Shared: the counts [X * S], then each (e, seg)'s first slot.
+__global__ void __launch_bounds__(kGroupThreads) group_kernel(const int32_t *expert, int total, int X, int32_t *offsets,
+                                                              int32_t *order, int32_t *slot_of) {
+    extern __shared__ int32_t first[];
+    __shared__ int32_t warp_sums[kGroupThreads / 32];
+    const int S = group_segments(X), len = (total + S - 1) / S, tasks = X * S;
+    for (int t = threadIdx.x; t < tasks; t += blockDim.x) {
+        const GroupTask task = group_task(t, X);
+        const int end = min(total, (task.seg + 1) * len);
+        int32_t c = 0;
+        for (int i = task.seg * len; i < end; ++i) c += expert[i] == task.e;
+        first[group_entry(task, S)] = c;
+    }
+    __syncthreads();
+    const GroupRun run = group_run(threadIdx.x, tasks, blockDim.x);
+    int32_t run_count = 0;
+    for (int r = run.r0; r < run.r1; ++r) run_count += first[r];
+    int32_t all = 0;
+    int32_t slot = block_exclusive_scan(run_count, warp_sums, all);  // its barriers: every run read before any write
+    for (int r = run.r0; r < run.r1; ++r) {  // a thread rewrites only its own run
+        const int32_t c = first[r];
+        if (r % S == 0) offsets[r / S] = slot;
+        first[r] = slot;
+        slot += c;
+    }
+    if (threadIdx.x == 0) offsets[X] = all;
+    __syncthreads();
+    for (int t = threadIdx.x; t < tasks; t += blockDim.x) {
+        const GroupTask task = group_task(t, X);
+        const int end = min(total, (task.seg + 1) * len);
+        int32_t next = first[group_entry(task, S)];
+        for (int i = task.seg * len; i < end; ++i)
+            if (expert[i] == task.e) {
+                order[next] = i;
+                slot_of[i] = next++;
             }
     }
 }
@@ -548,11 +573,15 @@ void moe(cudaStream_t s, const WeightView &gate, const WeightView &up, const Wei
          const float *x, int64_t n, const int32_t *expert, const float *weight, int k, float *out, const MoeScratch &m,
          KernelSet kernels) {
     if (n <= 0) return;
-    const size_t group_shared = static_cast<size_t>(n_expert * group_segments(n_expert)) * sizeof(int32_t);
-    if (group_shared > 48 * 1024)
+    // Counts for X * S <= max(X, kGroupThreads) entries beside the scan's warp sums.
+    constexpr size_t kGroupShared = 48 * 1024 - sizeof(int32_t) * (kGroupThreads / 32);
+    if (static_cast<size_t>(n_expert) > kGroupShared / sizeof(int32_t))
         throw Error(DGEMMA_ERR_UNSUPPORTED, "CUDA experts: " + std::to_string(n_expert) +
-                                                " experts exceed the grouping kernel's 48 KB of shared memory (12288 at most)");
-    group_kernel<<<1, kGroupThreads, group_shared, s>>>(expert, n * k, n_expert, m.offsets, m.order, m.slot_of);
+                                                " experts exceed the grouping kernel's shared memory (" +
+                                                std::to_string(kGroupShared / sizeof(int32_t)) + " at most)");
+    const int X = static_cast<int>(n_expert);
+    const size_t group_shared = static_cast<size_t>(X * group_segments(X)) * sizeof(int32_t);
+    group_kernel<<<1, kGroupThreads, group_shared, s>>>(expert, static_cast<int>(n * k), X, m.offsets, m.order, m.slot_of);
     check_launch("moe grouping");
     // Gate and up share one type in every file seen (one tensor, or two of one quantization); a file
     // that mixes them runs the per-row kernels. The tile width follows the mean tokens per expert.

@@ -1,0 +1,42 @@
+// The experts' grouping (moe.cu's group_kernel): which assignments a thread counts and places, and
+// which count entries it scans. Plain functions, so tests/expert_group_check.cpp runs the kernel's
+// phases thread by thread on the host against a stable sort by expert.
+//
+// One block of kGroupThreads threads groups `total` = n * k assignments over X experts. The
+// assignments are cut into S = group_segments(X) segments of `len` = ceil(total / S); task (e, seg)
+// counts, then places, expert e's assignments of segment seg. Counts live at entry e * S + seg, so
+// the exclusive prefix over the entries gives each (e, seg) its first slot in (expert, assignment)
+// order: expert e's slots are offsets[e] .. offsets[e + 1] - 1, its assignments in increasing order.
+#pragma once
+
+#include "host_device.h"
+
+namespace dg::cuda {
+
+constexpr int kGroupThreads = 1024;
+
+DG_HD int group_segments(int X) { return X >= kGroupThreads ? 1 : kGroupThreads / X; }
+
+struct GroupTask {
+    int e, seg;
+};
+
+// Task t of X * S, segment-major: the lanes of a warp take consecutive experts of one segment, so
+// they read each assignment of it together (one broadcast read instead of a line per lane).
+DG_HD GroupTask group_task(int t, int X) { return {t % X, t / X}; }
+
+// The count entry of a task: expert-major, the order of the slots.
+DG_HD int group_entry(GroupTask task, int S) { return task.e * S + task.seg; }
+
+// Thread tid's run of consecutive count entries [r0, r1) in the parallel prefix (runs in thread
+// order cover 0 .. entries - 1 once; threads past the end get empty runs).
+struct GroupRun {
+    int r0, r1;
+};
+DG_HD GroupRun group_run(int tid, int entries, int threads) {
+    const int per = (entries + threads - 1) / threads;
+    const int r0 = tid * per < entries ? tid * per : entries;
+    return {r0, r0 + per < entries ? r0 + per : entries};
+}
+
+}  // namespace dg::cuda
