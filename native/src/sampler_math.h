@@ -114,4 +114,33 @@ DG_HD double chunk_tree_sum(double *x) {
     return x[0];
 }
 
+// The same tree as 32 lanes compute it (a device warp): lane l holds elements l + 32 q, q < 32, so
+// the levels h = 512 .. 32 pair elements of one lane (q and q + h / 32) and h = 16 .. 1 pair lanes
+// (l and l + h). ea(q, e, a) gives lane l's element q of two chunks summed together (the sampler's
+// e and e * d); this folds the lane's levels, adding in the contract's order (x[i] + x[i + h]), and
+// returns the lane's partial sums: lanes 0 .. 31's values are x[0 .. 31] after level 32. The
+// cross-lane levels are the caller's (v = v + v of lane l + h). Sixteen pairs at a time keep 32
+// doubles live instead of 64.
+constexpr int kChunkLanes = 32;
+static_assert(kSamplerChunk == kChunkLanes * kChunkLanes, "a lane holds one element of each 32-element row of a chunk");
+
+template <typename EA>
+DG_HD void chunk_lane_sums(EA ea, double &e_sum, double &a_sum) {
+    double e[kChunkLanes / 2], a[kChunkLanes / 2];
+    for (int q = 0; q < kChunkLanes / 2; ++q) {  // level 512: q + (q + 16)
+        double e0, a0, e1, a1;
+        ea(q, e0, a0);
+        ea(q + kChunkLanes / 2, e1, a1);
+        e[q] = e0 + e1;
+        a[q] = a0 + a1;
+    }
+    for (int h = kChunkLanes / 4; h >= 1; h /= 2)  // levels 256 .. 32
+        for (int q = 0; q < h; ++q) {
+            e[q] = e[q] + e[q + h];
+            a[q] = a[q] + a[q + h];
+        }
+    e_sum = e[0];
+    a_sum = a[0];
+}
+
 }  // namespace dg

@@ -1,7 +1,7 @@
 // The entropy-bound sampler on the device, bit-identical to the CPU reference (sampler.h,
 // sampler.cpp): the same sampler_math.h functions, compiled with -fmad=false (CMakeLists.txt) so
-// that no multiply-add is fused; the same halving tree over chunks of kSamplerChunk values (one
-// thread per pair of a chunk's halves), chunk sums added in order, positions ordered by
+// that no multiply-add is fused; the same halving tree over chunks of kSamplerChunk values (a warp
+// per chunk: chunk_lane_sums, then shuffles), chunk sums added in order, positions ordered by
 // (entropy, position), the inverse-CDF walk and the acceptance scan run sequentially in order.
 #include "cuda/kernels.h"
 #include "sampler_math.h"
@@ -10,7 +10,8 @@ namespace dg::cuda {
 
 namespace {
 
-constexpr int kHalf = static_cast<int>(kSamplerChunk / 2);  // threads per position
+constexpr int kSampleThreads = 256;  // a block per position; each warp sums whole chunks
+constexpr int kSampleWarps = kSampleThreads / 32;
 
 __device__ inline uint64_t raw_draw(const DrawSpec &d, uint64_t k) { return d.table ? d.table[k] : draw_value(d.seed, k); }
 
@@ -22,21 +23,30 @@ __global__ void init_kernel(int32_t *canvas, const int8_t *fixed, int32_t *histo
 }
 
 // One block per position: y /= t in place, argmax (lowest index of the maximum; NaN never wins),
-// entropy and the categorical draw. Shared: e, a [kSamplerChunk] doubles, then the chunk sums.
-__global__ void position_kernel(float *logits, int64_t V, float t, DrawSpec draws, int64_t canvas_no, int64_t step_index,
-                                int64_t C, int max_steps, double *entropy, int32_t *draw, int32_t *argmax) {
+// entropy and the categorical draw. A warp sums a chunk's e and e * d by chunk_lane_sums (its lane's
+// levels of the contract's tree in registers) and five shuffles (the lanes' levels), without a block
+// barrier; warps take chunks in turn and the chunk sums are added in chunk order after. The halving
+// tree over 512 threads took two barriers a level, 20 a chunk and 5120 a position (run 10: 1.1 ms a
+// step). Two blocks a multiprocessor: unbounded, the compiler kept every exponential of a lane in
+// flight (254 registers, one block); at 96 it spills nothing. Shared: e [n_chunks + 1] (the chunk
+// sums, then the target), a [n_chunks], the walk's chunk [kSamplerChunk].
+__global__ void __launch_bounds__(kSampleThreads, 2) position_kernel(float *logits, int64_t V, float t, DrawSpec draws,
+                                                                  int64_t canvas_no, int64_t step_index, int64_t C,
+                                                                  int max_steps, double *entropy, int32_t *draw,
+                                                                  int32_t *argmax) {
     extern __shared__ double shd[];
-    double *e = shd, *a = shd + kSamplerChunk, *chunk_sum = shd + 2 * kSamplerChunk;
-    __shared__ float best_v[kHalf / 32];
-    __shared__ int64_t best_i[kHalf / 32];
+    const int64_t n_chunks = (V + kSamplerChunk - 1) / kSamplerChunk;
+    double *chunk_e = shd, *chunk_a = shd + n_chunks + 1, *walk_e = shd + 2 * n_chunks + 1;
+    __shared__ float best_v[kSampleWarps];
+    __shared__ int64_t best_i[kSampleWarps];
     __shared__ double walk_cum;
     __shared__ int64_t walk_chunk;
     const int64_t i = blockIdx.x;
-    const int tid = threadIdx.x;
+    const int tid = threadIdx.x, warp = tid / 32, lane = tid % 32;
     float *y = logits + i * V;
     float mx = -INFINITY;
     int64_t am = -1;
-    for (int64_t v = tid; v < V; v += kHalf) {
+    for (int64_t v = tid; v < V; v += kSampleThreads) {
         y[v] = y[v] / t;
         if (y[v] > mx) { mx = y[v]; am = v; }
     }
@@ -45,68 +55,70 @@ __global__ void position_kernel(float *logits, int64_t V, float t, DrawSpec draw
         const int64_t oi = __shfl_xor_sync(0xffffffffu, am, o);
         if (oi >= 0 && (am < 0 || ov > mx || (ov == mx && oi < am))) { mx = ov; am = oi; }
     }
-    if (tid % 32 == 0) { best_v[tid / 32] = mx; best_i[tid / 32] = am; }
+    if (lane == 0) { best_v[warp] = mx; best_i[warp] = am; }
     __syncthreads();  // also publishes every thread's y /= t
     mx = -INFINITY;
     am = -1;
-    for (int w = 0; w < kHalf / 32; ++w)
+    for (int w = 0; w < kSampleWarps; ++w)
         if (best_i[w] >= 0 && (am < 0 || best_v[w] > mx || (best_v[w] == mx && best_i[w] < am))) { mx = best_v[w]; am = best_i[w]; }
     if (am < 0 || !isfinite(mx)) {  // every value NaN or -inf, or a +inf: no distribution
         if (tid == 0) { entropy[i] = INFINITY; draw[i] = 0; argmax[i] = 0; }
         return;
     }
     const double m = mx;
-    const int64_t n_chunks = (V + kSamplerChunk - 1) / kSamplerChunk;
-    double S = 0.0, A = 0.0;  // meaningful in thread 0
-    for (int64_t c = 0; c < n_chunks; ++c) {
-        for (int64_t j = tid; j < kSamplerChunk; j += kHalf) {
-            const int64_t v = c * kSamplerChunk + j;
-            double ev = 0.0, av = 0.0;
-            if (v < V) {
-                const double dv = static_cast<double>(y[v]) - m;
-                ev = sampler_exp(dv);
-                av = ev * (dv >= -708.0 ? dv : 0.0);
-            }
-            e[j] = ev;
-            a[j] = av;
+    for (int64_t c = warp; c < n_chunks; c += kSampleWarps) {
+        const float *yc = y + c * kSamplerChunk;
+        const int64_t n = min(V - c * kSamplerChunk, kSamplerChunk);
+        double es, as;
+        chunk_lane_sums(
+            [&](int q, double &ev, double &av) {  // element lane + 32 q of the chunk; past V: zero
+                const int64_t j = lane + kChunkLanes * q;
+                ev = 0.0;
+                av = 0.0;
+                if (j < n) {
+                    const double dv = static_cast<double>(yc[j]) - m;
+                    ev = sampler_exp(dv);
+                    av = ev * (dv >= -708.0 ? dv : 0.0);
+                }
+            },
+            es, as);
+        for (int o = kChunkLanes / 2; o >= 1; o /= 2) {  // levels 16 .. 1: x[l] + x[l + o]
+            es = es + __shfl_down_sync(0xffffffffu, es, o);
+            as = as + __shfl_down_sync(0xffffffffu, as, o);
         }
-        __syncthreads();
-        for (int h = kHalf; h >= 1; h /= 2) {
-            if (tid < h) {
-                e[tid] = e[tid] + e[tid + h];
-                a[tid] = a[tid] + a[tid + h];
-            }
-            __syncthreads();
+        if (lane == 0) {
+            chunk_e[c] = es;
+            chunk_a[c] = as;
         }
-        if (tid == 0) {
-            chunk_sum[c] = e[0];
-            S = S + e[0];
-            A = A + a[0];
-        }
-        __syncthreads();
     }
+    __syncthreads();
     const double u = static_cast<double>(draw_uniform(raw_draw(draws, draw_index(canvas_no, step_index, 0, i, C, max_steps))));
     if (tid == 0) {
+        double S = 0.0, A = 0.0;
+        for (int64_t c = 0; c < n_chunks; ++c) {
+            S = S + chunk_e[c];
+            A = A + chunk_a[c];
+        }
         entropy[i] = sampler_log(S) - A / S;
         argmax[i] = static_cast<int32_t>(am);
         const double target = u * S;
         double cum = 0.0;
         int64_t c = 0;
-        while (c < n_chunks - 1 && !(cum + chunk_sum[c] > target)) cum = cum + chunk_sum[c++];
+        while (c < n_chunks - 1 && !(cum + chunk_e[c] > target)) cum = cum + chunk_e[c++];
         walk_cum = cum;
         walk_chunk = c;
-        chunk_sum[n_chunks] = target;
+        chunk_e[n_chunks] = target;
     }
     __syncthreads();
     const int64_t v0 = walk_chunk * kSamplerChunk, v1 = min(V, v0 + kSamplerChunk);
-    for (int64_t v = v0 + tid; v < v1; v += kHalf) e[v - v0] = sampler_exp(static_cast<double>(y[v]) - m);
+    for (int64_t v = v0 + tid; v < v1; v += kSampleThreads) walk_e[v - v0] = sampler_exp(static_cast<double>(y[v]) - m);
     __syncthreads();
     if (tid != 0) return;
-    const double target = chunk_sum[n_chunks];
+    const double target = chunk_e[n_chunks];
     double cum = walk_cum;
     int64_t pick = -1, last_nonzero = -1;
     for (int64_t v = v0; v < v1; ++v) {
-        const double ev = e[v - v0];
+        const double ev = walk_e[v - v0];
         if (ev > 0.0) last_nonzero = v;
         cum = cum + ev;
         if (cum > target) { pick = v; break; }
@@ -172,10 +184,10 @@ void sample(cudaStream_t s, float *logits, int64_t C, int64_t V, float t, const 
             int32_t *stop, int8_t *accepted, const SampleScratch &scratch) {
     const int64_t step_index = p.max_steps - step + 1;
     const int64_t n_chunks = (V + kSamplerChunk - 1) / kSamplerChunk;
-    const size_t shared = static_cast<size_t>(2 * kSamplerChunk + n_chunks + 1) * sizeof(double);
-    if (shared > 48 * 1024)
-        throw Error(DGEMMA_ERR_UNSUPPORTED, "CUDA sampler: a vocabulary of " + std::to_string(V) + " needs more shared memory than 48 KB");
-    position_kernel<<<static_cast<unsigned>(C), kHalf, shared, s>>>(logits, V, t, draws, canvas_no, step_index, C, p.max_steps,
+    const size_t shared = static_cast<size_t>(2 * n_chunks + 1 + kSamplerChunk) * sizeof(double);
+    if (shared > 40 * 1024)  // beside the kernel's own few hundred bytes, within the 48 KB without opt-in
+        throw Error(DGEMMA_ERR_UNSUPPORTED, "CUDA sampler: a vocabulary of " + std::to_string(V) + " needs more shared memory than 40 KB");
+    position_kernel<<<static_cast<unsigned>(C), kSampleThreads, shared, s>>>(logits, V, t, draws, canvas_no, step_index, C, p.max_steps,
                                                                    scratch.entropy, scratch.draw, argmax);
     check_launch("sampler positions");
     finish_kernel<<<1, 256, 0, s>>>(C, V, p, draws, canvas_no, step_index, canvas, argmax, fixed, history, stop, accepted,
