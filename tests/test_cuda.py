@@ -160,6 +160,26 @@ def test_flash_attention_blocks_run_on_the_host_give_attention_within_bf16_round
     assert out.stdout.split()[0] == "ok" and int(out.stdout.split()[-1]) > 1_000_000  # outputs compared
 
 
+def test_expert_grouping_is_a_stable_sort_by_expert_thread_by_thread(tmp_path):
+    """cuda/expert_group.h (moe.cu's group_kernel: one block groups a pass's n x k assignments by
+    expert) run phase by phase and thread by thread on the host, its warp scans lane by lane: offsets,
+    order and slot_of equal a stable sort by expert for 1 to 12256 experts and 1 to 8192 assignments,
+    every count entry written once, the prefix runs consecutive and disjoint."""
+    out = subprocess.run([str(_host_check("expert_group_check.cpp", tmp_path))], capture_output=True, text=True, timeout=300)
+    assert out.returncode == 0, out.stdout
+    assert out.stdout.split()[0] == "ok" and int(out.stdout.split()[-1]) > 100_000  # assignments grouped
+
+
+def test_a_warps_chunk_sum_is_the_contracts_halving_tree_bit_for_bit(tmp_path):
+    """sampler_math.h's chunk_lane_sums and the CUDA sampler's five shuffle levels after it (restated lane
+    by lane) against chunk_tree_sum, the contract's tree, on 3000 random chunks of e and e * d with
+    zeros, subnormals and partial chunks: the same bits, so the device's entropies and draws stay the
+    CPU's with a warp per chunk instead of 512 threads and two barriers a level."""
+    out = subprocess.run([str(_host_check("sampler_lanes_check.cpp", tmp_path))], capture_output=True, text=True, timeout=300)
+    assert out.returncode == 0, out.stdout
+    assert out.stdout.split() == ["ok", "3000"]
+
+
 def test_router_top_k_is_the_contracts_choice_with_ties_to_the_lower_id(tmp_path):
     """router_math.h's route_top_k (the CPU backend's and the CUDA kernels' router) against a stable sort
     of the probabilities, bit for bit, on random logits with planted ties."""
