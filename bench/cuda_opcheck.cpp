@@ -430,6 +430,77 @@ void row_ops(Harness &h) {
             be.rope(x.t, heads, d, p.t, fr.t, n_rot);
             return fetch<float>(be, x.t);
         });
+    // The composite ops (Backend::add_rmsnorm, rmsnorm_rope): the CPU runs their defaults, the ops
+    // they name; each row returns the residual and the normed output. The "-same-bits" rows run the
+    // op and its default's ops on one backend and count the values that differ: 0 on every backend.
+    for (auto [dim, n] : {std::pair<int64_t, int64_t>{64, 1}, {1000, 37}, {2816, 256}})
+        for (int variant = 0; variant < 4; ++variant) {
+            const bool scaled = variant & 1, with_w = variant & 2;
+            auto run = [&, dim = dim, n = n](Backend &be, std::mt19937_64 &rng, bool fused, bool in_place) {
+                Buf h = tensor(be, TensorType::F32, randn(rng, dim * n, 2.0f).data(), dim, n);
+                Buf d = tensor(be, TensorType::F32, randn(rng, dim * n).data(), dim, n);
+                Buf w = tensor(be, TensorType::F32, randn(rng, dim).data(), dim);
+                std::vector<int32_t> mode(n);
+                for (int64_t i = 0; i < n; ++i) mode[i] = int32_t(rng() % 2);
+                Buf m = tensor(be, TensorType::I32, mode.data(), n);
+                const float s[2] = {0.75f, 1.25f};
+                Buf o = poisoned(be, TensorType::F32, dim, n);
+                const Tensor &out = in_place ? h.t : o.t;
+                if (fused) {
+                    be.add_rmsnorm(h.t, d.t, scaled ? &m.t : nullptr, scaled ? s : nullptr, with_w ? &w.t : nullptr, 1e-6f, out);
+                } else {
+                    be.add(h.t, d.t);
+                    if (scaled) be.scale_rows(h.t, m.t, s);
+                    be.rmsnorm(h.t, with_w ? &w.t : nullptr, 1e-6f, out);
+                }
+                std::vector<float> r = fetch<float>(be, h.t);
+                if (!in_place) {
+                    const std::vector<float> y = fetch<float>(be, o.t);
+                    r.insert(r.end(), y.begin(), y.end());
+                }
+                return r;
+            };
+            const std::string type = std::string("F32") + (scaled ? "-scaled" : "") + (with_w ? "-w" : "");
+            for (bool in_place : {false, true})
+                h.check("add_rmsnorm", type + (in_place ? "-in-place" : ""), dims({dim, n}), 1e-5,
+                        [&](Backend &be, std::mt19937_64 &rng) { return run(be, rng, true, in_place); });
+            h.check("add_rmsnorm", type + "-same-bits", dims({dim, n}), 0, [&](Backend &be, std::mt19937_64 &rng) {
+                std::mt19937_64 again = rng;
+                const std::vector<float> fused = run(be, rng, true, false), plain = run(be, again, false, false);
+                return std::vector<float>{must_be_zero(mismatches(fused, plain), "add_rmsnorm against add, scale_rows, rmsnorm")};
+            }, true);
+        }
+    for (auto [heads, d, n_rot, n] : {std::tuple<int, int, int, int64_t>{4, 64, 16, 1}, {4, 128, 128, 37}, {16, 256, 64, 256},
+                                      {8, 256, 256, 256}, {2, 512, 128, 40}})
+        for (bool with_w : {false, true}) {
+            auto run = [&, heads = heads, d = d, n_rot = n_rot, n = n](Backend &be, std::mt19937_64 &rng, bool fused) {
+                Buf x = tensor(be, TensorType::F32, randn(rng, int64_t(heads) * d * n, 3.0f).data(), int64_t(heads) * d, n);
+                Buf w = tensor(be, TensorType::F32, randn(rng, d).data(), d);
+                std::vector<int32_t> pos(n);
+                for (int64_t i = 0; i < n; ++i) pos[i] = int32_t(rng() % 9000);
+                std::vector<float> f(n_rot / 2);
+                for (int j = 0; j < n_rot / 2; ++j) f[j] = std::pow(10000.0f, -2.0f * j / n_rot);
+                Buf p = tensor(be, TensorType::I32, pos.data(), n), fr = tensor(be, TensorType::F32, f.data(), n_rot / 2);
+                be.reserve(PassLimits{n, 1, d, d, d, 1, 1, 1, 0, 0});
+                if (fused) {
+                    be.rmsnorm_rope(x.t, with_w ? &w.t : nullptr, 1e-6f, heads, d, p.t, fr.t, n_rot);
+                } else {
+                    const Tensor rows = make_tensor(x.t.data, TensorType::F32, d, n * heads, 1, 1, &be);
+                    be.rmsnorm(rows, with_w ? &w.t : nullptr, 1e-6f, rows);
+                    be.rope(x.t, heads, d, p.t, fr.t, n_rot);
+                }
+                return fetch<float>(be, x.t);
+            };
+            const std::string shape = dims({heads, d, n_rot, n});
+            h.check("rmsnorm_rope", with_w ? "F32-w" : "F32", shape, 1e-5,
+                    [&](Backend &be, std::mt19937_64 &rng) { return run(be, rng, true); });
+            h.check("rmsnorm_rope", std::string(with_w ? "F32-w" : "F32") + "-same-bits", shape, 0,
+                    [&](Backend &be, std::mt19937_64 &rng) {
+                        std::mt19937_64 again = rng;
+                        const std::vector<float> fused = run(be, rng, true), plain = run(be, again, false);
+                        return std::vector<float>{must_be_zero(mismatches(fused, plain), "rmsnorm_rope against rmsnorm, rope")};
+                    }, true);
+        }
     const int64_t w = 333, n = 17;
     auto elementwise = [&](const char *op, std::function<void(Backend &, Buf &, Buf &, Buf &)> f, bool exact = false) {
         h.check(op, "F32", dims({w, n}), 1e-5, [&](Backend &be, std::mt19937_64 &rng) {
@@ -617,6 +688,11 @@ Buf random_weight(Backend &be, TensorType type, int64_t cols, int64_t rows, int6
     if (type == TensorType::F32) {
         std::vector<float> v = randn(rng, static_cast<size_t>(cols * rows * n_expert), 0.05f);
         std::memcpy(b.host.data(), v.data(), b.host.size());
+    } else if (type == TensorType::BF16) {  // random signs and mantissas, magnitudes in [2^-7, 2^-6)
+        for (size_t i = 0; i + 8 <= b.host.size(); i += 8) {
+            const uint64_t v = (rng() & 0x807f807f807f807full) | 0x3c003c003c003c00ull;
+            std::memcpy(&b.host[i], &v, 8);
+        }
     } else {
         for (size_t i = 0; i + 8 <= b.host.size(); i += 8) {
             const uint64_t r = rng();
@@ -692,8 +768,9 @@ int bench_full() {
     double step = 0, step_best = 0;
     auto row = [&](const char *op, TensorType type, const std::string &shape, const double (&ms)[3], double flop, int per_step) {
         auto cell = [](double v) { return v > 0 ? std::to_string(v).substr(0, 8) : std::string("-"); };
-        std::printf("%-22s %-6s %-22s %10.3f %10s %10s %9.2f %8d\n", op, type_traits(type)->name, shape.c_str(), ms[0],
-                    cell(ms[1]).c_str(), cell(ms[2]).c_str(), flop / (ms[0] * 1e9), per_step);
+        // TFLOP/s of the default tiles, or of the tensor set on rows measured with it alone.
+        std::printf("%-22s %-6s %-22s %10s %10s %10s %9.2f %8d\n", op, type_traits(type)->name, shape.c_str(), cell(ms[0]).c_str(),
+                    cell(ms[1]).c_str(), cell(ms[2]).c_str(), flop / ((ms[0] > 0 ? ms[0] : ms[2]) * 1e9), per_step);
         std::fflush(stdout);
         step += ms[0] * per_step;
         step_best += (ms[2] > 0 ? std::min(ms[0], ms[2]) : ms[0]) * per_step;
@@ -721,6 +798,21 @@ int bench_full() {
             ms[which] = median_ms(be, [&] { be.matmul(w.t, x.t, y.t); });
         }
         row(m.name, m.type, dims({m.cols, m.rows, T}), ms, 2.0 * m.cols * m.rows * T, m.per_step);
+    }
+    // The vocabulary products on a BF16 copy of the table (1.5 GB against Q6_K's 0.6 GB), tensor set
+    // alone, not in the step's sum: what such a copy would buy (a choice of memory for speed).
+    const bool bf16_rows = sets[2] != nullptr;
+    if (bf16_rows) {
+        Backend &b = *sets[2];
+        Buf w = random_weight(b, TensorType::BF16, E, V, 1, rng);
+        Buf x = tensor(b, TensorType::F32, randn(rng, E * T).data(), E, T);
+        Buf y = tensor(b, TensorType::F32, nullptr, V, T);
+        b.reserve(PassLimits{T, 1, E, E, 1, 1, 1, 1, T, V});
+        const double ms[3] = {0, 0, median_ms(b, [&] { b.matmul(w.t, x.t, y.t); })};
+        row("lm_head (BF16 table)", TensorType::BF16, dims({E, V, T}), ms, 2.0 * E * V * T, 0);
+        Buf o = tensor(b, TensorType::F32, nullptr, E, T);
+        const double ms_soft[3] = {0, 0, median_ms(b, [&] { b.soft_embed(w.t, y.t, 16.0f, o.t); })};
+        row("soft_embed (BF16)", TensorType::BF16, dims({E, V, T}), ms_soft, 2.0 * E * V * T, 0);
     }
     {  // the experts: fused gate/up Q4_K, down Q5_0 (704 is not a multiple of 256), top-8 of 128
         double ms[3] = {0, 0, 0};
@@ -801,10 +893,25 @@ int bench_full() {
     };
     attention_row("attention (sliding)", Hkv, D, 1024, int(L) - int(L) / 6);
     attention_row("attention (global)", 2, 512, 0, int(L) / 6);
-    {
+    {  // a layer's row-wise ops (forward.cpp): 4 norms of the residual width, 3 residual adds with the
+       // next norm, the queries' and keys' norm and RoPE (counted at the queries' 16 heads), the values' norm
         Buf x = tensor(be, TensorType::F32, randn(rng, E * T).data(), E, T), y = tensor(be, TensorType::F32, nullptr, E, T);
-        row1("rmsnorm (x8 a layer)", TensorType::F32, dims({E, T}), median_ms(be, [&] { be.rmsnorm(x.t, nullptr, 1e-6f, y.t); }),
-            0, int(8 * L));
+        Buf d = tensor(be, TensorType::F32, randn(rng, E * T).data(), E, T), w = tensor(be, TensorType::F32, randn(rng, E).data(), E);
+        row1("rmsnorm (x4 a layer)", TensorType::F32, dims({E, T}), median_ms(be, [&] { be.rmsnorm(x.t, &w.t, 1e-6f, y.t); }),
+             0, int(4 * L));
+        row1("add_rmsnorm (x3)", TensorType::F32, dims({E, T}),
+             median_ms(be, [&] { be.add_rmsnorm(x.t, d.t, nullptr, nullptr, &w.t, 1e-6f, y.t); }), 0, int(3 * L));
+        Buf q = tensor(be, TensorType::F32, randn(rng, H * D * T).data(), H * D, T), wd = tensor(be, TensorType::F32, randn(rng, D).data(), D);
+        std::vector<int32_t> pos(T);
+        for (int64_t i = 0; i < T; ++i) pos[i] = int32_t(n_past + i);
+        std::vector<float> f(D / 2);
+        for (int64_t j = 0; j < D / 2; ++j) f[j] = std::pow(10000.0f, -2.0f * float(j) / float(D));
+        Buf p = tensor(be, TensorType::I32, pos.data(), T), fr = tensor(be, TensorType::F32, f.data(), D / 2);
+        row1("rmsnorm_rope (x2)", TensorType::F32, dims({H, D, T}),
+             median_ms(be, [&] { be.rmsnorm_rope(q.t, &wd.t, 1e-6f, int(H), int(D), p.t, fr.t, int(D)); }), 0, int(2 * L));
+        const Tensor v_rows = make_tensor(q.t.data, TensorType::F32, D, T * Hkv, 1, 1, &be);
+        row1("rmsnorm (values)", TensorType::F32, dims({D, T * Hkv}),
+             median_ms(be, [&] { be.rmsnorm(v_rows, nullptr, 1e-6f, v_rows); }), 0, int(L));
     }
     {  // self-conditioning's soft embedding and the sampler over the full vocabulary
         double ms[3] = {0, 0, 0};

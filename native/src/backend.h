@@ -161,6 +161,27 @@ public:
     // Rotate-half RoPE in place on x [n][n_heads][head_dim] at positions pos[n]; dimension pairs
     // (i, i + n_rot/2), i < n_rot/2, rotate by angle pos * inv_freq[i].
     virtual void rope(const Tensor &x, int n_heads, int head_dim, const Tensor &pos, const Tensor &inv_freq, int n_rot) = 0;
+
+    // --- composite ops: each is its default, the ops it names in order; a backend may override one
+    // with a single pass of the same arithmetic (fewer launches and passes over memory). The
+    // defaults are the reference the overrides are checked against.
+    // h += d; then, with scalars, row r of h *= scalars[row_mode[r]]; then out = rmsnorm(h) (* w).
+    // out may be h (the sum is then not kept). The residual stream's add, the layer scalar and the
+    // norm of the next reader of h, in one op.
+    virtual void add_rmsnorm(const Tensor &h, const Tensor &d, const Tensor *row_mode, const float *scalars, const Tensor *w,
+                             float eps, const Tensor &out) {
+        add(h, d);
+        if (scalars) scale_rows(h, *row_mode, scalars);
+        rmsnorm(h, w, eps, out);
+    }
+    // x [n][n_heads][head_dim] in place: each head's row normed (rmsnorm over head_dim, * w when
+    // given), then rotated as rope() does. The queries' and keys' norm and RoPE in one op.
+    virtual void rmsnorm_rope(const Tensor &x, const Tensor *w, float eps, int n_heads, int head_dim, const Tensor &pos,
+                              const Tensor &inv_freq, int n_rot) {
+        const Tensor heads = make_tensor(x.data, x.type_id, head_dim, pos.count() * n_heads, 1, 1, x.backend);
+        rmsnorm(heads, w, eps, heads);
+        rope(x, n_heads, head_dim, pos, inv_freq, n_rot);
+    }
     // Every segment of the pass at once (see PassSegment for who sees what).
     virtual void attention(const AttentionArgs &a) = 0;
     // Appends rows [row0, row0 + n) of k and v at positions pos0.. to a ring cache; only the last

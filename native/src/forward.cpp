@@ -131,9 +131,10 @@ void Model::run_pass(Workspace &ws, const std::vector<PassItem> &items, const Pa
         be.matmul(w_.sc_up, sc, up);
         be.gelu_mul(gate, up, gate);
         be.matmul(w_.sc_down, gate, rows_of(ws.sc_h, E, D));
-        be.add(rows_of(ws.x, E, D), rows_of(ws.sc_h, E, D));
+        be.add_rmsnorm(rows_of(ws.x, E, D), rows_of(ws.sc_h, E, D), nullptr, nullptr, nullptr, hp_.eps, rows_of(ws.x, E, D));
+    } else if (D) {
+        be.rmsnorm(rows_of(ws.x, E, D), nullptr, hp_.eps, rows_of(ws.x, E, D));
     }
-    if (D) be.rmsnorm(rows_of(ws.x, E, D), nullptr, hp_.eps, rows_of(ws.x, E, D));
 
     // The decoder segments alone (rows 0 .. D-1): in the last layer the encoder rows need only their
     // keys and values for the cache, so past the cache store only these rows go on. Exact: nothing
@@ -157,17 +158,16 @@ void Model::run_pass(Workspace &ws, const std::vector<PassItem> &items, const Pa
                      v = rows_of(ws.v, static_cast<int64_t>(Hkv) * d, n), attn = rows_of(ws.attn, H * d, m);
 
         // --- attention: h = h + post_attn_norm(Wo . attn(q, k, v))
-        be.rmsnorm(x, &*w.attn_norm, hp_.eps, xn);
+        // xn = attn_norm(h): layer 0's here; every later layer's from the previous layer's closing add.
+        if (il == 0) be.rmsnorm(x, &*w.attn_norm, hp_.eps, xn);
         be.matmul(w.wk, xn, kk);  // [n][Hkv][d]
         // Full layers have no V projection: V is the raw K projection, before k_norm and RoPE.
         be.matmul(L.has_v ? w.wv : w.wk, xn, v);
         if (m > 0) be.matmul(w.wq, rows_of(ws.xn, E, m), q);  // [m][H][d]
-        be.rmsnorm(rows_of(ws.k, d, n * Hkv), &*w.k_norm, hp_.eps, rows_of(ws.k, d, n * Hkv));
+        be.rmsnorm_rope(kk, &*w.k_norm, hp_.eps, Hkv, d, pass.positions, *w.inv_freq, L.n_rot);
         be.rmsnorm(rows_of(ws.v, d, n * Hkv), nullptr, hp_.eps, rows_of(ws.v, d, n * Hkv));
-        be.rope(kk, Hkv, d, pass.positions, *w.inv_freq, L.n_rot);
         if (m > 0) {
-            be.rmsnorm(rows_of(ws.q, d, m * H), &*w.q_norm, hp_.eps, rows_of(ws.q, d, m * H));
-            be.rope(q, static_cast<int>(H), d, out_pass.positions, *w.inv_freq, L.n_rot);
+            be.rmsnorm_rope(q, &*w.q_norm, hp_.eps, static_cast<int>(H), d, out_pass.positions, *w.inv_freq, L.n_rot);
             AttentionArgs a;
             a.q = q;
             a.k = kk;
@@ -187,12 +187,11 @@ void Model::run_pass(Workspace &ws, const std::vector<PassItem> &items, const Pa
         const Tensor xm = rows_of(ws.x, E, m), xnm = rows_of(ws.xn, E, m), proj = rows_of(ws.proj, E, m);
         be.matmul(w.wo, attn, proj);
         be.rmsnorm(proj, &*w.post_attn_norm, hp_.eps, proj);
-        be.add(xm, proj);
 
         // --- dense MLP and experts, in parallel on the same h
         const Tensor gate = rows_of(ws.ff_gate, hp_.n_ff, m), up = rows_of(ws.ff_up, hp_.n_ff, m);
         const Tensor dense = rows_of(ws.dense, E, m), moe_out = rows_of(ws.moe_out, E, m);
-        be.rmsnorm(xm, &*w.ffn_norm, hp_.eps, xnm);
+        be.add_rmsnorm(xm, proj, nullptr, nullptr, &*w.ffn_norm, hp_.eps, xnm);  // h += attention; xnm = ffn_norm(h)
         be.matmul(w.ffn_gate, xnm, gate);
         be.matmul(w.ffn_up, xnm, up);
         be.gelu_mul(gate, up, gate);
@@ -206,17 +205,18 @@ void Model::run_pass(Workspace &ws, const std::vector<PassItem> &items, const Pa
         be.rmsnorm(xm, &*w.pre_ffw_norm_2, hp_.eps, xnm);
         moe(w, xnm, ids, wts, moe_out);
         be.rmsnorm(moe_out, &*w.post_ffw_norm_2, hp_.eps, moe_out);
+        be.add_rmsnorm(dense, moe_out, nullptr, nullptr, &*w.post_ffw_norm, hp_.eps, dense);
 
-        be.add(dense, moe_out);
-        be.rmsnorm(dense, &*w.post_ffw_norm, hp_.eps, dense);
-        be.add(xm, dense);
-        be.scale_rows(xm, out_pass.row_mode, w.scalars);
+        // h = (h + dense) * the layer scalar of each row's mode, then the norm h's next reader
+        // needs: the next layer's attention norm, or the final norm (the last layer: decoder rows).
+        const Tensor &next_norm = last ? *w_.output_norm : *w_.layers[il + 1].attn_norm;
+        be.add_rmsnorm(xm, dense, &out_pass.row_mode, w.scalars, &next_norm, hp_.eps, xnm);
     }
 
-    // --- decoder rows: softcap(lm_head(final_norm(h))), the tied embedding read once for all
+    // --- decoder rows: softcap(lm_head(final_norm(h))), the tied embedding read once for all; the
+    // final norm is the last layer's closing add_rmsnorm's.
     if (D) {
         const Tensor logits = ws.logits->rows(0, D);
-        be.rmsnorm(rows_of(ws.x, E, D), &*w_.output_norm, hp_.eps, rows_of(ws.xn, E, D));
         be.matmul(w_.token_embd, rows_of(ws.xn, E, D), logits);
         be.softcap(logits, hp_.softcap);
     }

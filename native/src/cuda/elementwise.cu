@@ -9,17 +9,26 @@ namespace {
 
 constexpr int kThreads = 256;
 
-__global__ void rmsnorm_kernel(const float *x, const float *w, float eps, int64_t dim, float *y) {
-    __shared__ double red[32];
-    const float *xr = x + static_cast<int64_t>(blockIdx.x) * dim;
-    float *yr = y + static_cast<int64_t>(blockIdx.x) * dim;
+// The rmsnorm scale of the block's row, 1 / sqrt(mean(x^2) + eps): thread t sums x(i)^2 in double
+// over i = t, t + blockDim, ... in order, then block_sum. Every norm kernel here takes it from this
+// one function, so a fused kernel's scale has the bits of rmsnorm_kernel's for the same row.
+template <typename Load>
+__device__ float rms_scale(Load x, int64_t dim, float eps, double *red) {
     double ss = 0.0;
-    for (int64_t i = threadIdx.x; i < dim; i += blockDim.x) ss += static_cast<double>(xr[i]) * xr[i];
+    for (int64_t i = threadIdx.x; i < dim; i += blockDim.x) {
+        const float v = x(i);
+        ss += static_cast<double>(v) * v;
+    }
     ss = block_sum(ss, red);
-    const float scale = static_cast<float>(1.0 / sqrt(ss / static_cast<double>(dim) + eps));
-    // kNormBatch rounds' loads before their stores: y may be x, so the compiler keeps each load behind
-    // the previous store (a memory round trip a round); the same values, the same bits.
-    constexpr int kNormBatch = 4;
+    return static_cast<float>(1.0 / sqrt(ss / static_cast<double>(dim) + eps));
+}
+
+// yr[i] = xr[i] * scale (* w[i]) over the row. kNormBatch rounds' loads go before their stores: y
+// may be x, so the compiler keeps each load behind the previous store (a memory round trip a
+// round); the same values, the same bits.
+constexpr int kNormBatch = 4;
+
+__device__ void rms_apply(const float *xr, const float *w, float scale, int64_t dim, float *yr) {
     for (int64_t base = threadIdx.x; base < dim; base += kNormBatch * static_cast<int64_t>(blockDim.x)) {
         float v[kNormBatch], wv[kNormBatch];
 #pragma unroll
@@ -36,19 +45,87 @@ __global__ void rmsnorm_kernel(const float *x, const float *w, float eps, int64_
     }
 }
 
+// One dimension pair of rotate-half RoPE, rounded product by product (no fused multiply-add), so
+// the plain and the fused kernels rotate to the same bits.
+__device__ inline void rope_pair(float &a, float &b, float angle) {
+    float sn, cs;
+    sincosf(angle, &sn, &cs);
+    const float ra = __fsub_rn(__fmul_rn(a, cs), __fmul_rn(b, sn)), rb = __fadd_rn(__fmul_rn(b, cs), __fmul_rn(a, sn));
+    a = ra;
+    b = rb;
+}
+
+__global__ void rmsnorm_kernel(const float *x, const float *w, float eps, int64_t dim, float *y) {
+    __shared__ double red[32];
+    const float *xr = x + static_cast<int64_t>(blockIdx.x) * dim;
+    float *yr = y + static_cast<int64_t>(blockIdx.x) * dim;
+    const float scale = rms_scale([&](int64_t i) { return xr[i]; }, dim, eps, red);
+    rms_apply(xr, w, scale, dim, yr);
+}
+
+// add, scale_rows and rmsnorm of a row in one block (Backend::add_rmsnorm): h = h + d, times
+// s[mode[row]] when s is given, stored; then out = rmsnorm(h) (* w). The sums, products and norm
+// of the three kernels, in their order, so the same bits. out may be h: each thread reads back
+// only the elements it stored.
+__global__ void add_rmsnorm_kernel(float *h, const float *d, const int32_t *mode, float s0, float s1, const float *w, float eps,
+                                   int64_t dim, float *out) {
+    __shared__ double red[32];
+    const int64_t row = blockIdx.x;
+    float *hr = h + row * dim;
+    const float *dr = d + row * dim;
+    const bool scaled = mode != nullptr;
+    const float s = scaled ? (mode[row] ? s1 : s0) : 1.0f;
+    double ss = 0.0;
+    for (int64_t base = threadIdx.x; base < dim; base += kNormBatch * static_cast<int64_t>(blockDim.x)) {
+        float v[kNormBatch];
+#pragma unroll
+        for (int b = 0; b < kNormBatch; ++b) {
+            const int64_t i = base + b * static_cast<int64_t>(blockDim.x);
+            v[b] = i < dim ? hr[i] + dr[i] : 0.0f;
+        }
+#pragma unroll
+        for (int b = 0; b < kNormBatch; ++b) {
+            const int64_t i = base + b * static_cast<int64_t>(blockDim.x);
+            if (i >= dim) continue;
+            if (scaled) v[b] *= s;
+            hr[i] = v[b];
+            ss += static_cast<double>(v[b]) * v[b];  // rms_scale's order: i = t, t + blockDim, ...
+        }
+    }
+    ss = block_sum(ss, red);
+    const float scale = static_cast<float>(1.0 / sqrt(ss / static_cast<double>(dim) + eps));
+    rms_apply(hr, w, scale, dim, out + row * dim);
+}
+
 __global__ void rope_kernel(float *x, int64_t n, int n_heads, int head_dim, const int32_t *pos, const float *inv_freq,
                             int half) {
     const int64_t id = static_cast<int64_t>(blockIdx.x) * blockDim.x + threadIdx.x;
     if (id >= n * n_heads * half) return;
     const int j = static_cast<int>(id % half);
     const int64_t th = id / half;  // token * n_heads + head
-    const float angle = static_cast<float>(pos[th / n_heads]) * inv_freq[j];
-    float sn, cs;
-    sincosf(angle, &sn, &cs);
     float *v = x + th * head_dim;
-    const float a = v[j], b = v[j + half];
-    v[j] = a * cs - b * sn;
-    v[j + half] = b * cs + a * sn;
+    rope_pair(v[j], v[j + half], static_cast<float>(pos[th / n_heads]) * inv_freq[j]);
+}
+
+// rmsnorm of a head's row, then its RoPE (Backend::rmsnorm_rope): block = token * n_heads + head.
+// Each thread reads its pairs' (and its unrotated elements') inputs after the block's sum and
+// writes only them, so the row is rewritten in place without a second barrier.
+__global__ void rmsnorm_rope_kernel(float *x, const float *w, float eps, int n_heads, int head_dim, const int32_t *pos,
+                                    const float *inv_freq, int n_rot) {
+    __shared__ double red[32];
+    const int64_t th = blockIdx.x;
+    float *xr = x + th * head_dim;
+    const float scale = rms_scale([&](int64_t i) { return xr[i]; }, head_dim, eps, red);
+    auto normed = [&](int i) { return w ? xr[i] * scale * w[i] : xr[i] * scale; };
+    const int half = n_rot / 2;
+    const float p = static_cast<float>(pos[th / n_heads]);
+    for (int j = threadIdx.x; j < half; j += blockDim.x) {
+        float a = normed(j), b = normed(j + half);
+        rope_pair(a, b, p * inv_freq[j]);
+        xr[j] = a;
+        xr[j + half] = b;
+    }
+    for (int i = n_rot + threadIdx.x; i < head_dim; i += blockDim.x) xr[i] = normed(i);
 }
 
 __global__ void gelu_mul_kernel(const float *g, const float *u, int64_t count, float *o) {
@@ -89,6 +166,22 @@ void rmsnorm(cudaStream_t s, const float *x, const float *w, float eps, int64_t 
     if (rows <= 0) return;
     rmsnorm_kernel<<<static_cast<unsigned>(rows), kThreads, 0, s>>>(x, w, eps, dim, y);
     check_launch("rmsnorm");
+}
+
+void add_rmsnorm(cudaStream_t s, float *h, const float *d, const int32_t *row_mode, const float *scalars, const float *w,
+                 float eps, int64_t rows, int64_t dim, float *out) {
+    if (rows <= 0) return;
+    add_rmsnorm_kernel<<<static_cast<unsigned>(rows), kThreads, 0, s>>>(h, d, row_mode, scalars ? scalars[0] : 1.0f,
+                                                                         scalars ? scalars[1] : 1.0f, w, eps, dim, out);
+    check_launch("add_rmsnorm");
+}
+
+void rmsnorm_rope(cudaStream_t s, float *x, int64_t n, const float *w, float eps, int n_heads, int head_dim, const int32_t *pos,
+                  const float *inv_freq, int n_rot) {
+    if (n * n_heads <= 0) return;
+    rmsnorm_rope_kernel<<<static_cast<unsigned>(n * n_heads), kThreads, 0, s>>>(x, w, eps, n_heads, head_dim, pos, inv_freq,
+                                                                                n_rot);
+    check_launch("rmsnorm_rope");
 }
 
 void rope(cudaStream_t s, float *x, int64_t n, int n_heads, int head_dim, const int32_t *pos, const float *inv_freq,
