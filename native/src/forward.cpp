@@ -161,8 +161,9 @@ void Model::run_pass(Workspace &ws, const std::vector<PassItem> &items, const Pa
         // xn = attn_norm(h): layer 0's here; every later layer's from the previous layer's closing add.
         if (il == 0) be.rmsnorm(x, &*w.attn_norm, hp_.eps, xn);
         be.matmul(w.wk, xn, kk);  // [n][Hkv][d]
-        // Full layers have no V projection: V is the raw K projection, before k_norm and RoPE.
-        be.matmul(L.has_v ? w.wv : w.wk, xn, v);
+        // Full layers have no V projection: V is the raw K projection, before k_norm and RoPE (a copy).
+        if (L.has_v) be.matmul(w.wv, xn, v);
+        else be.copy_rows(kk, 0, v, 0, n);
         if (m > 0) be.matmul(w.wq, rows_of(ws.xn, E, m), q);  // [m][H][d]
         be.rmsnorm_rope(kk, &*w.k_norm, hp_.eps, Hkv, d, pass.positions, *w.inv_freq, L.n_rot);
         be.rmsnorm(rows_of(ws.v, d, n * Hkv), nullptr, hp_.eps, rows_of(ws.v, d, n * Hkv));

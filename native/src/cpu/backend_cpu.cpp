@@ -133,13 +133,13 @@ public:
 
     void upload(const Tensor &dst, const void *src, size_t bytes, size_t offset) override {
         touch();
-        drop_rope_tables();
+        drop_rope_tables_over(dst.bytes_at(offset), bytes);
         copy_bytes(dst.bytes_at(offset), src, bytes);
     }
     void download(const Tensor &src, void *dst, size_t bytes, size_t offset) override { copy_bytes(dst, src.bytes_at(offset), bytes); }
     void copy_rows(const Tensor &src, int64_t s0, const Tensor &dst, int64_t d0, int64_t n) override {
         touch();
-        drop_rope_tables();
+        drop_rope_tables_over(dst.bytes_at(static_cast<size_t>(d0) * dst.nb[1]), static_cast<size_t>(n) * dst.nb[1]);
         for (int64_t r = 0; r < n; ++r)
             std::memcpy(dst.bytes_at(static_cast<size_t>(d0 + r) * dst.nb[1]), src.bytes_at(static_cast<size_t>(s0 + r) * src.nb[1]),
                         src.nb[1]);
@@ -392,7 +392,7 @@ public:
         const int64_t n = pos_t.count();
         // (cos, sin) per position for this inv_freq: every layer of a kind and both q and k rotate
         // by the same angles, so a table made for a pass's positions serves them all while the
-        // positions are unchanged (they change only by upload, copy_rows or zero, which drop it).
+        // positions are unchanged (they change only by upload, copy_rows or zero over them, which drop it).
         RopeTable *tab = nullptr;
         for (RopeTable &r : rope_tables_)
             if (r.valid && r.pos == pos && r.inv_freq == inv_freq && r.half == half && r.n >= n) tab = &r;
@@ -598,7 +598,7 @@ public:
 
     void zero(const Tensor &t) override {
         touch();
-        drop_rope_tables();
+        drop_rope_tables_over(t.data, t.bytes());
         std::memset(t.data, 0, t.bytes());
     }
 
@@ -808,6 +808,19 @@ private:
     void touch() { qcache_.valid = false; }
     void drop_rope_tables() {
         for (RopeTable &r : rope_tables_) r.valid = false;
+    }
+    // The tables whose positions or frequencies lie in bytes [p, p + bytes), which are about to
+    // change (a copy of a global layer's keys into its values keeps the pass's tables).
+    void drop_rope_tables_over(const void *p, size_t bytes) {
+        const auto *b = static_cast<const uint8_t *>(p);
+        auto overlaps = [&](const void *q, size_t q_bytes) {
+            const auto *q0 = static_cast<const uint8_t *>(q);
+            return b < q0 + q_bytes && q0 < b + bytes;
+        };
+        for (RopeTable &r : rope_tables_)
+            if (r.valid && (overlaps(r.pos, static_cast<size_t>(r.n) * sizeof(int32_t)) ||
+                            overlaps(r.inv_freq, static_cast<size_t>(r.half) * sizeof(float))))
+                r.valid = false;
     }
 
     // RoPE's (cos, sin) of one pass's positions for one inv_freq: [n][cos half | sin half].
