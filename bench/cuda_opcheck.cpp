@@ -30,6 +30,7 @@
 #include <cstring>
 #include <fstream>
 #include <functional>
+#include <iterator>
 #include <limits>
 #include <random>
 #include <stdexcept>
@@ -259,6 +260,43 @@ struct QuantizedReference {
 };
 
 void matrix_ops(Harness &h) {
+    // Products back to back over one input convert it once (the CUDA backend keeps the converted rows
+    // until another op): each must give what it gives alone (after another op), bit for bit, over the
+    // step's weight types (both int8 activation formats, bf16), a prefix of the rows (the queries of a
+    // last layer) and an input changed by an op between two products.
+    h.check("matmul-shared-input", "Q4_K-Q6_K-Q5_0-Q8_0-F16", dims({2816, 384, 256}), 0, [&](Backend &be, std::mt19937_64 &rng) {
+        const int64_t K = 2816, R = 384, n = 256, m = 100;
+        const TensorType types[] = {TensorType::Q4_K, TensorType::Q6_K, TensorType::Q5_0, TensorType::Q4_K, TensorType::Q8_0,
+                                    TensorType::F16};
+        std::vector<Buf> w;
+        for (TensorType t : types) w.push_back(weight(be, t, randn(rng, K * R), K, R));
+        const std::vector<float> xs = randn(rng, K * n), ds = randn(rng, K * n);
+        std::vector<float> sum(xs.size());
+        for (size_t i = 0; i < xs.size(); ++i) sum[i] = xs[i] + ds[i];
+        Buf x = tensor(be, TensorType::F32, xs.data(), K, n), d = tensor(be, TensorType::F32, ds.data(), K, n);
+        Buf x_alone = tensor(be, TensorType::F32, xs.data(), K, n), xd = tensor(be, TensorType::F32, sum.data(), K, n);
+        Buf other = tensor(be, TensorType::F32, nullptr, 64);
+        be.reserve(PassLimits{n, 1, K, K, 1, 1, 1, 1, 0, 0});
+        const size_t P = std::size(types);
+        std::vector<Buf> chained, alone;
+        for (size_t i = 0; i <= P + 1; ++i) {
+            const int64_t rows = i == P ? m : n;
+            chained.push_back(poisoned(be, TensorType::F32, R, rows));
+            alone.push_back(poisoned(be, TensorType::F32, R, rows));
+        }
+        for (size_t i = 0; i < P; ++i) be.matmul(w[i].t, x.t, chained[i].t);
+        be.matmul(w[0].t, x.t.rows(0, m), chained[P].t);
+        be.add(x.t, d.t);
+        be.matmul(w[3].t, x.t, chained[P + 1].t);
+        for (size_t i = 0; i <= P + 1; ++i) {
+            be.zero(other.t);  // another op first: nothing kept
+            const Tensor in = i == P ? x_alone.t.rows(0, m) : (i == P + 1 ? xd.t : x_alone.t);
+            be.matmul(w[i == P ? 0 : (i == P + 1 ? 3 : i)].t, in, alone[i].t);
+        }
+        double differing = 0;
+        for (size_t i = 0; i <= P + 1; ++i) differing += mismatches(fetch<float>(be, chained[i].t), fetch<float>(be, alone[i].t));
+        return std::vector<float>{must_be_zero(differing, "products sharing an input against each alone")};
+    }, true);
     for (TensorType wt : kWeightTypes) {
         const char *tn = type_traits(wt)->name;
         // On the int8 tiles this type's products take the CPU's quantized activations and integer sums:

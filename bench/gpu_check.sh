@@ -152,7 +152,7 @@ if [ "$MODE" = int8 ]; then
   # step rows op by op and with both opt-ins, with and without CUDA graphs (about 250 s on an H200 by
   # session 11's estimate: the 16 GB file is written anew; timeout_s=330).
   say "== int8 products and flash attention: op checks, model tests, bench-full both ways, bench_gpu step rows"
-  for job in "INT8 int8 matmul" "INT8 int8 matmul-int8" "INT8 int8 moe" "FLASH flash attention"; do
+  for job in "INT8 int8 matmul" "INT8 int8 matmul-int8" "INT8 int8 matmul-shared-input" "INT8 int8 moe" "FLASH flash attention"; do
     read -r var tag op <<<"$job"
     mkdir -p "$OUT/$tag-$op"
     env "DGEMMA_CUDA_$var=1" timeout 60 "$PACK/dgemma_cuda_opcheck" --sets tensor --only "$op" --out "$OUT/$tag-$op" \
@@ -206,8 +206,8 @@ say "op check exit code $? (0: all passed, 1: failures in $OUT/failures.txt)"
 # fragments) and INT8 (Q4_K, Q6_K, Q5_0 and Q8_0 on int8 tensor cores, bit for bit against the CPU's
 # portable integer dot products in its matmul-int8 rows; its matmul and moe rows against the CPU backend
 # on the same quantized weights, at 1e-5 and 1e-4) and FLASH (the decoder's attention as flash attention).
-say "== 1b. the opt-ins: DGEMMA_CUDA_QMMA=1 (matmul, moe), DGEMMA_CUDA_INT8=1 (matmul, matmul-int8, moe), DGEMMA_CUDA_FLASH=1 (attention)"
-for variant in "QMMA qmma matmul moe" "INT8 int8 matmul matmul-int8 moe" "FLASH flash attention"; do
+say "== 1b. the opt-ins: DGEMMA_CUDA_QMMA=1 (matmul, matmul-shared-input, moe), DGEMMA_CUDA_INT8=1 (matmul, matmul-int8, matmul-shared-input, moe), DGEMMA_CUDA_FLASH=1 (attention)"
+for variant in "QMMA qmma matmul matmul-shared-input moe" "INT8 int8 matmul matmul-int8 matmul-shared-input moe" "FLASH flash attention"; do
   read -r var tag ops <<<"$variant"
   for op in $ops; do
     mkdir -p "$OUT/$tag-$op"

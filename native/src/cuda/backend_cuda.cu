@@ -220,6 +220,7 @@ public:
         if (!graphs_on_ || key.empty()) return false;
         const auto it = graphs_.find(key);
         if (it == graphs_.end()) return false;
+        held_ = cuda::ActScratch{};  // the graph's kernels rewrite the scratch
         check(cudaGraphLaunch(it->second.exec, stream_), "cudaGraphLaunch");
         it->second.last_use = ++graph_clock_;
         ++graphs_replayed_;
@@ -227,6 +228,7 @@ public:
     }
     bool record_pass_begin(const std::vector<int64_t> &key) override {
         if (!graphs_on_ || key.empty()) return false;
+        held_ = cuda::ActScratch{};  // a recording converts what it reads: it replays after other work
         if (graphs_.size() >= kMaxGraphs) drop_graphs();  // keys of finished canvases and old batches
         if (cudaStreamBeginCapture(stream_, cudaStreamCaptureModeRelaxed) != cudaSuccess) {
             cudaGetLastError();
@@ -238,6 +240,7 @@ public:
     }
     bool record_pass_end(bool ops_enqueued) override {
         if (recording_.empty()) return false;
+        held_ = cuda::ActScratch{};  // a failed recording ran none of what it decided
         std::vector<int64_t> key;
         key.swap(recording_);
         cudaGraph_t graph = nullptr;
@@ -274,6 +277,7 @@ public:
     void reserve(const PassLimits &l) override {
         synchronize();  // scratch that grows is freed: nothing queued may still use it
         drop_graphs();
+        held_ = cuda::ActScratch{};
         const size_t slots = static_cast<size_t>(l.rows * l.n_expert_used);
         moe_offsets_.grow(static_cast<size_t>(l.n_expert + 1));
         moe_order_.grow(slots);
@@ -319,6 +323,10 @@ public:
         const size_t n = static_cast<size_t>(x.n_rows());
         cuda::MatmulScratch m;
         m.sm_count = sm_count_;
+        // The previous op a matmul too: its converted activations may serve this one (wk, wv, wq over
+        // one input; gate and up); any op between may have changed the input or the scratch.
+        if (held_op_ + 1 != profile_.ops()) held_ = cuda::ActScratch{};
+        m.held = &held_;
         m.x_bf16 = x_bf16(x.n_rows(), w.n_cols());
         if (kernels_ == cuda::KernelSet::tensor)
             m.split_partial = split_partial_.get(static_cast<size_t>(cuda::mma_split_partial_floats(sm_count_)));
@@ -328,6 +336,7 @@ public:
             m.x_q8_d = x_q8_d_.get(n * static_cast<size_t>(cuda::i8_padded_cols(w.n_cols()) / 32));
         }
         cuda::matmul(stream_, view(w), dev<float>(x), x.n_rows(), dev<float>(y), kernels_, m);
+        held_op_ = profile_.ops();
     }
     void moe(const MoeWeights &weights, const Tensor &x, const Tensor &expert, const Tensor &weight, const Tensor &out) override {
         MoeWeights w = weights;
@@ -602,6 +611,9 @@ private:
     Scratch<int8_t> x_q8_, act_q8_;  // the int8 tiles' codes (DGEMMA_CUDA_INT8)  // soft_probs_: the soft embedding's (kernels.h)
     static constexpr size_t kMaxGraphs = 16;  // passes kept recorded (a step's key lives for a canvas)
     bool graphs_asked_ = false, graphs_on_ = false, qmma_ = false, int8_ = false, flash_ = false;
+    // What the products' activation scratch holds, and the op that left it (cuda::ActScratch).
+    cuda::ActScratch held_;
+    uint64_t held_op_ = 0;
     long graphs_recorded_ = 0, graphs_replayed_ = 0, graphs_updated_ = 0;
     struct Recorded {
         cudaGraphExec_t exec;

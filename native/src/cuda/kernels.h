@@ -29,12 +29,22 @@ enum class KernelSet { float_tiles, reference, tensor };
 //     Q4_K, Q6_K, Q5_0 and Q8_0 on int8 tensor cores (int8_mma.h; null: DGEMMA_CUDA_INT8 unset).
 // sm_count: the device's multiprocessors (tile widths and k slices: mma_tile_tokens, mma_k_split,
 // i8_tile_tokens).
+// held: what x_bf16 (with x_sums) or x_q8 (with x_q8_d) hold now, read and updated by matmul so
+// that back-to-back products over one input convert it once (backend.h: what an op derives from its
+// inputs may be kept until the next op; the backend clears it when another op ran). Null: convert.
+enum class ActForm { none, bf16, bf16_sums, q8_k, q8_0 };
+struct ActScratch {
+    const float *x = nullptr;
+    int64_t rows = 0, cols = 0;
+    ActForm form = ActForm::none;
+};
 struct MatmulScratch {
     __nv_bfloat16 *x_bf16 = nullptr;
     float *split_partial = nullptr, *x_sums = nullptr;
     int8_t *x_q8 = nullptr;
     float *x_q8_d = nullptr;
     int sm_count = 0;
+    ActScratch *held = nullptr;
 };
 // y[n][w.rows] = x[n][w.cols] . W^T.
 void matmul(cudaStream_t s, const WeightView &w, const float *x, int64_t n, float *y, KernelSet k, const MatmulScratch &m);

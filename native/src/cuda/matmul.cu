@@ -5,6 +5,7 @@
 // sm_80), with Q4_K, Q6_K, Q5_0 and Q8_0 products on int8 tensor cores when the backend gives their
 // scratch (int8_mma.cu, DGEMMA_CUDA_INT8=1). No set's results depend on the pass's other rows.
 #include "cuda/dequant.h"
+#include "cuda/int8_mma.h"
 #include "cuda/kernels.h"
 #include "cuda/qmma.cuh"
 #include "cuda/tile_gemm.cuh"
@@ -299,6 +300,14 @@ __global__ void sum_parts_kernel(const float *partial, int parts, int64_t count,
     out[i] = s * scale;
 }
 
+// True when the scratch already holds the first n rows of x [.][cols] in `form`; otherwise records
+// that it will (the caller converts them next).
+bool act_held(ActScratch *held, const float *x, int64_t n, int64_t cols, ActForm form) {
+    if (held && held->form == form && held->x == x && held->cols == cols && held->rows >= n) return true;
+    if (held) *held = ActScratch{x, n, cols, form};
+    return false;
+}
+
 }  // namespace
 
 void to_bf16_rows(cudaStream_t s, const float *x, int64_t n, int64_t cols, __nv_bfloat16 *out) {
@@ -320,13 +329,16 @@ void matmul(cudaStream_t s, const WeightView &w, const float *x, int64_t n, floa
     float *x_sums = m.x_sums, *split_partial = m.split_partial;
     const int sm_count = m.sm_count;
     if (k == KernelSet::tensor && m.x_q8 && i8_runs(w)) {
-        i8_quantize(s, w.type, x, n, w.cols, m.x_q8, m.x_q8_d);
+        const ActForm form = i8_act_of(w.type) == I8Act::q8_k ? ActForm::q8_k : ActForm::q8_0;
+        if (!act_held(m.held, x, n, w.cols, form)) i8_quantize(s, w.type, x, n, w.cols, m.x_q8, m.x_q8_d);
         i8_matmul(s, w, m.x_q8, m.x_q8_d, n, y, sm_count);
         return;
     }
     if (k == KernelSet::tensor && x_sums && qmma_runs(w)) {
-        to_bf16_rows(s, x, n, w.cols, x_bf16);
-        bf16_block_sums(s, x_bf16, n, mma_padded_cols(w.cols), x_sums);
+        if (!act_held(m.held, x, n, w.cols, ActForm::bf16_sums)) {
+            to_bf16_rows(s, x, n, w.cols, x_bf16);
+            bf16_block_sums(s, x_bf16, n, mma_padded_cols(w.cols), x_sums);
+        }
         const dim3 grid(blocks_for(w.rows, kQmmaWarps * kQmmaWarpRows), blocks_for(n, kQmmaTokens));
         with_qmma_type(w.type, [&](auto type) {
             matmul_qmma_kernel<decltype(type)::value><<<grid, kQmmaThreads, 0, s>>>(w, x_bf16, x_sums, n, y);
@@ -335,7 +347,7 @@ void matmul(cudaStream_t s, const WeightView &w, const float *x, int64_t n, floa
         return;
     }
     if (k == KernelSet::tensor) {
-        to_bf16_rows(s, x, n, w.cols, x_bf16);
+        if (!act_held(m.held, x, n, w.cols, ActForm::bf16)) to_bf16_rows(s, x, n, w.cols, x_bf16);
         const MmaSplit split = mma_k_split(w.rows, w.cols, sm_count);
         const int64_t padded = mma_padded_cols(w.cols);
         // A split product runs kMmaSplitTokens tokens a launch into the partial sums, then adds them.

@@ -6,6 +6,8 @@
 
 #include <cuda_runtime.h>
 
+#include <cstdint>
+
 #include <algorithm>
 #include <cstdio>
 #include <cstdlib>
@@ -39,9 +41,13 @@ public:
     OpProfile &operator=(const OpProfile &) = delete;
 
     bool on() const { return on_; }
+    uint64_t ops() const { return ops_; }
 
-    // Brackets one op: begin() before its launches, end() after (with the same name).
+    // Brackets one op: begin() before its launches, end() after (with the same name). Every op of
+    // the backend passes through begin(), so ops() numbers them, profiling on or off (the backend
+    // keeps derived data only while the ops that use it follow each other).
     void begin(cudaStream_t s) {
+        ++ops_;
         if (!on_) return;
         current_ = take();
         cudaEventRecord(current_.start, s);
@@ -93,6 +99,7 @@ private:
     }
 
     bool on_ = false;
+    uint64_t ops_ = 0;
     Pending current_;
     std::vector<Pending> pending_, free_;
     std::map<std::string, Stat> stats_;
