@@ -1,8 +1,9 @@
 // Host check of cuda/expert_group.h, the experts' grouping (moe.cu's group_kernel): the kernel's
-// three phases run thread by thread (a barrier is the end of a phase), with its two-level warp scan
+// phases run thread by thread (a barrier is the end of a phase), with its two-level warp scans
 // restated lane by lane, on random assignments; offsets, order and slot_of must be those of a
-// stable sort of the assignments by expert (the CPU's grouping), every count entry written once and
-// every run disjoint. Prints the assignments checked; exits 1 on any failure.
+// stable sort of the assignments by expert (the CPU's grouping), every count entry written once,
+// every run disjoint, and the slot tiles of widths 16, 32 and 64 cover every slot once within the
+// bound the product kernels' grids are sized by. Prints the assignments checked; exits 1 on any failure.
 #include <algorithm>
 #include <cstdint>
 #include <cstdio>
@@ -49,6 +50,10 @@ std::vector<int32_t> warp_scan_exclusive(const std::vector<int32_t> &v, int32_t 
     total = sums[warps - 1];
     for (int t = 0; t < threads; ++t) out[t] = x[t] - v[t] + (t / 32 > 0 ? sums[t / 32 - 1] : 0);
     return out;
+}
+
+int ref_count(const std::vector<int32_t> &expert, int64_t e) {
+    return static_cast<int>(std::count(expert.begin(), expert.end(), static_cast<int32_t>(e)));
 }
 
 }  // namespace
@@ -113,6 +118,46 @@ int main() {
             }
         }
         offsets[X] = all;
+        // The slot tiles, for each width the kernels use: every (expert, slot) in exactly one tile,
+        // tiles within the bound the grids are sized by, listed in expert order.
+        for (int W : {dg::cuda::kGroupMinTile, 32, 64}) {
+            std::vector<int32_t> run_tiles(kGroupThreads, 0);
+            auto slots_of = [&](int e) { return (e + 1 < X ? first[(e + 1) * S] : all) - first[e * S]; };
+            for (int tid = 0; tid < kGroupThreads; ++tid) {
+                const GroupRun er = group_run(tid, X, kGroupThreads);
+                for (int e = er.r0; e < er.r1; ++e) run_tiles[tid] += dg::cuda::group_expert_tiles(slots_of(e), W);
+            }
+            int32_t n_tiles = 0;
+            const std::vector<int32_t> tile0 = warp_scan_exclusive(run_tiles, n_tiles);
+            const int bound = dg::cuda::group_tiles_bound(total, X, W);
+            expect(n_tiles <= bound, "more tiles than the grid's bound", X, total);
+            std::vector<int32_t> tiles(3 + 2 * static_cast<size_t>(std::max(bound, n_tiles)), -7);  // a tile past the list, unwritten
+            for (int tid = 0; tid < kGroupThreads; ++tid) {
+                const GroupRun er = group_run(tid, X, kGroupThreads);
+                int32_t t = tile0[tid];
+                for (int e = er.r0; e < er.r1; ++e)
+                    for (int s0 = 0, count = slots_of(e); s0 < count; s0 += W, ++t) {
+                        tiles[1 + 2 * t] = e;
+                        tiles[2 + 2 * t] = s0;
+                    }
+            }
+            tiles[0] = n_tiles;
+            std::vector<int> covered(total, 0);
+            int64_t prev_e = -1, prev_s0 = -1;
+            for (int t = 0; t <= bound; ++t) {
+                int64_t e = -1, s0 = -1;
+                const bool listed = dg::cuda::group_tile(tiles.data(), t, e, s0);
+                expect(listed == (t < n_tiles), "group_tile's end of the list", X, total);
+                if (!listed) continue;
+                expect(e >= 0 && e < X && s0 >= 0 && s0 < ref_count(expert, e), "a tile outside its expert's slots", X, total);
+                expect(e > prev_e || (e == prev_e && s0 == prev_s0 + W), "tiles out of expert order", X, total);
+                prev_e = e;
+                prev_s0 = s0;
+                if (e < 0 || e >= X) continue;
+                for (int64_t s = s0; s < s0 + W && s < offsets[e + 1] - offsets[e]; ++s) ++covered[offsets[e] + s];
+            }
+            for (int s = 0; s < total; ++s) expect(covered[s] == 1, "a slot in no tile or two", X, total);
+        }
         // Phase 3: placing.
         std::vector<int32_t> order(total, -1), slot_of(total, -1);
         for (int tid = 0; tid < kGroupThreads; ++tid)

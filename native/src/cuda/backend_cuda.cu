@@ -29,6 +29,7 @@
 #include "cuda/backend_cuda.h"
 #include "cuda/dequant.h"
 #include "cuda/flash_attention.h"
+#include "cuda/expert_group.h"
 #include "cuda/int8_mma.h"
 #include "cuda/kernels.h"
 #include "cuda/mma_layout.h"
@@ -282,6 +283,8 @@ public:
         moe_offsets_.grow(static_cast<size_t>(l.n_expert + 1));
         moe_order_.grow(slots);
         moe_slot_of_.grow(slots);
+        moe_tiles_.grow(1 + 2 * static_cast<size_t>(cuda::group_tiles_bound(static_cast<int>(slots), static_cast<int>(l.n_expert),
+                                                                            cuda::kGroupMinTile)));
         moe_act_.grow(slots * static_cast<size_t>(l.n_ff_exp));
         moe_y_.grow(slots * static_cast<size_t>(l.n_embd));
         row_max_.grow(static_cast<size_t>(l.rows));
@@ -501,6 +504,8 @@ private:
         m.offsets = moe_offsets_.get(static_cast<size_t>(X + 1));
         m.order = moe_order_.get(slots);
         m.slot_of = moe_slot_of_.get(slots);
+        m.tiles = moe_tiles_.get(1 + 2 * static_cast<size_t>(cuda::group_tiles_bound(static_cast<int>(slots), static_cast<int>(X),
+                                                                                    cuda::kGroupMinTile)));
         m.act = moe_act_.get(slots * static_cast<size_t>(w.gate.n_rows()));
         m.y = moe_y_.get(slots * static_cast<size_t>(w.down.n_rows()));
         m.x_bf16 = x_bf16(n, w.gate.n_cols());
@@ -603,7 +608,7 @@ private:
     std::string name_;
     size_t owned_ = 0;
     std::vector<void *> weights_;
-    Scratch<int32_t> moe_offsets_, moe_order_, moe_slot_of_, draw_, order_;
+    Scratch<int32_t> moe_offsets_, moe_order_, moe_slot_of_, moe_tiles_, draw_, order_;
     Scratch<float> moe_act_, moe_y_, row_max_, row_inv_sum_, soft_partial_, router_z_, router_logits_, split_partial_,
         x_sums_, act_sums_, x_q8_d_, act_q8_d_, flash_o_, flash_ml_;
     Scratch<double> entropy_;

@@ -7,7 +7,15 @@
 // counts, then places, expert e's assignments of segment seg. Counts live at entry e * S + seg, so
 // the exclusive prefix over the entries gives each (e, seg) its first slot in (expert, assignment)
 // order: expert e's slots are offsets[e] .. offsets[e + 1] - 1, its assignments in increasing order.
+//
+// The same kernel lists the pass's slot tiles for the experts' product kernels: tile t is expert e's
+// slots s0 .. s0 + W - 1 (W: the kernel's slot width), tiles[0] = their number, tiles[1 + 2 t] = e,
+// tiles[2 + 2 t] = s0 (from the expert's first slot). Their grids run over this list: over (expert,
+// every tile a token count allows) 7 of 8 blocks at the 26B shapes found no slots and returned, each
+// after a dependent read of the offsets (e.g. 39K of 45K blocks of the int8 down product a layer).
 #pragma once
+
+#include <cstdint>
 
 #include "host_device.h"
 
@@ -37,6 +45,24 @@ DG_HD GroupRun group_run(int tid, int entries, int threads) {
     const int per = (entries + threads - 1) / threads;
     const int r0 = tid * per < entries ? tid * per : entries;
     return {r0, r0 + per < entries ? r0 + per : entries};
+}
+
+// --- the slot tiles
+constexpr int kGroupMinTile = 16;  // the narrowest slot width of the expert kernels (the float tiles')
+
+// Tiles of an expert with `count` slots.
+DG_HD int group_expert_tiles(int count, int W) { return (count + W - 1) / W; }
+
+// The most tiles a pass of `slots` assignments over X experts lists: every expert with slots adds at
+// most one partial tile to slots / W whole ones. The grids' second dimension.
+DG_HD int group_tiles_bound(int slots, int X, int W) { return slots / W + (X < slots ? X : slots); }
+
+// Tile t of the list as (expert, first slot); false past its end (the block returns).
+DG_HD bool group_tile(const int32_t *tiles, int t, int64_t &e, int64_t &s0) {
+    if (t >= tiles[0]) return false;
+    e = tiles[1 + 2 * t];
+    s0 = tiles[2 + 2 * t];
+    return true;
 }
 
 }  // namespace dg::cuda

@@ -3,6 +3,7 @@
 // Q4_K, Q6_K, Q5_0 and Q8_0 products here (the backend's int8 scratch; matmul.cu and moe.cu choose).
 #include <type_traits>
 
+#include "cuda/expert_group.h"
 #include "cuda/int8_mma.cuh"
 #include "cuda/kernels.h"
 
@@ -91,18 +92,21 @@ __global__ void __launch_bounds__(kI8Threads) i8_matmul_kernel(WeightView w, con
 }
 
 constexpr int kI8ExpertNT = 4;  // 32 of an expert's slots a block (about 16 of 256 rows at the 26B shapes)
+static_assert(8 * kI8ExpertNT == 32, "moe() lists slot tiles of 32 for the int8 experts");
 
-// act[slot][r] = gelu(gate_e[r] . x[token]) * (up_e[r] . x[token]) for the slots of expert e =
-// blockIdx.z (tokens order[slot] / k), rows [n_slots][gate.rows] float.
+// act[slot][r] = gelu(gate_e[r] . x[token]) * (up_e[r] . x[token]) for the slots of the block's tile
+// (blockIdx.y of the grouping's list: expert e, slots s0 ..; tokens order[slot] / k), rows
+// [n_slots][gate.rows] float.
 template <TensorType T>
 __global__ void __launch_bounds__(kI8Threads) i8_gate_up_kernel(WeightView gate, WeightView up, const int8_t *xq, const float *xd,
-                                                              int k, const int32_t *offsets, const int32_t *order, float *act) {
+                                                              int k, const int32_t *offsets, const int32_t *tiles,
+                                                              const int32_t *order, float *act) {
     constexpr int NT = kI8ExpertNT;
     extern __shared__ __align__(16) uint8_t smem[];
     __shared__ int32_t tok[8 * NT];
-    const int64_t e = blockIdx.z, F = gate.rows;
-    const int64_t first = offsets[e], count = offsets[e + 1] - first, s0 = static_cast<int64_t>(blockIdx.y) * 8 * NT;
-    if (s0 >= count) return;  // uniform over the block, before any barrier
+    int64_t e, s0;
+    if (!group_tile(tiles, blockIdx.y, e, s0)) return;  // uniform over the block, before any barrier
+    const int64_t F = gate.rows, first = offsets[e], count = offsets[e + 1] - first;
     const int64_t row0 = static_cast<int64_t>(blockIdx.x) * kI8Rows;
     for (int i = threadIdx.x; i < 8 * NT; i += kI8Threads) tok[i] = s0 + i < count ? order[first + s0 + i] / k : -1;
     __syncthreads();
@@ -116,16 +120,16 @@ __global__ void __launch_bounds__(kI8Threads) i8_gate_up_kernel(WeightView gate,
     });
 }
 
-// y[slot][r] = down_e[r] . act[slot] for the slots of expert e = blockIdx.z (activation rows: slots).
+// y[slot][r] = down_e[r] . act[slot] for the slots of the block's tile (activation rows: slots).
 template <TensorType T>
 __global__ void __launch_bounds__(kI8Threads) i8_down_kernel(WeightView down, const int8_t *aq, const float *ad, const int32_t *offsets,
-                                                           float *y) {
+                                                           const int32_t *tiles, float *y) {
     constexpr int NT = kI8ExpertNT;
     extern __shared__ __align__(16) uint8_t smem[];
     __shared__ int32_t tok[8 * NT];
-    const int64_t e = blockIdx.z, E = down.rows;
-    const int64_t first = offsets[e], count = offsets[e + 1] - first, s0 = static_cast<int64_t>(blockIdx.y) * 8 * NT;
-    if (s0 >= count) return;
+    int64_t e, s0;
+    if (!group_tile(tiles, blockIdx.y, e, s0)) return;
+    const int64_t E = down.rows, first = offsets[e], count = offsets[e + 1] - first;
     const int64_t row0 = static_cast<int64_t>(blockIdx.x) * kI8Rows;
     for (int i = threadIdx.x; i < 8 * NT; i += kI8Threads) tok[i] = s0 + i < count ? static_cast<int32_t>(first + s0 + i) : -1;
     __syncthreads();
@@ -201,27 +205,26 @@ void i8_matmul(cudaStream_t s, const WeightView &w, const int8_t *xq, const floa
     check_launch("matmul (int8 tensor cores)");
 }
 
-void i8_moe_gate_up(cudaStream_t s, const WeightView &gate, const WeightView &up, const int8_t *xq, const float *xd, int64_t n,
-                    int k, int64_t n_expert, const int32_t *offsets, const int32_t *order, float *act) {
+void i8_moe_gate_up(cudaStream_t s, const WeightView &gate, const WeightView &up, const int8_t *xq, const float *xd, int k,
+                    const int32_t *offsets, const int32_t *tiles, unsigned max_tiles, const int32_t *order, float *act) {
     if (gate.type != up.type || gate.row_stride != up.row_stride || gate.cols != up.cols || gate.rows != up.rows)
         throw Error(DGEMMA_ERR_INTERNAL, "int8 experts: gate and up of different types or shapes");
     with_i8_type(gate.type, [&](auto type) {
         constexpr TensorType T = decltype(type)::value;
         const size_t bytes = i8_shared_bytes<T, 2, kI8ExpertNT>();
-        // Slot tiles per expert: one per 32 tokens of the pass (an expert takes a token at most once).
-        const dim3 grid(blocks_for(gate.rows, kI8Rows), blocks_for(n, 8 * kI8ExpertNT), static_cast<unsigned>(n_expert));
-        i8_gate_up_kernel<T><<<grid, kI8Threads, bytes, s>>>(gate, up, xq, xd, k, offsets, order, act);
+        const dim3 grid(blocks_for(gate.rows, kI8Rows), max_tiles);
+        i8_gate_up_kernel<T><<<grid, kI8Threads, bytes, s>>>(gate, up, xq, xd, k, offsets, tiles, order, act);
     });
     check_launch("moe gate/up (int8 tensor cores)");
 }
 
-void i8_moe_down(cudaStream_t s, const WeightView &down, const int8_t *aq, const float *ad, int64_t n, int64_t n_expert,
-                 const int32_t *offsets, float *y) {
+void i8_moe_down(cudaStream_t s, const WeightView &down, const int8_t *aq, const float *ad, const int32_t *offsets,
+                 const int32_t *tiles, unsigned max_tiles, float *y) {
     with_i8_type(down.type, [&](auto type) {
         constexpr TensorType T = decltype(type)::value;
         const size_t bytes = i8_shared_bytes<T, 1, kI8ExpertNT>();
-        const dim3 grid(blocks_for(down.rows, kI8Rows), blocks_for(n, 8 * kI8ExpertNT), static_cast<unsigned>(n_expert));
-        i8_down_kernel<T><<<grid, kI8Threads, bytes, s>>>(down, aq, ad, offsets, y);
+        const dim3 grid(blocks_for(down.rows, kI8Rows), max_tiles);
+        i8_down_kernel<T><<<grid, kI8Threads, bytes, s>>>(down, aq, ad, offsets, tiles, y);
     });
     check_launch("moe down (int8 tensor cores)");
 }

@@ -72,6 +72,7 @@ struct MoeScratch {
     int32_t *offsets = nullptr;  // [n_expert + 1]
     int32_t *order = nullptr;    // [slots]: assignment (t * k + j) in slot order
     int32_t *slot_of = nullptr;  // [slots]
+    int32_t *tiles = nullptr;    // [1 + 2 * group_tiles_bound(slots, n_expert, kGroupMinTile)] (expert_group.h)
     float *act = nullptr;        // [slots][n_ff_exp]
     float *y = nullptr;          // [slots][n_embd]
     // The tensor set's bf16 operands, rows padded to mma_padded_cols: x [n][n_embd], act [slots][n_ff_exp].
@@ -109,10 +110,11 @@ void i8_matmul(cudaStream_t s, const WeightView &w, const int8_t *xq, const floa
 // The experts on int8 tiles, grouped as moe() groups them (offsets, order over n tokens x k):
 // act[slot][gate.rows] = gelu(gate . x) * (up . x) from the tokens' codes, and y[slot][down.rows] =
 // down . act from the slots' codes (i8_quantize of act for down's type).
-void i8_moe_gate_up(cudaStream_t s, const WeightView &gate, const WeightView &up, const int8_t *xq, const float *xd, int64_t n,
-                    int k, int64_t n_expert, const int32_t *offsets, const int32_t *order, float *act);
-void i8_moe_down(cudaStream_t s, const WeightView &down, const int8_t *aq, const float *ad, int64_t n, int64_t n_expert,
-                 const int32_t *offsets, float *y);
+// Blocks over the grouping's slot tiles (tiles, at most max_tiles: cuda/expert_group.h).
+void i8_moe_gate_up(cudaStream_t s, const WeightView &gate, const WeightView &up, const int8_t *xq, const float *xd, int k,
+                    const int32_t *offsets, const int32_t *tiles, unsigned max_tiles, const int32_t *order, float *act);
+void i8_moe_down(cudaStream_t s, const WeightView &down, const int8_t *aq, const float *ad, const int32_t *offsets,
+                 const int32_t *tiles, unsigned max_tiles, float *y);
 
 // --- row-wise and elementwise (elementwise.cu)
 void rmsnorm(cudaStream_t s, const float *x, const float *w, float eps, int64_t rows, int64_t dim, float *y);

@@ -234,8 +234,8 @@ __device__ int32_t block_exclusive_scan(int32_t v, int32_t *warp_sums, int32_t &
 // block_exclusive_scan): it was one thread's loop with a 64-bit modulo per entry, and with a cache
 // line per lane in the segment walks, most of the experts' non-product time (run 10: 240 us a layer
 // beside 1241 us of products). Shared: the counts [X * S], then each (e, seg)'s first slot.
-__global__ void __launch_bounds__(kGroupThreads) group_kernel(const int32_t *expert, int total, int X, int32_t *offsets,
-                                                              int32_t *order, int32_t *slot_of) {
+__global__ void __launch_bounds__(kGroupThreads) group_kernel(const int32_t *expert, int total, int X, int W, int32_t *offsets,
+                                                              int32_t *order, int32_t *slot_of, int32_t *tiles) {
     extern __shared__ int32_t first[];
     __shared__ int32_t warp_sums[kGroupThreads / 32];
     const int S = group_segments(X), len = (total + S - 1) / S, tasks = X * S;
@@ -260,6 +260,19 @@ __global__ void __launch_bounds__(kGroupThreads) group_kernel(const int32_t *exp
     }
     if (threadIdx.x == 0) offsets[X] = all;
     __syncthreads();
+    // The slot tiles of width W, expert by expert: a run of experts a thread, their tile counts scanned.
+    const GroupRun experts = group_run(threadIdx.x, X, blockDim.x);
+    auto slots_of = [&](int e) { return (e + 1 < X ? first[(e + 1) * S] : all) - first[e * S]; };
+    int32_t run_tiles = 0;
+    for (int e = experts.r0; e < experts.r1; ++e) run_tiles += group_expert_tiles(slots_of(e), W);
+    int32_t n_tiles = 0;
+    int32_t tile = block_exclusive_scan(run_tiles, warp_sums, n_tiles);
+    for (int e = experts.r0; e < experts.r1; ++e)
+        for (int s0 = 0, count = slots_of(e); s0 < count; s0 += W, ++tile) {
+            tiles[1 + 2 * tile] = e;
+            tiles[2 + 2 * tile] = s0;
+        }
+    if (threadIdx.x == 0) tiles[0] = n_tiles;
     for (int t = threadIdx.x; t < tasks; t += blockDim.x) {
         const GroupTask task = group_task(t, X);
         const int end = min(total, (task.seg + 1) * len);
@@ -329,16 +342,16 @@ __global__ void down_kernel(WeightView down, const float *act, const int32_t *of
     }
 }
 
-// The tiled gate/up: blockIdx = (row tile, slot tile, expert); slot tiles past the expert's count
-// return at once (the grid has one per N tokens of the pass: an expert takes a token at most once).
+// The tiled gate/up: blockIdx = (row tile, slot tile of the grouping's list; past its end: return).
 template <TensorType T, int N>
 __global__ void __launch_bounds__(kTileThreads) gate_up_tiled_kernel(WeightView gate, WeightView up, const float *x, int k,
-                                                                     const int32_t *offsets, const int32_t *order, float *act) {
+                                                                     const int32_t *offsets, const int32_t *tiles,
+                                                                     const int32_t *order, float *act) {
     __shared__ TileOperand<kTileRows> gs, us;
     __shared__ TileOperand<N> xs;
-    const int64_t e = blockIdx.z, F = gate.rows, K = gate.cols;
-    const int64_t first = offsets[e], count = offsets[e + 1] - first, s0 = static_cast<int64_t>(blockIdx.y) * N;
-    if (s0 >= count) return;
+    int64_t e, s0;
+    if (!group_tile(tiles, blockIdx.y, e, s0)) return;
+    const int64_t F = gate.rows, K = gate.cols, first = offsets[e], count = offsets[e + 1] - first;
     const int64_t row0 = static_cast<int64_t>(blockIdx.x) * kTileRows;
     const int64_t my_slot = s0 + loader_token<N>();
     const float *xr = my_slot < count ? x + static_cast<int64_t>(order[first + my_slot] / k) * K : nullptr;
@@ -377,12 +390,12 @@ __global__ void __launch_bounds__(kTileThreads) gate_up_tiled_kernel(WeightView 
 // The tiled down projection: y[s] = down_e . act[s], blocks as in gate_up_tiled_kernel.
 template <TensorType T, int N>
 __global__ void __launch_bounds__(kTileThreads) down_tiled_kernel(WeightView down, const float *act, const int32_t *offsets,
-                                                                  float *y) {
+                                                                  const int32_t *tiles, float *y) {
     __shared__ TileOperand<kTileRows> ws;
     __shared__ TileOperand<N> xs;
-    const int64_t e = blockIdx.z, E = down.rows, F = down.cols;
-    const int64_t first = offsets[e], count = offsets[e + 1] - first, s0 = static_cast<int64_t>(blockIdx.y) * N;
-    if (s0 >= count) return;
+    int64_t e, s0;
+    if (!group_tile(tiles, blockIdx.y, e, s0)) return;
+    const int64_t E = down.rows, F = down.cols, first = offsets[e], count = offsets[e + 1] - first;
     const int64_t row0 = static_cast<int64_t>(blockIdx.x) * kTileRows;
     const int64_t my_slot = s0 + loader_token<N>();
     const float *xr = my_slot < count ? act + (first + my_slot) * F : nullptr;
@@ -402,16 +415,17 @@ __global__ void __launch_bounds__(kTileThreads) down_tiled_kernel(WeightView dow
 // and at 146-167 registers a thread (Q4_K-Q6_K) one block of 8 warps was all a multiprocessor held;
 // capped at 128, ptxas spills 16-104 bytes a thread (L1-resident) for twice the loads in flight.
 constexpr int kExpertSlots = 32;
+static_assert(kExpertSlots == 32 && kQmmaTokens == 32, "moe() lists slot tiles of 32 for the tensor-core kernels");
 
 template <TensorType T>
 __global__ void __launch_bounds__(kMmaThreads, 2) gate_up_mma_kernel(WeightView gate, WeightView up, const __nv_bfloat16 *xb,
-                                                                  int k, const int32_t *offsets, const int32_t *order,
-                                                                  __nv_bfloat16 *act) {
+                                                                  int k, const int32_t *offsets, const int32_t *tiles,
+                                                                  const int32_t *order, __nv_bfloat16 *act) {
     constexpr int N = kExpertSlots;
     __shared__ MmaStage<N, 2> st[2];
-    const int64_t e = blockIdx.z, F = gate.rows, K = gate.cols;
-    const int64_t first = offsets[e], count = offsets[e + 1] - first, s0 = static_cast<int64_t>(blockIdx.y) * N;
-    if (s0 >= count) return;
+    int64_t e, s0;
+    if (!group_tile(tiles, blockIdx.y, e, s0)) return;
+    const int64_t F = gate.rows, K = gate.cols, first = offsets[e], count = offsets[e + 1] - first;
     const int64_t row0 = static_cast<int64_t>(blockIdx.x) * kMmaRows, Kp = mma_padded_cols(K), Fp = mma_padded_cols(F);
     MmaWeightLoader<T, 2> wl;
     wl.base[0] = gate.data + e * gate.expert_stride;
@@ -433,12 +447,12 @@ __global__ void __launch_bounds__(kMmaThreads, 2) gate_up_mma_kernel(WeightView 
 
 template <TensorType T>
 __global__ void __launch_bounds__(kMmaThreads) down_mma_kernel(WeightView down, const __nv_bfloat16 *act,
-                                                                const int32_t *offsets, float *y) {
+                                                                const int32_t *offsets, const int32_t *tiles, float *y) {
     constexpr int N = kExpertSlots;
     __shared__ MmaStage<N, 1> st[2];
-    const int64_t e = blockIdx.z, E = down.rows, F = down.cols;
-    const int64_t first = offsets[e], count = offsets[e + 1] - first, s0 = static_cast<int64_t>(blockIdx.y) * N;
-    if (s0 >= count) return;
+    int64_t e, s0;
+    if (!group_tile(tiles, blockIdx.y, e, s0)) return;
+    const int64_t E = down.rows, F = down.cols, first = offsets[e], count = offsets[e + 1] - first;
     const int64_t row0 = static_cast<int64_t>(blockIdx.x) * kMmaRows, Fp = mma_padded_cols(F);
     MmaWeightLoader<T, 1> wl;
     wl.base[0] = down.data + e * down.expert_stride;
@@ -460,13 +474,15 @@ __global__ void __launch_bounds__(kMmaThreads) down_mma_kernel(WeightView down, 
 template <TensorType T>
 __global__ void __launch_bounds__(kQmmaThreads, 2) gate_up_qmma_kernel(WeightView gate, WeightView up, const __nv_bfloat16 *xb,
                                                                     const float *x_sums, int k, const int32_t *offsets,
-                                                                    const int32_t *order, __nv_bfloat16 *act) {
+                                                                    const int32_t *tiles, const int32_t *order,
+                                                                    __nv_bfloat16 *act) {
     const int warp = threadIdx.x / 32, g = threadIdx.x % 32 / 4;
-    const int64_t e = blockIdx.z, F = gate.rows, K = gate.cols;
-    const int64_t first = offsets[e], count = offsets[e + 1] - first, s0 = static_cast<int64_t>(blockIdx.y) * kQmmaTokens;
+    int64_t e, s0;
+    if (!group_tile(tiles, blockIdx.y, e, s0)) return;
+    const int64_t F = gate.rows, K = gate.cols, first = offsets[e], count = offsets[e + 1] - first;
     const int64_t Kp = mma_padded_cols(K), Fp = mma_padded_cols(F);
     const int64_t row0 = (static_cast<int64_t>(blockIdx.x) * kQmmaWarps + warp) * kQmmaWarpRows;
-    if (s0 >= count || row0 >= Fp) return;
+    if (row0 >= Fp) return;
     QmmaOperands<2> op;
 #pragma unroll
     for (int half = 0; half < 2; ++half) {  // rows past F: row F - 1 (stored as zeros below)
@@ -486,13 +502,15 @@ __global__ void __launch_bounds__(kQmmaThreads, 2) gate_up_qmma_kernel(WeightVie
 
 template <TensorType T>
 __global__ void __launch_bounds__(kQmmaThreads, 3) down_qmma_kernel(WeightView down, const __nv_bfloat16 *act,
-                                                                 const float *act_sums, const int32_t *offsets, float *y) {
+                                                                 const float *act_sums, const int32_t *offsets,
+                                                                 const int32_t *tiles, float *y) {
     const int warp = threadIdx.x / 32, g = threadIdx.x % 32 / 4;
-    const int64_t e = blockIdx.z, E = down.rows, F = down.cols;
-    const int64_t first = offsets[e], count = offsets[e + 1] - first, s0 = static_cast<int64_t>(blockIdx.y) * kQmmaTokens;
+    int64_t e, s0;
+    if (!group_tile(tiles, blockIdx.y, e, s0)) return;
+    const int64_t E = down.rows, F = down.cols, first = offsets[e], count = offsets[e + 1] - first;
     const int64_t Fp = mma_padded_cols(F);
     const int64_t row0 = (static_cast<int64_t>(blockIdx.x) * kQmmaWarps + warp) * kQmmaWarpRows;
-    if (s0 >= count || row0 >= E) return;
+    if (row0 >= E) return;
     QmmaOperands<1> op;
 #pragma unroll
     for (int half = 0; half < 2; ++half)  // rows past E: row E - 1 (not stored)
@@ -579,65 +597,72 @@ void moe(cudaStream_t s, const WeightView &gate, const WeightView &up, const Wei
         throw Error(DGEMMA_ERR_UNSUPPORTED, "CUDA experts: " + std::to_string(n_expert) +
                                                 " experts exceed the grouping kernel's shared memory (" +
                                                 std::to_string(kGroupShared / sizeof(int32_t)) + " at most)");
-    const int X = static_cast<int>(n_expert);
+    const int X = static_cast<int>(n_expert), slots = static_cast<int>(n * k);
     const size_t group_shared = static_cast<size_t>(X * group_segments(X)) * sizeof(int32_t);
-    group_kernel<<<1, kGroupThreads, group_shared, s>>>(expert, static_cast<int>(n * k), X, m.offsets, m.order, m.slot_of);
-    check_launch("moe grouping");
     // Gate and up share one type in every file seen (one tensor, or two of one quantization); a file
-    // that mixes them runs the per-row kernels. The tile width follows the mean tokens per expert.
-    if (kernels == KernelSet::tensor && m.x_q8 && gate.type == up.type && gate.row_stride == up.row_stride && i8_runs(gate) &&
-        i8_runs(up) && i8_runs(down)) {
-        const int64_t slots = n * k;
+    // that mixes them runs the per-row kernels. The float tiles' width follows the mean tokens per
+    // expert; the grouping lists the slot tiles of the width that runs (W).
+    const bool int8 = kernels == KernelSet::tensor && m.x_q8 && gate.type == up.type && gate.row_stride == up.row_stride &&
+                      i8_runs(gate) && i8_runs(up) && i8_runs(down);
+    const bool mma = !int8 && kernels == KernelSet::tensor && gate.type == up.type;
+    const bool tiled = kernels != KernelSet::tensor && kernels != KernelSet::reference && gate.type == up.type;
+    int W = 32;  // kI8ExpertTokens, kExpertSlots, kQmmaTokens
+    if (tiled) with_tile_width(slots / X, [&](auto width) { W = decltype(width)::value; });
+    group_kernel<<<1, kGroupThreads, group_shared, s>>>(expert, slots, X, W, m.offsets, m.order, m.slot_of, m.tiles);
+    check_launch("moe grouping");
+    const unsigned tiles = static_cast<unsigned>(group_tiles_bound(slots, X, W));
+    if (int8) {
         i8_quantize(s, gate.type, x, n, gate.cols, m.x_q8, m.x_q8_d);
-        i8_moe_gate_up(s, gate, up, m.x_q8, m.x_q8_d, n, k, n_expert, m.offsets, m.order, m.act);
+        i8_moe_gate_up(s, gate, up, m.x_q8, m.x_q8_d, k, m.offsets, m.tiles, tiles, m.order, m.act);
         i8_quantize(s, down.type, m.act, slots, down.cols, m.act_q8, m.act_q8_d);
-        i8_moe_down(s, down, m.act_q8, m.act_q8_d, n, n_expert, m.offsets, m.y);
-    } else if (kernels == KernelSet::tensor && gate.type == up.type) {
+        i8_moe_down(s, down, m.act_q8, m.act_q8_d, m.offsets, m.tiles, tiles, m.y);
+    } else if (mma) {
         to_bf16_rows(s, x, n, gate.cols, m.x_bf16);
-        const int64_t slots = n * k, Fp = mma_padded_cols(gate.rows);
+        const int64_t Fp = mma_padded_cols(gate.rows);
         if (m.x_sums && qmma_runs(gate) && qmma_runs(up)) {
             bf16_block_sums(s, m.x_bf16, n, mma_padded_cols(gate.cols), m.x_sums);
-            const dim3 grid(blocks_for(Fp, kQmmaWarps * kQmmaWarpRows), blocks_for(n, kQmmaTokens), static_cast<unsigned>(n_expert));
+            const dim3 grid(blocks_for(Fp, kQmmaWarps * kQmmaWarpRows), tiles);
             with_qmma_type(gate.type, [&](auto type) {
                 gate_up_qmma_kernel<decltype(type)::value><<<grid, kQmmaThreads, 0, s>>>(gate, up, m.x_bf16, m.x_sums, k,
-                                                                                       m.offsets, m.order, m.act_bf16);
+                                                                                       m.offsets, m.tiles, m.order, m.act_bf16);
             });
             check_launch("moe gate/up (tensor cores, quantized)");
         } else {
-            const dim3 grid(blocks_for(gate.rows, kMmaRows), blocks_for(n, kExpertSlots), static_cast<unsigned>(n_expert));
+            const dim3 grid(blocks_for(gate.rows, kMmaRows), tiles);
             with_weight_type(gate.type, [&](auto type) {
                 gate_up_mma_kernel<decltype(type)::value><<<grid, kMmaThreads, 0, s>>>(gate, up, m.x_bf16, k, m.offsets,
-                                                                                     m.order, m.act_bf16);
+                                                                                     m.tiles, m.order, m.act_bf16);
             });
             check_launch("moe gate/up (tensor cores)");
         }
         if (m.act_sums && qmma_runs(down)) {
             bf16_block_sums(s, m.act_bf16, slots, Fp, m.act_sums);
-            const dim3 grid_down(blocks_for(down.rows, kQmmaWarps * kQmmaWarpRows), blocks_for(n, kQmmaTokens),
-                                 static_cast<unsigned>(n_expert));
+            const dim3 grid_down(blocks_for(down.rows, kQmmaWarps * kQmmaWarpRows), tiles);
             with_qmma_type(down.type, [&](auto type) {
                 down_qmma_kernel<decltype(type)::value><<<grid_down, kQmmaThreads, 0, s>>>(down, m.act_bf16, m.act_sums,
-                                                                                         m.offsets, m.y);
+                                                                                         m.offsets, m.tiles, m.y);
             });
             check_launch("moe down (tensor cores, quantized)");
         } else {
-            const dim3 grid_down(blocks_for(down.rows, kMmaRows), blocks_for(n, kExpertSlots), static_cast<unsigned>(n_expert));
+            const dim3 grid_down(blocks_for(down.rows, kMmaRows), tiles);
             with_weight_type(down.type, [&](auto type) {
-                down_mma_kernel<decltype(type)::value><<<grid_down, kMmaThreads, 0, s>>>(down, m.act_bf16, m.offsets, m.y);
+                down_mma_kernel<decltype(type)::value><<<grid_down, kMmaThreads, 0, s>>>(down, m.act_bf16, m.offsets, m.tiles, m.y);
             });
             check_launch("moe down (tensor cores)");
         }
-    } else if (kernels != KernelSet::reference && gate.type == up.type) {
-        with_tile_width(n * k / n_expert, [&](auto width) {
+    } else if (tiled) {
+        with_tile_width(slots / X, [&](auto width) {
             constexpr int N = decltype(width)::value;
-            const dim3 grid(blocks_for(gate.rows, kTileRows), blocks_for(n, N), static_cast<unsigned>(n_expert));
+            static_assert(N >= kGroupMinTile, "the tile scratch is sized for kGroupMinTile");
+            const dim3 grid(blocks_for(gate.rows, kTileRows), tiles);
             with_weight_type(gate.type, [&](auto type) {
-                gate_up_tiled_kernel<decltype(type)::value, N><<<grid, kTileThreads, 0, s>>>(gate, up, x, k, m.offsets, m.order, m.act);
+                gate_up_tiled_kernel<decltype(type)::value, N><<<grid, kTileThreads, 0, s>>>(gate, up, x, k, m.offsets, m.tiles,
+                                                                                              m.order, m.act);
             });
             check_launch("moe gate/up (tiled)");
-            const dim3 grid_down(blocks_for(down.rows, kTileRows), blocks_for(n, N), static_cast<unsigned>(n_expert));
+            const dim3 grid_down(blocks_for(down.rows, kTileRows), tiles);
             with_weight_type(down.type, [&](auto type) {
-                down_tiled_kernel<decltype(type)::value, N><<<grid_down, kTileThreads, 0, s>>>(down, m.act, m.offsets, m.y);
+                down_tiled_kernel<decltype(type)::value, N><<<grid_down, kTileThreads, 0, s>>>(down, m.act, m.offsets, m.tiles, m.y);
             });
             check_launch("moe down (tiled)");
         });
