@@ -23,6 +23,9 @@ inline void check(cudaError_t e, const char *what) {
 inline void check_launch(const char *kernel) { check(cudaGetLastError(), kernel); }
 
 inline unsigned blocks_for(int64_t n, int threads) { return static_cast<unsigned>((n + threads - 1) / threads); }
+// The most blocks a grid's second (or third) dimension takes: kernels with a block row per data row
+// launch in chunks of this many rows.
+constexpr int64_t kMaxGridRows = 65535;
 
 // A weight matrix (or a stack of experts) in device memory: row r of expert e starts at
 // data + e * expert_stride + r * row_stride.

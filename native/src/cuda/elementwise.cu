@@ -148,11 +148,13 @@ __global__ void softcap_kernel(float *x, int64_t count, float cap) {
     if (i < count) x[i] = tanhf(x[i] / cap) * cap;
 }
 
-__global__ void cache_store_kernel(const float *src, int64_t row, int64_t first, int64_t count, int64_t pos_first,
-                                   uint8_t *dst, TensorType type, size_t dst_row_bytes, int64_t capacity) {
-    const int64_t id = static_cast<int64_t>(blockIdx.x) * blockDim.x + threadIdx.x;
-    if (id >= count * row) return;
-    const int64_t i = id / row, c = id % row;
+// Block (column chunk, row i): row i's slot once per block, its elements a thread each. It was a
+// thread per element with a 64-bit division, modulo and ring modulo each (library calls): 2M of
+// each per layer and prefill chunk at the 26B shapes.
+__global__ void cache_store_kernel(const float *src, int64_t row, int64_t first, int64_t pos_first, uint8_t *dst, TensorType type,
+                                   size_t dst_row_bytes, int64_t capacity) {
+    const int64_t i = blockIdx.y, c = static_cast<int64_t>(blockIdx.x) * blockDim.x + threadIdx.x;
+    if (c >= row) return;
     const float v = src[(first + i) * row + c];
     uint8_t *o = dst + static_cast<size_t>((pos_first + i) % capacity) * dst_row_bytes;
     if (type == TensorType::F32) reinterpret_cast<float *>(o)[c] = v;
@@ -220,9 +222,12 @@ void cache_store(cudaStream_t s, const float *src, int64_t row, int64_t row0, in
                  uint8_t *dst, TensorType type, size_t dst_row_bytes, int64_t capacity) {
     const int64_t count = n - skip;
     if (count <= 0 || capacity <= 0) return;
-    cache_store_kernel<<<blocks_for(count * row, kThreads), kThreads, 0, s>>>(src, row, row0 + skip, count, pos0 + skip, dst,
-                                                                             type, dst_row_bytes, capacity);
-    check_launch("cache_store");
+    for (int64_t r = 0; r < count; r += kMaxGridRows) {
+        const unsigned rows = static_cast<unsigned>(std::min(kMaxGridRows, count - r));
+        cache_store_kernel<<<dim3(blocks_for(row, kThreads), rows), kThreads, 0, s>>>(src, row, row0 + skip + r, pos0 + skip + r,
+                                                                                    dst, type, dst_row_bytes, capacity);
+        check_launch("cache_store");
+    }
 }
 
 }  // namespace dg::cuda

@@ -80,11 +80,12 @@ __global__ void __launch_bounds__(kMmaThreads) matmul_mma_kernel(WeightView w, c
     });
 }
 
-// Thread i: elements 8 (i % groups) .. + 7 of row i / groups, groups = padded / 8.
-__global__ void to_bf16_rows_kernel(const float *x, int64_t n, int64_t cols, int64_t padded, __nv_bfloat16 *out) {
-    const int64_t groups = padded / 8, i = static_cast<int64_t>(blockIdx.x) * blockDim.x + threadIdx.x;
-    if (i >= n * groups) return;
-    const int64_t t = i / groups, c0 = 8 * (i % groups);
+// Block (group chunk, row t0 + blockIdx.y): a thread converts elements 8 g .. 8 g + 7 of the row.
+// (A flat index divided into row and group was a 64-bit division and modulo a thread: library calls
+// that cost more than the conversion's bytes.)
+__global__ void to_bf16_rows_kernel(const float *x, int64_t t0, int64_t cols, int64_t padded, __nv_bfloat16 *out) {
+    const int64_t t = t0 + blockIdx.y, c0 = 8 * (static_cast<int64_t>(blockIdx.x) * blockDim.x + threadIdx.x);
+    if (c0 >= padded) return;
     float f[8];
 #pragma unroll
     for (int j = 0; j < 8; ++j) f[j] = c0 + j < cols ? x[t * cols + c0 + j] : 0.0f;
@@ -276,19 +277,18 @@ __global__ void __launch_bounds__(kMmaThreads) soft_embed_mma_kernel(WeightView 
     });
 }
 
-// probs[t - t_base][v] = bf16(exp(z[t][v] - max) * inv_sum) for tokens t_base .. t_base + m - 1, zeros
-// from V to the padded width: thread i writes 8 entries.
-__global__ void soft_probs_kernel(const float *logits, int64_t V, int64_t t_base, int64_t m, const float *row_max,
-                                  const float *row_inv_sum, __nv_bfloat16 *probs) {
-    const int64_t groups = mma_padded_cols(V) / 8, i = static_cast<int64_t>(blockIdx.x) * blockDim.x + threadIdx.x;
-    if (i >= m * groups) return;
-    const int64_t t = t_base + i / groups, v0 = 8 * (i % groups);
+// probs[t - t_base][v] = bf16(exp(z[t][v] - max) * inv_sum) for tokens t = t_base + blockIdx.y, zeros
+// from V to the padded width: a thread writes 8 entries (as to_bf16_rows, no division a thread).
+__global__ void soft_probs_kernel(const float *logits, int64_t V, int64_t t_base, const float *row_max, const float *row_inv_sum,
+                                  __nv_bfloat16 *probs) {
+    const int64_t r = blockIdx.y, t = t_base + r, v0 = 8 * (static_cast<int64_t>(blockIdx.x) * blockDim.x + threadIdx.x);
+    if (v0 >= mma_padded_cols(V)) return;
     const float *z = logits + t * V;
     const float mx = row_max[t], inv = row_inv_sum[t];
     float p[8];
 #pragma unroll
     for (int j = 0; j < 8; ++j) p[j] = v0 + j < V ? expf(z[v0 + j] - mx) * inv : 0.0f;
-    store8_bf16(probs + (i / groups) * mma_padded_cols(V) + v0, p);
+    store8_bf16(probs + r * mma_padded_cols(V) + v0, p);
 }
 
 // out[i] = scale * (partial[0][i] + partial[1][i] + ...), the `parts` parts in order.
@@ -312,8 +312,12 @@ bool act_held(ActScratch *held, const float *x, int64_t n, int64_t cols, ActForm
 
 void to_bf16_rows(cudaStream_t s, const float *x, int64_t n, int64_t cols, __nv_bfloat16 *out) {
     if (n <= 0) return;
-    to_bf16_rows_kernel<<<blocks_for(n * (mma_padded_cols(cols) / 8), 256), 256, 0, s>>>(x, n, cols, mma_padded_cols(cols), out);
-    check_launch("activations to bf16");
+    const int64_t padded = mma_padded_cols(cols);
+    for (int64_t t0 = 0; t0 < n; t0 += kMaxGridRows) {
+        const dim3 grid(blocks_for(padded / 8, 256), static_cast<unsigned>(std::min(kMaxGridRows, n - t0)));
+        to_bf16_rows_kernel<<<grid, 256, 0, s>>>(x, t0, cols, padded, out);
+        check_launch("activations to bf16");
+    }
 }
 
 void bf16_block_sums(cudaStream_t s, const __nv_bfloat16 *rows, int64_t n, int64_t padded, float *sums) {
@@ -412,8 +416,9 @@ void soft_embed(cudaStream_t s, const WeightView &table, const float *logits, in
     if (k == KernelSet::tensor) {
         for (int64_t t_base = 0; t_base < n; t_base += kSoftProbTokens) {
             const int64_t m = min(kSoftProbTokens, n - t_base);
-            soft_probs_kernel<<<blocks_for(m * (mma_padded_cols(table.rows) / 8), 256), 256, 0, s>>>(
-                logits, table.rows, t_base, m, row_max, row_inv_sum, probs);
+            static_assert(kSoftProbTokens <= kMaxGridRows, "a grid's second dimension");
+            const dim3 probs_grid(blocks_for(mma_padded_cols(table.rows) / 8, 256), static_cast<unsigned>(m));
+            soft_probs_kernel<<<probs_grid, 256, 0, s>>>(logits, table.rows, t_base, row_max, row_inv_sum, probs);
             check_launch("soft_embed probabilities");
             const dim3 grid(blocks_for(table.cols, kMmaRows), blocks_for(m, 128), kSoftEmbedParts);
             with_weight_type(table.type, [&](auto type) {
