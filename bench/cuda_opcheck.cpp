@@ -472,12 +472,13 @@ void row_ops(Harness &h) {
     // they name; each row returns the residual and the normed output. The "-same-bits" rows run the
     // op and its default's ops on one backend and count the values that differ: 0 on every backend.
     for (auto [dim, n] : {std::pair<int64_t, int64_t>{64, 1}, {1000, 37}, {2816, 256}})
-        for (int variant = 0; variant < 4; ++variant) {
-            const bool scaled = variant & 1, with_w = variant & 2;
+        for (int variant = 0; variant < 8; ++variant) {
+            const bool scaled = variant & 1, with_w = variant & 2, d_normed = variant & 4;
             auto run = [&, dim = dim, n = n](Backend &be, std::mt19937_64 &rng, bool fused, bool in_place) {
                 Buf h = tensor(be, TensorType::F32, randn(rng, dim * n, 2.0f).data(), dim, n);
                 Buf d = tensor(be, TensorType::F32, randn(rng, dim * n).data(), dim, n);
                 Buf w = tensor(be, TensorType::F32, randn(rng, dim).data(), dim);
+                Buf dw = tensor(be, TensorType::F32, randn(rng, dim).data(), dim);
                 std::vector<int32_t> mode(n);
                 for (int64_t i = 0; i < n; ++i) mode[i] = int32_t(rng() % 2);
                 Buf m = tensor(be, TensorType::I32, mode.data(), n);
@@ -485,8 +486,10 @@ void row_ops(Harness &h) {
                 Buf o = poisoned(be, TensorType::F32, dim, n);
                 const Tensor &out = in_place ? h.t : o.t;
                 if (fused) {
-                    be.add_rmsnorm(h.t, d.t, scaled ? &m.t : nullptr, scaled ? s : nullptr, with_w ? &w.t : nullptr, 1e-6f, out);
+                    be.add_rmsnorm(h.t, d.t, d_normed ? &dw.t : nullptr, scaled ? &m.t : nullptr, scaled ? s : nullptr,
+                                   with_w ? &w.t : nullptr, 1e-6f, out);
                 } else {
+                    if (d_normed) be.rmsnorm(d.t, &dw.t, 1e-6f, d.t);
                     be.add(h.t, d.t);
                     if (scaled) be.scale_rows(h.t, m.t, s);
                     be.rmsnorm(h.t, with_w ? &w.t : nullptr, 1e-6f, out);
@@ -498,14 +501,14 @@ void row_ops(Harness &h) {
                 }
                 return r;
             };
-            const std::string type = std::string("F32") + (scaled ? "-scaled" : "") + (with_w ? "-w" : "");
+            const std::string type = std::string("F32") + (d_normed ? "-dnorm" : "") + (scaled ? "-scaled" : "") + (with_w ? "-w" : "");
             for (bool in_place : {false, true})
                 h.check("add_rmsnorm", type + (in_place ? "-in-place" : ""), dims({dim, n}), 1e-5,
                         [&](Backend &be, std::mt19937_64 &rng) { return run(be, rng, true, in_place); });
             h.check("add_rmsnorm", type + "-same-bits", dims({dim, n}), 0, [&](Backend &be, std::mt19937_64 &rng) {
                 std::mt19937_64 again = rng;
                 const std::vector<float> fused = run(be, rng, true, false), plain = run(be, again, false, false);
-                return std::vector<float>{must_be_zero(mismatches(fused, plain), "add_rmsnorm against add, scale_rows, rmsnorm")};
+                return std::vector<float>{must_be_zero(mismatches(fused, plain), "add_rmsnorm against rmsnorm, add, scale_rows, rmsnorm")};
             }, true);
         }
     for (auto [heads, d, n_rot, n] : {std::tuple<int, int, int, int64_t>{4, 64, 16, 1}, {4, 128, 128, 37}, {16, 256, 64, 256},
@@ -931,14 +934,15 @@ int bench_full() {
     };
     attention_row("attention (sliding)", Hkv, D, 1024, int(L) - int(L) / 6);
     attention_row("attention (global)", 2, 512, 0, int(L) / 6);
-    {  // a layer's row-wise ops (forward.cpp): 4 norms of the residual width, 3 residual adds with the
-       // next norm, the queries' and keys' norm and RoPE (counted at the queries' 16 heads), the values' norm
+    {  // a layer's row-wise ops (forward.cpp): 2 norms of the residual width, 3 residual adds with the
+       // next norm (2 of them norming the sublayer's output first), the queries' and keys' norm and RoPE
+       // (counted at the queries' 16 heads), the values' norm
         Buf x = tensor(be, TensorType::F32, randn(rng, E * T).data(), E, T), y = tensor(be, TensorType::F32, nullptr, E, T);
         Buf d = tensor(be, TensorType::F32, randn(rng, E * T).data(), E, T), w = tensor(be, TensorType::F32, randn(rng, E).data(), E);
-        row1("rmsnorm (x4 a layer)", TensorType::F32, dims({E, T}), median_ms(be, [&] { be.rmsnorm(x.t, &w.t, 1e-6f, y.t); }),
-             0, int(4 * L));
+        row1("rmsnorm (x2 a layer)", TensorType::F32, dims({E, T}), median_ms(be, [&] { be.rmsnorm(x.t, &w.t, 1e-6f, y.t); }),
+             0, int(2 * L));
         row1("add_rmsnorm (x3)", TensorType::F32, dims({E, T}),
-             median_ms(be, [&] { be.add_rmsnorm(x.t, d.t, nullptr, nullptr, &w.t, 1e-6f, y.t); }), 0, int(3 * L));
+             median_ms(be, [&] { be.add_rmsnorm(x.t, d.t, &w.t, nullptr, nullptr, &w.t, 1e-6f, y.t); }), 0, int(3 * L));
         Buf q = tensor(be, TensorType::F32, randn(rng, H * D * T).data(), H * D, T), wd = tensor(be, TensorType::F32, randn(rng, D).data(), D);
         std::vector<int32_t> pos(T);
         for (int64_t i = 0; i < T; ++i) pos[i] = int32_t(n_past + i);

@@ -165,11 +165,13 @@ public:
     // --- composite ops: each is its default, the ops it names in order; a backend may override one
     // with a single pass of the same arithmetic (fewer launches and passes over memory). The
     // defaults are the reference the overrides are checked against.
-    // h += d; then, with scalars, row r of h *= scalars[row_mode[r]]; then out = rmsnorm(h) (* w).
-    // out may be h (the sum is then not kept). The residual stream's add, the layer scalar and the
-    // norm of the next reader of h, in one op.
-    virtual void add_rmsnorm(const Tensor &h, const Tensor &d, const Tensor *row_mode, const float *scalars, const Tensor *w,
-                             float eps, const Tensor &out) {
+    // With d_norm, d = rmsnorm(d) * d_norm first (d's contents after the op: unspecified); h += d;
+    // then, with scalars, row r of h *= scalars[row_mode[r]]; then out = rmsnorm(h) (* w). out may be
+    // h (the sum is then not kept). A sublayer's output norm, the residual add, the layer scalar and
+    // the norm of the next reader of h, in one op.
+    virtual void add_rmsnorm(const Tensor &h, const Tensor &d, const Tensor *d_norm, const Tensor *row_mode, const float *scalars,
+                             const Tensor *w, float eps, const Tensor &out) {
+        if (d_norm) rmsnorm(d, d_norm, eps, d);
         add(h, d);
         if (scalars) scale_rows(h, *row_mode, scalars);
         rmsnorm(h, w, eps, out);

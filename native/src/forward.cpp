@@ -131,7 +131,7 @@ void Model::run_pass(Workspace &ws, const std::vector<PassItem> &items, const Pa
         be.matmul(w_.sc_up, sc, up);
         be.gelu_mul(gate, up, gate);
         be.matmul(w_.sc_down, gate, rows_of(ws.sc_h, E, D));
-        be.add_rmsnorm(rows_of(ws.x, E, D), rows_of(ws.sc_h, E, D), nullptr, nullptr, nullptr, hp_.eps, rows_of(ws.x, E, D));
+        be.add_rmsnorm(rows_of(ws.x, E, D), rows_of(ws.sc_h, E, D), nullptr, nullptr, nullptr, nullptr, hp_.eps, rows_of(ws.x, E, D));
     } else if (D) {
         be.rmsnorm(rows_of(ws.x, E, D), nullptr, hp_.eps, rows_of(ws.x, E, D));
     }
@@ -187,12 +187,12 @@ void Model::run_pass(Workspace &ws, const std::vector<PassItem> &items, const Pa
         if (m == 0) continue;  // a last layer without decoder rows: the cache is all it had to give
         const Tensor xm = rows_of(ws.x, E, m), xnm = rows_of(ws.xn, E, m), proj = rows_of(ws.proj, E, m);
         be.matmul(w.wo, attn, proj);
-        be.rmsnorm(proj, &*w.post_attn_norm, hp_.eps, proj);
+        // h += post_attn_norm(proj); xnm = ffn_norm(h)
+        be.add_rmsnorm(xm, proj, &*w.post_attn_norm, nullptr, nullptr, &*w.ffn_norm, hp_.eps, xnm);
 
         // --- dense MLP and experts, in parallel on the same h
         const Tensor gate = rows_of(ws.ff_gate, hp_.n_ff, m), up = rows_of(ws.ff_up, hp_.n_ff, m);
         const Tensor dense = rows_of(ws.dense, E, m), moe_out = rows_of(ws.moe_out, E, m);
-        be.add_rmsnorm(xm, proj, nullptr, nullptr, &*w.ffn_norm, hp_.eps, xnm);  // h += attention; xnm = ffn_norm(h)
         be.matmul(w.ffn_gate, xnm, gate);
         be.matmul(w.ffn_up, xnm, up);
         be.gelu_mul(gate, up, gate);
@@ -205,13 +205,13 @@ void Model::run_pass(Workspace &ws, const std::vector<PassItem> &items, const Pa
         be.route(w.router, xm, *w.router_scale, *w.per_expert_scale, hp_.eps, static_cast<int>(k), ids, wts);
         be.rmsnorm(xm, &*w.pre_ffw_norm_2, hp_.eps, xnm);
         moe(w, xnm, ids, wts, moe_out);
-        be.rmsnorm(moe_out, &*w.post_ffw_norm_2, hp_.eps, moe_out);
-        be.add_rmsnorm(dense, moe_out, nullptr, nullptr, &*w.post_ffw_norm, hp_.eps, dense);
+        // dense = post_ffw_norm(dense + post_ffw_norm_2(moe_out))
+        be.add_rmsnorm(dense, moe_out, &*w.post_ffw_norm_2, nullptr, nullptr, &*w.post_ffw_norm, hp_.eps, dense);
 
         // h = (h + dense) * the layer scalar of each row's mode, then the norm h's next reader
         // needs: the next layer's attention norm, or the final norm (the last layer: decoder rows).
         const Tensor &next_norm = last ? *w_.output_norm : *w_.layers[il + 1].attn_norm;
-        be.add_rmsnorm(xm, dense, &out_pass.row_mode, w.scalars, &next_norm, hp_.eps, xnm);
+        be.add_rmsnorm(xm, dense, nullptr, &out_pass.row_mode, w.scalars, &next_norm, hp_.eps, xnm);
     }
 
     // --- decoder rows: softcap(lm_head(final_norm(h))), the tied embedding read once for all; the

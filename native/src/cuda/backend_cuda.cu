@@ -370,11 +370,12 @@ public:
         cuda::OpScope scope(profile_, stream_, "rope");
         cuda::rope(stream_, dev<float>(x), pos.count(), n_heads, head_dim, dev<int32_t>(pos), dev<float>(inv_freq), n_rot);
     }
-    void add_rmsnorm(const Tensor &h, const Tensor &d, const Tensor *row_mode, const float *scalars, const Tensor *w, float eps,
-                     const Tensor &out) override {
+    void add_rmsnorm(const Tensor &h, const Tensor &d, const Tensor *d_norm, const Tensor *row_mode, const float *scalars,
+                     const Tensor *w, float eps, const Tensor &out) override {
         cuda::OpScope scope(profile_, stream_, "add_rmsnorm");
-        cuda::add_rmsnorm(stream_, dev<float>(h), dev<float>(d), scalars ? dev<int32_t>(*row_mode) : nullptr, scalars,
-                          w ? dev<float>(*w) : nullptr, eps, h.count() / h.ne[0], h.ne[0], dev<float>(out));
+        cuda::add_rmsnorm(stream_, dev<float>(h), dev<float>(d), d_norm ? dev<float>(*d_norm) : nullptr,
+                          scalars ? dev<int32_t>(*row_mode) : nullptr, scalars, w ? dev<float>(*w) : nullptr, eps,
+                          h.count() / h.ne[0], h.ne[0], dev<float>(out));
     }
     void rmsnorm_rope(const Tensor &x, const Tensor *w, float eps, int n_heads, int head_dim, const Tensor &pos,
                       const Tensor &inv_freq, int n_rot) override {

@@ -63,16 +63,18 @@ __global__ void rmsnorm_kernel(const float *x, const float *w, float eps, int64_
     rms_apply(xr, w, scale, dim, yr);
 }
 
-// add, scale_rows and rmsnorm of a row in one block (Backend::add_rmsnorm): h = h + d, times
-// s[mode[row]] when s is given, stored; then out = rmsnorm(h) (* w). The sums, products and norm
-// of the three kernels, in their order, so the same bits. out may be h: each thread reads back
-// only the elements it stored.
-__global__ void add_rmsnorm_kernel(float *h, const float *d, const int32_t *mode, float s0, float s1, const float *w, float eps,
-                                   int64_t dim, float *out) {
+// Backend::add_rmsnorm's ops on a row in one block: with dw, d's rmsnorm first (the scale from
+// rms_scale, the product rounded as rmsnorm stores it: __fmul_rn keeps it from fusing into the add);
+// h = h + d, times s[mode[row]] when mode is given, stored; then out = rmsnorm(h) (* w). The sums,
+// products and norms of the separate kernels, in their order, so the same bits. out may be h: each
+// thread reads back only the elements it stored.
+__global__ void add_rmsnorm_kernel(float *h, const float *d, const float *dw, const int32_t *mode, float s0, float s1,
+                                   const float *w, float eps, int64_t dim, float *out) {
     __shared__ double red[32];
     const int64_t row = blockIdx.x;
     float *hr = h + row * dim;
     const float *dr = d + row * dim;
+    const float d_scale = dw ? rms_scale([&](int64_t i) { return dr[i]; }, dim, eps, red) : 1.0f;
     const bool scaled = mode != nullptr;
     const float s = scaled ? (mode[row] ? s1 : s0) : 1.0f;
     double ss = 0.0;
@@ -81,7 +83,7 @@ __global__ void add_rmsnorm_kernel(float *h, const float *d, const int32_t *mode
 #pragma unroll
         for (int b = 0; b < kNormBatch; ++b) {
             const int64_t i = base + b * static_cast<int64_t>(blockDim.x);
-            v[b] = i < dim ? hr[i] + dr[i] : 0.0f;
+            v[b] = i < dim ? hr[i] + (dw ? __fmul_rn(__fmul_rn(dr[i], d_scale), dw[i]) : dr[i]) : 0.0f;
         }
 #pragma unroll
         for (int b = 0; b < kNormBatch; ++b) {
@@ -170,10 +172,10 @@ void rmsnorm(cudaStream_t s, const float *x, const float *w, float eps, int64_t 
     check_launch("rmsnorm");
 }
 
-void add_rmsnorm(cudaStream_t s, float *h, const float *d, const int32_t *row_mode, const float *scalars, const float *w,
-                 float eps, int64_t rows, int64_t dim, float *out) {
+void add_rmsnorm(cudaStream_t s, float *h, const float *d, const float *d_norm, const int32_t *row_mode, const float *scalars,
+                 const float *w, float eps, int64_t rows, int64_t dim, float *out) {
     if (rows <= 0) return;
-    add_rmsnorm_kernel<<<static_cast<unsigned>(rows), kThreads, 0, s>>>(h, d, row_mode, scalars ? scalars[0] : 1.0f,
+    add_rmsnorm_kernel<<<static_cast<unsigned>(rows), kThreads, 0, s>>>(h, d, d_norm, row_mode, scalars ? scalars[0] : 1.0f,
                                                                          scalars ? scalars[1] : 1.0f, w, eps, dim, out);
     check_launch("add_rmsnorm");
 }

@@ -122,8 +122,8 @@ void rope(cudaStream_t s, float *x, int64_t n, int n_heads, int head_dim, const 
           int n_rot);
 // Backend::add_rmsnorm over rows [rows][dim] (row_mode and scalars both given or both null) and
 // Backend::rmsnorm_rope over x [n][n_heads][head_dim]: one kernel each, the bits of the ops they fuse.
-void add_rmsnorm(cudaStream_t s, float *h, const float *d, const int32_t *row_mode, const float *scalars, const float *w,
-                 float eps, int64_t rows, int64_t dim, float *out);
+void add_rmsnorm(cudaStream_t s, float *h, const float *d, const float *d_norm, const int32_t *row_mode, const float *scalars,
+                 const float *w, float eps, int64_t rows, int64_t dim, float *out);
 void rmsnorm_rope(cudaStream_t s, float *x, int64_t n, const float *w, float eps, int n_heads, int head_dim, const int32_t *pos,
                   const float *inv_freq, int n_rot);
 void gelu_mul(cudaStream_t s, const float *gate, const float *up, int64_t count, float *out);
