@@ -37,7 +37,7 @@
 #                                only (--sets tensor), the model tests, memcheck, gpu_step.py, --bench-full,
 #                                and bench_gpu.py's 512-token and step rows, op by op, with the int8 tiles,
 #                                with them and flash attention, and with CUDA graphs too (no quantized-fragment
-#                                rows: run 11 measured them), and the offload rows at a 12 GB cap, both ways
+#                                rows or op checks: run 11 measured them), and the offload rows at a 12 GB cap, both ways
 #                                (no 16 GB rows, no 8192-token prefill, no peer); about 380 s on an H200 by
 #                                session 11's estimate (run 11: 263 s with the 12 GB rows alone; timeout_s=440,
 #                                and `timeout 420` inside).
@@ -206,8 +206,11 @@ say "op check exit code $? (0: all passed, 1: failures in $OUT/failures.txt)"
 # fragments) and INT8 (Q4_K, Q6_K, Q5_0 and Q8_0 on int8 tensor cores, bit for bit against the CPU's
 # portable integer dot products in its matmul-int8 rows; its matmul and moe rows against the CPU backend
 # on the same quantized weights, at 1e-5 and 1e-4) and FLASH (the decoder's attention as flash attention).
-say "== 1b. the opt-ins: DGEMMA_CUDA_QMMA=1 (matmul, matmul-shared-input, moe), DGEMMA_CUDA_INT8=1 (matmul, matmul-int8, matmul-shared-input, moe), DGEMMA_CUDA_FLASH=1 (attention)"
-for variant in "QMMA qmma matmul matmul-shared-input moe" "INT8 int8 matmul matmul-int8 matmul-shared-input moe" "FLASH flash attention"; do
+# --quick leaves out the quantized fragments (run 11 measured them: slower than the bf16 tiles).
+say "== 1b. the opt-ins: DGEMMA_CUDA_QMMA=1 (matmul, matmul-shared-input, moe; not under --quick), DGEMMA_CUDA_INT8=1 (matmul, matmul-int8, matmul-shared-input, moe), DGEMMA_CUDA_FLASH=1 (attention)"
+OPT_INS=("QMMA qmma matmul matmul-shared-input moe" "INT8 int8 matmul matmul-int8 matmul-shared-input moe" "FLASH flash attention")
+[ "$MODE" = quick ] && OPT_INS=("${OPT_INS[@]:1}")
+for variant in "${OPT_INS[@]}"; do
   read -r var tag ops <<<"$variant"
   for op in $ops; do
     mkdir -p "$OUT/$tag-$op"
@@ -247,8 +250,10 @@ say "gpu_step exit code $?"
 say "== 5. the ops of one step at the 26B-A4B shapes (dgemma_cuda_opcheck --bench-full)"
 timeout 120 "$PACK/dgemma_cuda_opcheck" --bench-full >"$OUT/bench_full.txt" 2>&1
 say "bench-full exit code $?"
-DGEMMA_CUDA_QMMA=1 timeout 120 "$PACK/dgemma_cuda_opcheck" --bench-full >"$OUT/bench_full_qmma.txt" 2>&1
-say "bench-full (DGEMMA_CUDA_QMMA=1) exit code $?"
+if [ "$MODE" != quick ]; then
+  DGEMMA_CUDA_QMMA=1 timeout 120 "$PACK/dgemma_cuda_opcheck" --bench-full >"$OUT/bench_full_qmma.txt" 2>&1
+  say "bench-full (DGEMMA_CUDA_QMMA=1) exit code $?"
+fi
 DGEMMA_CUDA_INT8=1 DGEMMA_CUDA_FLASH=1 timeout 120 "$PACK/dgemma_cuda_opcheck" --bench-full >"$OUT/bench_full_int8.txt" 2>&1
 say "bench-full (DGEMMA_CUDA_INT8=1 DGEMMA_CUDA_FLASH=1) exit code $?"
 
@@ -267,8 +272,10 @@ fi
 
 python3 bench/gpu_check_report.py "$OUT" | tee "$OUT/summary.txt"
 cat "$OUT/gpu_step.txt" "$OUT/bench_full.txt"
-echo "== with DGEMMA_CUDA_QMMA=1 (the tensor column: Q4_K and Q5_0 on quantized fragments)"
-cat "$OUT/bench_full_qmma.txt"
+if [ -f "$OUT/bench_full_qmma.txt" ]; then
+  echo "== with DGEMMA_CUDA_QMMA=1 (the tensor column: Q4_K and Q5_0 on quantized fragments)"
+  cat "$OUT/bench_full_qmma.txt"
+fi
 echo "== with DGEMMA_CUDA_INT8=1 DGEMMA_CUDA_FLASH=1 (the tensor column: Q4_K, Q6_K, Q5_0 and Q8_0 on int8 tensor cores, the attention rows flash attention)"
 cat "$OUT/bench_full_int8.txt"
 [ "$MODE" = all ] || [ "$MODE" = quick ] && cat "$OUT/bench_gpu.txt"
