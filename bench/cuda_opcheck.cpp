@@ -318,6 +318,32 @@ void matrix_ops(Harness &h) {
                 return fetch<float>(be, y.t);
             });
         }
+        // The logits' product with its soft cap (Backend::matmul_softcap; the CPU runs matmul, then
+        // softcap): against the CPU, and against the two ops on the same backend bit for bit, at a shape
+        // the tensor set splits along k (the cap then applies to the slices' sum).
+        {
+            const int64_t K = 2816, R = 2048, n = 256;
+            const QuantizedReference quantized_reference(int8);
+            auto capped = [&, K, R, n](Backend &be, std::mt19937_64 &rng, bool fused) {
+                Buf w = weight(be, wt, randn(rng, K * R, 0.5f), K, R);
+                Buf x = tensor(be, TensorType::F32, randn(rng, K * n).data(), K, n);
+                Buf y = poisoned(be, TensorType::F32, R, n);
+                be.reserve(PassLimits{n, 1, K, K, 1, 1, 1, 1, 0, 0});
+                if (fused) {
+                    be.matmul_softcap(w.t, x.t, y.t, 30.0f);
+                } else {
+                    be.matmul(w.t, x.t, y.t);
+                    be.softcap(y.t, 30.0f);
+                }
+                return fetch<float>(be, y.t);
+            };
+            h.check("matmul_softcap", tn, dims({K, R, n}), tol, [&](Backend &be, std::mt19937_64 &rng) { return capped(be, rng, true); });
+            h.check("matmul_softcap", std::string(tn) + "-same-bits", dims({K, R, n}), 0, [&](Backend &be, std::mt19937_64 &rng) {
+                std::mt19937_64 again = rng;
+                const std::vector<float> fused = capped(be, rng, true), plain = capped(be, again, false);
+                return std::vector<float>{must_be_zero(mismatches(fused, plain), "matmul_softcap against matmul, softcap")};
+            }, true);
+        }
         // A row's result may not depend on its pass's other rows (a batch gives each sequence what it
         // gets alone): 16 rows alone (the 16-wide tiles) against the same rows among 80 (64-wide).
         h.check("matmul-rows", tn, dims({512, 300, 16, 80}), 0, [&](Backend &be, std::mt19937_64 &rng) {

@@ -152,7 +152,7 @@ if [ "$MODE" = int8 ]; then
   # step rows op by op and with both opt-ins, with and without CUDA graphs (about 250 s on an H200 by
   # session 11's estimate: the 16 GB file is written anew; timeout_s=330).
   say "== int8 products and flash attention: op checks, model tests, bench-full both ways, bench_gpu step rows"
-  for job in "INT8 int8 matmul" "INT8 int8 matmul-int8" "INT8 int8 matmul-shared-input" "INT8 int8 moe" "FLASH flash attention"; do
+  for job in "INT8 int8 matmul" "INT8 int8 matmul-int8" "INT8 int8 matmul-shared-input" "INT8 int8 matmul_softcap" "INT8 int8 moe" "FLASH flash attention"; do
     read -r var tag op <<<"$job"
     mkdir -p "$OUT/$tag-$op"
     env "DGEMMA_CUDA_$var=1" timeout 60 "$PACK/dgemma_cuda_opcheck" --sets tensor --only "$op" --out "$OUT/$tag-$op" \
@@ -207,8 +207,8 @@ say "op check exit code $? (0: all passed, 1: failures in $OUT/failures.txt)"
 # portable integer dot products in its matmul-int8 rows; its matmul and moe rows against the CPU backend
 # on the same quantized weights, at 1e-5 and 1e-4) and FLASH (the decoder's attention as flash attention).
 # --quick leaves out the quantized fragments (run 11 measured them: slower than the bf16 tiles).
-say "== 1b. the opt-ins: DGEMMA_CUDA_QMMA=1 (matmul, matmul-shared-input, moe; not under --quick), DGEMMA_CUDA_INT8=1 (matmul, matmul-int8, matmul-shared-input, moe), DGEMMA_CUDA_FLASH=1 (attention)"
-OPT_INS=("QMMA qmma matmul matmul-shared-input moe" "INT8 int8 matmul matmul-int8 matmul-shared-input moe" "FLASH flash attention")
+say "== 1b. the opt-ins: DGEMMA_CUDA_QMMA=1 (matmul, matmul-shared-input, moe; not under --quick), DGEMMA_CUDA_INT8=1 (matmul, matmul-int8, matmul-shared-input, matmul_softcap, moe), DGEMMA_CUDA_FLASH=1 (attention)"
+OPT_INS=("QMMA qmma matmul matmul-shared-input moe" "INT8 int8 matmul matmul-int8 matmul-shared-input matmul_softcap moe" "FLASH flash attention")
 [ "$MODE" = quick ] && OPT_INS=("${OPT_INS[@]:1}")
 for variant in "${OPT_INS[@]}"; do
   read -r var tag ops <<<"$variant"

@@ -176,6 +176,11 @@ public:
         if (scalars) scale_rows(h, *row_mode, scalars);
         rmsnorm(h, w, eps, out);
     }
+    // y = cap * tanh((x . W^T) / cap): the logits' product and soft cap in one op.
+    virtual void matmul_softcap(const Tensor &w, const Tensor &x, const Tensor &y, float cap) {
+        matmul(w, x, y);
+        softcap(y, cap);
+    }
     // x [n][n_heads][head_dim] in place: each head's row normed (rmsnorm over head_dim, * w when
     // given), then rotated as rope() does. The queries' and keys' norm and RoPE in one op.
     virtual void rmsnorm_rope(const Tensor &x, const Tensor *w, float eps, int n_heads, int head_dim, const Tensor &pos,

@@ -218,8 +218,7 @@ void Model::run_pass(Workspace &ws, const std::vector<PassItem> &items, const Pa
     // final norm is the last layer's closing add_rmsnorm's.
     if (D) {
         const Tensor logits = ws.logits->rows(0, D);
-        be.matmul(w_.token_embd, rows_of(ws.xn, E, D), logits);
-        be.softcap(logits, hp_.softcap);
+        be.matmul_softcap(w_.token_embd, rows_of(ws.xn, E, D), logits, hp_.softcap);
     }
 }
 

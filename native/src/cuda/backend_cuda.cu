@@ -321,25 +321,9 @@ public:
     }
 
     // --- ops -------------------------------------------------------------------------------------
-    void matmul(const Tensor &w, const Tensor &x, const Tensor &y) override {
-        cuda::OpScope scope(profile_, stream_, "matmul");
-        const size_t n = static_cast<size_t>(x.n_rows());
-        cuda::MatmulScratch m;
-        m.sm_count = sm_count_;
-        // The previous op a matmul too: its converted activations may serve this one (wk, wv, wq over
-        // one input; gate and up); any op between may have changed the input or the scratch.
-        if (held_op_ + 1 != profile_.ops()) held_ = cuda::ActScratch{};
-        m.held = &held_;
-        m.x_bf16 = x_bf16(x.n_rows(), w.n_cols());
-        if (kernels_ == cuda::KernelSet::tensor)
-            m.split_partial = split_partial_.get(static_cast<size_t>(cuda::mma_split_partial_floats(sm_count_)));
-        if (qmma_) m.x_sums = x_sums_.get(n * static_cast<size_t>(cuda::mma_padded_cols(w.n_cols()) / cuda::kQmmaSub));
-        if (int8_) {
-            m.x_q8 = x_q8_.get(n * static_cast<size_t>(cuda::i8_padded_cols(w.n_cols())));
-            m.x_q8_d = x_q8_d_.get(n * static_cast<size_t>(cuda::i8_padded_cols(w.n_cols()) / 32));
-        }
-        cuda::matmul(stream_, view(w), dev<float>(x), x.n_rows(), dev<float>(y), kernels_, m);
-        held_op_ = profile_.ops();
+    void matmul(const Tensor &w, const Tensor &x, const Tensor &y) override { run_matmul(w, x, y, cuda::Epilogue{}, "matmul"); }
+    void matmul_softcap(const Tensor &w, const Tensor &x, const Tensor &y, float cap) override {
+        run_matmul(w, x, y, cuda::Epilogue{true, cap}, "matmul_softcap");
     }
     void moe(const MoeWeights &weights, const Tensor &x, const Tensor &expert, const Tensor &weight, const Tensor &out) override {
         MoeWeights w = weights;
@@ -497,6 +481,27 @@ public:
 
 private:
     // The MoE over weights in device memory (placed, or a staging slot).
+    void run_matmul(const Tensor &w, const Tensor &x, const Tensor &y, cuda::Epilogue epilogue, const char *name) {
+        cuda::OpScope scope(profile_, stream_, name);
+        const size_t n = static_cast<size_t>(x.n_rows());
+        cuda::MatmulScratch m;
+        m.sm_count = sm_count_;
+        // The previous op a matmul too: its converted activations may serve this one (wk, wv, wq over
+        // one input; gate and up); any op between may have changed the input or the scratch.
+        if (held_op_ + 1 != profile_.ops()) held_ = cuda::ActScratch{};
+        m.held = &held_;
+        m.epilogue = epilogue;
+        m.x_bf16 = x_bf16(x.n_rows(), w.n_cols());
+        if (kernels_ == cuda::KernelSet::tensor)
+            m.split_partial = split_partial_.get(static_cast<size_t>(cuda::mma_split_partial_floats(sm_count_)));
+        if (qmma_) m.x_sums = x_sums_.get(n * static_cast<size_t>(cuda::mma_padded_cols(w.n_cols()) / cuda::kQmmaSub));
+        if (int8_) {
+            m.x_q8 = x_q8_.get(n * static_cast<size_t>(cuda::i8_padded_cols(w.n_cols())));
+            m.x_q8_d = x_q8_d_.get(n * static_cast<size_t>(cuda::i8_padded_cols(w.n_cols()) / 32));
+        }
+        cuda::matmul(stream_, view(w), dev<float>(x), x.n_rows(), dev<float>(y), kernels_, m);
+        held_op_ = profile_.ops();
+    }
     void run_moe(const MoeWeights &w, const Tensor &x, const Tensor &expert, const Tensor &weight, const Tensor &out) {
         cuda::OpScope scope(profile_, stream_, "moe");
         const int64_t n = x.n_rows(), k = expert.ne[0], X = w.gate.ne[2];

@@ -78,6 +78,15 @@ __device__ inline void mma_bf16_16816(float (&d)[4], const uint32_t (&a)[4], con
 #endif
 }
 
+// What a product applies to each output before storing it: the logits' soft cap, cap * tanh(y / cap)
+// (Backend::matmul_softcap), or nothing. softcap_kernel computes the same expression, so a capped
+// product stores the bits the product and a softcap pass would.
+struct Epilogue {
+    bool softcap = false;
+    float cap = 0.0f;
+    __device__ float operator()(float v) const { return softcap ? tanhf(v / cap) * cap : v; }
+};
+
 __device__ inline float gelu_tanh(float x) {
     const float c = 0.7978845608028654f;  // sqrt(2 / pi)
     return 0.5f * x * (1.0f + tanhf(c * (x + 0.044715f * x * x * x)));

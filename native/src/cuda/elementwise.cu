@@ -147,7 +147,7 @@ __global__ void scale_rows_kernel(float *x, int64_t count, int64_t width, const 
 
 __global__ void softcap_kernel(float *x, int64_t count, float cap) {
     const int64_t i = static_cast<int64_t>(blockIdx.x) * blockDim.x + threadIdx.x;
-    if (i < count) x[i] = tanhf(x[i] / cap) * cap;
+    if (i < count) x[i] = Epilogue{true, cap}(x[i]);
 }
 
 // Block (column chunk, row i): row i's slot once per block, its elements a thread each. It was a

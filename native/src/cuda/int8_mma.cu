@@ -75,7 +75,8 @@ __device__ inline int i8_n_used(int64_t in_tile) {
 
 // y[t][r] = W[r] . x[t]: block (row tile, token tile).
 template <TensorType T, int NT>
-__global__ void __launch_bounds__(kI8Threads) i8_matmul_kernel(WeightView w, const int8_t *xq, const float *xd, int64_t n, float *y) {
+__global__ void __launch_bounds__(kI8Threads) i8_matmul_kernel(WeightView w, const int8_t *xq, const float *xd, int64_t n, float *y,
+                                                              Epilogue ep) {
     extern __shared__ __align__(16) uint8_t smem[];
     __shared__ int32_t tok[8 * NT];
     const int64_t row0 = static_cast<int64_t>(blockIdx.x) * kI8Rows, t0 = static_cast<int64_t>(blockIdx.y) * 8 * NT;
@@ -87,7 +88,7 @@ __global__ void __launch_bounds__(kI8Threads) i8_matmul_kernel(WeightView w, con
     float acc[1][NT][4] = {};
     i8_accumulate<T, 1, NT>(reinterpret_cast<I8Stage<T, 1, NT> *>(smem), op, tok, n_used, acc);
     i8_for_each<NT>(n_used, [&](int nt, int r, int row, int token) {
-        if (row0 + row < w.rows && t0 + token < n) y[(t0 + token) * w.rows + row0 + row] = acc[0][nt][r];
+        if (row0 + row < w.rows && t0 + token < n) y[(t0 + token) * w.rows + row0 + row] = ep(acc[0][nt][r]);
     });
 }
 
@@ -189,7 +190,8 @@ void i8_quantize(cudaStream_t s, TensorType weight_type, const float *x, int64_t
     check_launch("int8 quantize");
 }
 
-void i8_matmul(cudaStream_t s, const WeightView &w, const int8_t *xq, const float *xd, int64_t n, float *y, int sm_count) {
+void i8_matmul(cudaStream_t s, const WeightView &w, const int8_t *xq, const float *xd, int64_t n, float *y, int sm_count,
+               Epilogue ep) {
     if (n <= 0 || w.rows <= 0) return;
     with_i8_type(w.type, [&](auto type) {
         constexpr TensorType T = decltype(type)::value;
@@ -197,7 +199,7 @@ void i8_matmul(cudaStream_t s, const WeightView &w, const int8_t *xq, const floa
             constexpr int NT = decltype(width)::value;
             const size_t bytes = i8_shared_bytes<T, 1, NT>();
             const dim3 grid(blocks_for(w.rows, kI8Rows), blocks_for(n, 8 * NT));
-            i8_matmul_kernel<T, NT><<<grid, kI8Threads, bytes, s>>>(w, xq, xd, n, y);
+            i8_matmul_kernel<T, NT><<<grid, kI8Threads, bytes, s>>>(w, xq, xd, n, y, ep);
         };
         if (i8_tile_tokens(w.rows, n, sm_count) == 64) launch(std::integral_constant<int, 8>{});
         else launch(std::integral_constant<int, 4>{});

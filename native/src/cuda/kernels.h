@@ -45,6 +45,7 @@ struct MatmulScratch {
     float *x_q8_d = nullptr;
     int sm_count = 0;
     ActScratch *held = nullptr;
+    Epilogue epilogue;  // applied to each output (matmul_softcap's cap)
 };
 // y[n][w.rows] = x[n][w.cols] . W^T.
 void matmul(cudaStream_t s, const WeightView &w, const float *x, int64_t n, float *y, KernelSet k, const MatmulScratch &m);
@@ -106,7 +107,8 @@ bool i8_runs(const WeightView &w);
 // [n][i8_padded_cols(cols)], scales d [n][i8_scales_per_row(i8_act_of(weight_type), cols)].
 void i8_quantize(cudaStream_t s, TensorType weight_type, const float *x, int64_t n, int64_t cols, int8_t *q, float *d);
 // y[n][w.rows] = W . x from x's codes and scales (i8_quantize for w's type); i8_runs(w).
-void i8_matmul(cudaStream_t s, const WeightView &w, const int8_t *xq, const float *xd, int64_t n, float *y, int sm_count);
+void i8_matmul(cudaStream_t s, const WeightView &w, const int8_t *xq, const float *xd, int64_t n, float *y, int sm_count,
+               Epilogue ep);
 // The experts on int8 tiles, grouped as moe() groups them (offsets, order over n tokens x k):
 // act[slot][gate.rows] = gelu(gate . x) * (up . x) from the tokens' codes, and y[slot][down.rows] =
 // down . act from the slots' codes (i8_quantize of act for down's type).

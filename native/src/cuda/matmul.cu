@@ -18,7 +18,7 @@ namespace {
 constexpr int kRowsPerBlock = 8;  // one warp per weight row
 constexpr int kTokens = 8;        // activation rows per warp
 
-__global__ void matmul_kernel(WeightView w, const float *x, int64_t n, float *y) {
+__global__ void matmul_kernel(WeightView w, const float *x, int64_t n, float *y, Epilogue ep) {
     const int warp = threadIdx.x / 32, lane = threadIdx.x % 32;
     const int64_t r = static_cast<int64_t>(blockIdx.x) * kRowsPerBlock + warp;
     const int64_t t0 = static_cast<int64_t>(blockIdx.y) * kTokens;
@@ -35,12 +35,12 @@ __global__ void matmul_kernel(WeightView w, const float *x, int64_t n, float *y)
 #pragma unroll
     for (int t = 0; t < kTokens; ++t) {
         const float v = warp_sum(acc[t]);
-        if (lane == 0 && t < nt) y[(t0 + t) * w.rows + r] = v;
+        if (lane == 0 && t < nt) y[(t0 + t) * w.rows + r] = ep(v);
     }
 }
 
 template <TensorType T, int N>
-__global__ void __launch_bounds__(kTileThreads) matmul_tiled_kernel(WeightView w, const float *x, int64_t n, float *y) {
+__global__ void __launch_bounds__(kTileThreads) matmul_tiled_kernel(WeightView w, const float *x, int64_t n, float *y, Epilogue ep) {
     __shared__ TileOperand<kTileRows> ws;
     __shared__ TileOperand<N> xs;
     const int64_t row0 = static_cast<int64_t>(blockIdx.x) * kTileRows, t0 = static_cast<int64_t>(blockIdx.y) * N;
@@ -49,16 +49,17 @@ __global__ void __launch_bounds__(kTileThreads) matmul_tiled_kernel(WeightView w
     tile_accumulate<T, N>(ws, xs, w.data, w.row_stride, w.rows, w.cols, row0, my_token < n ? x + my_token * w.cols : nullptr,
                           acc);
     tile_store<N>(acc, [&](int r, int t, float v) {
-        if (row0 + r < w.rows && t0 + t < n) y[(t0 + t) * w.rows + row0 + r] = v;
+        if (row0 + r < w.rows && t0 + t < n) y[(t0 + t) * w.rows + row0 + r] = ep(v);
     });
 }
 
 // The tensor-core product (cuda/tile_mma.cuh): a block per kMmaRows weight rows x N tokens of the
 // bf16 copy xb of the activations (rows of mma_padded_cols(w.cols)) x k slice blockIdx.z, chunks
-// z * slice_chunks .. of the columns (mma_k_split); slice z writes y + z * n * w.rows.
+// z * slice_chunks .. of the columns (mma_k_split); slice z writes y + z * n * w.rows (a split product's
+// epilogue is its sum's).
 template <TensorType T, int N>
 __global__ void __launch_bounds__(kMmaThreads) matmul_mma_kernel(WeightView w, const __nv_bfloat16 *xb, int64_t n, float *y,
-                                                                 int64_t slice_chunks) {
+                                                                 int64_t slice_chunks, Epilogue ep) {
     __shared__ MmaStage<N, 1> st[2];
     const int64_t row0 = static_cast<int64_t>(blockIdx.x) * kMmaRows, t0 = static_cast<int64_t>(blockIdx.y) * N;
     const int64_t c_begin = static_cast<int64_t>(blockIdx.z) * slice_chunks;
@@ -76,7 +77,7 @@ __global__ void __launch_bounds__(kMmaThreads) matmul_mma_kernel(WeightView w, c
     MmaAcc<N, 1> acc = {};
     mma_accumulate<T, N, 1>(st, wl, xl, acc, c_begin, c_end);
     mma_for_each<N>([&](int mt, int nt, int r, int row, int t) {
-        if (row0 + row < w.rows && t0 + t < n) y[(t0 + t) * w.rows + row0 + row] = acc[0][mt][nt][r];
+        if (row0 + row < w.rows && t0 + t < n) y[(t0 + t) * w.rows + row0 + row] = ep(acc[0][mt][nt][r]);
     });
 }
 
@@ -95,7 +96,7 @@ __global__ void to_bf16_rows_kernel(const float *x, int64_t t0, int64_t cols, in
 // y = x . W^T for Q4_K and Q5_0 weights (qmma.cuh): block (row group, token tile), 4 warps of 16 rows.
 template <TensorType T>
 __global__ void __launch_bounds__(kQmmaThreads, 3) matmul_qmma_kernel(WeightView w, const __nv_bfloat16 *xb,
-                                                                      const float *x_sums, int64_t n, float *y) {
+                                                                      const float *x_sums, int64_t n, float *y, Epilogue ep) {
     const int warp = threadIdx.x / 32, g = threadIdx.x % 32 / 4;
     const int64_t Kp = mma_padded_cols(w.cols), t0 = static_cast<int64_t>(blockIdx.y) * kQmmaTokens;
     const int64_t row0 = (static_cast<int64_t>(blockIdx.x) * kQmmaWarps + warp) * kQmmaWarpRows;
@@ -108,7 +109,7 @@ __global__ void __launch_bounds__(kQmmaThreads, 3) matmul_qmma_kernel(WeightView
     float acc[1][kQmmaNT][4] = {};
     qmma_accumulate<T, 1>(op, w.cols, acc);
     qmma_for_each(op.n_used, [&](int nt, int r, int row, int tk) {
-        if (t0 + tk < n && row0 + row < w.rows) y[(t0 + tk) * w.rows + row0 + row] = acc[0][nt][r];
+        if (t0 + tk < n && row0 + row < w.rows) y[(t0 + tk) * w.rows + row0 + row] = ep(acc[0][nt][r]);
     });
 }
 
@@ -292,12 +293,12 @@ __global__ void soft_probs_kernel(const float *logits, int64_t V, int64_t t_base
 }
 
 // out[i] = scale * (partial[0][i] + partial[1][i] + ...), the `parts` parts in order.
-__global__ void sum_parts_kernel(const float *partial, int parts, int64_t count, float scale, float *out) {
+__global__ void sum_parts_kernel(const float *partial, int parts, int64_t count, float scale, float *out, Epilogue ep = {}) {
     const int64_t i = static_cast<int64_t>(blockIdx.x) * blockDim.x + threadIdx.x;
     if (i >= count) return;
     float s = partial[i];
     for (int p = 1; p < parts; ++p) s += partial[p * count + i];
-    out[i] = s * scale;
+    out[i] = ep(s * scale);
 }
 
 // True when the scratch already holds the first n rows of x [.][cols] in `form`; otherwise records
@@ -335,7 +336,7 @@ void matmul(cudaStream_t s, const WeightView &w, const float *x, int64_t n, floa
     if (k == KernelSet::tensor && m.x_q8 && i8_runs(w)) {
         const ActForm form = i8_act_of(w.type) == I8Act::q8_k ? ActForm::q8_k : ActForm::q8_0;
         if (!act_held(m.held, x, n, w.cols, form)) i8_quantize(s, w.type, x, n, w.cols, m.x_q8, m.x_q8_d);
-        i8_matmul(s, w, m.x_q8, m.x_q8_d, n, y, sm_count);
+        i8_matmul(s, w, m.x_q8, m.x_q8_d, n, y, sm_count, m.epilogue);
         return;
     }
     if (k == KernelSet::tensor && x_sums && qmma_runs(w)) {
@@ -345,7 +346,7 @@ void matmul(cudaStream_t s, const WeightView &w, const float *x, int64_t n, floa
         }
         const dim3 grid(blocks_for(w.rows, kQmmaWarps * kQmmaWarpRows), blocks_for(n, kQmmaTokens));
         with_qmma_type(w.type, [&](auto type) {
-            matmul_qmma_kernel<decltype(type)::value><<<grid, kQmmaThreads, 0, s>>>(w, x_bf16, x_sums, n, y);
+            matmul_qmma_kernel<decltype(type)::value><<<grid, kQmmaThreads, 0, s>>>(w, x_bf16, x_sums, n, y, m.epilogue);
         });
         check_launch("matmul (tensor cores, quantized)");
         return;
@@ -357,24 +358,25 @@ void matmul(cudaStream_t s, const WeightView &w, const float *x, int64_t n, floa
         // A split product runs kMmaSplitTokens tokens a launch into the partial sums, then adds them.
         const int64_t step = split.slices > 1 ? kMmaSplitTokens : n;
         for (int64_t t0 = 0; t0 < n; t0 += step) {
-            const int64_t m = min(step, n - t0);
+            const int64_t rows = min(step, n - t0);
             float *out = split.slices > 1 ? split_partial : y + t0 * w.rows;
             auto launch = [&](auto width) {
                 constexpr int N = decltype(width)::value;
-                const dim3 grid(blocks_for(w.rows, kMmaRows), blocks_for(m, N), split.slices);
+                const dim3 grid(blocks_for(w.rows, kMmaRows), blocks_for(rows, N), split.slices);
                 with_weight_type(w.type, [&](auto type) {
                     matmul_mma_kernel<decltype(type)::value, N>
-                        <<<grid, kMmaThreads, 0, s>>>(w, x_bf16 + t0 * padded, m, out, split.slice_chunks);
+                        <<<grid, kMmaThreads, 0, s>>>(w, x_bf16 + t0 * padded, rows, out, split.slice_chunks,
+                                                      split.slices > 1 ? Epilogue{} : m.epilogue);
                 });
             };
-            if (mma_tile_tokens(w.rows, m, sm_count, split.slices) == 32)
+            if (mma_tile_tokens(w.rows, rows, sm_count, split.slices) == 32)
                 launch(std::integral_constant<int, 32>{});
             else
                 launch(std::integral_constant<int, 128>{});
             check_launch("matmul (tensor cores)");
             if (split.slices > 1) {
-                sum_parts_kernel<<<blocks_for(m * w.rows, 256), 256, 0, s>>>(split_partial, split.slices, m * w.rows, 1.0f,
-                                                                            y + t0 * w.rows);
+                sum_parts_kernel<<<blocks_for(rows * w.rows, 256), 256, 0, s>>>(split_partial, split.slices, rows * w.rows, 1.0f,
+                                                                               y + t0 * w.rows, m.epilogue);
                 check_launch("matmul (sum of k slices)");
             }
         }
@@ -382,7 +384,7 @@ void matmul(cudaStream_t s, const WeightView &w, const float *x, int64_t n, floa
     }
     if (k == KernelSet::reference) {
         const dim3 grid(blocks_for(w.rows, kRowsPerBlock), blocks_for(n, kTokens));
-        matmul_kernel<<<grid, 32 * kRowsPerBlock, 0, s>>>(w, x, n, y);
+        matmul_kernel<<<grid, 32 * kRowsPerBlock, 0, s>>>(w, x, n, y, m.epilogue);
         check_launch("matmul");
         return;
     }
@@ -390,7 +392,7 @@ void matmul(cudaStream_t s, const WeightView &w, const float *x, int64_t n, floa
         constexpr int N = decltype(width)::value;
         const dim3 grid(blocks_for(w.rows, kTileRows), blocks_for(n, N));
         with_weight_type(w.type, [&](auto type) {
-            matmul_tiled_kernel<decltype(type)::value, N><<<grid, kTileThreads, 0, s>>>(w, x, n, y);
+            matmul_tiled_kernel<decltype(type)::value, N><<<grid, kTileThreads, 0, s>>>(w, x, n, y, m.epilogue);
         });
     });
     check_launch("matmul (tiled)");
