@@ -438,7 +438,7 @@ __global__ void __launch_bounds__(kMmaThreads, 2) gate_up_mma_kernel(WeightView 
     MmaTokenLoader<N> xl;
     xl.bind([&](int sl) { return s0 + sl < count ? xb + static_cast<int64_t>(order[first + s0 + sl] / k) * Kp : nullptr; });
     MmaAcc<N, 2> acc = {};
-    mma_accumulate<T, N, 2>(st, wl, xl, acc);
+    mma_accumulate<T, N, 2, true>(st, wl, xl, acc, 0, -1, static_cast<int>(count - s0 < N ? count - s0 : N));
     mma_for_each<N>([&](int mt, int nt, int r, int row, int sl) {
         if (row0 + row < Fp && s0 + sl < count)
             act[(first + s0 + sl) * Fp + row0 + row] = __float2bfloat16_rn(gelu_tanh(acc[0][mt][nt][r]) * acc[1][mt][nt][r]);
@@ -463,7 +463,7 @@ __global__ void __launch_bounds__(kMmaThreads) down_mma_kernel(WeightView down, 
     MmaTokenLoader<N> xl;
     xl.bind([&](int sl) { return s0 + sl < count ? act + (first + s0 + sl) * Fp : nullptr; });
     MmaAcc<N, 1> acc = {};
-    mma_accumulate<T, N, 1>(st, wl, xl, acc);
+    mma_accumulate<T, N, 1, true>(st, wl, xl, acc, 0, -1, static_cast<int>(count - s0 < N ? count - s0 : N));
     mma_for_each<N>([&](int mt, int nt, int r, int row, int sl) {
         if (row0 + row < E && s0 + sl < count) y[(first + s0 + sl) * E + row0 + row] = acc[0][mt][nt][r];
     });

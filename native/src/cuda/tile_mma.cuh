@@ -108,9 +108,12 @@ __device__ inline uint32_t bf16_pair(const __nv_bfloat16 (&line)[kMmaLine], int 
     return *reinterpret_cast<const uint32_t *>(&line[k]);
 }
 
-// acc[m] += W_m . X over one stage (kMmaK), the warp's MT x NT mma tiles.
-template <int N, int NW>
-__device__ inline void mma_stage(const MmaStage<N, NW> &s, MmaAcc<N, NW> &acc) {
+// acc[m] += W_m . X over one stage (kMmaK), the warp's MT x NT mma tiles. Partial (the experts' tiles:
+// a 32-slot tile holds about 16 slots at the 26B shapes): n-tiles whose tokens all lie at or past
+// n_valid (none of their outputs is stored) are skipped. A compile-time choice: the check cost the
+// dense 32-token tiles 15 registers a thread.
+template <int N, int NW, bool Partial = false>
+__device__ inline void mma_stage(const MmaStage<N, NW> &s, MmaAcc<N, NW> &acc, int n_valid = N) {
 #if defined(__CUDA_ARCH__) && __CUDA_ARCH__ >= 800
     constexpr int MT = MmaShape<N>::MT, NT = MmaShape<N>::NT;
     const int warp = threadIdx.x / 32, lane = threadIdx.x % 32;
@@ -137,6 +140,7 @@ __device__ inline void mma_stage(const MmaStage<N, NW> &s, MmaAcc<N, NW> &acc) {
                 }
 #pragma unroll
                 for (int nt = 0; nt < NT; ++nt) {
+                    if (Partial && n0 + 8 * nt >= n_valid) continue;  // warp-uniform
                     float(&d)[4] = acc[m][mt][nt];
                     asm volatile(
                         "mma.sync.aligned.m16n8k16.row.col.f32.bf16.bf16.f32 {%0,%1,%2,%3}, {%4,%5,%6,%7}, {%8,%9}, "
@@ -152,10 +156,10 @@ __device__ inline void mma_stage(const MmaStage<N, NW> &s, MmaAcc<N, NW> &acc) {
 }
 
 // acc += W . X over chunks c_begin .. c_end - 1 of the columns (all of them by default), chunk by
-// chunk (the pipeline of the header comment).
-template <TensorType T, int N, int NW>
+// chunk (the pipeline of the header comment); Partial: the tile's first n_valid tokens are in use (mma_stage).
+template <TensorType T, int N, int NW, bool Partial = false>
 __device__ inline void mma_accumulate(MmaStage<N, NW> (&st)[2], MmaWeightLoader<T, NW> &w, MmaTokenLoader<N> &x,
-                                      MmaAcc<N, NW> &acc, int64_t c_begin = 0, int64_t c_end = -1) {
+                                      MmaAcc<N, NW> &acc, int64_t c_begin = 0, int64_t c_end = -1, int n_valid = N) {
     const int64_t chunks = c_end < 0 ? (w.n_cols + kMmaK - 1) / kMmaK : c_end;
     if (c_begin >= chunks) return;
     w.fetch(c_begin * kMmaK);
@@ -169,7 +173,7 @@ __device__ inline void mma_accumulate(MmaStage<N, NW> (&st)[2], MmaWeightLoader<
             w.fetch((c + 1) * kMmaK);
             x.fetch((c + 1) * kMmaK);
         }
-        mma_stage<N, NW>(st[(c - c_begin) % 2], acc);  // the first chunk went to stage 0
+        mma_stage<N, NW, Partial>(st[(c - c_begin) % 2], acc, n_valid);  // the first chunk went to stage 0
         if (more) {
             w.store(st[(c + 1 - c_begin) % 2]);
             x.store(st[(c + 1 - c_begin) % 2]);
