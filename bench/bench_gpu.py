@@ -23,6 +23,8 @@ peak_mem_gb, floor_ms (and `row`, `tokens_s`, `floor_ratio`, `kernels`: DGEMMA_C
     `--gpu-memory` chooses it (dgemma/offload.py), its own peak memory, N and the way in the row
     (`host_expert_layers`, `expert_offload`, `gpu_cap_gb`; streamed rows: `stream_floor_ms`, the
     streamed bytes of a step over `h2d_gb_s`).
+With --profile NAMES, one canvas per name also runs under DGEMMA_CUDA_PROFILE=1 and the backend's table of
+device time per op goes to stderr (not a row; names: default and those of ENV_ROWS).
 The floor for the file on this card: its bytes over the copy bandwidth and a step's FLOPs over the bf16
 matrix rate, both measured in this run through torch; floor_ms is the larger (they overlap at best).
 Peak memory: the card's used memory (nvidia-smi) over what was used before the model loaded.
@@ -215,6 +217,24 @@ def env_rows(path: str, ids, name: str) -> list[dict]:
             del os.environ[var]
 
 
+def profile_run(path: str, ids, name: str) -> None:
+    """One canvas at 16 steps under DGEMMA_CUDA_PROFILE=1 (and the opt-in `name` of ENV_ROWS, or none for
+    "default"): the backend prints the device time per op of the run (the prefill, 16 steps and the
+    commit) to stderr when the model closes. Not a row: where a step's time goes, op by op, at full size."""
+    names = ("DGEMMA_CUDA_PROFILE",) + (ENV_ROWS[name][0] if name != "default" else ())
+    print(f"== device time per op, {name} kernels: a {len(ids)}-token prefill, one canvas at {CANVAS_STEPS[0]} steps",
+          file=sys.stderr, flush=True)
+    for var in names:
+        os.environ[var] = "1"
+    try:
+        with dgemma.Model(path, device="cuda") as m:
+            generation_rows(m, ids, CANVAS_STEPS[0], 1)
+    finally:
+        for var in names:
+            del os.environ[var]
+    sys.stderr.flush()
+
+
 def offload_rows(path: str, a, ids, h2d: float) -> list[dict]:
     """The step with experts offloaded, per GPU memory cap and way of running them (computed by the
     CPU backend, or streamed to the GPU for each pass: see the docstring). A streamed row carries
@@ -263,11 +283,17 @@ def main() -> int:
     ap.add_argument("--offload-caps", default="12,16", help="GPU memory caps (GB) for the expert-offload rows; '' for none")
     ap.add_argument("--env-rows", default="graph,qmma,int8,flash,int8+flash",
                     help=f"the opt-ins to measure the step rows under, comma-separated ({', '.join(ENV_ROWS)}); '' for none")
+    ap.add_argument("--profile", default="", metavar="NAMES",
+                    help="also print the device time per op of one canvas (DGEMMA_CUDA_PROFILE), for each of "
+                         "'default' and the --env-rows names given (comma-separated; not in --dry-run)")
     ap.add_argument("--dry-run", action="store_true", help="tiny config on the CPU, no floors")
     a = ap.parse_args()
     unknown = [n for n in a.env_rows.split(",") if n.strip() and n.strip() not in ENV_ROWS]
     if unknown:
         ap.error(f"--env-rows: unknown {', '.join(unknown)} (known: {', '.join(ENV_ROWS)})")
+    unknown = [n for n in a.profile.split(",") if n.strip() and n.strip() not in ENV_ROWS and n.strip() != "default"]
+    if unknown:
+        ap.error(f"--profile: unknown {', '.join(unknown)} (known: default, {', '.join(ENV_ROWS)})")
     if a.dry_run:  # the peer runs too (on the CPU) when transformers is installed
         a.config, a.device, a.prompts = "tiny", "cpu", "64,200"
     preset = PRESETS[a.config]
@@ -315,6 +341,8 @@ def main() -> int:
                 rows.append(dict(row=f"canvas at {steps} steps", batch=1, step_ms=r["step_ms"], tokens_s=r["tokens_s"]))
         for name in filter(None, (n.strip() for n in a.env_rows.split(",") if a.device != "cpu")):
             rows += env_rows(path, ids, name)
+        for name in filter(None, (n.strip() for n in a.profile.split(",") if a.device != "cpu")):
+            profile_run(path, ids, name)
         rows += offload_rows(path, a, ids, h2d)
     flops = step_flops(preset, prompts[0])
     floor_ms = max(1e3 * file_bytes / bw, 1e3 * flops / rate) if bw == bw else float("nan")

@@ -36,7 +36,8 @@
 #   bench/gpu_check.sh --quick   on the device, for a short lease: the op check of the tensor-core set
 #                                only (--sets tensor), the model tests, memcheck, gpu_step.py, --bench-full,
 #                                and bench_gpu.py's 512-token and step rows, op by op, with the int8 tiles,
-#                                with them and flash attention, and with CUDA graphs too (no quantized-fragment
+#                                with them and flash attention, and with CUDA graphs too, and the device time
+#                                per op of one canvas, default and int8 + flash (no quantized-fragment
 #                                rows or op checks: run 11 measured them), and the offload rows at a 12 GB cap, both ways
 #                                (no 16 GB rows, no 8192-token prefill, no peer); about 380 s on an H200 by
 #                                session 11's estimate (run 11: 263 s with the 12 GB rows alone; timeout_s=440,
@@ -133,7 +134,7 @@ if [ "$MODE" = no-gpu ] || ! nvidia-smi -L >/dev/null 2>&1; then
   # check's reload row, with a second CPU backend in CUDA's place.
   "$PACK/dgemma_cuda_opcheck" --self-test --only matmul-reload --out "$OUT" >>"$LOG" 2>&1 ||
     { say "FAILED: dgemma_cuda_opcheck --self-test --only matmul-reload (see $LOG)"; exit 1; }
-  python3 bench/bench_gpu.py --dry-run --json "$OUT/bench_gpu_dry.json" >>"$LOG" 2>&1 ||
+  python3 bench/bench_gpu.py --dry-run --profile default,int8+flash --json "$OUT/bench_gpu_dry.json" >>"$LOG" 2>&1 ||
     { say "FAILED: bench/bench_gpu.py --dry-run (see $LOG)"; exit 1; }
   say "no GPU here: built, packed, imported, bench_gpu.py rehearsed; stopping before the GPU checks (exit 0)"
   exit 0
@@ -165,7 +166,8 @@ if [ "$MODE" = int8 ]; then
   DGEMMA_CUDA_INT8=1 DGEMMA_CUDA_FLASH=1 timeout 90 "$PACK/dgemma_cuda_opcheck" --bench-full >"$OUT/bench_full_int8.txt" 2>&1
   say "bench-full exit code $? (bench_full.txt, bench_full_int8.txt)"
   DGEMMA_BENCH_TMP=/tmp timeout 200 python3 bench/bench_gpu.py --config full --type Q4_K_M --no-peer --prompts 512 \
-    --offload-caps '' --env-rows int8+flash,int8+flash+graph --json "$OUT/bench_gpu.json" >"$OUT/bench_gpu.txt" 2>&1
+    --offload-caps '' --env-rows int8+flash,int8+flash+graph --profile int8+flash --json "$OUT/bench_gpu.json" \
+    >"$OUT/bench_gpu.txt" 2>&1
   say "bench_gpu exit code $?"
   tail -n 3 "$OUT"/int8-*/opcheck.log "$OUT"/flash-*/opcheck.log
   echo "== bench-full, the default tensor set, then with int8 tiles and flash attention (the tensor column)"
@@ -260,12 +262,13 @@ say "bench-full (DGEMMA_CUDA_INT8=1 DGEMMA_CUDA_FLASH=1) exit code $?"
 if [ "$MODE" = all ]; then
   say "== 6. bench/bench_gpu.py at the full shapes, Q4_K_M, no transformers peer (JSON in $OUT/bench_gpu.json)"
   DGEMMA_BENCH_TMP=/tmp timeout 300 python3 bench/bench_gpu.py --config full --type Q4_K_M --no-peer \
-    --env-rows int8,int8+flash,int8+flash+graph --json "$OUT/bench_gpu.json" >"$OUT/bench_gpu.txt" 2>&1
+    --env-rows int8,int8+flash,int8+flash+graph --profile default,int8+flash --json "$OUT/bench_gpu.json" >"$OUT/bench_gpu.txt" 2>&1
   say "bench_gpu exit code $?"
 elif [ "$MODE" = quick ]; then
   say "== 6. bench/bench_gpu.py at the full shapes, Q4_K_M: 512-token prefill, the step rows, offload at 12 GB (JSON in $OUT/bench_gpu.json)"
   DGEMMA_BENCH_TMP=/tmp timeout 360 python3 bench/bench_gpu.py --config full --type Q4_K_M --no-peer --prompts 512 \
-    --offload-caps 12 --env-rows int8,int8+flash,int8+flash+graph --json "$OUT/bench_gpu.json" >"$OUT/bench_gpu.txt" 2>&1
+    --offload-caps 12 --env-rows int8,int8+flash,int8+flash+graph --profile default,int8+flash --json "$OUT/bench_gpu.json" \
+    >"$OUT/bench_gpu.txt" 2>&1
   say "bench_gpu exit code $?"
 fi
 
