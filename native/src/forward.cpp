@@ -160,11 +160,11 @@ void Model::run_pass(Workspace &ws, const std::vector<PassItem> &items, const Pa
         // --- attention: h = h + post_attn_norm(Wo . attn(q, k, v))
         // xn = attn_norm(h): layer 0's here; every later layer's from the previous layer's closing add.
         if (il == 0) be.rmsnorm(x, &*w.attn_norm, hp_.eps, xn);
-        be.matmul(w.wk, xn, kk);  // [n][Hkv][d]
+        be.matmul(w.wk, xn, kk);                               // [n][Hkv][d]
+        if (m > 0) be.matmul(w.wq, rows_of(ws.xn, E, m), q);  // [m][H][d]
         // Full layers have no V projection: V is the raw K projection, before k_norm and RoPE (a copy).
         if (L.has_v) be.matmul(w.wv, xn, v);
         else be.copy_rows(kk, 0, v, 0, n);
-        if (m > 0) be.matmul(w.wq, rows_of(ws.xn, E, m), q);  // [m][H][d]
         be.rmsnorm_rope(kk, &*w.k_norm, hp_.eps, Hkv, d, pass.positions, *w.inv_freq, L.n_rot);
         be.rmsnorm(rows_of(ws.v, d, n * Hkv), nullptr, hp_.eps, rows_of(ws.v, d, n * Hkv));
         if (m > 0) {
