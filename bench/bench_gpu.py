@@ -14,7 +14,7 @@ peak_mem_gb, floor_ms (and `row`, `tokens_s`, `floor_ratio`, `kernels`: DGEMMA_C
   - tokens/s of whole canvases at 16, 25 and 48 steps per canvas;
   - the step rows again under each opt-in of --env-rows (not in --dry-run; ENV_ROWS: each pass recorded
     once as a CUDA graph and replayed, the Q4_K and Q5_0 products on quantized fragments, the Q4_K, Q6_K,
-    Q5_0 and Q8_0 products on int8 tensor cores, and those with the decoder's attention as flash
+    Q5_0 and Q8_0 products on int8 tensor cores, and those with the attention as flash
     attention);
   - the peer: transformers' DiffusionGemma in bf16 at the same shapes with random weights, ms per step;
   - expert offload: for each cap of --offload-caps (GB of GPU memory; 12 and 16 by default) and each

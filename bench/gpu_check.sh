@@ -44,7 +44,7 @@
 #                                and `timeout 420` inside).
 #                                Every mode also runs the op checks of each opt-in: DGEMMA_CUDA_QMMA=1 (Q4_K and
 #                                Q5_0 on quantized fragments), DGEMMA_CUDA_INT8=1 (Q4_K, Q6_K, Q5_0, Q8_0 on int8
-#                                tensor cores) and DGEMMA_CUDA_FLASH=1 (the decoder's attention as flash
+#                                tensor cores) and DGEMMA_CUDA_FLASH=1 (the attention as flash
 #                                attention), and --bench-full with QMMA, then with INT8 and FLASH; ~20 s each.
 #   bench/gpu_check.sh --int8    on the device, a second call after a fix: the int8 products and flash attention
 #                                alone (their op checks, test_cuda.py -k 'int8 or flash', --bench-full with and
@@ -207,7 +207,7 @@ say "op check exit code $? (0: all passed, 1: failures in $OUT/failures.txt)"
 # The opt-in product kernels of the tensor set, each its matrix rows: QMMA (Q4_K and Q5_0 on quantized
 # fragments) and INT8 (Q4_K, Q6_K, Q5_0 and Q8_0 on int8 tensor cores, bit for bit against the CPU's
 # portable integer dot products in its matmul-int8 rows; its matmul and moe rows against the CPU backend
-# on the same quantized weights, at 1e-5 and 1e-4) and FLASH (the decoder's attention as flash attention).
+# on the same quantized weights, at 1e-5 and 1e-4) and FLASH (the attention as flash attention).
 # --quick leaves out the quantized fragments (run 11 measured them: slower than the bf16 tiles).
 say "== 1b. the opt-ins: DGEMMA_CUDA_QMMA=1 (matmul, matmul-shared-input, moe; not under --quick), DGEMMA_CUDA_INT8=1 (matmul, matmul-int8, matmul-shared-input, matmul_softcap, moe), DGEMMA_CUDA_FLASH=1 (attention)"
 OPT_INS=("QMMA qmma matmul matmul-shared-input moe" "INT8 int8 matmul matmul-int8 matmul-shared-input matmul_softcap moe" "FLASH flash attention")

@@ -84,6 +84,8 @@ struct Case {
     int d, n_head, n_head_kv;
     int64_t n, n_past, capacity, cache_pos0;
     TensorType cache_type;
+    bool causal = false;     // an encoder segment (the prompt, a committed canvas)
+    int64_t window = 0;      // > 0: a sliding layer's encoder rows
 };
 
 // The cache as its type stores it (float -> type -> float): what the kernel reads.
@@ -112,7 +114,9 @@ long run(const Case &c, std::mt19937_64 &rng, int sm_count) {
         return fk.cached ? (value ? vc : kc).data() + fk.at * kv_row : (value ? v : k).data() + fk.at * kv_row;
     };
 
-    // The reference: exact attention over the visible keys, of the inputs and of their bf16 roundings.
+    // The reference: exact attention over the visible keys (attention_span.h: key j sits at position
+    // cache_pos0 + j), of the inputs and of their bf16 roundings.
+    const dg::AttentionSpan span{c.n, c.n_past, c.causal, c.window, c.cache_pos0};
     std::vector<double> want(c.n * q_stride), want_bf(c.n * q_stride);
     for (int64_t i = 0; i < c.n; ++i)
         for (int h = 0; h < c.n_head; ++h)
@@ -121,6 +125,11 @@ long run(const Case &c, std::mt19937_64 &rng, int sm_count) {
                 std::vector<double> p(n_keys);
                 double mx = -INFINITY, sum = 0;
                 for (int64_t j = 0; j < n_keys; ++j) {
+                    const int64_t pos = c.cache_pos0 + j;
+                    if (pos < dg::span_lo(span, i) || pos >= dg::span_hi(span, i)) {
+                        p[j] = -INFINITY;
+                        continue;
+                    }
                     double s = 0;
                     for (int e = 0; e < D; ++e) {
                         const float a = q[i * q_stride + h * D + e], b = key_row(j, false)[kvh * D + e];
@@ -178,7 +187,16 @@ long run(const Case &c, std::mt19937_64 &rng, int sm_count) {
                     const int out_tiles = D / S.split / 8, score_tiles = S.keys / 8;
                     for (Lane &ln : lanes) ln.o.assign(out_tiles * 4, 0.0f);
                     const int64_t tile0 = slice * sl.tiles_per_slice, tile_end = std::min(tile0 + sl.tiles_per_slice, key_tiles);
+                    const FaTiles walk = fa_block_keys(span, rho0, S.rows, n_rows, r, S.keys, tile0, tile_end);
+                    // Every tile the block skips holds no key any of its rows sees (checked on the keys).
                     for (int64_t tile = tile0; tile < tile_end; ++tile) {
+                        if (tile >= walk.first && tile < walk.end) continue;
+                        for (int64_t rho = rho0; rho < std::min(rho0 + S.rows, n_rows); ++rho) {
+                            const FaKeys kr = fa_query_keys(span, fa_row(rho, r, kvh).query);
+                            if (kr.lo < (tile + 1) * S.keys && tile * S.keys < kr.hi) fail("a skipped tile holds a row's key", rho, tile);
+                        }
+                    }
+                    for (int64_t tile = walk.first; tile < walk.end; ++tile) {
                         const int64_t j0 = tile * S.keys, slot0 = j0 < n_cached ? (c.cache_pos0 + j0) % c.capacity : 0;
                         // The kernel's row of the tile's key dj (kv_group: the slot from the tile's first).
                         const auto tile_row = [&](int dj, bool value) -> const float * {
@@ -243,10 +261,12 @@ long run(const Case &c, std::mt19937_64 &rng, int sm_count) {
                                 float x[32][2 * kFaMaxDim / 8], mx[32];
                                 for (int lane = 0; lane < 32; ++lane) {
                                     mx[lane] = -INFINITY;
+                                    const int64_t rho = rho0 + row0 + lane / 4 + 8 * h;  // the kernel's key_lo, key_hi
+                                    const FaKeys kr = rho < n_rows ? fa_query_keys(span, fa_row(rho, r, kvh).query) : FaKeys{0, 0};
                                     for (int nt = 0; nt < score_tiles; ++nt)
                                         for (int cc = 0; cc < 2; ++cc) {
                                             const int64_t key = j0 + 8 * nt + mma_c_coord(lane, 2 * h + cc).k;
-                                            const float val = key < n_keys ? s[(nt * 32 + lane) * 4 + 2 * h + cc] : -INFINITY;
+                                            const float val = key >= kr.lo && key < kr.hi ? s[(nt * 32 + lane) * 4 + 2 * h + cc] : -INFINITY;
                                             x[lane][2 * nt + cc] = val;
                                             mx[lane] = std::max(mx[lane], val);
                                         }
@@ -354,7 +374,8 @@ long run(const Case &c, std::mt19937_64 &rng, int sm_count) {
         const double err = std::sqrt(num / den), err_bf = std::sqrt(num_bf / den_bf);
         if (!(err < 1e-2) || !(err > 0)) fail("output not within bf16 rounding of the attention", long(D), long(1e6 * err));
         if (!(err_bf < 2e-3)) fail("output not within the probabilities' rounding", long(D), long(1e6 * err_bf));
-        if (failures) std::printf("  d=%d r=%d n=%ld keys=%ld slices=%d: %.2e (bf16 inputs %.2e)\n", D, r, long(c.n), long(n_keys), sl.slices, err, err_bf);
+        if (failures) std::printf("  d=%d r=%d n=%ld keys=%ld causal=%d window=%ld slices=%d: %.2e (bf16 inputs %.2e)\n", D, r, long(c.n),
+                                  long(n_keys), int(c.causal), long(c.window), sl.slices, err, err_bf);
         compared += static_cast<long>(got.size());
     }
     return compared;
@@ -372,6 +393,13 @@ int main() {
         {192, 8, 2, 5, 0, 64, 0, TensorType::F32},          // no cached keys; a partial tile of rows
         {320, 4, 2, 19, 77, 100, 0, TensorType::BF16},      // split dimensions of 160
         {64, 4, 2, 9, 12, 7, 5, TensorType::F16},           // a ring smaller than a tile: several wraps
+        // Encoder segments: causal, and windowed in sliding layers (a ring of window - 1 positions).
+        {256, 16, 8, 96, 512, 1023, 0, TensorType::BF16, true, 1024},  // the 26B's sliding layers, a prompt chunk
+        {512, 16, 2, 40, 900, 2048, 0, TensorType::F32, true, 0},      // its global layers: every earlier position
+        {128, 8, 4, 64, 300, 255, 45, TensorType::F16, true, 256},     // a ring that wraps; the window cuts cached keys
+        {64, 4, 2, 70, 0, 31, 0, TensorType::F32, true, 32},           // a prompt's first chunk, longer than its window
+        {64, 4, 4, 37, 200, 512, 0, TensorType::F32, true, 0},         // one head a group
+        {64, 4, 4, 200, 0, 15, 0, TensorType::F32, true, 16},          // a block's queries' windows start in two tiles
     };
     long compared = 0;
     for (const Case &c : cases) compared += run(c, rng, 132);

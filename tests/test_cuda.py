@@ -147,13 +147,14 @@ def test_int8_tensor_core_tiles_run_on_the_host_give_the_cpus_integer_dot_produc
 
 
 def test_flash_attention_blocks_run_on_the_host_give_attention_within_bf16_rounding(tmp_path):
-    """cuda/flash_attention.h (DGEMMA_CUDA_FLASH: decoder attention on bf16 mma) on the host, block by
-    block and lane by lane as flash_attention.cu runs it: every query, key and value element loaded once
-    per tile (rings that wrap, F32/F16/BF16 caches), every A and B element supplied once by the PTX
-    fragment tables, the scores' C registers used as the probabilities' A registers, conflict-free
-    fragment reads, and the output within bf16's rounding of a double-precision attention (1e-2; 2e-3 of
-    the attention of the bf16-rounded inputs), whole and cut into key slices, for head sizes 64 to 512
-    and GQA groups of 1 to 8."""
+    """cuda/flash_attention.h (DGEMMA_CUDA_FLASH: attention on bf16 mma) on the host, block by block and
+    lane by lane as flash_attention.cu runs it: every query, key and value element loaded once per tile
+    (rings that wrap, F32/F16/BF16 caches), every A and B element supplied once by the PTX fragment
+    tables, the scores' C registers used as the probabilities' A registers, conflict-free fragment reads,
+    and the output within bf16's rounding of a double-precision attention (1e-2; 2e-3 of the attention of
+    the bf16-rounded inputs), whole and cut into key slices, for head sizes 64 to 512 and GQA groups of
+    1 to 8; decoder segments (every key) and encoder ones (causal, windowed: each row's span masked, and
+    no skipped key tile holding a key of the block's rows)."""
     out = subprocess.run([str(_host_check("flash_attention_check.cpp", tmp_path))], capture_output=True, text=True,
                          timeout=300)
     assert out.returncode == 0, out.stdout

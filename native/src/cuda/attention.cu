@@ -8,7 +8,7 @@
 //     multiple of 64; cuda/attention_mma.h);
 //   - the reference (DGEMMA_CUDA_KERNELS=reference): a block per (query, head), keys read from
 //     global memory per query.
-// Under DGEMMA_CUDA_FLASH=1 the tensor set's decoder segments take flash_attention.cu instead.
+// Under DGEMMA_CUDA_FLASH=1 the tensor set's segments take flash_attention.cu instead (flash_attention_fits).
 #include "attention_span.h"
 #include "cuda/attention_mma.h"
 #include "cuda/kernels.h"

@@ -1,4 +1,4 @@
-// Decoder attention on bf16 tensor cores, flash attention's form (DGEMMA_CUDA_FLASH=1 under the
+// Attention on bf16 tensor cores, flash attention's form (DGEMMA_CUDA_FLASH=1 under the
 // tensor set; the layout, index maths and softmax arithmetic: cuda/flash_attention.h, run lane by lane
 // on the host by tests/flash_attention_check.cpp). A block takes 64 (query, head) rows of one KV head
 // (32 above 256 dimensions) and walks its slice of the keys in tiles: keys and values converted to
@@ -60,7 +60,9 @@ __global__ void __launch_bounds__(kFaThreads) flash_attention_kernel(const float
     const int64_t rho0 = static_cast<int64_t>(blockIdx.x) * S.rows, n_rows = g.n * r;
     const int64_t n_cached = g.n_past - g.cache_pos0, n_keys = n_cached + g.n;
     const int64_t tile0 = slice * tiles_per_slice, tiles = (n_keys + S.keys - 1) / S.keys;
-    const int64_t tile_end = tile0 + tiles_per_slice < tiles ? tile0 + tiles_per_slice : tiles;
+    const AttentionSpan span{g.n, g.n_past, g.causal, g.window, g.cache_pos0};
+    const FaTiles walk = fa_block_keys(span, rho0, S.rows, n_rows, r, S.keys, tile0,
+                                       tile0 + tiles_per_slice < tiles ? tile0 + tiles_per_slice : tiles);
     const int64_t q_stride = static_cast<int64_t>(n_head) * D, kv_row = static_cast<int64_t>(n_head_kv) * D;
 
     constexpr int kQueryRounds = S.rows * D / 4 / kFaThreads, kQueryBatch = 4;  // loads in flight before their stores
@@ -88,8 +90,16 @@ __global__ void __launch_bounds__(kFaThreads) flash_attention_kernel(const float
     const int row0 = fa_warp_row0(warp, S), dim0 = fa_warp_dim0(warp, S);
     float o[kOutTiles][4] = {};
     float m[2] = {-INFINITY, -INFINITY}, l[2] = {0.0f, 0.0f};  // rows g, g + 8: maximum; this lane's part of the sum
+    int32_t key_lo[2], key_hi[2];  // the keys rows g, g + 8 see (none past the segment's rows)
+#pragma unroll
+    for (int h = 0; h < 2; ++h) {
+        const int64_t rho = rho0 + row0 + lane / 4 + 8 * h;
+        const FaKeys kr = rho < n_rows ? fa_query_keys(span, fa_row(rho, r, kvh).query) : FaKeys{0, 0};
+        key_lo[h] = static_cast<int32_t>(kr.lo);
+        key_hi[h] = static_cast<int32_t>(kr.hi);
+    }
 
-    for (int64_t tile = tile0; tile < tile_end; ++tile) {
+    for (int64_t tile = walk.first; tile < walk.end; ++tile) {
         const int64_t j0 = tile * S.keys, slot0 = j0 < n_cached ? (g.cache_pos0 + j0) % g.capacity : 0;
         __syncthreads();  // the previous tile is consumed (and the queries stored, the first time)
         // kLoadBatch rounds of loads issued before their stores: one round at a time waited on each
@@ -144,7 +154,7 @@ __global__ void __launch_bounds__(kFaThreads) flash_attention_kernel(const float
 #pragma unroll
                 for (int c = 0; c < 2; ++c) {
                     const int64_t key = j0 + 8 * nt + mma_c_coord(lane, 2 * h + c).k;
-                    x[2 * nt + c] = key < n_keys ? s[nt][2 * h + c] : -INFINITY;
+                    x[2 * nt + c] = key >= key_lo[h] && key < key_hi[h] ? s[nt][2 * h + c] : -INFINITY;
                     mx = fmaxf(mx, x[2 * nt + c]);
                 }
             mx = fmaxf(mx, __shfl_xor_sync(0xffffffffu, mx, 1));
@@ -250,8 +260,9 @@ void launch_flash(cudaStream_t s, const float *q, const float *k, const float *v
 }  // namespace
 
 bool flash_attention_fits(int head_dim, int n_head, int n_head_kv, const AttentionSegment &g) {
-    return fa_fits(head_dim) && n_head_kv > 0 && n_head % n_head_kv == 0 && !g.causal && g.window == 0 && g.n > 0 &&
-           g.capacity > 0;
+    // key indices in 32 bits (the rows' spans): a segment's keys are its cache and its rows
+    return fa_fits(head_dim) && n_head_kv > 0 && n_head % n_head_kv == 0 && g.n > 0 && g.capacity > 0 &&
+           g.n_past - g.cache_pos0 + g.n < (int64_t{1} << 31);
 }
 
 void flash_attention(cudaStream_t s, const float *q, const float *k, const float *v, float *out, int n_head, int n_head_kv,

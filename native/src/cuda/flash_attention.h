@@ -1,4 +1,4 @@
-// Decoder attention on bf16 tensor cores (DGEMMA_CUDA_FLASH=1 under the tensor set): the index maths,
+// Attention on bf16 tensor cores (DGEMMA_CUDA_FLASH=1 under the tensor set): the index maths,
 // shared layout and softmax arithmetic of attention.cu's flash kernel as plain functions, so that
 // tests/flash_attention_check.cpp runs a block on the host lane by lane against a plain attention.
 //
@@ -10,9 +10,11 @@
 // the accumulators of S = Q K^T are the A fragments of P V), and the keys are cut into slices over
 // blocks when the rows alone give too few blocks, their partial sums merged by a second kernel.
 //
-// Only decoder segments (a canvas: every query sees the same keys, the cached positions
-// [cache_pos0, n_past) and all n of the segment's rows) take it; encoder rows (causal, windows) keep
-// the tiles.
+// Decoder segments (a canvas: every query sees the same keys, the cached positions [cache_pos0,
+// n_past) and all n of the segment's rows) and encoder segments (the prompt and committed canvases:
+// causal, and windowed in sliding layers) take it: a row's scores outside its query's span
+// (attention_span.h, the tiles' and the CPU's rule) are -inf, and a block walks only the key tiles
+// its queries' spans reach (fa_block_keys).
 //
 // Block: kFaWarps warps. Rows rho = 0 .. rows - 1 of KV head kvh: query rho / r, head kvh r + rho % r
 // (r = n_head / n_head_kv). Warp w owns the 16 rows 16 (w / split) .. and the output dimensions
@@ -30,6 +32,7 @@
 #include <cmath>
 #include <cstdint>
 
+#include "attention_span.h"
 #include "cuda/mma_layout.h"
 #include "host_device.h"
 
@@ -112,7 +115,27 @@ DG_HD FaGroup fa_value_group(int t, int i, int keys) {
     return {g % keys, 4 * (g / keys)};
 }
 
-// Key j of a decoder segment (0 .. n_cached + n - 1): cached position cache_pos0 + j (ring slot
+// The keys j (0 .. n_cached + n - 1, position cache_pos0 + j) query i of a segment sees: [lo, hi).
+struct FaKeys {
+    int64_t lo, hi;
+};
+DG_HD FaKeys fa_query_keys(const AttentionSpan &span, int64_t i) {
+    return {span_lo(span, i) - span.cache_pos0, span_hi(span, i) - span.cache_pos0};
+}
+// The key tiles a block of rows [rho0, rho0 + rows) (its queries first .. last: spans grow with the
+// query) reaches, within [tile0, tile_end) (its slice): [first, end), empty when first >= end.
+struct FaTiles {
+    int64_t first, end;
+};
+DG_HD FaTiles fa_block_keys(const AttentionSpan &span, int64_t rho0, int rows, int64_t n_rows, int r, int keys, int64_t tile0,
+                            int64_t tile_end) {
+    const int64_t last = (rho0 + rows < n_rows ? rho0 + rows : n_rows) - 1;
+    const int64_t lo = fa_query_keys(span, rho0 / r).lo, hi = fa_query_keys(span, last / r).hi;
+    const int64_t first = lo / keys, end = (hi + keys - 1) / keys;
+    return {first > tile0 ? first : tile0, end < tile_end ? end : tile_end};
+}
+
+// Key j of a segment (0 .. n_cached + n - 1): cached position cache_pos0 + j (ring slot
 // position % capacity) while j < n_cached, then the segment's row j - n_cached.
 struct FaKey {
     bool cached;

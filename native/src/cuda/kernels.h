@@ -148,7 +148,7 @@ struct AttentionSegment {
     int64_t capacity = 0;
 };
 // The tiles serve head_dim <= 512, a multiple of 4 (attention_tiles_fit); others, and the reference
-// set, take the per-query kernel. flash (null but under DGEMMA_CUDA_FLASH): the tensor set's decoder
+// set, take the per-query kernel. flash (null but under DGEMMA_CUDA_FLASH): the tensor set's
 // segments go to flash_attention (flash_attention.cu) where flash_attention_fits.
 struct FlashScratch {
     // Slices' partial sums (flash_attention.h): outputs [kFaMaxSlices][rows][n_head][d] and maxima and
