@@ -180,7 +180,7 @@ if [ "$MODE" = ncu ]; then
   NCU_SECTIONS="--section SpeedOfLight --section Occupancy --section LaunchStats --section WarpStateStats
     --section MemoryWorkloadAnalysis --section SchedulerStats --section SourceCounters"
   # shellcheck disable=SC2086  # the sections are words
-  timeout 200 ncu --clock-control none -k regex:'mma_kernel|route_logits|attention_tile|soft_probs' $NCU_SECTIONS \
+  timeout 200 ncu --clock-control none -k regex:'mma_kernel|route_logits|attention_tile|soft_probs|group_kernel|position_kernel|add_rmsnorm|rmsnorm_rope' $NCU_SECTIONS \
     "$PACK/dgemma_cuda_opcheck" --bench-full --reps 0 >"$OUT/ncu.txt" 2>&1
   say "ncu exit code $? (report: $OUT/ncu.txt)"
   # the quantized fragments (opt-in) on their own
