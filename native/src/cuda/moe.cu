@@ -524,23 +524,24 @@ __global__ void __launch_bounds__(kQmmaThreads, 3) down_qmma_kernel(WeightView d
 }
 
 // out[t] = sum_j weight[t][j] * y[slot(t, j)], the slots taken in increasing expert id. Block t:
-// one thread puts token t's k assignments in that order (shared: slot [k], then weight [k]), then
-// every thread sums its elements over them.
+// thread j < k puts token t's assignment j at its rank among the k (smaller ids first; the top-k's
+// ids are distinct, and equal ids would keep their order) (shared: slot [k], then weight [k]), then
+// every thread sums its elements over them. (One thread ordering all k, k^2 dependent reads, was
+// the block's first microseconds.)
 __global__ void combine_kernel(const float *y, const int32_t *expert, const float *weight, const int32_t *slot_of, int k,
                                int64_t E, float *out) {
     extern __shared__ int32_t ordered_slot[];
     float *ordered_weight = reinterpret_cast<float *>(ordered_slot + k);
     const int64_t t = blockIdx.x;
-    if (threadIdx.x == 0) {
-        int32_t last = -1;
-        for (int jj = 0; jj < k; ++jj) {
-            int j = -1;
-            for (int c = 0; c < k; ++c)
-                if (expert[t * k + c] > last && (j < 0 || expert[t * k + c] < expert[t * k + j])) j = c;
-            last = expert[t * k + j];
-            ordered_slot[jj] = slot_of[t * k + j];
-            ordered_weight[jj] = weight[t * k + j];
+    for (int j = threadIdx.x; j < k; j += blockDim.x) {
+        const int32_t e = expert[t * k + j];
+        int rank = 0;
+        for (int c = 0; c < k; ++c) {
+            const int32_t ec = expert[t * k + c];
+            rank += ec < e || (ec == e && c < j);
         }
+        ordered_slot[rank] = slot_of[t * k + j];
+        ordered_weight[rank] = weight[t * k + j];
     }
     __syncthreads();
     for (int64_t i = threadIdx.x; i < E; i += blockDim.x) {
