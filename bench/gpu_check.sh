@@ -37,7 +37,7 @@
 #                                only (--sets tensor), the model tests, memcheck, gpu_step.py, --bench-full,
 #                                and bench_gpu.py's 512-token and step rows, op by op, with the int8 tiles,
 #                                with them and flash attention, and with CUDA graphs too, and the device time
-#                                per op of one canvas, default and int8 + flash (no quantized-fragment
+#                                per op of one canvas under int8 + flash (no quantized-fragment
 #                                rows or op checks: run 11 measured them), and the offload rows at a 12 GB cap, both ways
 #                                (no 16 GB rows, no 8192-token prefill, no peer); about 380 s on an H200 by
 #                                session 11's estimate (run 11: 263 s with the 12 GB rows alone; timeout_s=440,
@@ -267,7 +267,7 @@ if [ "$MODE" = all ]; then
 elif [ "$MODE" = quick ]; then
   say "== 6. bench/bench_gpu.py at the full shapes, Q4_K_M: 512-token prefill, the step rows, offload at 12 GB (JSON in $OUT/bench_gpu.json)"
   DGEMMA_BENCH_TMP=/tmp timeout 360 python3 bench/bench_gpu.py --config full --type Q4_K_M --no-peer --prompts 512 \
-    --offload-caps 12 --env-rows int8,int8+flash,int8+flash+graph --profile default,int8+flash --json "$OUT/bench_gpu.json" \
+    --offload-caps 12 --env-rows int8,int8+flash,int8+flash+graph --profile int8+flash --json "$OUT/bench_gpu.json" \
     >"$OUT/bench_gpu.txt" 2>&1
   say "bench_gpu exit code $?"
 fi
