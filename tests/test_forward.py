@@ -234,3 +234,33 @@ def test_every_instruction_set_matches_the_generic_path(checkpoint, isa, wtype, 
         scale = np.abs(r).max()
         assert np.abs(o - r).max() / scale <= REL_TOL[tol]
         assert np.median(np.abs(o - r)) / scale <= MEDIAN_REL_TOL[tol]
+
+
+def test_rope_tables_follow_the_positions_across_calls(tmp_path):
+    """The CPU backend keeps RoPE's (cos, sin) tables between layers and calls, found by the positions
+    and frequencies they were made for. Two sessions at different positions decoding the same canvas
+    in turn, on one model, must each get the logits a model of their own gives them."""
+    from dgemma.convert.random_model import write_random_gguf
+
+    path = tmp_path / "tiny.gguf"
+    write_random_gguf(path, "tiny", "F32", seed=5)
+    rng = np.random.default_rng(11)
+    with dgemma.Model(path, threads=1) as m:
+        vocab, canvas_len = m.config.n_vocab, m.config.canvas_length
+    prompts = [rng.integers(0, vocab, 40), rng.integers(0, vocab, 90)]
+    canvas = rng.integers(0, vocab, canvas_len)
+
+    def alone(prompt):
+        with dgemma.Model(path, threads=1) as m:
+            s = m.session()
+            s.prefill(prompt)
+            return s.denoise(canvas)
+
+    want = [alone(p) for p in prompts]
+    with dgemma.Model(path, threads=1) as m:
+        sessions = [m.session(), m.session()]
+        for s, p in zip(sessions, prompts):
+            s.prefill(p)
+        for _ in range(2):
+            for s, w in zip(sessions, want):
+                np.testing.assert_array_equal(s.denoise(canvas), w)

@@ -67,7 +67,6 @@ public:
 
     Tensor alloc(TensorType type, int64_t ne0, int64_t ne1, int64_t ne2, int64_t ne3) override {
         touch();
-        drop_rope_tables();
         Tensor t = make_tensor(nullptr, type, ne0, ne1, ne2, ne3, this);
         const size_t bytes = (t.bytes() + 63) / 64 * 64;
         if (bytes) {
@@ -79,7 +78,6 @@ public:
 
     void free(Tensor &t) override {
         touch();
-        drop_rope_tables();
         std::free(t.data);
         t = Tensor{};
     }
@@ -133,13 +131,11 @@ public:
 
     void upload(const Tensor &dst, const void *src, size_t bytes, size_t offset) override {
         touch();
-        drop_rope_tables_over(dst.bytes_at(offset), bytes);
         copy_bytes(dst.bytes_at(offset), src, bytes);
     }
     void download(const Tensor &src, void *dst, size_t bytes, size_t offset) override { copy_bytes(dst, src.bytes_at(offset), bytes); }
     void copy_rows(const Tensor &src, int64_t s0, const Tensor &dst, int64_t d0, int64_t n) override {
         touch();
-        drop_rope_tables_over(dst.bytes_at(static_cast<size_t>(d0) * dst.nb[1]), static_cast<size_t>(n) * dst.nb[1]);
         for (int64_t r = 0; r < n; ++r)
             std::memcpy(dst.bytes_at(static_cast<size_t>(d0 + r) * dst.nb[1]), src.bytes_at(static_cast<size_t>(s0 + r) * src.nb[1]),
                         src.nb[1]);
@@ -166,7 +162,11 @@ public:
         grow(qx_mm_, 4 * l.rows * l.max_cols);
         grow(qx_tok_, 4 * l.rows * l.max_cols);
         grow(qx_tok_up_, 4 * l.rows * l.max_cols);
-        for (RopeTable &r : rope_tables_) grow(r.cs, l.rows * l.max_head_dim);
+        for (RopeTable &r : rope_tables_) {  // no allocation when a pass makes a table
+            grow(r.cs, l.rows * l.max_head_dim);
+            r.pos.reserve(static_cast<size_t>(l.rows));
+            r.inv_freq.reserve(static_cast<size_t>(l.max_head_dim / 2));
+        }
         grow(offsets_, l.n_expert + 1);
         grow(fill_, l.n_expert + 1);
         grow(order_, slots);
@@ -391,11 +391,13 @@ public:
         const int half = n_rot / 2;
         const int64_t n = pos_t.count();
         // (cos, sin) per position for this inv_freq: every layer of a kind and both q and k rotate
-        // by the same angles, so a table made for a pass's positions serves them all while the
-        // positions are unchanged (they change only by upload, copy_rows or zero over them, which drop it).
+        // by the same angles, so a table made for a pass's positions serves them all: one whose first
+        // n positions and whose frequencies are these (compared by value, a few KB a call).
         RopeTable *tab = nullptr;
         for (RopeTable &r : rope_tables_)
-            if (r.valid && r.pos == pos && r.inv_freq == inv_freq && r.half == half && r.n >= n) tab = &r;
+            if (r.valid && r.pos.size() >= static_cast<size_t>(n) && r.inv_freq.size() == static_cast<size_t>(half) &&
+                std::equal(pos, pos + n, r.pos.begin()) && std::equal(inv_freq, inv_freq + half, r.inv_freq.begin()))
+                tab = &r;
         if (!tab) {
             tab = &rope_tables_[rope_next_++ % rope_tables_.size()];
             float *cs0 = reserved(tab->cs, static_cast<size_t>(n * 2 * half));
@@ -409,10 +411,8 @@ public:
                 }
             });
             tab->valid = true;
-            tab->pos = pos;
-            tab->inv_freq = inv_freq;
-            tab->half = half;
-            tab->n = n;
+            tab->pos.assign(pos, pos + n);
+            tab->inv_freq.assign(inv_freq, inv_freq + half);
         }
         const float *cs0 = tab->cs.data();
         for_rows(n, 8, [&](int64_t t, int) {
@@ -598,7 +598,6 @@ public:
 
     void zero(const Tensor &t) override {
         touch();
-        drop_rope_tables_over(t.data, t.bytes());
         std::memset(t.data, 0, t.bytes());
     }
 
@@ -806,30 +805,13 @@ private:
         size_t row = 0;
     };
     void touch() { qcache_.valid = false; }
-    void drop_rope_tables() {
-        for (RopeTable &r : rope_tables_) r.valid = false;
-    }
-    // The tables whose positions or frequencies lie in bytes [p, p + bytes), which are about to
-    // change (a copy of a global layer's keys into its values keeps the pass's tables).
-    void drop_rope_tables_over(const void *p, size_t bytes) {
-        const auto *b = static_cast<const uint8_t *>(p);
-        auto overlaps = [&](const void *q, size_t q_bytes) {
-            const auto *q0 = static_cast<const uint8_t *>(q);
-            return b < q0 + q_bytes && q0 < b + bytes;
-        };
-        for (RopeTable &r : rope_tables_)
-            if (r.valid && (overlaps(r.pos, static_cast<size_t>(r.n) * sizeof(int32_t)) ||
-                            overlaps(r.inv_freq, static_cast<size_t>(r.half) * sizeof(float))))
-                r.valid = false;
-    }
-
-    // RoPE's (cos, sin) of one pass's positions for one inv_freq: [n][cos half | sin half].
+    // RoPE's (cos, sin) of one pass's positions for one inv_freq: [n][cos half | sin half], with the
+    // positions and frequencies it was made for (by value: a table is found by what it computes, so
+    // no op that writes positions needs to drop it).
     struct RopeTable {
         bool valid = false;
-        const int32_t *pos = nullptr;
-        const float *inv_freq = nullptr;
-        int half = 0;
-        int64_t n = 0;
+        std::vector<int32_t> pos;
+        std::vector<float> inv_freq;
         std::vector<float> cs;
     };
     std::array<RopeTable, 2> rope_tables_;  // the sliding layers' and the full layers' frequencies
