@@ -77,7 +77,8 @@ def test_row_adding_products_give_the_bits_of_a_stored_product_and_axpy(tmp_path
     out = subprocess.run([str(exe)], capture_output=True, text=True, timeout=300)
     assert out.returncode == 0, out.stdout
     words = out.stdout.split()
-    assert int(words[-1]) >= 600  # (type, k, rows, tokens, packed) cases compared
+    # (type, k, rows, tokens, packed) cases compared: 216 a set (the packed forms vary by set)
+    assert int(words[-1]) >= 200 * int(words[1])
     from dgemma import kernels
     features = set(kernels.cpu_features().split())
     assert int(words[1]) >= 1 + ("avx2" in features) + ("avx512f" in features)  # every set this CPU has was run
