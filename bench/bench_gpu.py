@@ -200,6 +200,8 @@ ENV_ROWS = {
     "int8+flash": (("DGEMMA_CUDA_INT8", "DGEMMA_CUDA_FLASH"), "int8 tensor cores and flash attention"),
     "int8+flash+graph": (("DGEMMA_CUDA_INT8", "DGEMMA_CUDA_FLASH", "DGEMMA_CUDA_GRAPH"),
                          "int8 tensor cores, flash attention, CUDA graphs"),
+    "int8+flash+wgmma": (("DGEMMA_CUDA_INT8", "DGEMMA_CUDA_FLASH", "DGEMMA_CUDA_WGMMA"),
+                         "int8 tensor cores, flash attention, warpgroup vocabulary products"),
 }
 
 
@@ -212,6 +214,9 @@ def env_rows(path: str, ids, name: str) -> list[dict]:
         with dgemma.Model(path, device="cuda") as m:
             return [dict(row=f"step, {b} sequence{'s' if b > 1 else ''}, {what}", batch=b,
                          step_ms=generation_rows(m, ids, CANVAS_STEPS[0], b)["step_ms"]) for b in (1, 4)]
+    except dgemma.DgemmaError as e:  # an opt-in's fault ends its rows, not the table (main runs these last)
+        print(f"--env-rows {name}: {type(e).__name__}: {e}", file=sys.stderr)
+        return [dict(row=f"step, 1 sequence, {what}: failed ({type(e).__name__})", batch=1)]
     finally:
         for var in names:
             del os.environ[var]
@@ -340,11 +345,12 @@ def main() -> int:
             for steps in CANVAS_STEPS:
                 r = generation_rows(m, ids, steps, 1)
                 rows.append(dict(row=f"canvas at {steps} steps", batch=1, step_ms=r["step_ms"], tokens_s=r["tokens_s"]))
-        for name in filter(None, (n.strip() for n in a.env_rows.split(",") if a.device != "cpu")):
-            rows += env_rows(path, ids, name)
         for name in filter(None, (n.strip() for n in a.profile.split(",") if a.device != "cpu")):
             profile_run(path, ids, name)
         rows += offload_rows(path, a, ids, h2d)
+        # Last: a device fault under an opt-in can leave the process's CUDA context unusable.
+        for name in filter(None, (n.strip() for n in a.env_rows.split(",") if a.device != "cpu")):
+            rows += env_rows(path, ids, name)
     flops = step_flops(preset, prompts[0])
     floor_ms = max(1e3 * file_bytes / bw, 1e3 * flops / rate) if bw == bw else float("nan")
     for i, r in enumerate(rows):  # an offload row keeps its own peak

@@ -104,6 +104,9 @@ double g_matrix_tol_floor = 0;
 // Whether the checked backend runs Q4_K, Q6_K, Q5_0 and Q8_0 on int8 tensor cores (the tensor set under
 // DGEMMA_CUDA_INT8=1): their products are then the CPU's portable integer dot products bit for bit.
 bool g_int8_checked = false;
+// Whether the checked backend was asked for the warpgroup products (the tensor set under
+// DGEMMA_CUDA_WGMMA=1): then the wide rows below run, whose shapes take those kernels.
+bool g_wgmma_checked = false;
 
 // The CPU's portable integer dot product of a weight row of an int8-tile type against activations
 // quantized by its reference rule (the dispatched kernels may group their float sums otherwise).
@@ -258,6 +261,53 @@ struct QuantizedReference {
     }
     ~QuantizedReference() { g_dequantized_reference = saved; }
 };
+
+// DGEMMA_CUDA_WGMMA=1 (cuda/wgmma.cu): the vocabulary-sized products on warpgroup instructions. A
+// product takes them from 128 x (multiprocessors) rows (wg_matmul_runs): 17000 rows (a partial last
+// row tile) over 300 tokens (a partial second token tile) does on a 132-multiprocessor card, for the
+// logits' types (Q6_K in the _M mixes, Q8_0, the float types) and one more of each block size; the
+// soft embedding takes them at every shape (these rows: partial column tiles, two 256-token pieces).
+// The wgmma-active row fails when the backend runs the other kernels instead (another card, or a
+// library without sm_90a code), so that passing rows never stand for kernels that did not run
+// (--self-test with DGEMMA_CUDA_WGMMA=1 rehearses the other rows, CPU against CPU, without it).
+void warpgroup_ops(Harness &h, bool require_active = true) {
+    if (require_active)
+        h.check("wgmma-active", "-", "-", 0, [&](Backend &be, std::mt19937_64 &) {
+            return std::vector<float>{&be == &h.gpu ? float(be.name().find("warpgroup products") != std::string::npos) : 1.0f};
+        }, true);
+    for (TensorType wt : {TensorType::Q6_K, TensorType::Q4_K, TensorType::Q8_0, TensorType::Q5_0, TensorType::BF16,
+                          TensorType::F16, TensorType::F32}) {
+        const char *tn = type_traits(wt)->name;
+        const int64_t K = 768, R = 17000, n = 300;
+        const double tol = std::max(g_matrix_tol_floor, quantized(wt) && !g_dequantized_reference ? 2e-2 : 1e-5);
+        h.check("matmul-wide", tn, dims({K, R, n}), tol, [&](Backend &be, std::mt19937_64 &rng) {
+            Buf w = weight(be, wt, randn(rng, K * R), K, R);
+            Buf x = tensor(be, TensorType::F32, randn(rng, K * n).data(), K, n);
+            Buf y = poisoned(be, TensorType::F32, R, n);
+            be.reserve(PassLimits{n, 1, K, K, 1, 1, 1, 1, 0, 0});
+            be.matmul(w.t, x.t, y.t);
+            return fetch<float>(be, y.t);
+        });
+        if (wt == TensorType::Q6_K)
+            h.check("matmul-wide", std::string(tn) + "-softcap", dims({K, R, n}), tol, [&](Backend &be, std::mt19937_64 &rng) {
+                Buf w = weight(be, wt, randn(rng, K * R, 0.5f), K, R);
+                Buf x = tensor(be, TensorType::F32, randn(rng, K * n).data(), K, n);
+                Buf y = poisoned(be, TensorType::F32, R, n);
+                be.reserve(PassLimits{n, 1, K, K, 1, 1, 1, 1, 0, 0});
+                be.matmul_softcap(w.t, x.t, y.t, 30.0f);
+                return fetch<float>(be, y.t);
+            });
+        const int64_t E = 400, V = 20000, m = 300;
+        h.check("soft_embed-wide", tn, dims({E, V, m}), std::max(g_matrix_tol_floor, 1e-5), [&](Backend &be, std::mt19937_64 &rng) {
+            Buf w = weight(be, wt, randn(rng, E * V), E, V);
+            Buf z = tensor(be, TensorType::F32, randn(rng, V * m, 3.0f).data(), V, m);
+            Buf o = poisoned(be, TensorType::F32, E, m);
+            be.reserve(PassLimits{m, 1, E, E, 1, 1, 1, 1, 0, V});
+            be.soft_embed(w.t, z.t, 16.0f, o.t);
+            return fetch<float>(be, o.t);
+        });
+    }
+}
 
 void matrix_ops(Harness &h) {
     // Products back to back over one input convert it once (the CUDA backend keeps the converted rows
@@ -1058,6 +1108,7 @@ int main(int argc, char **argv) {
     h.failures.open(out_dir + "/failures.txt");
     std::printf("checked backend: %s\n", gpu->name().c_str());
     const auto wanted = [&](const char *set) { return ("," + sets + ",").find(std::string(",") + set + ",") != std::string::npos; };
+    if (self_test && std::getenv("DGEMMA_CUDA_WGMMA")) warpgroup_ops(h, false);
     if (self_test || wanted("float")) {
         matrix_ops(h);
         row_ops(h);
@@ -1083,10 +1134,14 @@ int main(int argc, char **argv) {
         g_matrix_tol_floor = set[0] == 't' ? 1e-2 : 0;
         const char *int8 = std::getenv("DGEMMA_CUDA_INT8");
         g_int8_checked = set[0] == 't' && int8 && *int8 && std::string(int8) != "0";
+        const char *wgmma = std::getenv("DGEMMA_CUDA_WGMMA");
+        g_wgmma_checked = set[0] == 't' && wgmma && *wgmma && std::string(wgmma) != "0";
+        if (g_wgmma_checked) warpgroup_ops(hs);
         matrix_ops(hs);
         attention_ops(hs);  // the per-query reference kernel; the tensor set's tf32 tiles (head sizes of 64 n)
         g_matrix_tol_floor = 0;
         g_int8_checked = false;
+        g_wgmma_checked = false;
         h.rows.insert(h.rows.end(), hs.rows.begin(), hs.rows.end());
     }
     std::FILE *tsv = std::fopen((out_dir + "/opcheck.txt").c_str(), "w");

@@ -20,7 +20,7 @@
 # times, model tests. Everything goes to $OUT (bench/results/local when $OUT is unset).
 #
 # Usage
-#   bench/gpu_check.sh --build   here, on a machine with nvcc: builds build/gpu for sm_90 and packs
+#   bench/gpu_check.sh --build   here, on a machine with nvcc: builds build/gpu for sm_90a and packs
 #                                build/gpu-pack (libdgemma.so, libdgemma_cuda.so, dgemma_cuda_opcheck,
 #                                COMMIT). Nothing is built on the device.
 #   bench/gpu_check.sh           on the device: run(command="bench/gpu_check.sh", carry=["build/gpu-pack"],
@@ -44,8 +44,12 @@
 #                                and `timeout 420` inside).
 #                                Every mode also runs the op checks of each opt-in: DGEMMA_CUDA_QMMA=1 (Q4_K and
 #                                Q5_0 on quantized fragments), DGEMMA_CUDA_INT8=1 (Q4_K, Q6_K, Q5_0, Q8_0 on int8
-#                                tensor cores) and DGEMMA_CUDA_FLASH=1 (the attention as flash
-#                                attention), and --bench-full with QMMA, then with INT8 and FLASH; ~20 s each.
+#                                tensor cores), DGEMMA_CUDA_FLASH=1 (the attention as flash
+#                                attention) and DGEMMA_CUDA_WGMMA=1 (the vocabulary products on Hopper's
+#                                warpgroup instructions: wgmma-active, matmul-wide, soft_embed-wide), and
+#                                --bench-full with QMMA, then with INT8 and FLASH, then with WGMMA (not under
+#                                --quick, whose bench_gpu rows measure int8 + flash + wgmma end to end instead
+#                                of int8 alone); ~20 s each.
 #   bench/gpu_check.sh --int8    on the device, a second call after a fix: the int8 products and flash attention
 #                                alone (their op checks, test_cuda.py -k 'int8 or flash', --bench-full with and
 #                                without them, bench_gpu.py's 512-token and step rows op by op and under the
@@ -87,9 +91,9 @@ LOG=$OUT/gpu_check.log
 say() { echo "[$SECONDS s] $*" | tee -a "$LOG"; }  # seconds since the start: what each step costs a lease
 
 build() {
-  say "== building build/gpu (CUDA for sm_90) and packing build/gpu-pack"
+  say "== building build/gpu (CUDA for sm_90a) and packing build/gpu-pack"
   local t0=$SECONDS
-  cmake -S . -B build/gpu -G Ninja -DDGEMMA_CUDA=ON -DDGEMMA_CUDA_ARCHS=90 >>"$LOG" 2>&1 &&
+  cmake -S . -B build/gpu -G Ninja -DDGEMMA_CUDA=ON -DDGEMMA_CUDA_ARCHS=90a >>"$LOG" 2>&1 &&
     cmake --build build/gpu >>"$LOG" 2>&1 || { say "FAILED: the CUDA build (see $LOG)"; exit 1; }
   rm -rf "$PACK" && mkdir -p "$PACK"
   cp build/gpu/libdgemma.so build/gpu/libdgemma_cuda.so build/gpu/dgemma_cuda_opcheck "$PACK/"
@@ -153,25 +157,27 @@ if [ "$MODE" = int8 ]; then
   # step rows op by op and with both opt-ins, with and without CUDA graphs (about 250 s on an H200 by
   # session 11's estimate: the 16 GB file is written anew; timeout_s=330).
   say "== int8 products and flash attention: op checks, model tests, bench-full both ways, bench_gpu step rows"
-  for job in "INT8 int8 matmul" "INT8 int8 matmul-int8" "INT8 int8 matmul-shared-input" "INT8 int8 matmul_softcap" "INT8 int8 moe" "FLASH flash attention"; do
+  for job in "INT8 int8 matmul" "INT8 int8 matmul-int8" "INT8 int8 matmul-shared-input" "INT8 int8 matmul_softcap" "INT8 int8 moe" "FLASH flash attention" \
+             "WGMMA wgmma wgmma-active" "WGMMA wgmma matmul-wide" "WGMMA wgmma soft_embed-wide"; do
     read -r var tag op <<<"$job"
     mkdir -p "$OUT/$tag-$op"
     env "DGEMMA_CUDA_$var=1" timeout 60 "$PACK/dgemma_cuda_opcheck" --sets tensor --only "$op" --out "$OUT/$tag-$op" \
       >"$OUT/$tag-$op/opcheck.log" 2>&1
     say "$tag op check ($op) exit code $?"
   done
-  timeout 120 python3 -m pytest -q -rfEs -p no:cacheprovider tests/test_cuda.py -k "int8 or flash" >"$OUT/test_cuda_int8.log" 2>&1
-  say "pytest -k 'int8 or flash' exit code $? ($OUT/test_cuda_int8.log)"
+  timeout 120 python3 -m pytest -q -rfEs -p no:cacheprovider tests/test_cuda.py -k "int8 or flash or wgmma" >"$OUT/test_cuda_int8.log" 2>&1
+  say "pytest -k 'int8 or flash or wgmma' exit code $? ($OUT/test_cuda_int8.log)"
   timeout 90 "$PACK/dgemma_cuda_opcheck" --bench-full >"$OUT/bench_full.txt" 2>&1
   DGEMMA_CUDA_INT8=1 DGEMMA_CUDA_FLASH=1 timeout 90 "$PACK/dgemma_cuda_opcheck" --bench-full >"$OUT/bench_full_int8.txt" 2>&1
-  say "bench-full exit code $? (bench_full.txt, bench_full_int8.txt)"
+  DGEMMA_CUDA_WGMMA=1 timeout 90 "$PACK/dgemma_cuda_opcheck" --bench-full >"$OUT/bench_full_wgmma.txt" 2>&1
+  say "bench-full exit code $? (bench_full.txt, bench_full_int8.txt, bench_full_wgmma.txt)"
   DGEMMA_BENCH_TMP=/tmp timeout 200 python3 bench/bench_gpu.py --config full --type Q4_K_M --no-peer --prompts 512 \
-    --offload-caps '' --env-rows int8+flash,int8+flash+graph --profile int8+flash --json "$OUT/bench_gpu.json" \
+    --offload-caps '' --env-rows int8+flash,int8+flash+graph,int8+flash+wgmma --profile int8+flash --json "$OUT/bench_gpu.json" \
     >"$OUT/bench_gpu.txt" 2>&1
   say "bench_gpu exit code $?"
   tail -n 3 "$OUT"/int8-*/opcheck.log "$OUT"/flash-*/opcheck.log
-  echo "== bench-full, the default tensor set, then with int8 tiles and flash attention (the tensor column)"
-  cat "$OUT/bench_full.txt" "$OUT/bench_full_int8.txt" "$OUT/bench_gpu.txt"
+  echo "== bench-full, the default tensor set, then with int8 tiles and flash attention, then with warpgroup products (the tensor column)"
+  cat "$OUT/bench_full.txt" "$OUT/bench_full_int8.txt" "$OUT/bench_full_wgmma.txt" "$OUT/bench_gpu.txt"
   exit 0
 fi
 
@@ -209,8 +215,9 @@ say "op check exit code $? (0: all passed, 1: failures in $OUT/failures.txt)"
 # portable integer dot products in its matmul-int8 rows; its matmul and moe rows against the CPU backend
 # on the same quantized weights, at 1e-5 and 1e-4) and FLASH (the attention as flash attention).
 # --quick leaves out the quantized fragments (run 11 measured them: slower than the bf16 tiles).
-say "== 1b. the opt-ins: DGEMMA_CUDA_QMMA=1 (matmul, matmul-shared-input, moe; not under --quick), DGEMMA_CUDA_INT8=1 (matmul, matmul-int8, matmul-shared-input, matmul_softcap, moe), DGEMMA_CUDA_FLASH=1 (attention)"
-OPT_INS=("QMMA qmma matmul matmul-shared-input moe" "INT8 int8 matmul matmul-int8 matmul-shared-input matmul_softcap moe" "FLASH flash attention")
+say "== 1b. the opt-ins: DGEMMA_CUDA_QMMA=1 (matmul, matmul-shared-input, moe; not under --quick), DGEMMA_CUDA_INT8=1 (matmul, matmul-int8, matmul-shared-input, matmul_softcap, moe), DGEMMA_CUDA_FLASH=1 (attention), DGEMMA_CUDA_WGMMA=1 (wgmma-active, matmul-wide, soft_embed-wide)"
+OPT_INS=("QMMA qmma matmul matmul-shared-input moe" "INT8 int8 matmul matmul-int8 matmul-shared-input matmul_softcap moe" "FLASH flash attention"
+         "WGMMA wgmma wgmma-active matmul-wide soft_embed-wide")
 [ "$MODE" = quick ] && OPT_INS=("${OPT_INS[@]:1}")
 for variant in "${OPT_INS[@]}"; do
   read -r var tag ops <<<"$variant"
@@ -258,16 +265,20 @@ if [ "$MODE" != quick ]; then
 fi
 DGEMMA_CUDA_INT8=1 DGEMMA_CUDA_FLASH=1 timeout 120 "$PACK/dgemma_cuda_opcheck" --bench-full >"$OUT/bench_full_int8.txt" 2>&1
 say "bench-full (DGEMMA_CUDA_INT8=1 DGEMMA_CUDA_FLASH=1) exit code $?"
+if [ "$MODE" != quick ]; then  # --quick measures the warpgroup products end to end only (bench_gpu's env rows)
+  DGEMMA_CUDA_WGMMA=1 timeout 120 "$PACK/dgemma_cuda_opcheck" --bench-full >"$OUT/bench_full_wgmma.txt" 2>&1
+  say "bench-full (DGEMMA_CUDA_WGMMA=1) exit code $?"
+fi
 
 if [ "$MODE" = all ]; then
   say "== 6. bench/bench_gpu.py at the full shapes, Q4_K_M, no transformers peer (JSON in $OUT/bench_gpu.json)"
   DGEMMA_BENCH_TMP=/tmp timeout 300 python3 bench/bench_gpu.py --config full --type Q4_K_M --no-peer \
-    --env-rows int8,int8+flash,int8+flash+graph --profile default,int8+flash --json "$OUT/bench_gpu.json" >"$OUT/bench_gpu.txt" 2>&1
+    --env-rows int8,int8+flash,int8+flash+graph,int8+flash+wgmma --profile default,int8+flash --json "$OUT/bench_gpu.json" >"$OUT/bench_gpu.txt" 2>&1
   say "bench_gpu exit code $?"
 elif [ "$MODE" = quick ]; then
   say "== 6. bench/bench_gpu.py at the full shapes, Q4_K_M: 512-token prefill, the step rows, offload at 12 GB (JSON in $OUT/bench_gpu.json)"
   DGEMMA_BENCH_TMP=/tmp timeout 360 python3 bench/bench_gpu.py --config full --type Q4_K_M --no-peer --prompts 512 \
-    --offload-caps 12 --env-rows int8,int8+flash,int8+flash+graph --profile int8+flash --json "$OUT/bench_gpu.json" \
+    --offload-caps 12 --env-rows int8+flash,int8+flash+graph,int8+flash+wgmma --profile int8+flash --json "$OUT/bench_gpu.json" \
     >"$OUT/bench_gpu.txt" 2>&1
   say "bench_gpu exit code $?"
 fi
@@ -281,5 +292,9 @@ if [ -f "$OUT/bench_full_qmma.txt" ]; then
 fi
 echo "== with DGEMMA_CUDA_INT8=1 DGEMMA_CUDA_FLASH=1 (the tensor column: Q4_K, Q6_K, Q5_0 and Q8_0 on int8 tensor cores, the attention rows flash attention)"
 cat "$OUT/bench_full_int8.txt"
+if [ -f "$OUT/bench_full_wgmma.txt" ]; then
+  echo "== with DGEMMA_CUDA_WGMMA=1 (the tensor column: lm_head and soft_embed on warpgroup products)"
+  cat "$OUT/bench_full_wgmma.txt"
+fi
 [ "$MODE" = all ] || [ "$MODE" = quick ] && cat "$OUT/bench_gpu.txt"
 exit 0

@@ -161,6 +161,18 @@ def test_flash_attention_blocks_run_on_the_host_give_attention_within_bf16_round
     assert out.stdout.split()[0] == "ok" and int(out.stdout.split()[-1]) > 1_000_000  # outputs compared
 
 
+def test_warpgroup_product_stages_read_as_the_ptx_descriptors_say_give_a_plain_product(tmp_path):
+    """cuda/wgmma.h (DGEMMA_CUDA_WGMMA: the vocabulary-sized products on Hopper's wgmma) on the host, stage
+    by stage and thread by thread: the token, dense-weight and turned-table loaders write each element of a
+    stage once with conflict-free warp stores; the descriptors carry the layout's offsets; the products read
+    through the descriptors as the PTX ISA's K-major canonical layout says and handed out by its m64nNk16
+    accumulator table equal a plain product of the bf16 operands, each (row, token) owned once, for k and
+    tiles ending inside a stage; the soft embedding's parts cover the vocabulary in whole stages."""
+    out = subprocess.run([str(_host_check("wgmma_layout_check.cpp", tmp_path))], capture_output=True, text=True, timeout=120)
+    assert out.returncode == 0, out.stdout
+    assert out.stdout.split()[0] == "ok" and int(out.stdout.split()[-1]) > 100_000  # outputs compared
+
+
 def test_expert_grouping_is_a_stable_sort_by_expert_thread_by_thread(tmp_path):
     """cuda/expert_group.h (moe.cu's group_kernel: one block groups a pass's n x k assignments by
     expert) run phase by phase and thread by thread on the host, its warp scans lane by lane: offsets,
@@ -362,7 +374,7 @@ TENSOR_MARGIN = 3.0
 
 
 @needs_cuda
-@pytest.mark.parametrize("products", ["bf16", "qmma", "int8", "flash"])
+@pytest.mark.parametrize("products", ["bf16", "qmma", "int8", "flash", "wgmma"])
 @pytest.mark.parametrize("preset, type_name", [("mini-k", "Q4_K"), ("mini", "Q4_K_M"), ("medium", "Q4_K_M"), ("mini-k", "Q8_0")])
 def test_tensor_core_kernels_match_the_cpu_within_bf16_rounding(models, preset, type_name, monkeypatch, products):
     """products=qmma (DGEMMA_CUDA_QMMA): the Q4_K and Q5_0 products on quantized fragments, scales after
@@ -372,7 +384,12 @@ def test_tensor_core_kernels_match_the_cpu_within_bf16_rounding(models, preset, 
     (the activations' quantization is in both); what remains of the bf16 bound is the other products
     (Q6_K, the soft embedding) and the tf32 attention.
     products=flash (DGEMMA_CUDA_FLASH): the bf16 products with the decoder's attention as flash attention
-    on bf16 tensor cores (cuda/flash_attention.h): one more bf16 rounding of the same size, within the bound."""
+    on bf16 tensor cores (cuda/flash_attention.h): one more bf16 rounding of the same size, within the bound.
+    products=wgmma (DGEMMA_CUDA_WGMMA, Hopper): the soft embedding on warpgroup products (cuda/wgmma.cu; these
+    models' logits are too few rows for its matmul, which the op check's matmul-wide rows cover): the same
+    bf16 operands, so the same bound."""
+    if products == "wgmma" and _compute_capability() != 9.0:
+        pytest.skip("the warpgroup products need compute capability 9.0 (Hopper)")
     path = models(preset, type_name)
     want = _trace(_dequantized(path), "cpu")
     rounded = _trace(_bf16_weights(path), "cpu")
@@ -380,6 +397,7 @@ def test_tensor_core_kernels_match_the_cpu_within_bf16_rounding(models, preset, 
     monkeypatch.setenv("DGEMMA_CUDA_QMMA", "1" if products == "qmma" else "0")
     monkeypatch.setenv("DGEMMA_CUDA_INT8", "1" if products == "int8" else "0")
     monkeypatch.setenv("DGEMMA_CUDA_FLASH", "1" if products == "flash" else "0")
+    monkeypatch.setenv("DGEMMA_CUDA_WGMMA", "1" if products == "wgmma" else "0")
     got = _trace(path, "cuda")
     reference = _trace(path, "cpu") if products == "int8" else want
     for g, r, w, ref in zip(got, rounded, want, reference):
@@ -496,9 +514,12 @@ def test_streamed_experts_give_the_logits_of_experts_on_the_device(models, layer
 
 
 @needs_cuda
-@pytest.mark.parametrize("kernel_set", ["float", "tensor", "tensor-qmma", "tensor-int8-flash"])
+@pytest.mark.parametrize("kernel_set", ["float", "tensor", "tensor-qmma", "tensor-int8-flash", "tensor-wgmma"])
 def test_a_batch_on_cuda_gives_each_sequence_what_it_gets_alone(models, monkeypatch, kernel_set):
+    if "wgmma" in kernel_set and _compute_capability() != 9.0:
+        pytest.skip("the warpgroup products need compute capability 9.0 (Hopper)")
     monkeypatch.setenv("DGEMMA_CUDA_KERNELS", kernel_set.split("-")[0])
+    monkeypatch.setenv("DGEMMA_CUDA_WGMMA", "1" if "wgmma" in kernel_set else "0")
     monkeypatch.setenv("DGEMMA_CUDA_QMMA", "1" if "qmma" in kernel_set else "0")
     monkeypatch.setenv("DGEMMA_CUDA_INT8", "1" if "int8" in kernel_set else "0")
     monkeypatch.setenv("DGEMMA_CUDA_FLASH", "1" if "flash" in kernel_set else "0")

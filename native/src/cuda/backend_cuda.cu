@@ -13,7 +13,10 @@
 // experts) on int8 tensor cores, the CPU's integer dot products bit for bit (cuda/int8_mma.h;
 // opt-in until a device run has measured it; it takes precedence over DGEMMA_CUDA_QMMA);
 // DGEMMA_CUDA_FLASH=1 runs the tensor set's decoder attention as flash attention on bf16 tensor cores
-// (cuda/flash_attention.h; opt-in until a device run has measured it).
+// (cuda/flash_attention.h; opt-in until a device run has measured it); DGEMMA_CUDA_WGMMA=1 runs the
+// vocabulary-sized products (the logits and the soft embedding) on Hopper's warpgroup instructions
+// (cuda/wgmma.h; compute capability 9.0 with the library's sm_90a code; opt-in until a device run has
+// measured it; it takes precedence over DGEMMA_CUDA_INT8 for those products).
 // Streamed weights (expert offload by streaming, Backend::load_weight_streamed) live in pinned host
 // memory; a second stream copies each layer's experts into one of two device staging slots, as
 // weight_stream.h plans, while the op stream computes from the other; events order the two.
@@ -87,12 +90,16 @@ public:
         check(cudaStreamCreateWithFlags(&stream_, cudaStreamNonBlocking), "cudaStreamCreate");
         cudaDeviceProp prop;
         check(cudaGetDeviceProperties(&prop, device), "cudaGetDeviceProperties");
-        name_ = "cuda:" + std::to_string(device) + " (" + prop.name + ")";
         sm_count_ = prop.multiProcessorCount;
         kernels_ = kernel_set(std::getenv("DGEMMA_CUDA_KERNELS"), prop.major, prop.minor);
         qmma_ = kernels_ == cuda::KernelSet::tensor && env_on("DGEMMA_CUDA_QMMA");
         int8_ = kernels_ == cuda::KernelSet::tensor && env_on("DGEMMA_CUDA_INT8");
         flash_ = kernels_ == cuda::KernelSet::tensor && env_on("DGEMMA_CUDA_FLASH");
+        // Asked for elsewhere (another card, or a library without sm_90a code): the other kernels run.
+        wgmma_ = kernels_ == cuda::KernelSet::tensor && env_on("DGEMMA_CUDA_WGMMA") && prop.major == 9 && prop.minor == 0 &&
+                 cuda::wg_available();
+        // The op check's wgmma-active row reads whether the warpgroup products run.
+        name_ = "cuda:" + std::to_string(device) + " (" + prop.name + (wgmma_ ? ", warpgroup products" : "") + ")";
         if (int8_) cuda::i8_prepare();
         graphs_asked_ = env_on("DGEMMA_CUDA_GRAPH");
         graphs_on_ = graphs_asked_ && !profile_.on();  // the profile times ops one by one
@@ -437,7 +444,7 @@ public:
                          kernels_ == cuda::KernelSet::tensor
                              ? soft_probs_.get(static_cast<size_t>(cuda::soft_probs_rows(n) * cuda::mma_padded_cols(table.n_rows())))
                              : nullptr,
-                         kernels_);
+                         kernels_, wgmma_, sm_count_);
     }
     void route(const Tensor &w, const Tensor &x, const Tensor &scale, const Tensor &per_expert_scale, float eps, int k,
                const Tensor &expert, const Tensor &weight) override {
@@ -491,6 +498,7 @@ private:
         if (held_op_ + 1 != profile_.ops()) held_ = cuda::ActScratch{};
         m.held = &held_;
         m.epilogue = epilogue;
+        m.wgmma = wgmma_;
         m.x_bf16 = x_bf16(x.n_rows(), w.n_cols());
         if (kernels_ == cuda::KernelSet::tensor)
             m.split_partial = split_partial_.get(static_cast<size_t>(cuda::mma_split_partial_floats(sm_count_)));
@@ -621,7 +629,7 @@ private:
     Scratch<__nv_bfloat16> x_bf16_, act_bf16_, soft_probs_;
     Scratch<int8_t> x_q8_, act_q8_;  // the int8 tiles' codes (DGEMMA_CUDA_INT8)  // soft_probs_: the soft embedding's (kernels.h)
     static constexpr size_t kMaxGraphs = 16;  // passes kept recorded (a step's key lives for a canvas)
-    bool graphs_asked_ = false, graphs_on_ = false, qmma_ = false, int8_ = false, flash_ = false;
+    bool graphs_asked_ = false, graphs_on_ = false, qmma_ = false, int8_ = false, flash_ = false, wgmma_ = false;
     // What the products' activation scratch holds, and the op that left it (cuda::ActScratch).
     cuda::ActScratch held_;
     uint64_t held_op_ = 0;

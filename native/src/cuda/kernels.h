@@ -46,6 +46,7 @@ struct MatmulScratch {
     int sm_count = 0;
     ActScratch *held = nullptr;
     Epilogue epilogue;  // applied to each output (matmul_softcap's cap)
+    bool wgmma = false;  // products of wg_matmul_runs' size on the warpgroup kernels (DGEMMA_CUDA_WGMMA)
 };
 // y[n][w.rows] = x[n][w.cols] . W^T.
 void matmul(cudaStream_t s, const WeightView &w, const float *x, int64_t n, float *y, KernelSet k, const MatmulScratch &m);
@@ -65,8 +66,24 @@ __host__ __device__ inline int64_t soft_embed_part_rows(int64_t n_vocab) {
     return ((n_vocab + kSoftEmbedParts - 1) / kSoftEmbedParts + kMmaK - 1) / kMmaK * kMmaK;
 }
 __host__ __device__ inline int64_t soft_probs_rows(int64_t n) { return n < kSoftProbTokens ? n : kSoftProbTokens; }
+// wgmma (tensor set, DGEMMA_CUDA_WGMMA): the product on the warpgroup kernels, in
+// wg_soft_embed_parts(table.cols, sm_count, kSoftEmbedParts) parts.
 void soft_embed(cudaStream_t s, const WeightView &table, const float *logits, int64_t n, float scale, float *out,
-                float *row_max, float *row_inv_sum, float *partial, __nv_bfloat16 *probs, KernelSet k);
+                float *row_max, float *row_inv_sum, float *partial, __nv_bfloat16 *probs, KernelSet k, bool wgmma = false,
+                int sm_count = 0);
+
+// --- warpgroup products (wgmma.cu, sm_90a; cuda/wgmma.h): opt-in by DGEMMA_CUDA_WGMMA=1 on compute
+// capability 9.0, when the library holds sm_90a code (wg_available runs a probe kernel, synchronously).
+bool wg_available();
+// Whether a product of w over n tokens takes the warpgroup kernel: enough row tiles for a wave of
+// blocks without splitting k (the vocabulary-sized products: 2048 tiles at the 26B shapes).
+bool wg_matmul_runs(const WeightView &w, int64_t n, int sm_count);
+// y[n][w.rows] = ep(xb . W^T), xb: n bf16 rows padded to mma_padded_cols(w.cols).
+void wg_matmul(cudaStream_t s, const WeightView &w, const __nv_bfloat16 *xb, int64_t n, float *y, Epilogue ep);
+// partial[p][t][e] for p < parts, tokens t_base .. t_end - 1 (probs: their rows, soft_probs_kernel's
+// layout), the vocabulary in wg_part_rows(table.rows, parts) rows a part.
+void wg_soft_embed(cudaStream_t s, const WeightView &table, const __nv_bfloat16 *probs, int64_t t_base, int64_t t_end, int64_t n,
+                   int parts, float *partial);
 
 // --- experts (moe.cu)
 struct MoeScratch {

@@ -10,6 +10,7 @@
 #include "cuda/qmma.cuh"
 #include "cuda/tile_gemm.cuh"
 #include "cuda/tile_mma.cuh"
+#include "cuda/wgmma.h"
 
 namespace dg::cuda {
 
@@ -333,6 +334,11 @@ void matmul(cudaStream_t s, const WeightView &w, const float *x, int64_t n, floa
     __nv_bfloat16 *x_bf16 = m.x_bf16;
     float *x_sums = m.x_sums, *split_partial = m.split_partial;
     const int sm_count = m.sm_count;
+    if (k == KernelSet::tensor && m.wgmma && wg_matmul_runs(w, n, sm_count)) {
+        if (!act_held(m.held, x, n, w.cols, ActForm::bf16)) to_bf16_rows(s, x, n, w.cols, x_bf16);
+        wg_matmul(s, w, x_bf16, n, y, m.epilogue);
+        return;
+    }
     if (k == KernelSet::tensor && m.x_q8 && i8_runs(w)) {
         const ActForm form = i8_act_of(w.type) == I8Act::q8_k ? ActForm::q8_k : ActForm::q8_0;
         if (!act_held(m.held, x, n, w.cols, form)) i8_quantize(s, w.type, x, n, w.cols, m.x_q8, m.x_q8_d);
@@ -405,7 +411,8 @@ void embed(cudaStream_t s, const WeightView &table, const int32_t *ids, int64_t 
 }
 
 void soft_embed(cudaStream_t s, const WeightView &table, const float *logits, int64_t n, float scale, float *out,
-                float *row_max, float *row_inv_sum, float *partial, __nv_bfloat16 *probs, KernelSet k) {
+                float *row_max, float *row_inv_sum, float *partial, __nv_bfloat16 *probs, KernelSet k, bool wgmma,
+                int sm_count) {
     if (n <= 0) return;
     softmax_stats_kernel<<<static_cast<unsigned>(n), 256, 0, s>>>(logits, table.rows, row_max, row_inv_sum);
     check_launch("soft_embed statistics");
@@ -415,13 +422,19 @@ void soft_embed(cudaStream_t s, const WeightView &table, const float *logits, in
         check_launch("soft_embed");
         return;
     }
+    int parts = kSoftEmbedParts;
     if (k == KernelSet::tensor) {
+        if (wgmma) parts = wg_soft_embed_parts(table.cols, sm_count, kSoftEmbedParts);
         for (int64_t t_base = 0; t_base < n; t_base += kSoftProbTokens) {
             const int64_t m = min(kSoftProbTokens, n - t_base);
             static_assert(kSoftProbTokens <= kMaxGridRows, "a grid's second dimension");
             const dim3 probs_grid(blocks_for(mma_padded_cols(table.rows) / 8, 256), static_cast<unsigned>(m));
             soft_probs_kernel<<<probs_grid, 256, 0, s>>>(logits, table.rows, t_base, row_max, row_inv_sum, probs);
             check_launch("soft_embed probabilities");
+            if (wgmma) {
+                wg_soft_embed(s, table, probs, t_base, t_base + m, n, parts, partial);
+                continue;
+            }
             const dim3 grid(blocks_for(table.cols, kMmaRows), blocks_for(m, 128), kSoftEmbedParts);
             with_weight_type(table.type, [&](auto type) {
                 soft_embed_mma_kernel<decltype(type)::value><<<grid, kMmaThreads, 0, s>>>(table, probs, t_base, t_base + m,
@@ -437,7 +450,7 @@ void soft_embed(cudaStream_t s, const WeightView &table, const float *logits, in
         });
         check_launch("soft_embed (tiled)");
     }
-    sum_parts_kernel<<<blocks_for(n * table.cols, 256), 256, 0, s>>>(partial, kSoftEmbedParts, n * table.cols, scale, out);
+    sum_parts_kernel<<<blocks_for(n * table.cols, 256), 256, 0, s>>>(partial, parts, n * table.cols, scale, out);
     check_launch("soft_embed (sum of parts)");
 }
 
