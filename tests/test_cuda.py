@@ -167,7 +167,9 @@ def test_warpgroup_product_stages_read_as_the_ptx_descriptors_say_give_a_plain_p
     stage once with conflict-free warp stores; the descriptors carry the layout's offsets; the products read
     through the descriptors as the PTX ISA's K-major canonical layout says and handed out by its m64nNk16
     accumulator table equal a plain product of the bf16 operands, each (row, token) owned once, for k and
-    tiles ending inside a stage; the soft embedding's parts cover the vocabulary in whole stages."""
+    tiles ending inside a stage; the soft embedding's parts cover the vocabulary in whole stages; the L2
+    prefetches are whole blocks (GGUF's block shapes), cover each block of a row once, and touch every
+    128-byte line of their ranges."""
     out = subprocess.run([str(_host_check("wgmma_layout_check.cpp", tmp_path))], capture_output=True, text=True, timeout=120)
     assert out.returncode == 0, out.stdout
     assert out.stdout.split()[0] == "ok" and int(out.stdout.split()[-1]) > 100_000  # outputs compared

@@ -7,17 +7,22 @@
 //     says a descriptor addresses them (restated here from the ISA's text, not from wgmma.h), and
 //     handed out by the ISA's m64nNk16 accumulator table (restated likewise), equal a plain product of
 //     the bf16-rounded operands for every (row, token) of a block, each owned by one accumulator;
-//   - the soft embedding's parts cover the vocabulary in whole stages.
+//   - the soft embedding's parts cover the vocabulary in whole stages;
+//   - the L2 prefetches are whole blocks of GGUF's shapes, cover each block of a row once, and touch
+//     every 128-byte line of their ranges from any start of the row.
 // Prints "ok <outputs compared>" or the first failure.
+#include <algorithm>
 #include <cmath>
 #include <cstdint>
 #include <cstdio>
 #include <cstring>
 #include <random>
+#include <tuple>
 #include <vector>
 
 #include "cuda/wgmma.h"
 
+using namespace dg;
 using namespace dg::cuda;
 
 namespace {
@@ -257,6 +262,45 @@ int main() {
             CHECK(rows % kWgK == 0 && rows * parts >= V && rows * (parts - 1) < V + kWgK * parts, "parts of %lld", (long long)V);
         }
     CHECK(wg_soft_embed_parts(100000, 132, 16) == 1 && wg_soft_embed_parts(64, 132, 16) == 16, "part bounds");
+
+    // The L2 prefetches: a range is the whole blocks of its elements; a dense row's prefetches cover
+    // every block of the row once; the lines called cover every 128-byte line a range touches, from
+    // any start of the row.
+    // (type, elements and bytes of a block: GGUF's, ggml's type table)
+    const std::tuple<TensorType, int64_t, int64_t, const char *> shapes[] = {
+        {TensorType::F32, 1, 4, "F32"},      {TensorType::F16, 1, 2, "F16"},      {TensorType::BF16, 1, 2, "BF16"},
+        {TensorType::Q8_0, 32, 34, "Q8_0"},  {TensorType::Q4_0, 32, 18, "Q4_0"},  {TensorType::Q4_1, 32, 20, "Q4_1"},
+        {TensorType::Q5_0, 32, 22, "Q5_0"},  {TensorType::Q5_1, 32, 24, "Q5_1"},  {TensorType::Q4_K, 256, 144, "Q4_K"},
+        {TensorType::Q5_K, 256, 176, "Q5_K"}, {TensorType::Q6_K, 256, 210, "Q6_K"}};
+    for (const auto &[t, elements, bytes, name] : shapes) {
+        const WgBlockShape b = wg_block_shape(t);
+        CHECK(b.elements == elements && b.bytes == bytes, "%s block shape", name);
+        const int64_t K = 2816 / b.elements * b.elements;
+        std::vector<int> covered(static_cast<size_t>(K / b.elements * b.bytes), 0);
+        for (int64_t k0 = 0; k0 < K; k0 += kWgK)
+            if (wg_dense_prefetch_at(t, k0)) {
+                const WgByteRange r = wg_dense_prefetch_bytes(t, k0);
+                CHECK(r.first == k0 / b.elements * b.bytes, "%s range start", name);
+                for (int64_t x = r.first; x <= r.last && x < static_cast<int64_t>(covered.size()); ++x) ++covered[x];
+            }
+        for (int c : covered) CHECK(c == 1, "%s: a row byte prefetched %d times", name, c);
+        for (int64_t e0 : {int64_t{0}, int64_t{128}, int64_t{256}, int64_t{2688}}) {
+            const WgByteRange r = wg_block_bytes(t, e0, 128);
+            CHECK(r.first <= e0 / b.elements * b.bytes && r.last >= ((e0 + 127) / b.elements + 1) * b.bytes - 1 &&
+                      (r.last - r.first + 1) % b.bytes == 0, "%s columns from %lld", name, (long long)e0);
+        }
+        for (int64_t base : {int64_t{0}, int64_t{2}, int64_t{126}, int64_t{1000}})
+            for (int64_t first = 0; first < 600; first += 37)
+                for (int64_t len : {int64_t{1}, int64_t{34}, int64_t{128}, int64_t{210}, int64_t{420}, int64_t{512}}) {
+                    std::vector<int> lines;
+                    wg_for_each_line(WgByteRange{first, first + len - 1}, [&](int64_t x) {
+                        CHECK(x >= first && x <= first + len - 1, "a line call outside its range");
+                        lines.push_back(static_cast<int>((base + x) / 128));
+                    });
+                    for (int64_t line = (base + first) / 128; line <= (base + first + len - 1) / 128; ++line)
+                        CHECK(std::count(lines.begin(), lines.end(), line) >= 1, "line %lld of a range not prefetched", (long long)line);
+                }
+    }
 
     if (failures) {
         std::printf("%d failures\n", failures);

@@ -13,8 +13,9 @@
 // kWgK. Per stage each thread fetches its weight groups into registers (WeightFetch8), issues its
 // token copies (cp.async), starts the warpgroup's two k16 products on the stage the previous
 // iteration filled, then decodes its weights into the other stage while they run; one barrier a
-// stage. Weights are dequantized once per block; a 256-token pass reads the activations from L2
-// once per 128 rows.
+// stage. The weights kWgPrefetchStages stages ahead are prefetched into L2 (wgmma.h says why).
+// Weights are dequantized once per block; a 256-token pass reads the activations from L2 once per
+// 128 rows.
 #include <cuda_bf16.h>
 
 #include "cuda/int8_mma.cuh"
@@ -102,6 +103,8 @@ __device__ inline void wg_wait(float (&d)[kWgAcc]) {
 #endif
 }
 
+__device__ inline void prefetch_l2(const uint8_t *p) { asm volatile("prefetch.global.L2 [%0];\n" ::"l"(p)); }
+
 __device__ inline uint32_t bf16_word(float lo, float hi) {
     const __nv_bfloat162 h = __floats2bfloat162_rn(lo, hi);
     return *reinterpret_cast<const uint32_t *>(&h);
@@ -179,6 +182,12 @@ __global__ void __launch_bounds__(kWgThreads, 1) wg_matmul_kernel(WeightView w, 
             for (int i = 0; i < kWgDenseGroups; ++i) {
                 const WgCoord g = wg_group_coord(threadIdx.x, i);
                 f[i].fetch(w.data, w.row_stride, w.rows, w.cols, r0 + g.line, c * kWgK + g.k);
+                // The row's blocks kWgPrefetchStages ahead, by the thread holding its first k.
+                const int64_t k_ahead = (c + kWgPrefetchStages) * kWgK;
+                if (g.k == 0 && r0 + g.line < w.rows && k_ahead < w.cols && wg_dense_prefetch_at(T, k_ahead)) {
+                    const uint8_t *row = w.data + (r0 + g.line) * w.row_stride;
+                    wg_for_each_line(wg_dense_prefetch_bytes(T, k_ahead), [&](int64_t b) { prefetch_l2(row + b); });
+                }
             }
         },
         [&](uint8_t *stage, int64_t) {
@@ -221,7 +230,17 @@ __global__ void __launch_bounds__(kWgThreads, 1) wg_soft_embed_kernel(WeightView
                 const WgCoord g = wg_turned_coord(threadIdx.x, i);
                 const int64_t v = v_begin + c * kWgK + g.k;  // rows at or past v_end read as zeros
 #pragma unroll
-                for (int h = 0; h < 2; ++h) f[i][h].fetch(table.data, table.row_stride, v_end, E, v + h, e0 + g.line);
+                for (int h = 0; h < 2; ++h) {
+                    f[i][h].fetch(table.data, table.row_stride, v_end, E, v + h, e0 + g.line);
+                    // The pair's rows kWgPrefetchStages ahead, their blocks under the block's columns,
+                    // by the threads of the first column group.
+                    const int64_t v_ahead = v + h + kWgPrefetchStages * kWgK;
+                    if (g.line == 0 && v_ahead < v_end) {
+                        const uint8_t *row = table.data + v_ahead * table.row_stride;
+                        wg_for_each_line(wg_block_bytes(T, e0, min(static_cast<int64_t>(kWgRows), E - e0)),
+                                         [&](int64_t b) { prefetch_l2(row + b); });
+                    }
+                }
             }
         },
         [&](uint8_t *stage, int64_t) {

@@ -35,6 +35,7 @@
 
 #include <cstdint>
 
+#include "cuda/dequant.h"
 #include "host_device.h"
 
 namespace dg::cuda {
@@ -101,6 +102,59 @@ DG_HD int wg_soft_embed_parts(int64_t cols, int sm_count, int max_parts) {
 }
 DG_HD int64_t wg_part_rows(int64_t n_vocab, int parts) {
     return ((n_vocab + parts - 1) / parts + kWgK - 1) / kWgK * kWgK;
+}
+
+// Weights a few stages ahead into L2 (prefetch.global.L2, no registers held): a stage's weight loads
+// are issued one stage before their decode, about one product time (~350 ns at 32 k), while a DRAM
+// read under load takes about twice that; from L2 about half. A block's rows are prefetched
+// kWgPrefetchStages stages ahead, whole quantization blocks at a time: for the dense products the
+// block of a row holding k0 when k0 starts one (every stage for 32-element blocks, every 8th for the
+// K-quants' 256), for the soft embedding each new table row's blocks under the block's 128 columns.
+constexpr int kWgPrefetchStages = 4;
+
+struct WgBlockShape {
+    int64_t elements, bytes;
+};
+DG_HD WgBlockShape wg_block_shape(TensorType t) {
+    switch (t) {
+        case TensorType::F32: return {1, 4};
+        case TensorType::F16:
+        case TensorType::BF16: return {1, 2};
+        case TensorType::Q8_0: return {kQK8_0, sizeof(BlockQ8_0)};
+        case TensorType::Q4_0: return {kQK4, sizeof(BlockQ4_0)};
+        case TensorType::Q4_1: return {kQK4, sizeof(BlockQ4_1)};
+        case TensorType::Q5_0: return {kQK4, sizeof(BlockQ5_0)};
+        case TensorType::Q5_1: return {kQK4, sizeof(BlockQ5_1)};
+        case TensorType::Q4_K: return {kQK_K, sizeof(BlockQ4_K)};
+        case TensorType::Q5_K: return {kQK_K, sizeof(BlockQ5_K)};
+        case TensorType::Q6_K: return {kQK_K, sizeof(BlockQ6_K)};
+        default: return {1, 4};  // unreachable: load_weight refuses other types
+    }
+}
+
+// Bytes first .. last (inclusive, from the row's start) of the whole blocks holding elements
+// k0 .. k0 + count - 1.
+struct WgByteRange {
+    int64_t first, last;
+};
+DG_HD WgByteRange wg_block_bytes(TensorType t, int64_t k0, int64_t count) {
+    const WgBlockShape b = wg_block_shape(t);
+    return {k0 / b.elements * b.bytes, ((k0 + count - 1) / b.elements + 1) * b.bytes - 1};
+}
+// Whether a dense product prefetches the blocks from element k0 (a stage's first): when k0 starts a
+// block (every stage for blocks of 1 or 32 elements, every 8th for 256).
+DG_HD bool wg_dense_prefetch_at(TensorType t, int64_t k0) { return k0 % wg_block_shape(t).elements == 0; }
+// The dense products' prefetch range for stage k0: the blocks of max(kWgK, block) elements from k0.
+DG_HD WgByteRange wg_dense_prefetch_bytes(TensorType t, int64_t k0) {
+    const int64_t e = wg_block_shape(t).elements;
+    return wg_block_bytes(t, k0, e > kWgK ? e : kWgK);
+}
+// Calls f(byte) for bytes of the range whose 128-byte lines are every line it touches: first, every
+// 128 bytes after it, and last (the line of last may lie past the steps).
+template <typename F>
+DG_HD void wg_for_each_line(WgByteRange r, F f) {
+    for (int64_t b = r.first; b <= r.last; b += 128) f(b);
+    f(r.last);
 }
 
 }  // namespace dg::cuda
