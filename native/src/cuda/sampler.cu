@@ -127,46 +127,71 @@ __global__ void __launch_bounds__(kSampleThreads, 2) position_kernel(float *logi
 }
 
 // Acceptance over the free positions in (entropy, position) order, re-noising, the stability and
-// confidence test, the history shift and the stop flag. Ranks in parallel; the scans in order.
+// confidence test, the history shift and the stop flag. One thread keeps the running sums (the
+// contract's double additions in rank order) over the entropies the rank phase placed in shared
+// memory, marking each rejected position in `order`; everything else runs on all threads: the ranks,
+// the draws, the stability test, the history shift (thread by column, so each column's rows move in
+// order). The same operations as one thread doing it all, so the same bits; thread 0 walking global
+// memory with dependent loads cost about 100-200 us a step.
+// sorted_h: dynamic shared memory of C doubles.
 __global__ void finish_kernel(int64_t C, int64_t V, SamplerParams p, DrawSpec draws, int64_t canvas_no, int64_t step_index,
                               int32_t *canvas, int32_t *argmax, const int8_t *fixed, int32_t *history, int32_t *stop,
                               int8_t *accepted, const double *entropy, const int32_t *draw, int32_t *order) {
+    extern __shared__ double sorted_h[];
+    __shared__ int n_free_s;
+    __shared__ double total_s;
     auto is_free = [&](int64_t i) { return !(fixed && fixed[i]); };
+    if (threadIdx.x == 0) n_free_s = 0;
+    __syncthreads();
+    int local_free = 0;
     for (int64_t i = threadIdx.x; i < C; i += blockDim.x) {
         if (!is_free(i)) {
             argmax[i] = canvas[i];
+            if (accepted) accepted[i] = 0;
             continue;
         }
+        ++local_free;
         int64_t rank = 0;
         for (int64_t j = 0; j < C; ++j)
             if (is_free(j) && (entropy[j] < entropy[i] || (entropy[j] == entropy[i] && j < i))) ++rank;
         order[rank] = static_cast<int32_t>(i);
+        sorted_h[rank] = entropy[i];
+    }
+    atomicAdd(&n_free_s, local_free);
+    __syncthreads();
+    const int64_t n_free = n_free_s;
+    if (threadIdx.x == 0) {
+        double cum = 0.0, total = 0.0;
+        for (int64_t k = 0; k < n_free; ++k) {
+            const double h = sorted_h[k];
+            cum = cum + h;
+            if (!(cum - h <= p.entropy_bound)) order[k] = -1 - order[k];  // rejected: re-noised below
+            total = total + h;
+        }
+        total_s = total;
     }
     __syncthreads();
-    if (threadIdx.x != 0) return;
-    int64_t n_free = 0;
-    for (int64_t i = 0; i < C; ++i) n_free += is_free(i);
-    if (accepted)
-        for (int64_t i = 0; i < C; ++i) accepted[i] = 0;
-    double cum = 0.0, total = 0.0;
-    for (int64_t k = 0; k < n_free; ++k) {
-        const int32_t i = order[k];
-        const double h = entropy[i];
-        cum = cum + h;
-        const bool accept = cum - h <= p.entropy_bound;
+    for (int64_t k = threadIdx.x; k < n_free; k += blockDim.x) {
+        const int32_t code = order[k];
+        const bool accept = code >= 0;
+        const int32_t i = accept ? code : -1 - code;
         if (accepted) accepted[i] = accept ? 1 : 0;
         canvas[i] = accept ? draw[i] : draw_token(raw_draw(draws, draw_index(canvas_no, step_index, 1, i, C, p.max_steps)), V);
-        total = total + h;
     }
-    bool stable = true;
+    // argmax of every position is written (the fixed ones above, before the barriers; the free ones
+    // by position_kernel).
     const int S = p.stability_threshold;
-    for (int h = 0; h < S && stable; ++h)
-        for (int64_t i = 0; i < C && stable; ++i) stable = argmax[i] == history[static_cast<int64_t>(h) * C + i];
-    if (S > 0) {
-        for (int64_t j = 0; j < static_cast<int64_t>(S - 1) * C; ++j) history[j] = history[j + C];
-        for (int64_t i = 0; i < C; ++i) history[static_cast<int64_t>(S - 1) * C + i] = argmax[i];
-    }
-    stop[0] = n_free == 0 ? 1 : (stable && total / static_cast<double>(n_free) < p.confidence_threshold ? 1 : 0);
+    int same = 1;
+    for (int h = 0; h < S; ++h)
+        for (int64_t i = threadIdx.x; i < C; i += blockDim.x) same &= argmax[i] == history[static_cast<int64_t>(h) * C + i];
+    const bool stable = __syncthreads_and(same);  // every read of history precedes the shift below
+    if (S > 0)
+        for (int64_t i = threadIdx.x; i < C; i += blockDim.x) {
+            for (int h = 0; h + 1 < S; ++h) history[static_cast<int64_t>(h) * C + i] = history[static_cast<int64_t>(h + 1) * C + i];
+            history[static_cast<int64_t>(S - 1) * C + i] = argmax[i];
+        }
+    if (threadIdx.x == 0)
+        stop[0] = n_free == 0 ? 1 : (stable && total_s / static_cast<double>(n_free) < p.confidence_threshold ? 1 : 0);
 }
 
 }  // namespace
@@ -190,8 +215,11 @@ void sample(cudaStream_t s, float *logits, int64_t C, int64_t V, float t, const 
     position_kernel<<<static_cast<unsigned>(C), kSampleThreads, shared, s>>>(logits, V, t, draws, canvas_no, step_index, C, p.max_steps,
                                                                    scratch.entropy, scratch.draw, argmax);
     check_launch("sampler positions");
-    finish_kernel<<<1, 256, 0, s>>>(C, V, p, draws, canvas_no, step_index, canvas, argmax, fixed, history, stop, accepted,
-                                    scratch.entropy, scratch.draw, scratch.order);
+    const size_t finish_shared = static_cast<size_t>(C) * sizeof(double);  // the entropies in rank order
+    if (finish_shared > 40 * 1024)
+        throw Error(DGEMMA_ERR_UNSUPPORTED, "CUDA sampler: a canvas of " + std::to_string(C) + " positions needs more shared memory than 40 KB");
+    finish_kernel<<<1, 256, finish_shared, s>>>(C, V, p, draws, canvas_no, step_index, canvas, argmax, fixed, history, stop,
+                                                accepted, scratch.entropy, scratch.draw, scratch.order);
     check_launch("sampler finish");
 }
 
