@@ -262,6 +262,18 @@ struct QuantizedReference {
     ~QuantizedReference() { g_dequantized_reference = saved; }
 };
 
+// A product's check: fresh weights of type wt [R][K] and inputs [n][K], the output poisoned.
+std::function<std::vector<float>(Backend &, std::mt19937_64 &)> product_body(TensorType wt, int64_t K, int64_t R, int64_t n) {
+    return [=](Backend &be, std::mt19937_64 &rng) {
+        Buf w = weight(be, wt, randn(rng, K * R), K, R);
+        Buf x = tensor(be, TensorType::F32, randn(rng, K * n).data(), K, n);
+        Buf y = poisoned(be, TensorType::F32, R, n);
+        be.reserve(PassLimits{n, 1, K, K, 1, 1, 1, 1, 0, 0});
+        be.matmul(w.t, x.t, y.t);
+        return fetch<float>(be, y.t);
+    };
+}
+
 // DGEMMA_CUDA_WGMMA=1 (cuda/wgmma.cu): the vocabulary-sized products on warpgroup instructions. A
 // product takes them from 128 x (multiprocessors) rows (wg_matmul_runs): 17000 rows (a partial last
 // row tile) over 300 tokens (a partial second token tile) does on a 132-multiprocessor card, for the
@@ -280,14 +292,7 @@ void warpgroup_ops(Harness &h, bool require_active = true) {
         const char *tn = type_traits(wt)->name;
         const int64_t K = 768, R = 17000, n = 300;
         const double tol = std::max(g_matrix_tol_floor, quantized(wt) && !g_dequantized_reference ? 2e-2 : 1e-5);
-        h.check("matmul-wide", tn, dims({K, R, n}), tol, [&](Backend &be, std::mt19937_64 &rng) {
-            Buf w = weight(be, wt, randn(rng, K * R), K, R);
-            Buf x = tensor(be, TensorType::F32, randn(rng, K * n).data(), K, n);
-            Buf y = poisoned(be, TensorType::F32, R, n);
-            be.reserve(PassLimits{n, 1, K, K, 1, 1, 1, 1, 0, 0});
-            be.matmul(w.t, x.t, y.t);
-            return fetch<float>(be, y.t);
-        });
+        h.check("matmul-wide", tn, dims({K, R, n}), tol, product_body(wt, K, R, n));
         if (wt == TensorType::Q6_K)
             h.check("matmul-wide", std::string(tn) + "-softcap", dims({K, R, n}), tol, [&](Backend &be, std::mt19937_64 &rng) {
                 Buf w = weight(be, wt, randn(rng, K * R, 0.5f), K, R);
@@ -359,14 +364,7 @@ void matrix_ops(Harness &h) {
         const double tol = int8 ? 1e-5 : std::max(g_matrix_tol_floor, quantized(wt) && !g_dequantized_reference ? 2e-2 : 1e-5);
         for (auto [K, R, n] : {std::tuple<int64_t, int64_t, int64_t>{256, 37, 1}, {512, 300, 67}, {2816, 2816, 256}}) {
             const QuantizedReference quantized_reference(int8);
-            h.check("matmul", tn, dims({K, R, n}), tol, [&](Backend &be, std::mt19937_64 &rng) {
-                Buf w = weight(be, wt, randn(rng, K * R), K, R);
-                Buf x = tensor(be, TensorType::F32, randn(rng, K * n).data(), K, n);
-                Buf y = poisoned(be, TensorType::F32, R, n);
-                be.reserve(PassLimits{n, 1, K, K, 1, 1, 1, 1, 0, 0});
-                be.matmul(w.t, x.t, y.t);
-                return fetch<float>(be, y.t);
-            });
+            h.check("matmul", tn, dims({K, R, n}), tol, product_body(wt, K, R, n));
         }
         // The logits' product with its soft cap (Backend::matmul_softcap; the CPU runs matmul, then
         // softcap): against the CPU, and against the two ops on the same backend bit for bit, at a shape
