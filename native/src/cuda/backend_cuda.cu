@@ -97,7 +97,7 @@ public:
         flash_ = kernels_ == cuda::KernelSet::tensor && env_on("DGEMMA_CUDA_FLASH");
         // Asked for elsewhere (another card, or a library without sm_90a code): the other kernels run.
         wgmma_ = kernels_ == cuda::KernelSet::tensor && env_on("DGEMMA_CUDA_WGMMA") && prop.major == 9 && prop.minor == 0 &&
-                 cuda::wg_available();
+                 cuda::wg_prepare();
         // The op check's wgmma-active row reads whether the warpgroup products run.
         name_ = "cuda:" + std::to_string(device) + " (" + prop.name + (wgmma_ ? ", warpgroup products" : "") + ")";
         if (int8_) cuda::i8_prepare();

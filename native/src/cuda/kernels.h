@@ -73,8 +73,9 @@ void soft_embed(cudaStream_t s, const WeightView &table, const float *logits, in
                 int sm_count = 0);
 
 // --- warpgroup products (wgmma.cu, sm_90a; cuda/wgmma.h): opt-in by DGEMMA_CUDA_WGMMA=1 on compute
-// capability 9.0, when the library holds sm_90a code (wg_available runs a probe kernel, synchronously).
-bool wg_available();
+// capability 9.0, when the library holds sm_90a code. wg_prepare runs a probe kernel (synchronously)
+// and, when the code is there, raises the kernels' shared memory on the current device; true then.
+bool wg_prepare();
 // Whether a product of w over n tokens takes the warpgroup kernel: enough row tiles for a wave of
 // blocks without splitting k (the vocabulary-sized products: 2048 tiles at the 26B shapes).
 bool wg_matmul_runs(const WeightView &w, int64_t n, int sm_count);

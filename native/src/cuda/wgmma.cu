@@ -151,6 +151,17 @@ __device__ inline void wg_accumulate(uint8_t *smem, int64_t stages, float (&acc)
     }
 }
 
+// Calls f(row, token, value) for each of this thread's accumulators (wgmma.h's layout; row within
+// the block's kWgRows, token within its kWgTokens).
+template <typename F>
+__device__ inline void wg_for_each_acc(const float (&acc)[kWgAcc], F f) {
+#pragma unroll
+    for (int i = 0; i < kWgAcc; ++i) {
+        const WgCoord o = wg_acc_coord(threadIdx.x, i);
+        f(o.line, o.k, acc[i]);
+    }
+}
+
 // The tokens' operand of a stage: rows row(token line) of bf16 (null: zeros), k0 + 8 (g % 8) of each,
 // zeros at or past `cols` (a multiple of 8); a zero fill names `mapped` (any mapped address of the
 // operand) as its source, reading none of it.
@@ -202,11 +213,9 @@ __global__ void __launch_bounds__(kWgThreads, 1) wg_matmul_kernel(WeightView w, 
         [&](uint8_t *stage, int64_t c) {
             wg_load_tokens(stage, [&](int tl) { return t0 + tl < n ? xb + (t0 + tl) * padded : nullptr; }, c * kWgK, padded, xb);
         });
-#pragma unroll
-    for (int i = 0; i < kWgAcc; ++i) {
-        const WgCoord o = wg_acc_coord(threadIdx.x, i);
-        if (r0 + o.line < w.rows && t0 + o.k < n) y[(t0 + o.k) * w.rows + r0 + o.line] = ep(acc[i]);
-    }
+    wg_for_each_acc(acc, [&](int row, int t, float v) {
+        if (r0 + row < w.rows && t0 + t < n) y[(t0 + t) * w.rows + r0 + row] = ep(v);
+    });
 }
 
 // The soft embedding's part blockIdx.y: partial[part][t][e] = sum over the part's vocabulary rows v of
@@ -260,23 +269,14 @@ __global__ void __launch_bounds__(kWgThreads, 1) wg_soft_embed_kernel(WeightView
                            v_begin + c * kWgK, Vp, probs);
         });
     float *part = partial + static_cast<int64_t>(blockIdx.y) * n * E;
-#pragma unroll
-    for (int i = 0; i < kWgAcc; ++i) {
-        const WgCoord o = wg_acc_coord(threadIdx.x, i);
-        if (e0 + o.line < E && t_base + o.k < t_end) part[(t_base + o.k) * E + e0 + o.line] = acc[i];
-    }
-}
-
-// Raises a kernel's dynamic shared memory to kWgSmemBytes (an attribute of the function on the
-// current device: set before each launch, two a step).
-template <typename K>
-void wg_allow_smem(K kernel) {
-    check(cudaFuncSetAttribute(kernel, cudaFuncAttributeMaxDynamicSharedMemorySize, kWgSmemBytes), "wgmma kernels' shared memory");
+    wg_for_each_acc(acc, [&](int col, int t, float v) {
+        if (e0 + col < E && t_base + t < t_end) part[(t_base + t) * E + e0 + col] = v;
+    });
 }
 
 }  // namespace
 
-bool wg_available() {
+bool wg_prepare() {
     int *d = nullptr, h = 0;
     check(cudaMalloc(&d, sizeof(int)), "cudaMalloc (wgmma probe)");
     wg_probe_kernel<<<1, 1>>>(d);
@@ -285,7 +285,17 @@ bool wg_available() {
     cudaFree(d);
     check(launched, "wgmma probe");
     check(copied, "wgmma probe");
-    return h == 1;
+    if (h != 1) return false;
+    // Each kernel's dynamic shared memory raised to kWgSmemBytes once, on the current device.
+    for (TensorType t : kCudaWeightTypes)
+        with_weight_type(t, [&](auto type) {
+            constexpr TensorType T = decltype(type)::value;
+            check(cudaFuncSetAttribute(wg_matmul_kernel<T>, cudaFuncAttributeMaxDynamicSharedMemorySize, kWgSmemBytes),
+                  "cudaFuncSetAttribute (wgmma products)");
+            check(cudaFuncSetAttribute(wg_soft_embed_kernel<T>, cudaFuncAttributeMaxDynamicSharedMemorySize, kWgSmemBytes),
+                  "cudaFuncSetAttribute (wgmma soft embedding)");
+        });
+    return true;
 }
 
 bool wg_matmul_runs(const WeightView &w, int64_t n, int sm_count) {
@@ -298,7 +308,6 @@ void wg_matmul(cudaStream_t s, const WeightView &w, const __nv_bfloat16 *xb, int
         const dim3 grid(blocks_for(w.rows, kWgRows), blocks_for(m, kWgTokens));
         with_weight_type(w.type, [&](auto type) {
             constexpr TensorType T = decltype(type)::value;
-            wg_allow_smem(wg_matmul_kernel<T>);
             wg_matmul_kernel<T><<<grid, kWgThreads, kWgSmemBytes, s>>>(w, xb + t0 * mma_padded_cols(w.cols), m, y + t0 * w.rows, ep);
         });
         check_launch("matmul (warpgroup products)");
@@ -312,7 +321,6 @@ void wg_soft_embed(cudaStream_t s, const WeightView &table, const __nv_bfloat16 
         const dim3 grid(blocks_for(table.cols, kWgRows), static_cast<unsigned>(parts));
         with_weight_type(table.type, [&](auto type) {
             constexpr TensorType T = decltype(type)::value;
-            wg_allow_smem(wg_soft_embed_kernel<T>);
             wg_soft_embed_kernel<T><<<grid, kWgThreads, kWgSmemBytes, s>>>(table, probs + (t - t_base) * mma_padded_cols(table.rows),
                                                                            t, min(t_end, t + kWgTokens), n, part_rows, partial);
         });
